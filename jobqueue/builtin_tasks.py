@@ -1,0 +1,34 @@
+"""Tasks every worker knows: for smoke tests, benchmarks and the demo."""
+
+from __future__ import annotations
+
+import asyncio
+
+from jobqueue.tasks import task
+
+
+@task("noop")
+async def noop(payload):
+    """Does nothing: measures the queue itself."""
+    return None
+
+
+@task("echo")
+async def echo(payload):
+    return payload
+
+
+@task("sleep")
+async def sleep(payload, ctx):
+    """Sleeps payload["seconds"], reporting progress each tenth."""
+    seconds = float(payload.get("seconds", 1.0))
+    for step in range(10):
+        await asyncio.sleep(seconds / 10)
+        ctx.set_progress({"done": step + 1, "total": 10})
+    return {"slept": seconds}
+
+
+@task("fail")
+async def fail(payload):
+    """Fails with payload["message"]: exercises retries and dead letters."""
+    raise RuntimeError(payload.get("message", "failing on purpose"))

@@ -1,0 +1,173 @@
+"""The Python API for applications: enqueue, read, cancel and retry jobs.
+
+    from jobqueue import Client
+    with Client() as jq:
+        job_id = jq.enqueue("send_email", {"to": "a@example.com"}, queue="emails")
+        jq.get(job_id).state
+
+Thread-safe: one pool of connections, borrowed per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from jobqueue import db, migrations
+from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, InvalidJob, Job, JobSpec
+from jobqueue.sqlfiles import q
+from jobqueue.tasks import registry
+
+# Rows per INSERT statement in enqueue_many: large enough to amortise the round trip, small
+# enough to keep the parameter arrays modest. All chunks commit together.
+CHUNK = 5000
+
+
+class Client:
+    def __init__(self, url: str | None = None, *, min_size: int = 1, max_size: int = 4):
+        self.url = url or db.database_url()
+        self.pool = ConnectionPool(
+            self.url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=db.connect_kwargs() | {"row_factory": dict_row},
+            open=True,
+            name="jobqueue-client",
+        )
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> list[migrations.Migration]:
+        with self.pool.connection() as conn:
+            return migrations.migrate(conn)
+
+    # -- enqueue ----------------------------------------------------------------------------
+
+    def enqueue(self, kind: str, payload=None, **options) -> int:
+        """Enqueue one job and return its id (the existing job's, for a known idempotency key).
+
+        Options: queue, priority, run_at, delay, max_attempts, timeout, idempotency_key, owner,
+        batch_id, metadata.
+        """
+        spec = JobSpec(kind=kind, payload={} if payload is None else payload, **options)
+        return self.enqueue_many([spec])[0]
+
+    def enqueue_many(self, specs: Iterable[JobSpec | dict]) -> list[int]:
+        """Enqueue many jobs in as few round trips as possible, atomically; ids in input order.
+
+        A spec that fails validation raises InvalidJob naming its index and field, and nothing
+        is enqueued.
+        """
+        now = datetime.now(UTC)
+        rows = []
+        for index, spec in enumerate(specs):
+            if isinstance(spec, dict):
+                try:
+                    spec = JobSpec(**spec)
+                except TypeError as exc:
+                    raise InvalidJob(f"job {index}: {exc}") from None
+            task = registry.get(spec.kind) if isinstance(spec.kind, str) else None
+            try:
+                rows.append(
+                    spec.validated_row(
+                        (task and task.queue) or DEFAULT_QUEUE,
+                        (task and task.max_attempts) or DEFAULT_MAX_ATTEMPTS,
+                        now,
+                    )
+                )
+            except InvalidJob as exc:
+                raise InvalidJob(f"job {index}: {exc}") from None
+        ids: list[int] = []
+        with self.pool.connection() as conn, conn.transaction():
+            for start in range(0, len(rows), CHUNK):
+                ids.extend(_insert(conn, rows[start : start + CHUNK]))
+        return ids
+
+    # -- read -------------------------------------------------------------------------------
+
+    def get(self, job_id: int) -> Job | None:
+        with self.pool.connection() as conn:
+            row = conn.execute(q("get_job"), {"id": job_id}).fetchone()
+        return Job.from_row(row) if row else None
+
+    def status(self) -> list[dict]:
+        with self.pool.connection() as conn:
+            return conn.execute(q("queue_status")).fetchall()
+
+    def workers(self) -> list[dict]:
+        with self.pool.connection() as conn:
+            return conn.execute(q("list_workers")).fetchall()
+
+    # -- change -----------------------------------------------------------------------------
+
+    def cancel(self, job_id: int) -> str:
+        """Cancel a job. Returns 'cancelled' (it was not running: now finished as cancelled),
+        'requested' (running: its worker stops it and records it cancelled), 'finished'
+        (too late) or 'not_found'."""
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(q("lock_job"), {"id": job_id}).fetchone()
+            if row is None:
+                found = conn.execute(q("get_job"), {"id": job_id}).fetchone()
+                return "finished" if found else "not_found"
+            if row["lease_owner"] is None:
+                conn.execute(q("cancel_waiting"), {"id": job_id})
+                return "cancelled"
+            conn.execute(q("request_cancel"), {"id": job_id})
+            return "requested"
+
+    def retry(self, job_id: int) -> bool:
+        """Run a dead or cancelled job again with a fresh attempt budget."""
+        return bool(self._revive(ids=[job_id], states=["dead", "cancelled"]))
+
+    def dead(self, queue: str | None = None, limit: int = 100) -> list[dict]:
+        with self.pool.connection() as conn:
+            return conn.execute(q("list_dead"), {"queue": queue, "limit": limit}).fetchall()
+
+    def retry_dead(self, queue: str | None = None, ids: list[int] | None = None) -> list[int]:
+        return self._revive(ids=ids, states=["dead"], queue=queue)
+
+    def purge_dead(self, queue: str | None = None, ids: list[int] | None = None) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(q("purge_dead"), {"queue": queue, "ids": ids}).fetchone()
+        return row["count"]
+
+    def _revive(self, *, ids, states, queue=None) -> list[int]:
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                q("revive_finished"), {"ids": ids, "states": states, "queue": queue}
+            ).fetchall()
+        return [r["id"] for r in rows]
+
+
+_COLUMNS = ("queue", "kind", "payload", "priority", "run_at", "max_attempts",
+            "timeout_seconds", "owner", "batch_id", "metadata", "idempotency_key")
+
+
+def _insert(conn, rows: list[tuple]) -> list[int]:
+    """Insert validated rows; returns their ids in order."""
+    columns = {name: list(values) for name, values in zip(_COLUMNS, zip(*rows), strict=True)}
+    if not any(columns["idempotency_key"]):
+        del columns["idempotency_key"]
+        return [r["id"] for r in conn.execute(q("insert_jobs"), columns).fetchall()]
+    result = conn.execute(q("insert_jobs_idempotent"), columns).fetchall()
+    ids = []
+    for row, values in zip(result, rows, strict=True):
+        job_id = row["id"]
+        if job_id is None:  # the key was taken by a transaction that committed meanwhile
+            owner, key = values[7] or "", values[10]
+            found = conn.execute(q("find_idempotent"), {"owner": owner, "key": key}).fetchone()
+            job_id = found["job_id"]
+        ids.append(job_id)
+    return ids

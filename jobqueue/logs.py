@@ -1,0 +1,32 @@
+"""structlog set up once per process: JSON lines when not on a terminal (or LOG_FORMAT=json),
+readable colour on one; ISO UTC timestamps; ids bound with contextvars ride along."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure(level: str | None = None, fmt: str | None = None) -> None:
+    level_name = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
+    fmt = fmt or os.environ.get("LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+    if fmt not in ("json", "console"):
+        raise ValueError(f"LOG_FORMAT must be json or console, not {fmt!r}")
+    renderer = (structlog.processors.JSONRenderer() if fmt == "json"
+                else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level_name]),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

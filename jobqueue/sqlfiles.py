@@ -1,0 +1,45 @@
+"""Where the `sql/` folder is, and the named queries in it.
+
+DDL and queries live only in `sql/` at the top of the project. An installed wheel carries the
+folder as `jobqueue/sql`; a source checkout has it beside the package.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+
+@cache
+def sql_dir() -> Path:
+    for candidate in (_HERE / "sql", _HERE.parent / "sql"):
+        if (candidate / "queries.sql").is_file():
+            return candidate
+    raise FileNotFoundError("jobqueue's sql/ folder is missing from the installation")
+
+
+_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """Split a file of `-- name: NAME` sections into {NAME: SQL}."""
+    parts = _NAME.split(text)
+    queries: dict[str, str] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"query {name!r} is defined twice in queries.sql")
+        queries[name] = body.strip().rstrip(";")
+    return queries
+
+
+@cache
+def queries() -> dict[str, str]:
+    return parse_queries((sql_dir() / "queries.sql").read_text())
+
+
+def q(name: str) -> str:
+    """The SQL text of the named query."""
+    return queries()[name]

@@ -1,0 +1,119 @@
+"""The task registry: plain Python functions (sync or async) that workers run by name.
+
+    @task("send_email", queue="emails", max_attempts=3)
+    def send_email(payload, ctx):
+        ...
+
+A handler gets the job's payload, and the JobContext too when it declares a `ctx` parameter.
+Its return value (JSON-serialisable) is the job's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Retry(Exception):
+    """Raise to ask for another attempt after `delay` seconds (or the usual backoff)."""
+
+    def __init__(self, message: str = "retry requested", delay: float | None = None):
+        super().__init__(message)
+        self.delay = delay
+
+
+class Permanent(Exception):
+    """Raise to dead-letter the job now: retrying cannot help (bad input, say)."""
+
+
+class JobCancelled(Exception):
+    """Raised by ctx.check_cancelled() once someone has cancelled the running job."""
+
+
+@dataclass
+class Task:
+    name: str
+    func: Callable
+    queue: str | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
+    is_async: bool = False
+    wants_ctx: bool = False
+
+
+@dataclass
+class JobContext:
+    """What a running handler knows about its job and can tell the worker."""
+
+    job_id: int
+    queue: str
+    kind: str
+    attempt: int
+    max_attempts: int
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    _report_progress: Callable[[int, int, Any], None] | None = field(default=None, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check_cancelled(self) -> None:
+        """For long sync handlers: raise JobCancelled once the job was cancelled."""
+        if self._cancelled.is_set():
+            raise JobCancelled(f"job {self.job_id} was cancelled")
+
+    def set_progress(self, progress: Any) -> None:
+        """Record progress (any JSON value, e.g. {"done": 3, "total": 10}); best effort."""
+        if self._report_progress is not None:
+            self._report_progress(self.job_id, self.attempt, progress)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+
+    def register(self, name: str, func: Callable, **options) -> Task:
+        if name in self._tasks and self._tasks[name].func is not func:
+            raise ValueError(f"task {name!r} is registered twice")
+        params = inspect.signature(func).parameters
+        t = Task(
+            name=name,
+            func=func,
+            is_async=asyncio.iscoroutinefunction(func),
+            wants_ctx="ctx" in params,
+            **options,
+        )
+        self._tasks[name] = t
+        return t
+
+    def get(self, name: str) -> Task | None:
+        return self._tasks.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._tasks)
+
+
+registry = Registry()
+
+
+def task(
+    name: str | None = None,
+    *,
+    queue: str | None = None,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    registry: Registry = registry,
+):
+    """Register a function as the task `name` (default: its __name__)."""
+
+    def decorate(func: Callable) -> Callable:
+        registry.register(
+            name or func.__name__, func, queue=queue, max_attempts=max_attempts, timeout=timeout
+        )
+        return func
+
+    return decorate

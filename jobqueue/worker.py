@@ -1,0 +1,543 @@
+"""The worker: claim jobs from one queue, run their handlers, record outcomes.
+
+One asyncio loop per process, with four connections that each reconnect on their own:
+- claim: `claim` in batches (FOR UPDATE SKIP LOCKED), woken by LISTEN or a poll timer;
+- finish: outcomes are buffered and written in batches (group commit: while one write is in
+  flight the next batch gathers), fenced by (worker id, attempt);
+- background: heartbeat (lease renewal, cancellations, the worker row) and maintenance;
+- listen: LISTEN for new work and for cancellations.
+A job holds its slot until its outcome is written, so "in flight" is exact and a SIGTERM never
+leaves an outcome behind in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import os
+import random
+import signal
+import socket
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import structlog
+
+from jobqueue import db
+from jobqueue.sqlfiles import q
+from jobqueue.tasks import JobCancelled, JobContext, Permanent, Registry, Retry, registry
+
+log = structlog.get_logger("jobqueue.worker")
+
+
+@dataclass
+class WorkerConfig:
+    queue: str = "default"
+    concurrency: int = 10
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float | None = None  # default: a third of the lease
+    poll_seconds: float = 1.0
+    listen: bool = True
+    grace_seconds: float = 25.0
+    claim_batch: int = 500
+    retry_base_seconds: float = 1.0
+    retry_max_seconds: float = 3600.0
+    maintenance_seconds: float = 5.0
+    retention_seconds: float = 7 * 86400.0
+    default_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.heartbeat_seconds is None:
+            self.heartbeat_seconds = self.lease_seconds / 3
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, so retries of a
+    failed burst spread out instead of returning together."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+@dataclass
+class _Running:
+    id: int
+    attempt: int
+    max_attempts: int
+    kind: str
+    claimed_at: float
+    ctx: JobContext
+    task: asyncio.Task | None = None
+    stop_reason: str | None = None  # "cancelled", "lease_lost" or "shutdown"
+
+
+@dataclass
+class _Outcome:
+    job_id: int
+    attempt: int
+    action: str  # "finish", "retry" or "hand_back"
+    state: str | None = None
+    result: str | None = None
+    error: str | None = None
+    delay: float = 0.0
+
+
+class _Link:
+    """One connection that survives database restarts: each call retries on connection loss,
+    with backoff, until it succeeds or the worker gives up on the database (hard stop)."""
+
+    def __init__(self, url: str, name: str, give_up: Callable[[], bool]):
+        self.url, self.name, self.give_up = url, name, give_up
+        self.conn: psycopg.AsyncConnection | None = None
+        self.lock = asyncio.Lock()
+
+    async def run(self, fn: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
+        delay = 0.05
+        async with self.lock:
+            while True:
+                try:
+                    if self.conn is None or self.conn.closed:
+                        self.conn = await db.connect_async(self.url)
+                    return await fn(self.conn)
+                except psycopg.OperationalError as exc:
+                    await self.close()
+                    if self.give_up():
+                        raise
+                    log.warning("db_unavailable", link=self.name, error=str(exc).strip(),
+                                retry_in=round(delay, 2))
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+
+    async def execute(self, query: str, params: dict | None = None) -> list[tuple]:
+        async def go(conn):
+            cur = await conn.execute(query, params)
+            return await cur.fetchall() if cur.description else []
+
+        return await self.run(go)
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close()
+            self.conn = None
+
+
+class Worker:
+    def __init__(self, url: str, config: WorkerConfig | None = None, *,
+                 tasks: Registry = registry):
+        self.url = url
+        self.config = config or WorkerConfig()
+        self.tasks = tasks
+        self.id = uuid.uuid4()
+        self.log = log.bind(worker=str(self.id), queue=self.config.queue)
+        self._in_flight: dict[int, _Running] = {}
+        self._outbox: list[_Outcome] = []
+        self._progress: dict[int, tuple[int, str]] = {}
+        self._stopping = False  # warm stop: claim nothing more
+        self._hard = False  # hard stop: hand everything back now
+        self._closing = False  # the fetch loop has ended; write what is left and go
+        self._threads: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._links: list[_Link] = []
+        self.claimed = 0  # counters for tests and the status line
+        self.finished = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def stop(self, hard: bool = False) -> None:
+        """Ask the worker to stop: warm (finish in-flight work) or hard (hand it back)."""
+        self._hard = self._hard or hard
+        self._stopping = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._poke)
+
+    def _poke(self) -> None:
+        self._wake.set()
+        self._slots.set()
+        self._stop_event.set()
+        if self._hard:
+            self._hard_event.set()
+
+    def _on_signal(self, signum: int) -> None:
+        hard = self._stopping  # the second signal of either kind is a hard stop
+        self.log.info("signal", signal=signal.Signals(signum).name,
+                      stop="hard" if hard else "warm", in_flight=len(self._in_flight))
+        self.stop(hard=hard)
+
+    async def run(self, install_signals: bool = False) -> None:
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Event()
+        self._stop_event = asyncio.Event()
+        self._hard_event = asyncio.Event()
+        self._outbox_event = asyncio.Event()
+        if self._stopping:
+            self._poke()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+        give_up = lambda: self._hard  # noqa: E731
+        self._claim_link = self._link("claim", give_up)
+        self._finish_link = self._link("finish", give_up)
+        self._bg_link = self._link("background", give_up)
+        await self._bg_link.execute(q("register_worker"), self._worker_row())
+        self.log.info("worker_started", concurrency=cfg.concurrency, listen=cfg.listen,
+                      pid=os.getpid(), tasks=self.tasks.names())
+        background = [asyncio.create_task(self._heartbeat_loop()),
+                      asyncio.create_task(self._maintenance_loop())]
+        if cfg.listen:
+            background.append(asyncio.create_task(self._listen_loop()))
+        completer = asyncio.create_task(self._complete_loop())
+        try:
+            await self._fetch_loop()
+            await self._drain()
+        finally:
+            self._closing = True
+            self._outbox_event.set()
+            with contextlib.suppress(Exception):
+                await completer
+            for t in background:
+                t.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                self._bg_link.give_up = lambda: True
+                await self._bg_link.execute(q("unregister_worker"), {"id": self.id})
+            for link in self._links:
+                await link.close()
+            if self._threads is not None:
+                self._threads.shutdown(wait=False, cancel_futures=True)
+            self.log.info("worker_stopped", claimed=self.claimed, finished=self.finished)
+
+    def _link(self, name: str, give_up: Callable[[], bool]) -> _Link:
+        link = _Link(self.url, name, give_up)
+        self._links.append(link)
+        return link
+
+    def _worker_row(self) -> dict:
+        return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
+                "queue": self.config.queue, "concurrency": self.config.concurrency,
+                "in_flight": len(self._in_flight)}
+
+    # -- claiming ---------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        cfg = self.config
+        backlog = False
+        while not self._stopping:
+            free = cfg.concurrency - len(self._in_flight)
+            if free <= 0:
+                self._slots.clear()
+                await self._slots.wait()
+                continue
+            limit = min(free, cfg.claim_batch)
+            if backlog and limit < min(cfg.concurrency, cfg.claim_batch) // 2:
+                # Work is waiting but few slots are free: let a few more free up, so a busy
+                # worker claims in batches rather than one row per statement.
+                await asyncio.sleep(0.002)
+                limit = min(cfg.concurrency - len(self._in_flight), cfg.claim_batch)
+            self._wake.clear()
+            rows = await self._claim_link.execute(q("claim"), {
+                "queue": cfg.queue, "limit": limit, "worker": self.id,
+                "lease_seconds": cfg.lease_seconds})
+            now = time.monotonic()
+            for row in rows:
+                self._start(row, now)
+            backlog = len(rows) == limit
+            if backlog or self._stopping:
+                continue
+            await self._idle_wait()
+
+    async def _idle_wait(self) -> None:
+        """Sleep until a notification, a freed stop, or the next poll (or scheduled job)."""
+        timeout = self.config.poll_seconds
+        rows = await self._claim_link.execute(q("next_run_at"), {"queue": self.config.queue})
+        next_run = rows[0][0] if rows else None
+        if next_run is not None:
+            until = (next_run - datetime.now(UTC)).total_seconds()
+            timeout = max(0.0, min(timeout, until))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _start(self, row: tuple, now: float) -> None:
+        job_id, kind, payload, attempt, max_attempts, timeout = row
+        ctx = JobContext(job_id=job_id, queue=self.config.queue, kind=kind, attempt=attempt,
+                         max_attempts=max_attempts, _report_progress=self._report_progress)
+        running = _Running(job_id, attempt, max_attempts, kind, now, ctx)
+        self._in_flight[job_id] = running
+        self.claimed += 1
+        running.task = asyncio.create_task(self._execute(running, payload, timeout))
+
+    async def _execute(self, r: _Running, payload: Any, timeout: float | None) -> None:
+        structlog.contextvars.bind_contextvars(
+            job_id=r.id, queue=self.config.queue, kind=r.kind, attempt=r.attempt)
+        started = time.monotonic()
+        task = self.tasks.get(r.kind)
+        try:
+            try:
+                if task is None:
+                    raise Permanent(f"no task named {r.kind!r} is registered in this worker")
+                args = (payload, r.ctx) if task.wants_ctx else (payload,)
+                if task.is_async:
+                    work = task.func(*args)
+                else:
+                    work = self._in_thread(task.func, *args)
+                limit = timeout or task.timeout or self.config.default_timeout
+                result = await (asyncio.wait_for(work, limit) if limit else work)
+                encoded = json.dumps(result)
+            except asyncio.CancelledError:
+                reason = r.stop_reason or "shutdown"
+                if reason == "cancelled":
+                    outcome = _Outcome(r.id, r.attempt, "finish", "cancelled",
+                                       error=self._error(r, JobCancelled("cancelled while running")))
+                elif reason == "lease_lost":
+                    # Another worker may own the job now: there is nothing of ours to write.
+                    self._in_flight.pop(r.id, None)
+                    self._slots.set()
+                    return
+                else:
+                    outcome = _Outcome(r.id, r.attempt, "hand_back")
+            except JobCancelled as exc:
+                outcome = _Outcome(r.id, r.attempt, "finish", "cancelled", error=self._error(r, exc))
+            except Exception as exc:
+                outcome = self._failure(r, exc, time.monotonic() - started)
+            else:
+                outcome = _Outcome(r.id, r.attempt, "finish", "succeeded", result=encoded)
+                log.debug("job_succeeded", seconds=round(time.monotonic() - started, 4))
+        finally:
+            structlog.contextvars.clear_contextvars()
+        self._outbox.append(outcome)
+        self._outbox_event.set()
+
+    def _in_thread(self, func: Callable, *args) -> asyncio.Future:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.config.concurrency,
+                                               thread_name_prefix="jobqueue-task")
+        ctx = contextvars.copy_context()  # handler logs keep the job's ids
+        return self._loop.run_in_executor(self._threads, ctx.run, func, *args)
+
+    def _failure(self, r: _Running, exc: Exception, seconds: float) -> _Outcome:
+        error = self._error(r, exc)
+        if isinstance(exc, TimeoutError) and not str(exc):
+            error = self._error(r, exc, "the job exceeded its timeout")
+        final = isinstance(exc, Permanent) or r.attempt >= r.max_attempts
+        if final:
+            log.error("job_dead", error_type=type(exc).__name__, error=str(exc),
+                      seconds=round(seconds, 4))
+            return _Outcome(r.id, r.attempt, "finish", "dead", error=error)
+        cfg = self.config
+        delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else backoff(
+            r.attempt, cfg.retry_base_seconds, cfg.retry_max_seconds)
+        log.warning("job_failed", error_type=type(exc).__name__, error=str(exc),
+                    retry_in=round(delay, 3), seconds=round(seconds, 4))
+        return _Outcome(r.id, r.attempt, "retry", error=error, delay=delay)
+
+    def _error(self, r: _Running, exc: BaseException, message: str | None = None) -> str:
+        return json.dumps({
+            "attempt": r.attempt,
+            "at": datetime.now(UTC).isoformat(),
+            "type": type(exc).__name__,
+            "message": message or str(exc),
+            "traceback": "".join(traceback.format_exception(exc)),
+            "worker": str(self.id),
+        })
+
+    def _report_progress(self, job_id: int, attempt: int, progress: Any) -> None:
+        encoded = json.dumps(progress)
+
+        def record():
+            self._progress[job_id] = (attempt, encoded)
+            self._outbox_event.set()
+
+        self._loop.call_soon_threadsafe(record)
+
+    def _stop_job(self, job_id: int, reason: str) -> None:
+        r = self._in_flight.get(job_id)
+        if r is None or r.task is None or r.task.done() or r.stop_reason:
+            return
+        r.stop_reason = reason
+        r.ctx._cancelled.set()
+        r.task.cancel()
+        self.log.info("job_stopping", job_id=job_id, reason=reason)
+
+    # -- recording outcomes -----------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            await self._outbox_event.wait()
+            self._outbox_event.clear()
+            batch, self._outbox = self._outbox, []
+            progress, self._progress = self._progress, {}
+            if progress:
+                with contextlib.suppress(psycopg.Error):
+                    await self._write_progress(progress)
+            if batch:
+                try:
+                    await self._write(batch)
+                except psycopg.OperationalError:
+                    self.log.error("outcomes_lost", count=len(batch),
+                                   note="database unreachable at hard stop; leases will expire")
+                for o in batch:
+                    self._in_flight.pop(o.job_id, None)
+                self.finished += len(batch)
+                self._slots.set()
+            if self._closing and not self._outbox and not self._active():
+                return
+
+    def _active(self) -> bool:
+        return any(r.task is not None and not r.task.done() for r in self._in_flight.values())
+
+    async def _write(self, batch: list[_Outcome]) -> None:
+        finish = [o for o in batch if o.action == "finish"]
+        retry = [o for o in batch if o.action == "retry"]
+        back = [o.job_id for o in batch if o.action == "hand_back"]
+
+        async def go(conn: psycopg.AsyncConnection):
+            moved: set[int] = set()
+            if finish:
+                cur = await conn.execute(q("finish_jobs"), {
+                    "id": [o.job_id for o in finish], "attempt": [o.attempt for o in finish],
+                    "state": [o.state for o in finish], "result": [o.result for o in finish],
+                    "error": [o.error for o in finish], "worker": self.id})
+                moved.update(r[0] for r in await cur.fetchall())
+            if retry:
+                cur = await conn.execute(q("retry_jobs"), {
+                    "id": [o.job_id for o in retry], "attempt": [o.attempt for o in retry],
+                    "delay": [o.delay for o in retry], "error": [o.error for o in retry],
+                    "worker": self.id})
+                moved.update(r[0] for r in await cur.fetchall())
+            if back:
+                await conn.execute(q("hand_back"), {"ids": back, "worker": self.id})
+                moved.update(back)
+            return moved
+
+        moved = await self._finish_link.run(go)
+        for o in batch:
+            if o.job_id not in moved:
+                # Fencing at work: our lease expired and the job was rescued (and maybe taken
+                # by another worker), so this outcome must not count.
+                self.log.warning("outcome_discarded_lease_lost", job_id=o.job_id,
+                                 attempt=o.attempt, action=o.action, state=o.state)
+        if back:
+            self.log.info("jobs_handed_back", count=len(back))
+
+    async def _write_progress(self, progress: dict[int, tuple[int, str]]) -> None:
+        async def go(conn: psycopg.AsyncConnection):
+            async with conn.cursor() as cur:
+                await cur.executemany(q("set_progress"), [
+                    {"id": job_id, "attempt": attempt, "progress": encoded, "worker": self.id}
+                    for job_id, (attempt, encoded) in progress.items()])
+
+        await self._finish_link.run(go)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Warm stop: wait up to the grace period for running jobs, then hand back the rest."""
+        pending = [r.task for r in self._in_flight.values() if r.task and not r.task.done()]
+        if pending and not self._hard:
+            self.log.info("draining", in_flight=len(pending), grace=self.config.grace_seconds)
+            all_done = asyncio.ensure_future(asyncio.wait(pending))
+            hard = asyncio.ensure_future(self._hard_event.wait())
+            await asyncio.wait([all_done, hard], timeout=self.config.grace_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+            all_done.cancel()
+            hard.cancel()
+        for r in list(self._in_flight.values()):
+            if r.task is not None and not r.task.done():
+                self._stop_job(r.id, "shutdown")
+        leftovers = [r.task for r in self._in_flight.values() if r.task]
+        await asyncio.gather(*leftovers, return_exceptions=True)
+
+    # -- background -------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        cfg = self.config
+        while True:
+            await asyncio.sleep(cfg.heartbeat_seconds)
+            started = time.monotonic()
+            try:
+                rows = await self._bg_link.execute(q("renew_leases"), {
+                    "worker": self.id, "lease_seconds": cfg.lease_seconds})
+                await self._bg_link.execute(q("touch_worker"), self._worker_row())
+            except psycopg.Error as exc:
+                self.log.warning("heartbeat_failed", error=str(exc))
+                continue
+            held = {job_id: cancel for job_id, cancel in rows}
+            for r in list(self._in_flight.values()):
+                if r.id not in held and r.claimed_at < started and not r.task.done():
+                    self._stop_job(r.id, "lease_lost")
+                elif held.get(r.id):
+                    self._stop_job(r.id, "cancelled")
+
+    async def _maintenance_loop(self) -> None:
+        cfg = self.config
+        while True:
+            await asyncio.sleep(cfg.maintenance_seconds * random.uniform(0.8, 1.2))
+            try:
+                await self._bg_link.run(self._maintain)
+            except psycopg.Error as exc:
+                self.log.warning("maintenance_failed", error=str(exc))
+
+    async def _maintain(self, conn: psycopg.AsyncConnection) -> None:
+        """Rescue expired leases, prune old finished jobs and dead worker rows. One process
+        at a time does it: the one that gets the transaction-level advisory lock."""
+        cfg = self.config
+        async with conn.transaction():
+            cur = await conn.execute(q("try_maintenance_lock"))
+            if not (await cur.fetchone())[0]:
+                return
+            dead = len(await (await conn.execute(q("rescue_dead"))).fetchall())
+            rescued = (await (await conn.execute(q("rescue_retry"))).fetchone())[0]
+            pruned = (await (await conn.execute(q("prune_finished"), {
+                "retention_seconds": cfg.retention_seconds, "limit": 10000})).fetchone())[0]
+            await conn.execute(q("prune_workers"), {
+                "stale_seconds": max(60.0, 10 * cfg.heartbeat_seconds)})
+        if dead or rescued or pruned:
+            self.log.info("maintenance", rescued=rescued, dead_letters=dead, pruned=pruned)
+
+    async def _listen_loop(self) -> None:
+        delay = 0.05
+        while not self._closing:
+            conn = None
+            try:
+                conn = await db.connect_async(self.url)
+                await conn.execute("LISTEN jobqueue_insert")
+                await conn.execute("LISTEN jobqueue_cancel")
+                delay = 0.05
+                self._wake.set()  # anything inserted while we were not listening
+                while True:
+                    async for note in conn.notifies(timeout=30.0):
+                        if note.channel == "jobqueue_insert":
+                            if note.payload == self.config.queue:
+                                self._wake.set()
+                        elif note.channel == "jobqueue_cancel":
+                            self._stop_job(int(note.payload), "cancelled")
+                    await conn.execute("SELECT 1")  # a silent network loses no one forever
+            except psycopg.OperationalError as exc:
+                self.log.warning("listen_lost", error=str(exc).strip(), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            finally:
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+
+
+def run_worker(url: str, config: WorkerConfig, tasks: Registry = registry) -> None:
+    """Run one worker in this process until SIGTERM/SIGINT (the CLI's entry point)."""
+    worker = Worker(url, config, tasks=tasks)
+    asyncio.run(worker.run(install_signals=True))
+
