@@ -157,7 +157,8 @@ _COLUMNS = ("queue", "kind", "payload", "priority", "run_at", "max_attempts",
 
 def _insert(conn, rows: list[tuple]) -> list[int]:
     """Insert validated rows; returns their ids in order."""
-    columns = {name: list(values) for name, values in zip(_COLUMNS, zip(*rows), strict=True)}
+    columns = {name: list(values)
+               for name, values in zip(_COLUMNS, zip(*rows, strict=True), strict=True)}
     if not any(columns["idempotency_key"]):
         del columns["idempotency_key"]
         return [r["id"] for r in conn.execute(q("insert_jobs"), columns).fetchall()]

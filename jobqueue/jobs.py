@@ -33,7 +33,8 @@ def parse_priority(value: int | str | None) -> int:
             value = int(value)
         except ValueError:
             names = ", ".join(PRIORITIES)
-            raise InvalidJob(f"priority: expected an integer or one of {names}, got {value!r}")
+            raise InvalidJob(
+                f"priority: expected an integer or one of {names}, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidJob(f"priority: expected an integer, got {type(value).__name__}")
     lo, hi = PRIORITY_RANGE

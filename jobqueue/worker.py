@@ -20,6 +20,7 @@ import os
 import random
 import signal
 import socket
+import threading
 import time
 import traceback
 import uuid
@@ -149,6 +150,7 @@ class Worker:
         self._threads: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._links: list[_Link] = []
+        self.listening = threading.Event()  # set while LISTEN is in place
         self.claimed = 0  # counters for tests and the status line
         self.finished = 0
 
@@ -290,18 +292,16 @@ class Worker:
                 if task is None:
                     raise Permanent(f"no task named {r.kind!r} is registered in this worker")
                 args = (payload, r.ctx) if task.wants_ctx else (payload,)
-                if task.is_async:
-                    work = task.func(*args)
-                else:
-                    work = self._in_thread(task.func, *args)
+                work = task.func(*args) if task.is_async else self._in_thread(task.func, *args)
                 limit = timeout or task.timeout or self.config.default_timeout
                 result = await (asyncio.wait_for(work, limit) if limit else work)
                 encoded = json.dumps(result)
             except asyncio.CancelledError:
                 reason = r.stop_reason or "shutdown"
                 if reason == "cancelled":
+                    stopped = JobCancelled("cancelled while running")
                     outcome = _Outcome(r.id, r.attempt, "finish", "cancelled",
-                                       error=self._error(r, JobCancelled("cancelled while running")))
+                                       error=self._error(r, stopped))
                 elif reason == "lease_lost":
                     # Another worker may own the job now: there is nothing of ours to write.
                     self._in_flight.pop(r.id, None)
@@ -310,7 +310,8 @@ class Worker:
                 else:
                     outcome = _Outcome(r.id, r.attempt, "hand_back")
             except JobCancelled as exc:
-                outcome = _Outcome(r.id, r.attempt, "finish", "cancelled", error=self._error(r, exc))
+                outcome = _Outcome(r.id, r.attempt, "finish", "cancelled",
+                                   error=self._error(r, exc))
             except Exception as exc:
                 outcome = self._failure(r, exc, time.monotonic() - started)
             else:
@@ -517,6 +518,7 @@ class Worker:
                 await conn.execute("LISTEN jobqueue_insert")
                 await conn.execute("LISTEN jobqueue_cancel")
                 delay = 0.05
+                self.listening.set()
                 self._wake.set()  # anything inserted while we were not listening
                 while True:
                     async for note in conn.notifies(timeout=30.0):
@@ -527,6 +529,7 @@ class Worker:
                             self._stop_job(int(note.payload), "cancelled")
                     await conn.execute("SELECT 1")  # a silent network loses no one forever
             except psycopg.OperationalError as exc:
+                self.listening.clear()
                 self.log.warning("listen_lost", error=str(exc).strip(), retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
