@@ -46,7 +46,11 @@ def _url() -> str:
 def _client():
     from jobqueue.client import Client
 
-    return Client(_url(), max_size=2)
+    url = _url()
+    # One direct connection first: it fails at once with the server's own reason, where the
+    # pool would wait out its timeout and then say only that it timed out.
+    db.connect(url, connect_timeout=10).close()
+    return Client(url, max_size=2)
 
 
 def _print_json(value) -> None:

@@ -140,7 +140,8 @@ class Worker:
         self.config = config or WorkerConfig()
         self.tasks = tasks
         self.id = uuid.uuid4()
-        self.log = log.bind(worker=str(self.id), queue=self.config.queue)
+        self._worker_name = str(self.id)
+        self.log = log.bind(worker=self._worker_name, queue=self.config.queue)
         self._in_flight: dict[int, _Running] = {}
         self._outbox: list[_Outcome] = []
         self._progress: dict[int, tuple[int, str]] = {}
@@ -284,7 +285,8 @@ class Worker:
 
     async def _execute(self, r: _Running, payload: Any, timeout: float | None) -> None:
         structlog.contextvars.bind_contextvars(
-            job_id=r.id, queue=self.config.queue, kind=r.kind, attempt=r.attempt)
+            job_id=r.id, queue=self.config.queue, kind=r.kind, attempt=r.attempt,
+            worker=self._worker_name)
         started = time.monotonic()
         task = self.tasks.get(r.kind)
         try:

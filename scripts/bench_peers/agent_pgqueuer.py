@@ -1,0 +1,74 @@
+"""pgqueuer's side of scripts/bench_queue.py (runs in the peers' venv).
+
+Worker: `python -m pgqueuer run agent_pgqueuer:create --batch-size N` with this folder as the
+working directory and BENCH_DB_URL set; one asyncpg connection per worker, as pgqueuer's
+performance guide recommends for the QueueManager. Agent: `python agent_pgqueuer.py COMMAND
+...` (enqueue N | latency N RATE WORKERS), one JSON line out; the schema is installed with
+`pgq install`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+
+import asyncpg
+import bench_record
+from pgqueuer import PgQueuer
+from pgqueuer.db import AsyncpgDriver
+from pgqueuer.models import Job
+from pgqueuer.queries import Queries
+
+URL = os.environ.get("BENCH_DB_URL", "")
+
+
+@contextlib.asynccontextmanager
+async def create():
+    conn = await asyncpg.connect(URL)
+    pgq = PgQueuer(AsyncpgDriver(conn))
+
+    @pgq.entrypoint("bench_noop")
+    async def bench_noop(job: Job) -> None:
+        bench_record.drain_job()
+
+    @pgq.entrypoint("bench_latency")
+    async def bench_latency(job: Job) -> None:
+        now = time.time()
+        data = json.loads(job.payload)
+        bench_record.latency_job(now, data["t"], data["seq"])
+
+    try:
+        yield pgq
+    finally:
+        await conn.close()
+
+
+async def main(argv: list[str]) -> dict:
+    command, *rest = argv
+    conn = await asyncpg.connect(URL)
+    try:
+        queries = Queries(AsyncpgDriver(conn))
+        if command == "enqueue":
+            n = int(rest[0])
+            started = time.perf_counter()
+            ids = await queries.enqueue(["bench_noop"] * n, [None] * n, [0] * n)
+            seconds = time.perf_counter() - started
+            return {"count": len(ids), "seconds": seconds}
+        if command == "latency":
+            n, rate, workers = int(rest[0]), float(rest[1]), int(rest[2])
+
+            async def enqueue(t: float, seq: int) -> None:
+                await queries.enqueue("bench_latency", json.dumps({"t": t, "seq": seq}).encode())
+
+            return await bench_record.produce_latency_jobs(enqueue, n, rate, workers)
+    finally:
+        await conn.close()
+    raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(main(sys.argv[1:]))))

@@ -1,0 +1,61 @@
+"""jobqueue's side of scripts/bench_queue.py: the bench tasks, and the agent commands.
+
+Workers load the tasks with `--import scripts.bench_tasks` (run from the repo root). The
+orchestrator runs the agent as `python -m scripts.bench_tasks COMMAND URL ...`:
+    setup URL                          create the schema
+    enqueue URL N                      enqueue N no-op jobs with one enqueue_many call
+    latency URL N RATE WORKERS         warm up, then N single enqueues at RATE per second
+Each command prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+from jobqueue.tasks import task
+from scripts.bench_peers import bench_record
+
+QUEUE = "bench"
+
+
+@task("bench_noop")
+async def bench_noop(payload):
+    bench_record.drain_job()
+
+
+@task("bench_latency")
+async def bench_latency(payload):
+    now = time.time()
+    bench_record.latency_job(now, payload["t"], payload["seq"])
+
+
+def main(argv: list[str]) -> dict:
+    from jobqueue import Client, JobSpec
+
+    command, url, *rest = argv
+    with Client(url) as jq:
+        jq.pool.wait()  # connected before anything is timed, as on the peers' side
+        if command == "setup":
+            jq.migrate()
+            return {"ok": True}
+        if command == "enqueue":
+            n = int(rest[0])
+            started = time.perf_counter()
+            ids = jq.enqueue_many([JobSpec("bench_noop", {}, queue=QUEUE) for _ in range(n)])
+            seconds = time.perf_counter() - started
+            return {"count": len(ids), "seconds": seconds}
+        if command == "latency":
+            n, rate, workers = int(rest[0]), float(rest[1]), int(rest[2])
+
+            async def enqueue(t: float, seq: int) -> None:
+                jq.enqueue("bench_latency", {"t": t, "seq": seq}, queue=QUEUE)
+
+            return asyncio.run(bench_record.produce_latency_jobs(enqueue, n, rate, workers))
+    raise SystemExit(f"unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])))
