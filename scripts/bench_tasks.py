@@ -1,10 +1,11 @@
 """jobqueue's side of scripts/bench_queue.py: the bench tasks, and the agent commands.
 
 Workers load the tasks with `--import scripts.bench_tasks` (run from the repo root). The
-orchestrator runs the agent as `python -m scripts.bench_tasks COMMAND URL ...`:
-    setup URL                          create the schema
-    enqueue URL N                      enqueue N no-op jobs with one enqueue_many call
-    latency URL N RATE WORKERS         warm up, then N single enqueues at RATE per second
+orchestrator runs the agent as `python -m scripts.bench_tasks COMMAND ...` with BENCH_DB_URL
+set:
+    setup                      create the schema
+    enqueue N                  enqueue N no-op jobs with one enqueue_many call
+    latency N RATE WORKERS     warm up, then N single enqueues at RATE per second
 Each command prints one JSON line.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -35,8 +37,8 @@ async def bench_latency(payload):
 def main(argv: list[str]) -> dict:
     from jobqueue import Client, JobSpec
 
-    command, url, *rest = argv
-    with Client(url) as jq:
+    command, *rest = argv
+    with Client(os.environ["BENCH_DB_URL"]) as jq:
         jq.pool.wait()  # connected before anything is timed, as on the peers' side
         if command == "setup":
             jq.migrate()

@@ -114,7 +114,7 @@ def test_kill_9_mid_drain_loses_nothing_and_reruns_only_the_victims_jobs(cluster
 
 def test_sigterm_mid_drain_exits_0_in_the_grace_period_and_loses_nothing(cluster, db_url):
     enqueue_records(db_url, 600, seconds=0.2)
-    leaving, staying = cluster.start(2, "--concurrency", "10", "--grace-seconds", "5")
+    leaving, _staying = cluster.start(2, "--concurrency", "10", "--grace-seconds", "5")
     wait_until(lambda: cluster.executions() >= 50, timeout=30, message="drain under way")
     t0 = time.monotonic()
     leaving.send_signal(signal.SIGTERM)
