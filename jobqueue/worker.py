@@ -185,6 +185,7 @@ class Worker:
         self._stop_event = asyncio.Event()
         self._hard_event = asyncio.Event()
         self._outbox_event = asyncio.Event()
+        self._beat_now = asyncio.Event()
         if self._stopping:
             self._poke()
         if install_signals:
@@ -469,7 +470,9 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         cfg = self.config
         while True:
-            await asyncio.sleep(cfg.heartbeat_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), cfg.heartbeat_seconds)
+            self._beat_now.clear()
             started = time.monotonic()
             try:
                 rows = await self._bg_link.execute(q("renew_leases"), {
@@ -521,7 +524,10 @@ class Worker:
                 await conn.execute("LISTEN jobqueue_cancel")
                 delay = 0.05
                 self.listening.set()
-                self._wake.set()  # anything inserted while we were not listening
+                # Catch up on what was said while nobody listened: new work (wake the claim
+                # loop) and cancellations (the heartbeat reads cancel_requested from the table).
+                self._wake.set()
+                self._beat_now.set()
                 while True:
                     async for note in conn.notifies(timeout=30.0):
                         if note.channel == "jobqueue_insert":

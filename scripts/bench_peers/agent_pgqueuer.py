@@ -1,10 +1,11 @@
 """pgqueuer's side of scripts/bench_queue.py (runs in the peers' venv).
 
-Worker: `python -m pgqueuer run agent_pgqueuer:create --batch-size N` with this folder as the
-working directory and BENCH_DB_URL set; one asyncpg connection per worker, as pgqueuer's
-performance guide recommends for the QueueManager. Agent: `python agent_pgqueuer.py COMMAND
-...` (enqueue N | latency N RATE WORKERS), one JSON line out; the schema is installed with
-`pgq install`.
+Worker: `python agent_pgqueuer.py worker BATCH_SIZE` with BENCH_DB_URL set: what
+`pgq run agent_pgqueuer:create --batch-size N` does (pgqueuer.run() on uvloop), without the
+CLI, whose option parsing fails with typer 0.29 ("'str' object has no attribute 'name'"). One
+asyncpg connection per worker, as pgqueuer's performance guide recommends for the
+QueueManager. Agent: `python agent_pgqueuer.py COMMAND ...` (enqueue N | latency N RATE
+WORKERS), one JSON line out; the schema is installed with `pgq install`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 
 import asyncpg
 import bench_record
+import pgqueuer
+import uvloop
 from pgqueuer import PgQueuer
 from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
@@ -70,5 +73,12 @@ async def main(argv: list[str]) -> dict:
     raise SystemExit(f"unknown command {command!r}")
 
 
+def worker(batch_size: int) -> None:
+    uvloop.run(pgqueuer.run(create, batch_size=batch_size))
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1:]))))
+    if sys.argv[1] == "worker":
+        worker(int(sys.argv[2]))
+    else:
+        print(json.dumps(asyncio.run(main(sys.argv[1:]))))

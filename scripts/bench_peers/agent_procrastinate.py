@@ -1,8 +1,9 @@
 """procrastinate's side of scripts/bench_queue.py (runs in the peers' venv).
 
 Worker: `procrastinate --app agent_procrastinate.app worker --queues bench ...` with this
-folder on PYTHONPATH and BENCH_DB_URL set. Agent: `python agent_procrastinate.py COMMAND ...`
-(setup | enqueue N | latency N RATE WORKERS), one JSON line out.
+folder on PYTHONPATH and BENCH_DB_URL set. Agent: `cli(["setup"])`, `cli(["enqueue", N])`,
+`cli(["latency", N, RATE, WORKERS])` (run through `python -c` so that the app is not defined
+in __main__), one JSON line out.
 """
 
 from __future__ import annotations
@@ -59,5 +60,9 @@ async def main(argv: list[str]) -> dict:
     raise SystemExit(f"unknown command {command!r}")
 
 
+def cli(argv: list[str]) -> None:
+    print(json.dumps(asyncio.run(main(argv))))
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main(sys.argv[1:]))))
+    cli(sys.argv[1:])
