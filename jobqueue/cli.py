@@ -7,6 +7,7 @@ failed (or the database is unreachable), 2 bad usage or input.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -53,6 +54,29 @@ def _client():
     return Client(url, max_size=2)
 
 
+def _platform(name: str):
+    from jobqueue import platforms
+
+    try:
+        found = platforms.load()
+    except platforms.ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if name not in found:
+        raise UserError(f"{platforms.config_path()}: no platform {name!r} "
+                        f"(known: {', '.join(sorted(found))})")
+    return found[name]
+
+
+def _platform_runtime(name: str):
+    from jobqueue.llm import PlatformRuntime
+    from jobqueue.platforms import ConfigError
+
+    try:
+        return PlatformRuntime(_platform(name), "")
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
 def _print_json(value) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
@@ -79,9 +103,11 @@ def migrate() -> None:
 
 
 @cli.command()
-@click.option("--queue", "-q", default="default", help="The queue to work.")
-@click.option("--concurrency", "-c", type=click.IntRange(1, 10000), default=10,
-              help="Jobs in flight per process.")
+@click.option("--queue", "-q", default=None, help="The queue to work (default: 'default').")
+@click.option("--platform", default=None,
+              help="Work a platform of jobqueue.toml (its queue has the platform's name).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 10000), default=None,
+              help="Jobs in flight per process (default 10, or the platform's).")
 @click.option("--processes", "-p", type=click.IntRange(1, 256), default=1,
               help="Worker processes to run and supervise.")
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
@@ -99,15 +125,31 @@ def migrate() -> None:
 @click.option("--retention-seconds", type=click.FloatRange(0), default=7 * 86400.0,
               help="Finished jobs are pruned after this long.")
 @click.option("--retry-base-seconds", type=click.FloatRange(0), default=1.0)
-def worker(queue, concurrency, processes, imports, lease_seconds, poll_seconds, listen,
-           grace_seconds, claim_batch, maintenance_seconds, retention_seconds,
+def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll_seconds,
+           listen, grace_seconds, claim_batch, maintenance_seconds, retention_seconds,
            retry_base_seconds) -> None:
-    """Run worker process(es) for a queue until SIGTERM (warm stop; a second is hard)."""
+    """Run worker process(es) for a queue or a platform until SIGTERM (warm stop; a second
+    is hard)."""
+    if queue and platform:
+        raise UserError("give --queue or --platform, not both")
+    runtime = None
+    if platform:
+        runtime = _platform_runtime(platform)
+        queue = platform
+        concurrency = concurrency or runtime.platform.concurrency
+        if runtime.platform.timeout >= grace_seconds:
+            raise UserError(f"platform {platform}: timeout ({runtime.platform.timeout}s) must "
+                            f"be shorter than --grace-seconds ({grace_seconds}s)")
+    queue = queue or "default"
+    concurrency = concurrency or 10
     url = _url()
+    if runtime is not None:
+        runtime.url = url
     if processes > 1:
         from jobqueue.supervisor import supervise
 
-        args = ["worker", "--queue", queue, "--concurrency", str(concurrency),
+        target = ["--platform", platform] if platform else ["--queue", queue]
+        args = ["worker", *target, "--concurrency", str(concurrency),
                 "--processes", "1", "--lease-seconds", str(lease_seconds),
                 "--poll-seconds", str(poll_seconds), "--listen" if listen else "--poll-only",
                 "--grace-seconds", str(grace_seconds), "--claim-batch", str(claim_batch),
@@ -132,7 +174,11 @@ def worker(queue, concurrency, processes, imports, lease_seconds, poll_seconds, 
         poll_seconds=poll_seconds, listen=listen, grace_seconds=grace_seconds,
         claim_batch=claim_batch, maintenance_seconds=maintenance_seconds,
         retention_seconds=retention_seconds, retry_base_seconds=retry_base_seconds)
-    run_worker(url, config)
+    if runtime is not None:
+        run_worker(url, config, runtime.registry(), on_start=runtime.start,
+                   on_stop=runtime.stop)
+    else:
+        run_worker(url, config)
     sys.stdout.flush()
     sys.stderr.flush()
     # Threads of sync handlers that ignored the stop would keep the interpreter alive; their
@@ -141,8 +187,12 @@ def worker(queue, concurrency, processes, imports, lease_seconds, poll_seconds, 
 
 
 @cli.command()
-@click.option("--kind", "-k", required=True, help="Task name.")
-@click.option("--payload", default="{}", help="JSON payload.")
+@click.option("--kind", "-k", default=None, help="Task name (with --platform: chat).")
+@click.option("--payload", default=None, help="JSON payload.")
+@click.option("--platform", default=None, help="An LLM platform of jobqueue.toml.")
+@click.option("--prompt", default=None, help="With --platform: the prompt of a chat job.")
+@click.option("--model", default=None, help="With --platform: a model other than the default.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None)
 @click.option("--queue", "-q", default=None, help="Default: the task's queue, else 'default'.")
 @click.option("--priority", default=None, help="Integer (lower runs first) or high|normal|low.")
 @click.option("--delay", type=click.FloatRange(0), default=None, help="Seconds before it runs.")
@@ -150,13 +200,26 @@ def worker(queue, concurrency, processes, imports, lease_seconds, poll_seconds, 
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
 @click.option("--idempotency-key", default=None)
 @click.option("--owner", default=None)
-def enqueue(kind, payload, queue, priority, delay, max_attempts, timeout, idempotency_key,
-            owner) -> None:
+def enqueue(kind, payload, platform, prompt, model, max_tokens, queue, priority, delay,
+            max_attempts, timeout, idempotency_key, owner) -> None:
     """Enqueue one job and print its id."""
     try:
-        data = json.loads(payload)
+        data = json.loads(payload) if payload is not None else {}
     except json.JSONDecodeError as exc:
         raise UserError(f"--payload: not valid JSON ({exc})") from None
+    if platform:
+        if queue:
+            raise UserError("give --platform or --queue, not both")
+        settings = _platform(platform)
+        queue, kind = platform, kind or "chat"
+        max_attempts = max_attempts or settings.max_attempts
+        if prompt is not None:
+            data["prompt"] = prompt
+        data |= {k: v for k, v in (("model", model), ("max_tokens", max_tokens)) if v}
+    elif prompt is not None or model is not None or max_tokens is not None:
+        raise UserError("--prompt, --model and --max-tokens go with --platform")
+    if not kind:
+        raise UserError("Missing option '--kind' (or --platform with --prompt)")
     with _client() as jq:
         try:
             job_id = jq.enqueue(kind, data, queue=queue, priority=priority, delay=delay,
@@ -174,8 +237,11 @@ def status(as_json: bool) -> None:
     with _client() as jq:
         rows = jq.status()
         workers = jq.workers()
+        limits = jq.rate_limits()
+        cache = jq.cache_stats()
     if as_json:
-        _print_json({"queues": rows, "workers": workers})
+        _print_json({"queues": rows, "workers": workers, "rate_limits": limits,
+                     "cache": cache})
         return
     columns = ("queue", "waiting", "scheduled", "running", "succeeded", "dead", "cancelled",
                "oldest_waiting_seconds", "finished_last_minute")
@@ -190,6 +256,15 @@ def status(as_json: bool) -> None:
     click.echo(f"\n{len(workers)} worker process(es)" + "".join(
         f"\n  {w['queue']}: pid {w['pid']} on {w['host']}, {w['in_flight']} in flight"
         for w in workers))
+    for r in limits:
+        state = (f"disabled ({r['disabled_reason']})" if r["disabled_reason"]
+                 else "blocked" if r["blocked_until"] and r["blocked_until"] > datetime.now(
+                     r["blocked_until"].tzinfo) else "ok")
+        click.echo(f"  {r['platform']}/{r['model']} {r['key_id']}: {r['rpm']} rpm, "
+                   f"{r['tpm']} tpm; {r['requests_total']} requests, "
+                   f"{r['throttled_total']} throttled; {state}")
+    if cache["entries"] or cache["hits"]:
+        click.echo(f"cache: {cache['entries']} entries, {cache['hits']} hits")
 
 
 def _cell(value) -> str:
@@ -290,6 +365,150 @@ def dead_purge(queue, yes, job_ids) -> None:
     with _client() as jq:
         count = jq.purge_dead(queue, list(job_ids) or None)
     click.echo(f"{count} dead job(s) deleted")
+
+
+@cli.group()
+def batch() -> None:
+    """Batches of LLM jobs from CSV or JSONL files."""
+
+
+@batch.command("submit")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--platform", required=True, help="The platform of jobqueue.toml to run on.")
+@click.option("--template", default=None,
+              help="CSV: a prompt with {column} placeholders; other columns become metadata.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
+              help="Default: from the file's extension.")
+@click.option("--name", default=None, help="A name for people (default: the file's name).")
+@click.option("--owner", default=None)
+def batch_submit(file, platform, template, fmt, name, owner) -> None:
+    """Check the whole file, then enqueue it as one batch; print the batch id.
+
+    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued."""
+    from jobqueue import batchfiles
+    from jobqueue.batches import chat_spec
+
+    settings = _platform(platform)
+    size = max(1, os.path.getsize(file)) if os.path.exists(file) else 1
+    with _bytes_bar(size, "checking ") as progress:
+        report = batchfiles.validate(file, template=template, fmt=fmt, on_progress=progress)
+    if not report.ok:
+        for line in report.lines():
+            click.echo(line, err=True)
+        raise UserError(f"{file}: {report.error_count} problem(s); nothing was enqueued")
+    with _client() as jq, click.progressbar(length=report.rows, label="enqueuing",
+                                            file=sys.stderr) as bar:
+        done = 0
+
+        def advance(total: int) -> None:
+            nonlocal done
+            bar.update(total - done)
+            done = total
+
+        rows = batchfiles.iter_rows(file, template=template, fmt=fmt)
+        batch_id, total = jq.submit_batch(
+            (chat_spec(row, settings.max_attempts) for row in rows), queue=platform,
+            name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
+            on_progress=advance)
+    click.echo(f"batch {batch_id}: {total} job(s) on {platform}", err=True)
+    click.echo(batch_id)
+
+
+def _bytes_bar(size: int, label: str):
+    """A progress bar over a file's bytes, as a context manager giving an on_progress hook."""
+    @contextlib.contextmanager
+    def bar():
+        with click.progressbar(length=size, label=label, file=sys.stderr) as b:
+            seen = 0
+
+            def progress(done: int) -> None:
+                nonlocal seen
+                b.update(done - seen)
+                seen = done
+
+            yield progress
+
+    return bar()
+
+
+def _batch_or_fail(jq, batch_id: int) -> dict:
+    found = jq.batch(batch_id)
+    if found is None:
+        raise UserError(f"batch {batch_id}: no such batch")
+    return found
+
+
+@batch.command("show")
+@click.argument("batch_id", type=int)
+def batch_show(batch_id: int) -> None:
+    """A batch with its jobs counted by state (JSON)."""
+    with _client() as jq:
+        _print_json(_batch_or_fail(jq, batch_id))
+
+
+@batch.command("wait")
+@click.argument("batch_id", type=int)
+@click.option("--timeout", type=click.FloatRange(0), default=None, help="Give up after this.")
+@click.option("--interval", type=click.FloatRange(0.05), default=1.0)
+def batch_wait(batch_id: int, timeout, interval) -> None:
+    """Show progress until every job of the batch has finished; exit 1 if any is dead."""
+    import time
+
+    def counts(b: dict) -> str:
+        return (f"{b['succeeded']} ok, {b['dead']} dead, {b['running']} running, "
+                f"{b['waiting'] + b['scheduled']} waiting")
+
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    with _client() as jq:
+        b = _batch_or_fail(jq, batch_id)
+        finished = lambda x: x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+        with click.progressbar(length=max(1, b["total"]), label=f"batch {batch_id}",
+                               show_eta=True, show_percent=True, file=sys.stderr,
+                               item_show_func=lambda _: counts(b)) as bar:
+            shown = 0
+            while True:
+                b = jq.batch(batch_id)
+                bar.update(finished(b) - shown, b)
+                shown = finished(b)
+                if shown >= b["total"]:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise WorkFailed(f"batch {batch_id}: not finished after {timeout}s "
+                                     f"({counts(b)})")
+                time.sleep(interval)
+    click.echo(f"batch {batch_id}: {counts(b)}, {b['cancelled']} cancelled")
+    if b["dead"]:
+        raise WorkFailed(f"batch {batch_id}: {b['dead']} job(s) dead; see "
+                         f"`jobqueue batch export {batch_id}` or `jobqueue dead list`")
+
+
+@batch.command("export")
+@click.argument("batch_id", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="File to write (.jsonl or .csv); default: JSONL on standard output.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None)
+def batch_export(batch_id: int, output, fmt) -> None:
+    """Write every job of the batch with its input metadata beside its result."""
+    from jobqueue import batches
+
+    fmt = fmt or ("csv" if output and output.endswith(".csv") else "jsonl")
+    with _client() as jq:
+        _batch_or_fail(jq, batch_id)
+        keys: list[str] = []
+        if fmt == "csv":
+            seen: dict[str, None] = {}
+            for job in batches.pages(jq, batch_id):
+                seen.update(dict.fromkeys(job["metadata"]))
+            keys = list(seen)
+        records = (batches.export_record(j) for j in batches.pages(jq, batch_id))
+        with (open(output, "w", newline="", encoding="utf-8") if output
+              else contextlib.nullcontext(sys.stdout)) as out:
+            if fmt == "csv":
+                count = batches.write_csv(records, keys, out)
+            else:
+                count = batches.write_jsonl(records, out)
+    if output:
+        click.echo(f"{count} job(s) written to {output}", err=True)
 
 
 def main() -> None:

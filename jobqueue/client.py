@@ -10,10 +10,11 @@ Thread-safe: one pool of connections, borrowed per call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from jobqueue import db, migrations
@@ -71,29 +72,51 @@ class Client:
         is enqueued.
         """
         now = datetime.now(UTC)
-        rows = []
-        for index, spec in enumerate(specs):
-            if isinstance(spec, dict):
-                try:
-                    spec = JobSpec(**spec)
-                except TypeError as exc:
-                    raise InvalidJob(f"job {index}: {exc}") from None
-            task = registry.get(spec.kind) if isinstance(spec.kind, str) else None
-            try:
-                rows.append(
-                    spec.validated_row(
-                        (task and task.queue) or DEFAULT_QUEUE,
-                        (task and task.max_attempts) or DEFAULT_MAX_ATTEMPTS,
-                        now,
-                    )
-                )
-            except InvalidJob as exc:
-                raise InvalidJob(f"job {index}: {exc}") from None
+        rows = [_validated(spec, index, now) for index, spec in enumerate(specs)]
         ids: list[int] = []
         with self.pool.connection() as conn, conn.transaction():
             for start in range(0, len(rows), CHUNK):
                 ids.extend(_insert(conn, rows[start : start + CHUNK]))
         return ids
+
+    def submit_batch(self, specs: Iterable[JobSpec], *, queue: str, name: str | None = None,
+                     owner: str | None = None, source: str | None = None,
+                     metadata: dict | None = None,
+                     on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+        """Create a batch and enqueue every spec into it, streaming, in one transaction: a
+        failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
+        now = datetime.now(UTC)
+        total = 0
+        with self.pool.connection() as conn, conn.transaction():
+            batch_id = conn.execute(q("batch_create"), {
+                "name": name, "queue": queue, "owner": owner, "source": source,
+                "metadata": Jsonb(metadata or {})}).fetchone()["id"]
+            chunk: list[tuple] = []
+            for index, spec in enumerate(specs):
+                spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
+                chunk.append(_validated(spec, index, now))
+                if len(chunk) == CHUNK:
+                    total += len(_insert(conn, chunk))
+                    chunk = []
+                    if on_progress:
+                        on_progress(total)
+            if chunk:
+                total += len(_insert(conn, chunk))
+            conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
+        if on_progress:
+            on_progress(total)
+        return batch_id, total
+
+    def batch(self, batch_id: int) -> dict | None:
+        """A batch with its jobs counted by state."""
+        with self.pool.connection() as conn:
+            return conn.execute(q("batch_get"), {"id": batch_id}).fetchone()
+
+    def batch_jobs(self, batch_id: int, after: int = 0, limit: int = 1000) -> list[dict]:
+        """One page of a batch's jobs in id order; pass the last id seen as `after`."""
+        with self.pool.connection() as conn:
+            return conn.execute(q("batch_jobs"), {
+                "id": batch_id, "after": after, "limit": limit}).fetchall()
 
     # -- read -------------------------------------------------------------------------------
 
@@ -105,6 +128,16 @@ class Client:
     def status(self) -> list[dict]:
         with self.pool.connection() as conn:
             return conn.execute(q("queue_status")).fetchall()
+
+    def cache_stats(self) -> dict:
+        """Live entries and hits of the LLM response cache."""
+        with self.pool.connection() as conn:
+            return conn.execute(q("cache_stats")).fetchone()
+
+    def rate_limits(self, platform: str | None = None) -> list[dict]:
+        """Each platform key's limits, budget available now, blocks and totals."""
+        with self.pool.connection() as conn:
+            return conn.execute(q("rate_state"), {"platform": platform}).fetchall()
 
     def workers(self) -> list[dict]:
         with self.pool.connection() as conn:
@@ -149,6 +182,21 @@ class Client:
                 q("revive_finished"), {"ids": ids, "states": states, "queue": queue}
             ).fetchall()
         return [r["id"] for r in rows]
+
+
+def _validated(spec: JobSpec | dict, index: int, now: datetime) -> tuple:
+    """The insert row for a spec; InvalidJob names its index and field."""
+    if isinstance(spec, dict):
+        try:
+            spec = JobSpec(**spec)
+        except TypeError as exc:
+            raise InvalidJob(f"job {index}: {exc}") from None
+    task = registry.get(spec.kind) if isinstance(spec.kind, str) else None
+    try:
+        return spec.validated_row((task and task.queue) or DEFAULT_QUEUE,
+                                  (task and task.max_attempts) or DEFAULT_MAX_ATTEMPTS, now)
+    except InvalidJob as exc:
+        raise InvalidJob(f"job {index}: {exc}") from None
 
 
 _COLUMNS = ("queue", "kind", "payload", "priority", "run_at", "max_attempts",

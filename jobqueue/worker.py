@@ -135,8 +135,13 @@ class _Link:
 
 class Worker:
     def __init__(self, url: str, config: WorkerConfig | None = None, *,
-                 tasks: Registry = registry):
+                 tasks: Registry = registry,
+                 on_start: Callable[[], Awaitable[None]] | None = None,
+                 on_stop: Callable[[], Awaitable[None]] | None = None):
+        """`on_start`/`on_stop` run on the worker's loop around its work (e.g. a platform's
+        HTTP clients and pools, which must live on that loop)."""
         self.url = url
+        self.on_start, self.on_stop = on_start, on_stop
         self.config = config or WorkerConfig()
         self.tasks = tasks
         self.id = uuid.uuid4()
@@ -195,6 +200,8 @@ class Worker:
         self._claim_link = self._link("claim", give_up)
         self._finish_link = self._link("finish", give_up)
         self._bg_link = self._link("background", give_up)
+        if self.on_start is not None:
+            await self.on_start()
         await self._bg_link.execute(q("register_worker"), self._worker_row())
         self.log.info("worker_started", concurrency=cfg.concurrency, listen=cfg.listen,
                       pid=os.getpid(), tasks=self.tasks.names())
@@ -221,6 +228,9 @@ class Worker:
                 await link.close()
             if self._threads is not None:
                 self._threads.shutdown(wait=False, cancel_futures=True)
+            if self.on_stop is not None:
+                with contextlib.suppress(Exception):
+                    await self.on_stop()
             self.log.info("worker_stopped", claimed=self.claimed, finished=self.finished)
 
     def _link(self, name: str, give_up: Callable[[], bool]) -> _Link:
@@ -511,6 +521,7 @@ class Worker:
                 "retention_seconds": cfg.retention_seconds, "limit": 10000})).fetchone())[0]
             await conn.execute(q("prune_workers"), {
                 "stale_seconds": max(60.0, 10 * cfg.heartbeat_seconds)})
+            await conn.execute(q("prune_cache"), {"limit": 10000})
         if dead or rescued or pruned:
             self.log.info("maintenance", rescued=rescued, dead_letters=dead, pruned=pruned)
 
@@ -547,8 +558,8 @@ class Worker:
                         await conn.close()
 
 
-def run_worker(url: str, config: WorkerConfig, tasks: Registry = registry) -> None:
+def run_worker(url: str, config: WorkerConfig, tasks: Registry = registry, **hooks) -> None:
     """Run one worker in this process until SIGTERM/SIGINT (the CLI's entry point)."""
-    worker = Worker(url, config, tasks=tasks)
+    worker = Worker(url, config, tasks=tasks, **hooks)
     asyncio.run(worker.run(install_signals=True))
 

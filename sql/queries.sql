@@ -350,3 +350,180 @@ SELECT coalesce(hot.queue, cold.queue) AS queue,
        oldest_waiting_seconds, coalesce(finished_last_minute, 0) AS finished_last_minute
 FROM hot FULL JOIN cold ON hot.queue = cold.queue
 ORDER BY 1;
+
+-- name: rate_ensure
+-- A worker starting on a platform makes sure each (model, key) has its buckets, with the
+-- configured limits. New buckets start empty and fill within burst_seconds, so a fleet that
+-- restarts together does not open with a burst. A restart also re-enables a key that was
+-- disabled for insufficient quota (the operator restarts after topping up).
+INSERT INTO jobqueue.rate_buckets
+    (platform, model, key_id, rpm_configured, tpm_configured, rpm, tpm, burst_seconds,
+     req_level, tok_level)
+SELECT %(platform)s, %(model)s, k, %(rpm)s, %(tpm)s, %(rpm)s, %(tpm)s, %(burst_seconds)s, 0, 0
+FROM unnest(%(keys)s::text[]) AS k
+ON CONFLICT (platform, model, key_id) DO UPDATE
+SET rpm_configured = excluded.rpm_configured, tpm_configured = excluded.tpm_configured,
+    rpm = excluded.rpm, tpm = excluded.tpm, burst_seconds = excluded.burst_seconds,
+    disabled_reason = NULL;
+
+-- name: rate_reserve
+-- Take 1 request and `cost` tokens from the key with the most headroom, in one statement.
+-- Buckets refill from the database clock (now()), so every host agrees on time. Locking the
+-- platform's rows for the few hundred microseconds this takes makes "most headroom" exact.
+-- A request bigger than a bucket's capacity is let through when the bucket is full and
+-- leaves it in debt; the average rate still holds. When no key can serve now, `wait_seconds`
+-- says when the first one can.
+WITH state AS (
+    SELECT key_id, rpm, tpm, blocked_until, disabled_reason,
+           greatest(1.0, rpm * burst_seconds / 60.0) AS req_cap,
+           greatest(1.0, tpm * burst_seconds / 60.0) AS tok_cap,
+           least(greatest(1.0, rpm * burst_seconds / 60.0),
+                 req_level + extract(epoch FROM now() - updated_at) * rpm / 60.0) AS req_now,
+           least(greatest(1.0, tpm * burst_seconds / 60.0),
+                 tok_level + extract(epoch FROM now() - updated_at) * tpm / 60.0) AS tok_now
+    FROM jobqueue.rate_buckets
+    WHERE platform = %(platform)s AND model = %(model)s AND key_id = ANY(%(keys)s)
+    ORDER BY key_id
+    FOR UPDATE
+),
+usable AS (
+    SELECT * FROM state
+    WHERE disabled_reason IS NULL AND (blocked_until IS NULL OR blocked_until <= now())
+),
+pick AS (
+    SELECT key_id, req_now, tok_now FROM usable
+    WHERE req_now >= 1 AND tok_now >= least(%(cost)s, tok_cap)
+    ORDER BY least(req_now / req_cap, tok_now / tok_cap) DESC, key_id
+    LIMIT 1
+),
+granted AS (
+    UPDATE jobqueue.rate_buckets b
+    SET req_level = p.req_now - 1, tok_level = p.tok_now - %(cost)s, updated_at = now(),
+        requests_total = b.requests_total + 1
+    FROM pick p
+    WHERE b.platform = %(platform)s AND b.model = %(model)s AND b.key_id = p.key_id
+    RETURNING b.key_id
+)
+SELECT (SELECT key_id FROM granted) AS key_id,
+       (SELECT min(greatest(
+                   0,
+                   extract(epoch FROM coalesce(blocked_until, now()) - now()),
+                   (1 - req_now) * 60.0 / rpm,
+                   (least(%(cost)s, tok_cap) - tok_now) * 60.0 / tpm))
+        FROM state WHERE disabled_reason IS NULL)::float8 AS wait_seconds;
+
+-- name: rate_settle
+-- After a call: replace the token estimate by the real usage, and believe the provider when
+-- its headers say less is left than we think, or that the limits are lower than configured.
+UPDATE jobqueue.rate_buckets
+SET tok_level = least(tok_level + %(estimated)s - %(actual)s,
+                      coalesce(%(remaining_tokens)s::float8, 'Infinity')),
+    req_level = least(req_level, coalesce(%(remaining_requests)s::float8, 'Infinity')),
+    rpm = least(rpm_configured, coalesce(%(limit_requests)s::int, rpm_configured)),
+    tpm = least(tpm_configured, coalesce(%(limit_tokens)s::int, tpm_configured)),
+    tokens_total = tokens_total + %(actual)s
+WHERE platform = %(platform)s AND model = %(model)s AND key_id = %(key_id)s;
+
+-- name: rate_block
+-- A 429: nobody in any process uses this key until the provider's retry-after has passed,
+-- and it restarts from empty buckets rather than bursting again.
+UPDATE jobqueue.rate_buckets
+SET blocked_until = greatest(coalesce(blocked_until, now()),
+                             now() + make_interval(secs => %(seconds)s)),
+    req_level = least(req_level, 0), tok_level = least(tok_level, 0), updated_at = now(),
+    throttled_total = throttled_total + 1
+WHERE platform = %(platform)s AND model = %(model)s AND key_id = %(key_id)s;
+
+-- name: rate_disable
+UPDATE jobqueue.rate_buckets SET disabled_reason = %(reason)s
+WHERE platform = %(platform)s AND key_id = %(key_id)s;
+
+-- name: rate_state
+-- Rate-limit use per platform key, for status and the dashboard (levels refilled to now).
+SELECT platform, model, key_id, rpm, tpm, rpm_configured, tpm_configured,
+       least(greatest(1.0, rpm * burst_seconds / 60.0),
+             req_level + extract(epoch FROM now() - updated_at) * rpm / 60.0) AS req_available,
+       least(greatest(1.0, tpm * burst_seconds / 60.0),
+             tok_level + extract(epoch FROM now() - updated_at) * tpm / 60.0) AS tok_available,
+       blocked_until, disabled_reason, requests_total, tokens_total, throttled_total
+FROM jobqueue.rate_buckets
+WHERE (%(platform)s::text IS NULL OR platform = %(platform)s::text)
+ORDER BY platform, model, key_id;
+
+-- name: cache_get
+UPDATE jobqueue.llm_cache SET hits = hits + 1
+WHERE key = %(key)s AND response IS NOT NULL AND expires_at > now()
+RETURNING response;
+
+-- name: cache_claim
+-- Become the one caller of this request: insert a pending row, or take over one that expired
+-- or whose caller gave up. No row back means another caller has it (or has the answer).
+INSERT INTO jobqueue.llm_cache (key, pending_until, expires_at)
+VALUES (%(key)s, now() + make_interval(secs => %(pending_seconds)s),
+        now() + make_interval(secs => %(pending_seconds)s))
+ON CONFLICT (key) DO UPDATE
+SET pending_until = excluded.pending_until, expires_at = excluded.expires_at, response = NULL
+WHERE jobqueue.llm_cache.expires_at <= now()
+   OR (jobqueue.llm_cache.response IS NULL AND jobqueue.llm_cache.pending_until <= now())
+RETURNING key;
+
+-- name: cache_put
+UPDATE jobqueue.llm_cache
+SET response = %(response)s, pending_until = NULL,
+    expires_at = now() + make_interval(secs => %(ttl_seconds)s)
+WHERE key = %(key)s;
+
+-- name: cache_release
+-- The caller failed: let the next identical request call instead of waiting.
+DELETE FROM jobqueue.llm_cache WHERE key = %(key)s AND response IS NULL;
+
+-- name: cache_stats
+SELECT count(*) FILTER (WHERE response IS NOT NULL AND expires_at > now()) AS entries,
+       coalesce(sum(hits), 0)::bigint AS hits
+FROM jobqueue.llm_cache;
+
+-- name: prune_cache
+DELETE FROM jobqueue.llm_cache
+WHERE key IN (SELECT key FROM jobqueue.llm_cache WHERE expires_at < now() LIMIT %(limit)s);
+
+-- name: batch_create
+INSERT INTO jobqueue.batches (name, queue, owner, source, metadata)
+VALUES (%(name)s, %(queue)s, %(owner)s, %(source)s, %(metadata)s)
+RETURNING id;
+
+-- name: batch_set_total
+UPDATE jobqueue.batches SET total = %(total)s WHERE id = %(id)s;
+
+-- name: batch_get
+-- A batch with its jobs counted by state (both job tables, each through its batch index).
+WITH hot AS (
+    SELECT count(*) FILTER (WHERE lease_owner IS NULL AND run_at <= now()) AS waiting,
+           count(*) FILTER (WHERE lease_owner IS NULL AND run_at > now()) AS scheduled,
+           count(*) FILTER (WHERE lease_owner IS NOT NULL) AS running
+    FROM jobqueue.jobs WHERE batch_id = %(id)s
+),
+cold AS (
+    SELECT count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'dead') AS dead,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+    FROM jobqueue.finished WHERE batch_id = %(id)s
+)
+SELECT b.id, b.name, b.queue, b.owner, b.total, b.source, b.created_at, b.metadata,
+       hot.waiting, hot.scheduled, hot.running, cold.succeeded, cold.dead, cold.cancelled
+FROM jobqueue.batches b, hot, cold
+WHERE b.id = %(id)s;
+
+-- name: batch_jobs
+-- One page of a batch's jobs in id order (keyset pagination: `after` is the last id seen).
+SELECT id, state, payload, metadata, result, attempts, errors -> -1 AS last_error, finished_at
+FROM (
+    SELECT id, CASE WHEN lease_owner IS NOT NULL THEN 'running' ELSE 'waiting' END AS state,
+           payload, metadata, NULL::jsonb AS result, attempts, errors,
+           NULL::timestamptz AS finished_at
+    FROM jobqueue.jobs WHERE batch_id = %(id)s AND id > %(after)s
+    UNION ALL
+    SELECT id, state, payload, metadata, result, attempts, errors, finished_at
+    FROM jobqueue.finished WHERE batch_id = %(id)s AND id > %(after)s
+) AS j
+ORDER BY id
+LIMIT %(limit)s;

@@ -24,6 +24,9 @@ from psycopg.rows import dict_row
 
 from jobqueue import db, migrations
 from jobqueue.client import Client
+from jobqueue.fake_openai import FakeOpenAI, Limits
+from jobqueue.llm import PlatformRuntime
+from jobqueue.platforms import Platform
 from jobqueue.tasks import Registry
 from jobqueue.worker import Worker, WorkerConfig
 
@@ -185,3 +188,45 @@ def run_cli(*args: str, url: str, env: dict | None = None, input: str | None = N
     full_env = os.environ | {"DATABASE_URL": url, "LOG_FORMAT": "json"} | (env or {})
     return subprocess.run([sys.executable, "-m", "jobqueue", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, input=input, timeout=60)
+
+
+# -- LLM platforms against the OpenAI-compatible simulator (loopback only) ------------
+
+KEYS = {"SIM_KEY_A": "sk-sim-a", "SIM_KEY_B": "sk-sim-b"}
+
+
+@pytest.fixture
+def sim():
+    server = FakeOpenAI(keys={"sk-sim-a": Limits(), "sk-sim-b": Limits()})
+    server.start()
+    yield server
+    server.stop()
+
+
+def platform(sim: FakeOpenAI, **overrides) -> Platform:
+    settings = {"name": "sim", "base_url": sim.base_url, "model": "sim-main",
+                "api_key_env": ("SIM_KEY_A",), "rpm": 6000, "tpm": 1_000_000,
+                "max_tokens": 16, "timeout": 5.0, "burst_seconds": 1.0}
+    return Platform(**(settings | overrides))
+
+
+@pytest.fixture
+def platform_worker(db_url):
+    """platform_worker(platform, **config): an in-process worker running that platform."""
+    started = []
+
+    def start(p: Platform, **config) -> ThreadWorker:
+        runtime = PlatformRuntime(p, db_url, environ=KEYS)
+        config = {"queue": p.name, "concurrency": 20, "poll_seconds": 0.2,
+                  "retry_base_seconds": 0.05} | config
+        tw = ThreadWorker(db_url, WorkerConfig(**config), runtime.registry())
+        tw.worker.on_start, tw.worker.on_stop = runtime.start, runtime.stop
+        started.append(tw.start())
+        return tw
+
+    yield start
+    for tw in started:
+        if tw.thread.is_alive():
+            tw.stop(hard=True)
+
+

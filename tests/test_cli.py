@@ -11,14 +11,15 @@ import sys
 
 from conftest import ROOT, jobqueue_cmd, run_cli, wait_until
 
-from jobqueue import embedded
+from jobqueue import embedded, migrations
 
 
 class TestCommands:
     def test_migrate_twice(self, empty_db_url):
         first = run_cli("migrate", url=empty_db_url)
         second = run_cli("migrate", url=empty_db_url)
-        assert first.returncode == 0 and "applied 1 migration(s)" in first.stdout
+        count = len(migrations.available())
+        assert first.returncode == 0 and f"applied {count} migration(s)" in first.stdout
         assert second.returncode == 0 and "up to date" in second.stdout
 
     def test_enqueue_show_cancel_retry(self, db_url):

@@ -80,14 +80,19 @@ async def produce_latency_jobs(
     await asyncio.sleep(0.2)  # let the last warm-up job finish before measuring
     next_at = time.monotonic()
     late = 0.0
+    calls = []
     for seq in range(count):
         late = max(late, time.monotonic() - next_at)
         await _at(next_at)
-        await enqueue(time.time(), seq)
+        t = time.time()
+        await enqueue(t, seq)
+        calls.append((time.time() - t) * 1000.0)
         next_at += interval
+    calls.sort()
     return {"warmup_jobs": warmups, "sent": count,
             "seconds": round(time.monotonic() - started, 3),
-            "max_producer_lag_ms": round(late * 1000, 2)}
+            "max_producer_lag_ms": round(late * 1000, 2),
+            "enqueue_call_ms": calls}
 
 
 async def _at(when: float) -> None:
