@@ -511,6 +511,17 @@ def batch_export(batch_id: int, output, fmt) -> None:
         click.echo(f"{count} job(s) written to {output}", err=True)
 
 
+@cli.command()
+@click.option("--jobs", type=click.IntRange(1, 100000), default=40)
+def demo(jobs: int) -> None:
+    """Everything on this machine: embedded Postgres, a simulated provider, a worker, a batch."""
+    from jobqueue import demo as demo_module
+
+    failed = demo_module.run(_url(), jobs=jobs)
+    if failed:
+        raise WorkFailed(f"{failed} job(s) did not succeed")
+
+
 def main() -> None:
     try:
         cli.main(prog_name="jobqueue", standalone_mode=False)

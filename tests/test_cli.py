@@ -132,3 +132,9 @@ def test_without_database_url_an_embedded_postgres_starts_and_is_shared(tmp_path
         assert (tmp_path / "home" / "pgdata" / "PG_VERSION").exists()
     finally:
         embedded.stop(tmp_path / "home" / "pgdata")
+
+
+def test_demo_runs_a_batch_through_the_simulator(db_url):
+    out = run_cli("--log-level", "WARNING", "demo", "--jobs", "8", url=db_url)
+    assert out.returncode == 0, out.stderr
+    assert "SIMULATED" in out.stdout and "done: 8 succeeded, 0 dead" in out.stdout
