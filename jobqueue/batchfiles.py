@@ -123,6 +123,16 @@ def iter_rows(path: str | os.PathLike[str], template: str | None = None,
             raise BatchFileError(name, *item)
 
 
+def check_object(obj: Any, line: int = 0) -> tuple[BatchRow | None, list[tuple[str | None, str]]]:
+    """Check one JSON object as a JSONL line would be checked (the API's JSON batches):
+    returns the row, or None and the problems as (field, what is wrong)."""
+    if not isinstance(obj, dict):
+        return None, [(None, f"must be a JSON object, got {_show(obj)}")]
+    errs: list[tuple[str | None, str]] = []
+    row = _row_from_object(obj, line, errs)
+    return (None if errs else row), errs
+
+
 # --- internals --------------------------------------------------------------------------------
 
 # A problem is (line | None, field | None, text): tuples keep the clean path cheap.

@@ -73,11 +73,14 @@ class Client:
         """
         now = datetime.now(UTC)
         rows = [_validated(spec, index, now) for index, spec in enumerate(specs)]
-        ids: list[int] = []
         with self.pool.connection() as conn, conn.transaction():
-            for start in range(0, len(rows), CHUNK):
-                ids.extend(_insert(conn, rows[start : start + CHUNK]))
-        return ids
+            return [job_id for job_id, _ in _insert_chunked(conn, rows)]
+
+    def enqueue_spec(self, spec: JobSpec) -> tuple[int, bool]:
+        """Enqueue one job; returns (id, created). `created` is False when an idempotency key
+        matched an existing job, whose id is returned."""
+        with self.pool.connection() as conn, conn.transaction():
+            return insert_specs(conn, [spec])[0]
 
     def submit_batch(self, specs: Iterable[JobSpec], *, queue: str, name: str | None = None,
                      owner: str | None = None, source: str | None = None,
@@ -203,20 +206,34 @@ _COLUMNS = ("queue", "kind", "payload", "priority", "run_at", "max_attempts",
             "timeout_seconds", "owner", "batch_id", "metadata", "idempotency_key")
 
 
-def _insert(conn, rows: list[tuple]) -> list[int]:
-    """Insert validated rows; returns their ids in order."""
+def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:
+    """Enqueue specs inside the caller's transaction (so a job can be created atomically with
+    rows of the caller's own); returns (id, created) per spec, in order."""
+    now = datetime.now(UTC)
+    return _insert_chunked(conn, [_validated(spec, i, now) for i, spec in enumerate(specs)])
+
+
+def _insert_chunked(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
+    out: list[tuple[int, bool]] = []
+    for start in range(0, len(rows), CHUNK):
+        out.extend(_insert(conn, rows[start : start + CHUNK]))
+    return out
+
+
+def _insert(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
+    """Insert validated rows; returns (id, created) in order."""
     columns = {name: list(values)
                for name, values in zip(_COLUMNS, zip(*rows, strict=True), strict=True)}
     if not any(columns["idempotency_key"]):
         del columns["idempotency_key"]
-        return [r["id"] for r in conn.execute(q("insert_jobs"), columns).fetchall()]
+        return [(r["id"], True) for r in conn.execute(q("insert_jobs"), columns).fetchall()]
     result = conn.execute(q("insert_jobs_idempotent"), columns).fetchall()
-    ids = []
+    out = []
     for row, values in zip(result, rows, strict=True):
         job_id = row["id"]
         if job_id is None:  # the key was taken by a transaction that committed meanwhile
             owner, key = values[7] or "", values[10]
             found = conn.execute(q("find_idempotent"), {"owner": owner, "key": key}).fetchone()
             job_id = found["job_id"]
-        ids.append(job_id)
-    return ids
+        out.append((job_id, row["created"]))
+    return out

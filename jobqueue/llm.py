@@ -9,6 +9,7 @@ the cache borrow one from a small pool for a statement at a time.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -17,10 +18,11 @@ import openai
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from jobqueue import db
+from jobqueue import db, documents
 from jobqueue.cache import ResponseCache, cache_key, is_deterministic
 from jobqueue.platforms import ApiKey, Platform
 from jobqueue.ratelimit import Grant, Limiter, estimate_tokens, retry_after_seconds
+from jobqueue.sqlfiles import q
 from jobqueue.tasks import JobContext, Permanent, Registry
 
 log = structlog.get_logger("jobqueue.llm")
@@ -105,6 +107,7 @@ class PlatformRuntime:
         reg = Registry()
         reg.register("chat", self.chat)
         reg.register("analyze", self.analyze)
+        reg.register("document", self.document)
         return reg
 
     async def start(self) -> None:
@@ -149,6 +152,44 @@ class PlatformRuntime:
         result = await self._run(request, payload, ctx, validate=validate_analysis)
         result["analysis"] = validate_analysis(result["text"])
         return result
+
+    async def document(self, payload: Any, ctx: JobContext) -> dict:
+        """An uploaded document: extract its text, analyze it in chunks, assemble one result."""
+        doc_id = payload.get("document_id") if isinstance(payload, dict) else None
+        if not isinstance(doc_id, int):
+            raise Permanent("payload.document_id: required, an integer")
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("document_data"), {"id": doc_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise Permanent(f"document {doc_id}: not found")
+        filename, content_type, data = row
+        ctx.set_progress({"step": "extracting"})
+        try:
+            text = await asyncio.to_thread(documents.extract_text, content_type, bytes(data))
+        except documents.UnreadableDocument as exc:
+            raise Permanent(f"{filename}: {exc}") from None
+        async with self.pool.connection() as conn:
+            await conn.execute(q("document_set_text"), {"id": doc_id, "text": text})
+        pieces = documents.chunks(text)
+        done = 0
+
+        async def analyze_piece(piece: str) -> dict:
+            nonlocal done
+            result = await self.analyze({"text": piece}, ctx)
+            done += 1
+            ctx.set_progress({"step": "analyzing", "done": done, "total": len(pieces)})
+            return result
+
+        ctx.set_progress({"step": "analyzing", "done": 0, "total": len(pieces)})
+        results = await asyncio.gather(*(analyze_piece(p) for p in pieces))
+        return {
+            "document_id": doc_id, "filename": filename, "chars": len(text),
+            "chunks": len(pieces),
+            "analysis": documents.merge([r["analysis"] for r in results]),
+            "models": sorted({r["model"] for r in results}),
+            "usage": {"total_tokens": sum(r["usage"]["total_tokens"] or 0 for r in results)},
+        }
 
     async def _run(self, request: dict, payload: dict, ctx: JobContext, validate) -> dict:
         use_cache = payload.get("cache")

@@ -158,6 +158,7 @@ class Worker:
         self._links: list[_Link] = []
         self.listening = threading.Event()  # set while LISTEN is in place
         self.claimed = 0  # counters for tests and the status line
+        self.claim_rounds = 0
         self.finished = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -264,6 +265,7 @@ class Worker:
             rows = await self._claim_link.execute(q("claim"), {
                 "queue": cfg.queue, "limit": limit, "worker": self.id,
                 "lease_seconds": cfg.lease_seconds})
+            self.claim_rounds += 1
             now = time.monotonic()
             for row in rows:
                 self._start(row, now)

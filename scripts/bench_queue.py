@@ -22,8 +22,9 @@ Three workloads per system, each system in its own freshly created database:
     the enqueue call (carried in the payload); the handler appends it to a per-process file,
     so no result storage or extra SQL is on the measured path. VACUUM ANALYZE and CHECKPOINT
     run first (then 1 s of quiet), so the drain's leftovers are not written meanwhile. The
-    table also gives the p50 of the enqueue call alone (its return minus the same start time):
-    the rest of the latency is the notification, the claim and the dispatch to the handler.
+    table also splits the latency's p50: the enqueue call alone (its return minus the same start
+    time), and the time after it returned (latency - call, per job: the notification, the
+    claim and the dispatch to the handler; it can be < 0, as NOTIFY goes out at commit).
 
 All handlers (scripts/bench_tasks.py for jobqueue, scripts/bench_peers/agent_*.py for the
 peers) are async and share scripts/bench_peers/bench_record.py, so each does the same work.
@@ -33,6 +34,14 @@ separate venv (--peers-venv, default /tmp/venv-peers), created here when missing
     /tmp/venv-peers/bin/pip install procrastinate==3.10.0 'pgqueuer[asyncpg]==1.6.0'
 Every worker and agent is a subprocess of this script; all are stopped (SIGTERM, then
 SIGKILL) when it ends, whatever the outcome. Progress goes to stderr, the report to stdout.
+
+Worker settings (flags below): jobqueue `--concurrency 500 --claim-batch 500` for the drain,
+10/10 for latency. procrastinate `--concurrency 30` (the value its docs use; 1 to 200 all gave
+~300-650 jobs/s here, within noise: it fetches one job per round trip) with a pool of 10, 10
+for latency. pgqueuer batch_size 500 for the drain (its tuning guide: raise it for short jobs;
+at 5,000 jobs 10 gave ~6.6k, 100 ~15k, 500 ~19k jobs/s after the first job), its default 10
+for latency; its workers run pgqueuer.run() on uvloop, which is what `pgq run` does (that CLI
+fails with typer 0.29). Numbers on a shared 2-core machine are noisy: --repeat 3 gives medians.
 """
 
 from __future__ import annotations
@@ -159,6 +168,8 @@ def make_systems(args, peers_python: str | None) -> dict[str, System]:
     py = sys.executable
     jq_worker = [py, "-m", "jobqueue", "--log-level", "WARNING", "worker", "--queue", "bench",
                  "--import", "scripts.bench_tasks"]
+    for module in args.jq_import:
+        jq_worker += ["--import", module]
     systems = {
         "jobqueue": System(
             name="jobqueue", python=py, cwd=REPO,
@@ -170,7 +181,8 @@ def make_systems(args, peers_python: str | None) -> dict[str, System]:
                           "--claim-batch", str(args.jq_claim_batch)],
             latency_worker=[*jq_worker, "--concurrency", str(args.jq_latency_concurrency),
                             "--claim-batch", str(args.jq_latency_concurrency)],
-            settings=(f"drain: `--concurrency {args.jq_concurrency} --claim-batch "
+            settings=("".join(f"`--import {m}`; " for m in args.jq_import)
+                      + f"drain: `--concurrency {args.jq_concurrency} --claim-batch "
                       f"{args.jq_claim_batch}`; latency: `--concurrency "
                       f"{args.jq_latency_concurrency} --claim-batch "
                       f"{args.jq_latency_concurrency}`; LISTEN/NOTIFY on, poll 1 s, psycopg "
@@ -264,6 +276,7 @@ class Result:
     start_seconds: float | None = None
     latencies: list[float] = field(default_factory=list)
     enqueue_calls: list[float] = field(default_factory=list)  # ms, the latency producer's
+    after_return: list[float] = field(default_factory=list)  # ms, latency - enqueue call
     latency_lost: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -277,8 +290,6 @@ def env_for(system: System, url: str, out_dir: Path) -> dict:
     env.pop("LOG_FORMAT", None)
     if system.cwd == PEERS_DIR:
         env["PYTHONPATH"] = str(PEERS_DIR)
-    else:
-        env.pop("PYTHONPATH", None)
     return env
 
 
@@ -389,7 +400,8 @@ def latency(system, args, procs, url, env, out, tag, result) -> None:
     finally:
         procs.stop(workers)
     result.latencies = list(samples.values())
-    result.enqueue_calls = sent.get("enqueue_call_ms", [])
+    result.enqueue_calls = calls = sent.get("enqueue_call_ms", [])
+    result.after_return = [ms - calls[seq] for seq, ms in samples.items() if seq < len(calls)]
     result.latency_lost = args.latency_jobs - len(samples)
     if result.latency_lost:
         result.notes.append(f"latency: {result.latency_lost} jobs not run within 15 s")
@@ -399,7 +411,8 @@ def latency(system, args, procs, url, env, out, tag, result) -> None:
     pct = percentiles(result.latencies)
     log(f"{tag} pickup latency over {len(samples)} jobs ({sent['warmup_jobs']} warm-up): "
         + ", ".join(f"{k} {v:.2f} ms" for k, v in pct.items())
-        + f"; the enqueue call alone: p50 {percentiles(result.enqueue_calls)['p50']:.2f} ms")
+        + f"; the enqueue call alone: p50 {percentiles(calls)['p50']:.2f} ms, after it "
+        f"returned: p50 {percentiles(result.after_return)['p50']:.2f} ms")
 
 
 def read_latencies(lat_dir: Path) -> dict[int, float]:
@@ -503,8 +516,8 @@ def report(args, systems, results, info) -> str:
         "",
         "| system | batch enqueue jobs/s | drain jobs/s (2 procs, from spawn) | "
         "drain jobs/s after first job | worker start s | pickup p50 ms | p95 ms | p99 ms | "
-        "max ms | of which enqueue call p50 ms |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "max ms | enqueue call p50 ms | after it returned p50 ms |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, runs in results.items():
         lat = [v for r in runs for v in r.latencies]
@@ -514,8 +527,9 @@ def report(args, systems, results, info) -> str:
                  fmt_rate([r.steady_rate for r in runs]),
                  fmt_seconds([r.start_seconds for r in runs])]
         cells += [f"{pct[k]:.2f}" if pct else "-" for k in ("p50", "p95", "p99", "max")]
-        calls = percentiles([v for r in runs for v in r.enqueue_calls])
-        cells.append(f"{calls['p50']:.2f}" if calls else "-")
+        for attr in ("enqueue_calls", "after_return"):
+            part = percentiles([v for r in runs for v in getattr(r, attr)])
+            cells.append(f"{part['p50']:.2f}" if part else "-")
         lines.append("| " + " | ".join(cells) + " |")
     lines += targets(results)
     lines += ["", "Settings:"]
@@ -612,6 +626,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--jq-concurrency", type=int, default=500)
     g.add_argument("--jq-claim-batch", type=int, default=500)
     g.add_argument("--jq-latency-concurrency", type=int, default=10)
+    g.add_argument("--jq-import", action="append", default=[], metavar="MODULE",
+                   help="also --import MODULE in jobqueue's workers (to A/B a worker change; "
+                        "put it on PYTHONPATH); repeatable")
     g.add_argument("--procrastinate-concurrency", type=int, default=30,
                    help="procrastinate's docs use 30 as their example")
     g.add_argument("--procrastinate-latency-concurrency", type=int, default=10)

@@ -83,22 +83,29 @@ FROM jobqueue.finished WHERE id = %(id)s;
 -- name: claim
 -- The worker's claim: lock up to `limit` runnable rows, skipping rows other workers hold, and
 -- lease them in the same statement. The MATERIALIZED CTE keeps the planner from pushing the
--- LIMIT below the lock and updating more rows than asked for.
+-- LIMIT below the lock and updating more rows than asked for. A paused queue yields nothing.
+-- The claimed id range is announced on jobqueue_events (running).
 WITH picked AS MATERIALIZED (
     SELECT id FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM jobqueue.queues p WHERE p.name = %(queue)s AND p.paused)
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = j.attempts + 1,
+        started_at = now()
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.timeout_seconds
 )
-UPDATE jobqueue.jobs j
-SET lease_owner = %(worker)s,
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    attempts = j.attempts + 1,
-    started_at = now()
-FROM picked
-WHERE j.id = picked.id
-RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.timeout_seconds;
+SELECT c.* FROM claimed c
+CROSS JOIN (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+            HAVING count(*) > 0) AS announced;
 
 -- name: next_run_at
 -- When an idle worker should look again for scheduled work (no notification announces it).
@@ -117,29 +124,39 @@ WITH done AS (
               j.max_attempts, j.timeout_seconds, d.state, d.result, j.errors, d.error,
               j.progress, j.owner, j.batch_id, j.idempotency_key, j.metadata, j.created_at,
               j.started_at
+),
+moved AS (
+    INSERT INTO jobqueue.finished
+        (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
+         result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
+         started_at)
+    SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+           state, result::jsonb,
+           CASE WHEN error IS NULL THEN errors ELSE errors || jsonb_build_array(error::jsonb) END,
+           progress, owner, batch_id, idempotency_key, metadata, created_at, started_at
+    FROM done
+    RETURNING id
 )
-INSERT INTO jobqueue.finished
-    (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
-     result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
-     started_at)
-SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
-       state, result::jsonb,
-       CASE WHEN error IS NULL THEN errors ELSE errors || jsonb_build_array(error::jsonb) END,
-       progress, owner, batch_id, idempotency_key, metadata, created_at, started_at
-FROM done
-RETURNING id;
+SELECT m.id FROM moved m
+CROSS JOIN (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM moved
+            HAVING count(*) > 0) AS announced;
 
 -- name: retry_jobs
 -- Failed attempts that will be tried again: release the lease, keep the error, and schedule
 -- the next attempt after the backoff the worker computed. Fenced like finish_jobs.
-UPDATE jobqueue.jobs j
-SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
-    run_at = now() + make_interval(secs => f.delay),
-    errors = j.errors || jsonb_build_array(f.error::jsonb)
-FROM unnest(%(id)s::bigint[], %(attempt)s::int[], %(delay)s::float8[], %(error)s::text[])
-    AS f(id, attempt, delay, error)
-WHERE j.id = f.id AND j.attempts = f.attempt AND j.lease_owner = %(worker)s
-RETURNING j.id;
+WITH retried AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
+        run_at = now() + make_interval(secs => f.delay),
+        errors = j.errors || jsonb_build_array(f.error::jsonb)
+    FROM unnest(%(id)s::bigint[], %(attempt)s::int[], %(delay)s::float8[], %(error)s::text[])
+        AS f(id, attempt, delay, error)
+    WHERE j.id = f.id AND j.attempts = f.attempt AND j.lease_owner = %(worker)s
+    RETURNING j.id
+)
+SELECT r.id FROM retried r
+CROSS JOIN (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM retried
+            HAVING count(*) > 0) AS announced;
 
 -- name: hand_back
 -- Shutdown: give running jobs back untouched. The attempt did not fail, so it is not counted.
@@ -148,10 +165,11 @@ WITH released AS (
     SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0),
         run_at = now()
     WHERE id = ANY(%(ids)s) AND lease_owner = %(worker)s
-    RETURNING queue
+    RETURNING id, queue
 )
 SELECT count(*) AS released,
-       count(pg_notify('jobqueue_insert', queue)) AS notified
+       count(pg_notify('jobqueue_insert', queue)) AS notified,
+       count(pg_notify('jobqueue_events', id || '-' || id)) AS announced
 FROM released;
 
 -- name: renew_leases
@@ -163,8 +181,12 @@ WHERE lease_owner = %(worker)s
 RETURNING id, cancel_requested;
 
 -- name: set_progress
-UPDATE jobqueue.jobs SET progress = %(progress)s::jsonb
-WHERE id = %(id)s AND lease_owner = %(worker)s AND attempts = %(attempt)s;
+WITH updated AS (
+    UPDATE jobqueue.jobs SET progress = %(progress)s::jsonb
+    WHERE id = %(id)s AND lease_owner = %(worker)s AND attempts = %(attempt)s
+    RETURNING id
+)
+SELECT pg_notify('jobqueue_events', id || '-' || id) FROM updated;
 
 -- name: register_worker
 INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency)
@@ -211,7 +233,7 @@ SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeo
            'worker', lease_owner)),
        progress, owner, batch_id, idempotency_key, metadata, created_at, started_at
 FROM expired
-RETURNING id;
+RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
 
 -- name: rescue_retry
 -- Expired leases with attempts left: the worker is gone (crash, kill -9, partition); make the
@@ -227,9 +249,10 @@ WITH rescued AS (
                    WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
                      AND attempts < max_attempts
                    FOR UPDATE SKIP LOCKED)
-    RETURNING j.queue
+    RETURNING j.id, j.queue
 )
 SELECT count(*) AS rescued,
+       count(pg_notify('jobqueue_events', id || '-' || id)) AS announced,
        (SELECT count(pg_notify('jobqueue_insert', q)) FROM (SELECT DISTINCT queue AS q
                                                            FROM rescued) AS queues) AS notified
 FROM rescued;
@@ -271,7 +294,7 @@ SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeo
        'cancelled', NULL, errors, progress, owner, batch_id, idempotency_key, metadata,
        created_at, started_at
 FROM gone
-RETURNING id;
+RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
 
 -- name: request_cancel
 -- A running job is cancelled by its worker, which hears of it at once through NOTIFY (or at
@@ -300,7 +323,7 @@ INSERT INTO jobqueue.jobs
 SELECT id, queue, kind, payload, priority, now(), 0, max_attempts, timeout_seconds, errors,
        progress, owner, batch_id, idempotency_key, metadata, created_at
 FROM revived
-RETURNING id;
+RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
 
 -- name: list_dead
 SELECT id, queue, kind, attempts, finished_at, errors -> -1 AS last_error
@@ -527,3 +550,103 @@ FROM (
 ) AS j
 ORDER BY id
 LIMIT %(limit)s;
+
+-- name: token_create
+-- New tokens start with a full minute of requests.
+INSERT INTO jobqueue.api_tokens (token_hash, prefix, owner, scopes, rate_limit, level, note)
+VALUES (%(hash)s, %(prefix)s, %(owner)s, %(scopes)s, %(rate_limit)s, %(rate_limit)s, %(note)s)
+RETURNING id, prefix, owner, scopes, rate_limit, created_at;
+
+-- name: token_use
+-- Authenticate a request and charge its rate limit in one statement. The bucket holds a
+-- minute of requests and refills continuously; FOR UPDATE makes concurrent requests of one
+-- token queue on the row, so none of them spends the same unit.
+WITH t AS (
+    SELECT id, least(rate_limit::float8,
+                     level + extract(epoch FROM now() - updated_at) * rate_limit / 60.0) AS avail
+    FROM jobqueue.api_tokens
+    WHERE token_hash = %(hash)s AND revoked_at IS NULL
+    FOR UPDATE
+)
+UPDATE jobqueue.api_tokens a
+SET level = t.avail - CASE WHEN t.avail >= 1 THEN 1 ELSE 0 END,
+    updated_at = now(), last_used_at = now()
+FROM t
+WHERE a.id = t.id
+RETURNING a.id, a.owner, a.scopes, a.rate_limit, t.avail >= 1 AS allowed, a.level AS remaining;
+
+-- name: token_list
+SELECT id, prefix, owner, scopes, rate_limit, created_at, last_used_at, revoked_at, note
+FROM jobqueue.api_tokens ORDER BY id;
+
+-- name: token_revoke
+UPDATE jobqueue.api_tokens SET revoked_at = now()
+WHERE id = %(id)s AND revoked_at IS NULL
+RETURNING id;
+
+-- name: setting_get_or_create
+-- A shared setting, created with the given value by whoever asks first.
+WITH created AS (
+    INSERT INTO jobqueue.settings (name, value) VALUES (%(name)s, %(value)s)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING value
+)
+SELECT value FROM created
+UNION ALL
+SELECT value FROM jobqueue.settings WHERE name = %(name)s
+LIMIT 1;
+
+-- name: queue_pause
+INSERT INTO jobqueue.queues (name, paused, paused_at) VALUES (%(name)s, %(paused)s,
+    CASE WHEN %(paused)s THEN now() END)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, paused_at = excluded.paused_at;
+
+-- name: queues_paused
+SELECT name, paused_at FROM jobqueue.queues WHERE paused ORDER BY name;
+
+-- name: document_insert
+INSERT INTO jobqueue.documents (owner, filename, content_type, size, data)
+VALUES (%(owner)s, %(filename)s, %(content_type)s, %(size)s, %(data)s)
+RETURNING id;
+
+-- name: document_set_job
+UPDATE jobqueue.documents SET job_id = %(job_id)s WHERE id = %(id)s;
+
+-- name: document_get
+SELECT id, owner, filename, content_type, size, job_id, created_at,
+       length(text) AS text_chars
+FROM jobqueue.documents WHERE id = %(id)s;
+
+-- name: document_data
+SELECT filename, content_type, data FROM jobqueue.documents WHERE id = %(id)s;
+
+-- name: document_set_text
+UPDATE jobqueue.documents SET text = %(text)s WHERE id = %(id)s;
+
+-- name: metrics_jobs
+-- Jobs by queue and state for /metrics: the hot table counted, finished states from the
+-- trigger-kept counts (never a scan of `finished`).
+SELECT queue, state, count FROM (
+    SELECT queue,
+           CASE WHEN lease_owner IS NOT NULL THEN 'running'
+                WHEN run_at > now() THEN 'scheduled' ELSE 'waiting' END AS state,
+           count(*) AS count
+    FROM jobqueue.jobs GROUP BY 1, 2
+    UNION ALL
+    SELECT queue, state, count FROM jobqueue.finished_counts
+) AS t ORDER BY queue, state;
+
+-- name: metrics_oldest
+SELECT queue, extract(epoch FROM now() - min(run_at))::float8 AS seconds
+FROM jobqueue.jobs WHERE lease_owner IS NULL AND run_at <= now()
+GROUP BY queue;
+
+-- name: metrics_recent
+-- Durations (started -> finished) and waits (run_at -> started) of jobs finished in the last
+-- five minutes, per queue, bucketed for a histogram. The BRIN index bounds the scan.
+SELECT queue, state,
+       extract(epoch FROM finished_at - started_at)::float8 AS duration,
+       extract(epoch FROM started_at - run_at)::float8 AS wait
+FROM jobqueue.finished
+WHERE finished_at > now() - interval '5 minutes' AND started_at IS NOT NULL
+LIMIT 100000;

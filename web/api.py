@@ -1,0 +1,428 @@
+"""The JSON API under /api (described at /api/openapi.json).
+
+Bad input is always a 4xx whose JSON names the field (or FILE:LINE) at fault, never a 5xx,
+and a rejected batch enqueues nothing. Owners see only their own jobs; admins see all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from datetime import datetime
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+
+from jobqueue import batches as batch_export
+from jobqueue import batchfiles, platforms
+from jobqueue.client import insert_specs
+from jobqueue.jobs import InvalidJob, JobSpec
+from jobqueue.sqlfiles import q
+from web import resources
+from web.auth import api_error, require
+from web.openapi import OPENAPI
+
+bp = Blueprint("api", __name__)
+
+JOB_FIELDS = {"queue", "kind", "payload", "priority", "run_at", "delay", "max_attempts",
+              "timeout", "idempotency_key", "metadata"}
+BATCH_FIELDS = {"platform", "name", "items"}
+DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown",
+                  ".markdown": "text/markdown", ".pdf": "application/pdf"}
+MAX_WAIT_SECONDS = 60.0
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, field: str | None = None, status: int = 400,
+                 code: str = "invalid_request"):
+        super().__init__(message)
+        self.message, self.field, self.status, self.code = message, field, status, code
+
+
+@bp.errorhandler(BadRequest)
+def _bad_request(exc: BadRequest):
+    return api_error(exc.status, exc.code, exc.message, field=exc.field)
+
+
+def _json_body(limit_key: str = "JSON_MAX_BYTES") -> dict:
+    if request.content_length and request.content_length > current_app.config[limit_key]:
+        raise BadRequest(f"body: larger than {current_app.config[limit_key]} bytes",
+                         status=413, code="too_large")
+    if not request.is_json:
+        raise BadRequest("body: send JSON with Content-Type: application/json", status=415,
+                         code="unsupported_media_type")
+    raw = request.get_data(cache=False)
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body: not valid JSON ({exc})", field="body") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body: must be a JSON object", field="body")
+    return body
+
+
+def _platform(name) -> platforms.Platform:
+    if not isinstance(name, str) or not name:
+        raise BadRequest("platform: required, the name of a platform", field="platform")
+    try:
+        found = platforms.load(current_app.config.get("JOBQUEUE_CONFIG"))
+    except platforms.ConfigError as exc:
+        raise BadRequest(f"platform: the server has no usable platform config ({exc})",
+                         field="platform", status=422) from None
+    if name not in found:
+        raise BadRequest(f"platform: unknown platform {name!r} (known: "
+                         f"{', '.join(sorted(found))})", field="platform", status=422)
+    return found[name]
+
+
+def _public(job, principal) -> dict:
+    data = job.to_dict()
+    data.pop("lease_owner", None)
+    if not principal.admin:  # tracebacks are for operators
+        data["errors"] = [{k: v for k, v in e.items() if k != "traceback"}
+                          for e in data["errors"]]
+    return data
+
+
+def _visible_job(job_id: int):
+    job = resources().client.get(job_id)
+    if job is None or not g.principal.can_see(job.owner):
+        raise BadRequest(f"job {job_id}: not found", status=404, code="not_found")
+    return job
+
+
+# -- jobs -----------------------------------------------------------------------------------
+
+@bp.post("/jobs")
+@require("write")
+def create_job():
+    body = _json_body()
+    unknown = set(body) - JOB_FIELDS
+    if unknown:
+        field = sorted(unknown)[0]
+        raise BadRequest(f"{field}: unknown field (known: {', '.join(sorted(JOB_FIELDS))})",
+                         field=field)
+    for name in ("queue", "kind"):
+        if not isinstance(body.get(name), str) or not body[name]:
+            raise BadRequest(f"{name}: required, a non-empty string", field=name)
+    run_at = body.get("run_at")
+    if run_at is not None:
+        try:
+            run_at = datetime.fromisoformat(run_at) if isinstance(run_at, str) else None
+        except ValueError:
+            run_at = None
+        if run_at is None:
+            raise BadRequest("run_at: must be an ISO 8601 time with a zone, e.g. "
+                             "2026-11-22T10:00:00Z", field="run_at")
+    for name, kinds in (("delay", (int, float)), ("timeout", (int, float)),
+                        ("max_attempts", (int,))):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise BadRequest(f"{name}: must be a number, got {json.dumps(value)}", field=name)
+    if body.get("delay") is not None and body["delay"] < 0:
+        raise BadRequest("delay: must not be negative", field="delay")
+    spec = JobSpec(kind=body["kind"], payload=body.get("payload", {}), queue=body["queue"],
+                   priority=body.get("priority"), run_at=run_at, delay=body.get("delay"),
+                   max_attempts=body.get("max_attempts"), timeout=body.get("timeout"),
+                   idempotency_key=body.get("idempotency_key"), owner=g.principal.owner,
+                   metadata=body.get("metadata"))
+    client = resources().client
+    try:
+        job_id, created = client.enqueue_spec(spec)
+    except InvalidJob as exc:
+        message = str(exc).removeprefix("job 0: ")
+        raise BadRequest(message, field=message.split(":", 1)[0]) from None
+    state = "waiting" if created and spec.delay is None and run_at is None else \
+        client.get(job_id).state
+    response = jsonify(id=job_id, state=state, created=created)
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/api/jobs/{job_id}"
+    return response
+
+
+@bp.get("/jobs/<int:job_id>")
+@require("read")
+def get_job(job_id: int):
+    job = _visible_job(job_id)
+    wait = request.args.get("wait")
+    if wait is not None and not job.finished:
+        try:
+            seconds = min(MAX_WAIT_SECONDS, max(0.0, float(wait)))
+        except ValueError:
+            raise BadRequest("wait: must be a number of seconds", field="wait") from None
+        deadline = time.monotonic() + seconds
+        with resources().hub.subscribe(job_id) as sub:
+            job = resources().client.get(job_id)
+            while not job.finished and (left := deadline - time.monotonic()) > 0:
+                if sub.wait(left):
+                    job = resources().client.get(job_id)
+    return jsonify(_public(job, g.principal))
+
+
+@bp.post("/jobs/<int:job_id>/cancel")
+@require("write")
+def cancel_job(job_id: int):
+    _visible_job(job_id)
+    outcome = resources().client.cancel(job_id)
+    if outcome == "finished":
+        raise BadRequest(f"job {job_id}: already finished", status=409, code="conflict")
+    return jsonify(id=job_id, outcome=outcome)
+
+
+@bp.post("/jobs/<int:job_id>/retry")
+@require("write")
+def retry_job(job_id: int):
+    job = _visible_job(job_id)
+    if not resources().client.retry(job_id):
+        raise BadRequest(f"job {job_id}: is {job.state}; only dead or cancelled jobs retry",
+                         status=409, code="conflict")
+    return jsonify(id=job_id, state="waiting")
+
+
+@bp.get("/jobs/<int:job_id>/events")
+@require("read")
+def job_events(job_id: int):
+    """Server-Sent Events: the job's state and progress as they change, until it finishes."""
+    _visible_job(job_id)
+    hub, client, principal = resources().hub, resources().client, g.principal
+
+    def stream():
+        with hub.subscribe(job_id) as sub:
+            last = None
+            while True:
+                job = client.get(job_id)
+                seen = (job.state, job.attempts, json.dumps(job.progress, sort_keys=True))
+                if seen != last:
+                    last = seen
+                    data = json.dumps(_public(job, principal), default=str)
+                    yield f"event: {'done' if job.finished else 'state'}\ndata: {data}\n\n"
+                if job.finished:
+                    return
+                if not sub.wait(15.0):
+                    yield ": keep-alive\n\n"
+
+    return Response(stream_with_context(stream()), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+# -- batches --------------------------------------------------------------------------------
+
+@bp.post("/batches")
+@require("write")
+def create_batch():
+    if request.mimetype == "multipart/form-data":
+        return _batch_from_upload()
+    body = _json_body("BATCH_MAX_BYTES")
+    unknown = set(body) - BATCH_FIELDS
+    if unknown:
+        field = sorted(unknown)[0]
+        raise BadRequest(f"{field}: unknown field (known: {', '.join(sorted(BATCH_FIELDS))})",
+                         field=field)
+    platform = _platform(body.get("platform"))
+    items = body.get("items")
+    if not isinstance(items, list) or not items:
+        raise BadRequest("items: required, a non-empty list of {prompt | messages, ...}",
+                         field="items")
+    rows, problems = [], []
+    for index, item in enumerate(items):
+        row, errs = batchfiles.check_object(item, index)
+        for field, text in errs:
+            problems.append(f"items[{index}]" + (f".{field}" if field else "") + f": {text}")
+        rows.append(row)
+    if problems:
+        return _rejected(problems, field=problems[0].split(":", 1)[0])
+    return _submit(platform, rows, body.get("name"), source=None)
+
+
+def _batch_from_upload():
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise BadRequest("file: required, a CSV or JSONL file", field="file")
+    platform = _platform(request.form.get("platform"))
+    template = request.form.get("template") or None
+    fmt = request.form.get("format") or None
+    name = upload.filename
+    suffix = os.path.splitext(name)[1].lower()
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
+        upload.save(tmp)
+        tmp.flush()
+        size = os.path.getsize(tmp.name)
+        if size > current_app.config["BATCH_MAX_BYTES"]:
+            raise BadRequest(f"file: larger than {current_app.config['BATCH_MAX_BYTES']} bytes",
+                             field="file", status=413, code="too_large")
+        report = batchfiles.validate(tmp.name, template=template, fmt=fmt)
+        if not report.ok:
+            return _rejected([line.replace(tmp.name, name) for line in report.lines()],
+                             field="file")
+        rows = batchfiles.iter_rows(tmp.name, template=template, fmt=fmt)
+        return _submit(platform, rows, request.form.get("name") or name, source=name)
+
+
+def _rejected(problems: list[str], field: str):
+    response = api_error(422, "invalid_batch",
+                         f"{len(problems)} problem(s); nothing was enqueued: {problems[0]}",
+                         field=field)
+    body = response.get_json()
+    body["error"]["problems"] = problems[:100]
+    response.set_data(json.dumps(body))
+    return response
+
+
+def _submit(platform, rows, name, source):
+    batch_id, total = resources().client.submit_batch(
+        (batch_export.chat_spec(row, platform.max_attempts) for row in rows),
+        queue=platform.name, name=name, owner=g.principal.owner, source=source)
+    response = jsonify(id=batch_id, total=total, queue=platform.name)
+    response.status_code = 201
+    response.headers["Location"] = f"/api/batches/{batch_id}"
+    return response
+
+
+def _visible_batch(batch_id: int) -> dict:
+    found = resources().client.batch(batch_id)
+    if found is None or not g.principal.can_see(found["owner"]):
+        raise BadRequest(f"batch {batch_id}: not found", status=404, code="not_found")
+    return found
+
+
+@bp.get("/batches/<int:batch_id>")
+@require("read")
+def get_batch(batch_id: int):
+    found = _visible_batch(batch_id)
+    found["created_at"] = found["created_at"].isoformat()
+    found["finished"] = found["succeeded"] + found["dead"] + found["cancelled"]
+    return jsonify(found)
+
+
+@bp.get("/batches/<int:batch_id>/results")
+@require("read")
+def batch_results(batch_id: int):
+    """A page of results as JSON (?after=ID&limit=N), or the whole batch as a JSONL or CSV
+    download (?format=jsonl|csv), streamed a page at a time."""
+    _visible_batch(batch_id)
+    client = resources().client
+    fmt = request.args.get("format")
+    if fmt in ("jsonl", "csv"):
+        return _download(client, batch_id, fmt)
+    if fmt is not None:
+        raise BadRequest("format: jsonl or csv", field="format")
+    try:
+        after = int(request.args.get("after", 0))
+        limit = min(1000, max(1, int(request.args.get("limit", 100))))
+    except ValueError:
+        raise BadRequest("after and limit: must be integers", field="after") from None
+    jobs = client.batch_jobs(batch_id, after=after, limit=limit)
+    items = [batch_export.export_record(j) for j in jobs]
+    next_after = jobs[-1]["id"] if len(jobs) == limit else None
+    return jsonify(items=json.loads(json.dumps(items, default=str)), next_after=next_after)
+
+
+def _download(client, batch_id: int, fmt: str):
+    import io
+
+    def lines():
+        records = (batch_export.export_record(j) for j in batch_export.pages(client, batch_id))
+        if fmt == "jsonl":
+            for record in records:
+                yield json.dumps(record, default=str, ensure_ascii=False) + "\n"
+            return
+        keys: dict[str, None] = {}
+        for job in batch_export.pages(client, batch_id):
+            keys.update(dict.fromkeys(job["metadata"]))
+        buffer = io.StringIO()
+        batch_export.write_csv(records, list(keys), buffer)
+        yield buffer.getvalue()
+
+    mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+    return Response(stream_with_context(lines()), mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="batch-{batch_id}.{fmt}"'})
+
+
+# -- documents ------------------------------------------------------------------------------
+
+@bp.post("/documents")
+@require("write")
+def upload_document():
+    """Store a text, Markdown or PDF file and queue its analysis (extract, chunk, analyze)."""
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        raise BadRequest("file: required (multipart/form-data, field 'file')", field="file")
+    platform = _platform(request.form.get("platform"))
+    suffix = os.path.splitext(upload.filename)[1].lower()
+    content_type = DOCUMENT_TYPES.get(suffix)
+    if content_type is None:
+        raise BadRequest(f"file: {upload.filename}: only {', '.join(sorted(DOCUMENT_TYPES))} "
+                         "files", field="file", status=415, code="unsupported_media_type")
+    limit = current_app.config["DOCUMENT_MAX_BYTES"]
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise BadRequest(f"file: larger than the {limit} byte limit", field="file",
+                         status=413, code="too_large")
+    if not data:
+        raise BadRequest("file: is empty", field="file")
+    if content_type == "application/pdf" and not data.startswith(b"%PDF-"):
+        raise BadRequest(f"file: {upload.filename} is not a PDF", field="file")
+    if content_type != "application/pdf":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"file: {upload.filename} is not UTF-8 text (byte {exc.start})",
+                             field="file") from None
+    client = resources().client
+    with client.pool.connection() as conn, conn.transaction():
+        doc_id = conn.execute(q("document_insert"), {
+            "owner": g.principal.owner, "filename": upload.filename,
+            "content_type": content_type, "size": len(data), "data": data}).fetchone()["id"]
+        spec = JobSpec("document", {"document_id": doc_id}, queue=platform.name,
+                       max_attempts=platform.max_attempts, owner=g.principal.owner,
+                       metadata={"filename": upload.filename})
+        ((job_id, _),) = insert_specs(conn, [spec])
+        conn.execute(q("document_set_job"), {"id": doc_id, "job_id": job_id})
+    response = jsonify(id=doc_id, job_id=job_id, state="waiting")
+    response.status_code = 201
+    response.headers["Location"] = f"/api/documents/{doc_id}"
+    return response
+
+
+@bp.get("/documents/<int:doc_id>")
+@require("read")
+def get_document(doc_id: int):
+    client = resources().client
+    with client.pool.connection() as conn:
+        doc = conn.execute(q("document_get"), {"id": doc_id}).fetchone()
+    if doc is None or not g.principal.can_see(doc["owner"]):
+        raise BadRequest(f"document {doc_id}: not found", status=404, code="not_found")
+    job = client.get(doc["job_id"]) if doc["job_id"] else None
+    doc["created_at"] = doc["created_at"].isoformat()
+    doc["job"] = _public(job, g.principal) if job else None
+    return jsonify(doc)
+
+
+# -- queues ---------------------------------------------------------------------------------
+
+@bp.get("/queues")
+@require("read")
+def list_queues():
+    client = resources().client
+    with client.pool.connection() as conn:
+        paused = {r["name"] for r in conn.execute(q("queues_paused")).fetchall()}
+    rows = client.status()
+    for row in rows:
+        row["paused"] = row["queue"] in paused
+    return jsonify(queues=rows)
+
+
+@bp.post("/queues/<name>/<any(pause, resume):action>")
+@require("admin")
+def pause_queue(name: str, action: str):
+    client = resources().client
+    with client.pool.connection() as conn:
+        conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
+    return jsonify(queue=name, paused=action == "pause")
+
+
+@bp.get("/openapi.json")
+@require("read")
+def openapi():
+    return jsonify(OPENAPI)

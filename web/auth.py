@@ -1,0 +1,165 @@
+"""Who is asking, may they, and have they asked too often.
+
+API requests carry `Authorization: Bearer TOKEN`. One statement (`token_use`) finds the token
+by its hash and charges its per-minute bucket, which every Gunicorn worker and instance shares.
+Every answer to an authenticated request carries X-RateLimit-Limit, -Remaining and -Reset
+(seconds until the bucket is full again); over the limit it is 429 with Retry-After.
+
+The dashboard signs in with an admin token: the session cookie keeps the token's hash (never
+the token), each request is checked and charged the same way, and every form carries a CSRF
+token bound to the session.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import math
+import secrets
+from dataclasses import dataclass
+
+from flask import abort, g, jsonify, request, session
+
+from jobqueue.sqlfiles import q
+from jobqueue.tokens import hash_token
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int
+    owner: str
+    scopes: tuple[str, ...]
+
+    @property
+    def admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def allows(self, scope: str) -> bool:
+        # admin implies write implies read
+        rank = {"read": 0, "write": 1, "admin": 2}
+        return any(rank[s] >= rank[scope] for s in self.scopes)
+
+    def owner_filter(self) -> str | None:
+        """The owner whose jobs this principal may see; None means every owner (admin)."""
+        return None if self.admin else self.owner
+
+    def can_see(self, owner: str | None) -> bool:
+        return self.admin or owner == self.owner
+
+
+class Denied(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def check_token_hash(token_hash: str) -> Principal:
+    """Authenticate and charge one request; raises Denied (401 or 429)."""
+    from web import resources
+
+    with resources().client.pool.connection() as conn:
+        row = conn.execute(q("token_use"), {"hash": token_hash}).fetchone()
+    if row is None:
+        raise Denied(401, "unauthorized", "unknown or revoked token",
+                     {"WWW-Authenticate": 'Bearer realm="jobqueue"'})
+    limit, remaining = row["rate_limit"], row["remaining"]
+    per_second = limit / 60.0
+    g.rate_headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, math.floor(remaining))),
+        "X-RateLimit-Reset": str(math.ceil(max(0.0, limit - remaining) / per_second)),
+    }
+    if not row["allowed"]:
+        retry = max(1, math.ceil((1 - remaining) / per_second))
+        raise Denied(429, "rate_limited",
+                     f"rate limit of {limit} requests per minute exceeded; retry in {retry}s",
+                     {"Retry-After": str(retry)})
+    return Principal(row["id"], row["owner"], tuple(row["scopes"]))
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def require(scope: str):
+    """Decorator for API routes: a valid bearer token with `scope`, within its rate limit."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            token = bearer_token()
+            try:
+                if token is None:
+                    raise Denied(401, "unauthorized",
+                                 "send Authorization: Bearer <token> (jobqueue tokens create)",
+                                 {"WWW-Authenticate": 'Bearer realm="jobqueue"'})
+                principal = check_token_hash(hash_token(token))
+                if not principal.allows(scope):
+                    raise Denied(403, "forbidden", f"this token lacks the {scope} scope")
+            except Denied as denied:
+                return api_error(denied.status, denied.code, denied.message, denied.headers)
+            g.principal = principal
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+def api_error(status: int, code: str, message: str, headers: dict | None = None,
+              field: str | None = None):
+    body = {"code": code, "message": message}
+    if field:
+        body["field"] = field
+    response = jsonify(error=body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+# -- dashboard sessions ---------------------------------------------------------------------
+
+
+def sign_in(token: str) -> Principal:
+    """Check an admin token for the dashboard; remember its hash in the session."""
+    principal = check_token_hash(hash_token(token))
+    if not principal.admin:
+        raise Denied(403, "forbidden", "the dashboard needs a token with the admin scope")
+    session.clear()
+    session["token_hash"] = hash_token(token)
+    session["csrf"] = secrets.token_urlsafe(32)
+    return principal
+
+
+def session_principal() -> Principal | None:
+    token_hash = session.get("token_hash")
+    if not token_hash:
+        return None
+    try:
+        principal = check_token_hash(token_hash)
+    except Denied as denied:
+        if denied.status == 401:
+            session.clear()
+            return None
+        raise
+    return principal if principal.admin else None
+
+
+def csrf_token() -> str:
+    if "csrf" not in session:
+        session["csrf"] = secrets.token_urlsafe(32)
+    return session["csrf"]
+
+
+def check_csrf() -> None:
+    """Every state-changing dashboard request must echo the session's CSRF token."""
+    sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
+    expected = session.get("csrf") or ""
+    if not expected or not hmac.compare_digest(sent, expected):
+        abort(400, description="missing or wrong CSRF token; reload the page")
