@@ -37,7 +37,14 @@ def parse_queries(text: str) -> dict[str, str]:
 
 @cache
 def queries() -> dict[str, str]:
-    return parse_queries((sql_dir() / "queries.sql").read_text())
+    """Every `*queries.sql` file's queries (queries.sql, dashboard_queries.sql, ...)."""
+    found: dict[str, str] = {}
+    for path in sorted(sql_dir().glob("*queries.sql")):
+        for name, text in parse_queries(path.read_text()).items():
+            if name in found:
+                raise ValueError(f"query {name!r} is defined twice ({path.name})")
+            found[name] = text
+    return found
 
 
 def q(name: str) -> str:
