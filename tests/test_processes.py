@@ -28,9 +28,10 @@ class Cluster:
         self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row)
         self.conn.execute(EFFECTS_DDL)
 
-    def start(self, n: int = 1, *args: str, queue: str = "q") -> list[subprocess.Popen]:
+    def start(self, n: int = 1, *args: str, queue: str = "q",
+              env: dict | None = None) -> list[subprocess.Popen]:
         new = [jobqueue_cmd("--log-level", "WARNING", "worker", "--queue", queue,
-                            "--import", "tests.worker_tasks", *args, url=self.url,
+                            "--import", "tests.worker_tasks", *args, url=self.url, env=env,
                             stderr=subprocess.DEVNULL)
                for _ in range(n)]
         self.procs += new
@@ -175,3 +176,33 @@ def test_workers_ride_out_a_postgres_restart(tmp_path):
         c.close()
         embedded.stop(pgdata)
 
+
+
+def test_pgbouncer_mode_works_without_listen(cluster, db_url):
+    """JOBQUEUE_PGBOUNCER=1 with --poll-only, as PgBouncer in transaction mode requires: the
+    worker drains the queue and none of its sessions LISTENs."""
+    ids = enqueue_records(db_url, 50)
+    (proc,) = cluster.start(1, "--poll-only", "--poll-seconds", "0.1",
+                            env={"JOBQUEUE_PGBOUNCER": "1"})
+    wait_until(lambda: cluster.registered() == 1, timeout=30)
+    pids = [r["pid"] for r in cluster.query(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND application_name = 'jobqueue'")]
+    assert pids, "the worker's sessions were not found"
+    wait_until(lambda: cluster.succeeded() == len(ids), timeout=30)
+    # No session of the worker listens or holds a prepared statement.
+    listening = cluster.scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s) AND query ILIKE 'LISTEN%%'",
+        (pids,))
+    assert listening == 0
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+
+
+def test_pgbouncer_mode_turns_off_prepared_statements(monkeypatch):
+    from jobqueue import db as db_module
+
+    monkeypatch.delenv("JOBQUEUE_PGBOUNCER", raising=False)
+    assert db_module.connect_kwargs()["prepare_threshold"] == 0
+    monkeypatch.setenv("JOBQUEUE_PGBOUNCER", "1")
+    assert db_module.connect_kwargs()["prepare_threshold"] is None
