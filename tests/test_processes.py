@@ -114,17 +114,17 @@ def test_kill_9_mid_drain_loses_nothing_and_reruns_only_the_victims_jobs(cluster
 
 
 def test_sigterm_mid_drain_exits_0_in_the_grace_period_and_loses_nothing(cluster, db_url):
-    enqueue_records(db_url, 600, seconds=0.2)
+    enqueue_records(db_url, 400, seconds=0.1)
     leaving, _staying = cluster.start(2, "--concurrency", "10", "--grace-seconds", "5")
     wait_until(lambda: cluster.executions() >= 50, timeout=30, message="drain under way")
     t0 = time.monotonic()
     leaving.send_signal(signal.SIGTERM)
     assert leaving.wait(10) == 0
     assert time.monotonic() - t0 < 5
-    wait_until(lambda: cluster.succeeded() == 600, timeout=60, message="drain after SIGTERM")
+    wait_until(lambda: cluster.succeeded() == 400, timeout=60, message="drain after SIGTERM")
     # Every in-flight job finished inside the grace period: nothing ran twice.
-    assert cluster.scalar("SELECT count(*) FROM test_effects") == 600
-    assert cluster.scalar("SELECT count(DISTINCT job_id) FROM test_effects") == 600
+    assert cluster.scalar("SELECT count(*) FROM test_effects") == 400
+    assert cluster.scalar("SELECT count(DISTINCT job_id) FROM test_effects") == 400
 
 
 def test_sigterm_hands_back_jobs_that_outlast_the_grace_period(cluster, db_url):

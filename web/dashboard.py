@@ -1,12 +1,421 @@
-"""The dashboard (placeholder until its pages land): sign-in with an admin token."""
+"""The dashboard: server-rendered pages for operators who sign in with an admin token.
+
+Every page needs a signed-in admin (others are sent to /login) and every POST the session's
+CSRF token. Each page's changing part is the template block `live`; static/dashboard.js
+fetches it again every two seconds (`?partial=1`) and swaps it in, so pages follow the queue
+without reloading, with a pause control in the header.
+
+No page view scans the `finished` table without a bound: counts come from finished_counts,
+the chart from the last hour (BRIN), lists from indexes or from a window of ids (see
+sql/dashboard_queries.sql). Only the confirmation of a bulk action on "everything matching"
+counts the whole match, under a statement timeout.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import io
+import json
+import re
+from datetime import UTC, datetime
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    stream_with_context,
+    url_for,
+)
+
+from jobqueue import batches as batch_export
+from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
+from jobqueue.sqlfiles import q
+from web import resources
+from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in
 
 bp = Blueprint("dashboard", __name__)
 
+PAGE = 50             # jobs per page of the list
+SCAN = 50_000         # ids one page of the job list examines at most (see dashboard_jobs_window)
+BATCH_PAGE = 25
+DEAD_PAGE = 100
+MAX_ID = 2**63 - 1    # "no cursor yet": newer than every id
+COUNT_TIMEOUT = "10s"  # the confirmation count of a bulk action may scan the whole table
+# Which states each bulk action applies to (shown on the confirmation page).
+ACTIONS = {
+    "retry": ("dashboard_retry", ("dead", "cancelled")),
+    "cancel": ("dashboard_cancel", HOT_STATES),
+    "delete": ("dashboard_delete", ("waiting", "scheduled", *FINISHED_STATES)),
+}
+FILTERS = ("queue", "state", "kind", "batch", "owner", "q")
+_LIKE_SPECIAL = re.compile(r"[\\%_]")
+
+
+# -- sign-in, CSRF and helpers ---------------------------------------------------------------
+
+
+@bp.before_request
+def _signed_in_admin():
+    """Pages need a signed-in admin; state changes need the session's CSRF token too."""
+    if request.endpoint == "dashboard.login":
+        return None
+    try:
+        principal = session_principal()
+    except Denied as denied:  # the token's rate limit: say so rather than sign out
+        return Response(denied.message, status=denied.status, headers=denied.headers,
+                        mimetype="text/plain")
+    if principal is None:
+        if request.args.get("partial"):
+            return Response("sign in again", status=401, mimetype="text/plain")
+        return redirect(url_for(".login", next=request.full_path.rstrip("?")))
+    g.principal = principal
+    if request.method == "POST":
+        check_csrf()
+    return None
+
+
+@bp.context_processor
+def _template_helpers() -> dict:
+    return {"csrf_token": csrf_token, "principal": g.get("principal"), "STATES": STATES}
+
+
+@bp.app_template_filter("when")
+def _when(value) -> str:
+    """Timestamps in UTC, to the second: one clock for every reader."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@bp.app_template_filter("age")
+def _age(seconds) -> str:
+    """A duration as people read it: 42s, 3m 05s, 2h 10m, 4d 3h."""
+    if seconds is None:
+        return "—"
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+@bp.app_template_filter("since")
+def _since(value) -> str:
+    return _age((datetime.now(UTC) - value).total_seconds()) if value else "—"
+
+
+@bp.app_template_filter("pretty_json")
+def _pretty_json(value) -> str:
+    """Indented JSON; the template escapes it, so a payload's "<script>" stays text."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _rows(name: str, params: dict | None = None, timeout: str | None = None) -> list[dict]:
+    """Run a dashboard query unprepared, so it is planned for the values it is given."""
+    with resources().client.pool.connection() as conn, conn.transaction():
+        if timeout:
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
+        return conn.execute(q(name), params or {}, prepare=False).fetchall()
+
+
+def _page(template: str, **context):
+    """A full page, or only its `live` block when the page's script asks for an update."""
+    partial = bool(request.args.get("partial"))
+    response = Response(render_template(f"dashboard/{template}", partial=partial, **context))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    """Only paths on this site: an open redirect would make the sign-in page a phishing aid."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return url_for(".overview")
+
+
+# -- sign-in ---------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    error, status = None, 200
+    if request.method == "POST":
+        check_csrf()  # the form's token came with this page: no sign-in from another site
+        try:
+            sign_in(request.form.get("token", "").strip())
+        except Denied as denied:
+            error, status = denied.message, denied.status
+        else:
+            return redirect(_safe_next(request.form.get("next")))
+    next_url = request.values.get("next", "")
+    return render_template("dashboard/login.html", error=error, next=next_url), status
+
+
+@bp.post("/logout")
+def logout():
+    session.clear()
+    return redirect(url_for(".login"))
+
+
+# -- overview --------------------------------------------------------------------------------
+
 
 @bp.get("/")
-def index():
-    return "jobqueue dashboard", 200
+def overview():
+    queues = _rows("dashboard_queues")
+    totals = {state: sum(r[state] for r in queues) for state in STATES}
+    return _page("overview.html", title="Overview", queues=queues, totals=totals,
+                 total=sum(totals.values()), chart=_chart(_rows("dashboard_throughput")))
+
+
+def _chart(minutes: list[dict], width: int = 720, height: int = 140) -> dict:
+    """Bars per minute for an inline SVG: succeeded at the bottom, dead stacked on top,
+    scaled to the busiest minute."""
+    peak = max([m["succeeded"] + m["dead"] for m in minutes] + [1])
+    slot = width / max(1, len(minutes))
+    bars = []
+    for i, m in enumerate(minutes):
+        ok, dead = m["succeeded"] * height / peak, m["dead"] * height / peak
+        bars.append({
+            "x": round(i * slot + 1, 1), "w": round(max(1.0, slot - 2), 1),
+            "ok_y": round(height - ok, 1), "ok_h": round(ok, 1),
+            "dead_y": round(height - ok - dead, 1), "dead_h": round(dead, 1),
+            "label": f"{m['minute'].astimezone(UTC):%H:%M} UTC: {m['succeeded']} succeeded, "
+                     f"{m['dead']} dead, {m['cancelled']} cancelled",
+        })
+    return {"width": width, "height": height, "peak": peak, "bars": bars,
+            "succeeded": sum(m["succeeded"] for m in minutes),
+            "dead": sum(m["dead"] for m in minutes)}
+
+
+@bp.post("/queues/<name>/<any(pause, resume):action>")
+def pause_queue(name: str, action: str):
+    with resources().client.pool.connection() as conn:
+        conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
+    flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
+    return redirect(_safe_next(request.form.get("next")))
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+def _filter_args(source) -> dict[str, str]:
+    """The filter as given (for forms and links): only the fields that are set."""
+    return {k: source.get(k, "").strip() for k in FILTERS if source.get(k, "").strip()}
+
+
+def _filter_params(args: dict[str, str]) -> dict:
+    """The filter as the queries' parameters; None means any."""
+    text = args.get("q")
+    batch = args.get("batch", "")
+    state = args.get("state")
+    return {
+        "queue": args.get("queue"), "kind": args.get("kind"), "owner": args.get("owner"),
+        "batch_id": int(batch) if batch.isdigit() else None,
+        "state": state if state in STATES else None,
+        "text": f"%{_LIKE_SPECIAL.sub(lambda m: '\\' + m.group(), text)}%" if text else None,
+        "ids": None, "upto": None,
+    }
+
+
+@bp.get("/jobs")
+def jobs():
+    args = _filter_args(request.args)
+    before = request.args.get("before", type=int) or MAX_ID
+    (window,) = _rows("dashboard_jobs_window", {"before": before, "scan": SCAN})
+    floor = window["floor"] or 0
+    rows = _rows("dashboard_jobs_page",
+                 _filter_params(args) | {"before": before, "floor": floor, "limit": PAGE})
+    if len(rows) == PAGE:
+        older = rows[-1]["id"]
+    elif window["scanned"] == SCAN:  # the window ended before the table did: go on below it
+        older = floor
+    else:
+        older = None
+    return _page("jobs.html", title="Jobs", rows=rows, args=args, before=before, older=older,
+                 window=window, scan=SCAN, limited=len(rows) < PAGE and older is not None,
+                 queues=[r["queue"] for r in _rows("dashboard_queues")])
+
+
+@bp.get("/jobs/bulk")
+def bulk_confirm():
+    """Before acting on everything matching a filter: how many jobs that is, by state."""
+    action = request.args.get("action")
+    if action not in ACTIONS:
+        abort(400, description="action: retry, cancel or delete")
+    args = _filter_args(request.args)
+    counts = {r["state"]: r["count"] for r in
+              _rows("dashboard_match_counts", _filter_params(args), timeout=COUNT_TIMEOUT)}
+    upto = max((r["upto"] for r in _rows("dashboard_match_counts", _filter_params(args),
+                                         timeout=COUNT_TIMEOUT)), default=None) \
+        if counts else None
+    states = ACTIONS[action][1]
+    return _page("confirm.html", title=f"{action.capitalize()} all matching jobs",
+                 action=action, args=args, counts=counts, states=states, upto=upto,
+                 affected=sum(counts.get(s, 0) for s in states),
+                 matching=sum(counts.values()))
+
+
+@bp.post("/jobs/bulk")
+def bulk_action():
+    action = request.form.get("action")
+    if action not in ACTIONS:
+        abort(400, description="action: retry, cancel or delete")
+    args = _filter_args(request.form)
+    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
+    if ids:  # the jobs ticked on the page, whatever the filter
+        params = _filter_params({}) | {"ids": ids}
+    elif request.form.get("upto", "").isdigit():  # everything matching, as confirmed
+        params = _filter_params(args) | {"upto": int(request.form["upto"])}
+    else:
+        flash("Select some jobs first.", "error")
+        return redirect(url_for(".jobs", **args))
+    flash(_run_action(action, params))
+    return redirect(url_for(".jobs", **args))
+
+
+def _run_action(action: str, params: dict) -> str:
+    """Run a bulk action; returns what it did, in words."""
+    (row,) = _rows(ACTIONS[action][0], params)
+    if action == "retry":
+        return f"Retried {row['retried']} job(s)."
+    if action == "cancel":
+        return (f"Cancelled {row['cancelled']} job(s); asked the workers of "
+                f"{row['requested']} running job(s) to stop.")
+    return f"Deleted {row['deleted']} job(s)."
+
+
+@bp.get("/jobs/<int:job_id>")
+def job(job_id: int):
+    found = resources().client.get(job_id)
+    if found is None:
+        abort(404, description=f"job {job_id}: not found (deleted, or pruned after retention)")
+    return _page("job.html", title=f"Job {job_id}", job=found, timeline=_timeline(found))
+
+
+def _timeline(job) -> list[dict]:
+    """What happened to a job and when, oldest first, with the time since it was created."""
+    events = [(job.created_at, "created", "")]
+    if job.run_at != job.created_at:
+        events.append((job.run_at, "runnable from", "scheduled" if job.state == "scheduled"
+                       else ""))
+    for error in job.errors:
+        events.append((datetime.fromisoformat(error["at"]),
+                       f"attempt {error.get('attempt', '?')} failed",
+                       f"{error.get('type')}: {error.get('message')}"))
+    if job.started_at:
+        events.append((job.started_at, f"attempt {job.attempts} started", ""))
+    if job.finished_at:
+        events.append((job.finished_at, job.state, ""))
+    events.sort(key=lambda e: e[0])
+    return [{"at": at, "what": what, "detail": detail,
+             "offset": (at - job.created_at).total_seconds()} for at, what, detail in events]
+
+
+@bp.post("/jobs/<int:job_id>/<any(retry, cancel, delete):action>")
+def job_action(job_id: int, action: str):
+    client = resources().client
+    if action == "retry":
+        if client.retry(job_id):
+            flash(f"Job {job_id} queued again.")
+        else:
+            flash(f"Job {job_id} was not retried: only dead or cancelled jobs retry.", "error")
+    elif action == "cancel":
+        flash({"cancelled": f"Job {job_id} cancelled.",
+               "requested": f"Job {job_id} is running: its worker was asked to stop it.",
+               "finished": f"Job {job_id} had already finished.",
+               "not_found": f"Job {job_id} does not exist."}[client.cancel(job_id)])
+    else:
+        flash(_run_action("delete", _filter_params({}) | {"ids": [job_id]}))
+        return redirect(url_for(".jobs"))
+    return redirect(url_for(".job", job_id=job_id))
+
+
+# -- dead letters, batches, workers, limits -------------------------------------------------
+
+
+@bp.get("/dead")
+def dead():
+    queue = request.args.get("queue") or None
+    queues = [r for r in _rows("dashboard_queues") if r["dead"]]
+    total = sum(r["dead"] for r in queues if queue in (None, r["queue"]))
+    return _page("dead.html", title="Dead letters", queue=queue, queues=queues, total=total,
+                 rows=resources().client.dead(queue, limit=DEAD_PAGE))
+
+
+@bp.post("/dead/<any(retry, purge):action>")
+def dead_action(action: str):
+    queue = request.form.get("queue") or None
+    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
+    back = redirect(url_for(".dead", queue=queue))
+    if not ids and request.form.get("all") != "1":
+        flash("Select some jobs first.", "error")
+        return back
+    params = _filter_params({"queue": queue or "", "state": "dead"}) | {"ids": ids or None}
+    if action == "retry":
+        flash(_run_action("retry", params))
+    else:
+        (row,) = _rows("dashboard_delete", params)
+        flash(f"Purged {row['deleted']} dead job(s).")
+    return back
+
+
+@bp.get("/batches")
+def batches():
+    before = request.args.get("before", type=int) or MAX_ID
+    rows = _rows("dashboard_batches", {"before": before, "limit": BATCH_PAGE})
+    for row in rows:
+        total = max(row["total"], sum(row[s] for s in STATES), 1)
+        row["done"] = sum(row[s] for s in FINISHED_STATES)
+        row["segments"] = [(s, row[s], 100.0 * row[s] / total) for s in STATES if row[s]]
+    older = rows[-1]["id"] if len(rows) == BATCH_PAGE else None
+    return _page("batches.html", title="Batches", rows=rows, before=before, older=older)
+
+
+@bp.get("/batches/<int:batch_id>/results.<any(jsonl, csv):fmt>")
+def batch_download(batch_id: int, fmt: str):
+    """A batch's results as a file, streamed a page of jobs at a time (the API's download
+    needs a bearer token, which a browser session does not carry)."""
+    client = resources().client
+    if client.batch(batch_id) is None:
+        abort(404, description=f"batch {batch_id}: not found")
+
+    def lines():
+        records = (batch_export.export_record(j) for j in batch_export.pages(client, batch_id))
+        if fmt == "jsonl":
+            for record in records:
+                yield json.dumps(record, default=str, ensure_ascii=False) + "\n"
+            return
+        keys: dict[str, None] = {}
+        for job_row in batch_export.pages(client, batch_id):  # the CSV header needs every key
+            keys.update(dict.fromkeys(job_row["metadata"]))
+        buffer = io.StringIO()
+        batch_export.write_csv(records, list(keys), buffer)
+        yield buffer.getvalue()
+
+    mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
+    return Response(stream_with_context(lines()), mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="batch-{batch_id}.{fmt}"'})
+
+
+@bp.get("/workers")
+def workers():
+    return _page("workers.html", title="Workers", rows=_rows("dashboard_workers"))
+
+
+@bp.get("/limits")
+def limits():
+    (cache,) = _rows("dashboard_cache")
+    calls = cache["hits"] + cache["stored"]
+    return _page("limits.html", title="Rate limits and cache", rows=_rows("dashboard_limits"),
+                 cache=cache, hit_rate=cache["hits"] / calls if calls else None)

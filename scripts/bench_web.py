@@ -1,0 +1,902 @@
+#!/usr/bin/env python
+"""Benchmark the web API's POST /api/jobs under Gunicorn against a bare Flask floor.
+
+    cd /work/main && /tmp/venv/bin/python scripts/bench_web.py          # full: 3 settings
+    /tmp/venv/bin/python scripts/bench_web.py --duration 5 --settings 2x8 --tokens 1 \
+        --profile-seconds 0                                              # quick look
+
+What it does, all on 127.0.0.1:
+1. Creates a fresh database (--db, default bench_web; dropped at the end unless --keep-db),
+   migrates it with `jobqueue migrate`, and creates --clients API tokens with the write scope
+   and a rate limit of RATE_LIMIT (1e9) requests per minute, so no request is throttled: every
+   request still runs the real token_use UPDATE (authenticate + charge the bucket), it just
+   never runs out.
+2. For each Gunicorn setting WORKERSxTHREADS (--settings) and each app (--apps), starts
+       gunicorn -c python:web.gunicorn_conf 'web:create_app()'
+   with WEB_CONCURRENCY, GUNICORN_THREADS, PORT and DATABASE_URL set (the shipped config,
+   unchanged), and for each token mode (--tokens: 1 = every client shares one token, whose row
+   every request updates; N = client i uses token i mod N, the realistic case) drives --clients
+   concurrent keep-alive clients that POST {"queue": "bench", "kind": "noop", "payload": {...}}
+   for --duration seconds after a --warmup (which also fills each worker's connection pool).
+   The jobs table is truncated and VACUUM ANALYZEd before each run.
+3. The "bare" app is create_bare_app() below, served by the same command and config: Flask,
+   one psycopg pool per worker (same size and connection options as jobqueue's), and per
+   request only the token_use statement (jobqueue's own SQL: the token lookup and the bucket
+   update are one UPDATE) and a one-row INSERT ... RETURNING id in autocommit. It is the floor:
+   what any Flask app doing this work costs on this machine.
+4. With --profile-seconds > 0, runs jobqueue's app once more under --profile-setting and
+   records one Gunicorn worker with py-spy (raw collapsed stacks, summarised in the report,
+   and an SVG flame graph) while the load runs.
+
+Load generator: wrk (Debian: apt-get install -y wrk) with scripts/bench_web.lua, one wrk
+thread per client (-t C -c C) so each connection has its own token; --latency percentiles from
+wrk's histogram. Without wrk (or with --generator python) an asyncio + aiohttp generator runs
+in this process instead, which takes CPU from the server on a small machine. The report says
+which one ran.
+
+CPU accounting per run (from /proc): CPU ms per request spent by the Gunicorn processes, by
+the Postgres backends of the bench database, by other Postgres processes (WAL writer etc. and
+other databases), by the load generator, and the cores used by everything else on the machine
+(other tests or benchmarks): a high "other" means the machine was busy and the run is noisy.
+
+Output: progress on stderr; the Markdown report on stdout and in --out-dir (with Gunicorn
+logs, results.json and the profile files). Gunicorn is stopped (SIGTERM, then SIGKILL to its
+process group) whatever happens, and is also sent SIGTERM by the kernel if this script dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter, defaultdict
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = ROOT / "scripts"
+LUA = SCRIPTS / "bench_web.lua"
+RATE_LIMIT = 1_000_000_000  # requests per minute per token: never throttles a 30 s run
+AIM_RPS, AIM_P99_MS = 1500, 50.0
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+BARE_INSERT = ("INSERT INTO jobqueue.jobs (queue, kind, payload, owner) "
+               "VALUES (%s, %s, %s::jsonb, %s) RETURNING id")
+
+
+class BenchError(Exception):
+    """A step failed; the message says which and why."""
+
+
+def log(message: str) -> None:
+    print(f"[bench_web {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the bare app (imported by Gunicorn as bench_web:create_bare_app()) --------------------------
+
+def create_bare_app():
+    """Flask + a psycopg pool; per request: token_use (auth + bucket) and one INSERT."""
+    from flask import Flask, jsonify, request
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    from jobqueue import db
+    from jobqueue.sqlfiles import q
+
+    app = Flask("bench_bare")
+    token_use = q("token_use")
+    lock = threading.Lock()
+    state: dict = {}
+
+    def pool() -> ConnectionPool:
+        # Made on first use, after Gunicorn's fork, like jobqueue's own pool.
+        if "pool" not in state:
+            with lock:
+                if "pool" not in state:
+                    state["pool"] = ConnectionPool(
+                        os.environ["DATABASE_URL"], min_size=1,
+                        max_size=int(os.environ.get("JOBQUEUE_POOL_MAX_SIZE", 10)),
+                        kwargs=db.connect_kwargs() | {"row_factory": dict_row}, open=True,
+                        name="bench-bare")
+        return state["pool"]
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok")
+
+    @app.post("/api/jobs")
+    def create_job():
+        _, _, token = request.headers.get("Authorization", "").partition(" ")
+        token_hash = hashlib.sha256(token.strip().encode()).hexdigest()
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not body.get("queue") or not body.get("kind"):
+            return jsonify(error="send a JSON object with queue and kind"), 400
+        with pool().connection() as conn:
+            row = conn.execute(token_use, {"hash": token_hash}).fetchone()
+            if row is None:
+                return jsonify(error="unauthorized"), 401
+            if not row["allowed"]:
+                return jsonify(error="rate_limited"), 429
+            job_id = conn.execute(BARE_INSERT, (
+                body["queue"], body["kind"], json.dumps(body.get("payload", {})),
+                row["owner"])).fetchone()["id"]
+        response = jsonify(id=job_id, state="waiting", created=True)
+        response.status_code = 201
+        return response
+
+    return app
+
+
+# -- database -------------------------------------------------------------------------------
+
+def with_dbname(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def check_local(url: str) -> None:
+    host = urlsplit(url).hostname or "127.0.0.1"
+    if host not in LOCAL_HOSTS:
+        raise BenchError(f"--pg-url must point at this machine (127.0.0.1), not {host!r}")
+
+
+def pg_connect(url: str):
+    import psycopg
+    from psycopg.rows import dict_row
+
+    try:
+        return psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10)
+    except psycopg.Error as exc:
+        raise BenchError(f"cannot connect to Postgres at {url}: {exc}") from None
+
+
+def create_database(admin_url: str, dbname: str) -> None:
+    from psycopg import sql
+
+    with pg_connect(admin_url) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(dbname)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+
+
+def drop_database(admin_url: str, dbname: str) -> None:
+    from psycopg import sql
+
+    with contextlib.suppress(BenchError), pg_connect(admin_url) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(dbname)))
+
+
+def migrate(db_url: str) -> None:
+    exe = Path(sys.executable).parent / "jobqueue"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "jobqueue"]
+    try:
+        done = subprocess.run([*cmd, "migrate"], env=os.environ | {"DATABASE_URL": db_url},
+                              capture_output=True, text=True, timeout=180, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        raise BenchError("jobqueue migrate took over 180 s") from None
+    if done.returncode != 0:
+        raise BenchError(f"jobqueue migrate failed ({done.returncode}): "
+                         f"{(done.stderr or done.stdout).strip()[-2000:]}")
+
+
+def create_tokens(db_url: str, count: int) -> list[str]:
+    from jobqueue import tokens
+
+    with pg_connect(db_url) as conn:
+        return [tokens.create(conn, f"bench-{i:02d}", ["write"], rate_limit=RATE_LIMIT,
+                              note="scripts/bench_web.py")[0] for i in range(count)]
+
+
+def reset_tables(db_url: str) -> None:
+    """Same starting point for every run: no jobs, token buckets full, fresh statistics."""
+    with pg_connect(db_url) as conn:
+        conn.execute("TRUNCATE jobqueue.jobs")
+        conn.execute("UPDATE jobqueue.api_tokens SET level = rate_limit, updated_at = now()")
+        conn.execute("VACUUM ANALYZE jobqueue.jobs, jobqueue.api_tokens")
+
+
+def pg_facts(admin_url: str) -> dict:
+    with pg_connect(admin_url) as conn:
+        facts = {name: conn.execute(f"SHOW {name}").fetchone()[name] for name in (
+            "server_version", "synchronous_commit", "fsync", "max_connections",
+            "shared_buffers")}
+        facts["connections_in_use"] = conn.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity").fetchone()["n"]
+    return facts
+
+
+# -- Gunicorn -------------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends SIGTERM when this script dies."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found += [int(c) for c in fh.read().split()]
+    return found
+
+
+class Server:
+    """One Gunicorn master (the shipped config) and its workers, in their own process group."""
+
+    live: list[Server] = []
+
+    def __init__(self, app: str, workers: int, threads: int, db_url: str, log_path: Path,
+                 port: int | None = None):
+        self.app, self.workers, self.threads = app, workers, threads
+        self.port = port or free_port()
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        spec = "web:create_app()" if app == "jobqueue" else "bench_web:create_bare_app()"
+        self.cmd = [str(Path(sys.executable).parent / "gunicorn"), "-c",
+                    "python:web.gunicorn_conf", spec]
+        env = {k: v for k, v in os.environ.items() if k != "GUNICORN_ACCESS_LOG"}
+        env.update(DATABASE_URL=db_url, PORT=str(self.port), WEB_CONCURRENCY=str(workers),
+                   GUNICORN_THREADS=str(threads),
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(SCRIPTS), str(ROOT),
+                                                            env.get("PYTHONPATH")])))
+        self.env = env
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        log(f"starting {self.app} under gunicorn {self.workers}x{self.threads} "
+            f"on 127.0.0.1:{self.port}")
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True, preexec_fn=_die_with_parent)
+        Server.live.append(self)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"gunicorn exited with {self.proc.returncode} while starting; "
+                                 f"{self.log_path}:\n{self.log_tail()}")
+            if len(self.worker_pids()) >= self.workers and self._healthy():
+                return
+            time.sleep(0.2)
+        raise BenchError(f"gunicorn did not answer /healthz within {timeout:.0f} s; "
+                         f"{self.log_path}:\n{self.log_tail()}")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def worker_pids(self) -> list[int]:
+        return children(self.proc.pid) if self.proc else []
+
+    def pids(self) -> set[int]:
+        return {self.proc.pid, *self.worker_pids()} if self.proc else set()
+
+    def log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log(f"gunicorn {self.proc.pid} ignored SIGTERM for 30 s: SIGKILL")
+        # Workers of a master that died first, or that hang: the whole process group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+        if self in Server.live:
+            Server.live.remove(self)
+        self.proc = None
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for server in list(cls.live):
+            server.stop()
+
+
+# -- CPU accounting -------------------------------------------------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: str) -> tuple[str, float, str] | None:
+    """(comm, cpu seconds, cmdline) of a process, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    return comm, (int(fields[11]) + int(fields[12])) / TICK, cmdline
+
+
+def cpu_snapshot(server_pids: set[int], dbname: str) -> dict:
+    with open("/proc/stat") as fh:
+        jiffies = [int(x) for x in fh.readline().split()[1:]]
+    idle = jiffies[3] + jiffies[4]
+    groups: Counter = Counter()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        info = _proc_cpu(entry)
+        if info is None:
+            continue
+        comm, seconds, cmdline = info
+        if int(entry) in server_pids:
+            groups["gunicorn"] += seconds
+        elif comm == "postgres" and f" {dbname} " in cmdline:
+            groups["pg_bench"] += seconds
+        elif comm == "postgres":
+            groups["pg_other"] += seconds
+    usage_self = resource.getrusage(resource.RUSAGE_SELF)
+    usage_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"t": time.monotonic(), "busy": (sum(jiffies[:8]) - idle) / TICK,
+            "groups": groups, "self": usage_self.ru_utime + usage_self.ru_stime,
+            "children": usage_children.ru_utime + usage_children.ru_stime}
+
+
+def cpu_delta(before: dict, after: dict, requests: int, generator: str) -> dict:
+    elapsed = after["t"] - before["t"]
+    used = {k: max(0.0, after["groups"][k] - before["groups"][k])
+            for k in ("gunicorn", "pg_bench", "pg_other")}
+    # wrk is a reaped child (RUSAGE_CHILDREN); the python generator runs in this process.
+    key = "children" if generator == "wrk" else "self"
+    used["loadgen"] = after[key] - before[key]
+    busy = after["busy"] - before["busy"]
+    per_req = {k: 1000 * v / requests if requests else 0.0 for k, v in used.items()}
+    return {"elapsed_s": elapsed, "cores_busy": busy / elapsed,
+            "cores_other": max(0.0, busy - sum(used.values())) / elapsed,
+            "ms_per_request": per_req}
+
+
+def background_load(seconds: float = 3.0) -> dict:
+    """CPU used by everything on the machine before this script starts any load."""
+    with open("/proc/stat") as fh:
+        a = [int(x) for x in fh.readline().split()[1:]]
+    time.sleep(seconds)
+    with open("/proc/stat") as fh:
+        b = [int(x) for x in fh.readline().split()[1:]]
+    busy = (sum(b[:8]) - b[3] - b[4]) - (sum(a[:8]) - a[3] - a[4])
+    return {"cores_busy": busy / TICK / seconds, "loadavg": os.getloadavg()}
+
+
+# -- load generators ------------------------------------------------------------------------
+
+def request_body(payload_bytes: int) -> str:
+    payload = {"n": 1, "note": "x" * max(0, payload_bytes)}
+    return json.dumps({"queue": "bench", "kind": "noop", "payload": payload},
+                      separators=(",", ":"))
+
+
+def run_wrk(url: str, tokens: list[str], clients: int, threads: int, seconds: float,
+            body: str, timeout_s: float) -> dict:
+    cmd = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{seconds:g}s",
+           "--timeout", f"{timeout_s:g}s", "--latency", "-s", str(LUA), url + "/api/jobs"]
+    env = os.environ | {"BENCH_TOKENS": ",".join(tokens), "BENCH_BODY": body}
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                              timeout=seconds + timeout_s + 60, preexec_fn=_die_with_parent)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk did not finish within {seconds + timeout_s + 60:.0f} s") from None
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-1500:]}\n"
+                         f"{done.stdout.strip()[-1500:]}")
+    raw = json.loads(line.removeprefix("BENCH_JSON "))
+    socket_errors = sum(raw["errors"][k] for k in ("connect", "read", "write", "timeout"))
+    statuses = {int(k): v for k, v in raw["statuses"].items()}
+    return {
+        "requests": raw["requests"], "seconds": raw["duration_us"] / 1e6,
+        "p50_ms": raw["p50_us"] / 1000, "p95_ms": raw["p95_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000, "max_ms": raw["max_us"] / 1000,
+        "mean_ms": raw["mean_us"] / 1000, "statuses": statuses,
+        "non_201": sum(v for k, v in statuses.items() if k != 201) + socket_errors,
+        "socket_errors": raw["errors"],
+    }
+
+
+def run_python(url: str, tokens: list[str], clients: int, seconds: float, body: str,
+               timeout_s: float) -> dict:
+    try:
+        import aiohttp
+    except ImportError:
+        raise BenchError("neither wrk nor aiohttp is available: apt-get install -y wrk "
+                         "or pip install aiohttp") from None
+
+    async def client(index: int, deadline: float, latencies: list, statuses: Counter):
+        headers = {"Content-Type": "application/json",
+                   "Authorization": f"Bearer {tokens[index % len(tokens)]}"}
+        connector = aiohttp.TCPConnector(limit=1)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            while time.monotonic() < deadline:
+                start = time.perf_counter()
+                try:
+                    async with session.post(url + "/api/jobs", data=body,
+                                            headers=headers) as resp:
+                        await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    status = type(exc).__name__
+                latencies.append(time.perf_counter() - start)
+                statuses[status] += 1
+
+    async def main():
+        latencies: list[float] = []
+        statuses: Counter = Counter()
+        start = time.monotonic()
+        await asyncio.gather(*(client(i, start + seconds, latencies, statuses)
+                               for i in range(clients)))
+        return latencies, statuses, time.monotonic() - start
+
+    latencies, statuses, elapsed = asyncio.run(main())
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        if not latencies:
+            return float("nan")
+        return 1000 * latencies[min(len(latencies) - 1, max(0, round(p / 100 * len(latencies))
+                                                             - 1))]
+
+    return {
+        "requests": len(latencies), "seconds": elapsed, "p50_ms": pct(50), "p95_ms": pct(95),
+        "p99_ms": pct(99), "max_ms": 1000 * latencies[-1] if latencies else float("nan"),
+        "mean_ms": 1000 * statistics.fmean(latencies) if latencies else float("nan"),
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "non_201": sum(v for k, v in statuses.items() if k != 201),
+    }
+
+
+def generate(args, url: str, tokens: list[str], seconds: float) -> dict:
+    body = request_body(args.payload_bytes)
+    if args.generator_used == "wrk":
+        return run_wrk(url, tokens, args.clients, args.wrk_threads or args.clients, seconds,
+                       body, args.request_timeout)
+    return run_python(url, tokens, args.clients, seconds, body, args.request_timeout)
+
+
+# -- one measured run -----------------------------------------------------------------------
+
+def measure(args, server: Server, tokens: list[str], db_url: str) -> dict:
+    reset_tables(db_url)
+    if args.warmup > 0:
+        generate(args, server.url, tokens, args.warmup)
+    reset_tables(db_url)
+    load_before = os.getloadavg()
+    before = cpu_snapshot(server.pids(), args.db)
+    result = generate(args, server.url, tokens, args.duration)
+    after = cpu_snapshot(server.pids(), args.db)
+    result["rps"] = result["requests"] / result["seconds"] if result["seconds"] else 0.0
+    result["cpu"] = cpu_delta(before, after, result["requests"], args.generator_used)
+    result["loadavg_before"], result["loadavg_after"] = load_before, os.getloadavg()
+    return result
+
+
+# -- profiling ------------------------------------------------------------------------------
+
+PROFILE_MARKERS = [
+    # (label, function name, file substring): inclusive share of the worker's on-CPU samples
+    ("gunicorn gthread worker: whole request (handle)", "handle", "gthread"),
+    ("  gunicorn HTTP parsing (next(parser))", "__next__", "parser"),
+    ("  gunicorn handle_request (WSGI call + write)", "handle_request", "gthread"),
+    ("    Flask wsgi_app", "wsgi_app", "flask"),
+    ("      before_request hooks (_secret_key)", "_secret_key", "web"),
+    ("      @require wrapper (auth + view)", "wrapped", "auth"),
+    ("        check_token_hash (token_use UPDATE)", "check_token_hash", "auth"),
+    ("        hash_token (sha256)", "hash_token", "tokens"),
+    ("        create_job (the view)", "create_job", "api"),
+    ("          _json_body (read + json.loads)", "_json_body", "api"),
+    ("          JobSpec(...) construction", "__init__", "<string>"),
+    ("          resources() / .client lookup", "resources", "web"),
+    ("          Client.enqueue_spec (pool + BEGIN/INSERT/COMMIT)", "enqueue_spec", "client"),
+    ("            insert_specs -> _validated/validated_row", "validated_row", "jobs"),
+    ("            _insert (column arrays + execute)", "_insert", "client"),
+    ("            Connection.transaction (BEGIN/COMMIT)", "transaction", "psycopg"),
+    ("          Client.get (the get after insert)", "get", "jobqueue/client"),
+    ("          flask jsonify (response)", "jsonify", "flask"),
+    ("      after_request (_rate_headers)", "_rate_headers", "web"),
+    ("  psycopg_pool getconn", "getconn", "psycopg_pool"),
+    ("  psycopg_pool putconn / _return_connection", "putconn", "psycopg_pool"),
+    ("  psycopg Connection.execute (all queries)", "execute", "psycopg/connection"),
+    ("  psycopg Cursor.fetchone", "fetchone", "psycopg"),
+    ("  werkzeug Request / headers", "__init__", "werkzeug"),
+    ("gunicorn main loop (accept/poll, not a request)", "run_for_one", "gthread"),
+    ("psycopg_pool background workers", "worker", "psycopg_pool"),
+]
+
+
+def parse_frame(frame: str) -> tuple[str, str]:
+    """py-spy raw frame 'func (path/file.py)' or 'func (path/file.py:12)' -> (func, path)."""
+    name, _, rest = frame.partition(" (")
+    return name.strip(), rest.rstrip(")").rsplit(":", 1)[0]
+
+
+def summarise_profile(raw_path: Path, tree_path: Path) -> str:
+    stacks: list[tuple[list[tuple[str, str]], int]] = []
+    for line in raw_path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        stacks.append(([parse_frame(f) for f in stack.split(";")], int(count)))
+    total = sum(c for _, c in stacks)
+    if not total:
+        return "py-spy collected no samples (is the worker idle?)\n"
+    out = [f"{total} on-CPU samples of one worker (py-spy, 100 Hz, all threads).", "",
+           "| where (inclusive, nested by call) | % of worker CPU |", "| --- | ---: |"]
+    for label, func, where in PROFILE_MARKERS:
+        hits = sum(c for frames, c in stacks
+                   if any(f == func and where in path for f, path in frames))
+        out.append(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {100 * hits / total:.1f} |")
+    self_time: Counter = Counter()
+    by_area: Counter = Counter()
+    for frames, count in stacks:
+        func, path = frames[-1]
+        self_time[f"{func} ({path})"] += count
+        by_area[area_of(path)] += count
+    out += ["", "Self time by package (the leaf frame's file):", "",
+            "| package | % |", "| --- | ---: |"]
+    out += [f"| {name} | {100 * n / total:.1f} |" for name, n in by_area.most_common(12)]
+    out += ["", "Top self-time functions:", "", "| function | % |", "| --- | ---: |"]
+    out += [f"| `{name}` | {100 * n / total:.1f} |" for name, n in self_time.most_common(20)]
+    tree_path.write_text(call_tree(stacks, total))
+    out += ["", f"Call tree (nodes >= 1 %): {tree_path}"]
+    return "\n".join(out) + "\n"
+
+
+def area_of(path: str) -> str:
+    for name in ("jobqueue/", "web/", "flask", "werkzeug", "psycopg_pool", "psycopg",
+                 "gunicorn", "jinja2", "json", "threading", "selectors", "socket", "ssl"):
+        if name in path:
+            return name.rstrip("/")
+    return "other (stdlib, <string>, C)"
+
+
+def call_tree(stacks, total: int, min_share: float = 0.01) -> str:
+    tree: dict = {}
+    for frames, count in stacks:
+        node = tree
+        for frame in frames:
+            child = node.setdefault(frame, {"n": 0, "kids": {}})
+            child["n"] += count
+            node = child["kids"]
+    lines: list[str] = []
+
+    def walk(node: dict, depth: int) -> None:
+        for (func, path), child in sorted(node.items(), key=lambda kv: -kv[1]["n"]):
+            if child["n"] / total < min_share:
+                continue
+            lines.append(f"{100 * child['n'] / total:5.1f}%  {'  ' * depth}{func} ({path})")
+            walk(child["kids"], depth + 1)
+
+    walk(tree, 0)
+    return "\n".join(lines) + "\n"
+
+
+def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        return "py-spy not found (pip install py-spy): no profile.\n"
+    workers, threads = args.profile_setting
+    server = Server("jobqueue", workers, threads, db_url,
+                    out_dir / f"gunicorn-profile-{workers}x{threads}.log")
+    seconds = args.profile_seconds
+    raw, svg = out_dir / "profile-worker.txt", out_dir / "profile-worker.svg"
+    try:
+        server.start()
+        reset_tables(db_url)
+        generate(args, server.url, tokens, max(args.warmup, 2))
+        worker = server.worker_pids()[0]
+        load_seconds = 2 * seconds + 8
+        log(f"profiling worker {worker} for {seconds:g} s (raw) + {seconds:g} s (svg) "
+            f"under {load_seconds:g} s of load")
+        result: dict = {}
+        loader = threading.Thread(target=lambda: result.update(
+            generate(args, server.url, tokens, load_seconds)), daemon=True)
+        loader.start()
+        time.sleep(2)
+        for fmt, path in (("raw", raw), ("flamegraph", svg)):
+            cmd = [pyspy, "record", "-d", f"{seconds:g}", "-p", str(worker), "-f", fmt,
+                   "-o", str(path), "--nolineno"]
+            try:
+                done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+            except subprocess.TimeoutExpired:
+                raise BenchError("py-spy did not finish in time") from None
+            if done.returncode != 0:
+                raise BenchError(f"py-spy failed ({done.returncode}): "
+                                 f"{done.stderr.strip()[-1000:]}")
+        loader.join(timeout=load_seconds + args.request_timeout + 90)
+    finally:
+        server.stop()
+    rps = result.get("requests", 0) / result["seconds"] if result.get("seconds") else 0
+    head = (f"jobqueue app, gunicorn {workers}x{threads}, {args.clients} clients, "
+            f"{args.profile_tokens} token(s); {rps:,.0f} req/s while profiled (py-spy slows "
+            f"the sampled worker). Flame graph: {svg}\n\n")
+    return head + summarise_profile(raw, out_dir / "profile-tree.txt")
+
+
+# -- report ---------------------------------------------------------------------------------
+
+def machine() -> dict:
+    model = platform.processor() or "?"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {"nproc": os.cpu_count(), "cpu": model, "mem_gib": round(mem_gib, 1)}
+
+
+def gunicorn_version() -> str:
+    with contextlib.suppress(Exception):
+        from importlib.metadata import version
+
+        return version("gunicorn")
+    return "?"
+
+
+def report(args, runs: list[dict], facts: dict, background: dict, profile_text: str | None,
+           started: str) -> str:
+    mach = machine()
+    mach_s = f"{mach['nproc']} × {mach['cpu']}"
+    lines = [
+        f"## POST /api/jobs under Gunicorn — {started}", "",
+        f"Machine: nproc {mach['nproc']}, {mach['cpu']}, {mach['mem_gib']} GiB; Python "
+        f"{platform.python_version()}, Gunicorn {gunicorn_version()} (gthread, shipped "
+        f"web/gunicorn_conf.py), Postgres {facts['server_version']} on 127.0.0.1 "
+        f"(synchronous_commit={facts['synchronous_commit']}, fsync={facts['fsync']}, "
+        f"shared_buffers={facts['shared_buffers']}).",
+        f"Load: {args.clients} concurrent keep-alive clients, {args.duration:g} s per run after "
+        f"{args.warmup:g} s warm-up, body {len(request_body(args.payload_bytes))} bytes; "
+        f"generator **{args.generator_used}**"
+        + (f" (-t {args.wrk_threads or args.clients} -c {args.clients}, scripts/bench_web.lua)"
+           if args.generator_used == "wrk" else " (asyncio + aiohttp in the bench process)")
+        + f"; tokens with rate_limit {RATE_LIMIT:,}/min (never throttles).",
+        f"Before the runs: load average {background['loadavg'][0]:.2f} / "
+        f"{background['loadavg'][1]:.2f} / {background['loadavg'][2]:.2f}, "
+        f"{background['cores_busy']:.2f} of {mach['nproc']} cores busy with other work.", "",
+        "| date | machine | app | gunicorn w×t | tokens | req/s | p50 ms | p95 ms | p99 ms "
+        "| max ms | errors (non-201) | requests | load avg before→after |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['date']} | {mach_s} | {r['app']} | {r['workers']}×{r['threads']} | "
+            f"{r['tokens']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+            f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['non_201']} | {r['requests']:,} | "
+            f"{r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f} |")
+    lines += ["", "CPU per request (ms) during each run, and cores used by everything else:", "",
+              "| app | w×t | tokens | gunicorn | postgres (bench db) | postgres (other) "
+              "| load generator | total | other work (cores) |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in runs:
+        ms, cpu = r["cpu"]["ms_per_request"], r["cpu"]
+        lines.append(
+            f"| {r['app']} | {r['workers']}×{r['threads']} | {r['tokens']} | "
+            f"{ms['gunicorn']:.2f} | {ms['pg_bench']:.2f} | {ms['pg_other']:.2f} | "
+            f"{ms['loadgen']:.2f} | {sum(ms.values()):.2f} | {cpu['cores_other']:.2f} |")
+    lines += ["", *verdict(args, runs)]
+    bad = [r for r in runs if r["non_201"]]
+    for r in bad:
+        lines.append(f"- errors in {r['app']} {r['workers']}×{r['threads']} {r['tokens']} "
+                     f"token(s): statuses {r['statuses']} {r.get('socket_errors', '')}")
+    if profile_text:
+        lines += ["", "### Profile of one jobqueue worker", "", profile_text]
+    return "\n".join(lines) + "\n"
+
+
+def verdict(args, runs: list[dict]) -> list[str]:
+    out = []
+    busy = [r for r in runs if r["cpu"]["cores_other"] > 0.2]
+    if busy:
+        out.append(f"- **Machine busy**: other work used > 0.2 cores during {len(busy)} of "
+                   f"{len(runs)} runs (column 'other work'): those numbers are low and noisy.")
+    for app in ("jobqueue", "bare"):
+        mine = [r for r in runs if r["app"] == app]
+        if not mine:
+            continue
+        realistic = max(r["tokens"] for r in mine)
+        groups: dict = defaultdict(list)
+        for r in mine:
+            if r["tokens"] == realistic:
+                groups[(r["workers"], r["threads"])].append(r)
+        summary = {key: (statistics.median(r["rps"] for r in rs),
+                         statistics.median(r["p99_ms"] for r in rs)) for key, rs in groups.items()}
+        meeting = {k: v for k, v in summary.items() if v[1] < AIM_P99_MS}
+        (w, t), (rps, p99) = max((meeting or summary).items(), key=lambda kv: kv[1][0])
+        aim = "meets" if rps > AIM_RPS and p99 < AIM_P99_MS else "misses"
+        out.append(f"- best {app} setting ({realistic} token(s)): **{w}×{t}**, {rps:,.0f} req/s, "
+                   f"p99 {p99:.1f} ms — {aim} the aim (> {AIM_RPS:,} req/s, p99 < "
+                   f"{AIM_P99_MS:.0f} ms).")
+    jq = {(r["workers"], r["threads"], r["tokens"]): r for r in runs if r["app"] == "jobqueue"}
+    for r in runs:
+        other = jq.get((r["workers"], r["threads"], r["tokens"]))
+        if r["app"] == "bare" and other and r["rps"]:
+            out.append(f"- {r['workers']}×{r['threads']}, {r['tokens']} token(s): jobqueue "
+                       f"serves {100 * other['rps'] / r['rps']:.0f} % of the bare app's req/s.")
+    return out
+
+
+# -- main -----------------------------------------------------------------------------------
+
+def parse_setting(text: str) -> tuple[int, int]:
+    try:
+        workers, threads = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write WORKERSxTHREADS, e.g. 2x8") from None
+    if workers < 1 or threads < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: workers and threads must be >= 1")
+    return workers, threads
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 2)[2])
+    p.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
+                   help="an admin connection to the local server (default: %(default)s)")
+    p.add_argument("--db", default="bench_web", help="database to create and drop")
+    p.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
+    p.add_argument("--settings", default="2x8,3x8,4x4",
+                   help="Gunicorn WORKERSxTHREADS to try, comma-separated (default %(default)s)")
+    p.add_argument("--apps", default="jobqueue,bare",
+                   help="which apps: jobqueue, bare (default %(default)s)")
+    p.add_argument("--tokens", default="1,32",
+                   help="token modes: 1 = one shared token; N = N tokens, client i uses token "
+                        "i mod N (default %(default)s)")
+    p.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+    p.add_argument("--duration", type=float, default=30.0, help="seconds per run (default 30)")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured load first")
+    p.add_argument("--repeat", type=int, default=1, help="runs per combination (default 1)")
+    p.add_argument("--payload-bytes", type=int, default=16,
+                   help="size of the payload's filler string (default 16)")
+    p.add_argument("--request-timeout", type=float, default=10.0,
+                   help="a request slower than this counts as an error (default 10 s)")
+    p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
+                   help="auto: wrk if installed, else the asyncio+aiohttp generator")
+    p.add_argument("--wrk-threads", type=int, default=0,
+                   help="wrk threads (default: one per client, so each has its own token)")
+    p.add_argument("--profile-seconds", type=float, default=10.0,
+                   help="py-spy recording length per format; 0 skips the profile")
+    p.add_argument("--profile-setting", type=parse_setting, default=(2, 8),
+                   help="Gunicorn setting to profile jobqueue under (default 2x8, shipped)")
+    p.add_argument("--profile-tokens", type=int, default=0,
+                   help="token mode while profiling (default: the largest of --tokens)")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="logs, results.json, report.md, profiles (default /tmp/bench_web_TIME)")
+    args = p.parse_args(argv)
+    try:
+        args.settings = [parse_setting(s) for s in args.settings.split(",") if s.strip()]
+        args.token_modes = [int(t) for t in args.tokens.split(",") if t.strip()]
+    except (argparse.ArgumentTypeError, ValueError) as exc:
+        p.error(str(exc))
+    args.apps = [a.strip() for a in args.apps.split(",") if a.strip()]
+    if bad := [a for a in args.apps if a not in ("jobqueue", "bare")]:
+        p.error(f"--apps: unknown {bad}")
+    if not args.settings or not args.token_modes or min(args.token_modes) < 1:
+        p.error("--settings and --tokens need at least one valid value each")
+    if args.clients < 1 or args.duration <= 0 or args.repeat < 1:
+        p.error("--clients, --duration and --repeat must be positive")
+    args.profile_tokens = args.profile_tokens or max(args.token_modes)
+    if args.generator == "python" or (args.generator == "auto" and not shutil.which("wrk")):
+        args.generator_used = "python"
+    elif shutil.which("wrk"):
+        args.generator_used = "wrk"
+    else:
+        p.error("--generator wrk: wrk is not installed (apt-get install -y wrk)")
+    if args.generator_used == "wrk" and not LUA.is_file():
+        p.error(f"{LUA} is missing")
+    return args
+
+
+def _on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    out_dir = args.out_dir or Path(f"/tmp/bench_web_{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    check_local(args.pg_url)
+    db_url = with_dbname(args.pg_url, args.db)
+    runs: list[dict] = []
+    profile_text = None
+    try:
+        background = background_load()
+        log(f"machine before start: load average {background['loadavg'][0]:.2f}, "
+            f"{background['cores_busy']:.2f} cores busy; generator {args.generator_used}; "
+            f"output in {out_dir}")
+        facts = pg_facts(args.pg_url)
+        need = max(w for w, _ in args.settings) * int(os.environ.get(
+            "JOBQUEUE_POOL_MAX_SIZE", 10)) + 5
+        free = int(facts["max_connections"]) - int(facts["connections_in_use"])
+        if need > free:
+            log(f"warning: up to {need} connections needed, {free} free on the server")
+        create_database(args.pg_url, args.db)
+        migrate(db_url)
+        tokens = create_tokens(db_url, max(args.token_modes + [args.profile_tokens]))
+        for workers, threads in args.settings:
+            for app in args.apps:
+                server = Server(app, workers, threads, db_url,
+                                out_dir / f"gunicorn-{app}-{workers}x{threads}.log")
+                try:
+                    server.start()
+                    for n_tokens in args.token_modes:
+                        for rep in range(args.repeat):
+                            log(f"run: {app} {workers}x{threads}, {n_tokens} token(s), "
+                                f"{args.clients} clients, {args.duration:g} s"
+                                + (f" (repeat {rep + 1})" if args.repeat > 1 else ""))
+                            result = measure(args, server, tokens[:n_tokens], db_url)
+                            result.update(app=app, workers=workers, threads=threads,
+                                          tokens=n_tokens, generator=args.generator_used,
+                                          date=dt.date.today().isoformat())
+                            runs.append(result)
+                            log(f"  {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.1f} "
+                                f"p99 {result['p99_ms']:.1f} max {result['max_ms']:.1f} ms, "
+                                f"errors {result['non_201']}, other work "
+                                f"{result['cpu']['cores_other']:.2f} cores")
+                finally:
+                    server.stop()
+        if args.profile_seconds > 0 and "jobqueue" in args.apps:
+            profile_text = profile(args, db_url, tokens[:args.profile_tokens], out_dir)
+        text = report(args, runs, facts, background, profile_text, started)
+    except BenchError as exc:
+        log(f"error: {exc}")
+        return 1
+    finally:
+        Server.stop_all()
+        (out_dir / "results.json").write_text(json.dumps(runs, indent=2, default=str))
+        if not args.keep_db:
+            drop_database(args.pg_url, args.db)
+    (out_dir / "report.md").write_text(text)
+    print(text)
+    log(f"report: {out_dir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
