@@ -73,13 +73,16 @@ class Client:
         """
         now = datetime.now(UTC)
         rows = [_validated(spec, index, now) for index, spec in enumerate(specs)]
-        with self.pool.connection() as conn, conn.transaction():
-            return [job_id for job_id, _ in _insert_chunked(conn, rows)]
+        with self.pool.connection() as conn:
+            if len(rows) <= CHUNK:  # one statement is atomic: no BEGIN/COMMIT round trips
+                return [job_id for job_id, _ in _insert(conn, rows)]
+            with conn.transaction():
+                return [job_id for job_id, _ in _insert_chunked(conn, rows)]
 
     def enqueue_spec(self, spec: JobSpec) -> tuple[int, bool]:
         """Enqueue one job; returns (id, created). `created` is False when an idempotency key
         matched an existing job, whose id is returned."""
-        with self.pool.connection() as conn, conn.transaction():
+        with self.pool.connection() as conn:
             return insert_specs(conn, [spec])[0]
 
     def submit_batch(self, specs: Iterable[JobSpec], *, queue: str, name: str | None = None,
@@ -226,7 +229,14 @@ def _insert(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
                for name, values in zip(_COLUMNS, zip(*rows, strict=True), strict=True)}
     if not any(columns["idempotency_key"]):
         del columns["idempotency_key"]
-        return [(r["id"], True) for r in conn.execute(q("insert_jobs"), columns).fetchall()]
+        params: dict = {}
+        for name, values in columns.items():
+            first = values[0]
+            if name != "payload" and values.count(first) == len(values):
+                params[name], params[f"{name}_all"] = [], first
+            else:
+                params[name], params[f"{name}_all"] = values, None
+        return [(r["id"], True) for r in conn.execute(q("insert_jobs"), params).fetchall()]
     result = conn.execute(q("insert_jobs_idempotent"), columns).fetchall()
     out = []
     for row, values in zip(result, rows, strict=True):

@@ -15,6 +15,16 @@ STATES = HOT_STATES + FINISHED_STATES
 PRIORITIES = {"high": -10, "normal": 0, "low": 10}
 PRIORITY_RANGE = (-32768, 32767)
 
+# One compact encoder, reused: json.dumps(..., separators=...) builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def to_json(value: Any) -> str:
+    if value == {} and type(value) is dict:  # the common empty payload or metadata
+        return "{}"
+    return _encode(value)
+
+
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -88,7 +98,7 @@ class JobSpec:
         if self.idempotency_key is not None and not isinstance(self.idempotency_key, str):
             raise InvalidJob("idempotency_key: must be a string")
         try:
-            payload = json.dumps(self.payload, separators=(",", ":"))
+            payload = to_json(self.payload)
         except (TypeError, ValueError) as exc:
             raise InvalidJob(f"payload: not JSON-serialisable ({exc})") from None
         return (
@@ -101,7 +111,7 @@ class JobSpec:
             self.timeout,
             self.owner,
             self.batch_id,
-            json.dumps(self.metadata or {}, separators=(",", ":")),
+            to_json(self.metadata or {}),
             self.idempotency_key,
         )
 

@@ -6,8 +6,23 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextvars import ContextVar
 
 import structlog
+
+# The running job of this asyncio task (or handler thread): (job_id, queue, kind, attempt,
+# worker). One ContextVar set per job is far cheaper than binding five structlog contextvars.
+current_job: ContextVar[tuple | None] = ContextVar("jobqueue_current_job", default=None)
+_JOB_FIELDS = ("job_id", "queue", "kind", "attempt", "worker")
+
+
+def add_job_context(logger, method_name, event_dict):
+    """structlog processor: every line logged while a job runs carries the job's ids."""
+    job = current_job.get()
+    if job is not None:
+        for key, value in zip(_JOB_FIELDS, job, strict=True):
+            event_dict.setdefault(key, value)
+    return event_dict
 
 
 def configure(level: str | None = None, fmt: str | None = None) -> None:
@@ -20,6 +35,7 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_job_context,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

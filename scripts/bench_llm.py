@@ -22,6 +22,11 @@ fresh simulator process with identical settings.
   with `AsyncOpenAI(max_retries=2)` (the SDK default; --baseline-max-retries), an
   asyncio.Semaphore(200), call i on key i % 2; a call the SDK gives up on is made again (see
   that file), so all of them complete. Both processes start on one go signal.
+- in-flight probe (--no-probe to skip), after both runs: each system again with a fresh
+  simulator without limits, 2 s answers and 2 x workers x concurrency calls (limits in
+  jobqueue.toml raised out of the way), so that each process really has about --concurrency
+  HTTP calls in flight (in the rate-limited run most of jobqueue's 200 jobs per process wait
+  in the limiter); it reports the simulator's max in flight and each process's peak RSS.
 
 Figures, from the simulator's per-second timeline of accepted requests and its counters:
 steady state = the seconds from the first accepted request + --warmup to the last one - --tail;
@@ -30,8 +35,10 @@ achieved fraction = accepted in the steady state / (its seconds x the limit of a
 consecutive seconds on one key / the limit's 10 s share (rpm / 6); job latency = submitted ->
 done (jobqueue: created_at -> finished_at; baseline: go signal -> call returned); peak RSS =
 max of VmHWM at the end and VmRSS polled every 0.25 s. Progress goes to stderr, the report
-(Markdown) to stdout. Every process started here is stopped (SIGTERM, then SIGKILL of its own
-process group) whatever happens; nothing but 127.0.0.1 is contacted.
+(Markdown) to stdout. Every process started here is stopped whatever happens (SIGTERM, a
+second SIGTERM after 3 s, then SIGKILL of its own process group; children also get SIGTERM if
+this script dies); nothing but 127.0.0.1 is contacted. Exit codes: 0, 1 (a run failed: the
+message says why and the logs are kept), 2 (usage), 130 (interrupted).
 """
 
 from __future__ import annotations
@@ -88,16 +95,22 @@ class Processes:
             proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=stdin,
                                     stdout=stdout if stdout is not None else out,
                                     stderr=out if stdout is not None else subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_die_with_parent)
         proc.log_path = log_path  # type: ignore[attr-defined]
         self.running.append(proc)
         return proc
 
     def stop(self, procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
-        for p in procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGTERM)
+        """SIGTERM (a worker's warm stop); after 3 s another (its hard stop: jobs handed
+        back); after `timeout`, SIGKILL to the process group."""
+        for _ in range(2):
+            for p in procs:
+                if p.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.send_signal(signal.SIGTERM)
+            soft = time.monotonic() + 3
+            while time.monotonic() < soft and any(p.poll() is None for p in procs):
+                time.sleep(0.05)
         deadline = time.monotonic() + timeout
         for p in procs:
             try:
@@ -117,6 +130,14 @@ class Processes:
 
     def stop_all(self) -> None:
         self.stop(list(self.running), timeout=10.0)
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when this script dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -422,8 +443,7 @@ def run_jobqueue(args: argparse.Namespace, procs: Processes, workdir: Path) -> d
         poller.stop()
         procs.stop(workers)
         sim.stop()
-    warnings = sum(Path(w.log_path).read_text(errors="replace").count("llm_rate_limited")
-                   for w in workers)
+    limited = rate_limited_times(workers)
     ok = [r for r in rows if r[0] == "succeeded"]
     rss = [max(hwm.get(w.pid) or 0, poller.peak.get(w.pid, 0)) / 1024 for w in workers]
     return {
@@ -434,7 +454,9 @@ def run_jobqueue(args: argparse.Namespace, procs: Processes, workdir: Path) -> d
         "failed_attempts": sum(r[6] for r in rows), "throttled_in_results": sum(
             r[5] or 0 for r in ok),
         "rss_mb": rss, "in_flight_max": sorted(in_flight_max.values(), reverse=True),
-        "rate_limited_warnings": warnings,
+        "rate_limited_warnings": len(limited),
+        "first_429_s": min(limited) - t0 if limited else None,
+        "last_429_s": max(limited) - t0 if limited else None,
         "buckets": [{"key_id": b[0], "rpm": b[1], "tpm": b[2], "burst_seconds": b[3],
                      "requests_total": b[4], "tokens_total": b[5], "throttled_total": b[6],
                      "blocked": b[7]} for b in buckets],
@@ -523,6 +545,20 @@ def run_baseline(args: argparse.Namespace, procs: Processes, workdir: Path) -> d
         "go_skew_s": max(r["t0"] for r in results) - t0,
         "rss_mb": rss, "sim": sim_figures(stats, args), "sim_raw_totals": stats["totals"],
     }
+
+
+def rate_limited_times(workers: list[subprocess.Popen]) -> list[float]:
+    """Unix times of the workers' llm_rate_limited warnings (one per 429 received)."""
+    times = []
+    for w in workers:
+        path = Path(w.log_path)  # type: ignore[attr-defined]
+        for line in path.read_text(errors="replace").splitlines():
+            if "llm_rate_limited" not in line:
+                continue
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                stamp = json.loads(line)["timestamp"].replace("Z", "+00:00")
+                times.append(dt.datetime.fromisoformat(stamp).timestamp())
+    return times
 
 
 def _readline(proc: subprocess.Popen, timeout: float) -> bytes:
@@ -664,7 +700,8 @@ def report(args: argparse.Namespace, results: dict[str, dict], info: dict) -> st
         f"## LLM rate-limit benchmark: jobqueue vs plain SDK ({info['date']})",
         "",
         f"- machine: {info['nproc']} cores ({info['cpu']}), load average at start "
-        f"{info['load']}, Python {platform.python_version()}, PostgreSQL at "
+        f"{info['load']}, at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+        f"Python {platform.python_version()}, PostgreSQL at "
         f"{urlsplit(args.database_url).hostname}:{urlsplit(args.database_url).port}",
         f"- simulator: {args.keys} keys x {args.rpm} RPM / {args.tpm} TPM (buckets start full, "
         f"refill continuously), latency {args.latency} s +/- {args.jitter} s; a fresh simulator "
@@ -673,7 +710,7 @@ def report(args: argparse.Namespace, results: dict[str, dict], info: dict) -> st
         f"{args.max_tokens} = {c} tokens each for TPM; limits of all keys: "
         f"{args.keys * args.rpm / 60:.1f} req/s and {args.keys * args.tpm / 60:.0f} tokens/s "
         f"= {args.keys * args.tpm / 60 / c:.1f} req/s of these calls -> binding: "
-        + binding(args),
+        + binding(args) + completion_note(results, args),
         f"- jobqueue: {args.workers} x `python -m jobqueue --log-level WARNING worker "
         f"--platform sim --concurrency {args.concurrency}`, burst_seconds {args.burst_seconds}, "
         f"call timeout {args.call_timeout} s, temperature 1 (no cache)",
@@ -690,12 +727,16 @@ def report(args: argparse.Namespace, results: dict[str, dict], info: dict) -> st
         "|---|---|---|",
     ]
     for key, label in ROWS:
+        if key not in cj and key not in cb:
+            continue
         lines.append(f"| {label} | {cj.get(key, '-')} | {cb.get(key, '-')} |")
     if jq is not None:
         lines += ["", "jobqueue rate_buckets at the end: " + "; ".join(
             f"{b['key_id']}: {b['requests_total']} reserved, {b['throttled_total']} throttled, "
             f"burst_seconds {b['burst_seconds']:g}" for b in jq["buckets"])
-            + f"; llm_rate_limited warnings in worker logs: {jq['rate_limited_warnings']}"]
+            + f"; llm_rate_limited warnings in worker logs: {jq['rate_limited_warnings']}"
+            + (f" (first {jq['first_429_s']:.0f} s, last {jq['last_429_s']:.0f} s after the "
+               "enqueue)" if jq["first_429_s"] is not None else "")]
     if args.show_timeline:
         for name, r in results.items():
             if "probe" in name:
@@ -705,6 +746,18 @@ def report(args: argparse.Namespace, results: dict[str, dict], info: dict) -> st
             lines += ["    " + " ".join(f"{v:3d}" for v in tl[i:i + 20])
                       for i in range(0, len(tl), 20)]
     return "\n".join(lines)
+
+
+def completion_note(results: dict[str, dict], args: argparse.Namespace) -> str:
+    for name in ("jobqueue", "baseline"):
+        s = results.get(name, {}).get("sim")
+        if s and s["ok"]:
+            used = s["completion_tokens"] / s["ok"]
+            return (f"; the answers used {used:.1f} of the {args.max_tokens} completion tokens "
+                    f"on average ({math.ceil(args.prompt_chars / 4) + used:.1f} tokens of usage "
+                    f"per call, while the simulator charges {cost(args)} at admission and "
+                    "refunds nothing)")
+    return ""
 
 
 def binding(args: argparse.Namespace) -> str:
@@ -779,6 +832,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from jobqueue import logs
+
+    logs.configure("WARNING", "console")  # jobqueue's own log lines: stderr, warnings only
     info = {"date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
             "nproc": os.cpu_count(), "cpu": cpu_model(),
             "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
@@ -788,6 +844,7 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     temporary = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="bench_llm_")) if temporary else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)

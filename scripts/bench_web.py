@@ -176,11 +176,15 @@ def create_database(admin_url: str, dbname: str) -> None:
 
 
 def drop_database(admin_url: str, dbname: str) -> None:
+    import psycopg
     from psycopg import sql
 
-    with contextlib.suppress(BenchError), pg_connect(admin_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(dbname)))
+    try:
+        with pg_connect(admin_url) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(dbname)))
+    except (BenchError, psycopg.Error) as exc:
+        log(f"could not drop database {dbname}: {exc}")
 
 
 def migrate(db_url: str) -> None:
@@ -219,6 +223,10 @@ def pg_facts(admin_url: str) -> dict:
             "shared_buffers")}
         facts["connections_in_use"] = conn.execute(
             "SELECT count(*) AS n FROM pg_stat_activity").fetchone()["n"]
+        facts["postmaster"] = 0
+        with contextlib.suppress(Exception):
+            data_dir = conn.execute("SHOW data_directory").fetchone()["data_directory"]
+            facts["postmaster"] = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
     return facts
 
 
@@ -337,8 +345,8 @@ class Server:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _proc_cpu(pid: str) -> tuple[str, float, str] | None:
-    """(comm, cpu seconds, cmdline) of a process, or None if it is gone."""
+def _proc_cpu(pid: str) -> tuple[int, float, str] | None:
+    """(parent pid, cpu seconds, cmdline) of a process, or None if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             stat = fh.read()
@@ -346,12 +354,24 @@ def _proc_cpu(pid: str) -> tuple[str, float, str] | None:
             cmdline = fh.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return None
-    comm = stat[stat.index("(") + 1:stat.rindex(")")]
     fields = stat[stat.rindex(")") + 2:].split()
-    return comm, (int(fields[11]) + int(fields[12])) / TICK, cmdline
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICK, cmdline
 
 
-def cpu_snapshot(server_pids: set[int], dbname: str) -> dict:
+def pg_group(pid: int, ppid: int, cmdline: str, dbname: str, postmaster: int) -> str | None:
+    """Which share of the Postgres server this process is, if it is one of its processes."""
+    if pid == postmaster:
+        return "pg_shared"
+    if ppid != postmaster:
+        return None
+    if dbname in cmdline.split():
+        return "pg_bench"  # its backends (and autovacuum workers) for the bench database
+    if "(" in cmdline or "[local]" in cmdline or "autovacuum worker" in cmdline:
+        return None  # another database's backend: other work
+    return "pg_shared"  # WAL writer, checkpointer, background writer, launchers
+
+
+def cpu_snapshot(server_pids: set[int], dbname: str, postmaster: int) -> dict:
     with open("/proc/stat") as fh:
         jiffies = [int(x) for x in fh.readline().split()[1:]]
     idle = jiffies[3] + jiffies[4]
@@ -362,13 +382,11 @@ def cpu_snapshot(server_pids: set[int], dbname: str) -> dict:
         info = _proc_cpu(entry)
         if info is None:
             continue
-        comm, seconds, cmdline = info
-        if int(entry) in server_pids:
-            groups["gunicorn"] += seconds
-        elif comm == "postgres" and f" {dbname} " in cmdline:
-            groups["pg_bench"] += seconds
-        elif comm == "postgres":
-            groups["pg_other"] += seconds
+        ppid, seconds, cmdline = info
+        group = "gunicorn" if int(entry) in server_pids else pg_group(
+            int(entry), ppid, cmdline, dbname, postmaster)
+        if group:
+            groups[group] += seconds
     usage_self = resource.getrusage(resource.RUSAGE_SELF)
     usage_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"t": time.monotonic(), "busy": (sum(jiffies[:8]) - idle) / TICK,
@@ -379,7 +397,7 @@ def cpu_snapshot(server_pids: set[int], dbname: str) -> dict:
 def cpu_delta(before: dict, after: dict, requests: int, generator: str) -> dict:
     elapsed = after["t"] - before["t"]
     used = {k: max(0.0, after["groups"][k] - before["groups"][k])
-            for k in ("gunicorn", "pg_bench", "pg_other")}
+            for k in ("gunicorn", "pg_bench", "pg_shared")}
     # wrk is a reaped child (RUSAGE_CHILDREN); the python generator runs in this process.
     key = "children" if generator == "wrk" else "self"
     used["loadgen"] = after[key] - before[key]
@@ -457,7 +475,7 @@ def run_python(url: str, tokens: list[str], clients: int, seconds: float, body: 
                                             headers=headers) as resp:
                         await resp.read()
                         status = resp.status
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, aiohttp.ClientError) as exc:
                     status = type(exc).__name__
                 latencies.append(time.perf_counter() - start)
                 statuses[status] += 1
@@ -504,9 +522,9 @@ def measure(args, server: Server, tokens: list[str], db_url: str) -> dict:
         generate(args, server.url, tokens, args.warmup)
     reset_tables(db_url)
     load_before = os.getloadavg()
-    before = cpu_snapshot(server.pids(), args.db)
+    before = cpu_snapshot(server.pids(), args.db, args.postmaster)
     result = generate(args, server.url, tokens, args.duration)
-    after = cpu_snapshot(server.pids(), args.db)
+    after = cpu_snapshot(server.pids(), args.db, args.postmaster)
     result["rps"] = result["requests"] / result["seconds"] if result["seconds"] else 0.0
     result["cpu"] = cpu_delta(before, after, result["requests"], args.generator_used)
     result["loadavg_before"], result["loadavg_after"] = load_before, os.getloadavg()
@@ -515,34 +533,43 @@ def measure(args, server: Server, tokens: list[str], db_url: str) -> dict:
 
 # -- profiling ------------------------------------------------------------------------------
 
-PROFILE_MARKERS = [
-    # (label, function name, file substring): inclusive share of the worker's on-CPU samples
-    ("gunicorn gthread worker: whole request (handle)", "handle", "gthread"),
-    ("  gunicorn HTTP parsing (next(parser))", "__next__", "parser"),
-    ("  gunicorn handle_request (WSGI call + write)", "handle_request", "gthread"),
-    ("    Flask wsgi_app", "wsgi_app", "flask"),
-    ("      before_request hooks (_secret_key)", "_secret_key", "web"),
-    ("      @require wrapper (auth + view)", "wrapped", "auth"),
-    ("        check_token_hash (token_use UPDATE)", "check_token_hash", "auth"),
-    ("        hash_token (sha256)", "hash_token", "tokens"),
-    ("        create_job (the view)", "create_job", "api"),
-    ("          _json_body (read + json.loads)", "_json_body", "api"),
-    ("          JobSpec(...) construction", "__init__", "<string>"),
-    ("          resources() / .client lookup", "resources", "web"),
-    ("          Client.enqueue_spec (pool + BEGIN/INSERT/COMMIT)", "enqueue_spec", "client"),
-    ("            insert_specs -> _validated/validated_row", "validated_row", "jobs"),
-    ("            _insert (column arrays + execute)", "_insert", "client"),
-    ("            Connection.transaction (BEGIN/COMMIT)", "transaction", "psycopg"),
-    ("          Client.get (the get after insert)", "get", "jobqueue/client"),
-    ("          flask jsonify (response)", "jsonify", "flask"),
-    ("      after_request (_rate_headers)", "_rate_headers", "web"),
-    ("  psycopg_pool getconn", "getconn", "psycopg_pool"),
-    ("  psycopg_pool putconn / _return_connection", "putconn", "psycopg_pool"),
-    ("  psycopg Connection.execute (all queries)", "execute", "psycopg/connection"),
-    ("  psycopg Cursor.fetchone", "fetchone", "psycopg"),
-    ("  werkzeug Request / headers", "__init__", "werkzeug"),
-    ("gunicorn main loop (accept/poll, not a request)", "run_for_one", "gthread"),
-    ("psycopg_pool background workers", "worker", "psycopg_pool"),
+# (label, function, file substring). A function matches by its qualified name or its last
+# component (py-spy writes "Class.method" and "f.<locals>.g"). Indentation shows nesting.
+CPU_MARKERS = [
+    ("gunicorn: one request, parse to write (ThreadWorker.handle)", "ThreadWorker.handle",
+     "gthread"),
+    ("  HTTP request parsing (gunicorn Parser)", "Parser.__next__", "gunicorn"),
+    ("  Flask wsgi_app (request context, dispatch, response)", "Flask.wsgi_app", "flask"),
+    ("    before_request: _secret_key", "_secret_key", "web/"),
+    ("    @require: auth + view", "wrapped", "web/auth"),
+    ("      check_token_hash (token_use UPDATE)", "check_token_hash", "web/auth"),
+    ("      create_job view", "create_job", "web/api"),
+    ("        _json_body (get_data + json.loads)", "_json_body", "web/api"),
+    ("        JobSpec(...) dataclass init", "JobSpec.__init__", ""),
+    ("        resources() / .client", "resources", "web/"),
+    ("        Client.enqueue_spec (pool, BEGIN, INSERT, COMMIT)", "Client.enqueue_spec",
+     "jobqueue/client"),
+    ("          _validated -> JobSpec.validated_row (checks, json.dumps)", "_validated",
+     "jobqueue/client"),
+    ("          _insert (column arrays + execute)", "_insert", "jobqueue/client"),
+    ("          BEGIN (Transaction.__enter__)", "Transaction.__enter__", "psycopg"),
+    ("          COMMIT (Transaction.__exit__)", "Transaction.__exit__", "psycopg"),
+    ("        Client.get (the get after insert)", "Client.get", "jobqueue/client"),
+    ("        flask jsonify", "jsonify", "flask"),
+    ("    after_request: _rate_headers", "_rate_headers", "web/"),
+    ("  gunicorn Response.write (send)", "Response.write", "gunicorn"),
+    ("pool: ConnectionPool.getconn", "ConnectionPool.getconn", "psycopg_pool"),
+    ("pool: ConnectionPool.putconn (return, status check)", "ConnectionPool.putconn",
+     "psycopg_pool"),
+    ("psycopg: Cursor.execute (all statements)", "Cursor.execute", "psycopg"),
+    ("psycopg: waiting on the server (Connection.wait)", "Connection.wait", "psycopg"),
+    ("gunicorn main thread: event loop (accept, keep-alive polling)", "ThreadWorker.run",
+     "gthread"),
+    ("psycopg_pool background threads", "ConnectionPool.worker", "psycopg_pool"),
+]
+WALL_MARKERS = [
+    ("idle: executor thread waiting for a request", None, None),
+    *CPU_MARKERS[:-2],
 ]
 
 
@@ -552,44 +579,38 @@ def parse_frame(frame: str) -> tuple[str, str]:
     return name.strip(), rest.rstrip(")").rsplit(":", 1)[0]
 
 
-def summarise_profile(raw_path: Path, tree_path: Path) -> str:
-    stacks: list[tuple[list[tuple[str, str]], int]] = []
+def read_stacks(raw_path: Path) -> list[tuple[list[tuple[str, str]], int]]:
+    stacks = []
     for line in raw_path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        stacks.append(([parse_frame(f) for f in stack.split(";")], int(count)))
-    total = sum(c for _, c in stacks)
-    if not total:
-        return "py-spy collected no samples (is the worker idle?)\n"
-    out = [f"{total} on-CPU samples of one worker (py-spy, 100 Hz, all threads).", "",
-           "| where (inclusive, nested by call) | % of worker CPU |", "| --- | ---: |"]
-    for label, func, where in PROFILE_MARKERS:
-        hits = sum(c for frames, c in stacks
-                   if any(f == func and where in path for f, path in frames))
-        out.append(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {100 * hits / total:.1f} |")
-    self_time: Counter = Counter()
-    by_area: Counter = Counter()
-    for frames, count in stacks:
-        func, path = frames[-1]
-        self_time[f"{func} ({path})"] += count
-        by_area[area_of(path)] += count
-    out += ["", "Self time by package (the leaf frame's file):", "",
-            "| package | % |", "| --- | ---: |"]
-    out += [f"| {name} | {100 * n / total:.1f} |" for name, n in by_area.most_common(12)]
-    out += ["", "Top self-time functions:", "", "| function | % |", "| --- | ---: |"]
-    out += [f"| `{name}` | {100 * n / total:.1f} |" for name, n in self_time.most_common(20)]
-    tree_path.write_text(call_tree(stacks, total))
-    out += ["", f"Call tree (nodes >= 1 %): {tree_path}"]
-    return "\n".join(out) + "\n"
+        if stack and count.isdigit():
+            stacks.append(([parse_frame(f) for f in stack.split(";")], int(count)))
+    return stacks
+
+
+def has(frames: list[tuple[str, str]], name: str, where: str) -> bool:
+    return any((func == name or func.endswith("." + name)) and where in path
+               for func, path in frames)
+
+
+def marker_table(stacks, markers, total: int, header: str) -> list[str]:
+    out = [f"| {header} | % |", "| --- | ---: |"]
+    for label, name, where in markers:
+        if name is None:  # executor threads parked in the work queue
+            hits = sum(c for frames, c in stacks if not has(frames, "_WorkItem.run", ""))
+        else:
+            hits = sum(c for frames, c in stacks if has(frames, name, where))
+        indent = len(label) - len(label.lstrip())
+        out.append(f"| {'&nbsp;' * indent}{label.strip()} | {100 * hits / total:.1f} |")
+    return out
 
 
 def area_of(path: str) -> str:
     for name in ("jobqueue/", "web/", "flask", "werkzeug", "psycopg_pool", "psycopg",
-                 "gunicorn", "jinja2", "json", "threading", "selectors", "socket", "ssl"):
+                 "gunicorn", "blinker", "json", "threading", "selectors", "socket"):
         if name in path:
             return name.rstrip("/")
-    return "other (stdlib, <string>, C)"
+    return "other (stdlib, <string>)"
 
 
 def call_tree(stacks, total: int, min_share: float = 0.01) -> str:
@@ -604,13 +625,53 @@ def call_tree(stacks, total: int, min_share: float = 0.01) -> str:
 
     def walk(node: dict, depth: int) -> None:
         for (func, path), child in sorted(node.items(), key=lambda kv: -kv[1]["n"]):
-            if child["n"] / total < min_share:
-                continue
-            lines.append(f"{100 * child['n'] / total:5.1f}%  {'  ' * depth}{func} ({path})")
-            walk(child["kids"], depth + 1)
+            if child["n"] / total >= min_share:
+                lines.append(f"{100 * child['n'] / total:5.1f}%  {'  ' * depth}{func} ({path})")
+                walk(child["kids"], depth + 1)
 
     walk(tree, 0)
     return "\n".join(lines) + "\n"
+
+
+def summarise_cpu(raw_path: Path, tree_path: Path, seconds: float, rate: int) -> str:
+    stacks = read_stacks(raw_path)
+    total = sum(c for _, c in stacks)
+    if not total:
+        return "py-spy --gil collected no samples.\n"
+    out = [f"**CPU (py-spy --gil: only the thread holding the GIL)**: {total} samples in "
+           f"{seconds:g} s at {rate} Hz, so this worker held the GIL "
+           f"{100 * total / (seconds * rate):.0f} % of the time (100 % = the worker is "
+           "saturated: more threads cannot help it, only more processes or less Python).", "",
+           *marker_table(stacks, CPU_MARKERS, total, "where the GIL-holding time goes "
+                         "(inclusive, nested)")]
+    self_time: Counter = Counter()
+    by_area: Counter = Counter()
+    for frames, count in stacks:
+        func, path = frames[-1]
+        self_time[f"{func} ({path})"] += count
+        by_area[area_of(path)] += count
+    out += ["", "| self time by package (leaf frame's file) | % |", "| --- | ---: |"]
+    out += [f"| {name} | {100 * n / total:.1f} |" for name, n in by_area.most_common(12)]
+    out += ["", "| top self-time functions | % |", "| --- | ---: |"]
+    out += [f"| `{name}` | {100 * n / total:.1f} |" for name, n in self_time.most_common(15)]
+    tree_path.write_text(call_tree(stacks, total))
+    out += ["", f"CPU call tree (nodes >= 1 %): {tree_path}"]
+    return "\n".join(out) + "\n"
+
+
+def summarise_wall(raw_path: Path, tree_path: Path) -> str:
+    stacks = [(frames, c) for frames, c in read_stacks(raw_path)
+              if has(frames, "_worker", "concurrent/futures")]
+    total = sum(c for _, c in stacks)
+    if not total:
+        return "py-spy --idle collected no samples of request threads.\n"
+    tree_path.write_text(call_tree(stacks, total))
+    return "\n".join([
+        f"**Wall clock of the request threads (py-spy --idle)**: {total} samples of the "
+        "gthread executor threads, busy or not; a thread waiting for the GIL shows in the frame "
+        "it waits in.", "",
+        *marker_table(stacks, WALL_MARKERS, total, "where a request thread's time goes"),
+        "", f"Wall call tree (nodes >= 1 %): {tree_path}"]) + "\n"
 
 
 def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
@@ -620,39 +681,47 @@ def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
     workers, threads = args.profile_setting
     server = Server("jobqueue", workers, threads, db_url,
                     out_dir / f"gunicorn-profile-{workers}x{threads}.log")
-    seconds = args.profile_seconds
-    raw, svg = out_dir / "profile-worker.txt", out_dir / "profile-worker.svg"
+    seconds, rate = args.profile_seconds, 100
+    recordings = [  # name, py-spy format, output, extra flags
+        ("cpu", "raw", out_dir / "profile-cpu.txt", ["--gil"]),
+        ("wall", "raw", out_dir / "profile-wall.txt", ["--idle"]),
+        ("flame graph", "flamegraph", out_dir / "profile-cpu.svg", ["--gil"]),
+    ]
+    load_seconds = len(recordings) * (seconds + 1) + 6
+    result: dict = {}
     try:
         server.start()
         reset_tables(db_url)
         generate(args, server.url, tokens, max(args.warmup, 2))
         worker = server.worker_pids()[0]
-        load_seconds = 2 * seconds + 8
-        log(f"profiling worker {worker} for {seconds:g} s (raw) + {seconds:g} s (svg) "
-            f"under {load_seconds:g} s of load")
-        result: dict = {}
+        log(f"profiling worker {worker} ({len(recordings)} x {seconds:g} s) under "
+            f"{load_seconds:g} s of load")
         loader = threading.Thread(target=lambda: result.update(
             generate(args, server.url, tokens, load_seconds)), daemon=True)
         loader.start()
         time.sleep(2)
-        for fmt, path in (("raw", raw), ("flamegraph", svg)):
-            cmd = [pyspy, "record", "-d", f"{seconds:g}", "-p", str(worker), "-f", fmt,
-                   "-o", str(path), "--nolineno"]
+        for name, fmt, path, flags in recordings:
+            cmd = [pyspy, "record", "-d", f"{seconds:g}", "-r", str(rate), "-p", str(worker),
+                   "-f", fmt, "-o", str(path), "--nolineno", *flags]
             try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+                done = subprocess.run(cmd, capture_output=True, text=True,
+                                      timeout=seconds + 60)
             except subprocess.TimeoutExpired:
-                raise BenchError("py-spy did not finish in time") from None
+                raise BenchError(f"py-spy ({name}) did not finish in time") from None
             if done.returncode != 0:
-                raise BenchError(f"py-spy failed ({done.returncode}): "
+                raise BenchError(f"py-spy ({name}) failed ({done.returncode}): "
                                  f"{done.stderr.strip()[-1000:]}")
         loader.join(timeout=load_seconds + args.request_timeout + 90)
     finally:
         server.stop()
-    rps = result.get("requests", 0) / result["seconds"] if result.get("seconds") else 0
+    rps = result["requests"] / result["seconds"] if result.get("seconds") else 0.0
     head = (f"jobqueue app, gunicorn {workers}x{threads}, {args.clients} clients, "
-            f"{args.profile_tokens} token(s); {rps:,.0f} req/s while profiled (py-spy slows "
-            f"the sampled worker). Flame graph: {svg}\n\n")
-    return head + summarise_profile(raw, out_dir / "profile-tree.txt")
+            f"{len(tokens)} token(s), worker pid {worker}; {rps:,.0f} req/s while profiled "
+            f"(py-spy pauses the sampled worker to read it). Flame graph (CPU): "
+            f"{recordings[2][2]}\n\n")
+    return (head + summarise_cpu(recordings[0][2], out_dir / "profile-cpu-tree.txt", seconds,
+                                 rate)
+            + "\n" + summarise_wall(recordings[1][2], out_dir / "profile-wall-tree.txt"))
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -679,7 +748,7 @@ def gunicorn_version() -> str:
 def report(args, runs: list[dict], facts: dict, background: dict, profile_text: str | None,
            started: str) -> str:
     mach = machine()
-    mach_s = f"{mach['nproc']} × {mach['cpu']}"
+    mach_s = f"{mach['nproc']} x {mach['cpu']}"
     lines = [
         f"## POST /api/jobs under Gunicorn — {started}", "",
         f"Machine: nproc {mach['nproc']}, {mach['cpu']}, {mach['mem_gib']} GiB; Python "
@@ -696,30 +765,31 @@ def report(args, runs: list[dict], facts: dict, background: dict, profile_text: 
         f"Before the runs: load average {background['loadavg'][0]:.2f} / "
         f"{background['loadavg'][1]:.2f} / {background['loadavg'][2]:.2f}, "
         f"{background['cores_busy']:.2f} of {mach['nproc']} cores busy with other work.", "",
-        "| date | machine | app | gunicorn w×t | tokens | req/s | p50 ms | p95 ms | p99 ms "
+        "| date | machine | app | gunicorn wxt | tokens | req/s | p50 ms | p95 ms | p99 ms "
         "| max ms | errors (non-201) | requests | load avg before→after |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in runs:
         lines.append(
-            f"| {r['date']} | {mach_s} | {r['app']} | {r['workers']}×{r['threads']} | "
+            f"| {r['date']} | {mach_s} | {r['app']} | {r['workers']}x{r['threads']} | "
             f"{r['tokens']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
             f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['non_201']} | {r['requests']:,} | "
             f"{r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f} |")
     lines += ["", "CPU per request (ms) during each run, and cores used by everything else:", "",
-              "| app | w×t | tokens | gunicorn | postgres (bench db) | postgres (other) "
-              "| load generator | total | other work (cores) |",
+              "| app | wxt | tokens | gunicorn | postgres backends (bench db) "
+              "| postgres shared (WAL writer etc.) | load generator | total "
+              "| other work (cores) |",
               "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in runs:
         ms, cpu = r["cpu"]["ms_per_request"], r["cpu"]
         lines.append(
-            f"| {r['app']} | {r['workers']}×{r['threads']} | {r['tokens']} | "
-            f"{ms['gunicorn']:.2f} | {ms['pg_bench']:.2f} | {ms['pg_other']:.2f} | "
+            f"| {r['app']} | {r['workers']}x{r['threads']} | {r['tokens']} | "
+            f"{ms['gunicorn']:.2f} | {ms['pg_bench']:.2f} | {ms['pg_shared']:.2f} | "
             f"{ms['loadgen']:.2f} | {sum(ms.values()):.2f} | {cpu['cores_other']:.2f} |")
     lines += ["", *verdict(args, runs)]
     bad = [r for r in runs if r["non_201"]]
     for r in bad:
-        lines.append(f"- errors in {r['app']} {r['workers']}×{r['threads']} {r['tokens']} "
+        lines.append(f"- errors in {r['app']} {r['workers']}x{r['threads']} {r['tokens']} "
                      f"token(s): statuses {r['statuses']} {r.get('socket_errors', '')}")
     if profile_text:
         lines += ["", "### Profile of one jobqueue worker", "", profile_text]
@@ -746,14 +816,14 @@ def verdict(args, runs: list[dict]) -> list[str]:
         meeting = {k: v for k, v in summary.items() if v[1] < AIM_P99_MS}
         (w, t), (rps, p99) = max((meeting or summary).items(), key=lambda kv: kv[1][0])
         aim = "meets" if rps > AIM_RPS and p99 < AIM_P99_MS else "misses"
-        out.append(f"- best {app} setting ({realistic} token(s)): **{w}×{t}**, {rps:,.0f} req/s, "
+        out.append(f"- best {app} setting ({realistic} token(s)): **{w}x{t}**, {rps:,.0f} req/s, "
                    f"p99 {p99:.1f} ms — {aim} the aim (> {AIM_RPS:,} req/s, p99 < "
                    f"{AIM_P99_MS:.0f} ms).")
     jq = {(r["workers"], r["threads"], r["tokens"]): r for r in runs if r["app"] == "jobqueue"}
     for r in runs:
         other = jq.get((r["workers"], r["threads"], r["tokens"]))
         if r["app"] == "bare" and other and r["rps"]:
-            out.append(f"- {r['workers']}×{r['threads']}, {r['tokens']} token(s): jobqueue "
+            out.append(f"- {r['workers']}x{r['threads']}, {r['tokens']} token(s): jobqueue "
                        f"serves {100 * other['rps'] / r['rps']:.0f} % of the bare app's req/s.")
     return out
 
@@ -851,6 +921,9 @@ def main(argv=None) -> int:
             f"{background['cores_busy']:.2f} cores busy; generator {args.generator_used}; "
             f"output in {out_dir}")
         facts = pg_facts(args.pg_url)
+        args.postmaster = facts["postmaster"]
+        if not args.postmaster:
+            log("warning: cannot find the postmaster's pid: Postgres CPU is not attributed")
         need = max(w for w, _ in args.settings) * int(os.environ.get(
             "JOBQUEUE_POOL_MAX_SIZE", 10)) + 5
         free = int(facts["max_connections"]) - int(facts["connections_in_use"])
@@ -858,7 +931,7 @@ def main(argv=None) -> int:
             log(f"warning: up to {need} connections needed, {free} free on the server")
         create_database(args.pg_url, args.db)
         migrate(db_url)
-        tokens = create_tokens(db_url, max(args.token_modes + [args.profile_tokens]))
+        tokens = create_tokens(db_url, max([*args.token_modes, args.profile_tokens]))
         for workers, threads in args.settings:
             for app in args.apps:
                 server = Server(app, workers, threads, db_url,
@@ -887,6 +960,9 @@ def main(argv=None) -> int:
     except BenchError as exc:
         log(f"error: {exc}")
         return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
     finally:
         Server.stop_all()
         (out_dir / "results.json").write_text(json.dumps(runs, indent=2, default=str))

@@ -3,9 +3,11 @@
 -- Job filters. Every query that lists or changes "the jobs matching a filter" applies the same
 -- block to a relation aliased `j` with the columns id, queue, kind, owner, batch_id, state,
 -- payload, metadata and errors. A NULL parameter means "any"; `ids` restricts to selected
--- jobs, `upto` to the jobs that existed when the operator confirmed a bulk action. `text` is an
--- ILIKE pattern (the caller escapes % and _). The dashboard runs these unprepared, so each is
--- planned with its actual values: `NULL IS NULL OR ...` folds away and the indexes apply.
+-- jobs, `upto` to the jobs that existed when the operator confirmed a bulk action. `text` is
+-- an ILIKE pattern (the caller escapes % and _) matched against payload, metadata and errors
+-- as one text, so each row is converted and scanned once. The dashboard runs these queries
+-- unprepared, so each is planned with its actual values: `NULL IS NULL OR ...` folds away and
+-- the indexes apply (the dead-letter index for state = 'dead', the batch indexes).
 --
 -- Listing pages never scan an unbounded number of finished rows: dashboard_jobs_window finds
 -- an id window (the `scan` newest ids below the cursor, through the primary keys only), and
@@ -49,21 +51,28 @@ LEFT JOIN jobqueue.queues p ON p.name = n.queue
 ORDER BY n.queue;
 
 -- name: dashboard_throughput
--- Jobs finished per minute over the last hour, by outcome, one row per minute (zeros
--- included). Bounded by finished_at, which the BRIN index turns into a scan of the last hour's
--- blocks only.
+-- Jobs finished per minute by outcome, one row per minute (zeros included) from `since` (or
+-- an hour ago; never earlier) to the current minute. Bounded by finished_at, which the BRIN
+-- index turns into a scan of those minutes' blocks only. The dashboard keeps the complete
+-- minutes it has read and asks only for newer ones: at a million jobs an hour, the whole hour
+-- is a million rows to count, the current minute about 17,000.
+WITH span AS (
+    SELECT greatest(%(since)s::timestamptz,
+                    date_trunc('minute', now()) - interval '59 minutes') AS since,
+           date_trunc('minute', now()) AS current
+)
 SELECT m.minute,
        coalesce(f.succeeded, 0) AS succeeded, coalesce(f.dead, 0) AS dead,
        coalesce(f.cancelled, 0) AS cancelled
-FROM generate_series(date_trunc('minute', now()) - interval '59 minutes',
-                     date_trunc('minute', now()), interval '1 minute') AS m(minute)
+FROM span
+CROSS JOIN generate_series(span.since, span.current, interval '1 minute') AS m(minute)
 LEFT JOIN (
     SELECT date_trunc('minute', finished_at) AS minute,
            count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
            count(*) FILTER (WHERE state = 'dead') AS dead,
            count(*) FILTER (WHERE state = 'cancelled') AS cancelled
     FROM jobqueue.finished
-    WHERE finished_at >= date_trunc('minute', now()) - interval '59 minutes'
+    WHERE finished_at >= (SELECT since FROM span)
     GROUP BY 1
 ) AS f ON f.minute = m.minute
 ORDER BY m.minute;
@@ -73,13 +82,13 @@ ORDER BY m.minute;
 -- across both tables. A merge of two backward primary-key scans (index-only on `finished`
 -- once vacuumed), so it costs the same whatever the filter. `floor` is the lowest id in the
 -- window; `scanned` < `scan` means the window reaches the oldest job.
+-- (The condition stays outside the UNION ALL: inside each branch, Postgres 15 plans a sort
+-- of every id instead of the merge.)
 SELECT min(id) AS floor, count(*) AS scanned
 FROM (
-    SELECT id FROM (
-        SELECT id FROM jobqueue.jobs WHERE id < %(before)s
-        UNION ALL
-        SELECT id FROM jobqueue.finished WHERE id < %(before)s
-    ) AS ids
+    SELECT id
+    FROM (SELECT id FROM jobqueue.jobs UNION ALL SELECT id FROM jobqueue.finished) AS ids
+    WHERE id < %(before)s
     ORDER BY id DESC
     LIMIT %(scan)s
 ) AS w;
@@ -108,8 +117,9 @@ WHERE j.id < %(before)s AND j.id >= %(floor)s
   AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
   AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
   AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-  AND (%(text)s::text IS NULL OR j.payload::text ILIKE %(text)s::text
-       OR j.metadata::text ILIKE %(text)s::text OR j.errors::text ILIKE %(text)s::text)
+  AND (%(text)s::text IS NULL
+       OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
+          ILIKE %(text)s::text)
 ORDER BY j.id DESC
 LIMIT %(limit)s;
 
@@ -135,9 +145,14 @@ WHERE (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
   AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
   AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
   AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-  AND (%(text)s::text IS NULL OR j.payload::text ILIKE %(text)s::text
-       OR j.metadata::text ILIKE %(text)s::text OR j.errors::text ILIKE %(text)s::text)
+  AND (%(text)s::text IS NULL
+       OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
+          ILIKE %(text)s::text)
 GROUP BY j.state;
+
+-- name: dashboard_statement_timeout
+-- For the rest of the transaction (SET cannot take a bound parameter; set_config can).
+SELECT set_config('statement_timeout', %(timeout)s, true);
 
 -- name: dashboard_retry
 -- Retry the matching dead and cancelled jobs: back to the hot table with a fresh attempt
@@ -153,8 +168,9 @@ WITH revived AS (
       AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
       AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
       AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-      AND (%(text)s::text IS NULL OR j.payload::text ILIKE %(text)s::text
-           OR j.metadata::text ILIKE %(text)s::text OR j.errors::text ILIKE %(text)s::text)
+      AND (%(text)s::text IS NULL
+           OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
+              ILIKE %(text)s::text)
     RETURNING id, queue, kind, payload, priority, max_attempts, timeout_seconds, errors,
               progress, owner, batch_id, idempotency_key, metadata, created_at
 ),
@@ -189,8 +205,9 @@ WITH hot AS (
       AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
       AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
       AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-      AND (%(text)s::text IS NULL OR j.payload::text ILIKE %(text)s::text
-           OR j.metadata::text ILIKE %(text)s::text OR j.errors::text ILIKE %(text)s::text)
+      AND (%(text)s::text IS NULL
+           OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
+              ILIKE %(text)s::text)
 ),
 gone AS (
     DELETE FROM jobqueue.jobs
@@ -233,8 +250,9 @@ WITH cold AS (
       AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
       AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
       AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-      AND (%(text)s::text IS NULL OR j.payload::text ILIKE %(text)s::text
-           OR j.metadata::text ILIKE %(text)s::text OR j.errors::text ILIKE %(text)s::text)
+      AND (%(text)s::text IS NULL
+           OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
+              ILIKE %(text)s::text)
     RETURNING id
 ),
 hot AS (
@@ -251,8 +269,9 @@ hot AS (
           AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
           AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
           AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-          AND (%(text)s::text IS NULL OR j.payload::text ILIKE %(text)s::text
-               OR j.metadata::text ILIKE %(text)s::text OR j.errors::text ILIKE %(text)s::text))
+          AND (%(text)s::text IS NULL
+               OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
+                  ILIKE %(text)s::text))
     RETURNING id
 ),
 keys AS (
@@ -260,6 +279,24 @@ keys AS (
     WHERE job_id IN (SELECT id FROM cold UNION ALL SELECT id FROM hot)
 )
 SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot) AS deleted;
+
+-- name: dashboard_dead
+-- The newest dead jobs, optionally of one queue. The dead-letter index is per queue, so take
+-- the newest `limit` of each queue that has dead jobs (from finished_counts) and merge them:
+-- a few index probes instead of sorting every dead row.
+SELECT d.id, d.queue, d.kind, d.attempts, d.finished_at, d.last_error
+FROM jobqueue.finished_counts c
+CROSS JOIN LATERAL (
+    SELECT id, queue, kind, attempts, finished_at, errors -> -1 AS last_error
+    FROM jobqueue.finished
+    WHERE state = 'dead' AND queue = c.queue
+    ORDER BY finished_at DESC
+    LIMIT %(limit)s
+) AS d
+WHERE c.state = 'dead' AND c.count > 0
+  AND (%(queue)s::text IS NULL OR c.queue = %(queue)s::text)
+ORDER BY d.finished_at DESC
+LIMIT %(limit)s;
 
 -- name: dashboard_batches
 -- A page of batches, newest first, each with its jobs counted by state through the batch

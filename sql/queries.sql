@@ -6,11 +6,18 @@
 -- name: insert_jobs
 -- Batch enqueue in one round trip: one array per column, unnest()ed into rows. Also serves the
 -- single enqueue (arrays of one), so there is exactly one insert path to keep fast and correct.
+-- A column with the same value in every row is sent once as `<column>_all` with an empty
+-- array (unnest pads a shorter array with NULLs): 20,000 copies of "default" cost nothing.
 INSERT INTO jobqueue.jobs
     (queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
      metadata)
-SELECT queue, kind, payload::jsonb, priority, coalesce(run_at, now()), max_attempts,
-       timeout_seconds, owner, batch_id, metadata::jsonb
+SELECT coalesce(queue, %(queue_all)s::text), coalesce(kind, %(kind_all)s::text),
+       payload::jsonb, coalesce(priority, %(priority_all)s::smallint),
+       coalesce(run_at, %(run_at_all)s::timestamptz, now()),
+       coalesce(max_attempts, %(max_attempts_all)s::int),
+       coalesce(timeout_seconds, %(timeout_seconds_all)s::real),
+       coalesce(owner, %(owner_all)s::text), coalesce(batch_id, %(batch_id_all)s::bigint),
+       coalesce(metadata, %(metadata_all)s::text)::jsonb
 FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[], %(priority)s::smallint[],
             %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(timeout_seconds)s::real[],
             %(owner)s::text[], %(batch_id)s::bigint[], %(metadata)s::text[])
@@ -94,13 +101,14 @@ WITH picked AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
+    -- id = ANY(ARRAY(...)) probes the primary key per picked id; a join with `picked` would
+    -- hash the whole table.
     UPDATE jobqueue.jobs j
     SET lease_owner = %(worker)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         attempts = j.attempts + 1,
         started_at = now()
-    FROM picked
-    WHERE j.id = picked.id
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.timeout_seconds
 )
 SELECT c.* FROM claimed c
