@@ -402,13 +402,14 @@ SET rpm_configured = excluded.rpm_configured, tpm_configured = excluded.tpm_conf
 -- Buckets refill from the database clock (now()), so every host agrees on time. Locking the
 -- platform's rows for the few hundred microseconds this takes makes "most headroom" exact.
 -- A request bigger than a bucket's capacity is let through when the bucket is full and
--- leaves it in debt; the average rate still holds. When no key can serve now, `wait_seconds`
+-- leaves it in debt; the average rate still holds. The request bucket holds at least 2, so
+-- refill that arrives while the head waiter sleeps is not thrown away at a tiny burst. When no key can serve now, `wait_seconds`
 -- says when the first one can.
 WITH state AS (
     SELECT key_id, rpm, tpm, blocked_until, disabled_reason,
-           greatest(1.0, rpm * burst_seconds / 60.0) AS req_cap,
+           greatest(2.0, rpm * burst_seconds / 60.0) AS req_cap,
            greatest(1.0, tpm * burst_seconds / 60.0) AS tok_cap,
-           least(greatest(1.0, rpm * burst_seconds / 60.0),
+           least(greatest(2.0, rpm * burst_seconds / 60.0),
                  req_level + extract(epoch FROM now() - updated_at) * rpm / 60.0) AS req_now,
            least(greatest(1.0, tpm * burst_seconds / 60.0),
                  tok_level + extract(epoch FROM now() - updated_at) * tpm / 60.0) AS tok_now
@@ -444,10 +445,12 @@ SELECT (SELECT key_id FROM granted) AS key_id,
         FROM state WHERE disabled_reason IS NULL)::float8 AS wait_seconds;
 
 -- name: rate_settle
--- After a call: replace the token estimate by the real usage, and believe the provider when
--- its headers say less is left than we think, or that the limits are lower than configured.
+-- After a call: charge what the real usage exceeded the estimate by (never refund: providers
+-- count the estimate, prompt plus max_tokens, at admission, so a refund would overshoot TPM),
+-- and believe the provider when its headers say less is left than we think, or that the
+-- limits are lower than configured.
 UPDATE jobqueue.rate_buckets
-SET tok_level = least(tok_level + %(estimated)s - %(actual)s,
+SET tok_level = least(tok_level - greatest(0, %(actual)s - %(estimated)s),
                       coalesce(%(remaining_tokens)s::float8, 'Infinity')),
     req_level = least(req_level, coalesce(%(remaining_requests)s::float8, 'Infinity')),
     rpm = least(rpm_configured, coalesce(%(limit_requests)s::int, rpm_configured)),
@@ -472,7 +475,7 @@ WHERE platform = %(platform)s AND key_id = %(key_id)s;
 -- name: rate_state
 -- Rate-limit use per platform key, for status and the dashboard (levels refilled to now).
 SELECT platform, model, key_id, rpm, tpm, rpm_configured, tpm_configured,
-       least(greatest(1.0, rpm * burst_seconds / 60.0),
+       least(greatest(2.0, rpm * burst_seconds / 60.0),
              req_level + extract(epoch FROM now() - updated_at) * rpm / 60.0) AS req_available,
        least(greatest(1.0, tpm * burst_seconds / 60.0),
              tok_level + extract(epoch FROM now() - updated_at) * tpm / 60.0) AS tok_available,

@@ -123,13 +123,16 @@ concurrency = 30
             most, _ = sim.max_window(key, seconds=3)
             assert most <= 4 * 3 + 4, (key, most)
 
-    def test_tpm_binds_when_tokens_run_out_first(self, client, sim, platform_worker):
-        """tpm 3000 (50 tokens/s) with 40-token calls: at most ~50 tokens per second."""
-        platform_worker(platform(sim, tpm=3000, rpm=6000, max_tokens=30))
-        ids = chat_jobs(client, 12, temperature=1, prompt="x" * 40)
-        wait_finished(client, ids, timeout=60)
+    def test_tpm_binds_and_unused_tokens_are_not_refunded(self, client, sim, platform_worker):
+        """tpm 24,000 (400 tokens/s) with calls the provider counts at 160 tokens (prompt 10 +
+        max_tokens 150) that use ~30: the provider charges the estimate, so the limiter must
+        too. Refunding the unused 130 would send ~5x the budget."""
+        platform_worker(platform(sim, tpm=24000, rpm=6000, max_tokens=150))
+        ids = chat_jobs(client, 16, temperature=1, prompt="x" * 40)
+        jobs = wait_finished(client, ids, timeout=60)
+        assert all(j.result["usage"]["total_tokens"] < 60 for j in jobs)  # far below 160
         _, tokens = sim.max_window("sk-sim-a", seconds=4)
-        assert tokens <= 50 * 4 + 50 + 40, tokens
+        assert tokens <= 400 * 4 + 400 + 160, tokens
         assert sim.stats()["totals"]["rejected_429"] == 0
 
     def test_a_limit_cut_mid_run_is_learned_without_a_429_storm(
