@@ -25,6 +25,19 @@ FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[], %(priority
          metadata)
 RETURNING id;
 
+-- name: reserve_job_ids
+-- Large batches load with COPY, which returns nothing: draw their ids first (in input order),
+-- with the database's clock for rows that give no run_at.
+-- Sorted, so rows keep their input order in the claim's (priority, run_at, id) order.
+SELECT now() AS now, array_agg(id ORDER BY id) AS ids
+FROM (SELECT nextval('jobqueue.job_id_seq') AS id FROM generate_series(1, %(n)s)) AS drawn;
+
+-- name: copy_jobs
+COPY jobqueue.jobs
+    (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
+     metadata)
+FROM STDIN;
+
 -- name: insert_jobs_idempotent
 -- The same insert for batches where some rows carry an idempotency key. Ids are drawn first
 -- so a key can be claimed for its row before the row exists; a row whose key is already held
