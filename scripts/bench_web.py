@@ -150,10 +150,8 @@ def with_dbname(url: str, dbname: str) -> str:
     return urlunsplit(parts._replace(path="/" + dbname))
 
 
-def check_local(url: str) -> None:
-    host = urlsplit(url).hostname or "127.0.0.1"
-    if host not in LOCAL_HOSTS:
-        raise BenchError(f"--pg-url must point at this machine (127.0.0.1), not {host!r}")
+def is_local(url: str) -> bool:
+    return (urlsplit(url).hostname or "127.0.0.1") in LOCAL_HOSTS
 
 
 def pg_connect(url: str):
@@ -873,6 +871,11 @@ def parse_args(argv=None):
                    help="Gunicorn setting to profile jobqueue under (default 2x8, shipped)")
     p.add_argument("--profile-tokens", type=int, default=0,
                    help="token mode while profiling (default: the largest of --tokens)")
+    p.add_argument("--wait-idle", type=float, default=0.0,
+                   help="wait up to this many seconds for other work to drop below "
+                        "--idle-cores before starting (default 0: start at once)")
+    p.add_argument("--idle-cores", type=float, default=0.3,
+                   help="cores of other work that count as idle (default 0.3)")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="logs, results.json, report.md, profiles (default /tmp/bench_web_TIME)")
     args = p.parse_args(argv)
@@ -881,6 +884,8 @@ def parse_args(argv=None):
         args.token_modes = [int(t) for t in args.tokens.split(",") if t.strip()]
     except (argparse.ArgumentTypeError, ValueError) as exc:
         p.error(str(exc))
+    if not is_local(args.pg_url):
+        p.error("--pg-url must point at this machine (127.0.0.1)")
     args.apps = [a.strip() for a in args.apps.split(",") if a.strip()]
     if bad := [a for a in args.apps if a not in ("jobqueue", "bare")]:
         p.error(f"--apps: unknown {bad}")
@@ -901,6 +906,7 @@ def parse_args(argv=None):
 
 
 def _on_signal(signum, _frame):
+    log(f"{signal.Signals(signum).name}: stopping Gunicorn and cleaning up")
     raise SystemExit(128 + signum)
 
 
@@ -911,12 +917,18 @@ def main(argv=None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    check_local(args.pg_url)
     db_url = with_dbname(args.pg_url, args.db)
     runs: list[dict] = []
     profile_text = None
+    created = False
     try:
         background = background_load()
+        waited_until = time.monotonic() + args.wait_idle
+        while background["cores_busy"] > args.idle_cores and time.monotonic() < waited_until:
+            log(f"waiting for the machine to calm down: {background['cores_busy']:.2f} cores "
+                f"busy with other work (load average {background['loadavg'][0]:.2f})")
+            time.sleep(10)
+            background = background_load(5.0)
         log(f"machine before start: load average {background['loadavg'][0]:.2f}, "
             f"{background['cores_busy']:.2f} cores busy; generator {args.generator_used}; "
             f"output in {out_dir}")
@@ -930,6 +942,7 @@ def main(argv=None) -> int:
         if need > free:
             log(f"warning: up to {need} connections needed, {free} free on the server")
         create_database(args.pg_url, args.db)
+        created = True
         migrate(db_url)
         tokens = create_tokens(db_url, max([*args.token_modes, args.profile_tokens]))
         for workers, threads in args.settings:
@@ -966,7 +979,7 @@ def main(argv=None) -> int:
     finally:
         Server.stop_all()
         (out_dir / "results.json").write_text(json.dumps(runs, indent=2, default=str))
-        if not args.keep_db:
+        if created and not args.keep_db:
             drop_database(args.pg_url, args.db)
     (out_dir / "report.md").write_text(text)
     print(text)

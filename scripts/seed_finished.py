@@ -124,28 +124,28 @@ def time_pages(url: str, repeat: int) -> None:
 
 
 def explain(conn: psycopg.Connection) -> None:
-    """EXPLAIN ANALYZE of the job list's queries: the window, a page, a text search."""
+    """EXPLAIN ANALYZE of the job list's queries as the dashboard runs them: the id window,
+    then a page inside it (the text search examines a smaller window)."""
     from jobqueue.sqlfiles import q
+    from web.dashboard import MAX_ID, SCAN, TEXT_SCAN
 
     base = {"queue": None, "kind": None, "owner": None, "batch_id": None, "state": None,
-            "text": None}
-    window = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + q("dashboard_jobs_window"),
-                          {"before": 2**63 - 1, "scan": 50_000}, prepare=False).fetchall()
-    floor = conn.execute(q("dashboard_jobs_window"), {"before": 2**63 - 1, "scan": 50_000},
-                         prepare=False).fetchone()["floor"]
-    cases = {"window": None, "page, no filter": {},
-             "page, text search (no match)": {"text": "%no such text%"},
-             "page, state=dead": {"state": "dead"}}
-    for name, extra in cases.items():
-        if extra is None:
-            plan = window
-        else:
-            plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + q("dashboard_jobs_page"),
-                                base | extra | {"before": 2**63 - 1, "floor": floor,
-                                                "limit": 50}, prepare=False).fetchall()
-        print(f"\n-- {name}")
-        for row in plan:
-            print(row["QUERY PLAN"])
+            "text": None, "before": MAX_ID, "limit": 50}
+    cases = {"page, no filter": ({}, SCAN), "page, state=dead": ({"state": "dead"}, SCAN),
+             "page, kind matching nothing": ({"kind": "missing"}, SCAN),
+             "page, text search matching nothing": ({"text": "%no such text%"}, TEXT_SCAN)}
+    for name, (extra, scan) in cases.items():
+        window = {"before": MAX_ID, "scan": scan}
+        plans = [("window", conn.execute("EXPLAIN (ANALYZE, BUFFERS) " +
+                                         q("dashboard_jobs_window"), window, prepare=False))]
+        floor = conn.execute(q("dashboard_jobs_window"), window, prepare=False).fetchone()
+        plans.append(("page", conn.execute(
+            "EXPLAIN (ANALYZE, BUFFERS) " + q("dashboard_jobs_page"),
+            base | extra | {"floor": floor["floor"]}, prepare=False)))
+        for part, plan in plans:
+            print(f"\n-- {name}: {part}")
+            for row in plan:
+                print(row["QUERY PLAN"])
 
 
 def main() -> None:

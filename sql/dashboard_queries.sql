@@ -278,7 +278,12 @@ keys AS (
     DELETE FROM jobqueue.idempotency_keys
     WHERE job_id IN (SELECT id FROM cold UNION ALL SELECT id FROM hot)
 )
-SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot) AS deleted;
+-- Followers of these jobs (SSE, ?wait=) are told at once that something changed: they find
+-- the job gone.
+SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot) AS deleted,
+       (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
+                              FROM (SELECT id FROM cold UNION ALL SELECT id FROM hot) AS d
+                              HAVING count(*) > 0) AS n) AS announced;
 
 -- name: dashboard_dead
 -- The newest dead jobs, optionally of one queue. The dead-letter index is per queue, so take

@@ -107,6 +107,7 @@ def sql(db_url):
         cur = conn.execute(query, params)
         return cur.fetchall() if cur.description else []
 
+    run.url = db_url
     yield run
     conn.close()
 

@@ -314,6 +314,9 @@ class TestPages:
         r = admin.post("/dead/retry", {"queue": "b"})
         assert "Select some jobs first." in flashes(r.text)
         assert client.get(b).state == "dead"
+        r = admin.post("/dead/retry", {"all": "1"})  # every queue
+        assert "Retried 1 job(s)." in flashes(r.text)
+        assert client.get(b).state == "waiting"
 
     def test_batches_show_progress_and_download_results(self, admin, client, sql):
         batch_id, _ = client.submit_batch(
@@ -386,11 +389,16 @@ class TestActions:
 
     def test_cancel_and_delete_selected_jobs(self, admin, client, sql):
         waiting = [client.enqueue("k", queue="q") for _ in range(3)]
+        running = client.enqueue("k", queue="q")
+        sql("UPDATE jobqueue.jobs SET lease_owner = gen_random_uuid(), "
+            "lease_expires_at = now() + interval '1 minute' WHERE id = %s", (running,))
         done = finished_job(sql, state="succeeded")
         r = admin.post("/jobs/bulk", [("action", "cancel"), ("ids", waiting[0]),
-                                      ("ids", waiting[1])])
-        assert "Cancelled 2 job(s)" in flashes(r.text)[0]
+                                      ("ids", waiting[1]), ("ids", running)])
+        assert flashes(r.text) == [
+            "Cancelled 2 job(s); asked the workers of 1 running job(s) to stop."]
         assert [client.get(i).state for i in waiting] == ["cancelled", "cancelled", "waiting"]
+        assert client.get(running).cancel_requested
         r = admin.post("/jobs/bulk", [("action", "delete"), ("ids", waiting[0]),
                                       ("ids", waiting[2]), ("ids", done)])
         assert "Deleted 3 job(s)." in flashes(r.text)

@@ -114,6 +114,18 @@ def test_a_job_runs_live_on_its_page_and_a_dead_job_is_retried_by_a_click(
     expect(page.locator(".attempt")).to_contain_text("no such customer")  # history kept
     assert client.get(dead_id).state == "waiting"
 
+    # The job list: a ticked box survives the live refresh, and the bulk form sends it.
+    page.goto(f"{server.base}/jobs?queue=browser")
+    box = page.locator(f"input[name=ids][value='{dead_id}']")
+    box.check()
+    status = page.locator("#live-status")
+    before = status.text_content()
+    expect(status).not_to_have_text(before)  # the list was fetched and swapped in since
+    expect(box).to_be_checked()
+    page.click("#bulk button[value=cancel]")
+    expect(page.locator(".flash")).to_contain_text("Cancelled 1 job(s)")
+    assert client.get(dead_id).state == "cancelled"
+
     # The overview, and its pause control for live updates.
     page.goto(server.base + "/")
     expect(page.locator(".totals")).to_contain_text("succeeded")

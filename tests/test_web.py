@@ -261,6 +261,24 @@ def _sse(response):
             yield event, json.loads(line[6:])
 
 
+    def test_wait_on_a_job_deleted_meanwhile_is_404_not_500(self, alice, sql):
+        job_id = alice.post("/api/jobs", json={"queue": "gone", "kind": "k"}).json()["id"]
+        sql("DELETE FROM jobqueue.jobs WHERE id = %s", (job_id,))
+        r = alice.get(f"/api/jobs/{job_id}?wait=0.2")
+        assert r.status_code == 404
+
+    def test_sse_ends_with_gone_when_the_job_is_deleted(self, alice, sql):
+        job_id = alice.post("/api/jobs", json={"queue": "gone", "kind": "k"}).json()["id"]
+        stream = alice.get(f"/api/jobs/{job_id}/events", stream=True)
+        events = _sse(stream)
+        assert next(events)[0] == "state"
+        # Delete the job and announce a change, as the dashboard's delete does.
+        with psycopg.connect(sql.url, autocommit=True) as conn, conn.transaction():
+            conn.execute("DELETE FROM jobqueue.jobs WHERE id = %s", (job_id,))
+            conn.execute("SELECT pg_notify('jobqueue_events', %s)", (f"{job_id}-{job_id}",))
+        assert next(events) == ("gone", {"id": job_id})
+
+
 class TestBatches:
     def test_json_items_make_a_batch_and_results_page(self, alice):
         r = alice.post("/api/batches", json={"platform": "sim", "name": "t", "items": [
@@ -359,6 +377,20 @@ class TestDocuments:
         r = alice.post("/api/documents", files={"file": (name, data)}, data={"platform": "sim"})
         assert r.status_code == status, r.text
         assert r.json()["error"]["field"] == "file"
+
+
+class TestSessions:
+    def test_first_dashboard_request_works_without_a_configured_secret(self, db_url):
+        """The signing key then comes from the database, shared by every process."""
+        s = Server(db_url, SECRET_KEY=None)
+        other = Server(db_url, SECRET_KEY=None)
+        try:
+            assert requests.get(s.base + "/login", timeout=10).status_code == 200
+            assert requests.get(other.base + "/login", timeout=10).status_code == 200
+            assert s.app.secret_key and other.app.secret_key == s.app.secret_key
+        finally:
+            other.close()
+            s.close()
 
 
 class TestOperations:

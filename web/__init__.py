@@ -14,6 +14,7 @@ import secrets
 import threading
 
 from flask import Flask, g, jsonify, request
+from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 from jobqueue.client import Client
@@ -99,12 +100,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp, url_prefix="/api")
     app.register_blueprint(dashboard.bp)
 
-    @app.before_request
-    def _secret_key() -> None:
-        # Sessions (the dashboard) need one signing key shared by every process: configured,
-        # or created once in the database.
-        if not app.secret_key and not request.path.startswith(("/healthz", "/metrics")):
-            app.secret_key = _shared_secret(resources().client)
+    app.session_interface = _SharedSecretSessions()
 
     @app.after_request
     def _rate_headers(response):
@@ -120,6 +116,18 @@ def create_app(config: dict | None = None) -> Flask:
         return exc
 
     return app
+
+
+class _SharedSecretSessions(SecureCookieSessionInterface):
+    """Sessions (the dashboard) need one signing key shared by every process and instance:
+    the configured one, or one created once in the database, looked up when first needed
+    (before Flask opens the first session, which a before_request hook would be too late for).
+    """
+
+    def get_signing_serializer(self, app: Flask):
+        if not app.secret_key:
+            app.secret_key = _shared_secret(app.extensions["jobqueue"].client)
+        return super().get_signing_serializer(app)
 
 
 def _shared_secret(client: Client) -> str:

@@ -154,9 +154,12 @@ def get_job(job_id: int):
         deadline = time.monotonic() + seconds
         with resources().hub.subscribe(job_id) as sub:
             job = resources().client.get(job_id)
-            while not job.finished and (left := deadline - time.monotonic()) > 0:
+            while job is not None and not job.finished and (
+                    left := deadline - time.monotonic()) > 0:
                 if sub.wait(left):
                     job = resources().client.get(job_id)
+        if job is None:  # deleted (dashboard, purge or prune) while we waited
+            raise BadRequest(f"job {job_id}: deleted", status=404, code="not_found")
     return jsonify(_public(job, g.principal))
 
 
@@ -192,6 +195,9 @@ def job_events(job_id: int):
             last = None
             while True:
                 job = client.get(job_id)
+                if job is None:  # deleted while followed
+                    yield f"event: gone\ndata: {json.dumps({'id': job_id})}\n\n"
+                    return
                 seen = (job.state, job.attempts, json.dumps(job.progress, sort_keys=True))
                 if seen != last:
                     last = seen
