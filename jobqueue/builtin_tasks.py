@@ -32,3 +32,11 @@ async def sleep(payload, ctx):
 async def fail(payload):
     """Fails with payload["message"]: exercises retries and dead letters."""
     raise RuntimeError(payload.get("message", "failing on purpose"))
+
+
+@task("latency_probe")
+async def latency_probe(payload):
+    """For `jobqueue bench`: how long after its enqueue call this job started (ms)."""
+    import time
+
+    return {"latency_ms": (time.time() - payload["t"]) * 1000}

@@ -593,6 +593,21 @@ def demo(jobs: int) -> None:
         raise WorkFailed(f"{failed} job(s) did not succeed")
 
 
+@cli.command()
+@click.option("--jobs", type=click.IntRange(100), default=20000)
+@click.option("--processes", type=click.IntRange(1, 32), default=2)
+@click.option("--probes", type=click.IntRange(10), default=200)
+@click.option("--rate", type=click.FloatRange(1, 1000), default=50.0)
+@click.option("--json", "as_json", is_flag=True)
+def bench(jobs, processes, probes, rate, as_json) -> None:
+    """Measure enqueue, drain and pickup latency here (scripts/bench_queue.py compares peers)."""
+    from jobqueue import bench as bench_module
+
+    result = bench_module.run(_url(), jobs, processes, probes, rate)
+    if as_json:
+        _print_json(result)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="jobqueue", standalone_mode=False)

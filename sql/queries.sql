@@ -674,3 +674,9 @@ SELECT queue, state,
 FROM jobqueue.finished
 WHERE finished_at > now() - interval '5 minutes' AND started_at IS NOT NULL
 LIMIT 100000;
+
+-- name: purge_queue
+-- Remove every job of a queue, hot and finished (jobqueue bench cleans up its scratch queue).
+WITH hot AS (DELETE FROM jobqueue.jobs WHERE queue = %(queue)s RETURNING id),
+     cold AS (DELETE FROM jobqueue.finished WHERE queue = %(queue)s RETURNING id)
+SELECT (SELECT count(*) FROM hot) + (SELECT count(*) FROM cold) AS deleted;

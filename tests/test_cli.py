@@ -138,3 +138,13 @@ def test_demo_runs_a_batch_through_the_simulator(db_url):
     out = run_cli("--log-level", "WARNING", "demo", "--jobs", "8", url=db_url)
     assert out.returncode == 0, out.stderr
     assert "SIMULATED" in out.stdout and "done: 8 succeeded, 0 dead" in out.stdout
+
+
+def test_bench_measures_enqueue_drain_and_pickup_then_cleans_up(db_url, client):
+    out = run_cli("bench", "--jobs", "500", "--probes", "20", "--rate", "200", "--json",
+                  url=db_url)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout[out.stdout.index("{"):])
+    assert report["enqueue_jobs_per_s"] > 0 and report["drain_jobs_per_s"] > 0
+    assert 0 < report["pickup_p50_ms"] <= report["pickup_p99_ms"] <= report["pickup_max_ms"]
+    assert client.status() == []  # the scratch queue is gone

@@ -1,0 +1,71 @@
+"""`jobqueue bench`: the queue's own speed on the configured database.
+
+Batch enqueue, a drain by worker processes, and pickup latency into idle workers, all in a
+queue of its own that is removed afterwards. scripts/bench_queue.py runs the same workloads
+against procrastinate and pgqueuer for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+
+import click
+
+from jobqueue.client import Client
+from jobqueue.jobs import JobSpec
+from jobqueue.sqlfiles import q
+
+
+def run(url: str, jobs: int, processes: int, probes: int, rate: float) -> dict:
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    env = os.environ | {"DATABASE_URL": url}
+    with Client(url) as jq:
+        specs = [JobSpec("noop", {}, queue=queue) for _ in range(jobs)]
+        started = time.perf_counter()
+        jq.enqueue_many(specs)
+        enqueue_rate = jobs / (time.perf_counter() - started)
+        click.echo(f"enqueue: {jobs} jobs at {enqueue_rate:,.0f} jobs/s")
+
+        workers = [subprocess.Popen(
+            [sys.executable, "-m", "jobqueue", "--log-level", "WARNING", "worker", "--queue",
+             queue, "--concurrency", "500", "--claim-batch", "500"], env=env)
+            for _ in range(processes)]
+        try:
+            started = time.perf_counter()
+            while _unfinished(jq, queue):
+                time.sleep(0.01)
+            drain_rate = jobs / (time.perf_counter() - started)
+            click.echo(f"drain: {processes} processes at {drain_rate:,.0f} jobs/s "
+                       "(process start included)")
+            ids = []
+            for _ in range(probes):
+                ids.append(jq.enqueue("latency_probe", {"t": time.time()}, queue=queue))
+                time.sleep(1 / rate)
+            while _unfinished(jq, queue):
+                time.sleep(0.05)
+            latencies = sorted(jq.get(i).result["latency_ms"] for i in ids)
+        finally:
+            for w in workers:
+                w.send_signal(signal.SIGTERM)
+            for w in workers:
+                w.wait(30)
+            with jq.pool.connection() as conn:
+                conn.execute(q("purge_queue"), {"queue": queue})
+    pct = statistics.quantiles(latencies, n=100, method="inclusive")
+    result = {"enqueue_jobs_per_s": enqueue_rate, "drain_jobs_per_s": drain_rate,
+              "pickup_p50_ms": pct[49], "pickup_p95_ms": pct[94], "pickup_p99_ms": pct[98],
+              "pickup_max_ms": latencies[-1]}
+    click.echo(f"pickup: p50 {pct[49]:.2f} ms, p95 {pct[94]:.2f} ms, p99 {pct[98]:.2f} ms, "
+               f"max {latencies[-1]:.2f} ms ({probes} single enqueues at {rate:g}/s)")
+    return result
+
+
+def _unfinished(jq: Client, queue: str) -> int:
+    row = next((r for r in jq.status() if r["queue"] == queue), None)
+    return 0 if row is None else row["waiting"] + row["scheduled"] + row["running"]
