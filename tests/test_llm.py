@@ -162,17 +162,24 @@ concurrency = 30
 
         sim.configure(keys={"sk-sim-a": {"rpm": 600}})
         platform_worker(platform(sim, rpm=600, burst_seconds=1))
-        ids = chat_jobs(client, 40, temperature=1)
-        wait_until(lambda: sim.stats()["totals"]["ok"] >= 3)
         other = openai.OpenAI(api_key="sk-sim-a", base_url=sim.base_url, max_retries=0)
-        theirs, until = 0, None  # drain the provider's minute of budget, then keep taking it
-        while until is None or time.monotonic() < until:
-            try:
-                other.chat.completions.create(model="sim-main", max_tokens=1,
-                                              messages=[{"role": "user", "content": "x"}])
-            except openai.RateLimitError:
-                theirs += 1
-                until = until or time.monotonic() + 0.5
+
+        def take(until=None) -> int:
+            """Call until the first 429 (until=None) or until the clock says stop."""
+            refused = 0
+            while until is None or time.monotonic() < until:
+                try:
+                    other.chat.completions.create(model="sim-main", max_tokens=1,
+                                                  messages=[{"role": "user", "content": "x"}])
+                except openai.RateLimitError:
+                    refused += 1
+                    if until is None:
+                        return refused
+            return refused
+
+        theirs = take()  # the provider's minute of budget is gone
+        ids = chat_jobs(client, 40, temperature=1)
+        theirs += take(until=time.monotonic() + 1.0)  # and it keeps being taken meanwhile
         jobs = wait_finished(client, ids, timeout=60)
         assert all(j.state == "succeeded" for j in jobs)
         ours = sim.stats()["totals"]["rejected_429"] - theirs
