@@ -374,6 +374,7 @@ def cpu_snapshot(server_pids: set[int], dbname: str, postmaster: int) -> dict:
         jiffies = [int(x) for x in fh.readline().split()[1:]]
     idle = jiffies[3] + jiffies[4]
     groups: Counter = Counter()
+    per_pid: dict[int, float] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -385,10 +386,12 @@ def cpu_snapshot(server_pids: set[int], dbname: str, postmaster: int) -> dict:
             int(entry), ppid, cmdline, dbname, postmaster)
         if group:
             groups[group] += seconds
+        if int(entry) in server_pids:
+            per_pid[int(entry)] = seconds
     usage_self = resource.getrusage(resource.RUSAGE_SELF)
     usage_children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"t": time.monotonic(), "busy": (sum(jiffies[:8]) - idle) / TICK,
-            "groups": groups, "self": usage_self.ru_utime + usage_self.ru_stime,
+            "groups": groups, "per_pid": per_pid, "self": usage_self.ru_utime + usage_self.ru_stime,
             "children": usage_children.ru_utime + usage_children.ru_stime}
 
 
@@ -514,17 +517,43 @@ def generate(args, url: str, tokens: list[str], seconds: float) -> dict:
 
 # -- one measured run -----------------------------------------------------------------------
 
+def connections_per_worker(server: Server) -> list[int] | None:
+    """Established client connections each worker holds now (via ss), busiest first."""
+    if not shutil.which("ss"):
+        return None
+    try:
+        out = subprocess.run(["ss", "-tnpH", "state", "established",
+                              f"( sport = :{server.port} )"],
+                             capture_output=True, text=True, timeout=10).stdout
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    return sorted((out.count(f"pid={pid},") for pid in server.worker_pids()), reverse=True)
+
+
 def measure(args, server: Server, tokens: list[str], db_url: str) -> dict:
     reset_tables(db_url)
     if args.warmup > 0:
         generate(args, server.url, tokens, args.warmup)
     reset_tables(db_url)
     load_before = os.getloadavg()
+    # Keep-alive connections stay with the worker that accepted them: count them mid-run.
+    seen: dict = {}
+    timer = threading.Timer(args.duration / 2, lambda: seen.update(
+        conns=connections_per_worker(server)))
+    workers = server.worker_pids()
     before = cpu_snapshot(server.pids(), args.db, args.postmaster)
-    result = generate(args, server.url, tokens, args.duration)
+    timer.start()
+    try:
+        result = generate(args, server.url, tokens, args.duration)
+    finally:
+        timer.cancel()
     after = cpu_snapshot(server.pids(), args.db, args.postmaster)
     result["rps"] = result["requests"] / result["seconds"] if result["seconds"] else 0.0
     result["cpu"] = cpu_delta(before, after, result["requests"], args.generator_used)
+    result["conns_per_worker"] = seen.get("conns")
+    result["worker_cpu_s"] = sorted((round(after["per_pid"].get(p, 0.0)
+                                           - before["per_pid"].get(p, 0.0), 1)
+                                     for p in workers), reverse=True)
     result["loadavg_before"], result["loadavg_after"] = load_before, os.getloadavg()
     return result
 
@@ -685,19 +714,26 @@ def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
         ("wall", "raw", out_dir / "profile-wall.txt", ["--idle"]),
         ("flame graph", "flamegraph", out_dir / "profile-cpu.svg", ["--gil"]),
     ]
-    load_seconds = len(recordings) * (seconds + 1) + 6
+    load_seconds = len(recordings) * (seconds + 1) + 8
     result: dict = {}
     try:
         server.start()
         reset_tables(db_url)
         generate(args, server.url, tokens, max(args.warmup, 2))
-        worker = server.worker_pids()[0]
-        log(f"profiling worker {worker} ({len(recordings)} x {seconds:g} s) under "
-            f"{load_seconds:g} s of load")
         loader = threading.Thread(target=lambda: result.update(
             generate(args, server.url, tokens, load_seconds)), daemon=True)
         loader.start()
+        # Keep-alive connections can pile up on one worker: profile the busiest one.
+        time.sleep(1)
+        pids = server.worker_pids()
+        first = {p: _proc_cpu(str(p)) for p in pids}
         time.sleep(2)
+        busy = {p: (_proc_cpu(str(p)) or (0, 0.0, ""))[1] - (first[p] or (0, 0.0, ""))[1]
+                for p in pids}
+        worker = max(busy, key=busy.get)
+        conns = connections_per_worker(server)
+        log(f"profiling worker {worker}, the busiest ({busy[worker] / 2:.2f} cores; "
+            f"connections per worker {conns}), {len(recordings)} x {seconds:g} s")
         for name, fmt, path, flags in recordings:
             cmd = [pyspy, "record", "-d", f"{seconds:g}", "-r", str(rate), "-p", str(worker),
                    "-f", fmt, "-o", str(path), "--nolineno", *flags]
@@ -714,7 +750,8 @@ def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
         server.stop()
     rps = result["requests"] / result["seconds"] if result.get("seconds") else 0.0
     head = (f"jobqueue app, gunicorn {workers}x{threads}, {args.clients} clients, "
-            f"{len(tokens)} token(s), worker pid {worker}; {rps:,.0f} req/s while profiled "
+            f"{len(tokens)} token(s); worker pid {worker}, the busiest of {len(busy)} "
+            f"(connections per worker: {conns}); {rps:,.0f} req/s while profiled "
             f"(py-spy pauses the sampled worker to read it). Flame graph (CPU): "
             f"{recordings[2][2]}\n\n")
     return (head + summarise_cpu(recordings[0][2], out_dir / "profile-cpu-tree.txt", seconds,
@@ -776,14 +813,16 @@ def report(args, runs: list[dict], facts: dict, background: dict, profile_text: 
     lines += ["", "CPU per request (ms) during each run, and cores used by everything else:", "",
               "| app | wxt | tokens | gunicorn | postgres backends (bench db) "
               "| postgres shared (WAL writer etc.) | load generator | total "
-              "| other work (cores) |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| other work (cores) | connections per worker | CPU s per worker |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in runs:
         ms, cpu = r["cpu"]["ms_per_request"], r["cpu"]
         lines.append(
             f"| {r['app']} | {r['workers']}x{r['threads']} | {r['tokens']} | "
             f"{ms['gunicorn']:.2f} | {ms['pg_bench']:.2f} | {ms['pg_shared']:.2f} | "
-            f"{ms['loadgen']:.2f} | {sum(ms.values()):.2f} | {cpu['cores_other']:.2f} |")
+            f"{ms['loadgen']:.2f} | {sum(ms.values()):.2f} | {cpu['cores_other']:.2f} | "
+            f"{'/'.join(map(str, r.get('conns_per_worker') or [])) or '?'} | "
+            f"{'/'.join(f'{x:g}' for x in r.get('worker_cpu_s') or [])} |")
     lines += ["", *verdict(args, runs)]
     bad = [r for r in runs if r["non_201"]]
     for r in bad:
