@@ -24,9 +24,16 @@ What it does, all on 127.0.0.1:
    request only the token_use statement (jobqueue's own SQL: the token lookup and the bucket
    update are one UPDATE) and a one-row INSERT ... RETURNING id in autocommit. It is the floor:
    what any Flask app doing this work costs on this machine.
-4. With --profile-seconds > 0, runs jobqueue's app once more under --profile-setting and
-   records one Gunicorn worker with py-spy (raw collapsed stacks, summarised in the report,
-   and an SVG flame graph) while the load runs.
+4. With --profile-seconds > 0, serves each of --profile-apps (jobqueue and bare) once more
+   under --profile-setting and records its busiest Gunicorn worker with py-spy while the load
+   runs: --gil (where the Python CPU goes), --idle (where a request thread's wall time goes)
+   and an SVG flame graph; the report sets both apps side by side, with an estimate of the
+   GIL-held microseconds per request (the worker's requests taken as its share of the CPU).
+
+Keep-alive connections stay on the Gunicorn worker that accepted them, and the split is
+random (e.g. 30/2): the report shows the connections each worker held mid-run and the CPU
+seconds each one used. --wait-idle N waits up to N s for other work on the machine to drop
+below --idle-cores before starting.
 
 Load generator: wrk (Debian: apt-get install -y wrk) with scripts/bench_web.lua, one wrk
 thread per client (-t C -c C) so each connection has its own token; --latency percentiles from
@@ -562,42 +569,39 @@ def measure(args, server: Server, tokens: list[str], db_url: str) -> dict:
 
 # (label, function, file substring). A function matches by its qualified name or its last
 # component (py-spy writes "Class.method" and "f.<locals>.g"). Indentation shows nesting.
-CPU_MARKERS = [
+MARKERS = [
     ("gunicorn: one request, parse to write (ThreadWorker.handle)", "ThreadWorker.handle",
      "gthread"),
     ("  HTTP request parsing (gunicorn Parser)", "Parser.__next__", "gunicorn"),
-    ("  Flask wsgi_app (request context, dispatch, response)", "Flask.wsgi_app", "flask"),
-    ("    before_request: _secret_key", "_secret_key", "web/"),
-    ("    @require: auth + view", "wrapped", "web/auth"),
+    ("  Flask wsgi_app (context, session, routing, dispatch, response)", "Flask.wsgi_app",
+     "flask"),
+    ("    Flask session open (SessionInterface.open_session)", "open_session", ""),
+    ("    URL routing (RequestContext.match_request)", "match_request", "flask"),
+    ("    jobqueue @require: auth + view", "wrapped", "web/auth"),
     ("      check_token_hash (token_use UPDATE)", "check_token_hash", "web/auth"),
-    ("      create_job view", "create_job", "web/api"),
+    ("      create_job view (jobqueue)", "create_job", "web/api"),
     ("        _json_body (get_data + json.loads)", "_json_body", "web/api"),
     ("        JobSpec(...) dataclass init", "JobSpec.__init__", ""),
-    ("        resources() / .client", "resources", "web/"),
-    ("        Client.enqueue_spec (pool, BEGIN, INSERT, COMMIT)", "Client.enqueue_spec",
-     "jobqueue/client"),
-    ("          _validated -> JobSpec.validated_row (checks, json.dumps)", "_validated",
-     "jobqueue/client"),
-    ("          _insert (column arrays + execute)", "_insert", "jobqueue/client"),
-    ("          BEGIN (Transaction.__enter__)", "Transaction.__enter__", "psycopg"),
-    ("          COMMIT (Transaction.__exit__)", "Transaction.__exit__", "psycopg"),
+    ("        Client.enqueue_spec (pool + INSERT)", "Client.enqueue_spec", "jobqueue/client"),
+    ("          _validated -> JobSpec.validated_row", "_validated", "jobqueue/client"),
+    ("          _insert (column arrays, params, execute)", "_insert", "jobqueue/client"),
+    ("          explicit BEGIN/COMMIT (Connection.transaction)", "Connection.transaction",
+     "psycopg"),
     ("        Client.get (the get after insert)", "Client.get", "jobqueue/client"),
-    ("        flask jsonify", "jsonify", "flask"),
+    ("    create_job view (bare)", "create_job", "bench_web"),
+    ("      request.get_json", "get_json", "werkzeug"),
+    ("    flask jsonify", "jsonify", "flask"),
     ("    after_request: _rate_headers", "_rate_headers", "web/"),
-    ("  gunicorn Response.write (send)", "Response.write", "gunicorn"),
+    ("  gunicorn Response.write (headers + send)", "Response.write", "gunicorn"),
     ("pool: ConnectionPool.getconn", "ConnectionPool.getconn", "psycopg_pool"),
-    ("pool: ConnectionPool.putconn (return, status check)", "ConnectionPool.putconn",
-     "psycopg_pool"),
+    ("pool: ConnectionPool.putconn", "ConnectionPool.putconn", "psycopg_pool"),
     ("psycopg: Cursor.execute (all statements)", "Cursor.execute", "psycopg"),
     ("psycopg: waiting on the server (Connection.wait)", "Connection.wait", "psycopg"),
     ("gunicorn main thread: event loop (accept, keep-alive polling)", "ThreadWorker.run",
      "gthread"),
     ("psycopg_pool background threads", "ConnectionPool.worker", "psycopg_pool"),
 ]
-WALL_MARKERS = [
-    ("idle: executor thread waiting for a request", None, None),
-    *CPU_MARKERS[:-2],
-]
+IDLE = ("idle: executor thread waiting for a request", None, None)
 
 
 def parse_frame(frame: str) -> tuple[str, str]:
@@ -608,10 +612,11 @@ def parse_frame(frame: str) -> tuple[str, str]:
 
 def read_stacks(raw_path: Path) -> list[tuple[list[tuple[str, str]], int]]:
     stacks = []
-    for line in raw_path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack and count.isdigit():
-            stacks.append(([parse_frame(f) for f in stack.split(";")], int(count)))
+    with contextlib.suppress(OSError):
+        for line in raw_path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if stack and count.isdigit():
+                stacks.append(([parse_frame(f) for f in stack.split(";")], int(count)))
     return stacks
 
 
@@ -620,27 +625,27 @@ def has(frames: list[tuple[str, str]], name: str, where: str) -> bool:
                for func, path in frames)
 
 
-def marker_table(stacks, markers, total: int, header: str) -> list[str]:
-    out = [f"| {header} | % |", "| --- | ---: |"]
-    for label, name, where in markers:
-        if name is None:  # executor threads parked in the work queue
-            hits = sum(c for frames, c in stacks if not has(frames, "_WorkItem.run", ""))
-        else:
-            hits = sum(c for frames, c in stacks if has(frames, name, where))
-        indent = len(label) - len(label.lstrip())
-        out.append(f"| {'&nbsp;' * indent}{label.strip()} | {100 * hits / total:.1f} |")
-    return out
+def share(stacks, name: str | None, where: str | None) -> float:
+    total = sum(c for _, c in stacks)
+    if not total:
+        return 0.0
+    if name is None:  # executor threads parked in the work queue
+        hits = sum(c for frames, c in stacks if not has(frames, "_WorkItem.run", ""))
+    else:
+        hits = sum(c for frames, c in stacks if has(frames, name, where))
+    return hits / total
 
 
 def area_of(path: str) -> str:
-    for name in ("jobqueue/", "web/", "flask", "werkzeug", "psycopg_pool", "psycopg",
-                 "gunicorn", "blinker", "json", "threading", "selectors", "socket"):
+    for name in ("jobqueue/", "web/", "bench_web", "flask", "werkzeug", "psycopg_pool",
+                 "psycopg", "gunicorn", "blinker", "json", "threading", "selectors"):
         if name in path:
             return name.rstrip("/")
     return "other (stdlib, <string>)"
 
 
-def call_tree(stacks, total: int, min_share: float = 0.01) -> str:
+def call_tree(stacks, min_share: float = 0.01) -> str:
+    total = sum(c for _, c in stacks) or 1
     tree: dict = {}
     for frames, count in stacks:
         node = tree
@@ -660,62 +665,25 @@ def call_tree(stacks, total: int, min_share: float = 0.01) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarise_cpu(raw_path: Path, tree_path: Path, seconds: float, rate: int) -> str:
-    stacks = read_stacks(raw_path)
-    total = sum(c for _, c in stacks)
-    if not total:
-        return "py-spy --gil collected no samples.\n"
-    out = [f"**CPU (py-spy --gil: only the thread holding the GIL)**: {total} samples in "
-           f"{seconds:g} s at {rate} Hz, so this worker held the GIL "
-           f"{100 * total / (seconds * rate):.0f} % of the time (100 % = the worker is "
-           "saturated: more threads cannot help it, only more processes or less Python).", "",
-           *marker_table(stacks, CPU_MARKERS, total, "where the GIL-holding time goes "
-                         "(inclusive, nested)")]
-    self_time: Counter = Counter()
-    by_area: Counter = Counter()
-    for frames, count in stacks:
-        func, path = frames[-1]
-        self_time[f"{func} ({path})"] += count
-        by_area[area_of(path)] += count
-    out += ["", "| self time by package (leaf frame's file) | % |", "| --- | ---: |"]
-    out += [f"| {name} | {100 * n / total:.1f} |" for name, n in by_area.most_common(12)]
-    out += ["", "| top self-time functions | % |", "| --- | ---: |"]
-    out += [f"| `{name}` | {100 * n / total:.1f} |" for name, n in self_time.most_common(15)]
-    tree_path.write_text(call_tree(stacks, total))
-    out += ["", f"CPU call tree (nodes >= 1 %): {tree_path}"]
-    return "\n".join(out) + "\n"
+def _worker_cpu(pids: list[int]) -> dict[int, float]:
+    return {p: (_proc_cpu(str(p)) or (0, 0.0, ""))[1] for p in pids}
 
 
-def summarise_wall(raw_path: Path, tree_path: Path) -> str:
-    stacks = [(frames, c) for frames, c in read_stacks(raw_path)
-              if has(frames, "_worker", "concurrent/futures")]
-    total = sum(c for _, c in stacks)
-    if not total:
-        return "py-spy --idle collected no samples of request threads.\n"
-    tree_path.write_text(call_tree(stacks, total))
-    return "\n".join([
-        f"**Wall clock of the request threads (py-spy --idle)**: {total} samples of the "
-        "gthread executor threads, busy or not; a thread waiting for the GIL shows in the frame "
-        "it waits in.", "",
-        *marker_table(stacks, WALL_MARKERS, total, "where a request thread's time goes"),
-        "", f"Wall call tree (nodes >= 1 %): {tree_path}"]) + "\n"
-
-
-def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
+def profile_app(args, app: str, db_url: str, tokens: list[str], out_dir: Path) -> dict:
+    """Record the busiest worker of `app` under load: --gil (CPU), --idle (wall), SVG."""
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(pyspy).exists():
-        return "py-spy not found (pip install py-spy): no profile.\n"
     workers, threads = args.profile_setting
-    server = Server("jobqueue", workers, threads, db_url,
-                    out_dir / f"gunicorn-profile-{workers}x{threads}.log")
+    server = Server(app, workers, threads, db_url,
+                    out_dir / f"gunicorn-profile-{app}-{workers}x{threads}.log")
     seconds, rate = args.profile_seconds, 100
-    recordings = [  # name, py-spy format, output, extra flags
-        ("cpu", "raw", out_dir / "profile-cpu.txt", ["--gil"]),
-        ("wall", "raw", out_dir / "profile-wall.txt", ["--idle"]),
-        ("flame graph", "flamegraph", out_dir / "profile-cpu.svg", ["--gil"]),
-    ]
+    paths = {"cpu": out_dir / f"profile-{app}-cpu.txt",
+             "wall": out_dir / f"profile-{app}-wall.txt",
+             "svg": out_dir / f"profile-{app}-cpu.svg"}
+    recordings = [("cpu", "raw", ["--gil"]), ("wall", "raw", ["--idle"]),
+                  ("svg", "flamegraph", ["--gil"])]
     load_seconds = len(recordings) * (seconds + 1) + 8
     result: dict = {}
+    out: dict = {"app": app, "paths": paths, "seconds": seconds, "rate": rate}
     try:
         server.start()
         reset_tables(db_url)
@@ -726,17 +694,17 @@ def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
         # Keep-alive connections can pile up on one worker: profile the busiest one.
         time.sleep(1)
         pids = server.worker_pids()
-        first = {p: _proc_cpu(str(p)) for p in pids}
+        first = _worker_cpu(pids)
         time.sleep(2)
-        busy = {p: (_proc_cpu(str(p)) or (0, 0.0, ""))[1] - (first[p] or (0, 0.0, ""))[1]
-                for p in pids}
-        worker = max(busy, key=busy.get)
-        conns = connections_per_worker(server)
-        log(f"profiling worker {worker}, the busiest ({busy[worker] / 2:.2f} cores; "
-            f"connections per worker {conns}), {len(recordings)} x {seconds:g} s")
-        for name, fmt, path, flags in recordings:
+        second = _worker_cpu(pids)
+        worker = max(pids, key=lambda p: second[p] - first[p])
+        out.update(worker=worker, workers=len(pids), conns=connections_per_worker(server))
+        log(f"profiling {app} worker {worker}, the busiest (connections per worker "
+            f"{out['conns']}), {len(recordings)} x {seconds:g} s")
+        for name, fmt, flags in recordings:
             cmd = [pyspy, "record", "-d", f"{seconds:g}", "-r", str(rate), "-p", str(worker),
-                   "-f", fmt, "-o", str(path), "--nolineno", *flags]
+                   "-f", fmt, "-o", str(paths[name]), "--nolineno", *flags]
+            before = _worker_cpu(pids)
             try:
                 done = subprocess.run(cmd, capture_output=True, text=True,
                                       timeout=seconds + 60)
@@ -745,18 +713,85 @@ def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
             if done.returncode != 0:
                 raise BenchError(f"py-spy ({name}) failed ({done.returncode}): "
                                  f"{done.stderr.strip()[-1000:]}")
+            if name == "cpu":  # the worker's share of the requests, by its share of the CPU
+                after = _worker_cpu(pids)
+                used = {p: after[p] - before[p] for p in pids}
+                out["cpu_share"] = used[worker] / (sum(used.values()) or 1)
         loader.join(timeout=load_seconds + args.request_timeout + 90)
     finally:
         server.stop()
-    rps = result["requests"] / result["seconds"] if result.get("seconds") else 0.0
-    head = (f"jobqueue app, gunicorn {workers}x{threads}, {args.clients} clients, "
-            f"{len(tokens)} token(s); worker pid {worker}, the busiest of {len(busy)} "
-            f"(connections per worker: {conns}); {rps:,.0f} req/s while profiled "
-            f"(py-spy pauses the sampled worker to read it). Flame graph (CPU): "
-            f"{recordings[2][2]}\n\n")
-    return (head + summarise_cpu(recordings[0][2], out_dir / "profile-cpu-tree.txt", seconds,
-                                 rate)
-            + "\n" + summarise_wall(recordings[1][2], out_dir / "profile-wall-tree.txt"))
+    out["rps"] = result["requests"] / result["seconds"] if result.get("seconds") else 0.0
+    out["cpu_stacks"] = read_stacks(paths["cpu"])
+    out["wall_stacks"] = [(f, c) for f, c in read_stacks(paths["wall"])
+                          if has(f, "_worker", "concurrent/futures")]
+    samples = sum(c for _, c in out["cpu_stacks"])
+    out["gil_share"] = samples / (seconds * rate)
+    # GIL-held seconds per request this worker served (its requests ~ rps x its CPU share).
+    served = out["rps"] * seconds * out.get("cpu_share", 0.0)
+    out["gil_us_per_request"] = 1e6 * samples / rate / served if served else float("nan")
+    (out_dir / f"profile-{app}-cpu-tree.txt").write_text(call_tree(out["cpu_stacks"]))
+    (out_dir / f"profile-{app}-wall-tree.txt").write_text(call_tree(out["wall_stacks"]))
+    return out
+
+
+def render_profiles(profiles: list[dict], args) -> str:
+    w, t = args.profile_setting
+    lines = [f"gunicorn {w}x{t}, {args.clients} clients, {args.profile_tokens} token(s); the "
+             "busiest worker of each app, py-spy at 100 Hz (it pauses the worker to read it, "
+             "so req/s drop while recording).", ""]
+    for p in profiles:
+        lines.append(
+            f"- {p['app']}: worker {p['worker']} of {p['workers']} (connections per worker "
+            f"{p['conns']}), {p['rps']:,.0f} req/s overall while recorded; it held the GIL "
+            f"{100 * p['gil_share']:.0f} % of the time (100 % = saturated: more threads "
+            f"cannot help, only more processes or less Python), "
+            f"≈ {p['gil_us_per_request']:,.0f} µs of GIL per request. Files: "
+            f"{p['paths']['svg']}, {p['paths']['cpu']}, {p['paths']['wall']}")
+    names = [p["app"] for p in profiles]
+    lines += ["", "**CPU: where the GIL-holding time goes** (py-spy --gil, inclusive, nested; "
+              "µs per request ≈ share times the GIL µs per request)", "",
+              "| where | " + " | ".join(f"{n} % | {n} ≈µs/req" for n in names) + " |",
+              "| --- |" + " ---: | ---: |" * len(names)]
+    for label, name, where in MARKERS:
+        cells = []
+        for p in profiles:
+            s = share(p["cpu_stacks"], name, where)
+            cells += [f"{100 * s:.1f}", f"{s * p['gil_us_per_request']:,.0f}"]
+        if any(c not in ("0.0", "0") for c in cells):
+            indent = len(label) - len(label.lstrip())
+            lines.append(f"| {'&nbsp;' * indent}{label.strip()} | " + " | ".join(cells) + " |")
+    for p in profiles:
+        self_time: Counter = Counter()
+        by_area: Counter = Counter()
+        for frames, count in p["cpu_stacks"]:
+            func, path = frames[-1]
+            self_time[f"{func} ({path})"] += count
+            by_area[area_of(path)] += count
+        total = sum(by_area.values()) or 1
+        lines += ["", f"{p['app']}: self time by package: " + ", ".join(
+            f"{n} {100 * c / total:.0f} %" for n, c in by_area.most_common(10)),
+            f"{p['app']}: top self-time functions: " + ", ".join(
+            f"`{n}` {100 * c / total:.1f} %" for n, c in self_time.most_common(10))]
+    lines += ["", "**Wall clock of the request threads** (py-spy --idle: every gthread executor "
+              "thread, busy or not; a thread waiting for the GIL shows in the frame it waits "
+              "in)", "", "| where | " + " | ".join(f"{n} %" for n in names) + " |",
+              "| --- |" + " ---: |" * len(names)]
+    for label, name, where in [IDLE, *MARKERS[:-2]]:
+        cells = [f"{100 * share(p['wall_stacks'], name, where):.1f}" for p in profiles]
+        if any(c != "0.0" for c in cells):
+            indent = len(label) - len(label.lstrip())
+            lines.append(f"| {'&nbsp;' * indent}{label.strip()} | " + " | ".join(cells) + " |")
+    lines += ["", f"Call trees (nodes >= 1 %): {profiles[0]['paths']['cpu'].parent}/"
+              "profile-APP-{cpu,wall}-tree.txt"]
+    return "\n".join(lines) + "\n"
+
+
+def profile(args, db_url: str, tokens: list[str], out_dir: Path) -> str:
+    pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(pyspy).exists():
+        return "py-spy not found (pip install py-spy): no profile.\n"
+    profiles = [profile_app(args, app, db_url, tokens, out_dir) for app in args.profile_apps]
+    return render_profiles(profiles, args)
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -780,6 +815,19 @@ def gunicorn_version() -> str:
     return "?"
 
 
+def code_version() -> str:
+    """The commit measured, and whether the app's code differs from it (others edit the tree)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, timeout=10,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "web", "jobqueue", "sql"],
+                               cwd=ROOT, timeout=10, capture_output=True, text=True).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (no git)"
+    return f"{head or '?'}" + (" + uncommitted changes in web/, jobqueue/ or sql/" if dirty
+                              else " (web/, jobqueue/, sql/ unchanged)")
+
+
 def report(args, runs: list[dict], facts: dict, background: dict, profile_text: str | None,
            started: str) -> str:
     mach = machine()
@@ -790,7 +838,7 @@ def report(args, runs: list[dict], facts: dict, background: dict, profile_text: 
         f"{platform.python_version()}, Gunicorn {gunicorn_version()} (gthread, shipped "
         f"web/gunicorn_conf.py), Postgres {facts['server_version']} on 127.0.0.1 "
         f"(synchronous_commit={facts['synchronous_commit']}, fsync={facts['fsync']}, "
-        f"shared_buffers={facts['shared_buffers']}).",
+        f"shared_buffers={facts['shared_buffers']}). Code: git {args.code_version}.",
         f"Load: {args.clients} concurrent keep-alive clients, {args.duration:g} s per run after "
         f"{args.warmup:g} s warm-up, body {len(request_body(args.payload_bytes))} bytes; "
         f"generator **{args.generator_used}**"
@@ -829,7 +877,7 @@ def report(args, runs: list[dict], facts: dict, background: dict, profile_text: 
         lines.append(f"- errors in {r['app']} {r['workers']}x{r['threads']} {r['tokens']} "
                      f"token(s): statuses {r['statuses']} {r.get('socket_errors', '')}")
     if profile_text:
-        lines += ["", "### Profile of one jobqueue worker", "", profile_text]
+        lines += ["", "### Profiles: one Gunicorn worker of each app", "", profile_text]
     return "\n".join(lines) + "\n"
 
 
@@ -908,6 +956,8 @@ def parse_args(argv=None):
                    help="py-spy recording length per format; 0 skips the profile")
     p.add_argument("--profile-setting", type=parse_setting, default=(2, 8),
                    help="Gunicorn setting to profile jobqueue under (default 2x8, shipped)")
+    p.add_argument("--profile-apps", default="jobqueue,bare",
+                   help="apps to profile, side by side (default %(default)s)")
     p.add_argument("--profile-tokens", type=int, default=0,
                    help="token mode while profiling (default: the largest of --tokens)")
     p.add_argument("--wait-idle", type=float, default=0.0,
@@ -933,6 +983,9 @@ def parse_args(argv=None):
     if args.clients < 1 or args.duration <= 0 or args.repeat < 1:
         p.error("--clients, --duration and --repeat must be positive")
     args.profile_tokens = args.profile_tokens or max(args.token_modes)
+    args.profile_apps = [a.strip() for a in args.profile_apps.split(",") if a.strip()]
+    if bad := [a for a in args.profile_apps if a not in ("jobqueue", "bare")]:
+        p.error(f"--profile-apps: unknown {bad}")
     if args.generator == "python" or (args.generator == "auto" and not shutil.which("wrk")):
         args.generator_used = "python"
     elif shutil.which("wrk"):
@@ -980,6 +1033,7 @@ def main(argv=None) -> int:
         free = int(facts["max_connections"]) - int(facts["connections_in_use"])
         if need > free:
             log(f"warning: up to {need} connections needed, {free} free on the server")
+        args.code_version = code_version()
         create_database(args.pg_url, args.db)
         created = True
         migrate(db_url)
@@ -1006,7 +1060,7 @@ def main(argv=None) -> int:
                                 f"{result['cpu']['cores_other']:.2f} cores")
                 finally:
                     server.stop()
-        if args.profile_seconds > 0 and "jobqueue" in args.apps:
+        if args.profile_seconds > 0 and args.profile_apps:
             profile_text = profile(args, db_url, tokens[:args.profile_tokens], out_dir)
         text = report(args, runs, facts, background, profile_text, started)
     except BenchError as exc:
