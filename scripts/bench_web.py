@@ -749,7 +749,8 @@ def render_profiles(profiles: list[dict], args) -> str:
             f"{p['paths']['svg']}, {p['paths']['cpu']}, {p['paths']['wall']}")
     names = [p["app"] for p in profiles]
     lines += ["", "**CPU: where the GIL-holding time goes** (py-spy --gil, inclusive, nested; "
-              "µs per request ≈ share times the GIL µs per request)", "",
+              "µs per request ≈ share times the GIL µs per request; py-spy's pauses inflate "
+              "these µs: the unprofiled gunicorn CPU per request is in the CPU table)", "",
               "| where | " + " | ".join(f"{n} % | {n} ≈µs/req" for n in names) + " |",
               "| --- |" + " ---: | ---: |" * len(names)]
     for label, name, where in MARKERS:
