@@ -7,9 +7,9 @@ as the same rows with answers.
 from __future__ import annotations
 
 import csv
+import io
 import json
-from collections.abc import Iterable, Iterator
-from typing import IO
+from collections.abc import Iterator
 
 from jobqueue.batchfiles import BatchRow
 from jobqueue.jobs import JobSpec
@@ -47,32 +47,41 @@ def export_record(job: dict) -> dict:
     }
 
 
-def write_jsonl(records: Iterable[dict], out: IO[str]) -> int:
-    count = 0
-    for record in records:
-        out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        count += 1
-    return count
-
-
 CSV_COLUMNS = ("id", "state", "prompt", "answer", "model", "fallback", "cached",
                "total_tokens", "attempts", "error")
 
 
-def write_csv(records: Iterable[dict], metadata_keys: list[str], out: IO[str]) -> int:
-    writer = csv.writer(out)
-    writer.writerow([*metadata_keys, *CSV_COLUMNS])
-    count = 0
+def export_lines(client, batch_id: int, fmt: str) -> Iterator[str]:
+    """The whole export of a batch as text, a page of jobs at a time (constant memory): JSONL,
+    or CSV with the input metadata's columns first (a first pass collects their names)."""
+    records = (export_record(j) for j in pages(client, batch_id))
+    if fmt == "jsonl":
+        for record in records:
+            yield json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        return
+    keys: dict[str, None] = {}
+    for job in pages(client, batch_id):
+        keys.update(dict.fromkeys(job["metadata"]))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+
+    def flush() -> str:
+        text = buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+        return text
+
+    writer.writerow([*keys, *CSV_COLUMNS])
+    yield flush()
     for r in records:
         messages = r["messages"] or []
         prompt = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"),
                       None)
         usage = r["usage"] or {}
         values = {"prompt": prompt, "total_tokens": usage.get("total_tokens")}
-        writer.writerow([_cell(r["metadata"].get(k)) for k in metadata_keys]
+        writer.writerow([_cell(r["metadata"].get(k)) for k in keys]
                         + [_cell(values.get(c, r.get(c))) for c in CSV_COLUMNS])
-        count += 1
-    return count
+        yield flush()
 
 
 def _cell(value) -> str:

@@ -493,20 +493,12 @@ def batch_export(batch_id: int, output, fmt) -> None:
 
     fmt = fmt or ("csv" if output and output.endswith(".csv") else "jsonl")
     with _client() as jq:
-        _batch_or_fail(jq, batch_id)
-        keys: list[str] = []
-        if fmt == "csv":
-            seen: dict[str, None] = {}
-            for job in batches.pages(jq, batch_id):
-                seen.update(dict.fromkeys(job["metadata"]))
-            keys = list(seen)
-        records = (batches.export_record(j) for j in batches.pages(jq, batch_id))
+        total = _batch_or_fail(jq, batch_id)["total"]
         with (open(output, "w", newline="", encoding="utf-8") if output
               else contextlib.nullcontext(sys.stdout)) as out:
-            if fmt == "csv":
-                count = batches.write_csv(records, keys, out)
-            else:
-                count = batches.write_jsonl(records, out)
+            for chunk in batches.export_lines(jq, batch_id, fmt):
+                out.write(chunk)
+    count = total
     if output:
         click.echo(f"{count} job(s) written to {output}", err=True)
 

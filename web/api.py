@@ -325,24 +325,10 @@ def batch_results(batch_id: int):
 
 
 def _download(client, batch_id: int, fmt: str):
-    import io
-
-    def lines():
-        records = (batch_export.export_record(j) for j in batch_export.pages(client, batch_id))
-        if fmt == "jsonl":
-            for record in records:
-                yield json.dumps(record, default=str, ensure_ascii=False) + "\n"
-            return
-        keys: dict[str, None] = {}
-        for job in batch_export.pages(client, batch_id):
-            keys.update(dict.fromkeys(job["metadata"]))
-        buffer = io.StringIO()
-        batch_export.write_csv(records, list(keys), buffer)
-        yield buffer.getvalue()
-
     mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
-    return Response(stream_with_context(lines()), mimetype=mimetype, headers={
-        "Content-Disposition": f'attachment; filename="batch-{batch_id}.{fmt}"'})
+    return Response(stream_with_context(batch_export.export_lines(client, batch_id, fmt)),
+                    mimetype=mimetype, headers={
+                        "Content-Disposition": f'attachment; filename="batch-{batch_id}.{fmt}"'})
 
 
 # -- documents ------------------------------------------------------------------------------

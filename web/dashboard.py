@@ -13,7 +13,6 @@ matching" counts the whole match, under a statement timeout.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -435,22 +434,10 @@ def batch_download(batch_id: int, fmt: str):
     if client.batch(batch_id) is None:
         abort(404, description=f"batch {batch_id}: not found")
 
-    def lines():
-        records = (batch_export.export_record(j) for j in batch_export.pages(client, batch_id))
-        if fmt == "jsonl":
-            for record in records:
-                yield json.dumps(record, default=str, ensure_ascii=False) + "\n"
-            return
-        keys: dict[str, None] = {}
-        for job_row in batch_export.pages(client, batch_id):  # the CSV header needs every key
-            keys.update(dict.fromkeys(job_row["metadata"]))
-        buffer = io.StringIO()
-        batch_export.write_csv(records, list(keys), buffer)
-        yield buffer.getvalue()
-
     mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
-    return Response(stream_with_context(lines()), mimetype=mimetype, headers={
-        "Content-Disposition": f'attachment; filename="batch-{batch_id}.{fmt}"'})
+    return Response(stream_with_context(batch_export.export_lines(client, batch_id, fmt)),
+                    mimetype=mimetype, headers={
+                        "Content-Disposition": f'attachment; filename="batch-{batch_id}.{fmt}"'})
 
 
 @bp.get("/workers")
