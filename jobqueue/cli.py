@@ -576,11 +576,15 @@ def tokens_revoke(token_id: int) -> None:
 
 @cli.command()
 @click.option("--jobs", type=click.IntRange(1, 100000), default=40)
-def demo(jobs: int) -> None:
-    """Everything on this machine: embedded Postgres, a simulated provider, a worker, a batch."""
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Dashboard port (default: a free one; 0: no web app).")
+@click.option("--stay", is_flag=True, help="Keep the dashboard up after the batch (Ctrl-C).")
+def demo(jobs: int, port, stay: bool) -> None:
+    """Everything on this machine: embedded Postgres, a simulated provider, a worker, the web
+    app and a batch."""
     from jobqueue import demo as demo_module
 
-    failed = demo_module.run(_url(), jobs=jobs)
+    failed = demo_module.run(_url(), jobs=jobs, port=port, linger=stay)
     if failed:
         raise WorkFailed(f"{failed} job(s) did not succeed")
 

@@ -1,13 +1,15 @@
 """`jobqueue demo`: the whole path on this machine with nothing configured.
 
 An embedded Postgres (or DATABASE_URL), the OpenAI-compatible simulator on loopback as a
-platform, a worker, and a sample batch submitted and watched to the end. The answers are
+platform, a worker, the web app with an admin token for its dashboard, and a sample batch
+submitted and watched to the end. The answers are
 simulated: no provider is called and no key is needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 
@@ -26,7 +28,8 @@ SEGMENTS = ["law firms", "dentists", "bakeries", "startups", "schools", "hotels"
             "plumbers", "museums", "cinemas", "clinics", "farms", "salons", "caterers"]
 
 
-def run(url: str, jobs: int = 40, rpm: int = 600) -> int:
+def run(url: str, jobs: int = 40, rpm: int = 600, port: int | None = None,
+        linger: bool = False) -> int:
     """Run the demo; returns the number of jobs that did not succeed."""
     sim = FakeOpenAI(keys={"sk-demo-1": Limits(rpm=rpm, tpm=100_000),
                            "sk-demo-2": Limits(rpm=rpm, tpm=100_000)}, latency=0.2, jitter=0.1)
@@ -42,6 +45,7 @@ def run(url: str, jobs: int = 40, rpm: int = 600) -> int:
                     tasks=runtime.registry(), on_start=runtime.start, on_stop=runtime.stop)
     thread = threading.Thread(target=lambda: asyncio.run(worker.run()), daemon=True)
     thread.start()
+    web = _start_web(url, port)
     try:
         with Client(url) as jq:
             rows = (BatchRow(line=i + 1, messages=[{"role": "user", "content":
@@ -71,8 +75,33 @@ def run(url: str, jobs: int = 40, rpm: int = 600) -> int:
                 click.echo(f"  key {r['key_id']}: {r['requests_total']} requests, "
                            f"{r['throttled_total']} throttled")
             click.echo(f"export it: jobqueue batch export {batch_id} -o results.csv")
+            if web is not None and linger:
+                click.echo("the dashboard stays up until Ctrl-C")
+                with contextlib.suppress(KeyboardInterrupt):
+                    threading.Event().wait()
             return b["total"] - b["succeeded"]
     finally:
+        if web is not None:
+            web.shutdown()
         worker.stop()
         thread.join(30)
         sim.stop()
+
+
+def _start_web(url: str, port: int | None):
+    """The web app on loopback, with an admin token for its dashboard; None if port is 0."""
+    if port == 0:
+        return None
+    from werkzeug.serving import make_server
+
+    from jobqueue import db, tokens
+    from web import create_app
+
+    with db.connect(url) as conn:
+        token, _ = tokens.create(conn, "demo", ["admin"], note="jobqueue demo")
+    server = make_server("127.0.0.1", port or 0, create_app({"DATABASE_URL": url}),
+                         threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    click.echo(f"dashboard: http://127.0.0.1:{server.server_port}/  "
+               f"(sign in with the admin token {token})")
+    return server

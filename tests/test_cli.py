@@ -138,6 +138,7 @@ def test_demo_runs_a_batch_through_the_simulator(db_url):
     out = run_cli("--log-level", "WARNING", "demo", "--jobs", "8", url=db_url)
     assert out.returncode == 0, out.stderr
     assert "SIMULATED" in out.stdout and "done: 8 succeeded, 0 dead" in out.stdout
+    assert "dashboard: http://127.0.0.1:" in out.stdout and "admin token jq_" in out.stdout
 
 
 def test_bench_measures_enqueue_drain_and_pickup_then_cleans_up(db_url, client):

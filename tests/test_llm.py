@@ -89,26 +89,15 @@ class TestCache:
 
 
 class TestLimits:
-    def test_two_processes_keep_each_key_under_its_rpm(self, db_url, client, sim, tmp_path):
-        """rpm 240 per key (4/s) and two keys: in any 3 s, at most 4*3 + the 1 s burst."""
-        config = tmp_path / "jobqueue.toml"
-        config.write_text(f"""
-[platforms.sim]
-base_url = "{sim.base_url}"
-model = "sim-main"
-api_key_env = ["SIM_KEY_A", "SIM_KEY_B"]
-rpm = 240
-tpm = 1000000
-burst_seconds = 1
-max_tokens = 16
-timeout = 5
-concurrency = 30
-""")
-        env = KEYS | {"JOBQUEUE_CONFIG": str(config)}
+    def test_two_processes_keep_each_key_under_its_rpm_and_tpm(self, db_url, client, sim,
+                                                                tmp_path):
+        """Two worker processes, two keys, each at 240 rpm (4/s) and 6,480 tpm (108 tokens/s,
+        4 calls of 27 tokens): in any 3 s, at most 3 s of budget plus the 1 s burst."""
+        env = KEYS | {"JOBQUEUE_CONFIG": str(_config(tmp_path, sim, rpm=240, tpm=6480))}
         workers = [jobqueue_cmd("worker", "--platform", "sim", url=db_url, env=env,
                                 stderr=subprocess.DEVNULL) for _ in range(2)]
         try:
-            ids = chat_jobs(client, 60, temperature=1)
+            ids = chat_jobs(client, 60, temperature=1)  # 11 prompt + 16 max_tokens = 27
             wait_finished(client, ids, timeout=60)
         finally:
             for w in workers:
@@ -119,12 +108,32 @@ concurrency = 30
         per_key = {k: stats["keys"][k]["accepted"] for k in ("sk-sim-a", "sk-sim-b")}
         assert sum(per_key.values()) == 60
         assert abs(per_key["sk-sim-a"] - per_key["sk-sim-b"]) <= 6, per_key  # spread evenly
-        # 3 s of budget plus the 1 s burst, plus one burst of slack for calls that left on
-        # schedule but reached the provider bunched together on a starved machine. Without a
-        # shared limiter all 30 would arrive in the first second.
+        # Plus one burst of slack for calls that left on schedule but reached the provider
+        # bunched together on a starved machine. Without a shared limiter all 30 calls per
+        # key would arrive in the first second.
         for key in per_key:
-            most, _ = sim.max_window(key, seconds=3)
+            most, tokens = sim.max_window(key, seconds=3)
             assert most <= 4 * 3 + 4 + 4, (key, most)
+            assert tokens <= 108 * 3 + 108 + 108, (key, tokens)
+
+    def test_identical_calls_in_two_processes_make_one_request(self, db_url, client, sim,
+                                                               tmp_path):
+        """The cache's pending row: a process that finds the same call in flight in another
+        process waits for its answer instead of calling."""
+        sim.configure(latency=1.0)
+        env = KEYS | {"JOBQUEUE_CONFIG": str(_config(tmp_path, sim, rpm=6000, tpm=10**6))}
+        workers = [jobqueue_cmd("worker", "--platform", "sim", url=db_url, env=env,
+                                stderr=subprocess.DEVNULL) for _ in range(2)]
+        try:
+            wait_until(lambda: len(client.workers()) == 2, timeout=30)
+            jobs = wait_finished(client, chat_jobs(client, 12, temperature=0), timeout=60)
+        finally:
+            for w in workers:
+                w.send_signal(signal.SIGTERM)
+            assert [w.wait(30) for w in workers] == [0, 0]
+        assert sim.stats()["totals"]["ok"] == 1
+        assert sorted(j.result["cached"] for j in jobs) == [False] + [True] * 11
+        assert all(j.errors == [] for j in jobs)  # no attempt failed
 
     def test_tpm_binds_and_unused_tokens_are_not_refunded(self, client, sim, platform_worker):
         """tpm 24,000 (400 tokens/s) with calls the provider counts at 160 tokens (prompt 10 +
@@ -219,6 +228,23 @@ concurrency = 30
         reason = sql("SELECT disabled_reason FROM jobqueue.rate_buckets "
                      "WHERE key_id LIKE 'SIM_KEY_A:%%'")[0]["disabled_reason"]
         assert reason.startswith("insufficient_quota")
+
+
+def _config(tmp_path, sim, rpm: int, tpm: int):
+    path = tmp_path / "jobqueue.toml"
+    path.write_text(f"""
+[platforms.sim]
+base_url = "{sim.base_url}"
+model = "sim-main"
+api_key_env = ["SIM_KEY_A", "SIM_KEY_B"]
+rpm = {rpm}
+tpm = {tpm}
+burst_seconds = 1
+max_tokens = 16
+timeout = 5
+concurrency = 30
+""")
+    return path
 
 
 class TestConfig:
