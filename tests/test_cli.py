@@ -149,3 +149,20 @@ def test_bench_measures_enqueue_drain_and_pickup_then_cleans_up(db_url, client):
     assert report["enqueue_jobs_per_s"] > 0 and report["drain_jobs_per_s"] > 0
     assert 0 < report["pickup_p50_ms"] <= report["pickup_p99_ms"] <= report["pickup_max_ms"]
     assert client.status() == []  # the scratch queue is gone
+
+
+def test_tokens_create_list_revoke(db_url):
+    created = run_cli("tokens", "create", "--owner", "alice", "--scopes", "read,admin",
+                      "--rate-limit", "60", url=db_url)
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert token.startswith("jq_") and "not shown again" in created.stderr
+    listed = json.loads(run_cli("tokens", "list", "--json", url=db_url).stdout)
+    assert [(t["owner"], t["scopes"], t["rate_limit"], t["prefix"]) for t in listed] == [
+        ("alice", ["read", "admin"], 60, token[:10])]
+    assert token not in json.dumps(listed)  # only the hash is stored
+    assert "revoked" in run_cli("tokens", "revoke", str(listed[0]["id"]), url=db_url).stdout
+    again = run_cli("tokens", "revoke", str(listed[0]["id"]), url=db_url)
+    assert again.returncode == 2 and "no such active token" in again.stderr
+    bad = run_cli("tokens", "create", "--owner", "x", "--scopes", "root", url=db_url)
+    assert bad.returncode == 2 and "scopes: choose from read, write, admin" in bad.stderr

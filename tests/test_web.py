@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -363,6 +364,10 @@ class TestDocuments:
             result["analysis"]["summary"]])
         if name.endswith(".md"):
             assert result["chunks"] == 2  # 16,000 characters in 12,000-character chunks
+        # A worker was idle: processing started within a second of the upload.
+        started = datetime.fromisoformat(job["started_at"])
+        created = datetime.fromisoformat(job["created_at"])
+        assert (started - created).total_seconds() < 1.0
         stored = alice.get(f"/api/documents/{doc['id']}").json()
         assert stored["text_chars"] > 0 and stored["job"]["state"] == "succeeded"
 
@@ -509,3 +514,26 @@ def test_procfile_runs_under_honcho(db_url, make_token, client):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     assert "worker_stopped" in out and "Shutting down" in out, out[-3000:]
+
+
+def test_jobqueue_web_command_serves_with_gunicorn(db_url, make_token):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "jobqueue", "web", "--port", str(port),
+                             "--workers", "1"], cwd=ROOT,
+                            env=os.environ | {"DATABASE_URL": db_url},
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return requests.get(base + "/readyz", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(up, timeout=30, message="jobqueue web up")
+        assert Api(base, make_token()).get("/api/queues").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=40)
+    assert proc.returncode == 0 and "gthread" in err, err[-2000:]
