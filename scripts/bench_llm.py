@@ -2,7 +2,7 @@
 """Benchmark jobqueue's LLM platform (shared Postgres rate limiter) against a plain-SDK
 baseline, both against the OpenAI-compatible simulator on 127.0.0.1.
 
-    cd /work/main && /tmp/venv/bin/python scripts/bench_llm.py              # the spec: 4,000 calls
+    python scripts/bench_llm.py              # the spec: 4,000 calls
     /tmp/venv/bin/python scripts/bench_llm.py --jobs 400 --warmup 3 --tail 3  # a quick look
 
 Setup (the defaults): the simulator (`python -m jobqueue.fake_openai`, its own process) with 2

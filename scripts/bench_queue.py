@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark jobqueue against procrastinate and pgqueuer on one Postgres server.
 
-    cd /work/main && /tmp/venv/bin/python scripts/bench_queue.py            # full size
+    python scripts/bench_queue.py            # full size
     /tmp/venv/bin/python scripts/bench_queue.py --jobs 2000 --latency-jobs 100   # quick look
 
 Three workloads per system, each system in its own freshly created database:

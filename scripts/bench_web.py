@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the web API's POST /api/jobs under Gunicorn against a bare Flask floor.
 
-    cd /work/main && /tmp/venv/bin/python scripts/bench_web.py          # full: 3 settings
+    python scripts/bench_web.py          # full: 3 settings
     /tmp/venv/bin/python scripts/bench_web.py --duration 5 --settings 2x8 --tokens 1 \
         --profile-seconds 0                                              # quick look
 

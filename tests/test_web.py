@@ -450,6 +450,18 @@ class TestOperations:
             worker.stop()
 
 
+def _wait_http(url: str, timeout: float, message: str) -> None:
+    """A server in another process is up when its URL answers 200 (no event to await)."""
+
+    def up():
+        try:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_until(up, timeout=timeout, message=message)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -465,13 +477,7 @@ def test_gunicorn_serves_the_app_with_the_shipped_config(db_url, make_token):
     try:
         base = f"http://127.0.0.1:{port}"
 
-        def up():
-            try:
-                return requests.get(base + "/healthz", timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(up, timeout=30, message="gunicorn up")
+        _wait_http(base + "/healthz", timeout=30, message="gunicorn up")
         api = Api(base, make_token())
         ids = [api.post("/api/jobs", json={"queue": "g", "kind": "k"}).json()["id"]
                for _ in range(20)]
@@ -499,13 +505,7 @@ def test_procfile_runs_under_honcho(db_url, make_token, client):
     try:
         base = f"http://127.0.0.1:{port}"
 
-        def up():
-            try:
-                return requests.get(base + "/readyz", timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(up, timeout=60, message="web up under honcho")
+        _wait_http(base + "/readyz", timeout=60, message="web up under honcho")
         api = Api(base, make_token())
         job_id = api.post("/api/jobs", json={"queue": "default", "kind": "echo",
                                              "payload": {"hi": 1}}).json()["id"]
@@ -525,13 +525,7 @@ def test_jobqueue_web_command_serves_with_gunicorn(db_url, make_token):
     try:
         base = f"http://127.0.0.1:{port}"
 
-        def up():
-            try:
-                return requests.get(base + "/readyz", timeout=2).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(up, timeout=30, message="jobqueue web up")
+        _wait_http(base + "/readyz", timeout=30, message="jobqueue web up")
         assert Api(base, make_token()).get("/api/queues").status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
