@@ -15,6 +15,7 @@ and a short hash of the key, so two hosts with different keys under one name sta
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tomllib
@@ -85,16 +86,25 @@ def config_path() -> Path:
 
 
 def load(path: Path | str | None = None) -> dict[str, Platform]:
+    """The platforms of a config file. Parsed once per version of the file (path and mtime),
+    so a web process asking on every request pays a stat, and an edit is still seen."""
     path = Path(path) if path else config_path()
     try:
-        text = path.read_text()
+        mtime = path.stat().st_mtime_ns
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file (set JOBQUEUE_CONFIG or create it)") from None
+    return _load(str(path), mtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int) -> dict[str, Platform]:
     try:
-        data = tomllib.loads(text)
+        data = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (set JOBQUEUE_CONFIG or create it)") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse(data, str(path))
+    return parse(data, path)
 
 
 def parse(data: dict[str, Any], source: str = "config") -> dict[str, Platform]:

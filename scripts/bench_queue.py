@@ -47,7 +47,6 @@ fails with typer 0.29). Numbers on a shared 2-core machine are noisy: --repeat 3
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
@@ -64,6 +63,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from benchkit import BenchError, Processes, log
 from psycopg import sql
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,50 +71,6 @@ PEERS_DIR = REPO / "scripts" / "bench_peers"
 PEER_PACKAGES = ["procrastinate==3.10.0", "pgqueuer[asyncpg]==1.6.0"]
 SYSTEMS = ("jobqueue", "procrastinate", "pgqueuer")
 WORKERS = 2
-
-
-class BenchError(Exception):
-    """A run that cannot give a number: the message says why."""
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-# -- processes ------------------------------------------------------------------------------
-
-class Processes:
-    """Every subprocess this script starts, so that all of them are stopped at the end."""
-
-    def __init__(self) -> None:
-        self.running: list[subprocess.Popen] = []
-
-    def spawn(self, cmd: list[str], cwd: Path, env: dict, log_path: Path) -> subprocess.Popen:
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        proc.log_path = log_path  # type: ignore[attr-defined]
-        self.running.append(proc)
-        return proc
-
-    def stop(self, procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for p in procs:
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"pid {p.pid} ignored SIGTERM for {timeout:.0f}s: killing it")
-                with contextlib.suppress(ProcessLookupError):  # its own session: only
-                    os.killpg(p.pid, signal.SIGKILL)  # what this worker started
-                p.wait(5)
-            if p in self.running:
-                self.running.remove(p)
-
-    def stop_all(self) -> None:
-        self.stop(list(self.running), timeout=10.0)
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -337,8 +293,8 @@ def drain(system, args, procs, url, env, out, tag, result) -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(system.pending_sql)  # connected and planned before the clock starts
             spawned = time.time()
-            workers = [procs.spawn(system.drain_worker, system.cwd, env,
-                                   out / f"drain-worker-{i}.log") for i in range(WORKERS)]
+            workers = [procs.spawn(system.drain_worker, env, out / f"drain-worker-{i}.log",
+                                   cwd=system.cwd) for i in range(WORKERS)]
             while conn.execute(system.pending_sql).fetchone()[0]:
                 for w in workers:
                     if w.poll() is not None:
@@ -380,8 +336,9 @@ def latency(system, args, procs, url, env, out, tag, result) -> None:
     except psycopg.Error as exc:
         log(f"{tag} CHECKPOINT not allowed ({str(exc).strip()}): going on without it")
     time.sleep(1.0)
-    workers = [procs.spawn(system.latency_worker, system.cwd, env,
-                           out / f"latency-worker-{i}.log") for i in range(WORKERS)]
+    workers = [procs.spawn(system.latency_worker, env,
+                           out / f"latency-worker-{i}.log", cwd=system.cwd)
+               for i in range(WORKERS)]
     try:
         budget = args.latency_jobs / args.rate + 90
         cmd = [*system.agent, "latency", str(args.latency_jobs), str(args.rate), str(WORKERS)]

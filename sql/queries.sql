@@ -366,8 +366,11 @@ keys AS (
 SELECT count(*) FROM doomed;
 
 -- name: queue_status
--- Per queue: what waits, what is scheduled, what runs, and how old the oldest waiting job is;
--- finished counts by outcome, and how many finished in the last minute.
+-- One row per queue known anywhere: depth by state and the oldest waiting job's age from the
+-- hot table; finished counts from the trigger-kept finished_counts (never a count over all of
+-- `finished`, which grows to millions); how many finished in the last minute (a bounded scan
+-- through the BRIN index); and whether the queue is paused. Used by `jobqueue status`,
+-- /api/queues and the dashboard.
 WITH hot AS (
     SELECT queue,
            count(*) FILTER (WHERE lease_owner IS NULL AND run_at <= now()) AS waiting,
@@ -380,20 +383,33 @@ WITH hot AS (
 ),
 cold AS (
     SELECT queue,
-           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE state = 'dead') AS dead,
-           count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
-           count(*) FILTER (WHERE finished_at > now() - interval '1 minute')
-               AS finished_last_minute
-    FROM jobqueue.finished GROUP BY queue
+           sum(count) FILTER (WHERE state = 'succeeded')::bigint AS succeeded,
+           sum(count) FILTER (WHERE state = 'dead')::bigint AS dead,
+           sum(count) FILTER (WHERE state = 'cancelled')::bigint AS cancelled
+    FROM jobqueue.finished_counts GROUP BY queue
+    HAVING sum(count) > 0  -- a queue whose finished jobs were all pruned is gone
+),
+recent AS (
+    SELECT queue, count(*) AS finished_last_minute
+    FROM jobqueue.finished WHERE finished_at > now() - interval '1 minute'
+    GROUP BY queue
+),
+names AS (
+    SELECT queue FROM hot UNION SELECT queue FROM cold
+    UNION SELECT name FROM jobqueue.queues WHERE paused
 )
-SELECT coalesce(hot.queue, cold.queue) AS queue,
-       coalesce(waiting, 0) AS waiting, coalesce(scheduled, 0) AS scheduled,
-       coalesce(running, 0) AS running, coalesce(succeeded, 0) AS succeeded,
-       coalesce(dead, 0) AS dead, coalesce(cancelled, 0) AS cancelled,
-       oldest_waiting_seconds, coalesce(finished_last_minute, 0) AS finished_last_minute
-FROM hot FULL JOIN cold ON hot.queue = cold.queue
-ORDER BY 1;
+SELECT n.queue,
+       coalesce(h.waiting, 0) AS waiting, coalesce(h.scheduled, 0) AS scheduled,
+       coalesce(h.running, 0) AS running, coalesce(c.succeeded, 0) AS succeeded,
+       coalesce(c.dead, 0) AS dead, coalesce(c.cancelled, 0) AS cancelled,
+       h.oldest_waiting_seconds, coalesce(r.finished_last_minute, 0) AS finished_last_minute,
+       coalesce(p.paused, false) AS paused, p.paused_at
+FROM names n
+LEFT JOIN hot h ON h.queue = n.queue
+LEFT JOIN cold c ON c.queue = n.queue
+LEFT JOIN recent r ON r.queue = n.queue
+LEFT JOIN jobqueue.queues p ON p.name = n.queue
+ORDER BY n.queue;
 
 -- name: rate_ensure
 -- A worker starting on a platform makes sure each (model, key) has its buckets, with the
@@ -624,9 +640,6 @@ LIMIT 1;
 INSERT INTO jobqueue.queues (name, paused, paused_at) VALUES (%(name)s, %(paused)s,
     CASE WHEN %(paused)s THEN now() END)
 ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, paused_at = excluded.paused_at;
-
--- name: queues_paused
-SELECT name, paused_at FROM jobqueue.queues WHERE paused ORDER BY name;
 
 -- name: document_insert
 INSERT INTO jobqueue.documents (owner, filename, content_type, size, data)

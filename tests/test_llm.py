@@ -78,7 +78,6 @@ class TestCache:
         assert len({j.result["text"] for j in jobs}) == 1
         later = wait_finished(client, chat_jobs(client, 1, temperature=0))[0]
         assert later.result["cached"] is True and sim.stats()["totals"]["ok"] == 1
-        assert client.status()  # the cache hits are counted in the table too
         assert client.cache_stats()["hits"] == 10
 
     def test_non_deterministic_calls_are_not_cached(self, client, sim, platform_worker):

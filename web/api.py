@@ -396,13 +396,7 @@ def get_document(doc_id: int):
 @bp.get("/queues")
 @require("read")
 def list_queues():
-    client = resources().client
-    with client.pool.connection() as conn:
-        paused = {r["name"] for r in conn.execute(q("queues_paused")).fetchall()}
-    rows = client.status()
-    for row in rows:
-        row["paused"] = row["queue"] in paused
-    return jsonify(queues=rows)
+    return jsonify(queues=resources().client.status())
 
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")

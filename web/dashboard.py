@@ -188,7 +188,7 @@ def logout():
 
 @bp.get("/")
 def overview():
-    queues = _rows("dashboard_queues")
+    queues = _rows("queue_status")
     totals = {state: sum(r[state] for r in queues) for state in STATES}
     return _page("overview.html", title="Overview", queues=queues, totals=totals,
                  total=sum(totals.values()), chart=_chart(_last_hour()))
@@ -282,7 +282,7 @@ def jobs():
     return _page("jobs.html", title="Jobs", rows=rows, args=args, before=before, older=older,
                  window=window, scan=scan, newest=before == MAX_ID,
                  limited=len(rows) < PAGE and older is not None,
-                 queues=[r["queue"] for r in _rows("dashboard_queues")])
+                 queues=[r["queue"] for r in _rows("queue_status")])
 
 
 @bp.get("/jobs/bulk")
@@ -390,7 +390,7 @@ def job_action(job_id: int, action: str):
 @bp.get("/dead")
 def dead():
     queue = request.args.get("queue") or None
-    queues = [r for r in _rows("dashboard_queues") if r["dead"]]
+    queues = [r for r in _rows("queue_status") if r["dead"]]
     total = sum(r["dead"] for r in queues if queue in (None, r["queue"]))
     return _page("dead.html", title="Dead letters", queue=queue, queues=queues, total=total,
                  rows=_rows("dashboard_dead", {"queue": queue, "limit": DEAD_PAGE}))
