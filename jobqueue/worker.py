@@ -158,6 +158,8 @@ class Worker:
         self._stopping = False  # warm stop: claim nothing more
         self._hard = False  # hard stop: hand everything back now
         self._closing = False  # the fetch loop has ended; write what is left and go
+        self._next_run: datetime | None = None  # when the queue's next scheduled job is due
+        self._next_checked = 0.0  # monotonic time _next_run was read
         self._threads: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._links: list[_Link] = []
@@ -285,11 +287,20 @@ class Worker:
     async def _idle_wait(self) -> None:
         """Sleep until a notification, a freed stop, or the next poll (or scheduled job)."""
         timeout = self.config.poll_seconds
-        await asyncio.sleep(0)  # let the jobs just claimed start before another round trip
-        rows = await self._claim_link.execute(q("next_run_at"), {"queue": self.config.queue})
-        next_run = rows[0][0] if rows else None
-        if next_run is not None:
-            until = (next_run - datetime.now(UTC)).total_seconds()
+        now = datetime.now(UTC)
+        # next_run_at looks at every waiting row of the queue: ask at most once per poll
+        # interval (every insert wakes every idle worker), again once the time it gave has
+        # come, and after this worker scheduled retries. Scheduled inserts announce their due
+        # time themselves (_inserted), so nothing new waits for the poll.
+        due_passed = self._next_run is not None and self._next_run <= now
+        if due_passed or time.monotonic() - self._next_checked >= self.config.poll_seconds:
+            await asyncio.sleep(0)  # let the jobs just claimed start before the round trip
+            rows = await self._claim_link.execute(q("next_run_at"),
+                                                  {"queue": self.config.queue})
+            self._next_run = rows[0][0] if rows else None
+            self._next_checked = time.monotonic()
+        if self._next_run is not None:
+            until = (self._next_run - now).total_seconds()
             timeout = max(0.0, min(timeout, until))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
@@ -449,6 +460,8 @@ class Worker:
             return moved
 
         moved = await self._finish_link.run(go)
+        if retry:
+            self._next_checked = 0.0  # a retry may be due before the time _idle_wait knows
         for o in batch:
             if o.job_id not in moved:
                 # Fencing at work: our lease expired and the job was rescued (and maybe taken
@@ -536,6 +549,20 @@ class Worker:
         if dead or rescued or pruned:
             self.log.info("maintenance", rescued=rescued, dead_letters=dead, pruned=pruned)
 
+    def _inserted(self, payload: str) -> None:
+        """A jobqueue_insert notification: "queue" (runnable work) or "queue epoch" (work due
+        at that time, which may be sooner than the time _idle_wait knows)."""
+        queue, _, due = payload.partition(" ")
+        if queue != self.config.queue:
+            return
+        if due:
+            at = datetime.fromtimestamp(float(due), UTC)
+            if self._next_run is not None and self._next_run <= at:
+                return  # already waiting for something sooner
+            self._next_run = at
+            self._next_checked = time.monotonic()
+        self._wake.set()
+
     async def _listen_loop(self) -> None:
         delay = 0.05
         while not self._closing:
@@ -553,8 +580,7 @@ class Worker:
                 while True:
                     async for note in conn.notifies(timeout=30.0):
                         if note.channel == "jobqueue_insert":
-                            if note.payload == self.config.queue:
-                                self._wake.set()
+                            self._inserted(note.payload)
                         elif note.channel == "jobqueue_cancel":
                             self._stop_job(int(note.payload), "cancelled")
                     await conn.execute("SELECT 1")  # a silent network loses no one forever

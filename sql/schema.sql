@@ -103,11 +103,14 @@ CREATE TABLE jobqueue.workers (
 
 -- Wake idle workers when runnable work arrives. Statement level, so a batch insert of 20,000
 -- rows sends one notification per queue, not 20,000 (Postgres also folds duplicates within a
--- transaction). Scheduled rows notify nobody: workers poll for them.
+-- transaction). Scheduled rows send "queue epoch": when the earliest of them is due.
 CREATE FUNCTION jobqueue.notify_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('jobqueue_insert', q.queue)
     FROM (SELECT DISTINCT queue FROM inserted WHERE run_at <= now()) AS q;
+    PERFORM pg_notify('jobqueue_insert', s.queue || ' ' || extract(epoch FROM s.due)::text)
+    FROM (SELECT queue, min(run_at) AS due FROM inserted WHERE run_at > now()
+          GROUP BY queue) AS s;
     RETURN NULL;
 END;
 $$;

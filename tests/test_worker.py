@@ -213,7 +213,11 @@ class TestWakeUp:
         assert wait_finished(client, [client.enqueue("ok")])[0].state == "succeeded"
 
     def test_scheduled_jobs_run_when_due(self, client, start_worker):
-        start_worker(registry(ok=lambda p: 1), poll_seconds=30)
+        """An idle worker polling every 30 s learns the due time from the insert's
+        notification, and runs the job on time without asking the database."""
+        tw = start_worker(registry(ok=lambda p: 1), poll_seconds=30)
+        assert tw.worker.listening.wait(10)
+        wait_until(lambda: tw.worker.claim_rounds >= 2)  # idle after the listener's catch-up
         job_id = client.enqueue("ok", delay=0.5)
         assert client.get(job_id).state == "scheduled"
         job = wait_finished(client, [job_id], timeout=5)[0]
