@@ -122,11 +122,15 @@ claimed AS (
         attempts = j.attempts + 1,
         started_at = now()
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.timeout_seconds
+    -- payload as text: the worker parses it with json.loads, a third of the cost of
+    -- psycopg's Python-level jsonb loader per row.
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+    HAVING count(*) > 0
 )
-SELECT c.* FROM claimed c
-CROSS JOIN (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
-            HAVING count(*) > 0) AS announced;
+SELECT c.* FROM claimed c CROSS JOIN announced;
 
 -- name: next_run_at
 -- When an idle worker should look again for scheduled work (no notification announces it).
@@ -157,10 +161,12 @@ moved AS (
            progress, owner, batch_id, idempotency_key, metadata, created_at, started_at
     FROM done
     RETURNING id
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM moved
+    HAVING count(*) > 0
 )
-SELECT m.id FROM moved m
-CROSS JOIN (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM moved
-            HAVING count(*) > 0) AS announced;
+SELECT m.id FROM moved m CROSS JOIN announced;
 
 -- name: retry_jobs
 -- Failed attempts that will be tried again: release the lease, keep the error, and schedule
@@ -174,10 +180,12 @@ WITH retried AS (
         AS f(id, attempt, delay, error)
     WHERE j.id = f.id AND j.attempts = f.attempt AND j.lease_owner = %(worker)s
     RETURNING j.id
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM retried
+    HAVING count(*) > 0
 )
-SELECT r.id FROM retried r
-CROSS JOIN (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM retried
-            HAVING count(*) > 0) AS announced;
+SELECT r.id FROM retried r CROSS JOIN announced;
 
 -- name: hand_back
 -- Shutdown: give running jobs back untouched. The attempt did not fail, so it is not counted.
