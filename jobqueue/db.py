@@ -43,3 +43,16 @@ def connect(url: str | None = None, **overrides) -> psycopg.Connection:
 async def connect_async(url: str, **overrides) -> psycopg.AsyncConnection:
     kwargs = connect_kwargs() | overrides
     return await psycopg.AsyncConnection.connect(url, **kwargs)
+
+
+def int_array(values) -> str:
+    """A Postgres array literal of integers, for a `%(x)s::bigint[]` parameter. psycopg's own
+    list dumping costs about 3 µs per element; a worker's outcome batches send thousands."""
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def text_array(values) -> str:
+    """A Postgres array literal of strings (None is NULL), for a `%(x)s::text[]` parameter."""
+    return "{" + ",".join(
+        "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values) + "}"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobqueue import InvalidJob, JobSpec
+from jobqueue import InvalidJob, JobSpec, db
 from jobqueue.sqlfiles import q
 
 
@@ -155,3 +155,19 @@ class TestStatus:
             (2, 1, 1)
         assert status["a"]["oldest_waiting_seconds"] >= 0
         assert (status["b"]["cancelled"], status["b"]["waiting"]) == (1, 0)
+
+
+class TestArrayLiterals:
+    """The worker sends outcome batches as array literals it builds itself (db.int_array,
+    db.text_array): every string must come back from Postgres exactly as it went in."""
+
+    def test_text_values_round_trip(self, sql):
+        values = ['{"a": "b\\\\c"}', 'say "hi"', "back\\slash", "", "NULL", "null", None,
+                  "{braces}, commas", "  spaces  ", "ünïcødé ✓", "line\nbreak", "tab\there"]
+        rows = sql("SELECT %(v)s::text[] AS v", {"v": db.text_array(values)})
+        assert rows[0]["v"] == values
+
+    def test_integers_round_trip(self, sql):
+        values = [1, -2, 2**62, 0]
+        assert sql("SELECT %(v)s::bigint[] AS v", {"v": db.int_array(values)})[0]["v"] == values
+        assert sql("SELECT %(v)s::bigint[] AS v", {"v": db.int_array([])})[0]["v"] == []
