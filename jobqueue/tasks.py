@@ -44,7 +44,7 @@ class Task:
     wants_ctx: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class JobContext:
     """What a running handler knows about its job and can tell the worker."""
 

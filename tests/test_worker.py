@@ -4,6 +4,7 @@ LISTEN wake-ups, poll-only mode, leases, fencing, shutdown, maintenance."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 import uuid
@@ -72,6 +73,41 @@ class TestHandlers:
         job = wait_finished(client, [job_id])[0]
         assert job.state == "dead" and job.attempts == 1
         assert "no task named 'nobody_knows_me'" in job.errors[0]["message"]
+
+
+    def test_jobs_that_finish_without_waiting_and_jobs_that_wait_both_complete(
+            self, client, start_worker):
+        # Jobs start eagerly: one that never waits gets no Task; one that waits gets one.
+        async def instant(payload):
+            return payload["n"]
+
+        async def waits(payload):
+            for _ in range(3):
+                await asyncio.sleep(0.001)
+            await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.001)
+            return payload["n"] * 10
+
+        start_worker(registry(instant=instant, waits=waits))
+        ids = client.enqueue_many([JobSpec(kind, {"n": n}) for n in range(20)
+                                   for kind in ("instant", "waits")])
+        results = [job.result for job in wait_finished(client, ids)]
+        assert results == [r for n in range(20) for r in (n, n * 10)]
+
+    def test_a_context_variable_set_by_one_job_is_not_seen_by_the_next(
+            self, client, start_worker):
+        var = contextvars.ContextVar("var", default="unset")
+
+        async def setter(payload):
+            var.set(payload["value"])  # returns without waiting: runs eagerly
+
+        async def reader(payload):
+            return var.get()
+
+        start_worker(registry(setter=setter, reader=reader), concurrency=1)
+        first = client.enqueue("setter", {"value": "leaked"})
+        wait_finished(client, [first])
+        second = client.enqueue("reader")
+        assert wait_finished(client, [second])[0].result == "unset"
 
 
 class TestRetries:
