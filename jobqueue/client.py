@@ -241,6 +241,9 @@ def _insert(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
     """Insert validated rows; returns (id, created) in order."""
     if len(rows) >= COPY_FROM and not any(r[10] for r in rows):
         return _copy(conn, rows)
+    if len(rows) == 1 and not rows[0][10]:
+        row = conn.execute(q("insert_job"), dict(zip(_COLUMNS[:10], rows[0], strict=False)))
+        return [(row.fetchone()["id"], True)]
     columns = {name: list(values)
                for name, values in zip(_COLUMNS, zip(*rows, strict=True), strict=True)}
     if not any(columns["idempotency_key"]):

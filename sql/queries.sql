@@ -4,8 +4,8 @@
 -- what a move from `jobs` to `finished` writes.
 
 -- name: insert_jobs
--- Batch enqueue in one round trip: one array per column, unnest()ed into rows. Also serves the
--- single enqueue (arrays of one), so there is exactly one insert path to keep fast and correct.
+-- Batch enqueue in one round trip: one array per column, unnest()ed into rows (single jobs use
+-- insert_job, batches of 1,000 or more COPY).
 -- A column with the same value in every row is sent once as `<column>_all` with an empty
 -- array (unnest pads a shorter array with NULLs): 20,000 copies of "default" cost nothing.
 INSERT INTO jobqueue.jobs
@@ -23,6 +23,17 @@ FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[], %(priority
             %(owner)s::text[], %(batch_id)s::bigint[], %(metadata)s::text[])
     AS t(queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
          metadata)
+RETURNING id;
+
+-- name: insert_job
+-- One job without an idempotency key (Client.enqueue, the web API's POST): plain VALUES, so
+-- neither side builds or unpacks arrays for a single row.
+INSERT INTO jobqueue.jobs
+    (queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
+     metadata)
+VALUES (%(queue)s, %(kind)s, %(payload)s::jsonb, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout_seconds)s,
+        %(owner)s, %(batch_id)s, %(metadata)s::jsonb)
 RETURNING id;
 
 -- name: reserve_job_ids
