@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from werkzeug.serving import make_server
 
 from jobqueue import tokens
+from jobqueue.sqlfiles import q
 from jobqueue.tasks import Registry
 from jobqueue.worker import WorkerConfig
 from web import create_app
@@ -153,6 +154,19 @@ class TestRateLimits:
             assert codes == [200, 200, 200, 200, 429]
         finally:
             other.close()
+
+    def test_the_charge_skips_the_wal_flush_for_itself_only(self, db_url):
+        """token_use commits without waiting for the disk; the session (shared with job
+        inserts, which must be durable) keeps synchronous_commit on."""
+        with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+            token, _ = tokens.create(conn, "dave", ["read"], rate_limit=10)
+            used = conn.execute(q("token_use"), {"hash": tokens.hash_token(token)}).fetchone()
+            assert used["allowed"] and used["remaining"] == 9
+            assert conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] \
+                == "on"
+        with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+            level = conn.execute("SELECT level FROM jobqueue.api_tokens WHERE owner = 'dave'")
+            assert level.fetchone()["level"] < 9.5  # the charge was committed
 
     def test_default_limit_is_300_per_minute(self, server, db_url):
         with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
