@@ -71,7 +71,8 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO / "scripts" / "bench_peers"
 PEER_PACKAGES = ["procrastinate==3.10.0", "pgqueuer[asyncpg]==1.6.0"]
-SYSTEMS = ("jobqueue", "procrastinate", "pgqueuer")
+SYSTEMS = ("jobqueue", "procrastinate", "pgqueuer", "floor")
+PEERS = ("procrastinate", "pgqueuer")  # "floor" is no queue: the machine's bare cost
 WORKERS = 2
 
 
@@ -147,6 +148,18 @@ def make_systems(args, peers_python: str | None) -> dict[str, System]:
                       "3 (4 connections per worker), asyncio default loop"),
         ),
     }
+    floor = [py, "agent_floor.py"]
+    systems["floor"] = System(
+        name="floor", python=py, cwd=PEERS_DIR, agent=floor,
+        pending_sql="SELECT EXISTS (SELECT 1 FROM floor_jobs)",
+        succeeded_sql="SELECT n FROM floor_done",
+        drain_worker=[*floor, "worker", str(args.jq_claim_batch)],
+        latency_worker=[*floor, "worker", str(args.jq_latency_concurrency)],
+        settings=(f"scripts/bench_peers/agent_floor.py, no queue: COPY to enqueue; a bare "
+                  f"synchronous psycopg loop of one batch claim ({args.jq_claim_batch}, "
+                  f"{args.jq_latency_concurrency} for latency; FOR UPDATE SKIP LOCKED, "
+                  "synchronous_commit off) and one batch DELETE; LISTEN when empty"),
+    )
     if peers_python:
         pp = peers_python
         proc_worker = [pp, "-m", "procrastinate", "--app", "agent_procrastinate.app", "worker",
@@ -460,7 +473,7 @@ def fmt_seconds(values: list[float | None]) -> str:
 
 def report(args, systems, results, info) -> str:
     lines = [
-        "## Queue benchmark: jobqueue vs procrastinate vs pgqueuer", "",
+        "## Queue benchmark: jobqueue vs procrastinate vs pgqueuer (and the bare floor)", "",
         f"- date: {info['date']}",
         f"- machine: {info['nproc']} cores ({info['cpu']}), load average at start "
         f"{info['load']}",
@@ -506,7 +519,7 @@ def report(args, systems, results, info) -> str:
 
 def targets(results: dict[str, list[Result]]) -> list[str]:
     """The project's targets for jobqueue, checked against this run's numbers."""
-    if "jobqueue" not in results or len(results) < 2:
+    if "jobqueue" not in results or not any(n in PEERS for n in results):
         return []
 
     def med(name: str, attr: str) -> float | None:
@@ -516,7 +529,7 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
     def pct(name: str) -> dict[str, float]:
         return percentiles([v for r in results[name] for v in r.latencies])
 
-    peers = [n for n in results if n != "jobqueue"]
+    peers = [n for n in results if n in PEERS]
     out = ["", "Targets for jobqueue (this run):"]
     for attr, label in (("drain_rate", "drain (from spawn)"), ("enqueue_rate", "batch enqueue")):
         mine = med("jobqueue", attr)
@@ -623,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         db_url(args.database_url, "x")
         peers = None
-        if any(s != "jobqueue" for s in wanted):
+        if any(s in PEERS for s in wanted):
             peers = ensure_peers(args.peers_venv, not args.no_create_peers)
         info = machine_info(args, peers)
         systems = make_systems(args, peers)
