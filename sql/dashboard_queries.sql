@@ -1,13 +1,13 @@
 -- The dashboard's queries (web/dashboard.py), loaded beside queries.sql.
 --
--- Job filters. Every query that lists or changes "the jobs matching a filter" applies the same
--- block to a relation aliased `j` with the columns id, queue, kind, owner, batch_id, state,
--- payload, metadata and errors. A NULL parameter means "any"; `ids` restricts to selected
--- jobs, `upto` to the jobs that existed when the operator confirmed a bulk action. `text` is
--- an ILIKE pattern (the caller escapes % and _) matched against payload, metadata and errors
--- as one text, so each row is converted and scanned once. The dashboard runs these queries
--- unprepared, so each is planned with its actual values: `NULL IS NULL OR ...` folds away and
--- the indexes apply (the dead-letter index for state = 'dead', the batch indexes).
+-- Job filters. Every query that lists or changes "the jobs matching a filter" calls
+-- jobqueue.dashboard_match (sql/0005_dashboard_filter.sql) on a relation aliased `j` with the
+-- columns id, queue, kind, owner, batch_id, state, payload, metadata and errors. A NULL
+-- parameter means "any"; `ids` restricts to selected jobs, `upto` to the jobs that existed
+-- when the operator confirmed a bulk action. The dashboard runs these queries unprepared and
+-- the function is inlined, so each is planned with its actual values: `NULL IS NULL OR ...`
+-- folds away and the indexes apply (the dead-letter index for state = 'dead', the batch
+-- indexes).
 --
 -- Listing pages never scan an unbounded number of finished rows: dashboard_jobs_window finds
 -- an id window (the `scan` newest ids below the cursor, through the primary keys only), and
@@ -76,14 +76,11 @@ FROM (
     FROM jobqueue.finished
 ) AS j
 WHERE j.id < %(before)s AND j.id >= %(floor)s
-  AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-  AND (%(kind)s::text IS NULL OR j.kind = %(kind)s::text)
-  AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
-  AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
-  AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-  AND (%(text)s::text IS NULL
-       OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
-          ILIKE %(text)s::text)
+  AND jobqueue.dashboard_match(
+      j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+      j.errors, NULL, NULL,
+      %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+      %(state)s::text, %(text)s::text)
 ORDER BY j.id DESC
 LIMIT %(limit)s;
 
@@ -102,16 +99,11 @@ FROM (
     SELECT id, queue, kind, owner, batch_id, payload, metadata, errors, state
     FROM jobqueue.finished
 ) AS j
-WHERE (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
-  AND (%(upto)s::bigint IS NULL OR j.id <= %(upto)s::bigint)
-  AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-  AND (%(kind)s::text IS NULL OR j.kind = %(kind)s::text)
-  AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
-  AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
-  AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-  AND (%(text)s::text IS NULL
-       OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
-          ILIKE %(text)s::text)
+WHERE jobqueue.dashboard_match(
+    j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+    j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+    %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+    %(state)s::text, %(text)s::text)
 GROUP BY j.state;
 
 -- name: dashboard_statement_timeout
@@ -125,16 +117,11 @@ SELECT set_config('statement_timeout', %(timeout)s, true);
 WITH revived AS (
     DELETE FROM jobqueue.finished AS j
     WHERE j.state IN ('dead', 'cancelled')
-      AND (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
-      AND (%(upto)s::bigint IS NULL OR j.id <= %(upto)s::bigint)
-      AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-      AND (%(kind)s::text IS NULL OR j.kind = %(kind)s::text)
-      AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
-      AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
-      AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-      AND (%(text)s::text IS NULL
-           OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
-              ILIKE %(text)s::text)
+      AND jobqueue.dashboard_match(
+          j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+          j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+          %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+          %(state)s::text, %(text)s::text)
     RETURNING id, queue, kind, payload, priority, max_attempts, timeout_seconds, errors,
               progress, owner, batch_id, idempotency_key, metadata, created_at
 ),
@@ -162,16 +149,11 @@ WITH hot AS (
                  CASE WHEN lease_owner IS NOT NULL THEN 'running'
                       WHEN run_at > now() THEN 'scheduled' ELSE 'waiting' END AS state
           FROM jobqueue.jobs) AS j
-    WHERE (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
-      AND (%(upto)s::bigint IS NULL OR j.id <= %(upto)s::bigint)
-      AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-      AND (%(kind)s::text IS NULL OR j.kind = %(kind)s::text)
-      AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
-      AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
-      AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-      AND (%(text)s::text IS NULL
-           OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
-              ILIKE %(text)s::text)
+    WHERE jobqueue.dashboard_match(
+        j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+        j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+        %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+        %(state)s::text, %(text)s::text)
 ),
 gone AS (
     DELETE FROM jobqueue.jobs
@@ -207,16 +189,11 @@ SELECT (SELECT count(*) FROM moved) AS cancelled,
 -- used again. The finished_counts trigger keeps the counts right.
 WITH cold AS (
     DELETE FROM jobqueue.finished AS j
-    WHERE (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
-      AND (%(upto)s::bigint IS NULL OR j.id <= %(upto)s::bigint)
-      AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-      AND (%(kind)s::text IS NULL OR j.kind = %(kind)s::text)
-      AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
-      AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
-      AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-      AND (%(text)s::text IS NULL
-           OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
-              ILIKE %(text)s::text)
+    WHERE jobqueue.dashboard_match(
+        j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+        j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+        %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+        %(state)s::text, %(text)s::text)
     RETURNING id
 ),
 hot AS (
@@ -226,16 +203,11 @@ hot AS (
         FROM (SELECT id, queue, kind, owner, batch_id, payload, metadata, errors,
                      CASE WHEN run_at > now() THEN 'scheduled' ELSE 'waiting' END AS state
               FROM jobqueue.jobs WHERE lease_owner IS NULL) AS j
-        WHERE (%(ids)s::bigint[] IS NULL OR j.id = ANY(%(ids)s::bigint[]))
-          AND (%(upto)s::bigint IS NULL OR j.id <= %(upto)s::bigint)
-          AND (%(queue)s::text IS NULL OR j.queue = %(queue)s::text)
-          AND (%(kind)s::text IS NULL OR j.kind = %(kind)s::text)
-          AND (%(owner)s::text IS NULL OR j.owner = %(owner)s::text)
-          AND (%(batch_id)s::bigint IS NULL OR j.batch_id = %(batch_id)s::bigint)
-          AND (%(state)s::text IS NULL OR j.state = %(state)s::text)
-          AND (%(text)s::text IS NULL
-               OR (j.payload::text || E'\n' || j.metadata::text || E'\n' || j.errors::text)
-                  ILIKE %(text)s::text))
+        WHERE jobqueue.dashboard_match(
+            j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+            j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+            %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+            %(state)s::text, %(text)s::text))
     RETURNING id
 ),
 keys AS (

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 from test_web import Server, make_token  # noqa: F401 (make_token is a fixture)
 
 from jobqueue.jobs import JobSpec
+from jobqueue.sqlfiles import q
 from jobqueue.tasks import Permanent, Registry
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -442,3 +443,16 @@ class TestActions:
         assert "Queue emails resumed." in flashes(r.text)
         assert sql("SELECT paused FROM jobqueue.queues") == [{"paused": False}]
         assert 'action="/queues/emails/pause"' in r.text
+
+
+def test_the_shared_filter_is_inlined_so_indexes_still_apply(sql):
+    """jobqueue.dashboard_match (sql/0005) must stay an inlinable SQL function: planned with
+    real values, its NULL conditions fold away and the dead-letter index serves state=dead."""
+    params = {"ids": None, "upto": None, "queue": "q", "kind": None, "owner": None,
+              "batch_id": None, "state": "dead", "text": None}
+    sql("SET enable_seqscan = off")  # the tables are tiny: ask whether the index *can* apply
+    plan = "\n".join(r["QUERY PLAN"] for r in sql("EXPLAIN " + q("dashboard_match_counts"),
+                                                  params))
+    assert "dashboard_match" not in plan
+    assert "finished_dead_idx" in plan
+    assert "IS NULL" not in plan
