@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from operator import itemgetter
 
+from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -226,14 +228,33 @@ def _insert_chunked(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
     return out
 
 
+# Row positions (see JobSpec.validated_row) and table defaults of the columns COPY leaves out
+# when every row holds the default. run_at's default is now(), the transaction's time, which
+# is what a row without run_at gets anyway.
+_COPY_OPTIONAL = (("priority", 3, 0), ("run_at", 4, None),
+                  ("max_attempts", 5, DEFAULT_MAX_ATTEMPTS), ("timeout_seconds", 6, None),
+                  ("owner", 7, None), ("batch_id", 8, None), ("metadata", 9, "{}"))
+
+
 def _copy(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
     """Load rows without idempotency keys with COPY; ids are drawn first, in input order."""
     found = conn.execute(q("reserve_job_ids"), {"n": len(rows)}).fetchone()
     now, ids = found["now"], found["ids"]
-    with conn.cursor().copy(q("copy_jobs")) as copy:
+    by_column = list(zip(*rows, strict=True))
+    positions = [0, 1, 2]
+    columns = ["id", "queue", "kind", "payload"]
+    for name, position, default in _COPY_OPTIONAL:
+        if by_column[position].count(default) != len(rows):
+            positions.append(position)
+            columns.append(name)
+    if 4 in positions:  # some rows give run_at: the others get the transaction's time
+        rows = [r if r[4] is not None else (*r[:4], now, *r[5:]) for r in rows]
+    values = itemgetter(*positions)
+    statement = sql.SQL(q("copy_jobs")).format(
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)))
+    with conn.cursor().copy(statement) as copy:
         for job_id, r in zip(ids, rows, strict=True):
-            copy.write_row((job_id, r[0], r[1], r[2], r[3], r[4] or now, r[5], r[6], r[7], r[8],
-                            r[9]))
+            copy.write_row((job_id, *values(r)))
     return [(job_id, True) for job_id in ids]
 
 

@@ -44,10 +44,10 @@ SELECT now() AS now, array_agg(id ORDER BY id) AS ids
 FROM (SELECT nextval('jobqueue.job_id_seq') AS id FROM generate_series(1, %(n)s)) AS drawn;
 
 -- name: copy_jobs
-COPY jobqueue.jobs
-    (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
-     metadata)
-FROM STDIN;
+-- {columns} is filled with column names only (psycopg.sql.Identifier): id, queue, kind,
+-- payload, and of the others those where some row differs from the table's default, so a
+-- batch of plain jobs sends four columns per row, not eleven.
+COPY jobqueue.jobs ({columns}) FROM STDIN;
 
 -- name: insert_jobs_idempotent
 -- The same insert for batches where some rows carry an idempotency key. Ids are drawn first

@@ -47,6 +47,37 @@ class TestEnqueue:
         assert [r["payload"]["i"] for r in rows] == list(range(10_000))
         assert [r["id"] for r in rows] == ids
 
+    def test_large_batches_keep_every_option_whichever_columns_copy_sends(self, client, sql):
+        """From 1,000 rows enqueue_many loads with COPY and leaves out the columns where every
+        row holds the default: a batch where only some rows set an option stores them all."""
+        later = datetime.now(UTC) + timedelta(hours=1)
+        options = {"priority": "high", "run_at": later, "max_attempts": 2, "timeout": 3.5,
+                   "owner": "olga", "metadata": {"m": 1}}
+        specs = [JobSpec("k", {"i": i}, **({name: value} if i % 7 == 0 else {}))
+                 for i, (name, value) in enumerate(list(options.items()) * 250)]
+        ids = client.enqueue_many(specs)
+        rows = {r["id"]: r for r in sql(
+            "SELECT id, priority, run_at, max_attempts, timeout_seconds, owner, metadata, "
+            "payload, created_at FROM jobqueue.jobs")}
+        defaults = {"priority": 0, "max_attempts": 5, "timeout_seconds": None, "owner": None,
+                    "metadata": {}}
+        for job_id, spec in zip(ids, specs, strict=True):
+            row = rows[job_id]
+            assert row["payload"] == spec.payload
+            expected = defaults | {"run_at": row["created_at"]}
+            if spec.payload["i"] % 7 == 0:
+                name = list(options)[spec.payload["i"] % len(options)]
+                column = {"timeout": "timeout_seconds"}.get(name, name)
+                expected[column] = -10 if name == "priority" else options[name]
+            assert {k: row[k] for k in expected} == expected, spec
+
+    def test_a_large_batch_of_plain_jobs_gets_the_defaults(self, client, sql):
+        ids = client.enqueue_many([JobSpec("k") for _ in range(1500)])
+        found = sql("SELECT count(*) AS n FROM jobqueue.jobs WHERE priority = 0 AND "
+                    "max_attempts = 5 AND metadata = '{}' AND owner IS NULL AND "
+                    "run_at = created_at AND id = ANY(%(ids)s)", {"ids": ids})
+        assert found[0]["n"] == 1500
+
     def test_enqueue_many_accepts_dicts(self, client):
         ids = client.enqueue_many([{"kind": "a", "payload": {"n": 1}, "priority": "high"}])
         assert client.get(ids[0]).priority == -10
