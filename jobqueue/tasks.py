@@ -44,7 +44,7 @@ class Task:
     wants_ctx: bool = False
 
 
-@dataclass(slots=True)
+@dataclass
 class JobContext:
     """What a running handler knows about its job and can tell the worker."""
 

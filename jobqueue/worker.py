@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -40,6 +41,10 @@ from jobqueue.sqlfiles import q
 from jobqueue.tasks import JobCancelled, JobContext, Permanent, Registry, Retry, registry
 
 log = structlog.get_logger("jobqueue.worker")
+
+# Python 3.12 can start a Task eagerly. (Running the first step without a Task is not an
+# option: asyncio.timeout(), TaskGroups and wait_for() would bind to the worker's own task.)
+_EAGER_TASKS = sys.version_info >= (3, 12)
 
 
 @dataclass
@@ -82,6 +87,7 @@ class _Running:
     ctx: JobContext
     task: asyncio.Task | None = None
     stop_reason: str | None = None  # "cancelled", "lease_lost" or "shutdown"
+    started: bool = False  # its Task ran its first step
 
 
 @dataclass(slots=True)
@@ -93,36 +99,6 @@ class _Outcome:
     result: str | None = None
     error: str | None = None
     delay: float = 0.0
-
-
-async def _carry_on(coro, waiting_on):
-    """Finish a coroutine whose first step already ran and yielded `waiting_on` (a future,
-    or None for a bare yield): hand each awaited object to the enclosing Task and forward
-    what the Task sends or throws (cancellation) into the coroutine, as `await` would."""
-    return await _Resumed(coro, waiting_on)
-
-
-class _Resumed:
-    __slots__ = ("coro", "waiting_on")
-
-    def __init__(self, coro, waiting_on):
-        self.coro, self.waiting_on = coro, waiting_on
-
-    def __await__(self):
-        coro, waiting_on = self.coro, self.waiting_on
-        while True:
-            try:
-                yield waiting_on
-            except BaseException as exc:  # thrown in by the Task: pass it on
-                try:
-                    waiting_on = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            try:
-                waiting_on = coro.send(None)
-            except StopIteration as stop:
-                return stop.value
 
 
 class _Link:
@@ -242,7 +218,9 @@ class Worker:
         # A claim need not wait for its WAL flush: if Postgres crashes before the flush, the
         # claim is simply lost and the job is claimed again (at-least-once either way).
         self._claim_link = self._link("claim", give_up, "SET synchronous_commit = off")
-        self._finish_link = self._link("finish", give_up)
+        # Outcome batches are array literals (db.text_array) that spell NULL as NULL, which
+        # array_nulls = off (a legacy setting) would read as the string 'NULL'.
+        self._finish_link = self._link("finish", give_up, "SET array_nulls = on")
         self._bg_link = self._link("background", give_up)
         if self.on_start is not None:
             await self.on_start()
@@ -349,20 +327,34 @@ class Worker:
         running = _Running(job_id, attempt, max_attempts, kind, now, ctx)
         self._in_flight[job_id] = running
         self.claimed += 1
-        # Eager start: run the job's first step now, and make a Task only if it has to wait.
-        # A job that finishes without waiting (a no-op, a cache hit) then costs no Task and no
-        # trip through the event loop, about a third of the worker's CPU per job in a drain.
-        # Its own context, so the job's context variables do not leak into the fetch loop.
         coro = self._execute(running, payload, timeout)
-        context = contextvars.copy_context()
-        try:
-            waiting_on = context.run(coro.send, None)
-        except StopIteration:
+        if _EAGER_TASKS:
+            # The Task runs the job's first step at once, as the current task: a job that
+            # finishes without waiting (a no-op, a cache hit) skips the trip through the loop.
+            running.task = asyncio.Task(coro, loop=self._loop, eager_start=True)
+        else:
+            running.task = self._loop.create_task(coro)
+
+    def _stopped_unstarted(self, r: _Running) -> None:
+        """Record the outcome of a job whose Task was cancelled before its first step (a stop
+        or a cancellation in the same loop pass as the claim): its coroutine will never run
+        to do so, and its slot and lease would be held until the worker exits."""
+        reason = r.stop_reason or "shutdown"
+        if reason == "lease_lost":
+            self._in_flight.pop(r.id, None)
+            self._slots.set()
             return
-        running.task = self._loop.create_task(_carry_on(coro, waiting_on), context=context)
+        if reason == "cancelled":
+            outcome = _Outcome(r.id, r.attempt, "finish", "cancelled",
+                               error=self._error(r, JobCancelled("cancelled before it started")))
+        else:
+            outcome = _Outcome(r.id, r.attempt, "hand_back")
+        self._outbox.append(outcome)
+        self._outbox_event.set()
 
     async def _execute(self, r: _Running, payload: Any, timeout: float | None) -> None:
-        # Each job runs in a context of its own (see _start): no need to reset this.
+        r.started = True
+        # Each job's Task runs in a context of its own: no need to reset this.
         current_job.set((r.id, self.config.queue, r.kind, r.attempt, self._worker_name))
         started = time.monotonic()
         task = self.tasks.get(r.kind)
@@ -449,6 +441,8 @@ class Worker:
         r.ctx._cancelled = True
         r.task.cancel()
         self.log.info("job_stopping", job_id=job_id, reason=reason)
+        if not r.started:
+            self._stopped_unstarted(r)
 
     # -- recording outcomes -----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from conftest import wait_finished, wait_until
 from jobqueue import JobSpec, Permanent, Retry
 from jobqueue.sqlfiles import q
 from jobqueue.tasks import Registry
-from jobqueue.worker import backoff
+from jobqueue.worker import Worker, backoff
 
 
 def registry(**funcs) -> Registry:
@@ -173,6 +173,43 @@ class TestTimeoutAndCancel:
         assert job.state == "dead"
         assert job.errors[0]["type"] == "TimeoutError"
         assert "timeout" in job.errors[0]["message"]
+
+    def test_a_handlers_own_asyncio_timeout_is_its_own(self, client, start_worker):
+        """asyncio.timeout() entered before the first await binds to the job's Task: it
+        fails that job, and the worker (whose own task it must not touch) goes on."""
+        async def strict(payload):
+            async with asyncio.timeout(0.05):
+                await asyncio.sleep(5)
+
+        async def fine(payload):
+            return "ok"
+
+        worker = start_worker(registry(strict=strict, fine=fine))
+        job = wait_finished(client, [client.enqueue("strict", max_attempts=1)])[0]
+        assert (job.state, job.errors[0]["type"]) == ("dead", "TimeoutError")
+        assert wait_finished(client, [client.enqueue("fine")])[0].result == "ok"
+        assert worker.thread.is_alive() and worker.error is None
+
+    def test_a_job_cancelled_before_its_first_step_is_recorded_not_stranded(
+            self, client, start_worker, monkeypatch):
+        """A cancellation handled in the same loop pass as the claim cancels the job's Task
+        before it runs: the job must still end cancelled (not stay leased forever)."""
+        ran = threading.Event()
+
+        async def never(payload):
+            ran.set()
+            await asyncio.sleep(60)
+
+        original = Worker._start
+
+        def start_then_cancel(self, row, now):
+            original(self, row, now)
+            self._stop_job(row[0], "cancelled")
+
+        monkeypatch.setattr(Worker, "_start", start_then_cancel)
+        start_worker(registry(never=never))
+        job = wait_finished(client, [client.enqueue("never")], timeout=10)[0]
+        assert job.state == "cancelled" and job.errors[-1]["type"] == "JobCancelled"
 
     def test_cancelling_a_running_async_job_interrupts_the_handler(self, client, start_worker):
         started, observed = threading.Event(), threading.Event()
