@@ -335,22 +335,24 @@ class Worker:
         else:
             running.task = self._loop.create_task(coro)
 
-    def _stopped_unstarted(self, r: _Running) -> None:
-        """Record the outcome of a job whose Task was cancelled before its first step (a stop
-        or a cancellation in the same loop pass as the claim): its coroutine will never run
-        to do so, and its slot and lease would be held until the worker exits."""
+    def _stopped(self, r: _Running, when: str) -> _Outcome | None:
+        """The outcome of a job the worker stopped (see _stop_job), by the reason it gave:
+        None when the lease was lost, for another worker may own the job now and there is
+        nothing of ours to write; the job's slot is freed at once then."""
         reason = r.stop_reason or "shutdown"
+        if reason == "cancelled":
+            return _Outcome(r.id, r.attempt, "finish", "cancelled",
+                            error=self._error(r, JobCancelled(f"cancelled {when}")))
         if reason == "lease_lost":
             self._in_flight.pop(r.id, None)
             self._slots.set()
-            return
-        if reason == "cancelled":
-            outcome = _Outcome(r.id, r.attempt, "finish", "cancelled",
-                               error=self._error(r, JobCancelled("cancelled before it started")))
-        else:
-            outcome = _Outcome(r.id, r.attempt, "hand_back")
-        self._outbox.append(outcome)
-        self._outbox_event.set()
+            return None
+        return _Outcome(r.id, r.attempt, "hand_back")
+
+    def _record(self, outcome: _Outcome | None) -> None:
+        if outcome is not None:
+            self._outbox.append(outcome)
+            self._outbox_event.set()
 
     async def _execute(self, r: _Running, payload: Any, timeout: float | None) -> None:
         r.started = True
@@ -367,18 +369,7 @@ class Worker:
             result = await (asyncio.wait_for(work, limit) if limit else work)
             encoded = "null" if result is None else json.dumps(result)
         except asyncio.CancelledError:
-            reason = r.stop_reason or "shutdown"
-            if reason == "cancelled":
-                stopped = JobCancelled("cancelled while running")
-                outcome = _Outcome(r.id, r.attempt, "finish", "cancelled",
-                                   error=self._error(r, stopped))
-            elif reason == "lease_lost":
-                # Another worker may own the job now: there is nothing of ours to write.
-                self._in_flight.pop(r.id, None)
-                self._slots.set()
-                return
-            else:
-                outcome = _Outcome(r.id, r.attempt, "hand_back")
+            outcome = self._stopped(r, "while running")
         except JobCancelled as exc:
             outcome = _Outcome(r.id, r.attempt, "finish", "cancelled",
                                error=self._error(r, exc))
@@ -388,8 +379,7 @@ class Worker:
             outcome = _Outcome(r.id, r.attempt, "finish", "succeeded", result=encoded)
             if self._debug:  # a filtered log call still costs a few µs per job
                 log.debug("job_succeeded", seconds=round(time.monotonic() - started, 4))
-        self._outbox.append(outcome)
-        self._outbox_event.set()
+        self._record(outcome)
 
     def _in_thread(self, func: Callable, *args) -> asyncio.Future:
         if self._threads is None:
@@ -442,7 +432,10 @@ class Worker:
         r.task.cancel()
         self.log.info("job_stopping", job_id=job_id, reason=reason)
         if not r.started:
-            self._stopped_unstarted(r)
+            # Cancelled before its first step (a stop or a cancellation in the same loop pass
+            # as the claim): its coroutine will never run to record the outcome, and its slot
+            # and lease would be held until the worker exits.
+            self._record(self._stopped(r, "before it started"))
 
     # -- recording outcomes -----------------------------------------------------------------
 
