@@ -285,13 +285,18 @@ def jobs():
                  queues=[r["queue"] for r in _rows("queue_status")])
 
 
+def _bulk_request(values) -> tuple[str, dict[str, str]]:
+    """A bulk action's name (checked) and filter, from the query string or the form."""
+    action = values.get("action")
+    if action not in ACTIONS:
+        abort(400, description=f"action: {', '.join(ACTIONS)}")
+    return action, _filter_args(values)
+
+
 @bp.get("/jobs/bulk")
 def bulk_confirm():
     """Before acting on everything matching a filter: how many jobs that is, by state."""
-    action = request.args.get("action")
-    if action not in ACTIONS:
-        abort(400, description="action: retry, cancel or delete")
-    args = _filter_args(request.args)
+    action, args = _bulk_request(request.args)
     try:
         found = _rows("dashboard_match_counts", _filter_params(args), timeout=COUNT_TIMEOUT)
     except psycopg.errors.QueryCanceled:
@@ -309,10 +314,7 @@ def bulk_confirm():
 
 @bp.post("/jobs/bulk")
 def bulk_action():
-    action = request.form.get("action")
-    if action not in ACTIONS:
-        abort(400, description="action: retry, cancel or delete")
-    args = _filter_args(request.form)
+    action, args = _bulk_request(request.form)
     ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
     if ids:  # the jobs ticked on the page, whatever the filter
         params = _filter_params({}) | {"ids": ids}
