@@ -228,17 +228,23 @@ def _kind(path: str, fmt: str | None) -> str | _Problem:
 
 # --- JSONL ------------------------------------------------------------------------------------
 
+def _byte_lines(f) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset where it starts, its bytes) of a binary file, the UTF-8 BOM
+    left out of line 1. Both scanners read through it."""
+    start = 0
+    for line, raw in enumerate(f, 1):
+        if line == 1 and raw.startswith(_BOM):
+            raw, start = raw[3:], 3
+        yield line, start, raw
+        start += len(raw)
+
+
 def _scan_jsonl(f, on_progress: Progress | None,
                 counts: _Counts) -> Iterator[BatchRow | _Problem]:
     line = offset = rows = 0
     decode = _decode_json
-    for raw in f:
-        start = offset
-        offset += len(raw)
-        line += 1
-        if line == 1 and raw.startswith(_BOM):
-            raw = raw[3:]
-            start = 3
+    for line, start, raw in _byte_lines(f):
+        offset = start + len(raw)
         try:
             text = raw.decode()
         except UnicodeDecodeError as e:
@@ -427,12 +433,8 @@ class _Lines:
         self.nul = False
 
     def __iter__(self) -> Iterator[str]:
-        for line, raw in enumerate(self.f, 1):
-            start = self.offset
+        for line, start, raw in _byte_lines(self.f):
             self.offset = start + len(raw)
-            if line == 1 and raw.startswith(_BOM):
-                raw = raw[3:]
-                start = 3
             try:
                 text = raw.decode()
             except UnicodeDecodeError as e:
