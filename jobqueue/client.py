@@ -214,6 +214,9 @@ _COLUMNS = ("queue", "kind", "payload", "priority", "run_at", "max_attempts",
             "timeout_seconds", "owner", "batch_id", "metadata", "idempotency_key")
 
 
+_TEXT_COLUMNS = frozenset({"queue", "kind", "payload", "owner", "metadata"})
+
+
 def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:
     """Enqueue specs inside the caller's transaction (so a job can be created atomically with
     rows of the caller's own); returns (id, created) per spec, in order."""
@@ -274,6 +277,8 @@ def _insert(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
             first = values[0]
             if name != "payload" and values.count(first) == len(values):
                 params[name], params[f"{name}_all"] = [], first
+            elif name in _TEXT_COLUMNS:  # a literal: psycopg's list dumper is slow per item
+                params[name], params[f"{name}_all"] = db.text_array(values), None
             else:
                 params[name], params[f"{name}_all"] = values, None
         return [(r["id"], True) for r in conn.execute(q("insert_jobs"), params).fetchall()]

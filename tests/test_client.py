@@ -47,14 +47,17 @@ class TestEnqueue:
         assert [r["payload"]["i"] for r in rows] == list(range(10_000))
         assert [r["id"] for r in rows] == ids
 
-    def test_large_batches_keep_every_option_whichever_columns_copy_sends(self, client, sql):
-        """From 1,000 rows enqueue_many loads with COPY and leaves out the columns where every
-        row holds the default: a batch where only some rows set an option stores them all."""
+    @pytest.mark.parametrize("repeat", [250, 10])  # 1,500 rows: COPY; 60: INSERT ... unnest
+    def test_batches_keep_every_option_set_on_some_rows_only(self, client, sql, repeat):
+        """Both batch paths send a column once when every row holds the same value (COPY
+        leaves a default out; unnest gets a scalar) and the rest as literals: a batch where
+        only some rows set an option, with awkward strings, stores every row exactly."""
         later = datetime.now(UTC) + timedelta(hours=1)
         options = {"priority": "high", "run_at": later, "max_attempts": 2, "timeout": 3.5,
-                   "owner": "olga", "metadata": {"m": 1}}
-        specs = [JobSpec("k", {"i": i}, **({name: value} if i % 7 == 0 else {}))
-                 for i, (name, value) in enumerate(list(options.items()) * 250)]
+                   "owner": 'o"l\\ga', "metadata": {"m": 'q"u\\o,{te}'}}
+        specs = [JobSpec("k", {"i": i, "s": 'a"b\\c\n{d}'},
+                         **({name: value} if i % 7 == 0 else {}))
+                 for i, (name, value) in enumerate(list(options.items()) * repeat)]
         ids = client.enqueue_many(specs)
         rows = {r["id"]: r for r in sql(
             "SELECT id, priority, run_at, max_attempts, timeout_seconds, owner, metadata, "
