@@ -53,6 +53,6 @@ def int_array(values) -> str:
 
 def text_array(values) -> str:
     """A Postgres array literal of strings (None is NULL), for a `%(x)s::text[]` parameter."""
-    return "{" + ",".join(
+    return "{" + ",".join([
         "NULL" if v is None else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        for v in values) + "}"
+        for v in values]) + "}"
