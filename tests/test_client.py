@@ -205,3 +205,15 @@ class TestArrayLiterals:
         values = [1, -2, 2**62, 0]
         assert sql("SELECT %(v)s::bigint[] AS v", {"v": db.int_array(values)})[0]["v"] == values
         assert sql("SELECT %(v)s::bigint[] AS v", {"v": db.int_array([])})[0]["v"] == []
+
+
+def test_the_package_exports_resolve_on_first_use():
+    """jobqueue's public names load lazily (a worker skips the client's pool); each of them
+    must still resolve, and an unknown name must still fail as usual."""
+    import jobqueue
+
+    assert sorted(jobqueue.__all__) == sorted(jobqueue._HOMES)
+    for name in jobqueue.__all__:
+        assert getattr(jobqueue, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        jobqueue.nope  # noqa: B018
