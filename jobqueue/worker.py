@@ -326,8 +326,11 @@ class Worker:
         if self._next_run is not None:
             until = (self._next_run - now).total_seconds()
             timeout = max(0.0, min(timeout, until))
+        # asyncio.timeout(), not wait_for(): on 3.11 wait_for wraps the wait in a Task of its
+        # own, a loop iteration more between the notification and the claim.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     # -- running ----------------------------------------------------------------------------
 
