@@ -53,7 +53,7 @@ def parse_priority(value: int | str | None) -> int:
     return value
 
 
-@dataclass
+@dataclass(slots=True)
 class JobSpec:
     """One job to enqueue. `delay` (seconds or timedelta) and `run_at` are alternatives."""
 
