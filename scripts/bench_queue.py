@@ -534,7 +534,9 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
 
     peers = [n for n in results if n in PEERS]
     out = ["", "Targets for jobqueue (this run):"]
-    for attr, label in (("drain_rate", "drain (from spawn)"), ("enqueue_rate", "batch enqueue")):
+    for attr, label in (("drain_rate", "drain (from spawn)"),
+                        ("steady_rate", "drain (after first job)"),
+                        ("enqueue_rate", "batch enqueue")):
         mine = med("jobqueue", attr)
         best = max((v for v in (med(n, attr) for n in peers) if v is not None), default=None)
         if mine and best:
