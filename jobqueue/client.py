@@ -20,7 +20,14 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from jobqueue import db, migrations
-from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, InvalidJob, Job, JobSpec
+from jobqueue.jobs import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE,
+    InvalidJob,
+    Job,
+    JobSpec,
+    to_json,
+)
 from jobqueue.sqlfiles import q
 from jobqueue.tasks import registry
 
@@ -77,7 +84,34 @@ class Client:
         is enqueued.
         """
         now = datetime.now(UTC)
-        rows = [_validated(spec, index, now) for index, spec in enumerate(specs)]
+        return self._enqueue_rows([_validated(spec, index, now)
+                                   for index, spec in enumerate(specs)])
+
+    def enqueue_payloads(self, kind: str, payloads: Iterable, **options) -> list[int]:
+        """Enqueue one `kind` job per payload, all with the same options, atomically; ids in
+        payload order. The way to fan one task out: the options are checked once, not per
+        job, and no JobSpec is built per job.
+
+        Options: as for enqueue, except idempotency_key (a key names one job, not many).
+        A payload that is not JSON raises InvalidJob naming its index, and nothing is enqueued.
+        """
+        if "idempotency_key" in options:
+            raise InvalidJob("idempotency_key: one key cannot name many jobs; use "
+                             "enqueue_many with a key per JobSpec")
+        now = datetime.now(UTC)
+        queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now)
+        rows = []
+        for index, payload in enumerate(payloads):
+            try:
+                rows.append((queue, kind, to_json(payload), *rest))
+            except (TypeError, ValueError) as exc:
+                raise InvalidJob(
+                    f"job {index}: payload: not JSON-serialisable ({exc})") from None
+        return self._enqueue_rows(rows)
+
+    def _enqueue_rows(self, rows: list[tuple]) -> list[int]:
+        if not rows:
+            return []
         with self.pool.connection() as conn:
             if len(rows) < COPY_FROM:  # one statement is atomic: no BEGIN/COMMIT round trips
                 return [job_id for job_id, _ in _insert(conn, rows)]
@@ -202,12 +236,17 @@ def _validated(spec: JobSpec | dict, index: int, now: datetime) -> tuple:
             spec = JobSpec(**spec)
         except TypeError as exc:
             raise InvalidJob(f"job {index}: {exc}") from None
-    task = registry.get(spec.kind) if isinstance(spec.kind, str) else None
     try:
-        return spec.validated_row((task and task.queue) or DEFAULT_QUEUE,
-                                  (task and task.max_attempts) or DEFAULT_MAX_ATTEMPTS, now)
+        return _row(spec, now)
     except InvalidJob as exc:
         raise InvalidJob(f"job {index}: {exc}") from None
+
+
+def _row(spec: JobSpec, now: datetime) -> tuple:
+    """The insert row for a spec, checked, with its task's defaults for queue and attempts."""
+    task = registry.get(spec.kind) if isinstance(spec.kind, str) else None
+    return spec.validated_row((task and task.queue) or DEFAULT_QUEUE,
+                              (task and task.max_attempts) or DEFAULT_MAX_ATTEMPTS, now)
 
 
 _COLUMNS = ("queue", "kind", "payload", "priority", "run_at", "max_attempts",

@@ -6,9 +6,11 @@
 
 Three workloads per system, each system in its own freshly created database:
 (a) batch enqueue: N no-op jobs with the system's fastest documented batch API, in one call
-    (jobqueue `Client.enqueue_many`, procrastinate `Task.batch_defer_async`, pgqueuer
-    `Queries.enqueue` with lists). Timed inside the agent process around that one call (the
-    arguments built inside the timing), the connection already open.
+    (jobqueue `Client.enqueue_payloads`, procrastinate `Task.batch_defer_async`,
+    pgqueuer `Queries.enqueue` with lists: one kind, one payload per job; until 2026-11-28
+    jobqueue's agent built a `JobSpec` per job for `Client.enqueue_many`). Timed inside the
+    agent process around that one call (the arguments built inside the timing), the
+    connection already open.
 (b) drain: those N jobs, by 2 worker processes of the system started after the enqueue.
     "drain jobs/s" = N / (queue empty - workers spawned): process start, imports and
     connecting included, nothing subtracted. The queue counts as empty when no job is left

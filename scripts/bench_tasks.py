@@ -4,7 +4,7 @@ Workers load the tasks with `--import scripts.bench_tasks` (run from the repo ro
 orchestrator runs the agent as `python -m scripts.bench_tasks COMMAND ...` with BENCH_DB_URL
 set:
     setup                      create the schema
-    enqueue N                  enqueue N no-op jobs with one enqueue_many call
+    enqueue N                  enqueue N no-op jobs with one enqueue_payloads call
     latency N RATE WORKERS     warm up, then N single enqueues at RATE per second
 Each command prints one JSON line.
 """
@@ -35,7 +35,7 @@ async def bench_latency(payload):
 
 
 def main(argv: list[str]) -> dict:
-    from jobqueue import Client, JobSpec
+    from jobqueue import Client
 
     command, *rest = argv
     with Client(os.environ["BENCH_DB_URL"]) as jq:
@@ -46,7 +46,7 @@ def main(argv: list[str]) -> dict:
         if command == "enqueue":
             n = int(rest[0])
             started = time.perf_counter()
-            ids = jq.enqueue_many([JobSpec("bench_noop", {}, queue=QUEUE) for _ in range(n)])
+            ids = jq.enqueue_payloads("bench_noop", [{}] * n, queue=QUEUE)
             seconds = time.perf_counter() - started
             return {"count": len(ids), "seconds": seconds}
         if command == "latency":

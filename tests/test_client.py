@@ -102,6 +102,37 @@ class TestEnqueue:
         assert str(err.value).startswith("job 2:") and field in str(err.value)
         assert sql("SELECT count(*) AS n FROM jobqueue.jobs")[0]["n"] == 0
 
+    def test_nothing_to_enqueue_is_no_ids(self, client):
+        assert client.enqueue_many([]) == [] and client.enqueue_payloads("x", []) == []
+
+    @pytest.mark.parametrize("jobs", [3, 1500])  # an INSERT, and a COPY
+    def test_enqueue_payloads_gives_every_job_the_common_options(self, client, sql, jobs):
+        """One kind, one set of options, a payload each; ids in payload order."""
+        later = datetime.now(UTC) + timedelta(hours=1)
+        ids = client.enqueue_payloads("fan", [{"n": n} for n in range(jobs)], queue="fan",
+                                      priority="low", run_at=later, max_attempts=2,
+                                      timeout=5, owner="ann", metadata={"src": "t"})
+        assert len(ids) == jobs and ids == sorted(ids)
+        rows = sql("SELECT id, kind, payload, queue, priority, run_at, max_attempts, "
+                   "timeout_seconds, owner, metadata FROM jobqueue.jobs ORDER BY id")
+        assert [(r["id"], r["payload"]) for r in rows] == [(i, {"n": n})
+                                                           for n, i in enumerate(ids)]
+        assert {(r["kind"], r["queue"], r["priority"], r["max_attempts"],
+                 r["timeout_seconds"], r["owner"], r["metadata"]["src"]) for r in rows} == {
+            ("fan", "fan", 10, 2, 5.0, "ann", "t")}
+        assert all(abs(r["run_at"] - later) < timedelta(seconds=1) for r in rows)
+
+    @pytest.mark.parametrize(("call", "message"), [
+        (lambda c: c.enqueue_payloads("x", [{}, {}, {"a": object()}]), "job 2: payload"),
+        (lambda c: c.enqueue_payloads("x", [{}], priority="urgent"), "priority"),
+        (lambda c: c.enqueue_payloads("x", [{}], idempotency_key="k"), "idempotency_key"),
+    ])
+    def test_enqueue_payloads_rejects_bad_input_and_enqueues_nothing(self, client, sql, call,
+                                                                     message):
+        with pytest.raises(InvalidJob, match=message):
+            call(client)
+        assert sql("SELECT count(*) AS n FROM jobqueue.jobs")[0]["n"] == 0
+
 
 class TestIdempotency:
     def test_same_key_same_owner_gives_the_same_job(self, client, sql):
