@@ -18,7 +18,6 @@ import uuid
 import click
 
 from jobqueue.client import Client
-from jobqueue.jobs import JobSpec
 from jobqueue.sqlfiles import q
 
 
@@ -26,15 +25,14 @@ def run(url: str, jobs: int, processes: int, probes: int, rate: float) -> dict:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = os.environ | {"DATABASE_URL": url}
     with Client(url) as jq:
-        specs = [JobSpec("noop", {}, queue=queue) for _ in range(jobs)]
         started = time.perf_counter()
-        jq.enqueue_many(specs)
+        jq.enqueue_payloads("noop", [{}] * jobs, queue=queue)
         enqueue_rate = jobs / (time.perf_counter() - started)
         click.echo(f"enqueue: {jobs} jobs at {enqueue_rate:,.0f} jobs/s")
 
         workers = [subprocess.Popen(
             [sys.executable, "-m", "jobqueue", "--log-level", "WARNING", "worker", "--queue",
-             queue, "--concurrency", "500", "--claim-batch", "500"], env=env)
+             queue, "--concurrency", "1000", "--claim-batch", "500"], env=env)
             for _ in range(processes)]
         try:
             started = time.perf_counter()
