@@ -472,8 +472,13 @@ def test_a_worker_process_tunes_the_garbage_collector():
     """run_worker freezes start-up objects and collects the young generation less often (a
     third of a no-op job's worker CPU went to the collector); a subprocess, so the test
     process keeps Python's defaults."""
-    code = ("import gc; from jobqueue import worker; worker.tune_gc(); "
-            "print(gc.get_threshold()[0], gc.get_freeze_count() > 1000)")
+    code = (
+        "import gc\n"
+        "from jobqueue import worker\n"
+        "async def run(self, install_signals=False):\n"
+        "    print(gc.get_threshold()[0], gc.get_freeze_count() > 1000)\n"
+        "worker.Worker.run = run\n"
+        "worker.run_worker('postgresql://unused', worker.WorkerConfig())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [str(GC_YOUNG_THRESHOLD), "True"]
