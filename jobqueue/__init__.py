@@ -9,12 +9,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from jobqueue.client import Client
-    from jobqueue.jobs import InvalidJob, Job, JobSpec
-    from jobqueue.tasks import JobCancelled, JobContext, Permanent, Retry, task
-    from jobqueue.worker import Worker, WorkerConfig
+if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
+    from jobqueue.client import Client as Client
+    from jobqueue.jobs import InvalidJob as InvalidJob
+    from jobqueue.jobs import Job as Job
+    from jobqueue.jobs import JobSpec as JobSpec
+    from jobqueue.tasks import JobCancelled as JobCancelled
+    from jobqueue.tasks import JobContext as JobContext
+    from jobqueue.tasks import Permanent as Permanent
+    from jobqueue.tasks import Retry as Retry
+    from jobqueue.tasks import task as task
+    from jobqueue.worker import Worker as Worker
+    from jobqueue.worker import WorkerConfig as WorkerConfig
 
+# Each public name and the module it lives in.
 _HOMES = {
     "Client": "jobqueue.client",
     "InvalidJob": "jobqueue.jobs",
@@ -28,19 +36,7 @@ _HOMES = {
     "Worker": "jobqueue.worker",
     "WorkerConfig": "jobqueue.worker",
 }
-__all__ = [
-    "Client",
-    "InvalidJob",
-    "Job",
-    "JobCancelled",
-    "JobContext",
-    "JobSpec",
-    "Permanent",
-    "Retry",
-    "Worker",
-    "WorkerConfig",
-    "task",
-]
+__all__ = list(_HOMES)
 __version__ = "0.1.0"
 
 

@@ -98,6 +98,8 @@ class Client:
         if "idempotency_key" in options:
             raise InvalidJob("idempotency_key: one key cannot name many jobs; use "
                              "enqueue_many with a key per JobSpec")
+        if "payload" in options:
+            raise InvalidJob("payload: pass the payloads as the second argument, one per job")
         now = datetime.now(UTC)
         queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now)
         rows = []

@@ -27,7 +27,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from jobqueue import Client, JobSpec, logs
+from jobqueue import Client, logs
 from jobqueue.tasks import Registry
 from jobqueue.worker import Worker, WorkerConfig, tune_gc
 
@@ -82,7 +82,7 @@ def main() -> None:
             with jq.pool.connection() as conn:
                 for statement in args.try_sql:
                     conn.execute(statement)
-            jq.enqueue_many([JobSpec("noop", {}, queue="profile") for _ in range(args.jobs)])
+            jq.enqueue_payloads("noop", [{}] * args.jobs, queue="profile")
             with jq.pool.connection() as conn:
                 conn.execute("ANALYZE jobqueue.jobs")
         run(url, args)
