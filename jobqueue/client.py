@@ -19,7 +19,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from jobqueue import db, migrations
+from jobqueue import db
+from jobqueue.db import migrate
+from jobqueue.db.queries import q
 from jobqueue.jobs import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE,
@@ -28,7 +30,6 @@ from jobqueue.jobs import (
     JobSpec,
     to_json,
 )
-from jobqueue.sqlfiles import q
 from jobqueue.tasks import registry
 
 # Rows per INSERT statement in enqueue_many: large enough to amortise the round trip, small
@@ -62,9 +63,9 @@ class Client:
 
     # -- schema -----------------------------------------------------------------------------
 
-    def migrate(self) -> list[migrations.Migration]:
+    def migrate(self) -> list[migrate.Migration]:
         with self.pool.connection() as conn:
-            return migrations.migrate(conn)
+            return migrate.migrate(conn)
 
     # -- enqueue ----------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import secrets
 
 import psycopg
 
-from jobqueue.sqlfiles import q
+from jobqueue.db.queries import q
 
 SCOPES = ("read", "write", "admin")
 DEFAULT_RATE_LIMIT = 300  # requests per minute

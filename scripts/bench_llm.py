@@ -5,7 +5,7 @@ baseline, both against the OpenAI-compatible simulator on 127.0.0.1.
     python scripts/bench_llm.py              # the spec: 4,000 calls
     /tmp/venv/bin/python scripts/bench_llm.py --jobs 400 --warmup 3 --tail 3  # a quick look
 
-Setup (the defaults): the simulator (`python -m jobqueue.fake_openai`, its own process) with 2
+Setup (the defaults): the simulator (`python -m jobqueue.sim`, its own process) with 2
 keys of 600 RPM and 60,000 TPM each, 0.3 s latency +/- 0.1 s jitter; its buckets start full
 and refill continuously, as OpenAI's do. Every request costs ceil(prompt chars / 4) +
 max_tokens tokens against TPM, both at the simulator and in jobqueue's limiter: 240 characters
@@ -133,7 +133,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never 
 
 
 class Simulator:
-    """`python -m jobqueue.fake_openai` in a process of its own, on a port the OS picks."""
+    """`python -m jobqueue.sim` in a process of its own, on a port the OS picks."""
 
     def __init__(self, procs: Processes, args: argparse.Namespace, workdir: Path, tag: str):
         self.procs, self.args = procs, args
@@ -143,7 +143,7 @@ class Simulator:
 
     def start(self) -> Simulator:
         a = self.args
-        cmd = [sys.executable, "-m", "jobqueue.fake_openai", "--host", "127.0.0.1",
+        cmd = [sys.executable, "-m", "jobqueue.sim", "--host", "127.0.0.1",
                "--port", "0", "--latency", str(a.latency), "--jitter", str(a.jitter),
                "--seed", str(a.seed)]
         for secret in secrets(a.keys):
@@ -272,11 +272,12 @@ def recreate_database(args: argparse.Namespace) -> str:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
             sql.Identifier(args.db_name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(args.db_name)))
-    from jobqueue import db, migrations
+    from jobqueue import db
+    from jobqueue.db import migrate
 
     url = db_url(args)
     with db.connect(url, connect_timeout=10) as conn:
-        migrations.migrate(conn)
+        migrate.migrate(conn)
     return url
 
 

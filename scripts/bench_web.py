@@ -104,7 +104,7 @@ def create_bare_app():
     from psycopg_pool import ConnectionPool
 
     from jobqueue import db
-    from jobqueue.sqlfiles import q
+    from jobqueue.db.queries import q
 
     app = Flask("bench_bare")
     token_use = q("token_use")

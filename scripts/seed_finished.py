@@ -126,7 +126,7 @@ def time_pages(url: str, repeat: int) -> None:
 def explain(conn: psycopg.Connection) -> None:
     """EXPLAIN ANALYZE of the job list's queries as the dashboard runs them: the id window,
     then a page inside it (the text search examines a smaller window)."""
-    from jobqueue.sqlfiles import q
+    from jobqueue.db.queries import q
     from web.dashboard import MAX_ID, SCAN, TEXT_SCAN
 
     base = {"queue": None, "kind": None, "owner": None, "batch_id": None, "state": None,

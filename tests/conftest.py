@@ -8,33 +8,29 @@ tens of milliseconds.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import subprocess
-import sys
-import threading
-import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
-from jobqueue import db, migrations
+from jobqueue import db, tokens
 from jobqueue.client import Client
-from jobqueue.fake_openai import FakeOpenAI, Limits
-from jobqueue.llm import PlatformRuntime
-from jobqueue.platforms import Platform
+from jobqueue.db import migrate
+from jobqueue.llm.platforms import Platform
+from jobqueue.llm.runtime import PlatformRuntime
+from jobqueue.sim.server import FakeOpenAI, Limits
 from jobqueue.tasks import Registry
-from jobqueue.worker import Worker, WorkerConfig
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _admin(url: str) -> psycopg.Connection:
-    return psycopg.connect(url, autocommit=True)
+from jobqueue.worker import WorkerConfig
+from tests.support.helpers import (
+    KEYS,
+    ThreadWorker,
+    admin_connection,
+    drop_database,
+    new_database,
+)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +40,7 @@ def server_url(tmp_path_factory) -> str:
     if url:
         yield url
         return
-    from jobqueue import embedded
+    from jobqueue.db import embedded
 
     pgdata = tmp_path_factory.mktemp("embedded") / "pgdata"
     yield embedded.database_url(pgdata)
@@ -54,25 +50,12 @@ def server_url(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def template_db(server_url) -> str:
     name = f"jq_tpl_{uuid.uuid4().hex[:10]}"
-    with _admin(server_url) as conn:
+    with admin_connection(server_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     with db.connect(make_conninfo(server_url, dbname=name)) as conn:
-        migrations.migrate(conn)
+        migrate.migrate(conn)
     yield name
-    with _admin(server_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def new_database(server_url: str, template: str | None) -> tuple[str, str]:
-    name = f"jq_t_{uuid.uuid4().hex[:12]}"
-    with _admin(server_url) as conn:
-        clause = f' TEMPLATE "{template}"' if template else ""
-        conn.execute(f'CREATE DATABASE "{name}"{clause}')
-    return name, make_conninfo(server_url, dbname=name)
-
-
-def drop_database(server_url: str, name: str) -> None:
-    with _admin(server_url) as conn:
+    with admin_connection(server_url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -112,32 +95,6 @@ def sql(db_url):
     conn.close()
 
 
-class ThreadWorker:
-    """A Worker running its asyncio loop in a background thread of the test process."""
-
-    def __init__(self, url: str, config: WorkerConfig, tasks: Registry):
-        self.worker = Worker(url, config, tasks=tasks)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self.worker.run())
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def start(self) -> ThreadWorker:
-        self.thread.start()
-        return self
-
-    def stop(self, hard: bool = False, timeout: float = 30.0) -> None:
-        self.worker.stop(hard=hard)
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "worker did not stop"
-        if self.error:
-            raise self.error
-
-
 @pytest.fixture
 def start_worker(db_url):
     """start_worker(tasks, **config) -> ThreadWorker; all are stopped at teardown."""
@@ -156,45 +113,7 @@ def start_worker(db_url):
             tw.stop(hard=True)
 
 
-def wait_until(predicate, timeout: float = 20.0, interval: float = 0.02, message: str = ""):
-    """Poll a condition that has no event to await (state in another process's database)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
-        time.sleep(interval)
-
-
-def wait_finished(client: Client, job_ids, timeout: float = 20.0):
-    ids = list(job_ids)
-
-    def done():
-        jobs = [client.get(i) for i in ids]
-        return jobs if all(j is not None and j.finished for j in jobs) else None
-
-    return wait_until(done, timeout, message=f"jobs {ids[:5]}... to finish")
-
-
-def jobqueue_cmd(*args: str, url: str, env: dict | None = None, **kwargs):
-    """Start `python -m jobqueue ARGS` as a child process against `url`."""
-    full_env = os.environ | {"DATABASE_URL": url, "LOG_FORMAT": "json"} | (env or {})
-    return subprocess.Popen([sys.executable, "-m", "jobqueue", *args], cwd=ROOT, env=full_env,
-                            **kwargs)
-
-
-def run_cli(*args: str, url: str, env: dict | None = None, input: str | None = None):
-    full_env = os.environ | {"DATABASE_URL": url, "LOG_FORMAT": "json"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "jobqueue", *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, input=input, timeout=60)
-
-
 # -- LLM platforms against the OpenAI-compatible simulator (loopback only) ------------
-
-KEYS = {"SIM_KEY_A": "sk-sim-a", "SIM_KEY_B": "sk-sim-b"}
-
 
 @pytest.fixture
 def sim():
@@ -202,13 +121,6 @@ def sim():
     server.start()
     yield server
     server.stop()
-
-
-def platform(sim: FakeOpenAI, **overrides) -> Platform:
-    settings = {"name": "sim", "base_url": sim.base_url, "model": "sim-main",
-                "api_key_env": ("SIM_KEY_A",), "rpm": 6000, "tpm": 1_000_000,
-                "max_tokens": 16, "timeout": 5.0, "burst_seconds": 1.0}
-    return Platform(**(settings | overrides))
 
 
 @pytest.fixture
@@ -231,3 +143,11 @@ def platform_worker(db_url):
             tw.stop(hard=True)
 
 
+@pytest.fixture
+def make_token(db_url):
+    """make_token(owner, scopes, rate_limit) -> a new API token for the test database."""
+    def make(owner="alice", scopes=("read", "write"), rate_limit=1000) -> str:
+        with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
+            token, _ = tokens.create(conn, owner, list(scopes), rate_limit)
+        return token
+    return make

@@ -18,7 +18,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
 from jobqueue.client import Client
-from jobqueue.sqlfiles import q
+from jobqueue.db.queries import q
 
 MB = 1024 * 1024
 

@@ -14,11 +14,13 @@ from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 
-from jobqueue import batches as batch_export
-from jobqueue import batchfiles, platforms
+from jobqueue.batches import export as batch_export
+from jobqueue.batches import files as batchfiles
+from jobqueue.batches.specs import chat_spec
 from jobqueue.client import insert_specs
+from jobqueue.db.queries import q
 from jobqueue.jobs import InvalidJob, JobSpec
-from jobqueue.sqlfiles import q
+from jobqueue.llm import platforms
 from web import resources
 from web.auth import api_error, require
 from web.openapi import OPENAPI
@@ -277,7 +279,7 @@ def _rejected(problems: list[str], field: str):
 
 def _submit(platform, rows, name, source):
     batch_id, total = resources().client.submit_batch(
-        (batch_export.chat_spec(row, platform.max_attempts) for row in rows),
+        (chat_spec(row, platform.max_attempts) for row in rows),
         queue=platform.name, name=name, owner=g.principal.owner, source=source)
     response = jsonify(id=batch_id, total=total, queue=platform.name)
     response.status_code = 201

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from flask import abort, g, jsonify, request, session
 
-from jobqueue.sqlfiles import q
+from jobqueue.db.queries import q
 from jobqueue.tokens import hash_token
 
 

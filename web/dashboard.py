@@ -34,9 +34,9 @@ from flask import (
     url_for,
 )
 
-from jobqueue import batches as batch_export
+from jobqueue.batches import export as batch_export
+from jobqueue.db.queries import q
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
-from jobqueue.sqlfiles import q
 from web import resources
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in
 

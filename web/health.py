@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from jobqueue import migrations
+from jobqueue.db import migrate
 from web import resources
 
 bp = Blueprint("health", __name__)
@@ -19,7 +19,7 @@ def healthz():
 def readyz():
     try:
         with resources().client.pool.connection(timeout=5) as conn:
-            missing = [m.version for m in migrations.pending(conn)]
+            missing = [m.version for m in migrate.pending(conn)]
     except Exception as exc:  # any failure to reach the database means not ready
         return jsonify(status="unavailable", error=str(exc).strip()[:200]), 503
     if missing:

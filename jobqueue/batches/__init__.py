@@ -1,0 +1,2 @@
+"""Batches: reading batch files (files), turning rows into jobs (specs), and exporting a
+batch's results (export)."""

@@ -1,0 +1,65 @@
+"""The `jobqueue` command: the root group and its entry point; each command group lives in a
+module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench).
+
+Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
+JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix). Exit codes: 0 ok, 1 the work
+failed (or the database is unreachable), 2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import psycopg
+
+from jobqueue import logs
+
+
+@click.group(context_settings={"auto_envvar_prefix": "JOBQUEUE", "show_default": True,
+                               "help_option_names": ["-h", "--help"]})
+@click.option("--log-level", default="INFO", help="DEBUG shows every job.")
+@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
+              envvar="LOG_FORMAT", help="Default: console on a terminal, json elsewhere.")
+def cli(log_level: str, log_format: str | None) -> None:
+    """jobqueue: a Postgres-only job queue for LLM and API workloads."""
+    logs.configure(log_level, log_format)
+
+
+
+def _register() -> None:
+    """Attach every command group (one module each) to the root command."""
+    from jobqueue.cli import admin, batch, bench, demo, jobs, status, tokens, worker
+
+    for command in (admin.migrate, admin.web, worker.worker, jobs.enqueue, jobs.jobs, jobs.dead,
+                    status.status, batch.batch, tokens.tokens, demo.demo_command,
+                    bench.bench_command):
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="jobqueue", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        click.echo(f"Error: cannot reach the database: {first}", err=True)
+        sys.exit(1)
+    except psycopg.errors.UndefinedTable as exc:
+        click.echo(f"Error: the database has no jobqueue schema ({str(exc).splitlines()[0]}); "
+                   "run `jobqueue migrate`", err=True)
+        sys.exit(1)
+    except psycopg.Error as exc:
+        click.echo(f"Error: database: {str(exc).strip().splitlines()[0]}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)

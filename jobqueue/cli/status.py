@@ -1,0 +1,51 @@
+"""`jobqueue status`: per queue counts and rates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import click
+
+from jobqueue.cli.common import (
+    cell,
+    open_client,
+    print_json,
+)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Per queue: waiting, scheduled, running, succeeded, dead, cancelled; oldest wait."""
+    with open_client() as jq:
+        rows = jq.status()
+        workers = jq.workers()
+        limits = jq.rate_limits()
+        cache = jq.cache_stats()
+    if as_json:
+        print_json({"queues": rows, "workers": workers, "rate_limits": limits,
+                     "cache": cache})
+        return
+    columns = ("queue", "waiting", "scheduled", "running", "succeeded", "dead", "cancelled",
+               "oldest_waiting_seconds", "finished_last_minute")
+    headers = ("QUEUE", "WAITING", "SCHEDULED", "RUNNING", "SUCCEEDED", "DEAD", "CANCELLED",
+               "OLDEST WAIT", "DONE/MIN")
+    table = [headers] + [tuple(cell(r[c]) for c in columns) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+    if not rows:
+        click.echo("(no jobs yet)")
+    click.echo(f"\n{len(workers)} worker process(es)" + "".join(
+        f"\n  {w['queue']}: pid {w['pid']} on {w['host']}, {w['in_flight']} in flight"
+        for w in workers))
+    for r in limits:
+        state = (f"disabled ({r['disabled_reason']})" if r["disabled_reason"]
+                 else "blocked" if r["blocked_until"] and r["blocked_until"] > datetime.now(
+                     r["blocked_until"].tzinfo) else "ok")
+        click.echo(f"  {r['platform']}/{r['model']} {r['key_id']}: {r['rpm']} rpm, "
+                   f"{r['tpm']} tpm; {r['requests_total']} requests, "
+                   f"{r['throttled_total']} throttled; {state}")
+    if cache["entries"] or cache["hits"]:
+        click.echo(f"cache: {cache['entries']} entries, {cache['hits']} hits")
+

@@ -1,0 +1,64 @@
+"""`jobqueue tokens create|list|revoke`: API tokens for the web app."""
+
+from __future__ import annotations
+
+import click
+
+from jobqueue.cli.common import (
+    UserError,
+    open_client,
+    print_json,
+)
+
+
+@click.group()
+def tokens() -> None:
+    """API tokens: shown once at creation, stored hashed."""
+
+
+@tokens.command("create")
+@click.option("--owner", required=True, help="Whose jobs the token creates and sees.")
+@click.option("--scopes", default="read,write", help="Comma-separated: read, write, admin.")
+@click.option("--rate-limit", type=click.IntRange(1), default=300, help="Requests per minute.")
+@click.option("--note", default=None)
+def tokens_create(owner, scopes, rate_limit, note) -> None:
+    """Create a token and print it (it cannot be shown again)."""
+    from jobqueue import tokens as token_store
+
+    with open_client() as jq, jq.pool.connection() as conn:
+        try:
+            token, row = token_store.create(conn, owner, [s.strip() for s in scopes.split(",")
+                                                         if s.strip()], rate_limit, note)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    click.echo(f"token {row['id']} for {owner} ({', '.join(row['scopes'])}, "
+               f"{rate_limit}/min); keep it now, it is not shown again:", err=True)
+    click.echo(token)
+
+
+@tokens.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def tokens_list(as_json) -> None:
+    from jobqueue import tokens as token_store
+
+    with open_client() as jq, jq.pool.connection() as conn:
+        rows = token_store.list_tokens(conn)
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        state = "revoked" if r["revoked_at"] else "active"
+        click.echo(f"{r['id']}  {r['prefix']}...  {r['owner']}  {','.join(r['scopes'])}  "
+                   f"{r['rate_limit']}/min  {state}  last used {r['last_used_at'] or 'never'}")
+
+
+@tokens.command("revoke")
+@click.argument("token_id", type=int)
+def tokens_revoke(token_id: int) -> None:
+    from jobqueue import tokens as token_store
+
+    with open_client() as jq, jq.pool.connection() as conn:
+        if not token_store.revoke(conn, token_id):
+            raise UserError(f"token {token_id}: no such active token")
+    click.echo(f"token {token_id}: revoked")
+

@@ -1,0 +1,18 @@
+"""Everything that talks to Postgres: connections (connect), named SQL (queries), the schema
+(migrate), the embedded server (embedded) and every job state transition (store).
+
+The names re-exported here are the connection helpers most modules need.
+"""
+
+from jobqueue.db.connect import (
+    behind_pgbouncer,
+    connect,
+    connect_async,
+    connect_kwargs,
+    database_url,
+    int_array,
+    text_array,
+)
+
+__all__ = ["behind_pgbouncer", "connect", "connect_async", "connect_kwargs", "database_url",
+           "int_array", "text_array"]

@@ -1,0 +1,280 @@
+"""LLM jobs on a platform: `chat` and `analyze`, called through the openai SDK.
+
+jobqueue is the only retry loop (the SDK's max_retries=0), so every attempt passes the shared
+limiter. A 429 blocks the key everywhere and the call tries again within the same attempt (the
+limiter, not the job, was wrong); 5xx, timeouts and connection errors fail the attempt, and the
+worker retries it with backoff. No database connection is held during a call: the limiter and
+the cache borrow one from a small pool for a statement at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import openai
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from jobqueue import db
+from jobqueue.db.queries import q
+from jobqueue.llm import documents
+from jobqueue.llm.cache import ResponseCache, cache_key, is_deterministic
+from jobqueue.llm.platforms import ApiKey, Platform
+from jobqueue.llm.ratelimit import Grant, Limiter, estimate_tokens, retry_after_seconds
+from jobqueue.tasks import JobContext, Permanent, Registry
+
+log = structlog.get_logger("jobqueue.llm")
+
+API_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "response_format", "stop",
+              "presence_penalty", "frequency_penalty")
+CHAT_FIELDS = {"prompt", "messages", "model", "cache", "metadata", *API_PARAMS}
+ANALYZE_FIELDS = {"text", "model", "max_tokens", "cache", "metadata"}
+SENTIMENTS = ("positive", "neutral", "negative")
+
+ANALYZE_INSTRUCTIONS = (
+    "Analyse the user's text. Answer with one JSON object and nothing else, with exactly these "
+    "keys: summary (string, at most three sentences), sentiment (one of positive, neutral, "
+    "negative), topics (list of short strings), entities (list of names of people, "
+    "organisations, places or products).")
+
+
+class InvalidAnswer(Exception):
+    """The model's answer did not have the shape asked for; another attempt may do better."""
+
+
+def chat_request(payload: Any, platform: Platform) -> dict:
+    """The API request for a chat job's payload; Permanent if the payload is unusable."""
+    if not isinstance(payload, dict):
+        raise Permanent("payload: must be an object with prompt or messages")
+    unknown = set(payload) - CHAT_FIELDS
+    if unknown:
+        raise Permanent(f"payload: unknown field(s) {', '.join(sorted(unknown))}")
+    if ("prompt" in payload) == ("messages" in payload):
+        raise Permanent("payload: give exactly one of prompt or messages")
+    if "prompt" in payload:
+        if not isinstance(payload["prompt"], str) or not payload["prompt"].strip():
+            raise Permanent("payload.prompt: must be a non-empty string")
+        messages = [{"role": "user", "content": payload["prompt"]}]
+    else:
+        messages = payload["messages"]
+        if not isinstance(messages, list) or not messages or not all(
+                isinstance(m, dict) and "role" in m for m in messages):
+            raise Permanent("payload.messages: must be a non-empty list of {role, content}")
+    request = {"model": payload.get("model") or platform.model, "messages": messages,
+               "max_tokens": payload.get("max_tokens") or platform.max_tokens}
+    for name in API_PARAMS:
+        if payload.get(name) is not None and name != "max_tokens":
+            request[name] = payload[name]
+    return request
+
+
+def validate_analysis(text: str) -> dict:
+    try:
+        data = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise InvalidAnswer(f"analysis is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise InvalidAnswer("analysis is not a JSON object")
+    problems = []
+    if not isinstance(data.get("summary"), str):
+        problems.append("summary must be a string")
+    if data.get("sentiment") not in SENTIMENTS:
+        problems.append(f"sentiment must be one of {', '.join(SENTIMENTS)}")
+    for name in ("topics", "entities"):
+        value = data.get(name)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            problems.append(f"{name} must be a list of strings")
+    if problems:
+        raise InvalidAnswer("analysis: " + "; ".join(problems))
+    return {k: data[k] for k in ("summary", "sentiment", "topics", "entities")}
+
+
+class PlatformRuntime:
+    """Everything a worker process needs to run one platform's jobs."""
+
+    def __init__(self, platform: Platform, url: str, environ: dict[str, str] | None = None):
+        self.platform = platform
+        self.url = url
+        self.keys: list[ApiKey] = platform.keys(environ)  # fails early, naming the variable
+        self.clients: dict[str, openai.AsyncOpenAI] = {}
+        self.pool: AsyncConnectionPool | None = None
+        self.limiter: Limiter | None = None
+        self.cache: ResponseCache | None = None
+
+    def registry(self) -> Registry:
+        reg = Registry()
+        reg.register("chat", self.chat)
+        reg.register("analyze", self.analyze)
+        reg.register("document", self.document)
+        return reg
+
+    async def start(self) -> None:
+        self.pool = AsyncConnectionPool(self.url, min_size=1, max_size=4, open=False,
+                                        kwargs=db.connect_kwargs(), name="jobqueue-llm")
+        await self.pool.open()
+        self.limiter = Limiter(self.platform, self.keys, self.pool)
+        await self.limiter.ensure()
+        self.cache = ResponseCache(self.pool, self.platform.cache_ttl,
+                                   pending_seconds=self.platform.timeout * 2)
+        for key in self.keys:
+            self.clients[key.key_id] = openai.AsyncOpenAI(
+                api_key=key.secret, base_url=self.platform.base_url, max_retries=0,
+                timeout=self.platform.timeout)
+
+    async def stop(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+    # -- tasks ------------------------------------------------------------------------------
+
+    async def chat(self, payload: Any, ctx: JobContext) -> dict:
+        request = chat_request(payload, self.platform)
+        return await self._run(request, payload, ctx, validate=None)
+
+    async def analyze(self, payload: Any, ctx: JobContext) -> dict:
+        if not isinstance(payload, dict) or set(payload) - ANALYZE_FIELDS:
+            raise Permanent(f"payload: expected fields {', '.join(sorted(ANALYZE_FIELDS))}")
+        text = payload.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise Permanent("payload.text: must be a non-empty string")
+        request = {
+            "model": payload.get("model") or self.platform.model,
+            "messages": [{"role": "system", "content": ANALYZE_INSTRUCTIONS},
+                         {"role": "user", "content": text}],
+            "max_tokens": payload.get("max_tokens") or self.platform.max_tokens,
+            "temperature": 0,
+            "response_format": {"type": "json_object"},
+        }
+        result = await self._run(request, payload, ctx, validate=validate_analysis)
+        result["analysis"] = validate_analysis(result["text"])
+        return result
+
+    async def document(self, payload: Any, ctx: JobContext) -> dict:
+        """An uploaded document: extract its text, analyze it in chunks, assemble one result."""
+        doc_id = payload.get("document_id") if isinstance(payload, dict) else None
+        if not isinstance(doc_id, int):
+            raise Permanent("payload.document_id: required, an integer")
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(q("document_data"), {"id": doc_id})
+            row = await cur.fetchone()
+        if row is None:
+            raise Permanent(f"document {doc_id}: not found")
+        filename, content_type, data = row
+        ctx.set_progress({"step": "extracting"})
+        try:
+            text = await asyncio.to_thread(documents.extract_text, content_type, bytes(data))
+        except documents.UnreadableDocument as exc:
+            raise Permanent(f"{filename}: {exc}") from None
+        async with self.pool.connection() as conn:
+            await conn.execute(q("document_set_text"), {"id": doc_id, "text": text})
+        pieces = documents.chunks(text)
+        done = 0
+
+        async def analyze_piece(piece: str) -> dict:
+            nonlocal done
+            result = await self.analyze({"text": piece}, ctx)
+            done += 1
+            ctx.set_progress({"step": "analyzing", "done": done, "total": len(pieces)})
+            return result
+
+        ctx.set_progress({"step": "analyzing", "done": 0, "total": len(pieces)})
+        results = await asyncio.gather(*(analyze_piece(p) for p in pieces))
+        return {
+            "document_id": doc_id, "filename": filename, "chars": len(text),
+            "chunks": len(pieces),
+            "analysis": documents.merge([r["analysis"] for r in results]),
+            "models": sorted({r["model"] for r in results}),
+            "usage": {"total_tokens": sum(r["usage"]["total_tokens"] or 0 for r in results)},
+        }
+
+    async def _run(self, request: dict, payload: dict, ctx: JobContext, validate) -> dict:
+        use_cache = payload.get("cache")
+        if use_cache is None:
+            use_cache = is_deterministic(request)
+
+        async def call() -> tuple[dict, bool]:
+            result = await self._call(request)
+            if validate is not None:
+                validate(result["text"])
+            return result, not result["fallback"]  # a fallback's answer is not the model's
+
+        if not use_cache:
+            result, _ = await call()
+            return result | {"cached": False}
+        key = cache_key(self.platform.base_url, request)
+        result, hit = await self.cache.get_or_call(key, call)
+        return result | {"cached": hit}
+
+    async def _call(self, request: dict) -> dict:
+        p = self.platform
+        cost = estimate_tokens(request["messages"], request["max_tokens"])
+        fallback = p.fallback_model if request["model"] == p.model else None
+        throttled = 0
+        while True:
+            grant = await self.limiter.acquire(cost, request["model"], fallback,
+                                               p.latency_budget)
+            client = self.clients[grant.key.key_id]
+            started = time.monotonic()
+            try:
+                raw = await client.chat.completions.with_raw_response.create(
+                    **(request | {"model": grant.model}))
+            except openai.RateLimitError as exc:
+                if _error_code(exc) == "insufficient_quota":
+                    await self.limiter.disable(grant.key, "insufficient_quota: "
+                                               + _error_message(exc))
+                    continue  # another key may still have quota
+                throttled += 1
+                await self.limiter.block(grant, retry_after_seconds(exc.response.headers) or 1.0)
+                if throttled > p.max_429_retries:
+                    raise
+                continue
+            except openai.AuthenticationError as exc:
+                await self.limiter.disable(grant.key, f"authentication failed: {exc.status_code}")
+                continue
+            except (openai.BadRequestError, openai.NotFoundError,
+                    openai.UnprocessableEntityError) as exc:
+                raise Permanent(f"{p.name} rejected the request: {_error_message(exc)}") from None
+            completion = raw.parse()
+            usage = completion.usage
+            actual = usage.total_tokens if usage else cost
+            await self.limiter.settle(grant, actual, raw.headers)
+            return _result(request, grant, completion, time.monotonic() - started, throttled)
+
+
+def _result(request: dict, grant: Grant, completion, seconds: float, throttled: int) -> dict:
+    choice = completion.choices[0]
+    usage = completion.usage
+    return {
+        "text": choice.message.content,
+        "finish_reason": choice.finish_reason,
+        "model": completion.model or grant.model,
+        "requested_model": request["model"],
+        "fallback": grant.model != request["model"],
+        "usage": {"prompt_tokens": usage.prompt_tokens if usage else None,
+                  "completion_tokens": usage.completion_tokens if usage else None,
+                  "total_tokens": usage.total_tokens if usage else None},
+        "latency_ms": round(seconds * 1000, 1),
+        "waited_ms": round(grant.waited * 1000, 1),
+        "key": grant.key.key_id,
+        "throttled": throttled,
+    }
+
+
+def _error_body(exc: openai.APIStatusError) -> dict:
+    body = exc.body
+    if isinstance(body, dict):
+        return body.get("error", body) if isinstance(body.get("error"), dict) else body
+    return {}
+
+
+def _error_code(exc: openai.APIStatusError) -> str | None:
+    return getattr(exc, "code", None) or _error_body(exc).get("code")
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    return str(_error_body(exc).get("message") or exc.message)[:300]

@@ -1,0 +1,447 @@
+-- Job state transitions and reads: enqueue, claim, finish, retry, hand back, rescue, cancel,
+-- revive, purge, progress. Loaded by jobqueue/db/queries.py; each query starts with a
+-- `-- name: NAME` line; parameters are psycopg's named placeholders, always bound.
+-- Column lists are spelled out (no `*` across tables) so a migration cannot silently reorder
+-- what a move from `jobs` to `finished` writes.
+
+-- name: NAME` line; parameters are psycopg's named placeholders and are always bound.
+-- Column lists are spelled out (no `*` across tables) so a migration cannot silently reorder
+-- what a move from `jobs` to `finished` writes.
+
+
+-- name: insert_jobs
+-- Batch enqueue in one round trip: one array per column, unnest()ed into rows (single jobs use
+-- insert_job, batches of 1,000 or more COPY).
+-- A column with the same value in every row is sent once as `<column>_all` with an empty
+-- array (unnest pads a shorter array with NULLs): 20,000 copies of "default" cost nothing.
+INSERT INTO jobqueue.jobs
+    (queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
+     metadata)
+SELECT coalesce(queue, %(queue_all)s::text), coalesce(kind, %(kind_all)s::text),
+       payload::jsonb, coalesce(priority, %(priority_all)s::smallint),
+       coalesce(run_at, %(run_at_all)s::timestamptz, now()),
+       coalesce(max_attempts, %(max_attempts_all)s::int),
+       coalesce(timeout_seconds, %(timeout_seconds_all)s::real),
+       coalesce(owner, %(owner_all)s::text), coalesce(batch_id, %(batch_id_all)s::bigint),
+       coalesce(metadata, %(metadata_all)s::text)::jsonb
+FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[], %(priority)s::smallint[],
+            %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(timeout_seconds)s::real[],
+            %(owner)s::text[], %(batch_id)s::bigint[], %(metadata)s::text[])
+    AS t(queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
+         metadata)
+RETURNING id;
+
+
+-- name: insert_job
+-- One job without an idempotency key (Client.enqueue, the web API's POST): plain VALUES, so
+-- neither side builds or unpacks arrays for a single row.
+INSERT INTO jobqueue.jobs
+    (queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
+     metadata)
+VALUES (%(queue)s, %(kind)s, %(payload)s::jsonb, %(priority)s,
+        coalesce(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout_seconds)s,
+        %(owner)s, %(batch_id)s, %(metadata)s::jsonb)
+RETURNING id;
+
+
+-- name: reserve_job_ids
+-- Large batches load with COPY, which returns nothing: draw their ids first (in input order),
+-- with the database's clock for rows that give no run_at.
+-- Sorted, so rows keep their input order in the claim's (priority, run_at, id) order.
+SELECT now() AS now, array_agg(id ORDER BY id) AS ids
+FROM (SELECT nextval('jobqueue.job_id_seq') AS id FROM generate_series(1, %(n)s)) AS drawn;
+
+
+-- name: copy_jobs
+-- {columns} is filled with column names only (psycopg.sql.Identifier): id, queue, kind,
+-- payload, and of the others those where some row differs from the table's default, so a
+-- batch of plain jobs sends four columns per row, not eleven.
+COPY jobqueue.jobs ({columns}) FROM STDIN;
+
+
+-- name: insert_jobs_idempotent
+-- The same insert for batches where some rows carry an idempotency key. Ids are drawn first
+-- so a key can be claimed for its row before the row exists; a row whose key is already held
+-- (by an earlier job, or an earlier row of this batch) is not inserted and reports the holder.
+-- `held_by` is NULL only when a concurrent transaction took the key after this statement's
+-- snapshot; the caller then reads it again.
+WITH input AS MATERIALIZED (
+    SELECT t.*, nextval('jobqueue.job_id_seq') AS new_id
+    FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[],
+                %(priority)s::smallint[], %(run_at)s::timestamptz[], %(max_attempts)s::int[],
+                %(timeout_seconds)s::real[], %(owner)s::text[], %(batch_id)s::bigint[],
+                %(metadata)s::text[], %(idempotency_key)s::text[])
+        WITH ORDINALITY AS t(queue, kind, payload, priority, run_at, max_attempts,
+                             timeout_seconds, owner, batch_id, metadata, idempotency_key, ord)
+),
+claimed AS (
+    INSERT INTO jobqueue.idempotency_keys (owner, key, job_id)
+    SELECT coalesce(owner, ''), idempotency_key, new_id FROM input
+    WHERE idempotency_key IS NOT NULL
+    ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING owner, key, job_id
+),
+inserted AS (
+    INSERT INTO jobqueue.jobs
+        (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner,
+         batch_id, idempotency_key, metadata)
+    SELECT new_id, queue, kind, payload::jsonb, priority, coalesce(run_at, now()),
+           max_attempts, timeout_seconds, owner, batch_id, idempotency_key, metadata::jsonb
+    FROM input
+    WHERE idempotency_key IS NULL OR new_id IN (SELECT job_id FROM claimed)
+    RETURNING id
+)
+SELECT i.ord,
+       coalesce(ins.id, c.job_id, k.job_id) AS id,
+       ins.id IS NOT NULL AS created
+FROM input i
+LEFT JOIN inserted ins ON ins.id = i.new_id
+LEFT JOIN claimed c ON c.owner = coalesce(i.owner, '') AND c.key = i.idempotency_key
+LEFT JOIN jobqueue.idempotency_keys k
+       ON k.owner = coalesce(i.owner, '') AND k.key = i.idempotency_key
+ORDER BY i.ord;
+
+
+-- name: find_idempotent
+SELECT job_id FROM jobqueue.idempotency_keys WHERE owner = %(owner)s AND key = %(key)s;
+
+
+-- name: get_job
+-- One statement over both tables: a job moves between them inside one transaction, so a single
+-- snapshot sees it in exactly one.
+SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+       CASE WHEN lease_owner IS NOT NULL THEN 'running'
+            WHEN run_at > now() THEN 'scheduled'
+            ELSE 'waiting' END AS state,
+       NULL::jsonb AS result, errors, progress, owner, batch_id, idempotency_key, metadata,
+       created_at, started_at, NULL::timestamptz AS finished_at, lease_owner, cancel_requested
+FROM jobqueue.jobs WHERE id = %(id)s
+UNION ALL
+SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+       state, result, errors, progress, owner, batch_id, idempotency_key, metadata,
+       created_at, started_at, finished_at, NULL::uuid, false
+FROM jobqueue.finished WHERE id = %(id)s;
+
+
+-- name: claim
+-- The worker's claim: lock up to `limit` runnable rows, skipping rows other workers hold, and
+-- lease them in the same statement. The MATERIALIZED CTE keeps the planner from pushing the
+-- LIMIT below the lock and updating more rows than asked for. A paused queue yields nothing.
+-- The claimed id range is announced on jobqueue_events (running).
+WITH picked AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+      AND NOT EXISTS (SELECT 1 FROM jobqueue.queues p WHERE p.name = %(queue)s AND p.paused)
+    ORDER BY priority, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    -- id = ANY(ARRAY(...)) probes the primary key per picked id; a join with `picked` would
+    -- hash the whole table.
+    UPDATE jobqueue.jobs j
+    SET lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = j.attempts + 1,
+        started_at = now()
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    -- payload as text: the worker parses it with json.loads, a third of the cost of
+    -- psycopg's Python-level jsonb loader per row.
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+    HAVING count(*) > 0
+)
+SELECT c.* FROM claimed c CROSS JOIN announced;
+
+
+-- name: next_run_at
+-- When an idle worker should look again for scheduled work (no notification announces it).
+SELECT min(run_at) FROM jobqueue.jobs WHERE queue = %(queue)s AND lease_owner IS NULL;
+
+
+-- name: finish_jobs
+-- Move jobs a worker finished (succeeded, dead or cancelled) to `finished`. The fencing token
+-- (lease_owner, attempts) must still be the worker's: a worker whose lease expired and whose
+-- job was taken over moves nothing, and learns so from the ids missing in RETURNING.
+WITH done AS (
+    DELETE FROM jobqueue.jobs j
+    USING unnest(%(id)s::bigint[], %(attempt)s::int[], %(state)s::text[], %(result)s::text[],
+                 %(error)s::text[]) AS d(id, attempt, state, result, error)
+    WHERE j.id = d.id AND j.attempts = d.attempt AND j.lease_owner = %(worker)s
+    RETURNING j.id, j.queue, j.kind, j.payload, j.priority, j.run_at, j.attempts,
+              j.max_attempts, j.timeout_seconds, d.state, d.result, j.errors, d.error,
+              j.progress, j.owner, j.batch_id, j.idempotency_key, j.metadata, j.created_at,
+              j.started_at
+),
+moved AS (
+    INSERT INTO jobqueue.finished
+        (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
+         result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
+         started_at)
+    SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+           state, result::jsonb,
+           CASE WHEN error IS NULL THEN errors ELSE errors || jsonb_build_array(error::jsonb) END,
+           progress, owner, batch_id, idempotency_key, metadata, created_at, started_at
+    FROM done
+    RETURNING id
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM moved
+    HAVING count(*) > 0
+)
+SELECT m.id FROM moved m CROSS JOIN announced;
+
+
+-- name: retry_jobs
+-- Failed attempts that will be tried again: release the lease, keep the error, and schedule
+-- the next attempt after the backoff the worker computed. Fenced like finish_jobs.
+WITH retried AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
+        run_at = now() + make_interval(secs => f.delay),
+        errors = j.errors || jsonb_build_array(f.error::jsonb)
+    FROM unnest(%(id)s::bigint[], %(attempt)s::int[], %(delay)s::float8[], %(error)s::text[])
+        AS f(id, attempt, delay, error)
+    WHERE j.id = f.id AND j.attempts = f.attempt AND j.lease_owner = %(worker)s
+    RETURNING j.id
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM retried
+    HAVING count(*) > 0
+)
+SELECT r.id FROM retried r CROSS JOIN announced;
+
+
+-- name: hand_back
+-- Shutdown: give running jobs back untouched. The attempt did not fail, so it is not counted.
+WITH released AS (
+    UPDATE jobqueue.jobs
+    SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0),
+        run_at = now()
+    WHERE id = ANY(%(ids)s) AND lease_owner = %(worker)s
+    RETURNING id, queue
+)
+SELECT count(*) AS released,
+       count(pg_notify('jobqueue_insert', queue)) AS notified,
+       count(pg_notify('jobqueue_events', id || '-' || id)) AS announced
+FROM released;
+
+
+-- name: renew_leases
+-- Heartbeat: extend every lease this worker holds. Returns what it holds, so the worker learns
+-- of cancellations (without LISTEN) and of leases it lost.
+UPDATE jobqueue.jobs
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE lease_owner = %(worker)s
+RETURNING id, cancel_requested;
+
+
+-- name: set_progress
+WITH updated AS (
+    UPDATE jobqueue.jobs SET progress = %(progress)s::jsonb
+    WHERE id = %(id)s AND lease_owner = %(worker)s AND attempts = %(attempt)s
+    RETURNING id
+)
+SELECT pg_notify('jobqueue_events', id || '-' || id) FROM updated;
+
+
+-- name: rescue_dead
+-- Expired leases on jobs that have used every attempt: dead-letter them with the reason.
+WITH expired AS (
+    DELETE FROM jobqueue.jobs
+    WHERE id IN (SELECT id FROM jobqueue.jobs
+                 WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
+                   AND attempts >= max_attempts
+                 FOR UPDATE SKIP LOCKED)
+    RETURNING id, queue, kind, payload, priority, run_at, attempts, max_attempts,
+              timeout_seconds, errors, progress, owner, batch_id, idempotency_key, metadata,
+              created_at, started_at, lease_owner
+)
+INSERT INTO jobqueue.finished
+    (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
+     result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
+     started_at)
+SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+       'dead', NULL,
+       errors || jsonb_build_array(jsonb_build_object(
+           'attempt', attempts, 'at', now(), 'type', 'LeaseExpired',
+           'message', 'worker ' || lease_owner || ' stopped renewing its lease',
+           'worker', lease_owner)),
+       progress, owner, batch_id, idempotency_key, metadata, created_at, started_at
+FROM expired
+RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
+
+
+-- name: rescue_retry
+-- Expired leases with attempts left: the worker is gone (crash, kill -9, partition); make the
+-- job runnable now and wake the workers of its queue.
+WITH rescued AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
+            'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',
+            'worker', j.lease_owner))
+    WHERE j.id IN (SELECT id FROM jobqueue.jobs
+                   WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
+                     AND attempts < max_attempts
+                   FOR UPDATE SKIP LOCKED)
+    RETURNING j.id, j.queue
+)
+SELECT count(*) AS rescued,
+       count(pg_notify('jobqueue_events', id || '-' || id)) AS announced,
+       (SELECT count(pg_notify('jobqueue_insert', q)) FROM (SELECT DISTINCT queue AS q
+                                                           FROM rescued) AS queues) AS notified
+FROM rescued;
+
+
+-- name: prune_finished
+-- Drop finished jobs past their retention, a bounded slice at a time, with their keys.
+WITH doomed AS (
+    DELETE FROM jobqueue.finished
+    WHERE id IN (SELECT id FROM jobqueue.finished
+                 WHERE finished_at < now() - make_interval(secs => %(retention_seconds)s)
+                 LIMIT %(limit)s)
+    RETURNING id
+),
+keys AS (
+    DELETE FROM jobqueue.idempotency_keys WHERE job_id IN (SELECT id FROM doomed)
+)
+SELECT count(*) FROM doomed;
+
+
+-- name: lock_job
+SELECT id, lease_owner FROM jobqueue.jobs WHERE id = %(id)s FOR UPDATE;
+
+
+-- name: cancel_waiting
+WITH gone AS (
+    DELETE FROM jobqueue.jobs WHERE id = %(id)s AND lease_owner IS NULL
+    RETURNING id, queue, kind, payload, priority, run_at, attempts, max_attempts,
+              timeout_seconds, errors, progress, owner, batch_id, idempotency_key, metadata,
+              created_at, started_at
+)
+INSERT INTO jobqueue.finished
+    (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
+     result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
+     started_at)
+SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+       'cancelled', NULL, errors, progress, owner, batch_id, idempotency_key, metadata,
+       created_at, started_at
+FROM gone
+RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
+
+
+-- name: request_cancel
+-- A running job is cancelled by its worker, which hears of it at once through NOTIFY (or at
+-- its next heartbeat in poll-only mode) and ends the job as cancelled.
+WITH flagged AS (
+    UPDATE jobqueue.jobs SET cancel_requested = true
+    WHERE id = %(id)s AND lease_owner IS NOT NULL
+    RETURNING id
+)
+SELECT id, pg_notify('jobqueue_cancel', id::text) FROM flagged;
+
+
+-- name: revive_finished
+-- Retry dead (or cancelled) jobs: back to the hot table with a fresh attempt budget. Their
+-- error history stays. The insert trigger wakes the workers.
+WITH revived AS (
+    DELETE FROM jobqueue.finished
+    WHERE state = ANY(%(states)s)
+      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    RETURNING id, queue, kind, payload, priority, max_attempts, timeout_seconds, errors,
+              progress, owner, batch_id, idempotency_key, metadata, created_at
+)
+INSERT INTO jobqueue.jobs
+    (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+     errors, progress, owner, batch_id, idempotency_key, metadata, created_at)
+SELECT id, queue, kind, payload, priority, now(), 0, max_attempts, timeout_seconds, errors,
+       progress, owner, batch_id, idempotency_key, metadata, created_at
+FROM revived
+RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
+
+
+-- name: list_dead
+SELECT id, queue, kind, attempts, finished_at, errors -> -1 AS last_error
+FROM jobqueue.finished
+WHERE state = 'dead' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+ORDER BY finished_at DESC
+LIMIT %(limit)s;
+
+
+-- name: purge_dead
+WITH doomed AS (
+    DELETE FROM jobqueue.finished
+    WHERE state = 'dead' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+    RETURNING id
+),
+keys AS (
+    DELETE FROM jobqueue.idempotency_keys WHERE job_id IN (SELECT id FROM doomed)
+)
+SELECT count(*) FROM doomed;
+
+
+-- name: queue_status
+-- One row per queue known anywhere: depth by state and the oldest waiting job's age from the
+-- hot table; finished counts from the trigger-kept finished_counts (never a count over all of
+-- `finished`, which grows to millions); how many finished in the last minute (a bounded scan
+-- through the BRIN index); and whether the queue is paused. Used by `jobqueue status`,
+-- /api/queues and the dashboard.
+WITH hot AS (
+    SELECT queue,
+           count(*) FILTER (WHERE lease_owner IS NULL AND run_at <= now()) AS waiting,
+           count(*) FILTER (WHERE lease_owner IS NULL AND run_at > now()) AS scheduled,
+           count(*) FILTER (WHERE lease_owner IS NOT NULL) AS running,
+           extract(epoch FROM now() - min(run_at)
+                   FILTER (WHERE lease_owner IS NULL AND run_at <= now()))::float8
+               AS oldest_waiting_seconds
+    FROM jobqueue.jobs GROUP BY queue
+),
+cold AS (
+    SELECT queue,
+           sum(count) FILTER (WHERE state = 'succeeded')::bigint AS succeeded,
+           sum(count) FILTER (WHERE state = 'dead')::bigint AS dead,
+           sum(count) FILTER (WHERE state = 'cancelled')::bigint AS cancelled
+    FROM jobqueue.finished_counts GROUP BY queue
+    HAVING sum(count) > 0  -- a queue whose finished jobs were all pruned is gone
+),
+recent AS (
+    SELECT queue, count(*) AS finished_last_minute
+    FROM jobqueue.finished WHERE finished_at > now() - interval '1 minute'
+    GROUP BY queue
+),
+names AS (
+    SELECT queue FROM hot UNION SELECT queue FROM cold
+    UNION SELECT name FROM jobqueue.queues WHERE paused
+)
+SELECT n.queue,
+       coalesce(h.waiting, 0) AS waiting, coalesce(h.scheduled, 0) AS scheduled,
+       coalesce(h.running, 0) AS running, coalesce(c.succeeded, 0) AS succeeded,
+       coalesce(c.dead, 0) AS dead, coalesce(c.cancelled, 0) AS cancelled,
+       h.oldest_waiting_seconds, coalesce(r.finished_last_minute, 0) AS finished_last_minute,
+       coalesce(p.paused, false) AS paused, p.paused_at
+FROM names n
+LEFT JOIN hot h ON h.queue = n.queue
+LEFT JOIN cold c ON c.queue = n.queue
+LEFT JOIN recent r ON r.queue = n.queue
+LEFT JOIN jobqueue.queues p ON p.name = n.queue
+ORDER BY n.queue;
+
+
+-- name: queue_pause
+INSERT INTO jobqueue.queues (name, paused, paused_at) VALUES (%(name)s, %(paused)s,
+    CASE WHEN %(paused)s THEN now() END)
+ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, paused_at = excluded.paused_at;
+
+
+-- name: purge_queue
+-- Remove every job of a queue, hot and finished (jobqueue bench cleans up its scratch queue).
+WITH hot AS (DELETE FROM jobqueue.jobs WHERE queue = %(queue)s RETURNING id),
+     cold AS (DELETE FROM jobqueue.finished WHERE queue = %(queue)s RETURNING id)
+SELECT (SELECT count(*) FROM hot) + (SELECT count(*) FROM cold) AS deleted;

@@ -1,0 +1,32 @@
+-- Worker processes: registration, heartbeat, the maintenance lock, pruning stale rows.
+
+-- name: register_worker
+INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s)
+ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
+
+
+-- name: touch_worker
+INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency, in_flight)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s, %(in_flight)s)
+ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), in_flight = excluded.in_flight;
+
+
+-- name: unregister_worker
+DELETE FROM jobqueue.workers WHERE id = %(id)s;
+
+
+-- name: list_workers
+SELECT id, host, pid, queue, concurrency, started_at, last_seen_at, in_flight
+FROM jobqueue.workers ORDER BY queue, started_at;
+
+
+-- name: try_maintenance_lock
+-- Maintenance runs under one leader at a time: whoever holds this transaction-level lock.
+SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance'));
+
+
+-- name: prune_workers
+-- Worker rows whose heartbeat stopped long ago (the process died without unregistering).
+DELETE FROM jobqueue.workers
+WHERE last_seen_at < now() - make_interval(secs => %(stale_seconds)s);

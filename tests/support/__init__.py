@@ -1,0 +1,1 @@
+"""Test helpers and task modules shared by the unit, integration and system tests."""

@@ -1,0 +1,54 @@
+"""Tasks for worker processes started by the tests (`--import tests.support.worker_tasks`).
+
+`record` writes one row per execution into test_effects, so a test can count how often each
+job really ran, and in which process: the side effect the exactly-once checks look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import psycopg
+
+from jobqueue.tasks import task
+
+_conn: psycopg.AsyncConnection | None = None
+_lock = asyncio.Lock()
+
+EFFECTS_DDL = """
+CREATE TABLE IF NOT EXISTS test_effects (
+    job_id  bigint  NOT NULL,
+    attempt integer NOT NULL,
+    pid     integer NOT NULL,
+    at      timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+
+async def _connection() -> psycopg.AsyncConnection:
+    global _conn
+    async with _lock:
+        if _conn is None or _conn.closed:
+            _conn = await psycopg.AsyncConnection.connect(os.environ["DATABASE_URL"],
+                                                          autocommit=True)
+        return _conn
+
+
+@task("record")
+async def record(payload, ctx):
+    """Record this execution, then take payload["seconds"] (default 0) to finish."""
+    while True:
+        try:
+            conn = await _connection()
+            await conn.execute(
+                "INSERT INTO test_effects (job_id, attempt, pid) VALUES (%s, %s, %s)",
+                (ctx.job_id, ctx.attempt, os.getpid()))
+            break
+        except psycopg.OperationalError:
+            # The database is restarting (a test does that): a real handler would retry too.
+            await asyncio.sleep(0.1)
+    seconds = payload.get("seconds", 0)
+    if seconds:
+        await asyncio.sleep(seconds)
+    return {"pid": os.getpid()}
