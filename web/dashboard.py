@@ -17,6 +17,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from threading import Lock
+from urllib.parse import urlsplit
 
 import psycopg
 from flask import (
@@ -152,10 +153,23 @@ def _page(template: str, **context):
     return response
 
 
+# Characters a browser drops from a URL or reads as something else (WHATWG URL parser): C0
+# controls and DEL (tab, CR and LF are removed anywhere; others are stripped at the ends or
+# break the header), and "\\", which http(s) URLs read as "/".
+_URL_TRAPS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def _safe_next(target: str | None) -> str:
-    """Only paths on this site: an open redirect would make the sign-in page a phishing aid."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
+    """Only paths on this site: an open redirect would make the sign-in page a phishing aid.
+    A target is refused, not repaired, if a browser would read it differently from us (see
+    _URL_TRAPS): "/\t/evil.example" is "//evil.example" to a browser, another host. What is
+    left must be a path: one leading "/", no scheme, no host. CR and LF never reach a header.
+    """
+    if (target and target.startswith("/") and not target.startswith("//")
+            and not _URL_TRAPS.search(target)):
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
     return url_for(".overview")
 
 

@@ -8,16 +8,13 @@ import os
 import re
 
 import pytest
-import requests
 from psycopg.types.json import Jsonb
 
 from jobqueue.db.queries import q
 from jobqueue.jobs import JobSpec
 from jobqueue.tasks import Permanent, Registry
 from tests.support.helpers import wait_finished
-from tests.support.web import Server
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+from tests.support.web import Dashboard, Server
 
 
 @pytest.fixture
@@ -25,39 +22,6 @@ def server(db_url):
     s = Server(db_url)
     yield s
     s.close()
-
-
-class Dashboard:
-    """A browser-like session: cookies, and the CSRF token of the last page it read."""
-
-    def __init__(self, base: str):
-        self.base = base
-        self.http = requests.Session()
-        self.csrf = ""
-
-    def get(self, path: str, **kw) -> requests.Response:
-        r = self.http.get(self.base + path, timeout=30, **kw)
-        if found := CSRF.search(r.text):
-            self.csrf = found.group(1)
-        return r
-
-    def post(self, path: str, data=None, csrf: bool = True, **kw) -> requests.Response:
-        data = list((data or {}).items()) if isinstance(data, dict) else list(data or [])
-        if csrf:
-            data.append(("csrf_token", self.csrf))
-        r = self.http.post(self.base + path, data=data, timeout=30, **kw)
-        if found := CSRF.search(r.text):
-            self.csrf = found.group(1)
-        return r
-
-    def sign_in(self, token: str, next_url: str = "") -> requests.Response:
-        self.get("/login")
-        return self.post("/login", {"token": token, "next": next_url}, allow_redirects=False)
-
-    def page(self, path: str) -> str:
-        r = self.get(path)
-        assert r.status_code == 200, (path, r.status_code, r.text[:500])
-        return r.text
 
 
 @pytest.fixture
