@@ -2,12 +2,15 @@
 
 The export puts each job's input metadata beside its result, so a CSV of prompts comes back
 as the same rows with answers.
+
+A CSV is opened in spreadsheets, which run a cell that starts with `=`, `+`, `-` or `@` (or
+with a tab or CR before one) as a formula: a prompt or an answer could then fetch a URL with
+the sheet's data or run a command. Such text cells are written as OWASP recommends: a single
+quote first, and the cell quoted. Numbers are left alone (`-3` is not a formula).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 
@@ -49,34 +52,40 @@ def export_lines(client, batch_id: int, fmt: str) -> Iterator[str]:
     keys: dict[str, None] = {}
     for job in pages(client, batch_id):
         keys.update(dict.fromkeys(job["metadata"]))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush() -> str:
-        text = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return text
-
-    writer.writerow([*keys, *CSV_COLUMNS])
-    yield flush()
+    yield _csv_row([*keys, *CSV_COLUMNS])
     for r in records:
         messages = r["messages"] or []
         prompt = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"),
                       None)
         usage = r["usage"] or {}
         values = {"prompt": prompt, "total_tokens": usage.get("total_tokens")}
-        writer.writerow([_cell(r["metadata"].get(k)) for k in keys]
-                        + [_cell(values.get(c, r.get(c))) for c in CSV_COLUMNS])
-        yield flush()
+        yield _csv_row([r["metadata"].get(k) for k in keys]
+                       + [values.get(c, r.get(c)) for c in CSV_COLUMNS])
 
 
-def _cell(value) -> str:
+# What a spreadsheet may take for the start of a formula (OWASP "CSV Injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def _csv_row(values) -> str:
+    """One CSV line as csv.writer writes it (minimal quoting, CRLF), except that a text cell a
+    spreadsheet would run as a formula gets a leading single quote and is always quoted."""
+    return ",".join(_csv_field(v) for v in values) + "\r\n"
+
+
+def _csv_field(value) -> str:
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        text = value if isinstance(value, str) else json.dumps(value)
+    formula = isinstance(value, str) and text.startswith(FORMULA_START)
+    if formula:
+        text = "'" + text
+    if formula or any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def pages(client, batch_id: int, page: int = 1000) -> Iterator[dict]:

@@ -4,19 +4,29 @@ and cookie flags, body limits without Content-Length, and failed-authentication 
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.web import Dashboard, Server
+from tests.support.web import Api, Dashboard, Server
 
 
 @pytest.fixture
-def server(db_url):
-    s = Server(db_url)
+def config_file(sim, tmp_path):
+    path = tmp_path / "jobqueue.toml"
+    path.write_text(f'[platforms.sim]\nbase_url = "{sim.base_url}"\nmodel = "sim-main"\n'
+                    'api_key_env = "SIM_KEY_A"\nmax_tokens = 200\ntimeout = 5\n')
+    return str(path)
+
+
+@pytest.fixture
+def server(db_url, config_file):
+    s = Server(db_url, JOBQUEUE_CONFIG=config_file)
     yield s
     s.close()
 
@@ -87,3 +97,48 @@ class TestSignInRedirect:
         r = Dashboard(server.base).sign_in(admin_token, next_url=target)
         assert r.status_code == 302, (target, r.status_code)
         assert same_origin_path(r.headers["Location"]), (target, r.headers["Location"])
+
+
+# -- CSV exports ----------------------------------------------------------------------------
+
+FORMULAS = ["=HYPERLINK(\"https://evil.example\",\"x\")", "+1+1", "-2+3", "@SUM(A1)",
+            "\t=1+1", "\r=1+1"]
+
+
+def formula_batch(api: Api) -> int:
+    items = [{"prompt": text, "metadata": {"note": text, text: "key"}} for text in FORMULAS]
+    items.append({"prompt": "plain", "metadata": {"note": "fine", "n": -3}})
+    r = api.post("/api/batches", json={"platform": "sim", "items": items})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def assert_no_formula_cells(text: str) -> None:
+    """Every cell a spreadsheet would evaluate is a quoted text starting with a single quote;
+    the others are left as they were."""
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    cells = [cell for row in rows for cell in row]
+    risky = [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert risky == ["-3"], cells  # the number
+    for formula in FORMULAS:
+        assert "'" + formula in cells
+        quoted = '"\'' + formula.replace('"', '""')
+        assert quoted in text, (quoted, text)
+    assert "plain" in cells and "fine" in cells and "-3" in cells  # a number stays a number
+
+
+class TestCsvExport:
+    def test_api_download_neutralises_formulas(self, server, make_token):
+        api = Api(server.base, make_token("alice"))
+        batch_id = formula_batch(api)
+        r = api.get(f"/api/batches/{batch_id}/results?format=csv")
+        assert r.status_code == 200
+        assert_no_formula_cells(r.text)
+
+    def test_dashboard_download_neutralises_formulas(self, server, make_token):
+        batch_id = formula_batch(Api(server.base, make_token("alice")))
+        d = Dashboard(server.base)
+        d.sign_in(make_token("ops", ["admin"]))
+        r = d.get(f"/batches/{batch_id}/results.csv")
+        assert r.status_code == 200
+        assert_no_formula_cells(r.text)
