@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from jobqueue.db.queries import q
 from jobqueue.llm.platforms import ApiKey, Platform
+from jobqueue.llm.redact import Redactor
 
 log = structlog.get_logger("jobqueue.ratelimit")
 
@@ -85,6 +86,7 @@ class Limiter:
         self.platform = platform
         self.keys = {k.key_id: k for k in keys}
         self.key_ids = list(self.keys)
+        self.redact = Redactor(k.secret for k in keys)
         self.pool = pool
         self._queues: dict[str, asyncio.Lock] = {}
         self._ensured: set[str] = set()
@@ -160,6 +162,7 @@ class Limiter:
                     key=grant.key.key_id, blocked_seconds=round(seconds, 3))
 
     async def disable(self, key: ApiKey, reason: str) -> None:
+        reason = self.redact.text(reason)  # provider text: stored and logged below
         async with self.pool.connection() as conn:
             await conn.execute(q("rate_disable"), {
                 "platform": self.platform.name, "key_id": key.key_id, "reason": reason})

@@ -5,11 +5,16 @@ limiter. A 429 blocks the key everywhere and the call tries again within the sam
 limiter, not the job, was wrong); 5xx, timeouts and connection errors fail the attempt, and the
 worker retries it with backoff. No database connection is held during a call: the limiter and
 the cache borrow one from a small pool for a statement at a time.
+
+Every exception that leaves a task, and every provider message kept or logged on the way, is
+scrubbed of the platform's keys first (jobqueue/llm/redact.py): a provider that quotes the
+Authorization header must not put the key into the job's errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -24,6 +29,7 @@ from jobqueue.llm import documents
 from jobqueue.llm.cache import ResponseCache, cache_key, is_deterministic
 from jobqueue.llm.platforms import ApiKey, Platform
 from jobqueue.llm.ratelimit import Grant, Limiter, estimate_tokens, retry_after_seconds
+from jobqueue.llm.redact import Redactor
 from jobqueue.tasks import JobContext, Permanent, Registry
 
 log = structlog.get_logger("jobqueue.llm")
@@ -99,6 +105,7 @@ class PlatformRuntime:
         self.platform = platform
         self.url = url
         self.keys: list[ApiKey] = platform.keys(environ)  # fails early, naming the variable
+        self.redact = Redactor(k.secret for k in self.keys)
         self.clients: dict[str, openai.AsyncOpenAI] = {}
         self.pool: AsyncConnectionPool | None = None
         self.limiter: Limiter | None = None
@@ -106,10 +113,27 @@ class PlatformRuntime:
 
     def registry(self) -> Registry:
         reg = Registry()
-        reg.register("chat", self.chat)
-        reg.register("analyze", self.analyze)
-        reg.register("document", self.document)
+        reg.register("chat", self._scrubbed(self.chat))
+        reg.register("analyze", self._scrubbed(self.analyze))
+        reg.register("document", self._scrubbed(self.document))
         return reg
+
+    def _scrubbed(self, task):
+        """The task, raising only exceptions scrubbed of the keys (see redact.py)."""
+
+        @functools.wraps(task)
+        async def run(payload: Any, ctx: JobContext) -> dict:
+            try:
+                return await task(payload, ctx)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                clean = self.redact.exception(exc)
+                if clean is exc:
+                    raise
+                raise clean from None
+
+        return run
 
     async def start(self) -> None:
         self.pool = AsyncConnectionPool(self.url, min_size=1, max_size=4, open=False,
@@ -226,7 +250,7 @@ class PlatformRuntime:
             except openai.RateLimitError as exc:
                 if _error_code(exc) == "insufficient_quota":
                     await self.limiter.disable(grant.key, "insufficient_quota: "
-                                               + _error_message(exc))
+                                               + self._said(exc))
                     continue  # another key may still have quota
                 throttled += 1
                 await self.limiter.block(grant, retry_after_seconds(exc.response.headers) or 1.0)
@@ -238,12 +262,17 @@ class PlatformRuntime:
                 continue
             except (openai.BadRequestError, openai.NotFoundError,
                     openai.UnprocessableEntityError) as exc:
-                raise Permanent(f"{p.name} rejected the request: {_error_message(exc)}") from None
+                raise Permanent(f"{p.name} rejected the request: {self._said(exc)}") from None
             completion = raw.parse()
             usage = completion.usage
             actual = usage.total_tokens if usage else cost
             await self.limiter.settle(grant, actual, raw.headers)
             return _result(request, grant, completion, time.monotonic() - started, throttled)
+
+    def _said(self, exc: openai.APIStatusError) -> str:
+        """The provider's error message, scrubbed before it is cut to length (a cut key would
+        no longer match)."""
+        return self.redact.text(_error_message(exc))[:300]
 
 
 def _result(request: dict, grant: Grant, completion, seconds: float, throttled: int) -> dict:
@@ -277,4 +306,4 @@ def _error_code(exc: openai.APIStatusError) -> str | None:
 
 
 def _error_message(exc: openai.APIStatusError) -> str:
-    return str(_error_body(exc).get("message") or exc.message)[:300]
+    return str(_error_body(exc).get("message") or exc.message)

@@ -350,6 +350,7 @@ _SCALARS = {
     "error_rate": float,
     "invalid_json_rate": float,
     "default_max_tokens": int,
+    "echo_authorization": bool,
 }
 
 
@@ -396,6 +397,7 @@ class FakeOpenAI:
         self.error_rate = 0.0
         self.invalid_json_rate = 0.0
         self.default_max_tokens = 16
+        self.echo_authorization = False
         self.quota_exhausted_keys: set[str] = set()
         self.models: list[str] | None = list(models) if models is not None else None
         if not isinstance(keys, Mapping):
@@ -433,6 +435,7 @@ class FakeOpenAI:
         """Change settings at runtime; returns the resulting configuration.
 
         Accepted names: latency, jitter, error_rate, invalid_json_rate, default_max_tokens,
+        echo_authorization (errors quote the request's Authorization header: a leak to guard),
         quota_exhausted_keys (replaces the set), models (list or None = accept any),
         keys ({key: limits}, adds or updates keys), remove_keys ([key]),
         model_limits ({model: limits or None to drop the override}),
@@ -452,6 +455,9 @@ class FakeOpenAI:
         unknown = set(changes) - known
         if unknown:
             raise ValueError(f"unknown setting(s): {sorted(unknown)}")
+        if "echo_authorization" in changes and not isinstance(changes["echo_authorization"],
+                                                              bool):
+            raise ValueError("echo_authorization must be true or false")
         with self._lock:
             # Work on copies so that a bad value leaves the settings untouched.
             scalars: dict[str, Any] = {}
@@ -506,6 +512,7 @@ class FakeOpenAI:
             "error_rate": self.error_rate,
             "invalid_json_rate": self.invalid_json_rate,
             "default_max_tokens": self.default_max_tokens,
+            "echo_authorization": self.echo_authorization,
             "quota_exhausted_keys": sorted(self.quota_exhausted_keys),
             "models": self.models,
             "keys": {k: v.as_dict() for k, v in self._keys.items()},
@@ -659,10 +666,24 @@ class FakeOpenAI:
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
-            return await self._chat_inner(request, started)
+            response = await self._chat_inner(request, started)
+            if self.echo_authorization and response.status >= 400:
+                response = self._echo_authorization(request, response)
+            return response
         finally:
             with self._lock:
                 self._in_flight -= 1
+
+    @staticmethod
+    def _echo_authorization(request: web.Request, response: web.Response) -> web.Response:
+        """An injected fault: a careless provider (or proxy) that quotes the request's
+        Authorization header, API key and all, in its error message."""
+        body = json.loads(response.body)
+        echoed = request.headers.get("Authorization", "")
+        body["error"]["message"] += f" (request had Authorization: {echoed})"
+        headers = {k: v for k, v in response.headers.items()
+                   if k.lower() not in ("content-type", "content-length")}
+        return web.json_response(body, status=response.status, headers=headers)
 
     async def _chat_inner(self, request: web.Request, started: float) -> web.Response:
         headers = {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-organization": ORG}

@@ -4,11 +4,13 @@ analyze validation, and config errors."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
 
 import pytest
+from structlog.testing import capture_logs
 
 from jobqueue import JobSpec
 from jobqueue.llm.platforms import ConfigError, parse
@@ -282,3 +284,39 @@ class TestConfig:
                       env={"JOBQUEUE_CONFIG": str(bad)})
         assert out.returncode == 2
         assert f"{bad}: platforms.openai.rpm: must be a positive integer" in out.stderr
+
+
+class TestKeysNeverLeak:
+    """A provider that quotes the request's Authorization header in its errors (the
+    simulator's echo_authorization fault): the key shows up in no stored job, export, rate
+    bucket or log line."""
+
+    @pytest.mark.parametrize("fault", [
+        {"error_rate": 1.0},                          # 500: retried, then dead
+        {"models": ["another-model"]},                # 404: Permanent at once
+        {"quota_exhausted_keys": ["sk-sim-a"]},       # 429 insufficient_quota: key disabled
+    ], ids=["server_error", "not_found", "quota"])
+    def test_echoed_key_is_scrubbed_everywhere(self, client, sim, platform_worker, sql,
+                                               fault):
+        from jobqueue.batches.export import export_lines
+
+        sim.configure(echo_authorization=True, **fault)
+        with capture_logs() as logs:
+            platform_worker(platform(sim))
+            batch_id, _ = client.submit_batch(
+                [JobSpec("chat", {"prompt": "Hi"}, queue="sim", max_attempts=2)],
+                queue="sim")
+            (job_id,) = [j["id"] for j in client.batch_jobs(batch_id, after=0, limit=10)]
+            (job,) = wait_finished(client, [job_id])
+        assert job.state == "dead" and job.errors
+        assert sim.stats()["totals"]["requests"] >= 1
+        stored = json.dumps(job.to_dict(), default=str)
+        exported = "".join(export_lines(client, batch_id, "jsonl")) + "".join(
+            export_lines(client, batch_id, "csv"))
+        logged = json.dumps(logs, default=str)
+        buckets = json.dumps(sql("SELECT * FROM jobqueue.rate_buckets"), default=str)
+        for where, text in [("job", stored), ("export", exported), ("logs", logged),
+                            ("rate_buckets", buckets)]:
+            assert "sk-sim-a" not in text, (where, text[:3000])
+            assert "Bearer sk-" not in text, where
+        assert "[redacted]" in stored or "[redacted]" in buckets
