@@ -13,14 +13,38 @@ import os
 import secrets
 import threading
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, g, has_request_context, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jobqueue.client import Client
 from jobqueue.db.queries import q
 
 MB = 1024 * 1024
+
+# Every answer's security headers. The dashboard runs no inline script or style (everything is
+# in web/static), so the policy allows only this origin's files; data: is the blank favicon.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
+    "Referrer-Policy": "same-origin",
+}
+# The body each route takes at most (a config key, plus room for multipart framing); every
+# other route takes JSON_MAX_BYTES (plus the byte that tells "over" from "at" the limit).
+# Werkzeug holds a chunked body (no Content-Length) to the same limit while reading it: 413,
+# as for a body that declares its length.
+BODY_LIMITS = {"api.upload_document": ("DOCUMENT_MAX_BYTES", 64 * 1024),
+               "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024)}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
 class Resources:
@@ -84,10 +108,15 @@ def create_app(config: dict | None = None) -> Flask:
         POOL_MAX_SIZE=int(os.environ.get("JOBQUEUE_POOL_MAX_SIZE", 10)),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("JOBQUEUE_COOKIE_SECURE", "").lower() in (
-            "1", "true"),
+        SESSION_COOKIE_SECURE=_env_flag("JOBQUEUE_COOKIE_SECURE"),
+        # How many proxies in front of the app set X-Forwarded-For/-Proto (the platform's
+        # router: 1). 0 ignores those headers, which any client can send.
+        TRUSTED_PROXIES=int(os.environ.get("JOBQUEUE_TRUSTED_PROXIES", 0)),
     )
     app.config.update(config or {})
+    if app.config["TRUSTED_PROXIES"]:
+        hops = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     # The largest body any route takes; each route checks its own, smaller, limit.
     app.config["MAX_CONTENT_LENGTH"] = max(app.config["DOCUMENT_MAX_BYTES"],
                                            app.config["BATCH_MAX_BYTES"],
@@ -102,17 +131,24 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.session_interface = _SharedSecretSessions()
 
+    @app.before_request
+    def _body_limit():
+        key, extra = BODY_LIMITS.get(request.endpoint, ("JSON_MAX_BYTES", 1))
+        request.max_content_length = app.config[key] + extra
+
     @app.after_request
-    def _rate_headers(response):
+    def _headers(response):
         for name, value in getattr(g, "rate_headers", {}).items():
             response.headers[name] = value
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         if request.path.startswith("/api") or request.accept_mimetypes.best == "application/json":
-            return jsonify(error={"code": exc.name.lower().replace(" ", "_"),
-                                  "message": exc.description}), exc.code
+            code = "too_large" if exc.code == 413 else exc.name.lower().replace(" ", "_")
+            return jsonify(error={"code": code, "message": exc.description}), exc.code
         return exc
 
     return app
@@ -130,6 +166,11 @@ class _SharedSecretSessions(SecureCookieSessionInterface):
         if request.path.startswith(("/api/", "/healthz", "/readyz", "/metrics")):
             return self.make_null_session(app)
         return super().open_session(app, request)
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure whenever the request came over HTTPS (seen through a trusted proxy's
+        X-Forwarded-Proto, see TRUSTED_PROXIES), or always with JOBQUEUE_COOKIE_SECURE."""
+        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
 
     def get_signing_serializer(self, app: Flask):
         if not app.secret_key:

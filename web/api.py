@@ -13,6 +13,7 @@ import time
 from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobqueue.batches import export as batch_export
 from jobqueue.batches import files as batchfiles
@@ -54,7 +55,7 @@ def _json_body(limit_key: str = "JSON_MAX_BYTES") -> dict:
     if not request.is_json:
         raise BadRequest("body: send JSON with Content-Type: application/json", status=415,
                          code="unsupported_media_type")
-    raw = request.get_data(cache=False)
+    raw = _read_body(current_app.config[limit_key])
     try:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -62,6 +63,22 @@ def _json_body(limit_key: str = "JSON_MAX_BYTES") -> dict:
     if not isinstance(body, dict):
         raise BadRequest("body: must be a JSON object", field="body")
     return body
+
+
+def _read_body(limit: int) -> bytes:
+    """The body, at most `limit` bytes, else 413. A chunked body has no Content-Length to
+    check first, and werkzeug's get_data() would quietly cut it at the limit."""
+    parts, size = [], 0
+    try:
+        while chunk := request.stream.read(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise RequestEntityTooLarge()
+            parts.append(chunk)
+    except RequestEntityTooLarge:
+        raise BadRequest(f"body: larger than {limit} bytes", status=413,
+                         code="too_large") from None
+    return b"".join(parts)
 
 
 def _platform(name) -> platforms.Platform:

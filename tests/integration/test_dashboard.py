@@ -292,8 +292,8 @@ class TestPages:
             "(SELECT min(id) FROM jobqueue.jobs WHERE batch_id = %s)", (batch_id,))
         html = admin.page("/batches")
         assert "questions" in html and "0/4" in html
-        assert 'class="seg seg-running" style="width: 25.000%"' in html
-        assert 'class="seg seg-waiting" style="width: 75.000%"' in html
+        assert 'class="seg seg-waiting" x="0.000" width="75.000"' in html
+        assert 'class="seg seg-running" x="75.000" width="25.000"' in html
         r = admin.get(f"/batches/{batch_id}/results.jsonl")
         assert r.headers["Content-Type"] == "application/x-ndjson"
         assert len(r.text.splitlines()) == 4
