@@ -273,6 +273,7 @@ class Server:
         self.cmd = [str(Path(sys.executable).parent / "gunicorn"), "-c",
                     "python:web.gunicorn_conf", spec]
         env = {k: v for k, v in os.environ.items() if k != "GUNICORN_ACCESS_LOG"}
+        env.setdefault("JOBQUEUE_DEV", "1")  # a benchmark run: the signing secret may be stored
         env.update(DATABASE_URL=db_url, PORT=str(self.port), WEB_CONCURRENCY=str(workers),
                    GUNICORN_THREADS=str(threads),
                    PYTHONPATH=os.pathsep.join(filter(None, [str(SCRIPTS), str(ROOT),

@@ -32,6 +32,10 @@ from tests.support.helpers import (
     new_database,
 )
 
+# The tests are a development run: the web app (in process, under Gunicorn or honcho) may sign
+# its cookies with a secret stored in the database (web/__init__.py, JOBQUEUE_DEV).
+os.environ.setdefault("JOBQUEUE_DEV", "1")
+
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory) -> str:

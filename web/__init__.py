@@ -43,8 +43,21 @@ BODY_LIMITS = {"api.upload_document": ("DOCUMENT_MAX_BYTES", 64 * 1024),
                "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024)}
 
 
+SECRET_MISSING = (
+    "JOBQUEUE_SECRET_KEY is not set. The web app signs its session cookies with it; set it to "
+    "a long random value, the same in every process and instance (python -c 'import secrets; "
+    "print(secrets.token_hex(32))'). Only for a development run, JOBQUEUE_DEV=1 lets the app "
+    "use a secret it stores in the database, where anyone who can read the database finds it.")
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def secret_configured() -> bool:
+    """Whether the web app may start here: a secret from the environment, or a development
+    run (JOBQUEUE_DEV=1, as `jobqueue demo` and the tests are)."""
+    return bool(os.environ.get("JOBQUEUE_SECRET_KEY")) or _env_flag("JOBQUEUE_DEV")
 
 
 class Resources:
@@ -101,6 +114,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_mapping(
         DATABASE_URL=os.environ.get("DATABASE_URL"),
         SECRET_KEY=os.environ.get("JOBQUEUE_SECRET_KEY"),
+        # A development run may sign cookies with a secret kept in the database.
+        DEV=_env_flag("JOBQUEUE_DEV"),
         DOCUMENT_MAX_BYTES=int(os.environ.get("JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB)),
         BATCH_MAX_BYTES=int(os.environ.get("JOBQUEUE_BATCH_MAX_BYTES", 50 * MB)),
         JSON_MAX_BYTES=int(os.environ.get("JOBQUEUE_JSON_MAX_BYTES", 10 * MB)),
@@ -114,6 +129,8 @@ def create_app(config: dict | None = None) -> Flask:
         TRUSTED_PROXIES=int(os.environ.get("JOBQUEUE_TRUSTED_PROXIES", 0)),
     )
     app.config.update(config or {})
+    if not app.config["SECRET_KEY"] and not app.config["DEV"]:
+        raise RuntimeError(SECRET_MISSING)
     if app.config["TRUSTED_PROXIES"]:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
@@ -156,9 +173,9 @@ def create_app(config: dict | None = None) -> Flask:
 
 class _SharedSecretSessions(SecureCookieSessionInterface):
     """Sessions (the dashboard) need one signing key shared by every process and instance:
-    the configured one, or one created once in the database, looked up when first needed
-    (before Flask opens the first session, which a before_request hook would be too late for).
-    """
+    JOBQUEUE_SECRET_KEY or, in a development run only, one created once in the database,
+    looked up when first needed (before Flask opens the first session, which a before_request
+    hook would be too late for). The cookie carries only a session id (web/auth.py)."""
 
     def open_session(self, app: Flask, request):
         # API, health and metrics requests authenticate by token and never use a cookie

@@ -427,6 +427,33 @@ def pause_queue(name: str, action: str):
     return jsonify(queue=name, paused=action == "pause")
 
 
+# -- dashboard sessions ---------------------------------------------------------------------
+
+@bp.get("/sessions")
+@require("read")
+def list_sessions():
+    """The caller's owner's dashboard sessions (an admin's: everyone's), newest first."""
+    with resources().client.pool.connection() as conn:
+        rows = conn.execute(q("session_list"), {"owner": g.principal.owner_filter()}).fetchall()
+    return jsonify(sessions=json.loads(json.dumps(rows, default=_iso)))
+
+
+@bp.delete("/sessions/<int:session_id>")
+@require("write")
+def revoke_session(session_id: int):
+    """End a dashboard session at once (its owner's or, for an admin, anyone's)."""
+    with resources().client.pool.connection() as conn:
+        row = conn.execute(q("session_revoke"), {
+            "id": session_id, "owner": g.principal.owner_filter()}).fetchone()
+    if row is None:
+        raise BadRequest(f"session {session_id}: not found", status=404, code="not_found")
+    return jsonify(id=session_id, revoked=row["revoked"])
+
+
+def _iso(value):
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 @bp.get("/openapi.json")
 @require("read")
 def openapi():

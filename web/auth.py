@@ -5,18 +5,23 @@ by its hash and charges its per-minute bucket, which every Gunicorn worker and i
 Every answer to an authenticated request carries X-RateLimit-Limit, -Remaining and -Reset
 (seconds until the bucket is full again); over the limit it is 429 with Retry-After.
 
-The dashboard signs in with an admin token: the session cookie keeps the token's hash (never
-the token), each request is checked and charged the same way, and every form carries a CSRF
-token bound to the session.
+The dashboard signs in with an admin token. A sign-in is a row of jobqueue.web_sessions
+(owner, token, created, expires, last seen, revoked); the signed cookie carries only that
+session's random secret (the row keeps its SHA-256), so neither the token nor anything the
+database holds can be turned into a session. Each request checks the session and its token
+and charges the token like an API request; sign-out revokes the row, and owners list and
+revoke sessions at /api/sessions. Every form carries a CSRF token bound to the session.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import hmac
 import math
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import abort, g, jsonify, request, session
 
@@ -125,24 +130,55 @@ def api_error(status: int, code: str, message: str, headers: dict | None = None,
 
 # -- dashboard sessions ---------------------------------------------------------------------
 
+SESSION_LIFETIME = timedelta(hours=12)  # then sign in again, however active the session
+
+
+def _session_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
 
 def sign_in(token: str) -> Principal:
-    """Check an admin token for the dashboard; remember its hash in the session."""
+    """Check an admin token for the dashboard and open a server-side session for it."""
     principal = check_token_hash(hash_token(token))
     if not principal.admin:
         raise Denied(403, "forbidden", "the dashboard needs a token with the admin scope")
+    from web import resources
+
+    secret = secrets.token_urlsafe(32)
+    with resources().client.pool.connection() as conn:
+        conn.execute(q("session_create"), {
+            "hash": _session_hash(secret), "token_id": principal.token_id,
+            "owner": principal.owner, "seconds": SESSION_LIFETIME.total_seconds()})
     session.clear()
-    session["token_hash"] = hash_token(token)
+    session["sid"] = secret
     session["csrf"] = secrets.token_urlsafe(32)
     return principal
 
 
+def sign_out() -> None:
+    """End the session on the server, then forget the cookie's contents."""
+    secret = session.get("sid")
+    if isinstance(secret, str):
+        from web import resources
+
+        with resources().client.pool.connection() as conn:
+            conn.execute(q("session_end"), {"hash": _session_hash(secret)})
+    session.clear()
+
+
 def session_principal() -> Principal | None:
-    token_hash = session.get("token_hash")
-    if not token_hash:
+    secret = session.get("sid")
+    if not isinstance(secret, str) or not secret:
+        return None
+    from web import resources
+
+    with resources().client.pool.connection() as conn:
+        row = conn.execute(q("session_use"), {"hash": _session_hash(secret)}).fetchone()
+    if row is None:  # revoked, expired, or its token revoked
+        session.clear()
         return None
     try:
-        principal = check_token_hash(token_hash)
+        principal = check_token_hash(row["token_hash"])
     except Denied as denied:
         if denied.status == 401:
             session.clear()

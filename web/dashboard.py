@@ -30,7 +30,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     stream_with_context,
     url_for,
 )
@@ -39,7 +38,7 @@ from jobqueue.batches import export as batch_export
 from jobqueue.db.queries import q
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from web import resources
-from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in
+from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
 
 bp = Blueprint("dashboard", __name__)
 
@@ -193,7 +192,7 @@ def login():
 
 @bp.post("/logout")
 def logout():
-    session.clear()
+    sign_out()
     return redirect(url_for(".login"))
 
 

@@ -151,6 +151,15 @@ OPENAPI = {
             "parameters": [{"name": "document_id", "in": "path", "required": True,
                             "schema": {"type": "integer"}}],
             "responses": {"200": _json({"type": "object"}, "The document"), **ERRORS}}},
+        "/sessions": {"get": {
+            "summary": "Dashboard sessions of the caller's owner (admin: all)",
+            "operationId": "listSessions",
+            "responses": {"200": _json({"type": "object"}, "{sessions}"), **ERRORS}}},
+        "/sessions/{session_id}": {"delete": {
+            "summary": "Revoke a dashboard session", "operationId": "revokeSession",
+            "parameters": [{"name": "session_id", "in": "path", "required": True,
+                            "schema": {"type": "integer"}}],
+            "responses": {"200": _json({"type": "object"}, "{id, revoked}"), **ERRORS}}},
         "/queues": {"get": {
             "summary": "Queues with counts by state", "operationId": "listQueues",
             "responses": {"200": _json({"type": "object"}, "{queues}"), **ERRORS}}},

@@ -9,6 +9,7 @@ import click
 
 from jobqueue import db
 from jobqueue.cli.common import (
+    UserError,
     database_url,
 )
 
@@ -32,6 +33,10 @@ def web(port, workers) -> None:
     """Serve the API and dashboard with Gunicorn (gthread, settings in web/gunicorn_conf.py)."""
     import shutil
 
+    from web import SECRET_MISSING, secret_configured
+
+    if not secret_configured():
+        raise UserError(SECRET_MISSING)
     url = database_url()
     args = ["gunicorn", "-c", "python:web.gunicorn_conf", "web:create_app()"]
     if port:

@@ -100,7 +100,8 @@ def _start_web(url: str, port: int | None):
 
     with db.connect(url) as conn:
         token, _ = tokens.create(conn, "demo", ["admin"], note="jobqueue demo")
-    server = make_server("127.0.0.1", port or 0, create_app({"DATABASE_URL": url}),
+    # A development run: the cookie-signing secret may live in the database.
+    server = make_server("127.0.0.1", port or 0, create_app({"DATABASE_URL": url, "DEV": True}),
                          threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     click.echo(f"dashboard: http://127.0.0.1:{server.server_port}/  "

@@ -5,16 +5,24 @@ and cookie flags, body limits without Content-Length, and failed-authentication 
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
+import json
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobqueue.jobs import JobSpec
+from jobqueue.tokens import hash_token
+from tests.support.helpers import ROOT
 from tests.support.web import Api, Dashboard, Server
+from web import create_app
 
 
 @pytest.fixture
@@ -266,3 +274,88 @@ class TestChunkedBodies:
             assert r.status_code == 413, (r.status_code, r.text[:300])
         finally:
             s.close()
+
+
+# -- dashboard sessions ---------------------------------------------------------------------
+
+def cookie_data(server, d: Dashboard) -> dict:
+    serializer = server.app.session_interface.get_signing_serializer(server.app)
+    return serializer.loads(d.http.cookies["session"])
+
+
+class TestDashboardSessions:
+    def test_the_cookie_carries_only_a_random_session_id(self, server, admin_token, sql):
+        d = signed_in(server, admin_token)
+        data = cookie_data(server, d)
+        assert set(data) <= {"sid", "csrf", "_flashes"}, data
+        assert hash_token(admin_token) not in json.dumps(data)
+        (row,) = sql("SELECT * FROM jobqueue.web_sessions")
+        assert row["owner"] == "ops" and row["revoked_at"] is None
+        assert row["expires_at"] > row["created_at"] and row["last_seen_at"]
+        assert row["secret_hash"] == hashlib.sha256(data["sid"].encode()).hexdigest()
+        assert data["sid"] not in json.dumps(sql("SELECT * FROM jobqueue.web_sessions"),
+                                             default=str)
+
+    def test_database_read_access_gives_no_session(self, server, admin_token, sql):
+        """What the database shows (token hashes, the signing secret if stored there) does
+        not make a cookie the dashboard accepts."""
+        signed_in(server, admin_token)
+        (token,) = sql("SELECT token_hash FROM jobqueue.api_tokens")
+        (session,) = sql("SELECT secret_hash FROM jobqueue.web_sessions")
+        serializer = server.app.session_interface.get_signing_serializer(server.app)
+        for forged in ({"token_hash": token["token_hash"]}, {"sid": session["secret_hash"]},
+                       {"sid": token["token_hash"]}):
+            thief = Dashboard(server.base)
+            thief.http.cookies.set("session", serializer.dumps(forged))
+            assert thief.get("/", allow_redirects=False).status_code == 302, forged
+
+    def test_sign_out_ends_the_session_on_the_server(self, server, admin_token, sql):
+        d = signed_in(server, admin_token)
+        stolen = d.http.cookies["session"]
+        d.get("/")
+        assert d.post("/logout", allow_redirects=False).status_code == 302
+        replay = Dashboard(server.base)
+        replay.http.cookies.set("session", stolen)
+        assert replay.get("/", allow_redirects=False).status_code == 302
+        (row,) = sql("SELECT revoked_at FROM jobqueue.web_sessions")
+        assert row["revoked_at"] is not None
+
+    def test_owners_list_and_revoke_their_sessions(self, server, make_token, sql):
+        ops = make_token("ops", ["admin"])
+        first, second = signed_in(server, ops), signed_in(server, ops)
+        api = Api(server.base, ops)
+        listed = api.get("/api/sessions").json()["sessions"]
+        assert len(listed) == 2 and {s["owner"] for s in listed} == {"ops"}
+        assert all("secret" not in json.dumps(s) for s in listed)
+        alice = Api(server.base, make_token("alice", ["read", "write"]))
+        assert alice.get("/api/sessions").json()["sessions"] == []
+        target = max(s["id"] for s in listed)
+        assert alice.delete(f"/api/sessions/{target}").status_code == 404
+        r = api.delete(f"/api/sessions/{target}")
+        assert r.status_code == 200 and r.json()["revoked"] is True
+        assert api.delete(f"/api/sessions/{target}").json()["revoked"] is False
+        live = [d.get("/", allow_redirects=False).status_code for d in (first, second)]
+        assert sorted(live) == [200, 302]
+
+    def test_revoking_the_token_ends_its_sessions(self, server, admin_token, sql):
+        d = signed_in(server, admin_token)
+        assert d.get("/", allow_redirects=False).status_code == 200
+        sql("UPDATE jobqueue.api_tokens SET revoked_at = now()")
+        assert d.get("/", allow_redirects=False).status_code == 302
+
+
+class TestSigningSecret:
+    def test_the_app_refuses_a_database_secret_unless_in_development(self, db_url):
+        with pytest.raises(RuntimeError, match="JOBQUEUE_SECRET_KEY"):
+            create_app({"DATABASE_URL": db_url, "SECRET_KEY": None, "DEV": False})
+        create_app({"DATABASE_URL": db_url, "SECRET_KEY": None, "DEV": True})
+        create_app({"DATABASE_URL": db_url, "SECRET_KEY": "x" * 32, "DEV": False})
+
+    def test_jobqueue_web_refuses_to_start_without_a_secret(self, db_url):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("JOBQUEUE_SECRET_KEY", "JOBQUEUE_DEV")}
+        r = subprocess.run([sys.executable, "-m", "jobqueue", "web", "--port", "1"], cwd=ROOT,
+                           env=env | {"DATABASE_URL": db_url}, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+        assert "JOBQUEUE_SECRET_KEY" in r.stderr and "JOBQUEUE_DEV" in r.stderr

@@ -56,6 +56,7 @@ class TestAuth:
         for rule in routes:
             path = rule.rule.replace("<int:job_id>", "1").replace("<int:batch_id>", "1") \
                 .replace("<int:doc_id>", "1").replace("<name>", "q") \
+                .replace("<int:session_id>", "1") \
                 .replace("<any(pause, resume):action>", "pause")
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 r = getattr(anon, method.lower())(path)
@@ -365,8 +366,8 @@ class TestDocuments:
 class TestSessions:
     def test_first_dashboard_request_works_without_a_configured_secret(self, db_url):
         """The signing key then comes from the database, shared by every process."""
-        s = Server(db_url, SECRET_KEY=None)
-        other = Server(db_url, SECRET_KEY=None)
+        s = Server(db_url, SECRET_KEY=None, DEV=True)
+        other = Server(db_url, SECRET_KEY=None, DEV=True)
         try:
             assert requests.get(s.base + "/login", timeout=10).status_code == 200
             assert requests.get(other.base + "/login", timeout=10).status_code == 200

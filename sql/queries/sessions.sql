@@ -1,0 +1,52 @@
+-- Dashboard sessions (web/auth.py) and failed authentications per client address.
+
+-- name: session_create
+INSERT INTO jobqueue.web_sessions (secret_hash, token_id, owner, expires_at)
+VALUES (%(hash)s, %(token_id)s, %(owner)s, now() + make_interval(secs => %(seconds)s))
+RETURNING id;
+
+
+-- name: session_use
+-- A live session (not revoked, not expired, its token not revoked): the token's hash, for
+-- token_use to authenticate and charge, as for an API request. Marks the session seen; like
+-- token_use, without waiting for the WAL flush (a crash may forget a last_seen_at).
+WITH no_flush AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
+UPDATE jobqueue.web_sessions s SET last_seen_at = now()
+FROM jobqueue.api_tokens t, no_flush
+WHERE s.secret_hash = %(hash)s AND s.revoked_at IS NULL AND s.expires_at > now()
+  AND t.id = s.token_id AND t.revoked_at IS NULL
+RETURNING s.id, t.token_hash;
+
+
+-- name: session_end
+-- Sign-out: the session is over on the server, whatever became of the cookie.
+UPDATE jobqueue.web_sessions SET revoked_at = now()
+WHERE secret_hash = %(hash)s AND revoked_at IS NULL;
+
+
+-- name: session_list
+-- An owner's sessions (every owner's for NULL), newest first; never the secret's hash.
+SELECT s.id, s.owner, s.token_id, t.prefix AS token_prefix, s.created_at, s.expires_at,
+       s.last_seen_at, s.revoked_at,
+       s.revoked_at IS NULL AND s.expires_at > now() AND t.revoked_at IS NULL AS active
+FROM jobqueue.web_sessions s JOIN jobqueue.api_tokens t ON t.id = s.token_id
+WHERE %(owner)s::text IS NULL OR s.owner = %(owner)s
+ORDER BY s.id DESC
+LIMIT 500;
+
+
+-- name: session_revoke
+-- Revoke one session if the owner may see it (NULL: any); `revoked` is false when it was
+-- already revoked, and no row means not found.
+WITH s AS (
+    SELECT id, revoked_at FROM jobqueue.web_sessions
+    WHERE id = %(id)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)
+),
+r AS (
+    UPDATE jobqueue.web_sessions w SET revoked_at = now()
+    FROM s WHERE w.id = s.id AND s.revoked_at IS NULL
+    RETURNING w.id
+)
+SELECT s.id, EXISTS (SELECT 1 FROM r) AS revoked FROM s;
