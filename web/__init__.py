@@ -127,6 +127,8 @@ def create_app(config: dict | None = None) -> Flask:
         # How many proxies in front of the app set X-Forwarded-For/-Proto (the platform's
         # router: 1). 0 ignores those headers, which any client can send.
         TRUSTED_PROXIES=int(os.environ.get("JOBQUEUE_TRUSTED_PROXIES", 0)),
+        # Failed authentications per client address and minute before 429 (0: no limit).
+        AUTH_FAILURES_PER_MINUTE=int(os.environ.get("JOBQUEUE_AUTH_FAILURES_PER_MINUTE", 30)),
     )
     app.config.update(config or {})
     if not app.config["SECRET_KEY"] and not app.config["DEV"]:

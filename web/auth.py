@@ -19,6 +19,7 @@ import functools
 import hashlib
 import hmac
 import math
+import random
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -83,6 +84,44 @@ def check_token_hash(token_hash: str) -> Principal:
     return Principal(row["id"], row["owner"], tuple(row["scopes"]))
 
 
+def authenticate(token: str) -> Principal:
+    """check_token_hash for a token a client sent; an unknown or revoked one is a failed
+    authentication of the client's address, and past the address's limit the answer is 429
+    with Retry-After instead of 401.
+
+    A valid token is always served, whatever its address did: the address may be a NAT or,
+    without JOBQUEUE_TRUSTED_PROXIES, the platform's router, shared by every client, and a
+    token (256 random bits) cannot be guessed, so the limit is there to slow floods and make
+    clients back off, not to guard a guessable secret."""
+    try:
+        return check_token_hash(hash_token(token))
+    except Denied as denied:
+        if denied.status == 401:
+            _failed_authentication()
+        raise
+
+
+def _failed_authentication() -> None:
+    from flask import current_app
+
+    from web import resources
+
+    per_minute = current_app.config["AUTH_FAILURES_PER_MINUTE"]
+    if not per_minute:
+        return
+    with resources().client.pool.connection() as conn:
+        level = conn.execute(q("auth_failure_charge"), {
+            "address": request.remote_addr or "unknown", "per_minute": per_minute,
+        }).fetchone()["level"]
+        if random.random() < 0.01:  # now and then, forget addresses long quiet
+            conn.execute(q("auth_failures_prune"))
+    if level < 0:
+        retry = max(1, math.ceil(-level * 60.0 / per_minute))
+        raise Denied(429, "rate_limited",
+                     f"too many failed authentications from this address; retry in {retry}s",
+                     {"Retry-After": str(retry)})
+
+
 def bearer_token() -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
@@ -103,7 +142,7 @@ def require(scope: str):
                     raise Denied(401, "unauthorized",
                                  "send Authorization: Bearer <token> (jobqueue tokens create)",
                                  {"WWW-Authenticate": 'Bearer realm="jobqueue"'})
-                principal = check_token_hash(hash_token(token))
+                principal = authenticate(token)
                 if not principal.allows(scope):
                     raise Denied(403, "forbidden", f"this token lacks the {scope} scope")
             except Denied as denied:
@@ -139,7 +178,7 @@ def _session_hash(secret: str) -> str:
 
 def sign_in(token: str) -> Principal:
     """Check an admin token for the dashboard and open a server-side session for it."""
-    principal = check_token_hash(hash_token(token))
+    principal = authenticate(token)
     if not principal.admin:
         raise Denied(403, "forbidden", "the dashboard needs a token with the admin scope")
     from web import resources

@@ -50,3 +50,26 @@ r AS (
     RETURNING w.id
 )
 SELECT s.id, EXISTS (SELECT 1 FROM r) AS revoked FROM s;
+
+
+-- name: auth_failure_charge
+-- One failed authentication from an address. Its bucket holds a minute of failures and
+-- refills continuously, like a token's; `level` below 0 means over the limit (429), and it
+-- stops at -1, so a client that keeps failing waits at most one refill, not longer and
+-- longer. No WAL flush wait, as in token_use: a crash may forget a few failures.
+WITH no_flush AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+)
+INSERT INTO jobqueue.auth_failures AS f (address, level, updated_at)
+SELECT %(address)s, %(per_minute)s::float8 - 1, now() FROM no_flush
+ON CONFLICT (address) DO UPDATE
+SET level = greatest(-1.0, least(%(per_minute)s::float8,
+                                 f.level + extract(epoch FROM now() - f.updated_at)
+                                           * %(per_minute)s / 60.0) - 1),
+    updated_at = now()
+RETURNING level;
+
+
+-- name: auth_failures_prune
+-- Addresses whose bucket has long been full again: their rows say nothing.
+DELETE FROM jobqueue.auth_failures WHERE updated_at < now() - interval '1 hour';

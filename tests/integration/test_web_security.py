@@ -359,3 +359,45 @@ class TestSigningSecret:
                            timeout=60)
         assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
         assert "JOBQUEUE_SECRET_KEY" in r.stderr and "JOBQUEUE_DEV" in r.stderr
+
+
+# -- failed-authentication floods -----------------------------------------------------------
+
+class TestAuthFailureLimit:
+    def test_a_flood_of_bad_tokens_is_429_and_a_good_token_still_works(self, db_url,
+                                                                         make_token):
+        s = Server(db_url, AUTH_FAILURES_PER_MINUTE=20)
+        try:
+            bad = Api(s.base, "jq_" + "x" * 43)
+            statuses = [bad.get("/api/queues") for _ in range(300)]
+            codes = [r.status_code for r in statuses]
+            assert codes[:20] == [401] * 20, codes[:25]
+            assert codes[-200:] == [429] * 200, codes[-210:]
+            refused = statuses[-1]
+            assert int(refused.headers["Retry-After"]) >= 1
+            assert refused.json()["error"]["code"] == "rate_limited"
+            # The choice documented in the README: a valid token is never refused for the
+            # failures of others behind the same address (a NAT, the platform's router).
+            assert Api(s.base, make_token("alice")).get("/api/queues").status_code == 200
+            # The dashboard's sign-in counts as well.
+            d = Dashboard(s.base)
+            assert d.sign_in("jq_" + "y" * 43).status_code == 429
+        finally:
+            s.close()
+
+    def test_the_limit_is_per_address_and_shared_by_every_process(self, db_url):
+        first = Server(db_url, AUTH_FAILURES_PER_MINUTE=5, TRUSTED_PROXIES=1)
+        second = Server(db_url, AUTH_FAILURES_PER_MINUTE=5, TRUSTED_PROXIES=1)
+        try:
+            def bad(server, address):
+                api = Api(server.base, "jq_" + "z" * 43)
+                api.session.headers["X-Forwarded-For"] = address
+                return api.get("/api/queues").status_code
+
+            assert [bad(first, "203.0.113.7") for _ in range(5)] == [401] * 5
+            assert bad(first, "203.0.113.7") == 429
+            assert bad(second, "203.0.113.7") == 429  # the bucket lives in Postgres
+            assert bad(second, "203.0.113.8") == 401  # another client is not affected
+        finally:
+            second.close()
+            first.close()
