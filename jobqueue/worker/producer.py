@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
+import psycopg
+
 from jobqueue.db import store
 from jobqueue.worker.config import WorkerConfig
 from jobqueue.worker.executor import Executor
@@ -71,9 +73,14 @@ class Producer:
             # The lease service renews only jobs the executor knows; while a claim is in
             # flight it waits, so the rows of this claim are known before it looks.
             async with self.claim_lock:
-                rows = await self.link.run(functools.partial(
-                    store.claim, queue=self.queue, limit=limit, worker=self.worker_id,
-                    lease_seconds=cfg.lease_seconds))
+                try:
+                    rows = await self.link.run(functools.partial(
+                        store.claim, queue=self.queue, limit=limit, worker=self.worker_id,
+                        lease_seconds=cfg.lease_seconds))
+                except psycopg.OperationalError:
+                    if stopping():  # a hard stop gave up on an unreachable database
+                        return
+                    raise
                 now = time.monotonic()
                 for row in rows:
                     executor.start(row, now)
