@@ -55,10 +55,10 @@ class Producer:
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         cfg, executor = self.config, self.executor
-        in_flight, slots = executor.in_flight, executor.slots
+        slots, free_slots = executor.slots, executor.free_slots
         backlog = False
         while not stopping():
-            free = cfg.concurrency - len(in_flight)
+            free = free_slots()
             if free <= 0:
                 slots.clear()
                 await slots.wait()
@@ -68,7 +68,7 @@ class Producer:
                 # Work is waiting but few slots are free: let a few more free up, so a busy
                 # worker claims in batches rather than one row per statement.
                 await asyncio.sleep(0.002)
-                limit = min(cfg.concurrency - len(in_flight), cfg.claim_batch)
+                limit = min(free_slots(), cfg.claim_batch)
             self.wake.clear()
             # The lease service renews only jobs the executor knows; while a claim is in
             # flight it waits, so the rows of this claim are known before it looks.
