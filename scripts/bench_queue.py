@@ -79,6 +79,7 @@ REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO / "scripts" / "bench_peers"
 PEER_PACKAGES = ["procrastinate==3.10.0", "pgqueuer[asyncpg]==1.6.0", "celery[redis]==5.7.0"]
 BASE = "jobqueue@base"  # a second jobqueue checkout (--jobqueue-baseline)
+IO_FLOOR_ROW = "asyncio alone"  # the io phase's reference: no queue, only the sleeps
 SYSTEMS = ("jobqueue", BASE, "procrastinate", "pgqueuer", "celery", "floor")
 PEERS = ("procrastinate", "pgqueuer")  # "floor" is no queue: the machine's bare cost
 ALL_PHASES = ("enqueue", "drain", "latency", "io", "real")
@@ -502,6 +503,50 @@ def io_phase(system, args, procs, url, env, out, tag, result) -> None:
     result.phase_runs.append(run)
 
 
+IO_FLOOR = """
+import asyncio, sys, time
+rounds, slots, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+async def main():
+    first = time.time()
+    for _ in range(rounds):
+        await asyncio.gather(*(asyncio.sleep(seconds) for _ in range(slots)))
+    print(first, time.time())
+asyncio.run(main())
+"""
+
+
+def io_floor(args, procs: Processes, tmp: Path) -> PhaseRun:
+    """The I/O-bound phase with no queue: WORKERS processes that each run their share of the
+    jobs as rounds of --io-concurrency concurrent asyncio.sleep() calls. What asyncio's timers
+    allow on this machine (a sleep overshoots by 1-2 ms here, a few % of 0.1 s)."""
+    slots = args.io_concurrency
+    rounds = max(1, round(args.io_jobs / (WORKERS * slots)))
+    outs = [tmp / f"io-floor-{i}.txt" for i in range(WORKERS)]
+    cmd = [sys.executable, "-c", IO_FLOOR, str(rounds), str(slots), repr(args.io_seconds)]
+    started = time.time()
+    workers = []
+    try:
+        for out in outs:
+            with open(out, "wb") as f:
+                workers.append(subprocess.Popen(cmd, stdout=f, stdin=subprocess.DEVNULL))
+        for w in workers:
+            w.wait(args.timeout)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    times = [tuple(map(float, out.read_text().split())) for out in outs]
+    first, last = min(t[0] for t in times), max(t[1] for t in times)
+    n = rounds * slots * WORKERS
+    run = PhaseRun(phase="io", label="no queue", jobs=n, drain_rate=n / (last - started),
+                   steady_rate=n / (last - first), start_seconds=first - started,
+                   worker_cpu_us=None, db_cpu_us=None,
+                   ideal=WORKERS * slots / args.io_seconds)
+    log(f"[asyncio alone] io {n}: {run.steady_rate:,.0f} jobs/s after the first sleep = "
+        f"{run.steady_rate / run.ideal:.1%} of the ideal")
+    return run
+
+
 def real_phase(system, args, procs, url, env, out, tag, result) -> None:
     """A little real work: --real-jobs jobs whose handler appends a line to a file."""
     n = args.real_jobs
@@ -749,6 +794,8 @@ def report(args, systems, results, info) -> str:
     lines += phase_tables(args, results)
     lines += ["", "Settings:"]
     for name in results:
+        if name not in systems:
+            continue
         lines.append(f"- {name}: {systems[name].settings}")
         for phase, text in systems[name].phase_settings.items():
             if phase in args.phases.split(","):
@@ -827,7 +874,10 @@ def phase_tables(args, results: dict[str, list[Result]]) -> list[str]:
             lines.append("| " + " | ".join(cells) + " |")
         if ideal:
             lines.append(f"\nIdeal: {ideal:,.0f} jobs/s ({WORKERS} x {args.io_concurrency} "
-                         f"slots / {args.io_seconds:g} s).")
+                         f"slots / {args.io_seconds:g} s). `{IO_FLOOR_ROW}`: no queue, "
+                         f"{WORKERS} processes that run the same number of sleeps in rounds "
+                         f"of {args.io_concurrency} (asyncio.gather): what asyncio's timers "
+                         "allow on this machine.")
         if phase == "real":
             best = {}
             for (name, _), prs in rows.items():
@@ -851,7 +901,9 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
     def pct(name: str) -> dict[str, float]:
         return percentiles([v for r in results[name] for v in r.latencies])
 
-    peers = [n for n in results if n in PEERS]
+    peers = [n for n in results if n in PEERS and results[n][0].drain_rate is not None]
+    if not peers:
+        return []
     out = ["", "Targets for jobqueue (this run):"]
     for attr, label in (("drain_rate", "drain (from spawn)"),
                         ("steady_rate", "drain (after first job)"),
@@ -1009,6 +1061,9 @@ def main(argv: list[str] | None = None) -> int:
         for rep in range(args.repeat):
             for name in wanted:
                 results[name].append(run_system(systems[name], args, procs, tmp, rep))
+            if "io" in phases:
+                floor = results.setdefault(IO_FLOOR_ROW, [])
+                floor.append(Result(phase_runs=[io_floor(args, procs, tmp)]))
         print(report(args, systems, results, info), flush=True)
         return 0
     except BenchError as exc:
