@@ -27,10 +27,12 @@ import gc
 import os
 import pstats
 import resource
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -53,10 +55,11 @@ except ImportError:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def postgres_cpu_seconds() -> float:
-    """User + system CPU of every process named postgres (live ones; backends that exit
-    during the run are not counted, and the worker's stay up until it stops)."""
-    total = 0
+def postgres_cpu_seconds() -> dict[int, float]:
+    """User + system CPU of every live process named postgres, by pid. Compare two with
+    cpu_delta: a backend that exits in between (the enqueueing client's, closing as the run
+    starts) is left out, not subtracted, as a plain sum did."""
+    total = {}
     for pid in Path("/proc").iterdir():
         if not pid.name.isdigit():
             continue
@@ -66,20 +69,26 @@ def postgres_cpu_seconds() -> float:
             fields = (pid / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
+        total[int(pid.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+    return total
 
 
-def backend_cpu(url: str) -> dict[int, float]:
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    return sum(c - before.get(pid, 0.0) for pid, c in after.items())
+
+
+def backend_cpu(url: str, names: dict[int, str] | None = None) -> dict[int, float]:
     """CPU seconds of each Postgres backend connected to the profiled database (the worker's
     connections), but the one asking: what the worker costs Postgres, without the machine's
-    other users of the same server."""
+    other users of the same server. `names` gets each backend's last statement (its role)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        pids = [r[0] for r in conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND pid <> pg_backend_pid()")]
+        rows = conn.execute(
+            "SELECT pid, query FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()").fetchall()
+    if names is not None:
+        names.update({pid: " ".join(query.split())[:50] for pid, query in rows})
     got = {}
-    for pid in pids:
+    for pid, _ in rows:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -109,6 +118,11 @@ def main() -> None:
                    help="run after migrating, before the enqueue (to try a schema change)")
     p.add_argument("--default-gc", action="store_true",
                    help="leave the garbage collector as Python sets it (run_worker tunes it)")
+    p.add_argument("--no-gc", action="store_true",
+                   help="disable the cyclic garbage collector (what it costs, at most)")
+    p.add_argument("--uvloop", action="store_true",
+                   help="run the worker on uvloop (pip install uvloop) instead of asyncio's "
+                        "default loop")
     args = p.parse_args()
     if logs is not None:
         logs.configure("WARNING")
@@ -153,9 +167,10 @@ def run(url: str, args: argparse.Namespace) -> None:
 
     worker = Worker(url, WorkerConfig(queue="profile", concurrency=args.concurrency,
                                       claim_batch=args.claim_batch))
-    marks: dict[str, float] = {}
+    marks: dict[str, Any] = {}
     starts: dict[int, float] = {}
     ends: dict[int, float] = {}
+    names: dict[int, str] = {}
 
     async def watch() -> None:
         # The worker's own count, not a query: polling the table would add Postgres CPU.
@@ -163,7 +178,7 @@ def run(url: str, args: argparse.Namespace) -> None:
             await asyncio.sleep(0.002)
         marks.update(wall=time.perf_counter(), me=self_cpu_seconds(),
                      pg=postgres_cpu_seconds())
-        ends.update(backend_cpu(url))  # synchronous: the worker has nothing left to do
+        ends.update(backend_cpu(url, names))  # synchronous: the worker has nothing left
         worker.stop()
 
     async def started() -> None:
@@ -181,12 +196,19 @@ def run(url: str, args: argparse.Namespace) -> None:
 
     if not args.default_gc:
         tune_gc()
+    if args.no_gc:
+        gc.disable()
+    runner = asyncio.run
+    if args.uvloop:
+        import uvloop
+
+        runner = uvloop.run
     profiler = cProfile.Profile() if args.cprofile else None
     start_wall, start_me, start_pg = time.perf_counter(), self_cpu_seconds(), \
         postgres_cpu_seconds()
     if profiler:
         profiler.enable()
-    asyncio.run(go())
+    runner(go())
     if profiler:
         profiler.disable()
     os.close(fd)
@@ -195,13 +217,17 @@ def run(url: str, args: argparse.Namespace) -> None:
     wall = marks["wall"] - start_wall
     print(f"{n:,} {args.handler} jobs in {wall:.3f} s = {n / wall:,.0f} jobs/s (one worker, "
           f"concurrency {args.concurrency}, claim batch {args.claim_batch}; "
-          f"{worker.claim_rounds} claims)")
+          f"{worker.claim_rounds} claims; Python {sys.version.split()[0]}"
+          + (", uvloop" if args.uvloop else "") + (", no GC" if args.no_gc else "") + ")")
     print(f"worker CPU   {(marks['me'] - start_me) / n * 1e6:6.1f} µs/job "
           f"(a watcher task wakes every 2 ms)")
-    own = sum(c - starts.get(pid, 0.0) for pid, c in ends.items())
+    own = cpu_delta(starts, ends)
     print(f"Postgres CPU {own / n * 1e6:6.1f} µs/job (the worker's backends, from its first "
           "claim)")
-    print(f"  all postgres processes {(marks['pg'] - start_pg) / n * 1e6:6.1f} µs/job (WAL "
+    for pid, c in sorted(ends.items(), key=lambda kv: starts.get(kv[0], 0.0) - kv[1]):
+        print(f"  backend {pid}: {(c - starts.get(pid, 0.0)) / n * 1e6:6.1f} µs/job, last "
+              f"statement: {names.get(pid, '?')}")
+    print(f"  all postgres processes {cpu_delta(start_pg, marks['pg']) / n * 1e6:6.1f} µs/job (WAL "
           "writer, checkpointer... and whoever else uses this server)")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(args.cprofile)
