@@ -818,6 +818,8 @@ def classic_table(results: dict[str, list[Result]]) -> list[str]:
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, runs in results.items():
+        if not any(r.drain_rate or r.enqueue_rate or r.latencies for r in runs):
+            continue  # a system (or the io reference row) that ran none of these phases
         lat = [v for r in runs for v in r.latencies]
         pct = percentiles(lat)
         cells = [name, fmt_rate([r.enqueue_rate for r in runs]),
