@@ -1,10 +1,15 @@
 #!/usr/bin/env python
-"""Benchmark jobqueue against procrastinate and pgqueuer on one Postgres server.
+"""Benchmark jobqueue against procrastinate, pgqueuer and Celery on one Postgres server.
 
-    python scripts/bench_queue.py            # full size
+    python scripts/bench_queue.py            # full size: enqueue, drain, latency
     /tmp/venv/bin/python scripts/bench_queue.py --jobs 2000 --latency-jobs 100   # quick look
+    python scripts/bench_queue.py --phases io --repeat 3        # I/O-bound, with Celery
+    python scripts/bench_queue.py --phases real --only jobqueue,pgqueuer --repeat 3
+    git worktree add /tmp/jq-base main && python scripts/bench_queue.py \
+        --jobqueue-baseline /tmp/jq-base --only jobqueue,jobqueue@base   # before/after
 
-Three workloads per system, each system in its own freshly created database:
+Three workloads per system by default (--phases enqueue,drain,latency), each system in its own
+freshly created database; two more on request (io, real: below):
 (a) batch enqueue: N no-op jobs with the system's fastest documented batch API, in one call
     (jobqueue `Client.enqueue_payloads`, procrastinate `Task.batch_defer_async`,
     pgqueuer `Queries.enqueue` with lists: one kind, one payload per job; until 2026-11-28
@@ -30,6 +35,42 @@ Three workloads per system, each system in its own freshly created database:
     table also splits the latency's p50: the enqueue call alone (its return minus the same start
     time), and the time after it returned (latency - call, per job: the notification, the
     claim and the dispatch to the handler; it can be < 0, as NOTIFY goes out at commit).
+(d) io, I/O-bound: --io-jobs (2,000) jobs that each `await asyncio.sleep(--io-seconds)` (0.1)
+    and nothing else, enqueued in one call (Celery: one apply_async per job), drained by 2
+    worker processes that each run --io-concurrency (50) jobs at a time: ideal 2 x 50 / 0.1 s
+    = 1,000 jobs/s. Rates and "% of ideal" from spawn and after the first job, as in (b). A
+    reference row, "asyncio alone", runs the same sleeps with no queue (2 processes, rounds
+    of 50 asyncio.gather'ed sleeps): asyncio.sleep(0.1) itself overshoots by 1-2 ms on this
+    machine, so about 98% of ideal is the ceiling, not 100%. Settings: jobqueue `--concurrency
+    50 --claim-batch 50`; procrastinate `--concurrency 50`; pgqueuer max_concurrent_tasks=50
+    (its cap on a worker's picked jobs) with batch_size=25 (pgqueuer requires the cap to be at
+    least twice the batch); Celery 5 with Redis (broker redis://127.0.0.1:6379/13, a database
+    of its own, FLUSHDB before and after; no result backend): `--pool threads --concurrency
+    50`, each pool thread running the async handler on its own asyncio.Runner. Why threads:
+    prefork would need 50 processes per worker for 50 concurrent sleeps; eventlet/gevent
+    green threads only overlap code their monkey-patching reaches, not an asyncio handler;
+    solo runs one job at a time; threads is Celery's documented pool that runs 50 blocking
+    calls at once in one process (see scripts/bench_peers/agent_celery.py). Celery keeps its
+    defaults otherwise (prefetch multiplier 4, early acks), without gossip/mingle/heartbeat
+    (cluster chatter; mingle waits for other workers at start-up). Celery has no table of
+    unfinished jobs: each job INCRs a counter in its Redis database, and the queue counts as
+    empty when the counter reaches N.
+(e) real, "a little real work": --real-jobs (200,000) jobs whose payload is {"i": n, "t":
+    <enqueue time>, "s": <--real-payload-chars (100) chars>}; the async handler reads i, t
+    and s and appends "<i> <t> <s>" to a per-process file with one os.write (the file opened
+    once per process, O_APPEND; scripts/bench_peers/bench_record.py), and the line count is
+    checked afterwards. jobqueue `--concurrency 1000 --claim-batch 500`; pgqueuer once per
+    --real-pgqueuer-batches size (100, 500, 1000; no max_concurrent_tasks, as in (b)), each on
+    a fresh database, so its best batch size is in the table. procrastinate is left out: at
+    ~500 jobs/s, 200,000 jobs take 7 minutes per run. The table ends with jobqueue / the
+    best pgqueuer row (after the first job); the target is 2.5x.
+    Both phases report CPU per job: the worker processes' user+system CPU and that of the
+    Postgres backends connected to the system's database (pg_stat_activity, the
+    orchestrator's own poll connection excluded), read from /proc from the poll that first
+    sees every worker's first handler call to the poll that sees the queue empty, divided
+    by N. Backends that exit in between are not counted; WAL writer and checkpointer are
+    not either (shared with everything else on the server). /proc ticks are 10 ms, so short
+    runs (io: 2,000 jobs) give CPU in steps of 5 µs/job.
 
 All handlers (scripts/bench_tasks.py for jobqueue, scripts/bench_peers/agent_*.py for the
 peers) are async and share scripts/bench_peers/bench_record.py, so each does the same work.
@@ -39,6 +80,15 @@ separate venv (--peers-venv, default /tmp/venv-peers), created here when missing
     /tmp/venv-peers/bin/pip install procrastinate==3.10.0 'pgqueuer[asyncpg]==1.6.0'
 Every worker and agent is a subprocess of this script; all are stopped (SIGTERM, then
 SIGKILL) when it ends, whatever the outcome. Progress goes to stderr, the report to stdout.
+The peers' venv also holds Celery (PEER_PACKAGES: celery[redis]==5.7.0 and redis-py).
+
+--jobqueue-baseline PATH adds the system "jobqueue@base": another jobqueue checkout (a `git
+worktree add` of the commit to compare with), measured in the same run as this one. Its
+workers and agent run with this interpreter, cwd PATH and PYTHONPATH=PATH:scripts:
+scripts/bench_peers, so they import PATH's jobqueue package but this checkout's bench tasks
+(as top-level modules bench_tasks and bench_record, which a checkout cannot shadow); the
+tasks use only public names (`from jobqueue import task`). It gets its own database
+(bench_jobqueue_base) and every phase jobqueue has.
 
 Worker settings (flags below): jobqueue `--concurrency 2000 --claim-batch 1000` for the drain
 (twice the batch, so one batch runs while the outcomes of the last are written; 500/500 gave
