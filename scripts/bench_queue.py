@@ -824,7 +824,7 @@ def report(args, systems, results, info) -> str:
     classic = any(r.drain_rate or r.enqueue_rate or r.latencies
                   for runs in results.values() for r in runs)
     lines = [
-        "## Queue benchmark: jobqueue vs procrastinate vs pgqueuer (and the bare floor)", "",
+        "## Queue benchmark: jobqueue vs procrastinate, pgqueuer, Celery (and the bare floor)", "",
         f"- date: {info['date']}",
         f"- machine: {info['nproc']} cores ({info['cpu']}), load average at start "
         f"{info['load']}",
