@@ -836,10 +836,13 @@ def report(args, systems, results, info) -> str:
            "over all samples" if args.repeat > 1 else ""),
     ]
     if classic:
-        lines += [
-            f"- workload: (a) {args.jobs:,} no-op jobs enqueued in one batch call; (b) drained "
-            f"by {WORKERS} worker processes; (c) {args.latency_jobs} single enqueues at "
-            f"{args.rate:g}/s to {WORKERS} idle worker processes", ""]
+        run = args.phases.split(",")
+        parts = [text for phase, text in (
+            ("enqueue", f"(a) {args.jobs:,} no-op jobs enqueued in one batch call"),
+            ("drain", f"(b) drained by {WORKERS} worker processes"),
+            ("latency", f"(c) {args.latency_jobs} single enqueues at {args.rate:g}/s to "
+                        f"{WORKERS} idle worker processes")) if phase in run]
+        lines += [f"- workload: {'; '.join(parts)}", ""]
         lines += classic_table(results)
     lines += phase_tables(args, results)
     lines += ["", "Settings:"]
