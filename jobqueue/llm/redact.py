@@ -18,7 +18,8 @@ from typing import Any
 REDACTED = "[redacted]"
 
 _SHAPES = re.compile(
-    r"(?i:\b(bearer|basic)(\s+|%20))[A-Za-z0-9._~+/=-]{6,}"
+    # a credential after "Bearer"/"Basic" has a digit: "Basic authentication failed" stays
+    r"(?i:\b(bearer|basic)(\s+|%20))(?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}"
     r"|\bsk-[A-Za-z0-9_-]{8,}"
     r"|\bAIza[A-Za-z0-9_-]{20,}"
     r"|(?i:\b(api[_-]?key|x-api-key|access[_-]?token)([\"']?\s*[:=]\s*[\"']?))[^\s\"',;&)]{6,}")

@@ -22,7 +22,8 @@ class TestRedactor:
         assert "Bearer " + REDACTED in out and "api_key=" + REDACTED in out
 
     def test_ordinary_text_is_left_alone(self):
-        text = "The server had an error while processing your request (code 500, task-7)."
+        text = ("The server had an error while processing your request (code 500, task-7). "
+                "Basic authentication failed; send a Bearer token.")
         assert Redactor(["sk-x"]).text(text) == text
 
     def test_an_exception_and_its_chain_are_scrubbed_in_place(self):
