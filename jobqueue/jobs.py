@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-HOT_STATES = ("waiting", "scheduled", "running")
+# A job's visible states. They are derived in SQL only, by jobqueue.job_state (see
+# sql/migrations/0007_job_state.sql): waiting (runnable now), scheduled (run_at in the future,
+# never failed), retrying (run_at in the future after a failed attempt: its backoff), running
+# (leased), and the finished ones. Python never works a state out of a row's columns.
+HOT_STATES = ("waiting", "scheduled", "retrying", "running")
 FINISHED_STATES = ("succeeded", "dead", "cancelled")
 STATES = HOT_STATES + FINISHED_STATES
 
