@@ -447,8 +447,11 @@ WITH cold AS (
     RETURNING id
 ),
 hot AS (
+    -- A filter on a finished state (`dead purge`) folds the first condition to false, so the
+    -- hot table is not scanned at all.
     DELETE FROM jobqueue.jobs j
-    WHERE j.lease_owner IS NULL
+    WHERE (%(state)s::text IS NULL OR %(state)s::text IN ('waiting', 'scheduled', 'retrying'))
+      AND j.lease_owner IS NULL
       AND jobqueue.dashboard_match(
           j.id, j.queue, j.kind, j.owner, j.batch_id,
           jobqueue.job_state(j.lease_owner, j.run_at, j.attempts, j.errors), j.payload,
