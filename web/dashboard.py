@@ -48,8 +48,8 @@ from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in
 bp = Blueprint("dashboard", __name__)
 
 PAGE = 50             # jobs per page of the list
-# Ids one page of the job list examines at most (see jobs_window in sql/queries/jobs.sql): on a million
-# finished rows, about 15 ms of index scan and filtering, or 50-70 ms of text search.
+# Ids one page of the job list examines at most (see jobs_window in sql/queries/jobs.sql): on
+# a million finished rows, about 15 ms of index scan and filtering, or 50-70 ms of text search.
 SCAN = 50_000
 TEXT_SCAN = 20_000
 BATCH_PAGE = 25
