@@ -146,7 +146,7 @@ class Worker:
                                  self.completer.report_progress, loop, debug)
         self.producer = Producer(links["claim"], self.id, cfg, self.executor, claim_lock)
         leases = Leases(links["background"], self.id, cfg, self.executor, claim_lock,
-                        self._worker_row)
+                        self._worker_row, self.producer.wake.set)
         self.listener.channels = {"jobqueue_insert": self.producer.inserted,
                                   "jobqueue_cancel": self._cancel_notified}
         self.listener.on_connected = lambda: (self.producer.wake.set(), leases.beat_now.set())

@@ -3,9 +3,12 @@ sync handlers), apply its timeout, turn what happened into an outcome, and decid
 success, retry (with backoff) and dead letter. Also stops running jobs (cancellation, lost
 lease, shutdown) and drains them at a warm stop.
 
-It keeps the worker's table of running jobs (`in_flight`): a job holds its slot until the
-completer has written its outcome, so "in flight" is exact. It does no I/O of its own:
-outcomes go to the completer through `record`.
+It keeps the worker's table of claimed jobs (`in_flight`): a job stays there, leased and
+renewed, until the completer has written its outcome, so a stop never leaves an outcome in
+memory. Its concurrency slot frees as soon as its handler returns (`running` counts handlers
+at work): the next claim then overlaps the write of the last outcomes instead of waiting for
+it. At most twice `concurrency` jobs are claimed at once (written or not). It does no I/O of
+its own: outcomes go to the completer through `record`.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ class Executor:
         self.log = log.bind(worker=self.worker_name, queue=queue)
         self.in_flight: dict[int, Running] = {}
         self.slots = asyncio.Event()  # set whenever a slot frees
+        self.running = 0  # handlers at work (the concurrency limit counts these)
         self.claimed = 0
         self._threads: ThreadPoolExecutor | None = None
 
@@ -87,6 +91,7 @@ class Executor:
         running = Running(job_id, attempt, max_attempts, kind, execution_id, now)
         self.in_flight[job_id] = running
         self.claimed += 1
+        self.running += 1
         coro = self._execute(running, payload, timeout)
         if _EAGER_TASKS:
             # The Task runs the job's first step at once, as the current task: a job that
@@ -101,12 +106,28 @@ class Executor:
             self.in_flight.pop(job_id, None)
         self.slots.set()
 
+    def free_slots(self) -> int:
+        """How many more jobs may be claimed now: handler slots, and room in the table of
+        claimed jobs whose outcomes are not written yet (twice the concurrency)."""
+        cfg = self.config
+        return min(cfg.concurrency - self.running, 2 * cfg.concurrency - len(self.in_flight))
+
     def active(self) -> bool:
         return any(r.task is not None and not r.task.done() for r in self.in_flight.values())
 
     # -- running ----------------------------------------------------------------------------
 
     async def _execute(self, r: Running, payload_text: str, timeout: float | None) -> None:
+        try:
+            outcome = await self._outcome(r, payload_text, timeout)
+        finally:
+            self.running -= 1
+            self.slots.set()
+        if outcome is not None:
+            self.record(outcome)
+
+    async def _outcome(self, r: Running, payload_text: str,
+                       timeout: float | None) -> Outcome | None:
         r.started = True
         # Each job's Task runs in a context of its own: no need to reset this.
         current_job.set((r.id, self.queue, r.kind, r.attempt, self.worker_name))
@@ -143,8 +164,7 @@ class Executor:
             outcome = Outcome(r.id, r.execution_id, "finish", "succeeded", result=encoded)
             if self.debug:  # a filtered log call still costs a few µs per job
                 log.debug("job_succeeded", seconds=round(time.monotonic() - started, 4))
-        if outcome is not None:
-            self.record(outcome)
+        return outcome
 
     def _encode_result(self, result: Any) -> str:
         """The result as JSON text Postgres can store, or Permanent saying why not: retrying
@@ -224,6 +244,8 @@ class Executor:
             # Cancelled before its first step (a stop or a cancellation in the same loop pass
             # as the claim): its coroutine will never run to record the outcome, and its slot
             # and lease would be held until the worker exits.
+            self.running -= 1
+            self.slots.set()
             outcome = self.stopped(r, "before it started")
             if outcome is not None:
                 self.record(outcome)

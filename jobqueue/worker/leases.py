@@ -30,9 +30,11 @@ log = structlog.get_logger("jobqueue.worker")
 
 class Leases:
     def __init__(self, link: Link, worker_id: UUID, config: WorkerConfig, executor: Executor,
-                 claim_lock: asyncio.Lock, worker_row: Callable[[], dict]):
+                 claim_lock: asyncio.Lock, worker_row: Callable[[], dict],
+                 on_released: Callable[[], None]):
         self.link, self.worker_id, self.config = link, worker_id, config
         self.executor, self.claim_lock, self.worker_row = executor, claim_lock, worker_row
+        self.on_released = on_released  # rows went back to the queue: look at it again
         self.log = log.bind(worker=str(worker_id), queue=config.queue)
         self.beat_now = asyncio.Event()
 
@@ -58,6 +60,7 @@ class Leases:
         if released:
             self.log.warning("unknown_leases_released", count=len(released), job_ids=released[:20],
                              note="claimed by a claim whose reply was lost; back in the queue")
+            self.on_released()
         for r in list(in_flight.values()):
             if r.task is None or r.task.done():
                 continue  # finished; its outcome is on its way

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
+import psycopg
+
 from jobqueue.db import store
 from jobqueue.worker.config import WorkerConfig
 from jobqueue.worker.executor import Executor
@@ -53,10 +55,10 @@ class Producer:
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         cfg, executor = self.config, self.executor
-        in_flight, slots = executor.in_flight, executor.slots
+        slots, free_slots = executor.slots, executor.free_slots
         backlog = False
         while not stopping():
-            free = cfg.concurrency - len(in_flight)
+            free = free_slots()
             if free <= 0:
                 slots.clear()
                 await slots.wait()
@@ -66,14 +68,19 @@ class Producer:
                 # Work is waiting but few slots are free: let a few more free up, so a busy
                 # worker claims in batches rather than one row per statement.
                 await asyncio.sleep(0.002)
-                limit = min(cfg.concurrency - len(in_flight), cfg.claim_batch)
+                limit = min(free_slots(), cfg.claim_batch)
             self.wake.clear()
             # The lease service renews only jobs the executor knows; while a claim is in
             # flight it waits, so the rows of this claim are known before it looks.
             async with self.claim_lock:
-                rows = await self.link.run(functools.partial(
-                    store.claim, queue=self.queue, limit=limit, worker=self.worker_id,
-                    lease_seconds=cfg.lease_seconds))
+                try:
+                    rows = await self.link.run(functools.partial(
+                        store.claim, queue=self.queue, limit=limit, worker=self.worker_id,
+                        lease_seconds=cfg.lease_seconds))
+                except psycopg.OperationalError:
+                    if stopping():  # a hard stop gave up on an unreachable database
+                        return
+                    raise
                 now = time.monotonic()
                 for row in rows:
                     executor.start(row, now)
