@@ -32,7 +32,7 @@ import structlog
 from jobqueue.db.store import Outcome
 from jobqueue.logs import current_job
 from jobqueue.tasks import JobCancelled, JobContext, Permanent, Registry, Retry
-from jobqueue.worker.config import WorkerConfig
+from jobqueue.worker.config import QueueConfig, WorkerConfig
 
 log = structlog.get_logger("jobqueue.worker")
 
@@ -67,15 +67,17 @@ class Running:
 
 
 class Executor:
-    def __init__(self, worker_id: UUID, queue: str, config: WorkerConfig, tasks: Registry,
+    def __init__(self, worker_id: UUID, queue: QueueConfig, config: WorkerConfig,
+                 tasks: Registry,
                  record: Callable[[Outcome], None],
                  report_progress: Callable[[int, str, Any], None],
                  loop: asyncio.AbstractEventLoop, debug: bool):
         self.worker_id, self.worker_name = worker_id, str(worker_id)
-        self.queue, self.config, self.tasks = queue, config, tasks
+        self.queue, self.config, self.tasks = queue.name, config, tasks
+        self.concurrency = queue.concurrency
         self.record, self.report_progress = record, report_progress
         self.loop, self.debug = loop, debug
-        self.log = log.bind(worker=self.worker_name, queue=queue)
+        self.log = log.bind(worker=self.worker_name, queue=queue.name)
         self.in_flight: dict[int, Running] = {}
         self.slots = asyncio.Event()  # set whenever a slot frees
         self.running = 0  # handlers at work (the concurrency limit counts these)
@@ -109,8 +111,7 @@ class Executor:
     def free_slots(self) -> int:
         """How many more jobs may be claimed now: handler slots, and room in the table of
         claimed jobs whose outcomes are not written yet (twice the concurrency)."""
-        cfg = self.config
-        return min(cfg.concurrency - self.running, 2 * cfg.concurrency - len(self.in_flight))
+        return min(self.concurrency - self.running, 2 * self.concurrency - len(self.in_flight))
 
     def active(self) -> bool:
         return any(r.task is not None and not r.task.done() for r in self.in_flight.values())
@@ -184,7 +185,7 @@ class Executor:
 
     def _in_thread(self, func: Callable, *args) -> asyncio.Future:
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(self.config.concurrency,
+            self._threads = ThreadPoolExecutor(self.concurrency,
                                                thread_name_prefix="jobqueue-task")
         ctx = contextvars.copy_context()  # handler logs keep the job's ids
         return self.loop.run_in_executor(self._threads, ctx.run, func, *args)
@@ -250,17 +251,11 @@ class Executor:
             if outcome is not None:
                 self.record(outcome)
 
-    async def drain(self, hard_event: asyncio.Event, hard: bool) -> None:
-        """Warm stop: wait up to the grace period for running jobs, then hand back the rest."""
-        pending = [r.task for r in self.in_flight.values() if r.task and not r.task.done()]
-        if pending and not hard:
-            self.log.info("draining", in_flight=len(pending), grace=self.config.grace_seconds)
-            all_done = asyncio.ensure_future(asyncio.wait(pending))
-            hard_wait = asyncio.ensure_future(hard_event.wait())
-            await asyncio.wait([all_done, hard_wait], timeout=self.config.grace_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
-            all_done.cancel()
-            hard_wait.cancel()
+    def pending(self) -> list[asyncio.Task]:
+        return [r.task for r in self.in_flight.values() if r.task and not r.task.done()]
+
+    async def hand_back_rest(self) -> None:
+        """After the grace period: stop what still runs (handed back), wait for it to end."""
         for r in list(self.in_flight.values()):
             if r.task is not None and not r.task.done():
                 self.stop_job(r.id, "shutdown")

@@ -18,6 +18,7 @@ from jobqueue import JobSpec, Permanent, Retry
 from jobqueue.db.queries import q
 from jobqueue.tasks import Registry
 from jobqueue.worker import GC_YOUNG_THRESHOLD, backoff
+from jobqueue.worker.config import QueueConfig
 from jobqueue.worker.executor import Executor
 from tests.support.helpers import wait_finished, wait_until
 
@@ -486,3 +487,48 @@ def test_a_worker_process_tunes_the_garbage_collector():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [str(GC_YOUNG_THRESHOLD), "True"]
+
+
+class TestManyQueues:
+    def test_each_queue_keeps_its_own_slots_and_a_slow_one_starves_no_other(
+            self, client, sql, start_worker):
+        """One process serves two queues: `slow` (1 slot) is stuck on a job, `fast` (5 slots)
+        drains meanwhile; neither exceeds its own concurrency."""
+        release = threading.Event()
+        running = {"slow": 0, "fast": 0}
+        peak = {"slow": 0, "fast": 0}
+        lock = threading.Lock()
+
+        def work(payload, ctx):
+            with lock:
+                running[ctx.queue] += 1
+                peak[ctx.queue] = max(peak[ctx.queue], running[ctx.queue])
+            try:
+                if ctx.queue == "slow":
+                    release.wait(20)
+                else:
+                    time.sleep(0.02)
+            finally:
+                with lock:
+                    running[ctx.queue] -= 1
+
+        slow = [client.enqueue("work", queue="slow") for _ in range(3)]
+        fast = [client.enqueue("work", queue="fast") for _ in range(30)]
+        start_worker(registry(work=work), queues=(QueueConfig("slow", 1), QueueConfig("fast", 5)))
+        assert all(j.state == "succeeded" for j in wait_finished(client, fast))
+        assert [client.get(i).state for i in slow].count("running") == 1
+        release.set()
+        wait_finished(client, slow)
+        assert peak == {"slow": 1, "fast": 5}
+
+    def test_a_worker_uses_three_connections_whatever_the_number_of_queues(
+            self, sql, start_worker):
+        def count():
+            return sql("SELECT count(*) AS n FROM pg_stat_activity "
+                       "WHERE datname = current_database()")[0]["n"]
+
+        before = count()
+        tw = start_worker(registry(), queues=tuple(QueueConfig(f"q{i}", 2) for i in range(8)))
+        assert tw.worker.listening.wait(10)
+        wait_until(lambda: tw.worker.claim_rounds >= 8)
+        assert count() - before <= 3
