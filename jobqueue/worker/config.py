@@ -45,6 +45,10 @@ class WorkerConfig:
     # A result larger than this (as JSON text) fails its job permanently: results live in a
     # table that every status read touches, and outcome batches carry them in one statement.
     max_result_bytes: int = 1 << 20
+    # Jobs each queue may claim ahead of free slots, to start the moment a slot frees: good
+    # for many short I/O-bound jobs (no claim round trip between one and the next), bad for
+    # long jobs (they would wait here, leased, while other workers idle). Off by default.
+    prefetch: int = 0
     queues: tuple[QueueConfig, ...] = ()
 
     def __post_init__(self) -> None:

@@ -104,6 +104,8 @@ class Worker:
 
     def _poke(self) -> None:
         self._stop_event.set()
+        for executor in self.executors:
+            executor.stop_waiting()
         for producer in self.producers.values():
             producer.wake.set()
             producer.executor.slots.set()

@@ -7,8 +7,10 @@ It keeps the worker's table of claimed jobs (`in_flight`): a job stays there, le
 renewed, until the completer has written its outcome, so a stop never leaves an outcome in
 memory. Its concurrency slot frees as soon as its handler returns (`running` counts handlers
 at work): the next claim then overlaps the write of the last outcomes instead of waiting for
-it. At most twice `concurrency` jobs are claimed at once (written or not). It does no I/O of
-its own: outcomes go to the completer through `record`.
+it. At most twice `concurrency` jobs are claimed at once (written or not). With `prefetch`
+(WorkerConfig), that many more jobs may be claimed ahead and wait here, leased, to start the
+moment a slot frees (no claim round trip between one job and the next); a stop hands them
+back at once. It does no I/O of its own: outcomes go to the completer through `record`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import random
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -81,6 +84,9 @@ class Executor:
         self.in_flight: dict[int, Running] = {}
         self.slots = asyncio.Event()  # set whenever a slot frees
         self.running = 0  # handlers at work (the concurrency limit counts these)
+        self.prefetch = config.prefetch
+        self.waiting: deque[tuple[Running, str, float | None]] = deque()  # claimed ahead
+        self.stopping = False  # start nothing more from `waiting`
         self.claimed = 0
         self._threads: ThreadPoolExecutor | None = None
 
@@ -93,9 +99,16 @@ class Executor:
         running = Running(job_id, attempt, max_attempts, kind, execution_id, now)
         self.in_flight[job_id] = running
         self.claimed += 1
+        if self.running < self.concurrency:
+            self._launch(running, payload, timeout, _EAGER_TASKS)
+        else:
+            self.waiting.append((running, payload, timeout))
+
+    def _launch(self, running: Running, payload: str, timeout: float | None,
+                eager: bool) -> None:
         self.running += 1
         coro = self._execute(running, payload, timeout)
-        if _EAGER_TASKS:
+        if eager:
             # The Task runs the job's first step at once, as the current task: a job that
             # finishes without waiting (a no-op, a cache hit) skips the trip through the loop.
             running.task = asyncio.Task(coro, loop=self.loop, eager_start=True)
@@ -111,7 +124,9 @@ class Executor:
     def free_slots(self) -> int:
         """How many more jobs may be claimed now: handler slots, and room in the table of
         claimed jobs whose outcomes are not written yet (twice the concurrency)."""
-        return min(self.concurrency - self.running, 2 * self.concurrency - len(self.in_flight))
+        claimed_ahead = len(self.waiting)
+        return min(self.concurrency + self.prefetch - self.running - claimed_ahead,
+                   2 * self.concurrency + self.prefetch - len(self.in_flight))
 
     def active(self) -> bool:
         return any(r.task is not None and not r.task.done() for r in self.in_flight.values())
@@ -123,6 +138,9 @@ class Executor:
             outcome = await self._outcome(r, payload_text, timeout)
         finally:
             self.running -= 1
+            if self.waiting and not self.stopping:
+                # Not eagerly: a chain of jobs that finish at once would nest in this frame.
+                self._launch(*self.waiting.popleft(), False)
             self.slots.set()
         if outcome is not None:
             self.record(outcome)
@@ -234,7 +252,10 @@ class Executor:
 
     def stop_job(self, job_id: int, reason: str) -> None:
         r = self.in_flight.get(job_id)
-        if r is None or r.task is None or r.task.done() or r.stop_reason:
+        if r is None or r.stop_reason or (r.task is not None and r.task.done()):
+            return
+        if r.task is None:  # claimed ahead, not started
+            self._drop_waiting(r, reason)
             return
         r.stop_reason = reason
         if r.ctx is not None:
@@ -250,6 +271,22 @@ class Executor:
             outcome = self.stopped(r, "before it started")
             if outcome is not None:
                 self.record(outcome)
+
+    def _drop_waiting(self, r: Running, reason: str) -> None:
+        self.waiting = deque(w for w in self.waiting if w[0] is not r)
+        r.stop_reason = reason
+        outcome = self.stopped(r, "before it started")
+        if outcome is not None:
+            self.record(outcome)
+        self.slots.set()
+
+    def stop_waiting(self) -> None:
+        """A stop: start nothing more, and hand back what was claimed ahead."""
+        self.stopping = True
+        waiting, self.waiting = self.waiting, deque()
+        for r, _, _ in waiting:
+            r.stop_reason = "shutdown"
+            self.record(Outcome(r.id, r.execution_id, "hand_back"))
 
     def pending(self) -> list[asyncio.Task]:
         return [r.task for r in self.in_flight.values() if r.task and not r.task.done()]

@@ -63,7 +63,7 @@ class Leases:
             self.on_released()
         for executor in self.executors:
             for r in list(executor.in_flight.values()):
-                if r.task is None or r.task.done():
+                if r.task is not None and r.task.done():
                     continue  # finished; its outcome is on its way
                 if r.id not in held and r.claimed_at < started:
                     executor.stop_job(r.id, "lease_lost")

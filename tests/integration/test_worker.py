@@ -532,3 +532,33 @@ class TestManyQueues:
         assert tw.worker.listening.wait(10)
         wait_until(lambda: tw.worker.claim_rounds >= 8)
         assert count() - before <= 3
+
+
+class TestPrefetch:
+    def test_jobs_claimed_ahead_wait_their_turn_and_go_back_at_a_stop(
+            self, client, sql, start_worker):
+        """With prefetch, a worker claims jobs beyond its free slots; they start only as slots
+        free (concurrency holds), a cancelled one ends cancelled without running, and a stop
+        hands the rest back at once instead of keeping them leased."""
+        release = threading.Event()
+        started = []
+
+        def work(payload):
+            started.append(payload["n"])
+            release.wait(20)
+
+        ids = [client.enqueue("work", {"n": n}) for n in range(6)]
+        tw = start_worker(registry(work=work), concurrency=2, prefetch=2)
+        wait_until(lambda: sql("SELECT count(*) AS n FROM jobqueue.jobs "
+                               "WHERE lease_owner IS NOT NULL")[0]["n"] == 4)
+        assert sorted(started) == [0, 1]
+        client.cancel(ids[2])  # claimed ahead, not started
+        wait_until(lambda: client.get(ids[2]).state == "cancelled")
+        tw.worker.stop()  # warm: the two running finish, the one claimed ahead goes back
+        wait_until(lambda: client.get(ids[3]).state == "waiting", message="handed back")
+        release.set()
+        tw.thread.join(20)
+        assert sorted(started) == [0, 1]
+        assert [client.get(i).state for i in ids] == [
+            "succeeded", "succeeded", "cancelled", "waiting", "waiting", "waiting"]
+        assert client.get(ids[3]).attempts == 0
