@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from jobqueue.errors import InvalidJob as InvalidJob
+
 HOT_STATES = ("waiting", "scheduled", "running")
 FINISHED_STATES = ("succeeded", "dead", "cancelled")
 STATES = HOT_STATES + FINISHED_STATES
@@ -27,10 +29,6 @@ def to_json(value: Any) -> str:
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 5
-
-
-class InvalidJob(ValueError):
-    """A job spec that cannot be enqueued; the message names the field."""
 
 
 def parse_priority(value: int | str | None) -> int:

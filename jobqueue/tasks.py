@@ -16,21 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class Retry(Exception):
-    """Raise to ask for another attempt after `delay` seconds (or the usual backoff)."""
-
-    def __init__(self, message: str = "retry requested", delay: float | None = None):
-        super().__init__(message)
-        self.delay = delay
-
-
-class Permanent(Exception):
-    """Raise to dead-letter the job now: retrying cannot help (bad input, say)."""
-
-
-class JobCancelled(Exception):
-    """Raised by ctx.check_cancelled() once someone has cancelled the running job."""
+from jobqueue.errors import JobCancelled as JobCancelled
+from jobqueue.errors import Permanent as Permanent
+from jobqueue.errors import Retry as Retry
 
 
 @dataclass

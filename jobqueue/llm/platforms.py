@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A wrong config: the message names the file, the platform and the field."""
+from jobqueue.errors import ConfigError as ConfigError
 
 
 @dataclass(frozen=True)
