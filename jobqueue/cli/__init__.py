@@ -14,6 +14,7 @@ import click
 import psycopg
 
 from jobqueue import logs
+from jobqueue.errors import JobqueueError
 
 
 @click.group(context_settings={"auto_envvar_prefix": "JOBQUEUE", "show_default": True,
@@ -49,6 +50,11 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except JobqueueError as exc:
+        # Ours and raised on purpose (a wrong jobqueue.toml, a job we refuse, a task whose
+        # decorator disagrees with the routing table): bad input, one line, no traceback.
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"Error: cannot reach the database: {first}", err=True)
