@@ -28,6 +28,7 @@ from jobqueue.jobs import (
     InvalidJob,
     Job,
     JobSpec,
+    check_text,
     to_json,
 )
 
@@ -106,9 +107,8 @@ class Client:
         for index, payload in enumerate(payloads):
             try:
                 rows.append((queue, kind, to_json(payload), *rest))
-            except (TypeError, ValueError) as exc:
-                raise InvalidJob(
-                    f"job {index}: payload: not JSON-serialisable ({exc})") from None
+            except InvalidJob as exc:
+                raise InvalidJob(f"job {index}: {exc}") from None
         return self._enqueue_rows(rows)
 
     def _enqueue_rows(self, rows: list[tuple]) -> list[int]:
@@ -133,6 +133,9 @@ class Client:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
         failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
         now, routes = datetime.now(UTC), routing.load()
+        for field, value in (("name", name), ("source", source), ("owner", owner)):
+            check_text(value, field)
+        to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
         total = 0
         with self.pool.connection() as conn, conn.transaction():
             batch_id = conn.execute(q("batch_create"), {
