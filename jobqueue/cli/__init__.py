@@ -1,5 +1,5 @@
 """The `jobqueue` command: the root group and its entry point; each command group lives in a
-module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench).
+module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench, db).
 
 Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
 JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix). Exit codes: 0 ok, 1 the work
@@ -30,11 +30,11 @@ def cli(log_level: str, log_format: str | None) -> None:
 
 def _register() -> None:
     """Attach every command group (one module each) to the root command."""
-    from jobqueue.cli import admin, batch, bench, demo, jobs, status, tokens, worker
+    from jobqueue.cli import admin, batch, bench, db, demo, jobs, status, tokens, worker
 
     for command in (admin.migrate, admin.web, worker.worker, jobs.enqueue, jobs.jobs, jobs.dead,
                     status.status, batch.batch, tokens.tokens, demo.demo_command,
-                    bench.bench_command):
+                    bench.bench_command, db.db_group):
         cli.add_command(command)
 
 

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import click
 
+from jobqueue import db
 from jobqueue.cli.common import (
     cell,
     open_client,
@@ -17,6 +18,7 @@ from jobqueue.cli.common import (
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Per queue: waiting, scheduled, running, succeeded, dead, cancelled; oldest wait."""
+    where = db.describe()  # before open_client, which sets DATABASE_URL for the embedded server
     with open_client() as jq:
         rows = jq.status()
         workers = jq.workers()
@@ -28,6 +30,7 @@ def status(as_json: bool) -> None:
         return
     columns = ("queue", "waiting", "scheduled", "running", "succeeded", "dead", "cancelled",
                "oldest_waiting_seconds", "finished_last_minute")
+    click.echo(f"database: {where}")
     headers = ("QUEUE", "WAITING", "SCHEDULED", "RUNNING", "SUCCEEDED", "DEAD", "CANCELLED",
                "OLDEST WAIT", "DONE/MIN")
     table = [headers] + [tuple(cell(r[c]) for c in columns) for r in rows]
