@@ -9,7 +9,8 @@
     ├── InvalidAnswer                    a model's answer lacked the shape asked for
     ├── Retry                            raised by a handler: another attempt, after `delay`
     ├── Permanent                        raised by a handler: dead-letter now
-    └── JobCancelled                     the running job was cancelled (ctx.check_cancelled)
+    ├── JobCancelled                     the running job was cancelled (ctx.check_cancelled)
+    └── WorkerFailed (RuntimeError)      a worker service failed and the worker stopped
 
 `except JobqueueError` catches all of them. The ValueError children keep ValueError as a second
 base because callers (and older code) catch them as ValueError. Each class is also importable
@@ -74,3 +75,7 @@ class Permanent(JobqueueError):
 
 class JobCancelled(JobqueueError):
     """Raised by ctx.check_cancelled() once someone has cancelled the running job."""
+
+
+class WorkerFailed(JobqueueError, RuntimeError):
+    """A worker service failed: the worker stopped, and `Worker.run()` raises this."""
