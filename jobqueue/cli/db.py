@@ -42,8 +42,7 @@ def status(as_json: bool) -> None:
         report |= {"kind": "embedded", "pgdata": str(found.pgdata), "running": found.running,
                    "pid": found.pid, "port": found.port, "socket_dir": found.socket_dir,
                    "address": found.address, "initialised": found.initialised}
-        if found.running:
-            url = embedded.database_url(found.pgdata)  # finds the running server
+        url = found.url  # None unless running: status starts nothing
     error = None
     if url:
         try:

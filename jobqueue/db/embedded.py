@@ -57,6 +57,15 @@ class State:
     socket_dir: str | None = None
 
     @property
+    def url(self) -> str | None:
+        """The running server's URL, as pgserver builds it (user and database postgres)."""
+        if not self.running:
+            return None
+        if self.socket_dir:
+            return f"postgresql://postgres:@/postgres?host={self.socket_dir}"
+        return f"postgresql://postgres:@localhost:{self.port}/postgres" if self.port else None
+
+    @property
     def address(self) -> str:
         if self.socket_dir:
             return f"socket {self.socket_dir}/.s.PGSQL.{self.port}"
@@ -93,10 +102,20 @@ def stop(pgdata: Path | None = None) -> int | None:
     found = state(pgdata)
     if not found.running:
         return None
-    from pgserver import pg_ctl
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, as in server()
+        from pgserver import pg_ctl
 
-    # pgserver runs Postgres as the user `pgserver` when we are root (Postgres refuses root).
-    user = "pgserver" if hasattr(os, "geteuid") and os.geteuid() == 0 else None
+    user = None
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # pgserver runs Postgres as the user `pgserver` when we are root (Postgres refuses
+        # root), and pg_ctl must run as that user too. It needs to traverse the directories
+        # above pgdata, which something may have closed since the start (pytest resets
+        # /tmp/pytest-of-root to 0700 whenever a session starts): open them as pgserver does.
+        from pgserver.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(found.pgdata)
+        user = "pgserver"
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=found.pgdata, user=user)
     return found.pid
 
