@@ -33,8 +33,14 @@ ROOT_MARKERS = ("jobqueue.toml", "pyproject.toml", ".git")
 
 def project_root(start: Path | str | None = None) -> Path:
     """The first directory from `start` (default: the working directory) upwards that holds
-    jobqueue.toml, pyproject.toml or .git; `start` itself when none does."""
-    here = Path(start or os.getcwd()).resolve()
+    jobqueue.toml, pyproject.toml or .git; `start` itself when none does. Looked up once per
+    directory and process (a walk costs a hundred microseconds; every enqueue asks)."""
+    return _root(str(start or os.getcwd()))
+
+
+@functools.lru_cache(maxsize=64)
+def _root(start: str) -> Path:
+    here = Path(start).resolve()
     for folder in (here, *here.parents):
         if any((folder / marker).exists() for marker in ROOT_MARKERS):
             return folder
@@ -44,12 +50,16 @@ def project_root(start: Path | str | None = None) -> Path:
 def config_path() -> Path:
     """JOBQUEUE_CONFIG, else jobqueue.toml at the project root (shown relative to the working
     directory when it lies below it, so messages stay short)."""
-    given = os.environ.get("JOBQUEUE_CONFIG")
+    return _config_path(os.getcwd(), os.environ.get("JOBQUEUE_CONFIG") or "")
+
+
+@functools.lru_cache(maxsize=64)
+def _config_path(cwd: str, given: str) -> Path:
     if given:
         return Path(given)
-    path = project_root() / "jobqueue.toml"
+    path = _root(cwd) / "jobqueue.toml"
     try:
-        return path.relative_to(Path.cwd().resolve())
+        return path.relative_to(Path(cwd).resolve())
     except ValueError:
         return path
 
@@ -71,12 +81,13 @@ def load(parser: Callable[[dict[str, Any], str], T], path: Path | str | None = N
         if missing_ok:
             return parser({}, str(path))
         raise ConfigError(f"{path}: no such file (set JOBQUEUE_CONFIG or create it)") from None
-    return _load(parser, str(path), stat.st_mtime_ns, stat.st_size)
+    return _load(parser, str(path), os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
 
 
 @functools.lru_cache(maxsize=16)
-def _load(parser: Callable[[dict[str, Any], str], T], path: str, mtime_ns: int,
-          size: int) -> T:
+def _load(parser: Callable[[dict[str, Any], str], T], path: str, absolute: str,
+          mtime_ns: int, size: int) -> T:
+    """`absolute` keys the cache: two directories' `jobqueue.toml` are different files."""
     try:
         data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
