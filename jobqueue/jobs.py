@@ -33,7 +33,7 @@ MAX_JSON_DEPTH = 100
 # (not encodable as UTF-8). The encoder escapes NUL as \u0000 and keeps surrogates as they are,
 # so one scan of the encoded text finds every candidate; only then is the value walked, to
 # name the place.
-_SUSPECT = re.compile(r"\\u0000|[\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def to_json(value: Any, field: str = "payload") -> str:
@@ -48,7 +48,9 @@ def to_json(value: Any, field: str = "payload") -> str:
         _check_json(value, field)  # names the place when it is ours to name
         raise InvalidJob(f"{field}: not JSON-serialisable ({exc})") from None
     # Cheap screens first: a value cannot nest deeper than it has brackets.
-    if (_SUSPECT.search(encoded) is not None
+    # isascii() is a flag check: ASCII text holds no surrogates, so most payloads skip the regex.
+    if ("\\u0000" in encoded
+            or (not encoded.isascii() and _SURROGATE.search(encoded) is not None)
             or encoded.count("[") + encoded.count("{") > MAX_JSON_DEPTH):
         _check_json(value, field)
     return encoded
@@ -68,7 +70,7 @@ def check_text(value: Any, field: str, *, optional: bool = True) -> None:
 def _text_problem(text: str) -> str | None:
     if "\x00" in text:
         return "contains a NUL character (\\u0000), which Postgres cannot store"
-    surrogate = re.search(r"[\ud800-\udfff]", text)
+    surrogate = _SURROGATE.search(text)
     if surrogate:
         return (f"contains a lone surrogate (U+{ord(surrogate[0]):04X}), which is not "
                 "valid Unicode text")
