@@ -1,3 +1,5 @@
+"""`python -m jobqueue`: the CLI."""
+
 from jobqueue.cli import main
 
 main()
