@@ -29,6 +29,7 @@ e.g. `jobqueue.toml: tasks.send_email.max_attempts: must be a positive integer, 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,13 +142,16 @@ def check_task(name: str, *, queue: str | None = None, max_attempts: int | None 
                 "(the table decides where jobs go)")
 
 
-def unrouted_here(names: list[str], worker_queue: str, routes: Routes | None = None) -> list[str]:
-    """For a worker's start: the tasks it registered whose table sends their jobs to another
-    queue (it will never see them unless a caller names its queue explicitly)."""
+def unrouted_here(names: Iterable[str], worker_queues: str | Iterable[str],
+                  routes: Routes | None = None) -> list[str]:
+    """For a worker's start: the tasks it registered whose table sends their jobs to none of
+    the queues it works (it sees them only when a caller names one of its queues)."""
+    queues = {worker_queues} if isinstance(worker_queues, str) else set(worker_queues)
     routes = load() if routes is None else routes
-    return [f"task {name} is routed to queue {routes[name].queue!r}, not {worker_queue!r}"
+    return [f"task {name} is routed to queue {routes[name].queue!r}, not "
+            f"{', '.join(repr(q) for q in sorted(queues))}"
             for name in names
-            if name in routes and (routes[name].queue or DEFAULT_QUEUE) != worker_queue]
+            if name in routes and (routes[name].queue or DEFAULT_QUEUE) not in queues]
 
 
 def _toml(value: Any) -> str:

@@ -145,3 +145,4 @@ class TestDecorator:
         assert routing.unrouted_here(["send_email", "other"], "default", self.routes) == [
             "task send_email is routed to queue 'emails', not 'default'"]
         assert routing.unrouted_here(["send_email"], "emails", self.routes) == []
+        assert routing.unrouted_here(["send_email"], ["default", "emails"], self.routes) == []
