@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from jobqueue import db
+from jobqueue import db, routing
 from jobqueue.db import migrate, store
 from jobqueue.db.queries import q
 from jobqueue.db.store import COPY_FROM, JobFilter
@@ -27,9 +27,9 @@ from jobqueue.jobs import (
     InvalidJob,
     Job,
     JobSpec,
+    check_text,
     to_json,
 )
-from jobqueue.tasks import registry
 
 # Rows per INSERT statement in enqueue_many: large enough to amortise the round trip, small
 # enough to keep the parameter arrays modest. All chunks commit together. (COPY_FROM, where
@@ -81,8 +81,8 @@ class Client:
         A spec that fails validation raises InvalidJob naming its index and field, and nothing
         is enqueued.
         """
-        now = datetime.now(UTC)
-        return self._enqueue_rows([_validated(spec, index, now)
+        now, routes = datetime.now(UTC), routing.load()
+        return self._enqueue_rows([_validated(spec, index, now, routes)
                                    for index, spec in enumerate(specs)])
 
     def enqueue_payloads(self, kind: str, payloads: Iterable, **options) -> list[int]:
@@ -99,14 +99,13 @@ class Client:
         if "payload" in options:
             raise InvalidJob("payload: pass the payloads as the second argument, one per job")
         now = datetime.now(UTC)
-        queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now)
+        queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now, routing.load())
         rows = []
         for index, payload in enumerate(payloads):
             try:
                 rows.append((queue, kind, to_json(payload), *rest))
-            except (TypeError, ValueError) as exc:
-                raise InvalidJob(
-                    f"job {index}: payload: not JSON-serialisable ({exc})") from None
+            except InvalidJob as exc:
+                raise InvalidJob(f"job {index}: {exc}") from None
         return self._enqueue_rows(rows)
 
     def _enqueue_rows(self, rows: list[tuple]) -> list[int]:
@@ -130,7 +129,10 @@ class Client:
                      on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
         failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
-        now = datetime.now(UTC)
+        now, routes = datetime.now(UTC), routing.load()
+        for field, value in (("name", name), ("source", source), ("owner", owner)):
+            check_text(value, field)
+        to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
         total = 0
         with self.pool.connection() as conn, conn.transaction():
             batch_id = conn.execute(q("batch_create"), {
@@ -139,7 +141,7 @@ class Client:
             chunk: list[tuple] = []
             for index, spec in enumerate(specs):
                 spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
-                chunk.append(_validated(spec, index, now))
+                chunk.append(_validated(spec, index, now, routes))
                 if len(chunk) == CHUNK:
                     total += len(_insert(conn, chunk))
                     chunk = []
@@ -216,7 +218,8 @@ class Client:
             return store.revive(conn, JobFilter(ids=ids, queue=queue), states)
 
 
-def _validated(spec: JobSpec | dict, index: int, now: datetime) -> tuple:
+def _validated(spec: JobSpec | dict, index: int, now: datetime,
+               routes: routing.Routes) -> tuple:
     """The insert row for a spec; InvalidJob names its index and field."""
     if isinstance(spec, dict):
         try:
@@ -224,23 +227,24 @@ def _validated(spec: JobSpec | dict, index: int, now: datetime) -> tuple:
         except TypeError as exc:
             raise InvalidJob(f"job {index}: {exc}") from None
     try:
-        return _row(spec, now)
+        return _row(spec, now, routes)
     except InvalidJob as exc:
         raise InvalidJob(f"job {index}: {exc}") from None
 
 
-def _row(spec: JobSpec, now: datetime) -> tuple:
-    """The insert row for a spec, checked, with its task's defaults for queue and attempts."""
-    task = registry.get(spec.kind) if isinstance(spec.kind, str) else None
-    return spec.validated_row((task and task.queue) or DEFAULT_QUEUE,
-                              (task and task.max_attempts) or DEFAULT_MAX_ATTEMPTS, now)
+def _row(spec: JobSpec, now: datetime, routes: routing.Routes) -> tuple:
+    """The insert row for a spec, checked. What the caller left out comes from the task's
+    [tasks.NAME] table in jobqueue.toml, else the built-in defaults: never from the task
+    registry, which only the processes that imported the task module have."""
+    return routing.apply(spec, routes).validated_row(DEFAULT_QUEUE, DEFAULT_MAX_ATTEMPTS, now)
 
 
 def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:
     """Enqueue specs inside the caller's transaction (so a job can be created atomically with
     rows of the caller's own); returns (id, created) per spec, in order."""
-    now = datetime.now(UTC)
-    return _insert_chunked(conn, [_validated(spec, i, now) for i, spec in enumerate(specs)])
+    now, routes = datetime.now(UTC), routing.load()
+    return _insert_chunked(conn, [_validated(spec, i, now, routes)
+                                  for i, spec in enumerate(specs)])
 
 
 def _insert_chunked(conn, rows: list[tuple]) -> list[tuple[int, bool]]:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import click
 
+from jobqueue import db
 from jobqueue.cli.common import (
     cell,
     open_client,
@@ -18,6 +19,7 @@ from jobqueue.cli.common import (
 def status(as_json: bool) -> None:
     """Per queue: waiting, scheduled, retrying, running, succeeded, dead, cancelled; oldest
     wait."""
+    where = db.describe()  # before open_client, which sets DATABASE_URL for the embedded server
     with open_client() as jq:
         rows = jq.status()
         workers = jq.workers()
@@ -31,6 +33,7 @@ def status(as_json: bool) -> None:
                "cancelled", "oldest_waiting_seconds", "finished_last_minute")
     headers = ("QUEUE", "WAITING", "SCHEDULED", "RETRYING", "RUNNING", "SUCCEEDED", "DEAD",
                "CANCELLED", "OLDEST WAIT", "DONE/MIN")
+    click.echo(f"database: {where}")
     table = [headers] + [tuple(cell(r[c]) for c in columns) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:
