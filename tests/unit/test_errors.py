@@ -27,11 +27,6 @@ OLD_HOMES = {
 }
 
 
-# jobqueue/worker/ is being split by the lead: its WorkerFailed(RuntimeError) is to become
-# `from jobqueue.errors import WorkerFailed` (already defined there, a JobqueueError).
-NOT_MOVED_YET = {"jobqueue.worker.core.WorkerFailed"}
-
-
 class TestHierarchy:
     def test_every_public_exception_is_a_jobqueue_error(self):
         """Each exception exported by `jobqueue` derives from JobqueueError."""
@@ -56,7 +51,7 @@ class TestHierarchy:
         assert found
         outside = {f"{c.__module__}.{c.__qualname__}" for c in found
                    if not issubclass(c, JobqueueError)}
-        assert outside <= NOT_MOVED_YET
+        assert not outside
 
     @pytest.mark.parametrize("name", sorted(OLD_HOMES))
     def test_old_import_paths_still_work(self, name):
