@@ -1,5 +1,5 @@
 """The `jobqueue` command: the root group and its entry point; each command group lives in a
-module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench).
+module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench, db).
 
 Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
 JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix). Exit codes: 0 ok, 1 the work
@@ -15,6 +15,7 @@ import click
 import psycopg
 
 from jobqueue import logs
+from jobqueue.errors import JobqueueError
 
 # Each command and the module that defines it, imported only when that command runs: a
 # worker must not pay for the demo's imports (openai, the simulator, Flask): importing every
@@ -31,6 +32,7 @@ COMMANDS = {
     "tokens": "jobqueue.cli.tokens:tokens",
     "demo": "jobqueue.cli.demo:demo_command",
     "bench": "jobqueue.cli.bench:bench_command",
+    "db": "jobqueue.cli.db:db_group",
 }
 
 
@@ -59,8 +61,6 @@ def cli(log_level: str, log_format: str | None) -> None:
     logs.configure(log_level, log_format)
 
 
-
-
 def main() -> None:
     try:
         cli.main(prog_name="jobqueue", standalone_mode=False)
@@ -70,6 +70,11 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except JobqueueError as exc:
+        # Ours and raised on purpose (a wrong jobqueue.toml, a job we refuse, a task whose
+        # decorator disagrees with the routing table): bad input, one line, no traceback.
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"Error: cannot reach the database: {first}", err=True)

@@ -25,14 +25,11 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from jobqueue.db.queries import q
+from jobqueue.errors import NoUsableKey as NoUsableKey
 from jobqueue.llm.platforms import ApiKey, Platform
 from jobqueue.llm.redact import Redactor
 
 log = structlog.get_logger("jobqueue.ratelimit")
-
-
-class NoUsableKey(Exception):
-    """Every key of the platform is disabled (e.g. insufficient quota)."""
 
 
 @dataclass(frozen=True)
