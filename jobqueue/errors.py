@@ -7,6 +7,7 @@
     ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
     ├── NoUsableKey                      every key of a platform is disabled
     ├── InvalidAnswer                    a model's answer lacked the shape asked for
+    ├── RedactedError                    an LLM call's error, its API keys scrubbed out
     ├── Retry                            raised by a handler: another attempt, after `delay`
     ├── Permanent                        raised by a handler: dead-letter now
     ├── JobCancelled                     the running job was cancelled (ctx.check_cancelled)
@@ -59,6 +60,11 @@ class NoUsableKey(JobqueueError):
 
 class InvalidAnswer(JobqueueError):
     """The model's answer did not have the shape asked for; another attempt may do better."""
+
+
+class RedactedError(JobqueueError):
+    """An LLM call's exception whose text could not be scrubbed of API keys in place (its own
+    __str__, say): its type's name and its scrubbed text (jobqueue/llm/redact.py)."""
 
 
 class Retry(JobqueueError):

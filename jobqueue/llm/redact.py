@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
+from jobqueue.errors import Permanent, RedactedError
+
 REDACTED = "[redacted]"
 
 _SHAPES = re.compile(
@@ -31,10 +33,6 @@ def _shape(match: re.Match) -> str:
     if match.group(3):
         return match.group(3) + match.group(4) + REDACTED
     return REDACTED
-
-
-class RedactedError(Exception):
-    """An exception whose own text could not be scrubbed in place, replaced by its text."""
 
 
 class Redactor:
@@ -76,7 +74,5 @@ class Redactor:
         rendered = "".join(traceback.format_exception(exc))
         if self.text(rendered) == rendered:
             return exc
-        from jobqueue.tasks import Permanent
-
         kind = Permanent if isinstance(exc, Permanent) else RedactedError
         return kind(f"{type(exc).__name__}: {self.text(str(exc))}")
