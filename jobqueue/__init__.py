@@ -37,10 +37,13 @@ _HOMES = {
     "WorkerConfig": "jobqueue.worker",
 }
 __all__ = list(_HOMES)
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # defined in settings, read on demand: `import jobqueue` stays
+        from jobqueue.settings import VERSION  # cheap (python -m jobqueue pays for it first)
+
+        return VERSION
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'jobqueue' has no attribute {name!r}")

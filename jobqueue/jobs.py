@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from jobqueue import settings
+
 HOT_STATES = ("waiting", "scheduled", "running")
 FINISHED_STATES = ("succeeded", "dead", "cancelled")
 STATES = HOT_STATES + FINISHED_STATES
@@ -25,8 +27,9 @@ def to_json(value: Any) -> str:
     return _encode(value)
 
 
-DEFAULT_QUEUE = "default"
-DEFAULT_MAX_ATTEMPTS = 5
+# Defined in settings; named here too for the modules that import them from jobs.
+DEFAULT_QUEUE = settings.DEFAULT_QUEUE
+DEFAULT_MAX_ATTEMPTS = settings.DEFAULT_MAX_ATTEMPTS
 
 
 class InvalidJob(ValueError):

@@ -4,11 +4,12 @@ readable colour on one; ISO UTC timestamps; ids bound with contextvars ride alon
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from contextvars import ContextVar
 
 import structlog
+
+from jobqueue import settings
 
 # The running job of this asyncio task (or handler thread): (job_id, queue, kind, attempt,
 # worker). One ContextVar set per job is far cheaper than binding five structlog contextvars.
@@ -25,11 +26,13 @@ def add_job_context(logger, method_name, event_dict):
     return event_dict
 
 
-def configure(level: str | None = None, fmt: str | None = None) -> None:
-    level_name = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
-    fmt = fmt or os.environ.get("LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+def configure(level: str | None = None, fmt: str | None = None) -> tuple[str, str]:
+    """Set up structlog; returns the level and format in force (the environment's, or the
+    terminal's, where the arguments give none), which `worker --processes` hands on."""
+    level_name = (level or settings.LOG_LEVEL.get()).upper()
+    fmt = fmt or settings.LOG_FORMAT.get() or ("console" if sys.stderr.isatty() else "json")
     if fmt not in ("json", "console"):
-        raise ValueError(f"LOG_FORMAT must be json or console, not {fmt!r}")
+        raise ValueError(f"log format must be json or console, not {fmt!r}")
     renderer = (structlog.processors.JSONRenderer() if fmt == "json"
                 else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(
@@ -46,3 +49,4 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    return level_name, fmt

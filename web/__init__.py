@@ -9,7 +9,6 @@ fork.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 
@@ -17,10 +16,11 @@ from flask import Flask, g, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 
+from jobqueue import settings
 from jobqueue.client import Client
 from jobqueue.db.queries import q
 
-MB = 1024 * 1024
+MB = settings.MB
 
 
 class Resources:
@@ -75,17 +75,16 @@ def resources() -> Resources:
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
-        DATABASE_URL=os.environ.get("DATABASE_URL"),
-        SECRET_KEY=os.environ.get("JOBQUEUE_SECRET_KEY"),
-        DOCUMENT_MAX_BYTES=int(os.environ.get("JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB)),
-        BATCH_MAX_BYTES=int(os.environ.get("JOBQUEUE_BATCH_MAX_BYTES", 50 * MB)),
-        JSON_MAX_BYTES=int(os.environ.get("JOBQUEUE_JSON_MAX_BYTES", 10 * MB)),
-        METRICS_PUBLIC=os.environ.get("JOBQUEUE_METRICS_PUBLIC", "").lower() in ("1", "true"),
-        POOL_MAX_SIZE=int(os.environ.get("JOBQUEUE_POOL_MAX_SIZE", 10)),
+        DATABASE_URL=settings.DATABASE_URL.get(),
+        SECRET_KEY=settings.JOBQUEUE_SECRET_KEY.get(),
+        DOCUMENT_MAX_BYTES=settings.JOBQUEUE_DOCUMENT_MAX_BYTES.get(),
+        BATCH_MAX_BYTES=settings.JOBQUEUE_BATCH_MAX_BYTES.get(),
+        JSON_MAX_BYTES=settings.JOBQUEUE_JSON_MAX_BYTES.get(),
+        METRICS_PUBLIC=settings.JOBQUEUE_METRICS_PUBLIC.get(),
+        POOL_MAX_SIZE=settings.JOBQUEUE_POOL_MAX_SIZE.get(),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("JOBQUEUE_COOKIE_SECURE", "").lower() in (
-            "1", "true"),
+        SESSION_COOKIE_SECURE=settings.JOBQUEUE_COOKIE_SECURE.get(),
     )
     app.config.update(config or {})
     # The largest body any route takes; each route checks its own, smaller, limit.

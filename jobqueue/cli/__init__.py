@@ -2,29 +2,38 @@
 module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench).
 
 Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
-JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix). Exit codes: 0 ok, 1 the work
-failed (or the database is unreachable), 2 bad usage or input.
+JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix); the defaults come from
+jobqueue/settings.py, as do the variables of the README's table (LOG_LEVEL, LOG_FORMAT, PORT...).
+Exit codes: 0 ok, 1 the work failed (or the database is unreachable), 2 bad usage or input.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import click
 import psycopg
 
-from jobqueue import logs
+from jobqueue import logs, settings
+from jobqueue.cli.common import UserError
 
 
 @click.group(context_settings={"auto_envvar_prefix": "JOBQUEUE", "show_default": True,
                                "help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="INFO", help="DEBUG shows every job.")
-@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
-              envvar="LOG_FORMAT", help="Default: console on a terminal, json elsewhere.")
-def cli(log_level: str, log_format: str | None) -> None:
+@click.option("--log-level", type=click.Choice(list(logging.getLevelNamesMapping()),
+                                                case_sensitive=False),
+              default=lambda: settings.LOG_LEVEL.get(), show_default="$LOG_LEVEL or INFO",
+              help="DEBUG shows every job.")
+@click.option("--log-format", type=click.Choice(["json", "console"]),
+              default=lambda: settings.LOG_FORMAT.get(),
+              show_default="$LOG_FORMAT, else console on a terminal and json elsewhere")
+@click.version_option(settings.VERSION, prog_name="jobqueue")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, log_format: str | None) -> None:
     """jobqueue: a Postgres-only job queue for LLM and API workloads."""
+    settings.check()  # a bad value anywhere in the environment fails now, naming itself
     logs.configure(log_level, log_format)
-
 
 
 def _register() -> None:
@@ -49,6 +58,9 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
+    except settings.SettingError as exc:
+        UserError(str(exc)).show()
+        sys.exit(UserError.exit_code)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"Error: cannot reach the database: {first}", err=True)

@@ -1,14 +1,14 @@
 """What every command shares: errors for people (exit codes 1 and 2), the database URL (the
-embedded server when there is none), a client, the configured platforms, output helpers."""
+embedded server when there is none), a client, the configured platforms, output
+helpers."""
 
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
-from jobqueue import db
+from jobqueue import db, settings
 
 
 class UserError(click.ClickException):
@@ -25,12 +25,13 @@ def database_url() -> str:
     """The database URL; the embedded server is started (and migrated) when there is none."""
     from jobqueue.db import migrate
 
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
+    url = settings.DATABASE_URL.get()
+    if url:
+        return url
     url = db.database_url()
     with db.connect(url) as conn:
         migrate.migrate(conn)
-    os.environ["DATABASE_URL"] = url  # children (worker --processes) share the same server
+    settings.DATABASE_URL.export(url)  # children (worker --processes) share the same server
     return url
 
 

@@ -1,4 +1,7 @@
-"""`jobqueue worker`: run a worker (or several, with --processes) for a queue or a platform."""
+"""`jobqueue worker`: run a worker (or several, with --processes) for a queue or a platform.
+
+The option defaults are the worker's own (settings.WORKER_DEFAULTS).
+"""
 
 from __future__ import annotations
 
@@ -8,39 +11,50 @@ import sys
 
 import click
 
+from jobqueue import settings
 from jobqueue.cli.common import (
     UserError,
     database_url,
     platform_runtime,
 )
 
+DEFAULTS = settings.WORKER_DEFAULTS
+
 
 @click.command()
-@click.option("--queue", "-q", default=None, help="The queue to work (default: 'default').")
+@click.option("--queue", "-q", default=None,
+              help=f"The queue to work (default: {DEFAULTS['queue']!r}).")
 @click.option("--platform", default=None,
               help="Work a platform of jobqueue.toml (its queue has the platform's name).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 10000), default=None,
-              help="Jobs in flight per process (default 10, or the platform's).")
+              help=f"Jobs in flight per process (default {DEFAULTS['concurrency']}, or the "
+                   "platform's).")
 @click.option("--processes", "-p", type=click.IntRange(1, 256), default=1,
               help="Worker processes to run and supervise.")
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
               help="Module(s) defining tasks; repeatable.")
-@click.option("--lease-seconds", type=click.FloatRange(0.5), default=30.0,
+@click.option("--lease-seconds", type=click.FloatRange(0.5), default=DEFAULTS["lease_seconds"],
               help="A crashed worker's jobs come back after this long.")
-@click.option("--poll-seconds", type=click.FloatRange(0.01), default=1.0,
+@click.option("--poll-seconds", type=click.FloatRange(0.01), default=DEFAULTS["poll_seconds"],
               help="Look for work at least this often (LISTEN wakes sooner).")
-@click.option("--listen/--poll-only", default=True,
+@click.option("--listen/--poll-only", default=DEFAULTS["listen"],
               help="--poll-only for PgBouncer in transaction mode (no LISTEN).")
-@click.option("--grace-seconds", type=click.FloatRange(0), default=25.0,
+@click.option("--grace-seconds", type=click.FloatRange(0), default=DEFAULTS["grace_seconds"],
               help="On SIGTERM, how long in-flight jobs may finish before being handed back.")
-@click.option("--claim-batch", type=click.IntRange(1, 10000), default=500)
-@click.option("--maintenance-seconds", type=click.FloatRange(0.1), default=5.0)
-@click.option("--retention-seconds", type=click.FloatRange(0), default=7 * 86400.0,
+@click.option("--claim-batch", type=click.IntRange(1, 10000), default=DEFAULTS["claim_batch"])
+@click.option("--maintenance-seconds", type=click.FloatRange(0.1),
+              default=DEFAULTS["maintenance_seconds"])
+@click.option("--retention-seconds", type=click.FloatRange(0),
+              default=DEFAULTS["retention_seconds"],
               help="Finished jobs are pruned after this long.")
-@click.option("--retry-base-seconds", type=click.FloatRange(0), default=1.0)
+@click.option("--retry-base-seconds", type=click.FloatRange(0),
+              default=DEFAULTS["retry_base_seconds"],
+              help="A failed job's first retry waits about this long; it doubles per attempt.")
+@click.option("--retry-max-seconds", type=click.FloatRange(0),
+              default=DEFAULTS["retry_max_seconds"], help="The longest retry delay.")
 def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll_seconds,
            listen, grace_seconds, claim_batch, maintenance_seconds, retention_seconds,
-           retry_base_seconds) -> None:
+           retry_base_seconds, retry_max_seconds) -> None:
     """Run worker process(es) for a queue or a platform until SIGTERM (warm stop; a second
     is hard)."""
     if queue and platform:
@@ -53,8 +67,8 @@ def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll
         if runtime.platform.timeout >= grace_seconds:
             raise UserError(f"platform {platform}: timeout ({runtime.platform.timeout}s) must "
                             f"be shorter than --grace-seconds ({grace_seconds}s)")
-    queue = queue or "default"
-    concurrency = concurrency or 10
+    queue = queue or DEFAULTS["queue"]
+    concurrency = concurrency or DEFAULTS["concurrency"]
     url = database_url()
     if runtime is not None:
         runtime.url = url
@@ -68,7 +82,8 @@ def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll
                 "--grace-seconds", str(grace_seconds), "--claim-batch", str(claim_batch),
                 "--maintenance-seconds", str(maintenance_seconds),
                 "--retention-seconds", str(retention_seconds),
-                "--retry-base-seconds", str(retry_base_seconds)]
+                "--retry-base-seconds", str(retry_base_seconds),
+                "--retry-max-seconds", str(retry_max_seconds)]
         for module in imports:
             args += ["--import", module]
         sys.exit(supervise(args, processes))
@@ -86,7 +101,8 @@ def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll
         queue=queue, concurrency=concurrency, lease_seconds=lease_seconds,
         poll_seconds=poll_seconds, listen=listen, grace_seconds=grace_seconds,
         claim_batch=claim_batch, maintenance_seconds=maintenance_seconds,
-        retention_seconds=retention_seconds, retry_base_seconds=retry_base_seconds)
+        retention_seconds=retention_seconds, retry_base_seconds=retry_base_seconds,
+        retry_max_seconds=retry_max_seconds)
     if runtime is not None:
         run_worker(url, config, runtime.registry(), on_start=runtime.start,
                    on_stop=runtime.stop)
@@ -97,4 +113,3 @@ def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll
     # Threads of sync handlers that ignored the stop would keep the interpreter alive; their
     # jobs were handed back, so leave now.
     os._exit(0)
-

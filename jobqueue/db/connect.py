@@ -7,14 +7,14 @@ statements, which such a pooler cannot carry between clients.
 
 from __future__ import annotations
 
-import os
-
 import psycopg
 from psycopg.rows import dict_row
 
+from jobqueue import settings
+
 
 def database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
+    url = settings.DATABASE_URL.get()
     if url:
         return url
     from jobqueue.db import embedded
@@ -23,7 +23,7 @@ def database_url() -> str:
 
 
 def behind_pgbouncer() -> bool:
-    return os.environ.get("JOBQUEUE_PGBOUNCER", "").lower() in ("1", "true", "yes")
+    return settings.JOBQUEUE_PGBOUNCER.get()
 
 
 def connect_kwargs() -> dict:

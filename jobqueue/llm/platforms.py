@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobqueue import settings
+
 
 class ConfigError(ValueError):
     """A wrong config: the message names the file, the platform and the field."""
@@ -82,7 +84,7 @@ _REQUIRED = ("base_url", "model", "api_key_env")
 
 
 def config_path() -> Path:
-    return Path(os.environ.get("JOBQUEUE_CONFIG") or "jobqueue.toml")
+    return settings.JOBQUEUE_CONFIG.get()
 
 
 def load(path: Path | str | None = None) -> dict[str, Platform]:
