@@ -26,6 +26,26 @@ def add_job_context(logger, method_name, event_dict):
     return event_dict
 
 
+class _Stderr:
+    """Where log lines go: sys.stderr, except that a line nobody can read any more is dropped.
+    A worker of `worker --processes` writes into a pipe to its supervisor; if the supervisor
+    dies (the worker then gets SIGTERM), a BrokenPipeError from a log call must not stop the
+    worker from finishing its jobs and handing the rest back."""
+
+    # try/except, not contextlib.suppress: this runs for every log line.
+    def write(self, text: str) -> None:
+        try:  # noqa: SIM105
+            sys.stderr.write(text)
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            pass
+
+    def flush(self) -> None:
+        try:  # noqa: SIM105
+            sys.stderr.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
 def configure(level: str | None = None, fmt: str | None = None) -> tuple[str, str]:
     """Set up structlog; returns the level and format in force (the environment's, or the
     terminal's, where the arguments give none), which `worker --processes` hands on."""
@@ -46,7 +66,7 @@ def configure(level: str | None = None, fmt: str | None = None) -> tuple[str, st
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level_name]),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=True,
     )
     return level_name, fmt

@@ -16,7 +16,7 @@ import click
 import psycopg
 
 from jobqueue import logs, settings
-from jobqueue.cli.common import UserError
+from jobqueue.cli.common import GLOBAL_ARGS, UserError, option_args
 
 
 @click.group(context_settings={"auto_envvar_prefix": "JOBQUEUE", "show_default": True,
@@ -33,7 +33,11 @@ from jobqueue.cli.common import UserError
 def cli(ctx: click.Context, log_level: str, log_format: str | None) -> None:
     """jobqueue: a Postgres-only job queue for LLM and API workloads."""
     settings.check()  # a bad value anywhere in the environment fails now, naming itself
-    logs.configure(log_level, log_format)
+    level, fmt = logs.configure(log_level, log_format)
+    # What a child process needs to run as this one does (worker --processes passes it on):
+    # every global option, with the values in force (the format this terminal chose, too).
+    ctx.meta[GLOBAL_ARGS] = option_args(ctx.command,
+                                        ctx.params | {"log_level": level, "log_format": fmt})
 
 
 def _register() -> None:

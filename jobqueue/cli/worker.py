@@ -5,6 +5,7 @@ The option defaults are the worker's own (settings.WORKER_DEFAULTS).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -15,6 +16,8 @@ from jobqueue import settings
 from jobqueue.cli.common import (
     UserError,
     database_url,
+    global_args,
+    option_args,
     platform_runtime,
 )
 
@@ -52,7 +55,8 @@ DEFAULTS = settings.WORKER_DEFAULTS
               help="A failed job's first retry waits about this long; it doubles per attempt.")
 @click.option("--retry-max-seconds", type=click.FloatRange(0),
               default=DEFAULTS["retry_max_seconds"], help="The longest retry delay.")
-def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll_seconds,
+@click.pass_context
+def worker(ctx, queue, platform, concurrency, processes, imports, lease_seconds, poll_seconds,
            listen, grace_seconds, claim_batch, maintenance_seconds, retention_seconds,
            retry_base_seconds, retry_max_seconds) -> None:
     """Run worker process(es) for a queue or a platform until SIGTERM (warm stop; a second
@@ -69,34 +73,27 @@ def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll
                             f"be shorter than --grace-seconds ({grace_seconds}s)")
     queue = queue or DEFAULTS["queue"]
     concurrency = concurrency or DEFAULTS["concurrency"]
-    url = database_url()
-    if runtime is not None:
-        runtime.url = url
-    if processes > 1:
-        from jobqueue.worker.supervisor import supervise
-
-        target = ["--platform", platform] if platform else ["--queue", queue]
-        args = ["worker", *target, "--concurrency", str(concurrency),
-                "--processes", "1", "--lease-seconds", str(lease_seconds),
-                "--poll-seconds", str(poll_seconds), "--listen" if listen else "--poll-only",
-                "--grace-seconds", str(grace_seconds), "--claim-batch", str(claim_batch),
-                "--maintenance-seconds", str(maintenance_seconds),
-                "--retention-seconds", str(retention_seconds),
-                "--retry-base-seconds", str(retry_base_seconds),
-                "--retry-max-seconds", str(retry_max_seconds)]
-        for module in imports:
-            args += ["--import", module]
-        sys.exit(supervise(args, processes))
-
-    from jobqueue import builtin_tasks  # noqa: F401  (registers noop, echo, sleep, fail)
-    from jobqueue.worker import WorkerConfig, run_worker
-
+    # The task modules are imported here even when children will run the jobs: a module that
+    # cannot be imported is bad usage (exit 2, one line), not N children failing in a loop.
     sys.path.insert(0, os.getcwd())
     for module in imports:
         try:
             importlib.import_module(module)
         except ImportError as exc:
             raise UserError(f"--import {module}: {exc}") from None
+    url = database_url()
+    if runtime is not None:
+        runtime.url = url
+    if processes > 1:
+        from jobqueue.worker.supervisor import supervise
+
+        # Each child gets every option of this command and of the root one (--log-level...).
+        child = option_args(ctx.command, ctx.params | {"processes": 1})
+        sys.exit(supervise([*global_args(), ctx.info_name, *child], processes))
+
+    from jobqueue import builtin_tasks  # noqa: F401  (registers noop, echo, sleep, fail)
+    from jobqueue.worker import WorkerConfig, run_worker
+
     config = WorkerConfig(
         queue=queue, concurrency=concurrency, lease_seconds=lease_seconds,
         poll_seconds=poll_seconds, listen=listen, grace_seconds=grace_seconds,
@@ -108,8 +105,9 @@ def worker(queue, platform, concurrency, processes, imports, lease_seconds, poll
                    on_stop=runtime.stop)
     else:
         run_worker(url, config)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with contextlib.suppress(OSError):  # a supervisor that died took our stderr with it
+        sys.stdout.flush()
+        sys.stderr.flush()
     # Threads of sync handlers that ignored the stop would keep the interpreter alive; their
     # jobs were handed back, so leave now.
     os._exit(0)

@@ -10,6 +10,8 @@ import click
 import pytest
 
 from jobqueue import settings
+from jobqueue.cli import cli
+from jobqueue.cli.common import option_args
 from jobqueue.cli.worker import worker
 from tests.support.helpers import ROOT
 
@@ -84,6 +86,29 @@ class TestDefaults:
         assert jobqueue.__version__ == settings.VERSION
         assert OPENAPI["info"]["version"] == settings.VERSION
         assert 'dynamic = ["version"]' in (ROOT / "pyproject.toml").read_text()
+
+
+class TestGlobalOptions:
+    def test_every_global_option_becomes_an_argument(self):
+        """What `worker --processes` hands its children covers every root option."""
+        values = {p.name: f"v-{p.name}" for p in cli.params
+                  if isinstance(p, click.Option) and p.expose_value}
+        args = option_args(cli, values)
+        for name, value in values.items():
+            assert value in args, name
+        assert args[:2] == ["--log-level", "v-log_level"]
+
+    def test_a_forgotten_option_is_an_error(self):
+        with pytest.raises(KeyError):
+            option_args(cli, {"log_level": "INFO"})
+
+    def test_worker_options_round_trip(self):
+        """A child given option_args(worker, values) parses back to the same values."""
+        ctx = worker.make_context("worker", ["--platform", "p", "-p", "3", "--import", "a",
+                                             "--import", "b", "--poll-only"])
+        values = ctx.params | {"processes": 1}
+        again = worker.make_context("worker", option_args(worker, values))
+        assert again.params == values
 
 
 def _readme_table() -> dict[str, tuple[str, str]]:
