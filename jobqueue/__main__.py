@@ -1,3 +1,15 @@
-from jobqueue.cli import main
+"""`python -m jobqueue` and the `jobqueue` command. Stop signals are caught before anything
+else is imported (see jobqueue/signals.py); then the CLI runs."""
 
-main()
+from jobqueue import signals
+
+
+def main() -> None:
+    signals.install_early()
+    from jobqueue.cli import main as cli_main
+
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -15,7 +15,7 @@ import sys
 import click
 import psycopg
 
-from jobqueue import logs, settings
+from jobqueue import logs, settings, signals
 from jobqueue.cli.common import GLOBAL_ARGS, UserError, option_args
 
 
@@ -32,6 +32,8 @@ from jobqueue.cli.common import GLOBAL_ARGS, UserError, option_args
 @click.pass_context
 def cli(ctx: click.Context, log_level: str, log_format: str | None) -> None:
     """jobqueue: a Postgres-only job queue for LLM and API workloads."""
+    if ctx.invoked_subcommand != "worker":
+        signals.release()  # only the worker acts on a stop signal received while starting
     settings.check()  # a bad value anywhere in the environment fails now, naming itself
     level, fmt = logs.configure(log_level, log_format)
     # What a child process needs to run as this one does (worker --processes passes it on):

@@ -1,6 +1,8 @@
 """`jobqueue worker`: run a worker (or several, with --processes) for a queue or a platform.
 
-The option defaults are the worker's own (settings.WORKER_DEFAULTS).
+The option defaults are the worker's own (settings.WORKER_DEFAULTS). A stop signal received
+while the command starts is kept (jobqueue/signals.py) and acted on once the worker, or the
+supervisor, is ready: a deploy that stops a worker it has just started gets a clean exit 0.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 
 import click
 
-from jobqueue import settings
+from jobqueue import settings, signals
 from jobqueue.cli.common import (
     UserError,
     database_url,
@@ -100,11 +102,20 @@ def worker(ctx, queue, platform, concurrency, processes, imports, lease_seconds,
         claim_batch=claim_batch, maintenance_seconds=maintenance_seconds,
         retention_seconds=retention_seconds, retry_base_seconds=retry_base_seconds,
         retry_max_seconds=retry_max_seconds)
+
+    async def on_start() -> None:
+        # run_worker calls on_start once its loop handles SIGTERM/SIGINT: a stop requested
+        # while the process started reaches the worker now.
+        signals.replay()
+        if runtime is not None:
+            await runtime.start()
+
     if runtime is not None:
-        run_worker(url, config, runtime.registry(), on_start=runtime.start,
-                   on_stop=runtime.stop)
+        run_worker(url, config, runtime.registry(), on_start=on_start, on_stop=runtime.stop)
     else:
-        run_worker(url, config)
+        run_worker(url, config, on_start=on_start)
+    # The loop is closed and its signal handlers gone: a late signal must not kill us now.
+    signals.install_early()
     with contextlib.suppress(OSError):  # a supervisor that died took our stderr with it
         sys.stdout.flush()
         sys.stderr.flush()

@@ -4,7 +4,9 @@ Each child is a full `jobqueue worker` (one asyncio loop, its own connections), 
 the supervisor's global options (--log-level, --log-format) and worker options.
 - Signals: each child runs in a session of its own, so a Ctrl-C on the terminal reaches the
   supervisor alone, which forwards it once to every child (one Ctrl-C is one warm stop; a
-  second is a hard stop, as for a single worker).
+  second is a hard stop, as for a single worker). A child starts with SIGTERM and SIGINT
+  blocked until its first lines have installed their handler (jobqueue/signals.py), so a stop
+  forwarded at once, even before the child runs any Python, is not its death.
 - Orphans: on Linux a child gets SIGTERM (a warm stop) when the supervisor dies, even by
   SIGKILL (PR_SET_PDEATHSIG).
 - Deaths: a child that dies unexpectedly is restarted, with backoff. One that fails within
@@ -28,6 +30,8 @@ import time
 
 import structlog
 
+from jobqueue import signals
+
 log = structlog.get_logger("jobqueue.supervisor")
 
 CRASH_SECONDS = 10.0  # a child that fails sooner than this after starting "crashed at start"
@@ -39,7 +43,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _prepare_child(parent: int) -> None:
-    """preexec_fn (in the child, before exec): SIGTERM when the supervisor dies."""
+    """preexec_fn (in the child, before exec): stop signals wait for the child's handler;
+    SIGTERM when the supervisor dies."""
+    signals.block_in_child()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
@@ -97,6 +103,10 @@ def supervise(child_args: list[str], processes: int) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signals.replay()  # a stop that came while this process started
+    if stopping:
+        log.info("supervisor_stopped", codes=[])
+        return 0
     children.extend(Child(command) for _ in range(processes))
     log.info("supervisor_started", processes=processes, pids=[c.pid for c in children])
     crashes = [0] * processes
