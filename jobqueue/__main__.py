@@ -1,5 +1,5 @@
-"""`python -m jobqueue` and the `jobqueue` command. Stop signals are caught before anything
-else is imported (see jobqueue/signals.py); then the CLI runs."""
+"""`python -m jobqueue` and the `jobqueue` command: the CLI. Stop signals are caught before
+anything else is imported (see jobqueue/signals.py); then the CLI runs."""
 
 from jobqueue import signals
 

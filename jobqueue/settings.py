@@ -31,7 +31,7 @@ DEFAULT_MAX_ATTEMPTS = 5  # a job's, unless its task or the enqueue says otherwi
 
 MB = 1024 * 1024
 
-# The worker's options, keyed by WorkerConfig field: the CLI's defaults and WorkerConfig's.
+# Every WorkerConfig field's default, keyed by field: the CLI's defaults and WorkerConfig's.
 WORKER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "queue": DEFAULT_QUEUE,
     "concurrency": 10,            # jobs in flight per process (a platform has its own)
@@ -44,6 +44,10 @@ WORKER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "retry_max_seconds": 3600.0,  # the longest retry delay
     "maintenance_seconds": 5.0,   # rescue expired leases, prune, this often
     "retention_seconds": 7 * 86400.0,  # finished jobs are pruned after this long
+    "heartbeat_seconds": None,    # lease renewal period; None: a third of the lease
+    "default_timeout": None,      # a job's timeout when neither it nor its task gives one
+    "connect_timeout": 30.0,      # a starting worker waits this long for the database
+    "max_result_bytes": 1 << 20,  # a larger result (JSON text) fails its job permanently
 })
 
 # Gunicorn (web/gunicorn_conf.py): Heroku and Render allow 30 s between SIGTERM and SIGKILL.

@@ -53,10 +53,13 @@ class JobContext:
     kind: str
     attempt: int
     max_attempts: int
+    # Unique to this execution of the job (a claim forgotten in a crash repeats the attempt
+    # number, never this): what a handler uses to deduplicate its side effects.
+    execution_id: str = ""
     # A plain flag (set by the worker's loop, read by the handler's thread): a threading.Event
     # per job cost a tenth of the worker's CPU in a drain of no-op jobs.
     _cancelled: bool = field(default=False, repr=False)
-    _report_progress: Callable[[int, int, Any], None] | None = field(default=None, repr=False)
+    _report_progress: Callable[[int, str, Any], None] | None = field(default=None, repr=False)
 
     @property
     def cancelled(self) -> bool:
@@ -70,7 +73,7 @@ class JobContext:
     def set_progress(self, progress: Any) -> None:
         """Record progress (any JSON value, e.g. {"done": 3, "total": 10}); best effort."""
         if self._report_progress is not None:
-            self._report_progress(self.job_id, self.attempt, progress)
+            self._report_progress(self.job_id, self.execution_id, progress)
 
 
 class Registry:

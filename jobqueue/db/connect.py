@@ -26,13 +26,21 @@ def behind_pgbouncer() -> bool:
     return settings.JOBQUEUE_PGBOUNCER.get()
 
 
+# A dead peer (a partition, a host gone without a FIN) must be noticed in seconds, not after
+# the kernel's defaults (2 h of idle before the first keepalive; 15 min of retransmissions):
+# TCP keepalives after 10 s idle, every 3 s, given up after 3 misses; unacknowledged data
+# given up after 20 s; a connection attempt after 10 s. (libpq ignores them on Unix sockets.)
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
+              "keepalives_count": 3, "tcp_user_timeout": 20_000, "connect_timeout": 10}
+
+
 def connect_kwargs() -> dict:
     # prepare_threshold=0 prepares hot statements on first use; None disables preparing.
     return {
         "autocommit": True,
         "prepare_threshold": None if behind_pgbouncer() else 0,
         "application_name": "jobqueue",
-    }
+    } | KEEPALIVES
 
 
 def connect(url: str | None = None, **overrides) -> psycopg.Connection:

@@ -18,6 +18,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from jobqueue.db.queries import q
+from jobqueue.worker.maintenance import register_prune_hook
 
 CACHED_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "response_format", "stop",
                  "presence_penalty", "frequency_penalty")
@@ -95,3 +96,12 @@ class ResponseCache:
             else:
                 await conn.execute(q("cache_release"), {"key": key})
         return response, False
+
+
+async def prune_expired(conn) -> int:
+    """The cache's maintenance hook: drop a slice of expired entries (leader-gated in SQL)."""
+    cur = await conn.execute(q("prune_cache"), {"limit": 10000})
+    return cur.rowcount
+
+
+register_prune_hook("llm_cache", prune_expired)

@@ -38,5 +38,10 @@ FROM jobqueue.llm_cache;
 
 
 -- name: prune_cache
+-- A maintenance hook of the LLM cache (registered by jobqueue/llm/cache.py), gated by the
+-- maintenance leader's lock like the queue's own pruning.
 DELETE FROM jobqueue.llm_cache
-WHERE key IN (SELECT key FROM jobqueue.llm_cache WHERE expires_at < now() LIMIT %(limit)s);
+WHERE key IN (SELECT key FROM jobqueue.llm_cache
+              WHERE expires_at < now()
+                AND pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance'))
+              LIMIT %(limit)s);

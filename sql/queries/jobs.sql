@@ -128,7 +128,8 @@ FROM jobqueue.finished WHERE id = %(id)s;
 -- The worker's claim: lock up to `limit` runnable rows, skipping rows other workers hold, and
 -- lease them in the same statement. The MATERIALIZED CTE keeps the planner from pushing the
 -- LIMIT below the lock and updating more rows than asked for. A paused queue yields nothing.
--- The claimed id range is announced on jobqueue_events (running).
+-- Each claimed row gets a new random execution id (see 0006_execution_ids.sql), the fencing
+-- token of this execution. The claimed id range is announced on jobqueue_events (running).
 WITH picked AS MATERIALIZED (
     SELECT id FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
@@ -144,11 +145,14 @@ claimed AS (
     SET lease_owner = %(worker)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         attempts = j.attempts + 1,
-        started_at = now()
+        started_at = now(),
+        execution_id = gen_random_uuid()
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    -- payload as text: the worker parses it with json.loads, a third of the cost of
-    -- psycopg's Python-level jsonb loader per row.
-    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds
+    -- payload as text: the worker parses it with the C scanner, a third of the cost of
+    -- psycopg's Python-level jsonb loader per row (and a payload that cannot be decoded then
+    -- fails its own job, not the claim).
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
+              j.execution_id::text
 ),
 announced AS MATERIALIZED (
     SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
@@ -164,27 +168,28 @@ SELECT min(run_at) FROM jobqueue.jobs WHERE queue = %(queue)s AND lease_owner IS
 
 -- name: finish_jobs
 -- Move jobs a worker finished (succeeded, dead or cancelled) to `finished`. The fencing token
--- (lease_owner, attempts) must still be the worker's: a worker whose lease expired and whose
--- job was taken over moves nothing, and learns so from the ids missing in RETURNING.
+-- (lease_owner, execution_id) must still be the worker's: a worker whose lease expired and
+-- whose job was taken over moves nothing, and learns so from the ids missing in RETURNING.
 WITH done AS (
     DELETE FROM jobqueue.jobs j
-    USING unnest(%(id)s::bigint[], %(attempt)s::int[], %(state)s::text[], %(result)s::text[],
-                 %(error)s::text[]) AS d(id, attempt, state, result, error)
-    WHERE j.id = d.id AND j.attempts = d.attempt AND j.lease_owner = %(worker)s
+    USING unnest(%(id)s::bigint[], %(execution)s::uuid[], %(state)s::text[], %(result)s::text[],
+                 %(error)s::text[]) AS d(id, execution, state, result, error)
+    WHERE j.id = d.id AND j.execution_id = d.execution AND j.lease_owner = %(worker)s
     RETURNING j.id, j.queue, j.kind, j.payload, j.priority, j.run_at, j.attempts,
               j.max_attempts, j.timeout_seconds, d.state, d.result, j.errors, d.error,
               j.progress, j.owner, j.batch_id, j.idempotency_key, j.metadata, j.created_at,
-              j.started_at
+              j.started_at, j.execution_id
 ),
 moved AS (
     INSERT INTO jobqueue.finished
         (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
          result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
-         started_at)
+         started_at, execution_id)
     SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
            state, result::jsonb,
            CASE WHEN error IS NULL THEN errors ELSE errors || jsonb_build_array(error::jsonb) END,
-           progress, owner, batch_id, idempotency_key, metadata, created_at, started_at
+           progress, owner, batch_id, idempotency_key, metadata, created_at, started_at,
+           execution_id
     FROM done
     RETURNING id
 ),
@@ -197,15 +202,16 @@ SELECT m.id FROM moved m CROSS JOIN announced;
 
 -- name: retry_jobs
 -- Failed attempts that will be tried again: release the lease, keep the error, and schedule
--- the next attempt after the backoff the worker computed. Fenced like finish_jobs.
+-- the next attempt after the backoff the worker computed. Fenced like finish_jobs. The
+-- execution id stays on the row until the next claim: outcomes_recorded looks for it.
 WITH retried AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
         run_at = now() + make_interval(secs => f.delay),
         errors = j.errors || jsonb_build_array(f.error::jsonb)
-    FROM unnest(%(id)s::bigint[], %(attempt)s::int[], %(delay)s::float8[], %(error)s::text[])
-        AS f(id, attempt, delay, error)
-    WHERE j.id = f.id AND j.attempts = f.attempt AND j.lease_owner = %(worker)s
+    FROM unnest(%(id)s::bigint[], %(execution)s::uuid[], %(delay)s::float8[], %(error)s::text[])
+        AS f(id, execution, delay, error)
+    WHERE j.id = f.id AND j.execution_id = f.execution AND j.lease_owner = %(worker)s
     RETURNING j.id
 ),
 announced AS MATERIALIZED (
@@ -213,6 +219,20 @@ announced AS MATERIALIZED (
     HAVING count(*) > 0
 )
 SELECT r.id FROM retried r CROSS JOIN announced;
+
+
+-- name: outcomes_recorded
+-- After a lost reply (the connection broke after the outcome statement was sent), which of
+-- these executions' outcomes did commit: finished by that execution, or released for a retry
+-- by it (its error, the last one, names the execution; a rescue's LeaseExpired does not count).
+SELECT f.id FROM jobqueue.finished f
+WHERE f.id = ANY(%(id)s::bigint[]) AND f.execution_id = ANY(%(execution)s::uuid[])
+UNION ALL
+SELECT j.id FROM jobqueue.jobs j
+WHERE j.id = ANY(%(id)s::bigint[]) AND j.execution_id = ANY(%(execution)s::uuid[])
+  AND j.lease_owner IS NULL
+  AND j.errors -> -1 ->> 'execution_id' = j.execution_id::text
+  AND j.errors -> -1 ->> 'type' <> 'LeaseExpired';
 
 
 -- name: hand_back
@@ -231,46 +251,75 @@ FROM released;
 
 
 -- name: renew_leases
--- Heartbeat: extend every lease this worker holds. Returns what it holds, so the worker learns
--- of cancellations (without LISTEN) and of leases it lost.
-UPDATE jobqueue.jobs
-SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-WHERE lease_owner = %(worker)s
-RETURNING id, cancel_requested;
+-- Heartbeat: extend the leases of the jobs this worker knows it runs (`known`), and hand back
+-- at once any other row leased to it: a claim whose reply was lost (the connection broke after
+-- the claim committed, and the claim was sent again) leased rows the worker never heard of.
+-- Renewing every row it owns would keep those leased for good. The worker sends this only
+-- while no claim of its own is in flight, so every row it did claim is in `known`.
+-- Returns the known rows with their cancellation flag (so the worker learns of cancellations
+-- without LISTEN, and of leases it lost: ids missing), and released = true for the others.
+WITH mine AS MATERIALIZED (
+    SELECT id, id = ANY(%(known)s::bigint[]) AS known FROM jobqueue.jobs
+    WHERE lease_owner = %(worker)s
+    FOR UPDATE
+),
+renewed AS (
+    UPDATE jobqueue.jobs j
+    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    FROM mine WHERE j.id = mine.id AND mine.known
+    RETURNING j.id, j.cancel_requested
+),
+released AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(j.attempts - 1, 0),
+        run_at = now()
+    FROM mine WHERE j.id = mine.id AND NOT mine.known
+    RETURNING j.id, j.queue
+)
+SELECT id, cancel_requested, false AS released FROM renewed
+UNION ALL
+SELECT id, false, pg_notify('jobqueue_insert', queue) IS NOT NULL FROM released;
 
 
 -- name: set_progress
 WITH updated AS (
     UPDATE jobqueue.jobs SET progress = %(progress)s::jsonb
-    WHERE id = %(id)s AND lease_owner = %(worker)s AND attempts = %(attempt)s
+    WHERE id = %(id)s AND lease_owner = %(worker)s AND execution_id = %(execution)s::uuid
     RETURNING id
 )
 SELECT pg_notify('jobqueue_events', id || '-' || id) FROM updated;
 
 
 -- name: rescue_dead
+-- Maintenance (each maintenance statement takes the leader's transaction-level advisory lock
+-- itself and is its own transaction: no lock is ever held across a round trip, so a leader
+-- cut off from the network mid-maintenance cannot hold up rescue for the fleet).
 -- Expired leases on jobs that have used every attempt: dead-letter them with the reason.
-WITH expired AS (
+WITH leader AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
+),
+expired AS (
     DELETE FROM jobqueue.jobs
     WHERE id IN (SELECT id FROM jobqueue.jobs
                  WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
-                   AND attempts >= max_attempts
+                   AND attempts >= max_attempts AND (SELECT ok FROM leader)
                  FOR UPDATE SKIP LOCKED)
     RETURNING id, queue, kind, payload, priority, run_at, attempts, max_attempts,
               timeout_seconds, errors, progress, owner, batch_id, idempotency_key, metadata,
-              created_at, started_at, lease_owner
+              created_at, started_at, lease_owner, execution_id
 )
 INSERT INTO jobqueue.finished
     (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
      result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
-     started_at)
+     started_at, execution_id)
 SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
        'dead', NULL,
        errors || jsonb_build_array(jsonb_build_object(
            'attempt', attempts, 'at', now(), 'type', 'LeaseExpired',
            'message', 'worker ' || lease_owner || ' stopped renewing its lease',
-           'worker', lease_owner)),
-       progress, owner, batch_id, idempotency_key, metadata, created_at, started_at
+           'worker', lease_owner, 'execution_id', execution_id)),
+       progress, owner, batch_id, idempotency_key, metadata, created_at, started_at,
+       execution_id
 FROM expired
 RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
 
@@ -278,16 +327,19 @@ RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
 -- name: rescue_retry
 -- Expired leases with attempts left: the worker is gone (crash, kill -9, partition); make the
 -- job runnable now and wake the workers of its queue.
-WITH rescued AS (
+WITH leader AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
+),
+rescued AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
             'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',
-            'worker', j.lease_owner))
+            'worker', j.lease_owner, 'execution_id', j.execution_id))
     WHERE j.id IN (SELECT id FROM jobqueue.jobs
                    WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
-                     AND attempts < max_attempts
+                     AND attempts < max_attempts AND (SELECT ok FROM leader)
                    FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.queue
 )
@@ -300,10 +352,14 @@ FROM rescued;
 
 -- name: prune_finished
 -- Drop finished jobs past their retention, a bounded slice at a time, with their keys.
-WITH doomed AS (
+WITH leader AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
+),
+doomed AS (
     DELETE FROM jobqueue.finished
     WHERE id IN (SELECT id FROM jobqueue.finished
                  WHERE finished_at < now() - make_interval(secs => %(retention_seconds)s)
+                   AND (SELECT ok FROM leader)
                  LIMIT %(limit)s)
     RETURNING id
 ),

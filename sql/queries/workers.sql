@@ -21,12 +21,9 @@ SELECT id, host, pid, queue, concurrency, started_at, last_seen_at, in_flight
 FROM jobqueue.workers ORDER BY queue, started_at;
 
 
--- name: try_maintenance_lock
--- Maintenance runs under one leader at a time: whoever holds this transaction-level lock.
-SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance'));
-
-
 -- name: prune_workers
 -- Worker rows whose heartbeat stopped long ago (the process died without unregistering).
+-- Maintenance: gated by the leader's lock like rescue_dead.
 DELETE FROM jobqueue.workers
-WHERE last_seen_at < now() - make_interval(secs => %(stale_seconds)s);
+WHERE last_seen_at < now() - make_interval(secs => %(stale_seconds)s)
+  AND pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance'));

@@ -182,8 +182,9 @@ class TestCancelAndRetry:
     def test_retry_brings_a_dead_job_back_with_a_fresh_budget(self, client, sql):
         worker = "00000000-0000-0000-0000-000000000002"
         job_id = client.enqueue("x", queue="q", max_attempts=1)
-        sql(q("claim"), {"queue": "q", "limit": 1, "worker": worker, "lease_seconds": 30})
-        sql(q("finish_jobs"), {"id": [job_id], "attempt": [1], "state": ["dead"],
+        execution = sql(q("claim"), {"queue": "q", "limit": 1, "worker": worker,
+                                     "lease_seconds": 30})[0]["execution_id"]
+        sql(q("finish_jobs"), {"id": [job_id], "execution": [execution], "state": ["dead"],
                                "result": [None], "error": ['{"type": "Boom"}'], "worker": worker})
         assert client.get(job_id).state == "dead"
         assert client.retry(job_id) is True
@@ -196,9 +197,13 @@ class TestCancelAndRetry:
         worker = "00000000-0000-0000-0000-000000000003"
         ids = client.enqueue_many([JobSpec("x", queue=q_, max_attempts=1)
                                    for q_ in ("a", "a", "b")])
+        executions = {}
         for queue in ("a", "b"):
-            sql(q("claim"), {"queue": queue, "limit": 5, "worker": worker, "lease_seconds": 30})
-        sql(q("finish_jobs"), {"id": ids, "attempt": [1, 1, 1], "state": ["dead"] * 3,
+            for row in sql(q("claim"), {"queue": queue, "limit": 5, "worker": worker,
+                                        "lease_seconds": 30}):
+                executions[row["id"]] = row["execution_id"]
+        sql(q("finish_jobs"), {"id": ids, "execution": [executions[i] for i in ids],
+                               "state": ["dead"] * 3,
                                "result": [None] * 3, "error": [None] * 3, "worker": worker})
         assert {r["id"] for r in client.dead()} == set(ids)
         assert {r["id"] for r in client.dead("b")} == {ids[2]}

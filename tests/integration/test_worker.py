@@ -17,7 +17,8 @@ import pytest
 from jobqueue import JobSpec, Permanent, Retry
 from jobqueue.db.queries import q
 from jobqueue.tasks import Registry
-from jobqueue.worker import GC_YOUNG_THRESHOLD, Worker, backoff
+from jobqueue.worker import GC_YOUNG_THRESHOLD, backoff
+from jobqueue.worker.executor import Executor
 from tests.support.helpers import wait_finished, wait_until
 
 
@@ -202,13 +203,13 @@ class TestTimeoutAndCancel:
             ran.set()
             await asyncio.sleep(60)
 
-        original = Worker._start
+        original = Executor.start
 
         def start_then_cancel(self, row, now):
             original(self, row, now)
-            self._stop_job(row[0], "cancelled")
+            self.stop_job(row[0], "cancelled")
 
-        monkeypatch.setattr(Worker, "_start", start_then_cancel)
+        monkeypatch.setattr(Executor, "start", start_then_cancel)
         start_worker(registry(never=never))
         job = wait_finished(client, [client.enqueue("never")], timeout=10)[0]
         assert job.state == "cancelled" and job.errors[-1]["type"] == "JobCancelled"
@@ -334,23 +335,26 @@ class TestLeases:
         worker's late success, failure or hand-back changes nothing."""
         stale, fresh = uuid.uuid4(), uuid.uuid4()
         job_id = client.enqueue("x", queue="q")
-        sql(q("claim"), {"queue": "q", "limit": 1, "worker": stale, "lease_seconds": 0.01})
+        first = sql(q("claim"), {"queue": "q", "limit": 1, "worker": stale,
+                                 "lease_seconds": 0.01})[0]["execution_id"]
         time.sleep(0.05)  # let the 10 ms lease run out (nothing to await: it is wall time)
         assert sql(q("rescue_retry"))[0]["rescued"] == 1
-        sql(q("claim"), {"queue": "q", "limit": 1, "worker": fresh, "lease_seconds": 30})
+        second = sql(q("claim"), {"queue": "q", "limit": 1, "worker": fresh,
+                                  "lease_seconds": 30})[0]["execution_id"]
+        assert first != second
 
-        late = {"id": [job_id], "attempt": [1], "worker": stale}
+        late = {"id": [job_id], "execution": [first], "worker": stale}
         assert sql(q("finish_jobs"), late | {"state": ["succeeded"], "result": ['"stale"'],
                                              "error": [None]}) == []
         assert sql(q("retry_jobs"), late | {"delay": [0.0], "error": ['{"x": 1}']}) == []
         assert sql(q("hand_back"), {"ids": [job_id], "worker": stale})[0]["released"] == 0
-        # Even with the right worker id, an old attempt number is refused.
-        old_attempt = late | {"worker": fresh, "state": ["succeeded"], "result": ['"old"'],
-                              "error": [None]}
-        assert sql(q("finish_jobs"), old_attempt) == []
+        # Even with the right worker id, an old execution is refused.
+        old_execution = late | {"worker": fresh, "state": ["succeeded"], "result": ['"old"'],
+                                "error": [None]}
+        assert sql(q("finish_jobs"), old_execution) == []
         assert client.get(job_id).state == "running"
 
-        done = {"id": [job_id], "attempt": [2], "worker": fresh, "state": ["succeeded"],
+        done = {"id": [job_id], "execution": [second], "worker": fresh, "state": ["succeeded"],
                 "result": ['"fresh"'], "error": [None]}
         assert sql(q("finish_jobs"), done) == [{"id": job_id}]
         assert sql(q("finish_jobs"), late | {"state": ["dead"], "result": [None],

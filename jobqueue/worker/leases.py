@@ -1,0 +1,70 @@
+"""Leases: the heartbeat that keeps a worker's claims alive, and what it learns on the way.
+
+Every `heartbeat_seconds` it renews the leases of the jobs this worker runs (and refreshes
+the worker's row). Only jobs the worker knows of are renewed; any other row leased to it (a
+claim whose reply was lost) is handed back at once. Jobs whose lease is gone (rescued after
+an outage) are stopped, and jobs someone cancelled are stopped as cancelled. The renewal is
+sent while no claim of this worker is in flight (`claim_lock`), so "known" is complete.
+It never claims or writes outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from uuid import UUID
+
+import psycopg
+import structlog
+
+from jobqueue.db import store
+from jobqueue.db.queries import q
+from jobqueue.worker.config import WorkerConfig
+from jobqueue.worker.executor import Executor
+from jobqueue.worker.link import Link
+
+log = structlog.get_logger("jobqueue.worker")
+
+
+class Leases:
+    def __init__(self, link: Link, worker_id: UUID, config: WorkerConfig, executor: Executor,
+                 claim_lock: asyncio.Lock, worker_row: Callable[[], dict],
+                 on_released: Callable[[], None]):
+        self.link, self.worker_id, self.config = link, worker_id, config
+        self.executor, self.claim_lock, self.worker_row = executor, claim_lock, worker_row
+        self.on_released = on_released  # rows went back to the queue: look at it again
+        self.log = log.bind(worker=str(worker_id), queue=config.queue)
+        self.beat_now = asyncio.Event()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.heartbeat_seconds):
+                    await self.beat_now.wait()
+            self.beat_now.clear()
+            try:
+                await self.beat()
+            except psycopg.Error as exc:
+                self.log.warning("heartbeat_failed", error=str(exc).strip())
+
+    async def beat(self) -> None:
+        in_flight = self.executor.in_flight
+        async with self.claim_lock:
+            started = time.monotonic()
+            known = list(in_flight)
+            held, released = await self.link.run(lambda conn: store.renew_leases(
+                conn, self.worker_id, known, self.config.lease_seconds))
+        await self.link.execute(q("touch_worker"), self.worker_row())
+        if released:
+            self.log.warning("unknown_leases_released", count=len(released), job_ids=released[:20],
+                             note="claimed by a claim whose reply was lost; back in the queue")
+            self.on_released()
+        for r in list(in_flight.values()):
+            if r.task is None or r.task.done():
+                continue  # finished; its outcome is on its way
+            if r.id not in held and r.claimed_at < started:
+                self.executor.stop_job(r.id, "lease_lost")
+            elif held.get(r.id):
+                self.executor.stop_job(r.id, "cancelled")

@@ -1,0 +1,59 @@
+"""Cluster maintenance, run by every worker and done by one at a time: rescue expired leases
+(dead-letter those out of attempts), prune old finished jobs and dead worker rows, and run the
+prune hooks that extensions register (the LLM response cache registers its own).
+
+Leadership is a transaction-level advisory lock that each maintenance statement takes itself
+(see sql/queries/jobs.sql, rescue_dead): no lock is held across a round trip, so a worker cut
+off from the network in the middle of maintenance cannot hold up rescue for the fleet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+import psycopg
+import structlog
+
+from jobqueue.db import store
+from jobqueue.db.queries import q
+from jobqueue.worker.config import WorkerConfig
+from jobqueue.worker.link import Link
+
+log = structlog.get_logger("jobqueue.worker")
+
+PruneHook = Callable[[psycopg.AsyncConnection], Awaitable[int]]
+_prune_hooks: dict[str, PruneHook] = {}
+
+
+def register_prune_hook(name: str, hook: PruneHook) -> None:
+    """Run `hook(conn)` at every maintenance pass; it returns how many rows it pruned and
+    must gate itself on the leader's lock, as the queue's own statements do."""
+    _prune_hooks[name] = hook
+
+
+class Maintenance:
+    def __init__(self, link: Link, config: WorkerConfig, bound_log=log):
+        self.link, self.config, self.log = link, config, bound_log
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.maintenance_seconds * random.uniform(0.8, 1.2))
+            try:
+                await self.link.run(self.once)
+            except psycopg.Error as exc:
+                self.log.warning("maintenance_failed", error=str(exc).strip())
+
+    async def once(self, conn: psycopg.AsyncConnection) -> None:
+        cfg = self.config
+        dead, rescued = await store.rescue_expired(conn)
+        pruned = await store.prune_finished(conn, cfg.retention_seconds, 10000)
+        await conn.execute(q("prune_workers"), {
+            "stale_seconds": max(60.0, 10 * cfg.heartbeat_seconds)})
+        hooks = {}
+        for name, hook in list(_prune_hooks.items()):
+            hooks[name] = await hook(conn)
+        if dead or rescued or pruned or any(hooks.values()):
+            self.log.info("maintenance", rescued=rescued, dead_letters=dead, pruned=pruned,
+                          **{f"pruned_{k}": v for k, v in hooks.items() if v})

@@ -1,0 +1,65 @@
+"""The package's shape is its architecture: each module says what it owns, the library core
+never reaches up into the CLI or the web app, and the README's tree names every module."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.helpers import ROOT
+
+MODULES = sorted(p.relative_to(ROOT) for folder in ("jobqueue", "web")
+                 for p in (ROOT / folder).rglob("*.py"))
+CORE = ("jobqueue/db", "jobqueue/worker", "jobqueue/llm", "jobqueue/batches", "jobqueue/sim")
+CORE_FILES = ("jobqueue/jobs.py", "jobqueue/tasks.py", "jobqueue/client.py",
+              "jobqueue/logs.py", "jobqueue/tokens.py", "jobqueue/builtin_tasks.py",
+              "jobqueue/settings.py", "jobqueue/signals.py")
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=str)
+def test_every_module_starts_with_a_docstring(path):
+    assert ast.get_docstring(ast.parse((ROOT / path).read_text())), f"{path}: no docstring"
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES
+                                  if str(p).startswith(CORE) or str(p) in CORE_FILES], ids=str)
+def test_the_library_core_never_imports_the_cli_or_the_web_app(path):
+    bad = {name for name in imports(ROOT / path)
+           if name == "web" or name.startswith(("web.", "jobqueue.cli"))}
+    assert not bad, f"{path} imports {sorted(bad)}"
+
+
+def test_the_readme_tree_names_every_module():
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## How it works", 1)[1].split("\n## ", 1)[0]
+    tree = section.split("```", 2)[1]
+    listed = set()
+    folder_stack: list[tuple[int, str]] = []
+    for line in tree.splitlines():
+        m = re.match(r"^(\s*)([\w./]+)", line)
+        if not m:
+            continue
+        indent, name = len(m[1]), m[2]
+        while folder_stack and folder_stack[-1][0] >= indent:
+            folder_stack.pop()
+        path = "/".join([f for _, f in folder_stack] + [name.rstrip("/")])
+        if name.endswith("/"):
+            folder_stack.append((indent, name.rstrip("/")))
+        else:
+            listed.add(path)
+    missing = [str(p) for p in MODULES if str(p) not in listed]
+    assert not missing, f"README 'How it works' tree lacks: {missing}"
