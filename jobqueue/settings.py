@@ -48,6 +48,8 @@ WORKER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "default_timeout": None,      # a job's timeout when neither it nor its task gives one
     "connect_timeout": 30.0,      # a starting worker waits this long for the database
     "max_result_bytes": 1 << 20,  # a larger result (JSON text) fails its job permanently
+    "prefetch": 0,                # jobs claimed ahead of free slots, per queue (0: off)
+    "queues": (),                 # several queues (QueueConfig), each with its own slots
 })
 
 # Gunicorn (web/gunicorn_conf.py): Heroku and Render allow 30 s between SIGTERM and SIGKILL.

@@ -1,10 +1,15 @@
 #!/usr/bin/env python
-"""Benchmark jobqueue against procrastinate and pgqueuer on one Postgres server.
+"""Benchmark jobqueue against procrastinate, pgqueuer and Celery on one Postgres server.
 
-    python scripts/bench_queue.py            # full size
+    python scripts/bench_queue.py            # full size: enqueue, drain, latency
     /tmp/venv/bin/python scripts/bench_queue.py --jobs 2000 --latency-jobs 100   # quick look
+    python scripts/bench_queue.py --phases io --repeat 3        # I/O-bound, with Celery
+    python scripts/bench_queue.py --phases real --only jobqueue,pgqueuer --repeat 3
+    git worktree add /tmp/jq-base main && python scripts/bench_queue.py \
+        --jobqueue-baseline /tmp/jq-base --only jobqueue,jobqueue@base   # before/after
 
-Three workloads per system, each system in its own freshly created database:
+Three workloads per system by default (--phases enqueue,drain,latency), each system in its own
+freshly created database; two more on request (io, real: below):
 (a) batch enqueue: N no-op jobs with the system's fastest documented batch API, in one call
     (jobqueue `Client.enqueue_payloads`, procrastinate `Task.batch_defer_async`,
     pgqueuer `Queries.enqueue` with lists: one kind, one payload per job; until 2026-11-28
@@ -30,6 +35,42 @@ Three workloads per system, each system in its own freshly created database:
     table also splits the latency's p50: the enqueue call alone (its return minus the same start
     time), and the time after it returned (latency - call, per job: the notification, the
     claim and the dispatch to the handler; it can be < 0, as NOTIFY goes out at commit).
+(d) io, I/O-bound: --io-jobs (2,000) jobs that each `await asyncio.sleep(--io-seconds)` (0.1)
+    and nothing else, enqueued in one call (Celery: one apply_async per job), drained by 2
+    worker processes that each run --io-concurrency (50) jobs at a time: ideal 2 x 50 / 0.1 s
+    = 1,000 jobs/s. Rates and "% of ideal" from spawn and after the first job, as in (b). A
+    reference row, "asyncio alone", runs the same sleeps with no queue (2 processes, rounds
+    of 50 asyncio.gather'ed sleeps): asyncio.sleep(0.1) itself overshoots by 1-2 ms on this
+    machine, so about 98% of ideal is the ceiling, not 100%. Settings: jobqueue `--concurrency
+    50 --claim-batch 50`; procrastinate `--concurrency 50`; pgqueuer max_concurrent_tasks=50
+    (its cap on a worker's picked jobs) with batch_size=25 (pgqueuer requires the cap to be at
+    least twice the batch); Celery 5 with Redis (broker redis://127.0.0.1:6379/13, a database
+    of its own, FLUSHDB before and after; no result backend): `--pool threads --concurrency
+    50`, each pool thread running the async handler on its own asyncio.Runner. Why threads:
+    prefork would need 50 processes per worker for 50 concurrent sleeps; eventlet/gevent
+    green threads only overlap code their monkey-patching reaches, not an asyncio handler;
+    solo runs one job at a time; threads is Celery's documented pool that runs 50 blocking
+    calls at once in one process (see scripts/bench_peers/agent_celery.py). Celery keeps its
+    defaults otherwise (prefetch multiplier 4, early acks), without gossip/mingle/heartbeat
+    (cluster chatter; mingle waits for other workers at start-up). Celery has no table of
+    unfinished jobs: each job INCRs a counter in its Redis database, and the queue counts as
+    empty when the counter reaches N.
+(e) real, "a little real work": --real-jobs (200,000) jobs whose payload is {"i": n, "t":
+    <enqueue time>, "s": <--real-payload-chars (100) chars>}; the async handler reads i, t
+    and s and appends "<i> <t> <s>" to a per-process file with one os.write (the file opened
+    once per process, O_APPEND; scripts/bench_peers/bench_record.py), and the line count is
+    checked afterwards. jobqueue `--concurrency 1000 --claim-batch 500`; pgqueuer once per
+    --real-pgqueuer-batches size (100, 500, 1000; no max_concurrent_tasks, as in (b)), each on
+    a fresh database, so its best batch size is in the table. procrastinate is left out: at
+    ~500 jobs/s, 200,000 jobs take 7 minutes per run. The table ends with jobqueue / the
+    best pgqueuer row (after the first job); the target is 2.5x.
+    Both phases report CPU per job: the worker processes' user+system CPU and that of the
+    Postgres backends connected to the system's database (pg_stat_activity, the
+    orchestrator's own poll connection excluded), read from /proc from the poll that first
+    sees every worker's first handler call to the poll that sees the queue empty, divided
+    by N. Backends that exit in between are not counted; WAL writer and checkpointer are
+    not either (shared with everything else on the server). /proc ticks are 10 ms, so short
+    runs (io: 2,000 jobs) give CPU in steps of 5 µs/job.
 
 All handlers (scripts/bench_tasks.py for jobqueue, scripts/bench_peers/agent_*.py for the
 peers) are async and share scripts/bench_peers/bench_record.py, so each does the same work.
@@ -39,6 +80,15 @@ separate venv (--peers-venv, default /tmp/venv-peers), created here when missing
     /tmp/venv-peers/bin/pip install procrastinate==3.10.0 'pgqueuer[asyncpg]==1.6.0'
 Every worker and agent is a subprocess of this script; all are stopped (SIGTERM, then
 SIGKILL) when it ends, whatever the outcome. Progress goes to stderr, the report to stdout.
+The peers' venv also holds Celery (PEER_PACKAGES: celery[redis]==5.7.0 and redis-py).
+
+--jobqueue-baseline PATH adds the system "jobqueue@base": another jobqueue checkout (a `git
+worktree add` of the commit to compare with), measured in the same run as this one. Its
+workers and agent run with this interpreter, cwd PATH and PYTHONPATH=PATH:scripts:
+scripts/bench_peers, so they import PATH's jobqueue package but this checkout's bench tasks
+(as top-level modules bench_tasks and bench_record, which a checkout cannot shadow); the
+tasks use only public names (`from jobqueue import task`). It gets its own database
+(bench_jobqueue_base) and every phase jobqueue has.
 
 Worker settings (flags below): jobqueue `--concurrency 2000 --claim-batch 1000` for the drain
 (twice the batch, so one batch runs while the outcomes of the last are written; 500/500 gave
@@ -54,12 +104,14 @@ fails with typer 0.29). Numbers on a shared 2-core machine are noisy: --repeat 3
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -75,10 +127,14 @@ from psycopg import sql
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_DIR = REPO / "scripts" / "bench_peers"
-PEER_PACKAGES = ["procrastinate==3.10.0", "pgqueuer[asyncpg]==1.6.0"]
-SYSTEMS = ("jobqueue", "procrastinate", "pgqueuer", "floor")
+PEER_PACKAGES = ["procrastinate==3.10.0", "pgqueuer[asyncpg]==1.6.0", "celery[redis]==5.7.0"]
+BASE = "jobqueue@base"  # a second jobqueue checkout (--jobqueue-baseline)
+IO_FLOOR_ROW = "asyncio alone"  # the io phase's reference: no queue, only the sleeps
+SYSTEMS = ("jobqueue", BASE, "procrastinate", "pgqueuer", "celery", "floor")
 PEERS = ("procrastinate", "pgqueuer")  # "floor" is no queue: the machine's bare cost
+ALL_PHASES = ("enqueue", "drain", "latency", "io", "real")
 WORKERS = 2
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def tail(path: Path, lines: int = 25) -> str:
@@ -120,39 +176,77 @@ class System:
     cwd: Path
     agent: list[str]  # command prefix of the agent
     pending_sql: str  # true while some bench job is unfinished
-    succeeded_sql: str  # how many bench_noop jobs succeeded
-    drain_worker: list[str]
-    latency_worker: list[str]
+    succeeded_sql: str  # how many {kind} jobs succeeded
+    drain_worker: list[str] | None
+    latency_worker: list[str] | None
     settings: str
     extra_env: dict = field(default_factory=dict)
     setup_cmds: list[list[str]] = field(default_factory=list)  # default: `agent setup`
+    io_worker: list[str] | None = None
+    real_workers: list[tuple[str, list[str]]] = field(default_factory=list)  # (label, cmd)
+    phase_settings: dict[str, str] = field(default_factory=dict)
+    redis_url: str | None = None  # celery: no database; the broker counts finished jobs
+
+    def phases(self) -> set[str]:
+        got = set()
+        if self.drain_worker:
+            got |= {"enqueue", "drain"}
+        if self.latency_worker:
+            got.add("latency")
+        if self.io_worker:
+            got.add("io")
+        if self.real_workers:
+            got.add("real")
+        return got
+
+
+def jobqueue_system(args, name: str, cwd: Path, tasks_module: str, agent: list[str],
+                    extra_env: dict) -> System:
+    py = sys.executable
+    jq_worker = [py, "-m", "jobqueue", "--log-level", "WARNING", "worker", "--queue", "bench",
+                 "--import", tasks_module]
+    for module in args.jq_import:
+        jq_worker += ["--import", module]
+    io, real_c, real_b = args.io_concurrency, args.real_jq_concurrency, args.real_jq_claim_batch
+    return System(
+        name=name, python=py, cwd=cwd, agent=agent, extra_env=extra_env,
+        pending_sql="SELECT EXISTS (SELECT 1 FROM jobqueue.jobs)",
+        succeeded_sql="SELECT count(*) FROM jobqueue.finished "
+                      "WHERE state = 'succeeded' AND kind = '{kind}'",
+        drain_worker=[*jq_worker, "--concurrency", str(args.jq_concurrency),
+                      "--claim-batch", str(args.jq_claim_batch)],
+        latency_worker=[*jq_worker, "--concurrency", str(args.jq_latency_concurrency),
+                        "--claim-batch", str(args.jq_latency_concurrency)],
+        io_worker=[*jq_worker, "--concurrency", str(io), "--claim-batch", str(io)],
+        real_workers=[(f"c{real_c}/b{real_b}", [*jq_worker, "--concurrency", str(real_c),
+                                                 "--claim-batch", str(real_b)])],
+        settings=(("" if cwd == REPO else f"the checkout {cwd} (PYTHONPATH), this "
+                   "interpreter, this checkout's bench tasks; ")
+                  + "".join(f"`--import {m}`; " for m in args.jq_import)
+                  + f"drain: `--concurrency {args.jq_concurrency} --claim-batch "
+                  f"{args.jq_claim_batch}`; latency: `--concurrency "
+                  f"{args.jq_latency_concurrency} --claim-batch "
+                  f"{args.jq_latency_concurrency}`; LISTEN/NOTIFY on, poll 1 s, psycopg "
+                  "3 (4 connections per worker), asyncio default loop"),
+        phase_settings={"io": f"`--concurrency {io} --claim-batch {io}`",
+                        "real": f"`--concurrency {real_c} --claim-batch {real_b}`"},
+    )
 
 
 def make_systems(args, peers_python: str | None) -> dict[str, System]:
     py = sys.executable
-    jq_worker = [py, "-m", "jobqueue", "--log-level", "WARNING", "worker", "--queue", "bench",
-                 "--import", "scripts.bench_tasks"]
-    for module in args.jq_import:
-        jq_worker += ["--import", module]
-    systems = {
-        "jobqueue": System(
-            name="jobqueue", python=py, cwd=REPO,
-            agent=[py, "-m", "scripts.bench_tasks"],
-            pending_sql="SELECT EXISTS (SELECT 1 FROM jobqueue.jobs)",
-            succeeded_sql="SELECT count(*) FROM jobqueue.finished "
-                          "WHERE state = 'succeeded' AND kind = 'bench_noop'",
-            drain_worker=[*jq_worker, "--concurrency", str(args.jq_concurrency),
-                          "--claim-batch", str(args.jq_claim_batch)],
-            latency_worker=[*jq_worker, "--concurrency", str(args.jq_latency_concurrency),
-                            "--claim-batch", str(args.jq_latency_concurrency)],
-            settings=("".join(f"`--import {m}`; " for m in args.jq_import)
-                      + f"drain: `--concurrency {args.jq_concurrency} --claim-batch "
-                      f"{args.jq_claim_batch}`; latency: `--concurrency "
-                      f"{args.jq_latency_concurrency} --claim-batch "
-                      f"{args.jq_latency_concurrency}`; LISTEN/NOTIFY on, poll 1 s, psycopg "
-                      "3 (4 connections per worker), asyncio default loop"),
-        ),
-    }
+    systems = {"jobqueue": jobqueue_system(args, "jobqueue", REPO, "scripts.bench_tasks",
+                                           [py, "-m", "scripts.bench_tasks"], {})}
+    if args.jobqueue_baseline:
+        base = args.jobqueue_baseline.resolve()
+        # The baseline's jobqueue package, this checkout's bench tasks and bench_record: the
+        # checkout comes first on PYTHONPATH (and is the cwd, which `-m` puts first of all);
+        # the tasks are imported as top-level modules from scripts/ and scripts/bench_peers/,
+        # which a jobqueue checkout does not shadow.
+        path = os.pathsep.join([str(base), str(REPO / "scripts"), str(PEERS_DIR)])
+        systems[BASE] = jobqueue_system(args, BASE, base, "bench_tasks",
+                                        [py, str(REPO / "scripts" / "bench_tasks.py")],
+                                        {"PYTHONPATH": path})
     floor = [py, "agent_floor.py"]
     systems["floor"] = System(
         name="floor", python=py, cwd=PEERS_DIR, agent=floor,
@@ -170,6 +264,7 @@ def make_systems(args, peers_python: str | None) -> dict[str, System]:
         proc_worker = [pp, "-m", "procrastinate", "--app", "agent_procrastinate.app", "worker",
                        "--queues", "bench"]
         pgq_worker = [pp, "agent_pgqueuer.py", "worker"]  # = pgq run (see that file)
+        io = args.io_concurrency
         systems["procrastinate"] = System(
             name="procrastinate", python=pp, cwd=PEERS_DIR,
             # imported, not run as __main__, so the app lives in its own module
@@ -177,10 +272,13 @@ def make_systems(args, peers_python: str | None) -> dict[str, System]:
             pending_sql="SELECT EXISTS (SELECT 1 FROM procrastinate_jobs "
                         "WHERE status IN ('todo', 'doing'))",
             succeeded_sql="SELECT count(*) FROM procrastinate_jobs "
-                          "WHERE status = 'succeeded' AND task_name = 'bench_noop'",
+                          "WHERE status = 'succeeded' AND task_name = '{kind}'",
             drain_worker=[*proc_worker, "--concurrency", str(args.procrastinate_concurrency)],
             latency_worker=[*proc_worker, "--concurrency",
                             str(args.procrastinate_latency_concurrency)],
+            io_worker=[*proc_worker, "--concurrency", str(io)],
+            phase_settings={"io": f"`worker --concurrency {io}`, pool max_size "
+                                  f"{args.procrastinate_pool}"},
             extra_env={"BENCH_PROCRASTINATE_POOL": str(args.procrastinate_pool)},
             settings=(f"drain: `worker --concurrency {args.procrastinate_concurrency}`; "
                       f"latency: `--concurrency {args.procrastinate_latency_concurrency}`; "
@@ -193,9 +291,17 @@ def make_systems(args, peers_python: str | None) -> dict[str, System]:
             agent=[pp, "agent_pgqueuer.py"],
             pending_sql="SELECT EXISTS (SELECT 1 FROM pgqueuer)",
             succeeded_sql="SELECT count(*) FROM pgqueuer_log "
-                          "WHERE status = 'successful' AND entrypoint = 'bench_noop'",
+                          "WHERE status = 'successful' AND entrypoint = '{kind}'",
             drain_worker=[*pgq_worker, str(args.pgqueuer_batch_size)],
             latency_worker=[*pgq_worker, str(args.pgqueuer_latency_batch_size)],
+            # max_concurrent_tasks caps the jobs a worker holds; pgqueuer requires it to be at
+            # least twice batch_size, so the largest batch for 50 slots is 25.
+            io_worker=[*pgq_worker, str(max(1, io // 2)), str(io)],
+            real_workers=[(f"batch {b}", [*pgq_worker, str(b)])
+                          for b in args.real_pgqueuer_batches],
+            phase_settings={
+                "io": f"`batch_size={max(1, io // 2)}, max_concurrent_tasks={io}`",
+                "real": "`batch_size` as labelled, no max_concurrent_tasks (as in the drain)"},
             setup_cmds=[[pp, "-m", "pgqueuer", "install"], [pp, "-m", "pgqueuer", "autovac"]],
             settings=(f"drain: `batch_size={args.pgqueuer_batch_size}`; latency: "
                       f"`batch_size={args.pgqueuer_latency_batch_size}` (pgqueuer.run(), as "
@@ -203,6 +309,21 @@ def make_systems(args, peers_python: str | None) -> dict[str, System]:
                       "connection per worker (AsyncpgDriver), no max_concurrent_tasks, "
                       "uvloop (pgq run's default), durability `durable` (default), "
                       "`pgq autovac` applied"),
+        )
+        systems["celery"] = System(
+            name="celery", python=pp, cwd=PEERS_DIR, agent=[pp, "agent_celery.py"],
+            pending_sql="", succeeded_sql="", drain_worker=None, latency_worker=None,
+            io_worker=[pp, "-m", "celery", "-A", "agent_celery", "worker", "--pool", "threads",
+                       "--concurrency", str(io), "-Q", "bench", "--loglevel", "WARNING",
+                       "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            redis_url=args.celery_redis_url,
+            extra_env={"BENCH_REDIS_URL": args.celery_redis_url},
+            settings=(f"I/O phase only; Redis broker {args.celery_redis_url} (flushed before "
+                      "and after), no result backend; see scripts/bench_peers/agent_celery.py"),
+            phase_settings={"io": f"`worker --pool threads --concurrency {io} "
+                                  "--without-gossip --without-mingle --without-heartbeat`, "
+                                  "one asyncio.Runner per thread, default prefetch (4) and "
+                                  "early acks"},
         )
     return systems
 
@@ -242,6 +363,78 @@ def scalar(url: str, query: str):
         return conn.execute(query).fetchone()[0]
 
 
+def redis_command(url: str, *words: str):
+    """One command to Redis (RESP over a socket: this interpreter need not have redis-py)."""
+    parts = urlsplit(url)
+    db = (parts.path or "/0").strip("/") or "0"
+    with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379),
+                                  timeout=10) as sock:
+        reader = sock.makefile("rb")
+
+        def send(*args: str) -> None:
+            out = [f"*{len(args)}\r\n".encode()]
+            for a in args:
+                data = a.encode()
+                out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            sock.sendall(b"".join(out))
+
+        def answer():
+            line = reader.readline().rstrip(b"\r\n")
+            kind, rest = line[:1], line[1:]
+            if kind == b"-":
+                raise BenchError(f"redis {' '.join(words)}: {rest.decode()}")
+            if kind == b":":
+                return int(rest)
+            if kind == b"$":
+                size = int(rest)
+                return None if size < 0 else reader.read(size + 2)[:-2].decode()
+            return rest.decode()
+
+        send("SELECT", db)
+        answer()
+        send(*words)
+        return answer()
+
+
+class RedisCounter:
+    """The celery system's "queue empty" test: bench:done (INCR per finished job) reached N."""
+
+    def __init__(self, url: str, jobs: int) -> None:
+        self.url, self.jobs = url, jobs
+
+    def done(self) -> int:
+        return int(redis_command(self.url, "GET", "bench:done") or 0)
+
+
+# -- CPU accounting from /proc (Postgres and the workers run on this machine) ----------------
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of one process (its threads included), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def cpu_snapshot(pids: list[int]) -> dict[int, float]:
+    return {pid: c for pid in pids if (c := cpu_seconds(pid)) is not None}
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU spent between two snapshots; a process that appeared in between counts whole, one
+    that exited in between is lost (Postgres backends of the benchmark's own connections)."""
+    return sum(c - before.get(pid, 0.0) for pid, c in after.items())
+
+
+def backend_pids(conn) -> list[int]:
+    """The Postgres backends connected to this benchmark's database, but this connection's
+    (the orchestrator's queue-empty poll): the workers' (and autovacuum's, while it runs)."""
+    rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND pid <> pg_backend_pid()").fetchall()
+    return [r[0] for r in rows]
+
+
 # -- one system, one repetition -------------------------------------------------------------
 
 @dataclass
@@ -255,6 +448,20 @@ class Result:
     after_return: list[float] = field(default_factory=list)  # ms, latency - enqueue call
     latency_lost: int = 0
     notes: list[str] = field(default_factory=list)
+    phase_runs: list[PhaseRun] = field(default_factory=list)  # io and real
+
+
+@dataclass
+class PhaseRun:
+    phase: str
+    label: str  # the worker settings that differ between runs of one system (pgqueuer batch)
+    jobs: int
+    drain_rate: float
+    steady_rate: float
+    start_seconds: float
+    worker_cpu_us: float | None  # per job, from the first handler call to queue empty
+    db_cpu_us: float | None  # Postgres backends of the benchmark's database, same window
+    ideal: float | None = None  # jobs/s, for the I/O-bound phase
 
 
 def env_for(system: System, url: str, out_dir: Path) -> dict:
@@ -269,14 +476,29 @@ def env_for(system: System, url: str, out_dir: Path) -> dict:
     return env
 
 
+def db_name(system: System) -> str:
+    return "bench_" + system.name.replace("@", "_")
+
+
 def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> Result:
     result = Result()
-    dbname = f"bench_{system.name}"
+    dbname = db_name(system)
     url = db_url(args.database_url, dbname)
     tag = f"[{system.name}{f' #{rep + 1}' if args.repeat > 1 else ''}]"
     out = tmp / f"{system.name}-{rep}"
     out.mkdir()
     env = env_for(system, url, out)
+    phases = set(args.phases.split(",")) & system.phases()
+
+    if system.redis_url:
+        # Celery: no database. Its Redis database starts empty (and is emptied again below).
+        redis_command(system.redis_url, "FLUSHDB")
+        try:
+            if "io" in phases:
+                io_phase(system, args, procs, url, env, out, tag, result)
+        finally:
+            redis_command(system.redis_url, "FLUSHDB")
+        return result
 
     log(f"{tag} fresh database {dbname}")
     recreate_db(args.database_url, dbname)
@@ -284,7 +506,6 @@ def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> R
         run_agent(cmd, system.cwd, env, 120, f"{tag} schema ({' '.join(cmd[1:])})",
                   expect_json=False)
 
-    phases = set(args.phases.split(","))
     if "enqueue" in phases:
         got = run_agent([*system.agent, "enqueue", str(args.jobs)], system.cwd, env,
                         args.timeout, f"{tag} enqueue")
@@ -299,51 +520,174 @@ def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> R
 
     if "latency" in phases:
         latency(system, args, procs, url, env, out, tag, result)
+    if "io" in phases:
+        io_phase(system, args, procs, url, env, out, tag, result)
+    if "real" in phases:
+        real_phase(system, args, procs, url, env, out, tag, result)
     if not args.keep:
         drop_db(args.database_url, dbname)
     return result
 
 
 def drain(system, args, procs, url, env, out, tag, result) -> None:
-    (out / "drain").mkdir()
-    env = env | {"BENCH_OUT_DIR": str(out / "drain")}
-    poll = args.poll_ms / 1000.0
+    got = timed_drain(system, args, procs, url, env, out / "drain", tag, "drain",
+                      system.drain_worker, args.jobs, "bench_noop", result)
+    result.drain_rate, result.steady_rate = got.drain_rate, got.steady_rate
+    result.start_seconds = got.start_seconds
+
+
+def io_phase(system, args, procs, url, env, out, tag, result) -> None:
+    """The I/O-bound workload: --io-jobs jobs that each sleep --io-seconds."""
+    n = args.io_jobs
+    got = run_agent([*system.agent, "enqueue-io", str(n), repr(args.io_seconds)], system.cwd,
+                    env, args.timeout, f"{tag} enqueue io")
+    if got["count"] != n:
+        raise BenchError(f"{tag} io enqueue returned {got['count']} ids, not {n}")
+    if not system.redis_url:
+        execute(url, "ANALYZE")
+    run = timed_drain(system, args, procs, url, env, out / "io", tag, "io", system.io_worker,
+                      n, "bench_io", result)
+    run.ideal = WORKERS * args.io_concurrency / args.io_seconds
+    log(f"{tag} io: {run.drain_rate / run.ideal:.1%} of the ideal {run.ideal:,.0f} jobs/s "
+        f"from spawn, {run.steady_rate / run.ideal:.1%} after the first job")
+    result.phase_runs.append(run)
+
+
+IO_FLOOR = """
+import asyncio, sys, time
+rounds, slots, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+async def main():
+    first = time.time()
+    for _ in range(rounds):
+        await asyncio.gather(*(asyncio.sleep(seconds) for _ in range(slots)))
+    print(first, time.time())
+asyncio.run(main())
+"""
+
+
+def io_floor(args, procs: Processes, tmp: Path) -> PhaseRun:
+    """The I/O-bound phase with no queue: WORKERS processes that each run their share of the
+    jobs as rounds of --io-concurrency concurrent asyncio.sleep() calls. What asyncio's timers
+    allow on this machine (a sleep overshoots by 1-2 ms here, a few % of 0.1 s)."""
+    slots = args.io_concurrency
+    rounds = max(1, round(args.io_jobs / (WORKERS * slots)))
+    outs = [tmp / f"io-floor-{i}.txt" for i in range(WORKERS)]
+    cmd = [sys.executable, "-c", IO_FLOOR, str(rounds), str(slots), repr(args.io_seconds)]
+    started = time.time()
     workers = []
     try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(system.pending_sql)  # connected and planned before the clock starts
+        for out in outs:
+            with open(out, "wb") as f:
+                workers.append(subprocess.Popen(cmd, stdout=f, stdin=subprocess.DEVNULL))
+        for w in workers:
+            w.wait(args.timeout)
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    times = [tuple(map(float, out.read_text().split())) for out in outs]
+    first, last = min(t[0] for t in times), max(t[1] for t in times)
+    n = rounds * slots * WORKERS
+    run = PhaseRun(phase="io", label="no queue", jobs=n, drain_rate=n / (last - started),
+                   steady_rate=n / (last - first), start_seconds=first - started,
+                   worker_cpu_us=None, db_cpu_us=None,
+                   ideal=WORKERS * slots / args.io_seconds)
+    log(f"[asyncio alone] io {n}: {run.steady_rate:,.0f} jobs/s after the first sleep = "
+        f"{run.steady_rate / run.ideal:.1%} of the ideal")
+    return run
+
+
+def real_phase(system, args, procs, url, env, out, tag, result) -> None:
+    """A little real work: --real-jobs jobs whose handler appends a line to a file."""
+    n = args.real_jobs
+    for i, (label, cmd) in enumerate(system.real_workers):
+        if i:  # the next batch size on a fresh database
+            recreate_db(args.database_url, db_name(system))
+            for setup in system.setup_cmds or [[*system.agent, "setup"]]:
+                run_agent(setup, system.cwd, env, 120, f"{tag} schema", expect_json=False)
+        got = run_agent([*system.agent, "enqueue-real", str(n), str(args.real_payload_chars)],
+                        system.cwd, env, args.timeout, f"{tag} enqueue real")
+        if got["count"] != n:
+            raise BenchError(f"{tag} real enqueue returned {got['count']} ids, not {n}")
+        log(f"{tag} real: enqueued {n} in {got['seconds']:.2f}s")
+        execute(url, "ANALYZE")
+        where = out / f"real-{i}"
+        run = timed_drain(system, args, procs, url, env, where, f"{tag} ({label})", "real",
+                          cmd, n, "bench_real", result)
+        run.label = label
+        lines = sum(p.read_bytes().count(b"\n") for p in where.glob("real-*.txt"))
+        if lines != n:
+            raise BenchError(f"{tag} real: the handlers wrote {lines} lines, expected {n}")
+        result.phase_runs.append(run)
+
+
+def timed_drain(system, args, procs, url, env, out_dir: Path, tag: str, phase: str,
+                worker_cmd: list[str], n: int, kind: str, result: Result) -> PhaseRun:
+    """Spawn WORKERS worker processes on N enqueued jobs of `kind`; time until the queue is
+    empty. CPU of the workers and of the database's backends is counted from the poll that
+    first sees every process's first handler call to the poll that sees the queue empty."""
+    out_dir.mkdir()
+    env = env | {"BENCH_OUT_DIR": str(out_dir)}
+    poll = args.poll_ms / 1000.0
+    workers = []
+    counter = RedisCounter(system.redis_url, n) if system.redis_url else None
+    cpu_from: tuple[dict, dict] | None = None
+    with contextlib.ExitStack() as stack:
+        conn = None
+        if counter is None:
+            conn = stack.enter_context(psycopg.connect(url, autocommit=True))
+            pending = lambda: conn.execute(system.pending_sql).fetchone()[0]  # noqa: E731
+        else:
+            pending = lambda: counter.done() < n  # noqa: E731
+        try:
+            pending()  # connected and planned before the clock starts
             spawned = time.time()
-            workers = [procs.spawn(system.drain_worker, env, out / f"drain-worker-{i}.log",
-                                   cwd=system.cwd) for i in range(WORKERS)]
-            while conn.execute(system.pending_sql).fetchone()[0]:
+            workers = [procs.spawn(worker_cmd, env, out_dir.parent /
+                                   f"{out_dir.name}-worker-{i}.log", cwd=system.cwd)
+                       for i in range(WORKERS)]
+            while pending():
+                if cpu_from is None and len(list(out_dir.glob("first-*"))) >= WORKERS:
+                    cpu_from = (cpu_snapshot([w.pid for w in workers]),
+                                cpu_snapshot(backend_pids(conn)) if conn else {})
                 for w in workers:
                     if w.poll() is not None:
-                        raise BenchError(f"{tag} drain worker {w.pid} exited with "
+                        raise BenchError(f"{tag} {phase} worker {w.pid} exited with "
                                          f"{w.returncode}:\n{tail(w.log_path)}")
                 if time.time() - spawned > args.timeout:
-                    left = conn.execute(system.pending_sql.replace(
-                        "SELECT EXISTS (SELECT 1", "SELECT (SELECT count(*)")).fetchone()[0]
-                    raise BenchError(f"{tag} drain: {left} jobs still unfinished after "
+                    left = (n - counter.done()) if counter else conn.execute(
+                        system.pending_sql.replace("SELECT EXISTS (SELECT 1",
+                                                   "SELECT (SELECT count(*)")).fetchone()[0]
+                    raise BenchError(f"{tag} {phase}: {left} jobs still unfinished after "
                                      f"{args.timeout:.0f}s")
                 time.sleep(poll)
             emptied = time.time()
-    finally:
-        procs.stop(workers)
-    firsts = [float(p.read_text()) for p in (out / "drain").glob("first-*")]
+            cpu_to = (cpu_snapshot([w.pid for w in workers]),
+                      cpu_snapshot(backend_pids(conn)) if conn else {})
+        finally:
+            procs.stop(workers)
+    firsts = [float(p.read_text()) for p in out_dir.glob("first-*")]
     if not firsts:
-        raise BenchError(f"{tag} drain: the queue emptied but no handler ran")
+        raise BenchError(f"{tag} {phase}: the queue emptied but no handler ran")
     first = min(firsts)
-    done = scalar(url, system.succeeded_sql)
-    if done != args.jobs:
-        raise BenchError(f"{tag} drain: {done} jobs succeeded, expected {args.jobs}")
+    done = counter.done() if counter else scalar(url, system.succeeded_sql.replace("{kind}",
+                                                                                   kind))
+    if done != n:
+        raise BenchError(f"{tag} {phase}: {done} jobs succeeded, expected {n}")
     if len(firsts) < WORKERS:
-        result.notes.append(f"drain: only {len(firsts)} of {WORKERS} processes ran a job")
-    result.drain_rate = args.jobs / (emptied - spawned)
-    result.steady_rate = args.jobs / (emptied - first)
-    result.start_seconds = first - spawned
-    log(f"{tag} drain {args.jobs} with {WORKERS} processes: {emptied - spawned:.3f}s = "
-        f"{result.drain_rate:,.0f} jobs/s (start {result.start_seconds:.2f}s; after the first "
-        f"job {result.steady_rate:,.0f} jobs/s)")
+        result.notes.append(f"{phase}: only {len(firsts)} of {WORKERS} processes ran a job")
+    worker_us = db_us = None
+    if cpu_from is not None:
+        worker_us = cpu_delta(cpu_from[0], cpu_to[0]) / n * 1e6
+        db_us = cpu_delta(cpu_from[1], cpu_to[1]) / n * 1e6 if conn else None
+    run = PhaseRun(phase=phase, label="", jobs=n, drain_rate=n / (emptied - spawned),
+                   steady_rate=n / (emptied - first), start_seconds=first - spawned,
+                   worker_cpu_us=worker_us, db_cpu_us=db_us)
+    log(f"{tag} {phase} {n} with {WORKERS} processes: {emptied - spawned:.3f}s = "
+        f"{run.drain_rate:,.0f} jobs/s (start {run.start_seconds:.2f}s; after the first "
+        f"job {run.steady_rate:,.0f} jobs/s)"
+        + (f"; CPU µs/job: workers {worker_us:.1f}" if worker_us is not None else "")
+        + (f", Postgres {db_us:.1f}" if db_us is not None else ""))
+    return run
 
 
 def latency(system, args, procs, url, env, out, tag, result) -> None:
@@ -420,7 +764,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def ensure_peers(venv: Path, create: bool) -> str:
     python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import procrastinate, pgqueuer, asyncpg"]
+    probe = [str(python), "-c", "import procrastinate, pgqueuer, asyncpg, celery, redis"]
     if python.exists() and subprocess.run(probe, capture_output=True).returncode == 0:
         return str(python)
     if not create:
@@ -432,7 +776,7 @@ def ensure_peers(venv: Path, create: bool) -> str:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", *PEER_PACKAGES], check=True)
     if subprocess.run(probe, capture_output=True).returncode != 0:
-        raise BenchError(f"{venv}: procrastinate/pgqueuer still do not import")
+        raise BenchError(f"{venv}: procrastinate/pgqueuer/celery still do not import")
     return str(python)
 
 
@@ -477,26 +821,58 @@ def fmt_seconds(values: list[float | None]) -> str:
 
 
 def report(args, systems, results, info) -> str:
+    classic = any(r.drain_rate or r.enqueue_rate or r.latencies
+                  for runs in results.values() for r in runs)
     lines = [
-        "## Queue benchmark: jobqueue vs procrastinate vs pgqueuer (and the bare floor)", "",
+        "## Queue benchmark: jobqueue vs procrastinate, pgqueuer, Celery (and the bare floor)", "",
         f"- date: {info['date']}",
         f"- machine: {info['nproc']} cores ({info['cpu']}), load average at start "
         f"{info['load']}",
         f"- Postgres: {info['pg']} (synchronous_commit={info['sync']}, fsync={info['fsync']}, "
         f"shared_buffers={info['shared_buffers']}), on the same machine",
         f"- packages: {info['packages']}",
-        f"- workload: (a) {args.jobs:,} no-op jobs enqueued in one batch call; (b) drained by "
-        f"{WORKERS} worker processes; (c) {args.latency_jobs} single enqueues at "
-        f"{args.rate:g}/s to {WORKERS} idle worker processes"
+        f"- phases: {args.phases}"
         + (f"; {args.repeat} repetitions: median (min-max) of rates, latency percentiles "
            "over all samples" if args.repeat > 1 else ""),
-        "",
+    ]
+    if classic:
+        run = args.phases.split(",")
+        parts = [text for phase, text in (
+            ("enqueue", f"(a) {args.jobs:,} no-op jobs enqueued in one batch call"),
+            ("drain", f"(b) drained by {WORKERS} worker processes"),
+            ("latency", f"(c) {args.latency_jobs} single enqueues at {args.rate:g}/s to "
+                        f"{WORKERS} idle worker processes")) if phase in run]
+        lines += [f"- workload: {'; '.join(parts)}", ""]
+        lines += classic_table(results)
+    lines += phase_tables(args, results)
+    lines += ["", "Settings:"]
+    for name in results:
+        if name not in systems:
+            continue
+        lines.append(f"- {name}: {systems[name].settings}")
+        for phase, text in systems[name].phase_settings.items():
+            if phase in args.phases.split(","):
+                lines.append(f"  - {phase}: {text}")
+    notes = [f"- {name}: {note}" for name, runs in results.items()
+             for r in runs for note in r.notes]
+    if notes:
+        lines += ["", "Notes:", *notes]
+    lines += ["", "Method: see the docstring of scripts/bench_queue.py. Command: `"
+              + " ".join([Path(sys.executable).as_posix(), "scripts/bench_queue.py",
+                          *sys.argv[1:]]) + "`"]
+    return "\n".join(lines)
+
+
+def classic_table(results: dict[str, list[Result]]) -> list[str]:
+    lines = [
         "| system | batch enqueue jobs/s | drain jobs/s (2 procs, from spawn) | "
         "drain jobs/s after first job | worker start s | pickup p50 ms | p95 ms | p99 ms | "
         "max ms | enqueue call p50 ms | after it returned p50 ms |",
         "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for name, runs in results.items():
+        if not any(r.drain_rate or r.enqueue_rate or r.latencies for r in runs):
+            continue  # a system (or the io reference row) that ran none of these phases
         lat = [v for r in runs for v in r.latencies]
         pct = percentiles(lat)
         cells = [name, fmt_rate([r.enqueue_rate for r in runs]),
@@ -508,18 +884,64 @@ def report(args, systems, results, info) -> str:
             part = percentiles([v for r in runs for v in getattr(r, attr)])
             cells.append(f"{part['p50']:.2f}" if part else "-")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += targets(results)
-    lines += ["", "Settings:"]
-    for name in results:
-        lines.append(f"- {name}: {systems[name].settings}")
-    notes = [f"- {name}: {note}" for name, runs in results.items()
-             for r in runs for note in r.notes]
-    if notes:
-        lines += ["", "Notes:", *notes]
-    lines += ["", "Method: see the docstring of scripts/bench_queue.py. Command: `"
-              + " ".join([Path(sys.executable).as_posix(), "scripts/bench_queue.py",
-                          *sys.argv[1:]]) + "`"]
-    return "\n".join(lines)
+    return lines + targets(results)
+
+
+def phase_tables(args, results: dict[str, list[Result]]) -> list[str]:
+    """The io and real phases: one row per system and worker setting, medians of repeats."""
+    lines: list[str] = []
+    titles = {
+        "io": f"I/O-bound: {args.io_jobs:,} jobs that each await asyncio.sleep("
+              f"{args.io_seconds:g}), {WORKERS} processes x {args.io_concurrency} concurrent "
+              "jobs",
+        "real": f"A little real work: {args.real_jobs:,} jobs, the handler reads i, t, s "
+                f"(s: {args.real_payload_chars} chars) and appends a line to a file "
+                f"(os.write); {WORKERS} processes",
+    }
+    for phase in ("io", "real"):
+        rows: dict[tuple[str, str], list[PhaseRun]] = {}
+        for name, runs in results.items():
+            for r in runs:
+                for pr in r.phase_runs:
+                    if pr.phase == phase:
+                        rows.setdefault((name, pr.label), []).append(pr)
+        if not rows:
+            continue
+        ideal = next((pr.ideal for prs in rows.values() for pr in prs if pr.ideal), None)
+        lines += ["", f"### {titles[phase]}", ""]
+        head = ["system", "workers", "jobs/s from spawn"]
+        head += ["% of ideal"] if ideal else []
+        head += ["jobs/s after first job"] + (["% of ideal"] if ideal else [])
+        head += ["worker start s", "worker CPU µs/job", "Postgres CPU µs/job"]
+        lines += ["| " + " | ".join(head) + " |",
+                  "|---|---|" + "--:|" * (len(head) - 2)]
+        for (name, label), prs in rows.items():
+            cells = [name, label or "-", fmt_rate([p.drain_rate for p in prs])]
+            if ideal:
+                cells.append(f"{statistics.median(p.drain_rate for p in prs) / ideal:.1%}")
+            cells.append(fmt_rate([p.steady_rate for p in prs]))
+            if ideal:
+                cells.append(f"{statistics.median(p.steady_rate for p in prs) / ideal:.1%}")
+            cells.append(fmt_seconds([p.start_seconds for p in prs]))
+            for attr in ("worker_cpu_us", "db_cpu_us"):
+                got = [getattr(p, attr) for p in prs if getattr(p, attr) is not None]
+                cells.append(f"{statistics.median(got):.1f}" if got else "-")
+            lines.append("| " + " | ".join(cells) + " |")
+        if ideal:
+            lines.append(f"\nIdeal: {ideal:,.0f} jobs/s ({WORKERS} x {args.io_concurrency} "
+                         f"slots / {args.io_seconds:g} s). `{IO_FLOOR_ROW}`: no queue, "
+                         f"{WORKERS} processes that run the same number of sleeps in rounds "
+                         f"of {args.io_concurrency} (asyncio.gather): what asyncio's timers "
+                         "allow on this machine.")
+        if phase == "real":
+            best = {}
+            for (name, _), prs in rows.items():
+                rate = statistics.median(p.steady_rate for p in prs)
+                best[name] = max(best.get(name, 0.0), rate)
+            if "jobqueue" in best and "pgqueuer" in best:
+                lines.append(f"\njobqueue / pgqueuer's best (after the first job): "
+                             f"{best['jobqueue'] / best['pgqueuer']:.2f}x (target 2.5x)")
+    return lines
 
 
 def targets(results: dict[str, list[Result]]) -> list[str]:
@@ -534,7 +956,9 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
     def pct(name: str) -> dict[str, float]:
         return percentiles([v for r in results[name] for v in r.latencies])
 
-    peers = [n for n in results if n in PEERS]
+    peers = [n for n in results if n in PEERS and results[n][0].drain_rate is not None]
+    if not peers:
+        return []
     out = ["", "Targets for jobqueue (this run):"]
     for attr, label in (("drain_rate", "drain (from spawn)"),
                         ("steady_rate", "drain (after first job)"),
@@ -568,11 +992,12 @@ def machine_info(args, peers_python: str | None) -> dict:
                 f"(psycopg {own.get('psycopg', '?')})")
     if peers_python:
         peer = versions(peers_python, ["procrastinate", "pgqueuer", "psycopg", "asyncpg",
-                                       "uvloop"])
+                                       "uvloop", "celery", "redis"])
         packages += (f"; peers (Python {peer.get('python', '?')}): procrastinate "
                      f"{peer.get('procrastinate', '?')} (psycopg {peer.get('psycopg', '?')}), "
                      f"pgqueuer {peer.get('pgqueuer', '?')} (asyncpg {peer.get('asyncpg', '?')},"
-                     f" uvloop {peer.get('uvloop', '?')})")
+                     f" uvloop {peer.get('uvloop', '?')}), celery {peer.get('celery', '?')} "
+                     f"(redis-py {peer.get('redis', '?')})")
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(), "cpu": cpu_model(),
@@ -588,12 +1013,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jobs", type=int, default=20000, help="jobs to enqueue and drain")
     p.add_argument("--latency-jobs", type=int, default=500, help="single enqueues timed")
     p.add_argument("--rate", type=float, default=50.0, help="single enqueues per second")
-    p.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated systems")
+    p.add_argument("--only", default=None,
+                   help=f"comma-separated systems of {', '.join(SYSTEMS)} (default: all; "
+                        f"{BASE} only with --jobqueue-baseline; a system runs only the "
+                        "phases it has: celery only io, floor not io/real)")
     p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres",
                    help="a database to connect to for CREATE/DROP DATABASE; each system gets "
                         "bench_<system> on the same server")
     p.add_argument("--phases", default="enqueue,drain,latency",
-                   help="which of enqueue,drain,latency to run (drain needs enqueue)")
+                   help="which of enqueue,drain,latency,io,real to run (drain needs "
+                        "enqueue)")
     p.add_argument("--repeat", type=int, default=1, help="run everything this many times")
     p.add_argument("--peers-venv", type=Path, default=Path("/tmp/venv-peers"))
     p.add_argument("--no-create-peers", action="store_true",
@@ -601,6 +1030,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per enqueue or drain")
     p.add_argument("--poll-ms", type=float, default=5.0, help="drain: queue-empty poll period")
     p.add_argument("--keep", action="store_true", help="keep the databases and worker logs")
+    p.add_argument("--jobqueue-baseline", type=Path, metavar="PATH",
+                   help=f"another jobqueue checkout (e.g. a `git worktree add` of main), run "
+                        f"as the system {BASE}: its workers and agent use PATH's jobqueue "
+                        "package (PYTHONPATH, cwd PATH), this interpreter and this checkout's "
+                        "bench tasks, so a before/after of a change runs side by side")
+    g = p.add_argument_group("io phase (I/O-bound jobs)")
+    g.add_argument("--io-jobs", type=int, default=2000)
+    g.add_argument("--io-seconds", type=float, default=0.1, help="each job's asyncio.sleep")
+    g.add_argument("--io-concurrency", type=int, default=50,
+                   help="concurrent jobs per worker process, every system (jobqueue claim "
+                        "batch = this; pgqueuer max_concurrent_tasks = this, batch half)")
+    g.add_argument("--celery-redis-url", default="redis://127.0.0.1:6379/13",
+                   help="Celery's broker: a Redis database of its own, flushed before/after")
+    g = p.add_argument_group("real phase (a little real work)")
+    g.add_argument("--real-jobs", type=int, default=200000)
+    g.add_argument("--real-payload-chars", type=int, default=100,
+                   help="length of the payload's string s")
+    g.add_argument("--real-jq-concurrency", type=int, default=1000)
+    g.add_argument("--real-jq-claim-batch", type=int, default=500)
+    g.add_argument("--real-pgqueuer-batches", default="100,500,1000",
+                   help="pgqueuer runs once per batch size (comma-separated)")
     g = p.add_argument_group("worker settings")
     g.add_argument("--jq-concurrency", type=int, default=2000,
                    help="twice the claim batch: one batch runs while the last one's outcomes "
@@ -619,10 +1069,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="pgqueuer's tuning guide: raise it for short jobs; = jobqueue's batch")
     g.add_argument("--pgqueuer-latency-batch-size", type=int, default=10)
     args = p.parse_args(argv)
+    if args.only is None:
+        args.only = ",".join(s for s in SYSTEMS if s != BASE or args.jobqueue_baseline)
     unknown = set(args.only.split(",")) - set(SYSTEMS)
     if unknown:
         p.error(f"--only: unknown system(s) {', '.join(sorted(unknown))}")
-    bad = set(args.phases.split(",")) - {"enqueue", "drain", "latency"}
+    if BASE in args.only.split(",") and not args.jobqueue_baseline:
+        p.error(f"--only {BASE} needs --jobqueue-baseline PATH")
+    if args.jobqueue_baseline and not (args.jobqueue_baseline / "jobqueue").is_dir():
+        p.error(f"--jobqueue-baseline: no jobqueue package in {args.jobqueue_baseline}")
+    try:
+        args.real_pgqueuer_batches = [int(b) for b in args.real_pgqueuer_batches.split(",")]
+    except ValueError:
+        p.error("--real-pgqueuer-batches: comma-separated integers")
+    bad = set(args.phases.split(",")) - set(ALL_PHASES)
     if bad:
         p.error(f"--phases: unknown phase(s) {', '.join(sorted(bad))}")
     if args.jobs < 1 or args.latency_jobs < 1 or args.rate <= 0 or args.repeat < 1:
@@ -643,14 +1103,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         db_url(args.database_url, "x")
         peers = None
-        if any(s in PEERS for s in wanted):
+        if any(s in (*PEERS, "celery") for s in wanted):
             peers = ensure_peers(args.peers_venv, not args.no_create_peers)
         info = machine_info(args, peers)
         systems = make_systems(args, peers)
+        phases = set(args.phases.split(","))
+        idle = [name for name in wanted if not systems[name].phases() & phases]
+        if idle:
+            log(f"no phase of {args.phases} for {', '.join(idle)}: skipped")
+        wanted = [name for name in wanted if name not in idle]
         results: dict[str, list[Result]] = {name: [] for name in wanted}
         for rep in range(args.repeat):
             for name in wanted:
                 results[name].append(run_system(systems[name], args, procs, tmp, rep))
+            if "io" in phases:
+                floor = results.setdefault(IO_FLOOR_ROW, [])
+                floor.append(Result(phase_runs=[io_floor(args, procs, tmp)]))
         print(report(args, systems, results, info), flush=True)
         return 0
     except BenchError as exc:

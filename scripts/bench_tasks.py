@@ -5,6 +5,8 @@ orchestrator runs the agent as `python -m scripts.bench_tasks COMMAND ...` with 
 set:
     setup                      create the schema
     enqueue N                  enqueue N no-op jobs with one enqueue_payloads call
+    enqueue-io N SECONDS       N bench_io jobs (each sleeps SECONDS), one call
+    enqueue-real N SIZE        N bench_real jobs ({"i", "t", "s"}, `s` SIZE chars), one call
     latency N RATE WORKERS     warm up, then N single enqueues at RATE per second
 Each command prints one JSON line.
 """
@@ -17,8 +19,12 @@ import os
 import sys
 import time
 
-from jobqueue.tasks import task
-from scripts.bench_peers import bench_record
+from jobqueue import task
+
+try:  # a baseline checkout (bench_queue.py --jobqueue-baseline) puts bench_peers on the path,
+    import bench_record  # so that this copy is used, not the baseline's own
+except ImportError:
+    from scripts.bench_peers import bench_record
 
 QUEUE = "bench"
 
@@ -26,6 +32,18 @@ QUEUE = "bench"
 @task("bench_noop")
 async def bench_noop(payload):
     bench_record.drain_job()
+
+
+@task("bench_io")
+async def bench_io(payload):
+    bench_record.drain_job()
+    await bench_record.io_job(payload["sec"])
+
+
+@task("bench_real")
+async def bench_real(payload):
+    bench_record.drain_job()
+    bench_record.real_job(payload["i"], payload["t"], payload["s"])
 
 
 @task("bench_latency")
@@ -49,6 +67,18 @@ def main(argv: list[str]) -> dict:
             ids = jq.enqueue_payloads("bench_noop", [{}] * n, queue=QUEUE)
             seconds = time.perf_counter() - started
             return {"count": len(ids), "seconds": seconds}
+        if command in ("enqueue-io", "enqueue-real"):
+            n, arg = int(rest[0]), float(rest[1])
+            now = time.time()
+            if command == "enqueue-io":
+                payloads = [{"sec": arg}] * n
+                kind = "bench_io"
+            else:
+                payloads = [bench_record.real_payload(i, now, int(arg)) for i in range(n)]
+                kind = "bench_real"
+            started = time.perf_counter()
+            ids = jq.enqueue_payloads(kind, payloads, queue=QUEUE)
+            return {"count": len(ids), "seconds": time.perf_counter() - started}
         if command == "latency":
             n, rate, workers = int(rest[0]), float(rest[1]), int(rest[2])
 

@@ -1,12 +1,16 @@
 """The Worker: wires one process's services together and runs them on one asyncio loop.
 
-- producer: the claim loop (claim connection), woken by the listener or a poll timer;
-- executor: runs each job in a Task, decides retry or dead letter;
-- completer: writes outcomes in batches (finish connection);
-- leases: the heartbeat (background connection), stops jobs whose lease is lost or that
-  were cancelled, hands back claims it never heard of;
-- listener: LISTEN for new work and cancellations (its own connection);
-- maintenance: rescue and pruning, one process at a time (background connection).
+- per queue it serves, a producer (the claim loop, woken by the listener or a poll timer)
+  and an executor (runs each job in a Task, decides retry or dead letter, keeps the queue's
+  own slots);
+- completer: writes every queue's outcomes in batches;
+- leases: the heartbeat; stops jobs whose lease is lost or that were cancelled, hands back
+  claims it never heard of;
+- listener: one LISTEN for new work and cancellations, for every queue;
+- maintenance: rescue and pruning, one process at a time.
+Three connections whatever the number of queues: "claim" (claims, heartbeat, registration,
+maintenance: short statements, most of them under the claim lock anyway), "finish"
+(outcomes and progress) and the listener's.
 This module owns start-up, stopping (warm and hard, by signal or call), and what happens when
 a service fails: the worker stops, and `run()` raises WorkerFailed (exit 1 from the CLI).
 """
@@ -22,7 +26,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import psycopg
 import structlog
@@ -47,11 +51,12 @@ class WorkerFailed(RuntimeError):
 
 class Worker:
     def __init__(self, url: str, config: WorkerConfig | None = None, *,
-                 tasks: Registry = registry,
+                 tasks: Registry | Mapping[str, Registry] = registry,
                  on_start: Callable[[], Awaitable[None]] | None = None,
                  on_stop: Callable[[], Awaitable[None]] | None = None):
-        """`on_start`/`on_stop` run on the worker's loop around its work (e.g. a platform's
-        HTTP clients and pools, which must live on that loop)."""
+        """`tasks`: one registry for every queue, or one per queue name. `on_start`/`on_stop`
+        run on the worker's loop around its work (e.g. a platform's HTTP clients and pools,
+        which must live on that loop)."""
         self.url = url
         self.on_start, self.on_stop = on_start, on_stop
         self.config = config or WorkerConfig()
@@ -66,19 +71,19 @@ class Worker:
         self._started = False  # registered: the database answered once
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.executor: Executor | None = None
-        self.producer: Producer | None = None
+        self.executors: list[Executor] = []
+        self.producers: dict[str, Producer] = {}
         self.completer: Completer | None = None
 
     # -- counters for tests and the status line -------------------------------------------------
 
     @property
     def claimed(self) -> int:
-        return self.executor.claimed if self.executor else 0
+        return sum(e.claimed for e in self.executors)
 
     @property
     def claim_rounds(self) -> int:
-        return self.producer.claim_rounds if self.producer else 0
+        return sum(p.claim_rounds for p in self.producers.values())
 
     @property
     def finished(self) -> int:
@@ -86,7 +91,7 @@ class Worker:
 
     @property
     def _in_flight(self) -> dict:
-        return self.executor.in_flight if self.executor else {}
+        return {job_id: r for e in self.executors for job_id, r in e.in_flight.items()}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -99,9 +104,11 @@ class Worker:
 
     def _poke(self) -> None:
         self._stop_event.set()
-        if self.producer is not None:
-            self.producer.wake.set()
-            self.executor.slots.set()
+        for executor in self.executors:
+            executor.stop_waiting()
+        for producer in self.producers.values():
+            producer.wake.set()
+            producer.executor.slots.set()
         if self._hard:
             self._hard_event.set()
 
@@ -133,24 +140,29 @@ class Worker:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         links = self._links = {
             # A claim need not wait for its WAL flush: if Postgres crashes before the flush,
-            # the claim is lost and the job is claimed again, with a new execution id.
+            # the claim is lost and the job is claimed again, with a new execution id. The
+            # heartbeat, registration and maintenance share this connection: all of them are
+            # short and safe to redo after a crash.
             "claim": Link(self.url, "claim", self._give_up, "SET synchronous_commit = off"),
             # Outcome batches are array literals (db.text_array) that spell NULL as NULL,
             # which array_nulls = off (a legacy setting) would read as the string 'NULL'.
             "finish": Link(self.url, "finish", self._give_up, "SET array_nulls = on"),
-            "background": Link(self.url, "background", self._give_up),
         }
         claim_lock = asyncio.Lock()
         self.completer = Completer(links["finish"], self.id, cfg.queue, self._written)
-        self.executor = Executor(self.id, cfg.queue, cfg, self.tasks, self.completer.record,
-                                 self.completer.report_progress, loop, debug)
-        self.producer = Producer(links["claim"], self.id, cfg, self.executor, claim_lock)
-        leases = Leases(links["background"], self.id, cfg, self.executor, claim_lock,
-                        self._worker_row, self.producer.wake.set)
-        self.listener.channels = {"jobqueue_insert": self.producer.inserted,
+        for queue in cfg.queues:
+            tasks = self.tasks if isinstance(self.tasks, Registry) else self.tasks[queue.name]
+            executor = Executor(self.id, queue, cfg, tasks, self.completer.record,
+                                self.completer.report_progress, loop, debug)
+            self.executors.append(executor)
+            self.producers[queue.name] = Producer(links["claim"], self.id, queue, cfg,
+                                                  executor, claim_lock)
+        leases = Leases(links["claim"], self.id, cfg, self.executors, claim_lock,
+                        self._worker_row, self._wake_all)
+        self.listener.channels = {"jobqueue_insert": self._inserted,
                                   "jobqueue_cancel": self._cancel_notified}
-        self.listener.on_connected = lambda: (self.producer.wake.set(), leases.beat_now.set())
-        maintenance = Maintenance(links["background"], cfg, self.log)
+        self.listener.on_connected = lambda: (self._wake_all(), leases.beat_now.set())
+        maintenance = Maintenance(links["claim"], cfg, self.log)
         if self._stopping:
             self._poke()
         background: list[asyncio.Task] = []
@@ -162,8 +174,8 @@ class Worker:
             # claim then goes out as soon as the worker row exists.
             try:
                 await asyncio.gather(
-                    links["background"].execute(q("register_worker"), self._worker_row()),
-                    links["claim"].run(opened), links["finish"].run(opened))
+                    links["claim"].execute(q("register_worker"), self._worker_row()),
+                    links["finish"].run(opened))
             except psycopg.OperationalError:
                 if self._stopping:  # stopped while waiting for the database: a clean stop
                     self.log.info("worker_stopped_before_start")
@@ -178,11 +190,14 @@ class Worker:
                 background.append(self._service(
                     self.listener.run(lambda: self._closing), "listener"))
             completer = self._service(self.completer.run(self._all_written), "completer")
-            await self.producer.run(lambda: self._stopping)
-            await self.executor.drain(self._hard_event, self._hard)
+            # A producer that fails stops the worker (see _service) and is reported at the end.
+            await asyncio.gather(*(self._service(p.run(lambda: self._stopping), "producer")
+                                   for p in self.producers.values()), return_exceptions=True)
+            await self._drain()
         finally:
             self._closing = True
-            self.completer.event.set()
+            if self.completer is not None:
+                self.completer.event.set()
             if completer is not None:
                 with contextlib.suppress(Exception):
                     await completer
@@ -191,11 +206,12 @@ class Worker:
             await asyncio.gather(*background, return_exceptions=True)
             if self._started:
                 with contextlib.suppress(Exception):
-                    links["background"].give_up = lambda: True
-                    await links["background"].execute(q("unregister_worker"), {"id": self.id})
+                    links["claim"].give_up = lambda: True
+                    await links["claim"].execute(q("unregister_worker"), {"id": self.id})
             for link in links.values():
                 await link.close()
-            self.executor.close()
+            for executor in self.executors:
+                executor.close()
             if self.on_stop is not None:
                 with contextlib.suppress(Exception):
                     await self.on_stop()
@@ -222,17 +238,46 @@ class Worker:
         task.add_done_callback(done)
         return task
 
+    async def _drain(self) -> None:
+        """Warm stop: wait up to the grace period for running jobs, then hand back the rest."""
+        pending = [t for e in self.executors for t in e.pending()]
+        if pending and not self._hard:
+            self.log.info("draining", in_flight=len(pending), grace=self.config.grace_seconds)
+            all_done = asyncio.ensure_future(asyncio.wait(pending))
+            hard_wait = asyncio.ensure_future(self._hard_event.wait())
+            await asyncio.wait([all_done, hard_wait], timeout=self.config.grace_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+            all_done.cancel()
+            hard_wait.cancel()
+        await asyncio.gather(*(e.hand_back_rest() for e in self.executors))
+
     def _written(self, job_ids: Iterable[int]) -> None:
-        self.executor.release(job_ids)
+        if len(self.executors) == 1:
+            self.executors[0].release(job_ids)
+        else:
+            ids = list(job_ids)
+            for executor in self.executors:
+                executor.release(ids)
         if self.completer.retried:
             self.completer.retried = False
-            self.producer.look_again()  # a retry may be due before the time it knows
+            for producer in self.producers.values():
+                producer.look_again()  # a retry may be due before the time it knows
 
     def _all_written(self) -> bool:
-        return self._closing and not self.executor.active()
+        return self._closing and not any(e.active() for e in self.executors)
+
+    def _wake_all(self) -> None:
+        for producer in self.producers.values():
+            producer.wake.set()
+
+    def _inserted(self, payload: str) -> None:
+        producer = self.producers.get(payload.partition(" ")[0])
+        if producer is not None:
+            producer.inserted(payload)
 
     def _cancel_notified(self, payload: str) -> None:
-        self.executor.stop_job(int(payload), "cancelled")
+        for executor in self.executors:
+            executor.stop_job(int(payload), "cancelled")
 
     def _worker_row(self) -> dict:
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(),

@@ -7,8 +7,10 @@ It keeps the worker's table of claimed jobs (`in_flight`): a job stays there, le
 renewed, until the completer has written its outcome, so a stop never leaves an outcome in
 memory. Its concurrency slot frees as soon as its handler returns (`running` counts handlers
 at work): the next claim then overlaps the write of the last outcomes instead of waiting for
-it. At most twice `concurrency` jobs are claimed at once (written or not). It does no I/O of
-its own: outcomes go to the completer through `record`.
+it. At most twice `concurrency` jobs are claimed at once (written or not). With `prefetch`
+(WorkerConfig), that many more jobs may be claimed ahead and wait here, leased, to start the
+moment a slot frees (no claim round trip between one job and the next); a stop hands them
+back at once. It does no I/O of its own: outcomes go to the completer through `record`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import random
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ import structlog
 from jobqueue.db.store import Outcome
 from jobqueue.logs import current_job
 from jobqueue.tasks import JobCancelled, JobContext, Permanent, Registry, Retry
-from jobqueue.worker.config import WorkerConfig
+from jobqueue.worker.config import QueueConfig, WorkerConfig
 
 log = structlog.get_logger("jobqueue.worker")
 
@@ -67,18 +70,23 @@ class Running:
 
 
 class Executor:
-    def __init__(self, worker_id: UUID, queue: str, config: WorkerConfig, tasks: Registry,
+    def __init__(self, worker_id: UUID, queue: QueueConfig, config: WorkerConfig,
+                 tasks: Registry,
                  record: Callable[[Outcome], None],
                  report_progress: Callable[[int, str, Any], None],
                  loop: asyncio.AbstractEventLoop, debug: bool):
         self.worker_id, self.worker_name = worker_id, str(worker_id)
-        self.queue, self.config, self.tasks = queue, config, tasks
+        self.queue, self.config, self.tasks = queue.name, config, tasks
+        self.concurrency = queue.concurrency
         self.record, self.report_progress = record, report_progress
         self.loop, self.debug = loop, debug
-        self.log = log.bind(worker=self.worker_name, queue=queue)
+        self.log = log.bind(worker=self.worker_name, queue=queue.name)
         self.in_flight: dict[int, Running] = {}
         self.slots = asyncio.Event()  # set whenever a slot frees
         self.running = 0  # handlers at work (the concurrency limit counts these)
+        self.prefetch = config.prefetch
+        self.waiting: deque[tuple[Running, str, float | None]] = deque()  # claimed ahead
+        self.stopping = False  # start nothing more from `waiting`
         self.claimed = 0
         self._threads: ThreadPoolExecutor | None = None
 
@@ -91,9 +99,16 @@ class Executor:
         running = Running(job_id, attempt, max_attempts, kind, execution_id, now)
         self.in_flight[job_id] = running
         self.claimed += 1
+        if self.running < self.concurrency:
+            self._launch(running, payload, timeout, _EAGER_TASKS)
+        else:
+            self.waiting.append((running, payload, timeout))
+
+    def _launch(self, running: Running, payload: str, timeout: float | None,
+                eager: bool) -> None:
         self.running += 1
         coro = self._execute(running, payload, timeout)
-        if _EAGER_TASKS:
+        if eager:
             # The Task runs the job's first step at once, as the current task: a job that
             # finishes without waiting (a no-op, a cache hit) skips the trip through the loop.
             running.task = asyncio.Task(coro, loop=self.loop, eager_start=True)
@@ -109,8 +124,9 @@ class Executor:
     def free_slots(self) -> int:
         """How many more jobs may be claimed now: handler slots, and room in the table of
         claimed jobs whose outcomes are not written yet (twice the concurrency)."""
-        cfg = self.config
-        return min(cfg.concurrency - self.running, 2 * cfg.concurrency - len(self.in_flight))
+        claimed_ahead = len(self.waiting)
+        return min(self.concurrency + self.prefetch - self.running - claimed_ahead,
+                   2 * self.concurrency + self.prefetch - len(self.in_flight))
 
     def active(self) -> bool:
         return any(r.task is not None and not r.task.done() for r in self.in_flight.values())
@@ -122,6 +138,9 @@ class Executor:
             outcome = await self._outcome(r, payload_text, timeout)
         finally:
             self.running -= 1
+            if self.waiting and not self.stopping:
+                # Not eagerly: a chain of jobs that finish at once would nest in this frame.
+                self._launch(*self.waiting.popleft(), False)
             self.slots.set()
         if outcome is not None:
             self.record(outcome)
@@ -184,7 +203,7 @@ class Executor:
 
     def _in_thread(self, func: Callable, *args) -> asyncio.Future:
         if self._threads is None:
-            self._threads = ThreadPoolExecutor(self.config.concurrency,
+            self._threads = ThreadPoolExecutor(self.concurrency,
                                                thread_name_prefix="jobqueue-task")
         ctx = contextvars.copy_context()  # handler logs keep the job's ids
         return self.loop.run_in_executor(self._threads, ctx.run, func, *args)
@@ -233,7 +252,10 @@ class Executor:
 
     def stop_job(self, job_id: int, reason: str) -> None:
         r = self.in_flight.get(job_id)
-        if r is None or r.task is None or r.task.done() or r.stop_reason:
+        if r is None or r.stop_reason or (r.task is not None and r.task.done()):
+            return
+        if r.task is None:  # claimed ahead, not started
+            self._drop_waiting(r, reason)
             return
         r.stop_reason = reason
         if r.ctx is not None:
@@ -250,17 +272,27 @@ class Executor:
             if outcome is not None:
                 self.record(outcome)
 
-    async def drain(self, hard_event: asyncio.Event, hard: bool) -> None:
-        """Warm stop: wait up to the grace period for running jobs, then hand back the rest."""
-        pending = [r.task for r in self.in_flight.values() if r.task and not r.task.done()]
-        if pending and not hard:
-            self.log.info("draining", in_flight=len(pending), grace=self.config.grace_seconds)
-            all_done = asyncio.ensure_future(asyncio.wait(pending))
-            hard_wait = asyncio.ensure_future(hard_event.wait())
-            await asyncio.wait([all_done, hard_wait], timeout=self.config.grace_seconds,
-                               return_when=asyncio.FIRST_COMPLETED)
-            all_done.cancel()
-            hard_wait.cancel()
+    def _drop_waiting(self, r: Running, reason: str) -> None:
+        self.waiting = deque(w for w in self.waiting if w[0] is not r)
+        r.stop_reason = reason
+        outcome = self.stopped(r, "before it started")
+        if outcome is not None:
+            self.record(outcome)
+        self.slots.set()
+
+    def stop_waiting(self) -> None:
+        """A stop: start nothing more, and hand back what was claimed ahead."""
+        self.stopping = True
+        waiting, self.waiting = self.waiting, deque()
+        for r, _, _ in waiting:
+            r.stop_reason = "shutdown"
+            self.record(Outcome(r.id, r.execution_id, "hand_back"))
+
+    def pending(self) -> list[asyncio.Task]:
+        return [r.task for r in self.in_flight.values() if r.task and not r.task.done()]
+
+    async def hand_back_rest(self) -> None:
+        """After the grace period: stop what still runs (handed back), wait for it to end."""
         for r in list(self.in_flight.values()):
             if r.task is not None and not r.task.done():
                 self.stop_job(r.id, "shutdown")

@@ -29,11 +29,12 @@ log = structlog.get_logger("jobqueue.worker")
 
 
 class Leases:
-    def __init__(self, link: Link, worker_id: UUID, config: WorkerConfig, executor: Executor,
+    def __init__(self, link: Link, worker_id: UUID, config: WorkerConfig,
+                 executors: list[Executor],
                  claim_lock: asyncio.Lock, worker_row: Callable[[], dict],
                  on_released: Callable[[], None]):
         self.link, self.worker_id, self.config = link, worker_id, config
-        self.executor, self.claim_lock, self.worker_row = executor, claim_lock, worker_row
+        self.executors, self.claim_lock, self.worker_row = executors, claim_lock, worker_row
         self.on_released = on_released  # rows went back to the queue: look at it again
         self.log = log.bind(worker=str(worker_id), queue=config.queue)
         self.beat_now = asyncio.Event()
@@ -50,10 +51,9 @@ class Leases:
                 self.log.warning("heartbeat_failed", error=str(exc).strip())
 
     async def beat(self) -> None:
-        in_flight = self.executor.in_flight
         async with self.claim_lock:
             started = time.monotonic()
-            known = list(in_flight)
+            known = [job_id for e in self.executors for job_id in e.in_flight]
             held, released = await self.link.run(lambda conn: store.renew_leases(
                 conn, self.worker_id, known, self.config.lease_seconds))
         await self.link.execute(q("touch_worker"), self.worker_row())
@@ -61,10 +61,11 @@ class Leases:
             self.log.warning("unknown_leases_released", count=len(released), job_ids=released[:20],
                              note="claimed by a claim whose reply was lost; back in the queue")
             self.on_released()
-        for r in list(in_flight.values()):
-            if r.task is None or r.task.done():
-                continue  # finished; its outcome is on its way
-            if r.id not in held and r.claimed_at < started:
-                self.executor.stop_job(r.id, "lease_lost")
-            elif held.get(r.id):
-                self.executor.stop_job(r.id, "cancelled")
+        for executor in self.executors:
+            for r in list(executor.in_flight.values()):
+                if r.task is not None and r.task.done():
+                    continue  # finished; its outcome is on its way
+                if r.id not in held and r.claimed_at < started:
+                    executor.stop_job(r.id, "lease_lost")
+                elif held.get(r.id):
+                    executor.stop_job(r.id, "cancelled")

@@ -1,6 +1,6 @@
-"""The claim loop of one queue: claim runnable jobs in batches as slots free up and hand each
-to the executor; when the queue is empty, sleep until a notification, the next poll, or the
-time the earliest scheduled job is due.
+"""The claim loop of one queue (a worker runs one per queue it serves): claim runnable jobs
+in batches as slots free up and hand each to the executor; when the queue is empty, sleep
+until a notification, the next poll, or the time the earliest scheduled job is due.
 
 It owns the queue's claim connection and the knowledge of when to look again; it never runs
 a handler or writes an outcome.
@@ -19,17 +19,18 @@ from uuid import UUID
 import psycopg
 
 from jobqueue.db import store
-from jobqueue.worker.config import WorkerConfig
+from jobqueue.worker.config import QueueConfig, WorkerConfig
 from jobqueue.worker.executor import Executor
 from jobqueue.worker.link import Link
 
 
 class Producer:
-    def __init__(self, link: Link, worker_id: UUID, config: WorkerConfig, executor: Executor,
-                 claim_lock: asyncio.Lock):
+    def __init__(self, link: Link, worker_id: UUID, queue: QueueConfig, config: WorkerConfig,
+                 executor: Executor, claim_lock: asyncio.Lock):
         self.link, self.worker_id, self.config = link, worker_id, config
         self.executor, self.claim_lock = executor, claim_lock
-        self.queue = config.queue
+        self.queue, self.concurrency, self.claim_batch = (
+            queue.name, queue.concurrency, queue.claim_batch)
         self.wake = asyncio.Event()
         self.claim_rounds = 0
         self._next_run: datetime | None = None  # when the queue's next scheduled job is due
@@ -63,12 +64,12 @@ class Producer:
                 slots.clear()
                 await slots.wait()
                 continue
-            limit = min(free, cfg.claim_batch)
-            if backlog and limit < min(cfg.concurrency, cfg.claim_batch) // 2:
+            limit = min(free, self.claim_batch)
+            if backlog and limit < min(self.concurrency, self.claim_batch) // 2:
                 # Work is waiting but few slots are free: let a few more free up, so a busy
                 # worker claims in batches rather than one row per statement.
                 await asyncio.sleep(0.002)
-                limit = min(free_slots(), cfg.claim_batch)
+                limit = min(free_slots(), self.claim_batch)
             self.wake.clear()
             # The lease service renews only jobs the executor knows; while a claim is in
             # flight it waits, so the rows of this claim are known before it looks.

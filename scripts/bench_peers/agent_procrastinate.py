@@ -2,8 +2,8 @@
 
 Worker: `procrastinate --app agent_procrastinate.app worker --queues bench ...` with this
 folder on PYTHONPATH and BENCH_DB_URL set. Agent: `cli(["setup"])`, `cli(["enqueue", N])`,
-`cli(["latency", N, RATE, WORKERS])` (run through `python -c` so that the app is not defined
-in __main__), one JSON line out.
+`cli(["enqueue-io", N, SECONDS])`, `cli(["latency", N, RATE, WORKERS])` (run through
+`python -c` so that the app is not defined in __main__), one JSON line out.
 """
 
 from __future__ import annotations
@@ -30,6 +30,12 @@ async def bench_noop():
     bench_record.drain_job()
 
 
+@app.task(name="bench_io", queue=QUEUE)
+async def bench_io(sec):
+    bench_record.drain_job()
+    await bench_record.io_job(sec)
+
+
 @app.task(name="bench_latency", queue=QUEUE)
 async def bench_latency(t, seq):
     now = time.time()
@@ -50,6 +56,11 @@ async def main(argv: list[str]) -> dict:
             ids = await bench_noop.batch_defer_async(*[{} for _ in range(n)])
             seconds = time.perf_counter() - started
             return {"count": len(ids), "seconds": seconds}
+        if command == "enqueue-io":
+            n, sec = int(rest[0]), float(rest[1])
+            started = time.perf_counter()
+            ids = await bench_io.batch_defer_async(*[{"sec": sec} for _ in range(n)])
+            return {"count": len(ids), "seconds": time.perf_counter() - started}
         if command == "latency":
             n, rate, workers = int(rest[0]), float(rest[1]), int(rest[2])
 

@@ -6,7 +6,11 @@ pgqueuer from the peers' venv), so each side measures exactly the same way:
   $BENCH_OUT_DIR; every later job pays one global check;
 - latency: the handler's first line takes time.time(); the job's payload carries time.time()
   taken just before the enqueue call; the difference goes, one line per job, into
-  `lat-<pid>.txt` ("<seq> <ms>"), seq < 0 for warm-up jobs.
+  `lat-<pid>.txt` ("<seq> <ms>"), seq < 0 for warm-up jobs;
+- io: the job awaits asyncio.sleep(seconds) (io_job), nothing else;
+- real: "a little real work": the handler takes `i`, `t` and `s` from its payload and appends
+  one line "<i> <t> <s>" to `real-<pid>.txt` with one os.write (real_job; the file is opened
+  once per process, O_APPEND).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Awaitable, Callable
 _OUT = os.environ.get("BENCH_OUT_DIR", "")
 _first_seen = False
 _latency_file = None
+_real_fd: int | None = None
 
 
 def drain_job() -> None:
@@ -41,6 +46,25 @@ def latency_job(now: float, enqueued_at: float, seq: int) -> None:
         _latency_file = open(os.path.join(_OUT, f"lat-{os.getpid()}.txt"), "a")  # noqa: SIM115
     _latency_file.write(f"{seq} {(now - enqueued_at) * 1000.0:.4f}\n")
     _latency_file.flush()
+
+
+async def io_job(seconds: float) -> None:
+    """The I/O-bound job: only waits (a stand-in for an HTTP call)."""
+    await asyncio.sleep(seconds)
+
+
+def real_job(i: int, t: float, s: str) -> None:
+    """A little real work: one line appended to this process's file, one os.write."""
+    global _real_fd
+    if _real_fd is None:
+        path = os.path.join(_OUT or "/tmp", f"real-{os.getpid()}.txt")
+        _real_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(_real_fd, f"{i} {t!r} {s}\n".encode())
+
+
+def real_payload(i: int, t: float, size: int) -> dict:
+    """The payload of real job i: `s` is `size` characters."""
+    return {"i": i, "t": t, "s": ("abcdefghij" * (size // 10 + 1))[:size]}
 
 
 def _warmup_pids(out_dir: str) -> set[str]:

@@ -18,6 +18,7 @@ from jobqueue import JobSpec, Permanent, Retry
 from jobqueue.db.queries import q
 from jobqueue.tasks import Registry
 from jobqueue.worker import GC_YOUNG_THRESHOLD, backoff
+from jobqueue.worker.config import QueueConfig
 from jobqueue.worker.executor import Executor
 from tests.support.helpers import wait_finished, wait_until
 
@@ -486,3 +487,78 @@ def test_a_worker_process_tunes_the_garbage_collector():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == [str(GC_YOUNG_THRESHOLD), "True"]
+
+
+class TestManyQueues:
+    def test_each_queue_keeps_its_own_slots_and_a_slow_one_starves_no_other(
+            self, client, sql, start_worker):
+        """One process serves two queues: `slow` (1 slot) is stuck on a job, `fast` (5 slots)
+        drains meanwhile; neither exceeds its own concurrency."""
+        release = threading.Event()
+        running = {"slow": 0, "fast": 0}
+        peak = {"slow": 0, "fast": 0}
+        lock = threading.Lock()
+
+        def work(payload, ctx):
+            with lock:
+                running[ctx.queue] += 1
+                peak[ctx.queue] = max(peak[ctx.queue], running[ctx.queue])
+            try:
+                if ctx.queue == "slow":
+                    release.wait(20)
+                else:
+                    time.sleep(0.02)
+            finally:
+                with lock:
+                    running[ctx.queue] -= 1
+
+        slow = [client.enqueue("work", queue="slow") for _ in range(3)]
+        fast = [client.enqueue("work", queue="fast") for _ in range(30)]
+        start_worker(registry(work=work), queues=(QueueConfig("slow", 1), QueueConfig("fast", 5)))
+        assert all(j.state == "succeeded" for j in wait_finished(client, fast))
+        assert [client.get(i).state for i in slow].count("running") == 1
+        release.set()
+        wait_finished(client, slow)
+        assert peak == {"slow": 1, "fast": 5}
+
+    def test_a_worker_uses_three_connections_whatever_the_number_of_queues(
+            self, sql, start_worker):
+        def count():
+            return sql("SELECT count(*) AS n FROM pg_stat_activity "
+                       "WHERE datname = current_database()")[0]["n"]
+
+        before = count()
+        tw = start_worker(registry(), queues=tuple(QueueConfig(f"q{i}", 2) for i in range(8)))
+        assert tw.worker.listening.wait(10)
+        wait_until(lambda: tw.worker.claim_rounds >= 8)
+        assert count() - before <= 3
+
+
+class TestPrefetch:
+    def test_jobs_claimed_ahead_wait_their_turn_and_go_back_at_a_stop(
+            self, client, sql, start_worker):
+        """With prefetch, a worker claims jobs beyond its free slots; they start only as slots
+        free (concurrency holds), a cancelled one ends cancelled without running, and a stop
+        hands the rest back at once instead of keeping them leased."""
+        release = threading.Event()
+        started = []
+
+        def work(payload):
+            started.append(payload["n"])
+            release.wait(20)
+
+        ids = [client.enqueue("work", {"n": n}) for n in range(6)]
+        tw = start_worker(registry(work=work), concurrency=2, prefetch=2)
+        wait_until(lambda: sql("SELECT count(*) AS n FROM jobqueue.jobs "
+                               "WHERE lease_owner IS NOT NULL")[0]["n"] == 4)
+        assert sorted(started) == [0, 1]
+        client.cancel(ids[2])  # claimed ahead, not started
+        wait_until(lambda: client.get(ids[2]).state == "cancelled")
+        tw.worker.stop()  # warm: the two running finish, the one claimed ahead goes back
+        wait_until(lambda: client.get(ids[3]).state == "waiting", message="handed back")
+        release.set()
+        tw.thread.join(20)
+        assert sorted(started) == [0, 1]
+        assert [client.get(i).state for i in ids] == [
+            "succeeded", "succeeded", "cancelled", "waiting", "waiting", "waiting"]
+        assert client.get(ids[3]).attempts == 0

@@ -63,3 +63,17 @@ def test_the_readme_tree_names_every_module():
             listed.add(path)
     missing = [str(p) for p in MODULES if str(p) not in listed]
     assert not missing, f"README 'How it works' tree lacks: {missing}"
+
+
+def test_a_worker_process_does_not_import_the_demo_web_or_llm_stacks():
+    """Every worker process pays for what `jobqueue worker` imports at start: importing
+    every command up front (openai via the demo) once added 1.7 s to each worker's start."""
+    import subprocess
+    import sys
+
+    code = ("import sys, jobqueue.cli, jobqueue.cli.worker, jobqueue.worker\n"
+            "print(','.join(m for m in ('openai', 'flask', 'aiohttp', 'psycopg_pool',\n"
+            "               'jobqueue.sim.server', 'jobqueue.llm.runtime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == ""
