@@ -14,13 +14,19 @@ TYPE_CHECKING = False
 
 if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
     from jobqueue.client import Client as Client
-    from jobqueue.jobs import InvalidJob as InvalidJob
+    from jobqueue.errors import BatchFileError as BatchFileError
+    from jobqueue.errors import ConfigError as ConfigError
+    from jobqueue.errors import InvalidAnswer as InvalidAnswer
+    from jobqueue.errors import InvalidJob as InvalidJob
+    from jobqueue.errors import JobCancelled as JobCancelled
+    from jobqueue.errors import JobqueueError as JobqueueError
+    from jobqueue.errors import NoUsableKey as NoUsableKey
+    from jobqueue.errors import Permanent as Permanent
+    from jobqueue.errors import Retry as Retry
+    from jobqueue.errors import UnreadableDocument as UnreadableDocument
     from jobqueue.jobs import Job as Job
     from jobqueue.jobs import JobSpec as JobSpec
-    from jobqueue.tasks import JobCancelled as JobCancelled
     from jobqueue.tasks import JobContext as JobContext
-    from jobqueue.tasks import Permanent as Permanent
-    from jobqueue.tasks import Retry as Retry
     from jobqueue.tasks import task as task
     from jobqueue.worker import Worker as Worker
     from jobqueue.worker import WorkerConfig as WorkerConfig
@@ -28,13 +34,20 @@ if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
 # Each public name and the module it lives in.
 _HOMES = {
     "Client": "jobqueue.client",
-    "InvalidJob": "jobqueue.jobs",
+    # every exception, all JobqueueError (see errors.py for the tree)
+    "JobqueueError": "jobqueue.errors",
+    "InvalidJob": "jobqueue.errors",
+    "ConfigError": "jobqueue.errors",
+    "BatchFileError": "jobqueue.errors",
+    "UnreadableDocument": "jobqueue.errors",
+    "NoUsableKey": "jobqueue.errors",
+    "InvalidAnswer": "jobqueue.errors",
+    "Retry": "jobqueue.errors",
+    "Permanent": "jobqueue.errors",
+    "JobCancelled": "jobqueue.errors",
     "Job": "jobqueue.jobs",
     "JobSpec": "jobqueue.jobs",
-    "JobCancelled": "jobqueue.tasks",
     "JobContext": "jobqueue.tasks",
-    "Permanent": "jobqueue.tasks",
-    "Retry": "jobqueue.tasks",
     "task": "jobqueue.tasks",
     "Worker": "jobqueue.worker",
     "WorkerConfig": "jobqueue.worker",

@@ -12,32 +12,29 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from operator import itemgetter
 
-from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from jobqueue import db
-from jobqueue.db import migrate
+from jobqueue import db, routing
+from jobqueue.db import migrate, store
 from jobqueue.db.queries import q
+from jobqueue.db.store import COPY_FROM, JobFilter
 from jobqueue.jobs import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE,
     InvalidJob,
     Job,
     JobSpec,
+    check_text,
     to_json,
 )
-from jobqueue.tasks import registry
 
 # Rows per INSERT statement in enqueue_many: large enough to amortise the round trip, small
-# enough to keep the parameter arrays modest. All chunks commit together.
+# enough to keep the parameter arrays modest. All chunks commit together. (COPY_FROM, where
+# COPY takes over, is the store's.)
 CHUNK = 5000
-# From this many rows (without idempotency keys) COPY beats INSERT ... unnest: measured
-# ~110k vs ~70k jobs/s for 20,000 rows, at the price of one more round trip for the ids.
-COPY_FROM = 1000
 
 
 class Client:
@@ -84,8 +81,8 @@ class Client:
         A spec that fails validation raises InvalidJob naming its index and field, and nothing
         is enqueued.
         """
-        now = datetime.now(UTC)
-        return self._enqueue_rows([_validated(spec, index, now)
+        now, routes = datetime.now(UTC), routing.load()
+        return self._enqueue_rows([_validated(spec, index, now, routes)
                                    for index, spec in enumerate(specs)])
 
     def enqueue_payloads(self, kind: str, payloads: Iterable, **options) -> list[int]:
@@ -102,14 +99,13 @@ class Client:
         if "payload" in options:
             raise InvalidJob("payload: pass the payloads as the second argument, one per job")
         now = datetime.now(UTC)
-        queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now)
+        queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now, routing.load())
         rows = []
         for index, payload in enumerate(payloads):
             try:
                 rows.append((queue, kind, to_json(payload), *rest))
-            except (TypeError, ValueError) as exc:
-                raise InvalidJob(
-                    f"job {index}: payload: not JSON-serialisable ({exc})") from None
+            except InvalidJob as exc:
+                raise InvalidJob(f"job {index}: {exc}") from None
         return self._enqueue_rows(rows)
 
     def _enqueue_rows(self, rows: list[tuple]) -> list[int]:
@@ -133,7 +129,10 @@ class Client:
                      on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
         failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
-        now = datetime.now(UTC)
+        now, routes = datetime.now(UTC), routing.load()
+        for field, value in (("name", name), ("source", source), ("owner", owner)):
+            check_text(value, field)
+        to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
         total = 0
         with self.pool.connection() as conn, conn.transaction():
             batch_id = conn.execute(q("batch_create"), {
@@ -142,7 +141,7 @@ class Client:
             chunk: list[tuple] = []
             for index, spec in enumerate(specs):
                 spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
-                chunk.append(_validated(spec, index, now))
+                chunk.append(_validated(spec, index, now, routes))
                 if len(chunk) == CHUNK:
                     total += len(_insert(conn, chunk))
                     chunk = []
@@ -158,24 +157,23 @@ class Client:
     def batch(self, batch_id: int) -> dict | None:
         """A batch with its jobs counted by state."""
         with self.pool.connection() as conn:
-            return conn.execute(q("batch_get"), {"id": batch_id}).fetchone()
+            return store.batch(conn, batch_id)
 
     def batch_jobs(self, batch_id: int, after: int = 0, limit: int = 1000) -> list[dict]:
         """One page of a batch's jobs in id order; pass the last id seen as `after`."""
         with self.pool.connection() as conn:
-            return conn.execute(q("batch_jobs"), {
-                "id": batch_id, "after": after, "limit": limit}).fetchall()
+            return store.batch_jobs(conn, batch_id, after, limit)
 
     # -- read -------------------------------------------------------------------------------
 
     def get(self, job_id: int) -> Job | None:
         with self.pool.connection() as conn:
-            row = conn.execute(q("get_job"), {"id": job_id}).fetchone()
+            row = store.get_job(conn, job_id)
         return Job.from_row(row) if row else None
 
     def status(self) -> list[dict]:
         with self.pool.connection() as conn:
-            return conn.execute(q("queue_status")).fetchall()
+            return store.queue_status(conn)
 
     def cache_stats(self) -> dict:
         """Live entries and hits of the LLM response cache."""
@@ -197,16 +195,8 @@ class Client:
         """Cancel a job. Returns 'cancelled' (it was not running: now finished as cancelled),
         'requested' (running: its worker stops it and records it cancelled), 'finished'
         (too late) or 'not_found'."""
-        with self.pool.connection() as conn, conn.transaction():
-            row = conn.execute(q("lock_job"), {"id": job_id}).fetchone()
-            if row is None:
-                found = conn.execute(q("get_job"), {"id": job_id}).fetchone()
-                return "finished" if found else "not_found"
-            if row["lease_owner"] is None:
-                conn.execute(q("cancel_waiting"), {"id": job_id})
-                return "cancelled"
-            conn.execute(q("request_cancel"), {"id": job_id})
-            return "requested"
+        with self.pool.connection() as conn:
+            return store.cancel_job(conn, job_id)
 
     def retry(self, job_id: int) -> bool:
         """Run a dead or cancelled job again with a fresh attempt budget."""
@@ -214,25 +204,22 @@ class Client:
 
     def dead(self, queue: str | None = None, limit: int = 100) -> list[dict]:
         with self.pool.connection() as conn:
-            return conn.execute(q("list_dead"), {"queue": queue, "limit": limit}).fetchall()
+            return store.dead_jobs(conn, queue, limit)
 
     def retry_dead(self, queue: str | None = None, ids: list[int] | None = None) -> list[int]:
         return self._revive(ids=ids, states=["dead"], queue=queue)
 
     def purge_dead(self, queue: str | None = None, ids: list[int] | None = None) -> int:
         with self.pool.connection() as conn:
-            row = conn.execute(q("purge_dead"), {"queue": queue, "ids": ids}).fetchone()
-        return row["count"]
+            return store.delete(conn, JobFilter(queue=queue, ids=ids, state="dead"))
 
     def _revive(self, *, ids, states, queue=None) -> list[int]:
         with self.pool.connection() as conn:
-            rows = conn.execute(
-                q("revive_finished"), {"ids": ids, "states": states, "queue": queue}
-            ).fetchall()
-        return [r["id"] for r in rows]
+            return store.revive(conn, JobFilter(ids=ids, queue=queue), states)
 
 
-def _validated(spec: JobSpec | dict, index: int, now: datetime) -> tuple:
+def _validated(spec: JobSpec | dict, index: int, now: datetime,
+               routes: routing.Routes) -> tuple:
     """The insert row for a spec; InvalidJob names its index and field."""
     if isinstance(spec, dict):
         try:
@@ -240,30 +227,24 @@ def _validated(spec: JobSpec | dict, index: int, now: datetime) -> tuple:
         except TypeError as exc:
             raise InvalidJob(f"job {index}: {exc}") from None
     try:
-        return _row(spec, now)
+        return _row(spec, now, routes)
     except InvalidJob as exc:
         raise InvalidJob(f"job {index}: {exc}") from None
 
 
-def _row(spec: JobSpec, now: datetime) -> tuple:
-    """The insert row for a spec, checked, with its task's defaults for queue and attempts."""
-    task = registry.get(spec.kind) if isinstance(spec.kind, str) else None
-    return spec.validated_row((task and task.queue) or DEFAULT_QUEUE,
-                              (task and task.max_attempts) or DEFAULT_MAX_ATTEMPTS, now)
-
-
-_COLUMNS = ("queue", "kind", "payload", "priority", "run_at", "max_attempts",
-            "timeout_seconds", "owner", "batch_id", "metadata", "idempotency_key")
-
-
-_TEXT_COLUMNS = frozenset({"queue", "kind", "payload", "owner", "metadata"})
+def _row(spec: JobSpec, now: datetime, routes: routing.Routes) -> tuple:
+    """The insert row for a spec, checked. What the caller left out comes from the task's
+    [tasks.NAME] table in jobqueue.toml, else the built-in defaults: never from the task
+    registry, which only the processes that imported the task module have."""
+    return routing.apply(spec, routes).validated_row(DEFAULT_QUEUE, DEFAULT_MAX_ATTEMPTS, now)
 
 
 def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:
     """Enqueue specs inside the caller's transaction (so a job can be created atomically with
     rows of the caller's own); returns (id, created) per spec, in order."""
-    now = datetime.now(UTC)
-    return _insert_chunked(conn, [_validated(spec, i, now) for i, spec in enumerate(specs)])
+    now, routes = datetime.now(UTC), routing.load()
+    return _insert_chunked(conn, [_validated(spec, i, now, routes)
+                                  for i, spec in enumerate(specs)])
 
 
 def _insert_chunked(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
@@ -273,64 +254,6 @@ def _insert_chunked(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
     return out
 
 
-# Row positions (see JobSpec.validated_row) and table defaults of the columns COPY leaves out
-# when every row holds the default. run_at's default is now(), the transaction's time, which
-# is what a row without run_at gets anyway.
-_COPY_OPTIONAL = (("priority", 3, 0), ("run_at", 4, None),
-                  ("max_attempts", 5, DEFAULT_MAX_ATTEMPTS), ("timeout_seconds", 6, None),
-                  ("owner", 7, None), ("batch_id", 8, None), ("metadata", 9, "{}"))
-
-
-def _copy(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
-    """Load rows without idempotency keys with COPY; ids are drawn first, in input order."""
-    found = conn.execute(q("reserve_job_ids"), {"n": len(rows)}).fetchone()
-    now, ids = found["now"], found["ids"]
-    by_column = list(zip(*rows, strict=True))
-    positions = [0, 1, 2]
-    columns = ["id", "queue", "kind", "payload"]
-    for name, position, default in _COPY_OPTIONAL:
-        if by_column[position].count(default) != len(rows):
-            positions.append(position)
-            columns.append(name)
-    if 4 in positions:  # some rows give run_at: the others get the transaction's time
-        rows = [r if r[4] is not None else (*r[:4], now, *r[5:]) for r in rows]
-    values = itemgetter(*positions)
-    statement = sql.SQL(q("copy_jobs")).format(
-        columns=sql.SQL(", ").join(map(sql.Identifier, columns)))
-    with conn.cursor().copy(statement) as copy:
-        for job_id, r in zip(ids, rows, strict=True):
-            copy.write_row((job_id, *values(r)))
-    return [(job_id, True) for job_id in ids]
-
-
 def _insert(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
     """Insert validated rows; returns (id, created) in order."""
-    if len(rows) >= COPY_FROM and not any(r[10] for r in rows):
-        return _copy(conn, rows)
-    if len(rows) == 1 and not rows[0][10]:
-        row = conn.execute(q("insert_job"), dict(zip(_COLUMNS[:10], rows[0], strict=False)))
-        return [(row.fetchone()["id"], True)]
-    columns = {name: list(values)
-               for name, values in zip(_COLUMNS, zip(*rows, strict=True), strict=True)}
-    if not any(columns["idempotency_key"]):
-        del columns["idempotency_key"]
-        params: dict = {}
-        for name, values in columns.items():
-            first = values[0]
-            if name != "payload" and values.count(first) == len(values):
-                params[name], params[f"{name}_all"] = [], first
-            elif name in _TEXT_COLUMNS:  # a literal: psycopg's list dumper is slow per item
-                params[name], params[f"{name}_all"] = db.text_array(values), None
-            else:
-                params[name], params[f"{name}_all"] = values, None
-        return [(r["id"], True) for r in conn.execute(q("insert_jobs"), params).fetchall()]
-    result = conn.execute(q("insert_jobs_idempotent"), columns).fetchall()
-    out = []
-    for row, values in zip(result, rows, strict=True):
-        job_id = row["id"]
-        if job_id is None:  # the key was taken by a transaction that committed meanwhile
-            owner, key = values[7] or "", values[10]
-            found = conn.execute(q("find_idempotent"), {"owner": owner, "key": key}).fetchone()
-            job_id = found["job_id"]
-        out.append((job_id, row["created"]))
-    return out
+    return store.insert_rows(conn, rows)

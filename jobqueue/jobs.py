@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from jobqueue import settings
+from jobqueue.errors import InvalidJob as InvalidJob
 
-HOT_STATES = ("waiting", "scheduled", "running")
+# A job's visible states. They are derived in SQL only, by jobqueue.job_state (see
+# sql/migrations/0007_job_state.sql): waiting (runnable now), scheduled (run_at in the future,
+# never failed), retrying (run_at in the future after a failed attempt: its backoff), running
+# (leased), and the finished ones. Python never works a state out of a row's columns.
+HOT_STATES = ("waiting", "scheduled", "retrying", "running")
 FINISHED_STATES = ("succeeded", "dead", "cancelled")
 STATES = HOT_STATES + FINISHED_STATES
 
@@ -18,22 +25,92 @@ PRIORITIES = {"high": -10, "normal": 0, "low": 10}
 PRIORITY_RANGE = (-32768, 32767)
 
 # One compact encoder, reused: json.dumps(..., separators=...) builds a new one per call.
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan=False: NaN and Infinity are not JSON, and Postgres's jsonb refuses them.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+# The deepest nesting of arrays and objects a payload or metadata may have. The worker decodes
+# payloads with the json module, whose recursion a few hundred levels deeper than this would
+# exhaust (the client used to accept depth 985, which crashed the worker with RecursionError);
+# no real payload comes close.
+MAX_JSON_DEPTH = 100
+
+# What Postgres cannot store in text or jsonb: NUL (refused by both) and lone UTF-16 surrogates
+# (not encodable as UTF-8). The encoder escapes NUL as \u0000 and keeps surrogates as they are,
+# so one scan of the encoded text finds every candidate; only then is the value walked, to
+# name the place.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def to_json(value: Any) -> str:
+def to_json(value: Any, field: str = "payload") -> str:
+    """`value` as compact JSON, or InvalidJob naming `field` (and the place inside it) when it
+    is not JSON or Postgres or a worker could not take it: NUL, a lone surrogate, NaN or an
+    infinity, nesting deeper than MAX_JSON_DEPTH."""
     if value == {} and type(value) is dict:  # the common empty payload or metadata
         return "{}"
-    return _encode(value)
+    try:
+        encoded = _encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        _check_json(value, field)  # names the place when it is ours to name
+        raise InvalidJob(f"{field}: not JSON-serialisable ({exc})") from None
+    # Cheap screens first: a value cannot nest deeper than it has brackets.
+    # isascii() is a flag check: ASCII text holds no surrogates, so most payloads skip the regex.
+    if ("\\u0000" in encoded
+            or (not encoded.isascii() and _SURROGATE.search(encoded) is not None)
+            or encoded.count("[") + encoded.count("{") > MAX_JSON_DEPTH):
+        _check_json(value, field)
+    return encoded
+
+
+def check_text(value: Any, field: str, *, optional: bool = True) -> None:
+    """InvalidJob unless `value` is a string Postgres can store as text (or None if optional)."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise InvalidJob(f"{field}: must be a string, got {type(value).__name__}")
+    problem = _text_problem(value)
+    if problem:
+        raise InvalidJob(f"{field}: {problem}")
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which Postgres cannot store"
+    surrogate = _SURROGATE.search(text)
+    if surrogate:
+        return (f"contains a lone surrogate (U+{ord(surrogate[0]):04X}), which is not "
+                "valid Unicode text")
+    return None
+
+
+def _check_json(value: Any, field: str) -> None:
+    """Walk `value` (without recursion) and raise InvalidJob at the first thing we refuse."""
+    stack: list[tuple[Any, str, int]] = [(value, field, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            problem = _text_problem(item)
+            if problem:
+                raise InvalidJob(f"{where}: {problem}")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidJob(f"{where}: {item!r} is not a JSON number")
+        elif isinstance(item, dict | list | tuple):
+            if depth >= MAX_JSON_DEPTH:
+                raise InvalidJob(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if isinstance(key, str):
+                        problem = _text_problem(key)
+                        if problem:
+                            raise InvalidJob(f"{where}: key {key!r}: {problem}")
+                    stack.append((child, f"{where}.{key}", depth + 1))
+            else:
+                stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
 
 
 # Defined in settings; named here too for the modules that import them from jobs.
 DEFAULT_QUEUE = settings.DEFAULT_QUEUE
 DEFAULT_MAX_ATTEMPTS = settings.DEFAULT_MAX_ATTEMPTS
-
-
-class InvalidJob(ValueError):
-    """A job spec that cannot be enqueued; the message names the field."""
 
 
 def parse_priority(value: int | str | None) -> int:
@@ -77,9 +154,9 @@ class JobSpec:
         """The values the insert needs, checked; raises InvalidJob naming the bad field."""
         if not isinstance(self.kind, str) or not self.kind:
             raise InvalidJob("kind: must be a non-empty string")
+        check_text(self.kind, "kind")
         queue = self.queue or default_queue
-        if not isinstance(queue, str):
-            raise InvalidJob("queue: must be a string")
+        check_text(queue, "queue", optional=False)
         max_attempts = default_max_attempts if self.max_attempts is None else self.max_attempts
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
             raise InvalidJob(f"max_attempts: must be a positive integer, got {max_attempts!r}")
@@ -98,12 +175,12 @@ class JobSpec:
             raise InvalidJob("run_at: must carry a time zone")
         if self.metadata is not None and not isinstance(self.metadata, dict):
             raise InvalidJob("metadata: must be an object")
-        if self.idempotency_key is not None and not isinstance(self.idempotency_key, str):
-            raise InvalidJob("idempotency_key: must be a string")
-        try:
-            payload = to_json(self.payload)
-        except (TypeError, ValueError) as exc:
-            raise InvalidJob(f"payload: not JSON-serialisable ({exc})") from None
+        check_text(self.idempotency_key, "idempotency_key")
+        if self.idempotency_key == "":  # was silently no key at all: say so instead
+            raise InvalidJob("idempotency_key: must be a non-empty string, or None for no key")
+        check_text(self.owner, "owner")
+        payload = to_json(self.payload, "payload")
+        metadata = to_json(self.metadata or {}, "metadata")
         return (
             queue,
             self.kind,
@@ -114,7 +191,7 @@ class JobSpec:
             self.timeout,
             self.owner,
             self.batch_id,
-            to_json(self.metadata or {}),
+            metadata,
             self.idempotency_key,
         )
 

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from jobqueue import errors
+
 VERSION = "0.1.0"
 
 DEFAULT_QUEUE = "default"
@@ -57,8 +59,7 @@ WEB_TIMEOUT_SECONDS = 30
 WEB_GRACEFUL_TIMEOUT_SECONDS = 25
 
 
-class SettingError(ValueError):
-    """An environment variable with a value that does not parse; the message names it."""
+SettingError = errors.SettingError  # a value that does not parse; the message names it
 
 
 _TRUE = ("1", "true", "yes", "on")
@@ -154,9 +155,11 @@ def _variable(*args, **kwargs) -> Variable:
 DATABASE_URL = _variable(
     "DATABASE_URL", None, "the Postgres to use",
     shown_default="an embedded server under `JOBQUEUE_HOME`")
+_ROOT = ("the project root (the nearest directory upwards holding `jobqueue.toml`, "
+         "`pyproject.toml` or `.git`; see jobqueue/config.py)")
 JOBQUEUE_HOME = _variable(
-    "JOBQUEUE_HOME", Path(".jobqueue"), "where the embedded server keeps its data",
-    parse=Path, shown_default="`./.jobqueue`")
+    "JOBQUEUE_HOME", None, "where the embedded server keeps its data",
+    parse=Path, shown_default=f"`.jobqueue` in {_ROOT}")
 JOBQUEUE_PGBOUNCER = _variable(
     "JOBQUEUE_PGBOUNCER", False,
     "`1` behind PgBouncer in transaction mode: no prepared statements (use `worker "
@@ -164,8 +167,8 @@ JOBQUEUE_PGBOUNCER = _variable(
 
 # -- platforms and logs ---------------------------------------------------------------------
 JOBQUEUE_CONFIG = _variable(
-    "JOBQUEUE_CONFIG", Path("jobqueue.toml"), "the platform configuration (TOML)",
-    parse=Path, shown_default="`jobqueue.toml` in the working directory")
+    "JOBQUEUE_CONFIG", None, "the config file: platforms and `[tasks.NAME]` routing (TOML)",
+    parse=Path, shown_default="`jobqueue.toml` in the project root")
 LOG_FORMAT = _variable(
     "LOG_FORMAT", None, "`json` or `console`", parse=_choice("json", "console"),
     shown_default="console on a terminal, json elsewhere")

@@ -1,8 +1,11 @@
 """The task registry: plain Python functions (sync or async) that workers run by name.
 
-    @task("send_email", queue="emails", max_attempts=3)
+    @task("send_email")
     def send_email(payload, ctx):
         ...
+
+Where its jobs go is not the decorator's business: `[tasks.send_email] queue = "emails"` in
+jobqueue.toml routes them, for every process (see jobqueue/routing.py).
 
 A handler gets the job's payload, and the JobContext too when it declares a `ctx` parameter.
 Its return value (JSON-serialisable) is the job's result.
@@ -16,21 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class Retry(Exception):
-    """Raise to ask for another attempt after `delay` seconds (or the usual backoff)."""
-
-    def __init__(self, message: str = "retry requested", delay: float | None = None):
-        super().__init__(message)
-        self.delay = delay
-
-
-class Permanent(Exception):
-    """Raise to dead-letter the job now: retrying cannot help (bad input, say)."""
-
-
-class JobCancelled(Exception):
-    """Raised by ctx.check_cancelled() once someone has cancelled the running job."""
+from jobqueue import routing
+from jobqueue.errors import JobCancelled as JobCancelled
+from jobqueue.errors import Permanent as Permanent
+from jobqueue.errors import Retry as Retry
 
 
 @dataclass
@@ -81,8 +73,13 @@ class Registry:
         self._tasks: dict[str, Task] = {}
 
     def register(self, name: str, func: Callable, **options) -> Task:
+        """Add a task. Options a process-independent routing must back (queue, max_attempts,
+        timeout) are checked against jobqueue.toml's [tasks.NAME]: see jobqueue/routing.py."""
         if name in self._tasks and self._tasks[name].func is not func:
             raise ValueError(f"task {name!r} is registered twice")
+        routing.check_task(name, queue=options.get("queue"),
+                           max_attempts=options.get("max_attempts"),
+                           timeout=options.get("timeout"))
         params = inspect.signature(func).parameters
         t = Task(
             name=name,
@@ -112,7 +109,13 @@ def task(
     timeout: float | None = None,
     registry: Registry = registry,
 ):
-    """Register a function as the task `name` (default: its __name__)."""
+    """Register a function as the task `name` (default: its __name__).
+
+    `queue` and `max_attempts` do not route: jobqueue.toml's [tasks.NAME] table does, for every
+    process. When given here they must agree with that table (ConfigError otherwise), so a
+    worker importing the task refuses to start rather than wait on a queue nobody fills.
+    `timeout` is the limit for this task's jobs that carry none of their own.
+    """
 
     def decorate(func: Callable) -> Callable:
         registry.register(

@@ -137,10 +137,10 @@ def explain(conn: psycopg.Connection) -> None:
     for name, (extra, scan) in cases.items():
         window = {"before": MAX_ID, "scan": scan}
         plans = [("window", conn.execute("EXPLAIN (ANALYZE, BUFFERS) " +
-                                         q("dashboard_jobs_window"), window, prepare=False))]
-        floor = conn.execute(q("dashboard_jobs_window"), window, prepare=False).fetchone()
+                                         q("jobs_window"), window, prepare=False))]
+        floor = conn.execute(q("jobs_window"), window, prepare=False).fetchone()
         plans.append(("page", conn.execute(
-            "EXPLAIN (ANALYZE, BUFFERS) " + q("dashboard_jobs_page"),
+            "EXPLAIN (ANALYZE, BUFFERS) " + q("jobs_page"),
             base | extra | {"floor": floor["floor"]}, prepare=False)))
         for part, plan in plans:
             print(f"\n-- {name}: {part}")

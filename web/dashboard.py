@@ -7,8 +7,11 @@ without reloading, with a pause control in the header.
 
 No page view scans the `finished` table without a bound: counts come from finished_counts,
 the chart from the minutes it has not seen yet (BRIN), lists from indexes or from a window of
-ids (see sql/dashboard_queries.sql). Only the confirmation of a bulk action on "everything
-matching" counts the whole match, under a statement timeout.
+ids (see jobs_window in sql/queries/jobs.sql). Only the confirmation of a bulk action on
+"everything matching" counts the whole match, under a statement timeout.
+
+Every job read and change goes through jobqueue/db/store.py, so a job's state here is the one
+every other surface reports; only workers, limits and the cache are read here directly.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from flask import (
 )
 
 from jobqueue.batches import export as batch_export
+from jobqueue.db import store
 from jobqueue.db.queries import q
+from jobqueue.db.store import JobFilter
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from web import resources
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in
@@ -43,8 +48,8 @@ from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in
 bp = Blueprint("dashboard", __name__)
 
 PAGE = 50             # jobs per page of the list
-# Ids one page of the job list examines at most (see dashboard_jobs_window): on a million
-# finished rows, about 15 ms of index scan and filtering, or 50-70 ms of text search.
+# Ids one page of the job list examines at most (see jobs_window in sql/queries/jobs.sql): on
+# a million finished rows, about 15 ms of index scan and filtering, or 50-70 ms of text search.
 SCAN = 50_000
 TEXT_SCAN = 20_000
 BATCH_PAGE = 25
@@ -53,9 +58,9 @@ MAX_ID = 2**63 - 1    # "no cursor yet": newer than every id
 COUNT_TIMEOUT = "10s"  # the confirmation count of a bulk action may scan the whole table
 # Which states each bulk action applies to (shown on the confirmation page).
 ACTIONS = {
-    "retry": ("dashboard_retry", ("dead", "cancelled")),
-    "cancel": ("dashboard_cancel", HOT_STATES),
-    "delete": ("dashboard_delete", ("waiting", "scheduled", *FINISHED_STATES)),
+    "retry": ("dead", "cancelled"),
+    "cancel": HOT_STATES,
+    "delete": tuple(s for s in STATES if s != "running"),
 }
 FILTERS = ("queue", "state", "kind", "batch", "owner", "q")
 _LIKE_SPECIAL = re.compile(r"[\\%_]")
@@ -133,15 +138,22 @@ def _pretty_json(value) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-def _rows(name: str, params: dict | None = None, timeout: str | None = None) -> list[dict]:
-    """Run a dashboard query unprepared, so it is planned for the values it is given; with a
-    timeout, inside a transaction that carries it."""
+def _rows(name: str, params: dict | None = None) -> list[dict]:
+    """Run one of the dashboard's own queries (workers, limits, cache) unprepared, so it is
+    planned for the values it is given."""
+    with resources().client.pool.connection() as conn:
+        return conn.execute(q(name), params or {}, prepare=False).fetchall()
+
+
+def _store(call, *args, timeout: str | None = None):
+    """Call a job store function on a pooled connection; with a timeout, inside a transaction
+    that carries it."""
     with resources().client.pool.connection() as conn:
         if timeout is None:
-            return conn.execute(q(name), params or {}, prepare=False).fetchall()
+            return call(conn, *args)
         with conn.transaction():
             conn.execute(q("dashboard_statement_timeout"), {"timeout": timeout})
-            return conn.execute(q(name), params or {}, prepare=False).fetchall()
+            return call(conn, *args)
 
 
 def _page(template: str, **context):
@@ -188,7 +200,7 @@ def logout():
 
 @bp.get("/")
 def overview():
-    queues = _rows("queue_status")
+    queues = _store(store.queue_status)
     totals = {state: sum(r[state] for r in queues) for state in STATES}
     return _page("overview.html", title="Overview", queues=queues, totals=totals,
                  total=sum(totals.values()), chart=_chart(_last_hour()))
@@ -202,7 +214,7 @@ def _last_hour() -> list[dict]:
     minutes, lock = current_app.extensions.setdefault("dashboard.minutes", ({}, Lock()))
     with lock:
         since = max(minutes) + timedelta(minutes=1) if minutes else None
-    fresh = _rows("dashboard_throughput", {"since": since})
+    fresh = _store(store.finished_per_minute, since)
     now = fresh[-1]["minute"]
     hour = [now - timedelta(minutes=n) for n in range(59, -1, -1)]
     with lock:
@@ -249,19 +261,18 @@ def _filter_args(source) -> dict[str, str]:
     return {k: source.get(k, "").strip() for k in FILTERS if source.get(k, "").strip()}
 
 
-def _filter_params(args: dict[str, str]) -> dict:
-    """The filter as the queries' parameters; None means any."""
+def _filter(args: dict[str, str]) -> JobFilter:
+    """The filter as the store takes it; None means any."""
     text = args.get("q")
     batch = args.get("batch", "")
     state = args.get("state")
-    return {
-        "queue": args.get("queue") or None, "kind": args.get("kind") or None,
-        "owner": args.get("owner") or None,
-        "batch_id": int(batch) if batch.isdigit() else None,
-        "state": state if state in STATES else None,
-        "text": "%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text) + "%" if text else None,
-        "ids": None, "upto": None,
-    }
+    return JobFilter(
+        queue=args.get("queue") or None, kind=args.get("kind") or None,
+        owner=args.get("owner") or None,
+        batch_id=int(batch) if batch.isdigit() else None,
+        state=state if state in STATES else None,
+        text="%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text) + "%" if text else None,
+    )
 
 
 @bp.get("/jobs")
@@ -269,10 +280,9 @@ def jobs():
     args = _filter_args(request.args)
     before = request.args.get("before", type=int) or MAX_ID
     scan = TEXT_SCAN if args.get("q") else SCAN
-    (window,) = _rows("dashboard_jobs_window", {"before": before, "scan": scan})
+    window = _store(store.jobs_window, before, scan)
     floor = window["floor"] or 0
-    rows = _rows("dashboard_jobs_page",
-                 _filter_params(args) | {"before": before, "floor": floor, "limit": PAGE})
+    rows = _store(store.jobs_page, _filter(args), before, floor, PAGE)
     if len(rows) == PAGE:
         older = rows[-1]["id"]
     elif window["scanned"] == scan:  # the window ended before the table did: go on below it
@@ -282,7 +292,7 @@ def jobs():
     return _page("jobs.html", title="Jobs", rows=rows, args=args, before=before, older=older,
                  window=window, scan=scan, newest=before == MAX_ID,
                  limited=len(rows) < PAGE and older is not None,
-                 queues=[r["queue"] for r in _rows("queue_status")])
+                 queues=[r["queue"] for r in _store(store.queue_status)])
 
 
 def _bulk_request(values) -> tuple[str, dict[str, str]]:
@@ -298,12 +308,12 @@ def bulk_confirm():
     """Before acting on everything matching a filter: how many jobs that is, by state."""
     action, args = _bulk_request(request.args)
     try:
-        found = _rows("dashboard_match_counts", _filter_params(args), timeout=COUNT_TIMEOUT)
+        found = _store(store.match_counts, _filter(args), timeout=COUNT_TIMEOUT)
     except psycopg.errors.QueryCanceled:
         abort(503, description=f"counting the matching jobs took over {COUNT_TIMEOUT}: "
                                "narrow the filter")
     counts = {r["state"]: r["count"] for r in found}
-    states = ACTIONS[action][1]
+    states = ACTIONS[action]
     return _page("confirm.html", title=f"{action.capitalize()} all matching jobs",
                  action=action, args=args, counts=counts,
                  states=", ".join(states[:-1]) + " or " + states[-1],
@@ -317,25 +327,26 @@ def bulk_action():
     action, args = _bulk_request(request.form)
     ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
     if ids:  # the jobs ticked on the page, whatever the filter
-        params = _filter_params({}) | {"ids": ids}
+        where = JobFilter(ids=ids)
     elif request.form.get("upto", "").isdigit():  # everything matching, as confirmed
-        params = _filter_params(args) | {"upto": int(request.form["upto"])}
+        where = _filter(args)
+        where.upto = int(request.form["upto"])
     else:
         flash("Select some jobs first.", "error")
         return redirect(url_for(".jobs", **args))
-    flash(_run_action(action, params))
+    flash(_run_action(action, where))
     return redirect(url_for(".jobs", **args))
 
 
-def _run_action(action: str, params: dict) -> str:
+def _run_action(action: str, where: JobFilter) -> str:
     """Run a bulk action; returns what it did, in words."""
-    (row,) = _rows(ACTIONS[action][0], params)
     if action == "retry":
-        return f"Retried {row['retried']} job(s)."
+        return f"Retried {len(_store(store.revive, where, ACTIONS['retry']))} job(s)."
     if action == "cancel":
-        return (f"Cancelled {row['cancelled']} job(s); asked the workers of "
-                f"{row['requested']} running job(s) to stop.")
-    return f"Deleted {row['deleted']} job(s)."
+        done = _store(store.cancel, where)
+        return (f"Cancelled {done['cancelled']} job(s); asked the workers of "
+                f"{done['requested']} running job(s) to stop.")
+    return f"Deleted {_store(store.delete, where)} job(s)."
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -352,7 +363,7 @@ def _timeline(job) -> list[dict]:
     events = [(job.created_at, 0, "created", "")]
     if job.run_at != job.created_at:
         events.append((job.run_at, 1, "runnable from",
-                       "scheduled" if job.state == "scheduled" else ""))
+                       job.state if job.state in ("scheduled", "retrying") else ""))
     if job.started_at:
         events.append((job.started_at, 2, f"attempt {job.attempts} started", ""))
     for error in job.errors:
@@ -381,7 +392,7 @@ def job_action(job_id: int, action: str):
                "finished": f"Job {job_id} had already finished.",
                "not_found": f"Job {job_id} does not exist."}[client.cancel(job_id)])
     else:
-        flash(_run_action("delete", _filter_params({}) | {"ids": [job_id]}))
+        flash(_run_action("delete", JobFilter(ids=[job_id])))
         return redirect(url_for(".jobs"))
     return redirect(url_for(".job", job_id=job_id))
 
@@ -392,10 +403,10 @@ def job_action(job_id: int, action: str):
 @bp.get("/dead")
 def dead():
     queue = request.args.get("queue") or None
-    queues = [r for r in _rows("queue_status") if r["dead"]]
+    queues = [r for r in _store(store.queue_status) if r["dead"]]
     total = sum(r["dead"] for r in queues if queue in (None, r["queue"]))
     return _page("dead.html", title="Dead letters", queue=queue, queues=queues, total=total,
-                 rows=_rows("dashboard_dead", {"queue": queue, "limit": DEAD_PAGE}))
+                 rows=_store(store.dead_jobs, queue, DEAD_PAGE))
 
 
 @bp.post("/dead/<any(retry, purge):action>")
@@ -406,19 +417,18 @@ def dead_action(action: str):
     if not ids and request.form.get("all") != "1":
         flash("Select some jobs first.", "error")
         return back
-    params = _filter_params({"queue": queue, "state": "dead"}) | {"ids": ids or None}
+    where = JobFilter(queue=queue, state="dead", ids=ids or None)
     if action == "retry":
-        flash(_run_action("retry", params))
+        flash(_run_action("retry", where))
     else:
-        (row,) = _rows("dashboard_delete", params)
-        flash(f"Purged {row['deleted']} dead job(s).")
+        flash(f"Purged {_store(store.delete, where)} dead job(s).")
     return back
 
 
 @bp.get("/batches")
 def batches():
     before = request.args.get("before", type=int) or MAX_ID
-    rows = _rows("dashboard_batches", {"before": before, "limit": BATCH_PAGE})
+    rows = _store(store.batches_page, before, BATCH_PAGE)
     for row in rows:
         total = max(row["total"], sum(row[s] for s in STATES), 1)
         row["done"] = sum(row[s] for s in FINISHED_STATES)

@@ -15,7 +15,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from jobqueue.db import store
 from jobqueue.db.queries import q
+from jobqueue.jobs import FINISHED_STATES
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -26,9 +28,8 @@ class _Collector:
 
     def collect(self):
         with self.client.pool.connection() as conn:
-            jobs = conn.execute(q("metrics_jobs")).fetchall()
-            oldest = conn.execute(q("metrics_oldest")).fetchall()
-            recent = conn.execute(q("metrics_recent")).fetchall()
+            found = store.metrics(conn)
+            jobs, oldest, recent = found["jobs"], found["oldest"], found["recent"]
             limits = conn.execute(q("rate_state"), {"platform": None}).fetchall()
             cache = conn.execute(q("cache_stats")).fetchone()
             workers = conn.execute(q("list_workers")).fetchall()
@@ -41,7 +42,7 @@ class _Collector:
         finished = CounterMetricFamily("jobqueue_jobs_finished", "Jobs finished, by outcome "
                                        "(retained rows).", labels=["queue", "outcome"])
         for r in jobs:
-            if r["state"] in ("succeeded", "dead", "cancelled"):
+            if r["state"] in FINISHED_STATES:
                 finished.add_metric([r["queue"], r["state"]], r["count"])
         yield finished
         g = GaugeMetricFamily("jobqueue_oldest_waiting_seconds",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from jobqueue import settings
+from jobqueue.jobs import STATES
 
 
 def _ref(name: str) -> dict:
@@ -55,8 +56,7 @@ OPENAPI = {
             "Job": {"type": "object", "properties": {
                 "id": {"type": "integer"}, "queue": {"type": "string"},
                 "kind": {"type": "string"},
-                "state": {"enum": ["waiting", "scheduled", "running", "succeeded", "dead",
-                                   "cancelled"]},
+                "state": {"enum": list(STATES)},
                 "payload": {}, "result": {}, "progress": {},
                 "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
                 "errors": {"type": "array", "items": {"type": "object"}},
@@ -71,9 +71,8 @@ OPENAPI = {
             "Batch": {"type": "object", "properties": {
                 "id": {"type": "integer"}, "name": {"type": ["string", "null"]},
                 "queue": {"type": "string"}, "total": {"type": "integer"},
-                "waiting": {"type": "integer"}, "running": {"type": "integer"},
-                "succeeded": {"type": "integer"}, "dead": {"type": "integer"},
-                "cancelled": {"type": "integer"}, "finished": {"type": "integer"}}},
+                **{state: {"type": "integer"} for state in STATES},
+                "finished": {"type": "integer"}}},
         },
     },
     "paths": {

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobqueue.errors import BatchFileError as BatchFileError
+from jobqueue.errors import format_location
 from jobqueue.jobs import PRIORITIES, PRIORITY_RANGE
 
 FIELDS = ("prompt", "messages", "model", "max_tokens", "temperature", "priority",
@@ -35,17 +37,6 @@ _ROLES_TEXT = ", ".join(ROLES)
 _PRIORITY_TEXT = "an integer or one of " + ", ".join(PRIORITIES)
 
 Progress = Callable[[int], None]
-
-
-class BatchFileError(ValueError):
-    """A problem in a batch file; str() is `FILE:LINE: field: what is wrong`, for people."""
-
-    def __init__(self, path: str, line: int | None, field: str | None, problem: str):
-        self.path = path
-        self.line = line
-        self.field = field
-        self.problem = problem
-        super().__init__(_format(path, line, field, problem))
 
 
 @dataclass(slots=True)
@@ -143,9 +134,7 @@ class _Counts:
     rows = 0  # non-blank records after any header, good or bad
 
 
-def _format(path: str, line: int | None, field: str | None, problem: str) -> str:
-    where = path if line is None else f"{path}:{line}"
-    return f"{where}: {field}: {problem}" if field else f"{where}: {problem}"
+_format = format_location
 
 
 def _show(value: Any, limit: int = 60) -> str:

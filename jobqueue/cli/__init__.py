@@ -1,5 +1,5 @@
 """The `jobqueue` command: the root group and its entry point; each command group lives in a
-module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench).
+module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench, db).
 
 Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
 JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix); the defaults come from
@@ -17,7 +17,8 @@ import click
 import psycopg
 
 from jobqueue import logs, settings, signals
-from jobqueue.cli.common import GLOBAL_ARGS, UserError, option_args
+from jobqueue.cli.common import GLOBAL_ARGS, option_args
+from jobqueue.errors import JobqueueError
 
 # Each command and the module that defines it, imported only when that command runs: a
 # worker must not pay for the demo's imports (openai, the simulator, Flask): importing every
@@ -34,6 +35,7 @@ COMMANDS = {
     "tokens": "jobqueue.cli.tokens:tokens",
     "demo": "jobqueue.cli.demo:demo_command",
     "bench": "jobqueue.cli.bench:bench_command",
+    "db": "jobqueue.cli.db:db_group",
 }
 
 
@@ -74,8 +76,6 @@ def cli(ctx: click.Context, log_level: str, log_format: str | None) -> None:
     ctx.meta[GLOBAL_ARGS] = option_args(ctx.command,
                                         ctx.params | {"log_level": level, "log_format": fmt})
 
-
-
 def main() -> None:
     try:
         cli.main(prog_name="jobqueue", standalone_mode=False)
@@ -85,9 +85,12 @@ def main() -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except settings.SettingError as exc:
-        UserError(str(exc)).show()
-        sys.exit(UserError.exit_code)
+    except JobqueueError as exc:
+        # Ours and raised on purpose (a wrong jobqueue.toml or environment variable, a job we
+        # refuse, a task whose decorator disagrees with the routing table): bad input, one
+        # line, no traceback.
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
     except psycopg.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         click.echo(f"Error: cannot reach the database: {first}", err=True)

@@ -106,7 +106,7 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
 
     def counts(b: dict) -> str:
         return (f"{b['succeeded']} ok, {b['dead']} dead, {b['running']} running, "
-                f"{b['waiting'] + b['scheduled']} waiting")
+                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting")
 
     deadline = time.monotonic() + timeout if timeout is not None else None
     with open_client() as jq:

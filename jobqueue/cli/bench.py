@@ -19,7 +19,8 @@ import click
 
 from jobqueue.cli.common import database_url, print_json
 from jobqueue.client import Client
-from jobqueue.db.queries import q
+from jobqueue.db import store
+from jobqueue.jobs import HOT_STATES
 
 
 def run(url: str, jobs: int, processes: int, probes: int, rate: float) -> dict:
@@ -55,7 +56,7 @@ def run(url: str, jobs: int, processes: int, probes: int, rate: float) -> dict:
             for w in workers:
                 w.wait(30)
             with jq.pool.connection() as conn:
-                conn.execute(q("purge_queue"), {"queue": queue})
+                store.purge_queue(conn, queue)
     pct = statistics.quantiles(latencies, n=100, method="inclusive")
     result = {"enqueue_jobs_per_s": enqueue_rate, "drain_jobs_per_s": drain_rate,
               "pickup_p50_ms": pct[49], "pickup_p95_ms": pct[94], "pickup_p99_ms": pct[98],
@@ -67,7 +68,7 @@ def run(url: str, jobs: int, processes: int, probes: int, rate: float) -> dict:
 
 def _unfinished(jq: Client, queue: str) -> int:
     row = next((r for r in jq.status() if r["queue"] == queue), None)
-    return 0 if row is None else row["waiting"] + row["scheduled"] + row["running"]
+    return 0 if row is None else sum(row[state] for state in HOT_STATES)
 
 
 @click.command("bench")

@@ -23,7 +23,8 @@ from jobqueue.jobs import InvalidJob
 @click.option("--prompt", default=None, help="With --platform: the prompt of a chat job.")
 @click.option("--model", default=None, help="With --platform: a model other than the default.")
 @click.option("--max-tokens", type=click.IntRange(1), default=None)
-@click.option("--queue", "-q", default=None, help="Default: the task's queue, else 'default'.")
+@click.option("--queue", "-q", default=None,
+              help="Default: [tasks.KIND] queue in jobqueue.toml, else 'default'.")
 @click.option("--priority", default=None, help="Integer (lower runs first) or high|normal|low.")
 @click.option("--delay", type=click.FloatRange(0), default=None, help="Seconds before it runs.")
 @click.option("--max-attempts", type=click.IntRange(1), default=None)

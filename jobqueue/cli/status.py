@@ -6,6 +6,7 @@ from datetime import datetime
 
 import click
 
+from jobqueue import db
 from jobqueue.cli.common import (
     cell,
     open_client,
@@ -16,7 +17,9 @@ from jobqueue.cli.common import (
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Per queue: waiting, scheduled, running, succeeded, dead, cancelled; oldest wait."""
+    """Per queue: waiting, scheduled, retrying, running, succeeded, dead, cancelled; oldest
+    wait."""
+    where = db.describe()  # before open_client, which sets DATABASE_URL for the embedded server
     with open_client() as jq:
         rows = jq.status()
         workers = jq.workers()
@@ -26,10 +29,11 @@ def status(as_json: bool) -> None:
         print_json({"queues": rows, "workers": workers, "rate_limits": limits,
                      "cache": cache})
         return
-    columns = ("queue", "waiting", "scheduled", "running", "succeeded", "dead", "cancelled",
-               "oldest_waiting_seconds", "finished_last_minute")
-    headers = ("QUEUE", "WAITING", "SCHEDULED", "RUNNING", "SUCCEEDED", "DEAD", "CANCELLED",
-               "OLDEST WAIT", "DONE/MIN")
+    columns = ("queue", "waiting", "scheduled", "retrying", "running", "succeeded", "dead",
+               "cancelled", "oldest_waiting_seconds", "finished_last_minute")
+    headers = ("QUEUE", "WAITING", "SCHEDULED", "RETRYING", "RUNNING", "SUCCEEDED", "DEAD",
+               "CANCELLED", "OLDEST WAIT", "DONE/MIN")
+    click.echo(f"database: {where}")
     table = [headers] + [tuple(cell(r[c]) for c in columns) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:

@@ -10,9 +10,11 @@ from jobqueue.db.connect import (
     connect_async,
     connect_kwargs,
     database_url,
+    describe,
     int_array,
+    redact,
     text_array,
 )
 
 __all__ = ["behind_pgbouncer", "connect", "connect_async", "connect_kwargs", "database_url",
-           "int_array", "text_array"]
+           "describe", "int_array", "redact", "text_array"]

@@ -22,6 +22,37 @@ def database_url() -> str:
     return embedded.database_url()
 
 
+def describe() -> str:
+    """Which database this process would use, for people, without connecting or starting
+    anything: DATABASE_URL with its password hidden, or the embedded server's data directory."""
+    url = settings.DATABASE_URL.get()
+    if url:
+        return f"{redact(url)} (DATABASE_URL)"
+    from jobqueue.db import embedded
+
+    return f"embedded Postgres in {embedded.pgdata_dir()} (DATABASE_URL is not set)"
+
+
+def redact(url: str) -> str:
+    """A connection string as `postgresql://user:***@host:port/dbname`: never the password."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "(an unparsable DATABASE_URL)"
+    user = parts.get("user") or ""
+    if parts.get("password"):
+        user += ":***"
+    host, port = str(parts.get("host") or ""), parts.get("port")
+    query = ""
+    if host.startswith("/"):  # a socket directory
+        host, query = "", f"?host={host}"
+    elif port:
+        host += f":{port}"
+    return f"postgresql://{user + '@' if user else ''}{host}/{parts.get('dbname') or ''}{query}"
+
+
 def behind_pgbouncer() -> bool:
     return settings.JOBQUEUE_PGBOUNCER.get()
 

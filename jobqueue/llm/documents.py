@@ -5,11 +5,9 @@ from __future__ import annotations
 import io
 from collections import Counter
 
+from jobqueue.errors import UnreadableDocument as UnreadableDocument
+
 CHUNK_CHARS = 12_000  # about 3,000 tokens: room for instructions and a full answer
-
-
-class UnreadableDocument(ValueError):
-    """The file cannot be turned into text (a scanned PDF, say): retrying will not help."""
 
 
 def extract_text(content_type: str, data: bytes) -> str:

@@ -15,19 +15,14 @@ and a short hash of the key, so two hosts with different keys under one name sta
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobqueue import settings
-
-
-class ConfigError(ValueError):
-    """A wrong config: the message names the file, the platform and the field."""
+from jobqueue import config
+from jobqueue.errors import ConfigError as ConfigError
 
 
 @dataclass(frozen=True)
@@ -84,29 +79,14 @@ _REQUIRED = ("base_url", "model", "api_key_env")
 
 
 def config_path() -> Path:
-    return settings.JOBQUEUE_CONFIG.get()
+    return config.config_path()
 
 
 def load(path: Path | str | None = None) -> dict[str, Platform]:
-    """The platforms of a config file. Parsed once per version of the file (path and mtime),
-    so a web process asking on every request pays a stat, and an edit is still seen."""
-    path = Path(path) if path else config_path()
-    try:
-        mtime = path.stat().st_mtime_ns
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (set JOBQUEUE_CONFIG or create it)") from None
-    return _load(str(path), mtime)
-
-
-@functools.lru_cache(maxsize=8)
-def _load(path: str, mtime_ns: int) -> dict[str, Platform]:
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file (set JOBQUEUE_CONFIG or create it)") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse(data, path)
+    """The platforms of a config file (default: see jobqueue/config.py). Parsed once per
+    version of the file, so a web process asking on every request pays a stat, and an edit is
+    still seen."""
+    return config.load(parse, path)
 
 
 def parse(data: dict[str, Any], source: str = "config") -> dict[str, Platform]:

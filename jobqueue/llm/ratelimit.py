@@ -25,13 +25,10 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from jobqueue.db.queries import q
+from jobqueue.errors import NoUsableKey as NoUsableKey
 from jobqueue.llm.platforms import ApiKey, Platform
 
 log = structlog.get_logger("jobqueue.ratelimit")
-
-
-class NoUsableKey(Exception):
-    """Every key of the platform is disabled (e.g. insufficient quota)."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from jobqueue import db
 from jobqueue.db.queries import q
+from jobqueue.errors import InvalidAnswer as InvalidAnswer
 from jobqueue.llm import documents
 from jobqueue.llm.cache import ResponseCache, cache_key, is_deterministic
 from jobqueue.llm.platforms import ApiKey, Platform
@@ -39,10 +40,6 @@ ANALYZE_INSTRUCTIONS = (
     "keys: summary (string, at most three sentences), sentiment (one of positive, neutral, "
     "negative), topics (list of short strings), entities (list of names of people, "
     "organisations, places or products).")
-
-
-class InvalidAnswer(Exception):
-    """The model's answer did not have the shape asked for; another attempt may do better."""
 
 
 def chat_request(payload: Any, platform: Platform) -> dict:

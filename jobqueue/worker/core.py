@@ -32,6 +32,7 @@ import psycopg
 import structlog
 
 from jobqueue.db.queries import q
+from jobqueue.errors import WorkerFailed
 from jobqueue.tasks import Registry, registry
 from jobqueue.worker.completer import Completer
 from jobqueue.worker.config import WorkerConfig
@@ -43,10 +44,6 @@ from jobqueue.worker.maintenance import Maintenance
 from jobqueue.worker.producer import Producer
 
 log = structlog.get_logger("jobqueue.worker")
-
-
-class WorkerFailed(RuntimeError):
-    """A worker service failed in a way it cannot recover from; the worker stopped."""
 
 
 class Worker:

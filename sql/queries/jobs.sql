@@ -1,12 +1,12 @@
 -- Job state transitions and reads: enqueue, claim, finish, retry, hand back, rescue, cancel,
--- revive, purge, progress. Loaded by jobqueue/db/queries.py; each query starts with a
--- `-- name: NAME` line; parameters are psycopg's named placeholders, always bound.
--- Column lists are spelled out (no `*` across tables) so a migration cannot silently reorder
--- what a move from `jobs` to `finished` writes.
-
--- name: NAME` line; parameters are psycopg's named placeholders and are always bound.
--- Column lists are spelled out (no `*` across tables) so a migration cannot silently reorder
--- what a move from `jobs` to `finished` writes.
+-- revive, delete, progress; and every read of a job's state (one job, lists, counts, batch
+-- pages, metrics). Only jobqueue/db/store.py runs these. Loaded by jobqueue/db/queries.py; each
+-- query starts with a `-- name: NAME` line; parameters are psycopg's named placeholders,
+-- always bound.
+-- A job's visible state is derived in one place, jobqueue.job_state (with the view
+-- jobqueue.all_jobs over both tables), and every move from `jobs` to `finished` writes the
+-- row jobqueue.finished_row builds (finish_jobs, the hot path, writes the same columns out by
+-- hand, and a test holds it to that): see sql/migrations/0007_job_state.sql.
 
 
 -- name: insert_jobs
@@ -108,20 +108,11 @@ SELECT job_id FROM jobqueue.idempotency_keys WHERE owner = %(owner)s AND key = %
 
 
 -- name: get_job
--- One statement over both tables: a job moves between them inside one transaction, so a single
--- snapshot sees it in exactly one.
-SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
-       CASE WHEN lease_owner IS NOT NULL THEN 'running'
-            WHEN run_at > now() THEN 'scheduled'
-            ELSE 'waiting' END AS state,
-       NULL::jsonb AS result, errors, progress, owner, batch_id, idempotency_key, metadata,
-       created_at, started_at, NULL::timestamptz AS finished_at, lease_owner, cancel_requested
-FROM jobqueue.jobs WHERE id = %(id)s
-UNION ALL
-SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
-       state, result, errors, progress, owner, batch_id, idempotency_key, metadata,
-       created_at, started_at, finished_at, NULL::uuid, false
-FROM jobqueue.finished WHERE id = %(id)s;
+-- One job from either table with its state (jobqueue.all_jobs: one snapshot sees it once).
+SELECT id, queue, kind, state, payload, priority, run_at, attempts, max_attempts,
+       timeout_seconds, result, errors, progress, owner, batch_id, idempotency_key, metadata,
+       created_at, started_at, finished_at, lease_owner, cancel_requested
+FROM jobqueue.all_jobs WHERE id = %(id)s;
 
 
 -- name: claim
@@ -170,6 +161,14 @@ SELECT min(run_at) FROM jobqueue.jobs WHERE queue = %(queue)s AND lease_owner IS
 -- Move jobs a worker finished (succeeded, dead or cancelled) to `finished`. The fencing token
 -- (lease_owner, execution_id) must still be the worker's: a worker whose lease expired and
 -- whose job was taken over moves nothing, and learns so from the ids missing in RETURNING.
+-- The one move that does not call jobqueue.finished_row (0007_job_state.sql), on purpose: it
+-- is the hot path (~1,000 rows per statement), and the whole-row value `RETURNING j` builds
+-- for finished_row, taken apart again column by column, cost 1 us per job: in
+-- scripts/profile_drain.py --jobs 50000 the outcome connection's backend used 9.0 us/job with
+-- finished_row against 8.0 written out (medians of 5 interleaved runs).
+-- So the columns are written out here and must stay exactly what finished_row writes:
+-- tests/integration/test_states.py checks that a job finished here equals finished_row of the
+-- same job, column for column, and that every column of `finished` is written.
 WITH done AS (
     DELETE FROM jobqueue.jobs j
     USING unnest(%(id)s::bigint[], %(execution)s::uuid[], %(state)s::text[], %(result)s::text[],
@@ -294,32 +293,24 @@ SELECT pg_notify('jobqueue_events', id || '-' || id) FROM updated;
 -- Maintenance (each maintenance statement takes the leader's transaction-level advisory lock
 -- itself and is its own transaction: no lock is ever held across a round trip, so a leader
 -- cut off from the network mid-maintenance cannot hold up rescue for the fleet).
--- Expired leases on jobs that have used every attempt: dead-letter them with the reason.
+-- Expired leases on jobs that have used every attempt: dead-letter them with the reason
+-- (a move to `finished` like every other: jobqueue.finished_row).
 WITH leader AS MATERIALIZED (
     SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
 ),
 expired AS (
-    DELETE FROM jobqueue.jobs
-    WHERE id IN (SELECT id FROM jobqueue.jobs
-                 WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
-                   AND attempts >= max_attempts AND (SELECT ok FROM leader)
-                 FOR UPDATE SKIP LOCKED)
-    RETURNING id, queue, kind, payload, priority, run_at, attempts, max_attempts,
-              timeout_seconds, errors, progress, owner, batch_id, idempotency_key, metadata,
-              created_at, started_at, lease_owner, execution_id
+    DELETE FROM jobqueue.jobs j
+    WHERE j.id IN (SELECT id FROM jobqueue.jobs
+                   WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
+                     AND attempts >= max_attempts AND (SELECT ok FROM leader)
+                   FOR UPDATE SKIP LOCKED)
+    RETURNING j AS job
 )
 INSERT INTO jobqueue.finished
-    (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
-     result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
-     started_at, execution_id)
-SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
-       'dead', NULL,
-       errors || jsonb_build_array(jsonb_build_object(
-           'attempt', attempts, 'at', now(), 'type', 'LeaseExpired',
-           'message', 'worker ' || lease_owner || ' stopped renewing its lease',
-           'worker', lease_owner, 'execution_id', execution_id)),
-       progress, owner, batch_id, idempotency_key, metadata, created_at, started_at,
-       execution_id
+SELECT (jobqueue.finished_row(job, 'dead', NULL, jsonb_build_array(jsonb_build_object(
+           'attempt', (job).attempts, 'at', now(), 'type', 'LeaseExpired',
+           'message', 'worker ' || (job).lease_owner || ' stopped renewing its lease',
+           'worker', (job).lease_owner, 'execution_id', (job).execution_id)))).*
 FROM expired
 RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
 
@@ -369,95 +360,158 @@ keys AS (
 SELECT count(*) FROM doomed;
 
 
--- name: lock_job
-SELECT id, lease_owner FROM jobqueue.jobs WHERE id = %(id)s FOR UPDATE;
-
-
--- name: cancel_waiting
-WITH gone AS (
-    DELETE FROM jobqueue.jobs WHERE id = %(id)s AND lease_owner IS NULL
-    RETURNING id, queue, kind, payload, priority, run_at, attempts, max_attempts,
-              timeout_seconds, errors, progress, owner, batch_id, idempotency_key, metadata,
-              created_at, started_at
-)
-INSERT INTO jobqueue.finished
-    (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds, state,
-     result, errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
-     started_at)
-SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
-       'cancelled', NULL, errors, progress, owner, batch_id, idempotency_key, metadata,
-       created_at, started_at
-FROM gone
-RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
-
-
--- name: request_cancel
--- A running job is cancelled by its worker, which hears of it at once through NOTIFY (or at
--- its next heartbeat in poll-only mode) and ends the job as cancelled.
-WITH flagged AS (
+-- name: cancel_jobs
+-- Cancel the hot jobs matching a filter (jobqueue.dashboard_match, 0005; a NULL parameter
+-- means any; `ids` selects jobs, `upto` bounds a confirmed bulk action): waiting, retrying
+-- and scheduled ones move to `finished` as cancelled at once; running ones are flagged and
+-- their workers told (they end the job as cancelled, or hear of it at their next heartbeat).
+-- The matching rows are locked first, so a job claimed meanwhile is either seen running (and
+-- flagged) or not matched at all: never moved from under its worker, never missed.
+-- Client.cancel (one id), the API, the CLI and the dashboard's bulk action all run this.
+WITH hot AS MATERIALIZED (
+    SELECT j.id, j.lease_owner
+    FROM jobqueue.jobs j
+    WHERE jobqueue.dashboard_match(
+        j.id, j.queue, j.kind, j.owner, j.batch_id,
+        jobqueue.job_state(j.lease_owner, j.run_at, j.attempts, j.errors), j.payload,
+        j.metadata, j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+        %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+        %(state)s::text, %(text)s::text)
+    ORDER BY j.id  -- one lock order for every canceller: two bulk cancels cannot deadlock
+    FOR UPDATE
+),
+gone AS (
+    DELETE FROM jobqueue.jobs j
+    WHERE j.id IN (SELECT id FROM hot WHERE lease_owner IS NULL)
+    RETURNING j AS job
+),
+moved AS (
+    INSERT INTO jobqueue.finished
+    SELECT (jobqueue.finished_row(job, 'cancelled', NULL, '[]')).* FROM gone
+    RETURNING id
+),
+flagged AS (
     UPDATE jobqueue.jobs SET cancel_requested = true
-    WHERE id = %(id)s AND lease_owner IS NOT NULL
+    WHERE id IN (SELECT id FROM hot WHERE lease_owner IS NOT NULL)
     RETURNING id
 )
-SELECT id, pg_notify('jobqueue_cancel', id::text) FROM flagged;
+SELECT (SELECT count(*) FROM moved) AS cancelled,
+       (SELECT count(pg_notify('jobqueue_cancel', id::text)) FROM flagged) AS requested,
+       (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
+                              FROM moved HAVING count(*) > 0) AS n) AS announced;
 
 
--- name: revive_finished
--- Retry dead (or cancelled) jobs: back to the hot table with a fresh attempt budget. Their
--- error history stays. The insert trigger wakes the workers.
+-- name: revive_jobs
+-- Retry finished jobs in `states` (dead, cancelled) matching a filter: back to the hot table
+-- with a fresh attempt budget (attempts 0: `waiting`, not `retrying`) and their error
+-- history. The reverse move, written once: Client.retry / retry_dead, the API, the CLI and
+-- the dashboard. The insert trigger wakes the workers; one event for the id range instead of
+-- one per job, so retrying 100,000 jobs sends one message.
 WITH revived AS (
-    DELETE FROM jobqueue.finished
-    WHERE state = ANY(%(states)s)
-      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
-      AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+    DELETE FROM jobqueue.finished AS j
+    WHERE j.state = ANY(%(states)s::text[])
+      AND jobqueue.dashboard_match(
+          j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+          j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+          %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+          %(state)s::text, %(text)s::text)
     RETURNING id, queue, kind, payload, priority, max_attempts, timeout_seconds, errors,
               progress, owner, batch_id, idempotency_key, metadata, created_at
+),
+inserted AS (
+    INSERT INTO jobqueue.jobs
+        (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+         errors, progress, owner, batch_id, idempotency_key, metadata, created_at)
+    SELECT id, queue, kind, payload, priority, now(), 0, max_attempts, timeout_seconds,
+           errors, progress, owner, batch_id, idempotency_key, metadata, created_at
+    FROM revived
+    RETURNING id
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM inserted
+    HAVING count(*) > 0
 )
-INSERT INTO jobqueue.jobs
-    (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
-     errors, progress, owner, batch_id, idempotency_key, metadata, created_at)
-SELECT id, queue, kind, payload, priority, now(), 0, max_attempts, timeout_seconds, errors,
-       progress, owner, batch_id, idempotency_key, metadata, created_at
-FROM revived
-RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
+SELECT i.id FROM inserted i LEFT JOIN announced ON true;
 
 
--- name: list_dead
-SELECT id, queue, kind, attempts, finished_at, errors -> -1 AS last_error
-FROM jobqueue.finished
-WHERE state = 'dead' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-ORDER BY finished_at DESC
-LIMIT %(limit)s;
-
-
--- name: purge_dead
-WITH doomed AS (
-    DELETE FROM jobqueue.finished
-    WHERE state = 'dead' AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
-      AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s::bigint[]))
+-- name: delete_jobs
+-- Delete the jobs matching a filter: finished ones, and hot ones that are not running (a
+-- running job belongs to its worker; cancel it first). Their idempotency keys go too, so a
+-- key can be used again. The finished_counts trigger keeps the counts right. `dead purge`
+-- is this with state = 'dead'.
+WITH cold AS (
+    DELETE FROM jobqueue.finished AS j
+    WHERE jobqueue.dashboard_match(
+        j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+        j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+        %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+        %(state)s::text, %(text)s::text)
+    RETURNING id
+),
+hot AS (
+    -- A filter on a finished state (`dead purge`) folds the first condition to false, so the
+    -- hot table is not scanned at all.
+    DELETE FROM jobqueue.jobs j
+    WHERE (%(state)s::text IS NULL OR %(state)s::text IN ('waiting', 'scheduled', 'retrying'))
+      AND j.lease_owner IS NULL
+      AND jobqueue.dashboard_match(
+          j.id, j.queue, j.kind, j.owner, j.batch_id,
+          jobqueue.job_state(j.lease_owner, j.run_at, j.attempts, j.errors), j.payload,
+          j.metadata, j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+          %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+          %(state)s::text, %(text)s::text)
     RETURNING id
 ),
 keys AS (
-    DELETE FROM jobqueue.idempotency_keys WHERE job_id IN (SELECT id FROM doomed)
+    DELETE FROM jobqueue.idempotency_keys
+    WHERE job_id IN (SELECT id FROM cold UNION ALL SELECT id FROM hot)
 )
-SELECT count(*) FROM doomed;
+-- Followers of these jobs (SSE, ?wait=) are told at once that something changed: they find
+-- the job gone.
+SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot) AS deleted,
+       (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
+                              FROM (SELECT id FROM cold UNION ALL SELECT id FROM hot) AS d
+                              HAVING count(*) > 0) AS n) AS announced;
+
+
+-- name: list_dead
+-- The newest dead jobs, optionally of one queue. The dead-letter index is per queue, so take
+-- the newest `limit` of each queue that has dead jobs (from finished_counts) and merge them:
+-- a few index probes instead of sorting every dead row.
+SELECT d.id, d.queue, d.kind, d.attempts, d.finished_at, d.last_error
+FROM jobqueue.finished_counts c
+CROSS JOIN LATERAL (
+    SELECT id, queue, kind, attempts, finished_at, errors -> -1 AS last_error
+    FROM jobqueue.finished
+    WHERE state = 'dead' AND queue = c.queue
+    ORDER BY finished_at DESC
+    LIMIT %(limit)s
+) AS d
+WHERE c.state = 'dead' AND c.count > 0
+  AND (%(queue)s::text IS NULL OR c.queue = %(queue)s::text)
+ORDER BY d.finished_at DESC
+LIMIT %(limit)s;
 
 
 -- name: queue_status
 -- One row per queue known anywhere: depth by state and the oldest waiting job's age from the
--- hot table; finished counts from the trigger-kept finished_counts (never a count over all of
--- `finished`, which grows to millions); how many finished in the last minute (a bounded scan
--- through the BRIN index); and whether the queue is paused. Used by `jobqueue status`,
--- /api/queues and the dashboard.
-WITH hot AS (
+-- hot table (states from jobqueue.job_state); finished counts from the trigger-kept
+-- finished_counts (never a count over all of `finished`, which grows to millions); how many
+-- finished in the last minute (a bounded scan through the BRIN index); and whether the queue
+-- is paused. Used by `jobqueue status`, /api/queues and the dashboard.
+WITH states AS (
+    SELECT queue, run_at, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state
+    FROM jobqueue.jobs
+),
+hot AS (
     SELECT queue,
-           count(*) FILTER (WHERE lease_owner IS NULL AND run_at <= now()) AS waiting,
-           count(*) FILTER (WHERE lease_owner IS NULL AND run_at > now()) AS scheduled,
-           count(*) FILTER (WHERE lease_owner IS NOT NULL) AS running,
-           extract(epoch FROM now() - min(run_at)
-                   FILTER (WHERE lease_owner IS NULL AND run_at <= now()))::float8
+           count(*) FILTER (WHERE state = 'waiting') AS waiting,
+           count(*) FILTER (WHERE state = 'retrying') AS retrying,
+           count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
+           count(*) FILTER (WHERE state = 'running') AS running,
+           extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'waiting'))::float8
                AS oldest_waiting_seconds
-    FROM jobqueue.jobs GROUP BY queue
+    FROM states GROUP BY queue
 ),
 cold AS (
     SELECT queue,
@@ -477,9 +531,10 @@ names AS (
     UNION SELECT name FROM jobqueue.queues WHERE paused
 )
 SELECT n.queue,
-       coalesce(h.waiting, 0) AS waiting, coalesce(h.scheduled, 0) AS scheduled,
-       coalesce(h.running, 0) AS running, coalesce(c.succeeded, 0) AS succeeded,
-       coalesce(c.dead, 0) AS dead, coalesce(c.cancelled, 0) AS cancelled,
+       coalesce(h.waiting, 0) AS waiting, coalesce(h.retrying, 0) AS retrying,
+       coalesce(h.scheduled, 0) AS scheduled, coalesce(h.running, 0) AS running,
+       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       coalesce(c.cancelled, 0) AS cancelled,
        h.oldest_waiting_seconds, coalesce(r.finished_last_minute, 0) AS finished_last_minute,
        coalesce(p.paused, false) AS paused, p.paused_at
 FROM names n
@@ -501,3 +556,170 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, paused_at = excluded.
 WITH hot AS (DELETE FROM jobqueue.jobs WHERE queue = %(queue)s RETURNING id),
      cold AS (DELETE FROM jobqueue.finished WHERE queue = %(queue)s RETURNING id)
 SELECT (SELECT count(*) FROM hot) + (SELECT count(*) FROM cold) AS deleted;
+
+
+-- name: jobs_window
+-- The dashboard's job list. Listing pages never scan an unbounded number of finished rows:
+-- jobs_window finds an id window (the `scan` newest ids below the cursor, through the primary
+-- keys only), and jobs_page filters inside it. A selective filter may fill less than a page
+-- from one window; the "older" link then continues below the window.
+-- The window: a merge of two backward primary-key scans (index-only on `finished` once
+-- vacuumed), so it costs the same whatever the filter. `floor` is the lowest id in the
+-- window; `scanned` < `scan` means the window reaches the oldest job.
+-- (The condition stays outside the UNION ALL: inside each branch, Postgres 15 plans a sort
+-- of every id instead of the merge.)
+SELECT min(id) AS floor, count(*) AS scanned
+FROM (
+    SELECT id
+    FROM (SELECT id FROM jobqueue.jobs UNION ALL SELECT id FROM jobqueue.finished) AS ids
+    WHERE id < %(before)s
+    ORDER BY id DESC
+    LIMIT %(scan)s
+) AS w;
+
+
+-- name: jobs_page
+-- One page of the job list, newest first, from both tables (jobqueue.all_jobs), inside the
+-- window found above. Run unprepared, so dashboard_match's `NULL IS NULL OR ...` folds away.
+SELECT j.id, j.queue, j.kind, j.state, j.attempts, j.max_attempts, j.owner, j.batch_id,
+       j.created_at, j.finished_at, j.errors -> -1 ->> 'type' AS error_type,
+       left(j.errors -> -1 ->> 'message', 200) AS error_message,
+       left(j.payload::text, 200) AS preview
+FROM jobqueue.all_jobs j
+WHERE j.id < %(before)s AND j.id >= %(floor)s
+  AND jobqueue.dashboard_match(
+      j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+      j.errors, NULL, NULL,
+      %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+      %(state)s::text, %(text)s::text)
+ORDER BY j.id DESC
+LIMIT %(limit)s;
+
+
+-- name: jobs_match_counts
+-- What a bulk action on "everything matching this filter" would touch, by state, for the
+-- confirmation page; `upto` (the newest matching id) bounds the action that follows, so jobs
+-- arriving after the operator looked are left alone. Unlike the list this counts the whole
+-- table: it runs only when an operator asks, under a statement timeout.
+SELECT j.state, count(*) AS count, max(j.id) AS upto
+FROM jobqueue.all_jobs j
+WHERE jobqueue.dashboard_match(
+    j.id, j.queue, j.kind, j.owner, j.batch_id, j.state, j.payload, j.metadata,
+    j.errors, %(ids)s::bigint[], %(upto)s::bigint,
+    %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+    %(state)s::text, %(text)s::text)
+GROUP BY j.state;
+
+
+-- name: finished_per_minute
+-- Jobs finished per minute by outcome, one row per minute (zeros included) from `since` (or
+-- an hour ago; never earlier) to the current minute. Bounded by finished_at, which the BRIN
+-- index turns into a scan of those minutes' blocks only. The dashboard keeps the complete
+-- minutes it has read and asks only for newer ones: at a million jobs an hour, the whole hour
+-- is a million rows to count, the current minute about 17,000.
+WITH span AS (
+    SELECT greatest(%(since)s::timestamptz,
+                    date_trunc('minute', now()) - interval '59 minutes') AS since,
+           date_trunc('minute', now()) AS current
+)
+SELECT m.minute,
+       coalesce(f.succeeded, 0) AS succeeded, coalesce(f.dead, 0) AS dead,
+       coalesce(f.cancelled, 0) AS cancelled
+FROM span
+CROSS JOIN generate_series(span.since, span.current, interval '1 minute') AS m(minute)
+LEFT JOIN (
+    SELECT date_trunc('minute', finished_at) AS minute,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'dead') AS dead,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+    FROM jobqueue.finished
+    WHERE finished_at >= (SELECT since FROM span)
+    GROUP BY 1
+) AS f ON f.minute = m.minute
+ORDER BY m.minute;
+
+
+-- name: batch_get
+-- A batch with its jobs counted by state (jobqueue.all_jobs: each table through its batch
+-- index).
+WITH counts AS (
+    SELECT count(*) FILTER (WHERE state = 'waiting') AS waiting,
+           count(*) FILTER (WHERE state = 'retrying') AS retrying,
+           count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
+           count(*) FILTER (WHERE state = 'running') AS running,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'dead') AS dead,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+    FROM jobqueue.all_jobs WHERE batch_id = %(id)s
+)
+SELECT b.id, b.name, b.queue, b.owner, b.total, b.source, b.created_at, b.metadata,
+       c.waiting, c.retrying, c.scheduled, c.running, c.succeeded, c.dead, c.cancelled
+FROM jobqueue.batches b, counts c
+WHERE b.id = %(id)s;
+
+
+-- name: batch_jobs
+-- One page of a batch's jobs in id order (keyset pagination: `after` is the last id seen),
+-- with the state every other surface reports (jobqueue.all_jobs).
+SELECT id, state, payload, metadata, result, attempts, errors -> -1 AS last_error, finished_at
+FROM jobqueue.all_jobs
+WHERE batch_id = %(id)s AND id > %(after)s
+ORDER BY id
+LIMIT %(limit)s;
+
+
+-- name: batches_page
+-- A page of batches, newest first, each with its jobs counted by state through the batch
+-- indexes of both tables (jobqueue.all_jobs).
+WITH page AS (
+    SELECT id, name, queue, owner, total, source, created_at
+    FROM jobqueue.batches
+    WHERE id < %(before)s
+    ORDER BY id DESC
+    LIMIT %(limit)s
+)
+SELECT p.id, p.name, p.queue, p.owner, p.total, p.source, p.created_at,
+       c.waiting, c.retrying, c.scheduled, c.running, c.succeeded, c.dead, c.cancelled
+FROM page p
+CROSS JOIN LATERAL (
+    SELECT count(*) FILTER (WHERE state = 'waiting') AS waiting,
+           count(*) FILTER (WHERE state = 'retrying') AS retrying,
+           count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
+           count(*) FILTER (WHERE state = 'running') AS running,
+           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+           count(*) FILTER (WHERE state = 'dead') AS dead,
+           count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+    FROM jobqueue.all_jobs WHERE batch_id = p.id
+) AS c
+ORDER BY p.id DESC;
+
+
+-- name: metrics_jobs
+-- Jobs by queue and state for /metrics: the hot table counted (jobqueue.job_state), finished
+-- states from the trigger-kept counts (never a scan of `finished`).
+SELECT queue, state, count FROM (
+    SELECT queue, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state,
+           count(*) AS count
+    FROM jobqueue.jobs GROUP BY 1, 2
+    UNION ALL
+    SELECT queue, state, count FROM jobqueue.finished_counts
+) AS t ORDER BY queue, state;
+
+
+-- name: metrics_oldest
+-- Age of the oldest waiting job per queue. `lease_owner IS NULL AND run_at <= now()` is
+-- jobqueue.job_state's 'waiting' written out, so the claim's partial index can serve it.
+SELECT queue, extract(epoch FROM now() - min(run_at))::float8 AS seconds
+FROM jobqueue.jobs WHERE lease_owner IS NULL AND run_at <= now()
+GROUP BY queue;
+
+
+-- name: metrics_recent
+-- Durations (started -> finished) and waits (run_at -> started) of jobs finished in the last
+-- five minutes, per queue, bucketed for a histogram. The BRIN index bounds the scan.
+SELECT queue, state,
+       extract(epoch FROM finished_at - started_at)::float8 AS duration,
+       extract(epoch FROM started_at - run_at)::float8 AS wait
+FROM jobqueue.finished
+WHERE finished_at > now() - interval '5 minutes' AND started_at IS NOT NULL
+LIMIT 100000;

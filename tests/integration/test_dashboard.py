@@ -200,8 +200,8 @@ class TestPages:
     def test_overview_counts_states_per_queue_and_charts_the_last_hour(self, admin, worked):
         html = admin.page("/")
         totals = dict(re.findall(r'data-state="(\w+)">([\d,]+)<', html))
-        assert totals == {"waiting": "2", "scheduled": "0", "running": "0", "succeeded": "3",
-                          "dead": "2", "cancelled": "0"}
+        assert totals == {"waiting": "2", "scheduled": "0", "retrying": "0", "running": "0",
+                          "succeeded": "3", "dead": "2", "cancelled": "0"}
         assert "3 succeeded, 2 dead" in html  # the chart's total for the hour
         assert 1 <= len(re.findall(r'<rect [^>]*class="ok"', html)) <= 2  # a busy minute
         assert 1 <= len(re.findall(r'<rect [^>]*class="dead"', html)) <= 2  # (or two)
@@ -451,7 +451,7 @@ def test_the_shared_filter_is_inlined_so_indexes_still_apply(sql):
     params = {"ids": None, "upto": None, "queue": "q", "kind": None, "owner": None,
               "batch_id": None, "state": "dead", "text": None}
     sql("SET enable_seqscan = off")  # the tables are tiny: ask whether the index *can* apply
-    plan = "\n".join(r["QUERY PLAN"] for r in sql("EXPLAIN " + q("dashboard_match_counts"),
+    plan = "\n".join(r["QUERY PLAN"] for r in sql("EXPLAIN " + q("jobs_match_counts"),
                                                   params))
     assert "dashboard_match" not in plan
     assert "finished_dead_idx" in plan

@@ -157,7 +157,7 @@ class TestRetries:
 
         start_worker(registry(later=later))
         job_id = client.enqueue("later")
-        job = wait_until(lambda: (j := client.get(job_id)).errors and j.state == "scheduled" and j)
+        job = wait_until(lambda: (j := client.get(job_id)).errors and j.state == "retrying" and j)
         assert (job.run_at - datetime.fromisoformat(job.errors[0]["at"])).total_seconds() > 3500
 
     def test_backoff_grows_exponentially_with_jitter_and_a_cap(self):

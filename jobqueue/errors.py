@@ -1,0 +1,86 @@
+"""Every exception jobqueue raises on purpose, in one hierarchy.
+
+    JobqueueError
+    ├── InvalidJob (ValueError)          a job the Client refuses; the message names the field
+    ├── SettingError (ValueError)        an environment variable is wrong; names it
+    ├── ConfigError (ValueError)         jobqueue.toml is wrong; names file, table and field
+    ├── BatchFileError (ValueError)      FILE:LINE: field: what is wrong
+    ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
+    ├── NoUsableKey                      every key of a platform is disabled
+    ├── InvalidAnswer                    a model's answer lacked the shape asked for
+    ├── Retry                            raised by a handler: another attempt, after `delay`
+    ├── Permanent                        raised by a handler: dead-letter now
+    ├── JobCancelled                     the running job was cancelled (ctx.check_cancelled)
+    └── WorkerFailed (RuntimeError)      a worker service failed and the worker stopped
+
+`except JobqueueError` catches all of them. The ValueError children keep ValueError as a second
+base because callers (and older code) catch them as ValueError. Each class is also importable
+from the module that raised it before this one existed (jobqueue.jobs, jobqueue.tasks,
+jobqueue.llm.platforms, ...); the public ones from `jobqueue` itself.
+"""
+
+from __future__ import annotations
+
+
+class JobqueueError(Exception):
+    """The base of every exception jobqueue raises on purpose."""
+
+
+class InvalidJob(JobqueueError, ValueError):
+    """A job spec that cannot be enqueued; the message names the field."""
+
+
+class SettingError(JobqueueError, ValueError):
+    """An environment variable whose value does not parse; the message names the variable."""
+
+
+class ConfigError(JobqueueError, ValueError):
+    """A wrong config: the message names the file, the table and the field."""
+
+
+class BatchFileError(JobqueueError, ValueError):
+    """A problem in a batch file; str() is `FILE:LINE: field: what is wrong`, for people."""
+
+    def __init__(self, path: str, line: int | None, field: str | None, problem: str):
+        self.path = path
+        self.line = line
+        self.field = field
+        self.problem = problem
+        super().__init__(format_location(path, line, field, problem))
+
+
+def format_location(path: str, line: int | None, field: str | None, problem: str) -> str:
+    where = path if line is None else f"{path}:{line}"
+    return f"{where}: {field}: {problem}" if field else f"{where}: {problem}"
+
+
+class UnreadableDocument(JobqueueError, ValueError):
+    """The file cannot be turned into text (a scanned PDF, say): retrying will not help."""
+
+
+class NoUsableKey(JobqueueError):
+    """Every key of the platform is disabled (e.g. insufficient quota)."""
+
+
+class InvalidAnswer(JobqueueError):
+    """The model's answer did not have the shape asked for; another attempt may do better."""
+
+
+class Retry(JobqueueError):
+    """Raise to ask for another attempt after `delay` seconds (or the usual backoff)."""
+
+    def __init__(self, message: str = "retry requested", delay: float | None = None):
+        super().__init__(message)
+        self.delay = delay
+
+
+class Permanent(JobqueueError):
+    """Raise to dead-letter the job now: retrying cannot help (bad input, say)."""
+
+
+class JobCancelled(JobqueueError):
+    """Raised by ctx.check_cancelled() once someone has cancelled the running job."""
+
+
+class WorkerFailed(JobqueueError, RuntimeError):
+    """A worker service failed: the worker stopped, and `Worker.run()` raises this."""
