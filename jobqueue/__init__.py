@@ -7,7 +7,10 @@ the package (a worker does not need the client's connection pool) starts sooner.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+
+# `typing` costs ~10 ms, a fifth of the time before `python -m jobqueue` can catch SIGTERM
+# (jobqueue/__main__.py); type checkers read the constant below as True all the same.
+TYPE_CHECKING = False
 
 if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
     from jobqueue.client import Client as Client
@@ -50,10 +53,13 @@ _HOMES = {
     "WorkerConfig": "jobqueue.worker",
 }
 __all__ = list(_HOMES)
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    if name == "__version__":  # defined in settings, read on demand: `import jobqueue` stays
+        from jobqueue.settings import VERSION  # cheap (python -m jobqueue pays for it first)
+
+        return VERSION
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'jobqueue' has no attribute {name!r}")

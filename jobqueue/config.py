@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobqueue import settings
 from jobqueue.errors import ConfigError
 
 T = TypeVar("T")
@@ -50,7 +51,8 @@ def _root(start: str) -> Path:
 def config_path() -> Path:
     """JOBQUEUE_CONFIG, else jobqueue.toml at the project root (shown relative to the working
     directory when it lies below it, so messages stay short)."""
-    return _config_path(os.getcwd(), os.environ.get("JOBQUEUE_CONFIG") or "")
+    given = settings.JOBQUEUE_CONFIG.get()
+    return _config_path(os.getcwd(), str(given) if given else "")
 
 
 @functools.lru_cache(maxsize=64)
@@ -66,7 +68,7 @@ def _config_path(cwd: str, given: str) -> Path:
 
 def explicitly_configured() -> bool:
     """True when JOBQUEUE_CONFIG names the file: then a missing file is an error everywhere."""
-    return bool(os.environ.get("JOBQUEUE_CONFIG"))
+    return settings.JOBQUEUE_CONFIG.get() is not None
 
 
 def load(parser: Callable[[dict[str, Any], str], T], path: Path | str | None = None, *,

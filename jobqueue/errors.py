@@ -2,6 +2,7 @@
 
     JobqueueError
     ├── InvalidJob (ValueError)          a job the Client refuses; the message names the field
+    ├── SettingError (ValueError)        an environment variable is wrong; names it
     ├── ConfigError (ValueError)         jobqueue.toml is wrong; names file, table and field
     ├── BatchFileError (ValueError)      FILE:LINE: field: what is wrong
     ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
@@ -28,6 +29,10 @@ class JobqueueError(Exception):
 
 class InvalidJob(JobqueueError, ValueError):
     """A job spec that cannot be enqueued; the message names the field."""
+
+
+class SettingError(JobqueueError, ValueError):
+    """An environment variable whose value does not parse; the message names the variable."""
 
 
 class ConfigError(JobqueueError, ValueError):

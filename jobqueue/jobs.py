@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from jobqueue import settings
 from jobqueue.errors import InvalidJob as InvalidJob
 
 # A job's visible states. They are derived in SQL only, by jobqueue.job_state (see
@@ -107,8 +108,9 @@ def _check_json(value: Any, field: str) -> None:
                 stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
 
 
-DEFAULT_QUEUE = "default"
-DEFAULT_MAX_ATTEMPTS = 5
+# Defined in settings; named here too for the modules that import them from jobs.
+DEFAULT_QUEUE = settings.DEFAULT_QUEUE
+DEFAULT_MAX_ATTEMPTS = settings.DEFAULT_MAX_ATTEMPTS
 
 
 def parse_priority(value: int | str | None) -> int:

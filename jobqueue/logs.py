@@ -4,11 +4,12 @@ readable colour on one; ISO UTC timestamps; ids bound with contextvars ride alon
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from contextvars import ContextVar
 
 import structlog
+
+from jobqueue import settings
 
 # The running job of this asyncio task (or handler thread): (job_id, queue, kind, attempt,
 # worker). One ContextVar set per job is far cheaper than binding five structlog contextvars.
@@ -25,11 +26,33 @@ def add_job_context(logger, method_name, event_dict):
     return event_dict
 
 
-def configure(level: str | None = None, fmt: str | None = None) -> None:
-    level_name = (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
-    fmt = fmt or os.environ.get("LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+class _Stderr:
+    """Where log lines go: sys.stderr, except that a line nobody can read any more is dropped.
+    A worker of `worker --processes` writes into a pipe to its supervisor; if the supervisor
+    dies (the worker then gets SIGTERM), a BrokenPipeError from a log call must not stop the
+    worker from finishing its jobs and handing the rest back."""
+
+    # try/except, not contextlib.suppress: this runs for every log line.
+    def write(self, text: str) -> None:
+        try:  # noqa: SIM105
+            sys.stderr.write(text)
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
+            pass
+
+    def flush(self) -> None:
+        try:  # noqa: SIM105
+            sys.stderr.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+def configure(level: str | None = None, fmt: str | None = None) -> tuple[str, str]:
+    """Set up structlog; returns the level and format in force (the environment's, or the
+    terminal's, where the arguments give none), which `worker --processes` hands on."""
+    level_name = (level or settings.LOG_LEVEL.get()).upper()
+    fmt = fmt or settings.LOG_FORMAT.get() or ("console" if sys.stderr.isatty() else "json")
     if fmt not in ("json", "console"):
-        raise ValueError(f"LOG_FORMAT must be json or console, not {fmt!r}")
+        raise ValueError(f"log format must be json or console, not {fmt!r}")
     renderer = (structlog.processors.JSONRenderer() if fmt == "json"
                 else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     structlog.configure(
@@ -43,6 +66,7 @@ def configure(level: str | None = None, fmt: str | None = None) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level_name]),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),
         cache_logger_on_first_use=True,
     )
+    return level_name, fmt

@@ -9,7 +9,6 @@ fork.
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 
@@ -18,10 +17,11 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from jobqueue import settings
 from jobqueue.client import Client
 from jobqueue.db.queries import q
 
-MB = 1024 * 1024
+MB = settings.MB
 
 # Every answer's security headers. The dashboard runs no inline script or style (everything is
 # in web/static), so the policy allows only this origin's files; data: is the blank favicon.
@@ -50,14 +50,10 @@ SECRET_MISSING = (
     "use a secret it stores in the database, where anyone who can read the database finds it.")
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
-
-
 def secret_configured() -> bool:
     """Whether the web app may start here: a secret from the environment, or a development
     run (JOBQUEUE_DEV=1, as `jobqueue demo` and the tests are)."""
-    return bool(os.environ.get("JOBQUEUE_SECRET_KEY")) or _env_flag("JOBQUEUE_DEV")
+    return bool(settings.JOBQUEUE_SECRET_KEY.get()) or settings.JOBQUEUE_DEV.get()
 
 
 class Resources:
@@ -112,23 +108,23 @@ def resources() -> Resources:
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
-        DATABASE_URL=os.environ.get("DATABASE_URL"),
-        SECRET_KEY=os.environ.get("JOBQUEUE_SECRET_KEY"),
+        DATABASE_URL=settings.DATABASE_URL.get(),
+        SECRET_KEY=settings.JOBQUEUE_SECRET_KEY.get(),
         # A development run may sign cookies with a secret kept in the database.
-        DEV=_env_flag("JOBQUEUE_DEV"),
-        DOCUMENT_MAX_BYTES=int(os.environ.get("JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB)),
-        BATCH_MAX_BYTES=int(os.environ.get("JOBQUEUE_BATCH_MAX_BYTES", 50 * MB)),
-        JSON_MAX_BYTES=int(os.environ.get("JOBQUEUE_JSON_MAX_BYTES", 10 * MB)),
-        METRICS_PUBLIC=os.environ.get("JOBQUEUE_METRICS_PUBLIC", "").lower() in ("1", "true"),
-        POOL_MAX_SIZE=int(os.environ.get("JOBQUEUE_POOL_MAX_SIZE", 10)),
+        DEV=settings.JOBQUEUE_DEV.get(),
+        DOCUMENT_MAX_BYTES=settings.JOBQUEUE_DOCUMENT_MAX_BYTES.get(),
+        BATCH_MAX_BYTES=settings.JOBQUEUE_BATCH_MAX_BYTES.get(),
+        JSON_MAX_BYTES=settings.JOBQUEUE_JSON_MAX_BYTES.get(),
+        METRICS_PUBLIC=settings.JOBQUEUE_METRICS_PUBLIC.get(),
+        POOL_MAX_SIZE=settings.JOBQUEUE_POOL_MAX_SIZE.get(),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=_env_flag("JOBQUEUE_COOKIE_SECURE"),
+        SESSION_COOKIE_SECURE=settings.JOBQUEUE_COOKIE_SECURE.get(),
         # How many proxies in front of the app set X-Forwarded-For/-Proto (the platform's
         # router: 1). 0 ignores those headers, which any client can send.
-        TRUSTED_PROXIES=int(os.environ.get("JOBQUEUE_TRUSTED_PROXIES", 0)),
+        TRUSTED_PROXIES=settings.JOBQUEUE_TRUSTED_PROXIES.get(),
         # Failed authentications per client address and minute before 429 (0: no limit).
-        AUTH_FAILURES_PER_MINUTE=int(os.environ.get("JOBQUEUE_AUTH_FAILURES_PER_MINUTE", 30)),
+        AUTH_FAILURES_PER_MINUTE=settings.JOBQUEUE_AUTH_FAILURES_PER_MINUTE.get(),
     )
     app.config.update(config or {})
     if not app.config["SECRET_KEY"] and not app.config["DEV"]:

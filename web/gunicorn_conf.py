@@ -2,18 +2,20 @@
 
 gthread workers: requests mostly wait on Postgres, and SSE streams hold a thread each. No
 preload: each worker builds its own connection pool after the fork. The graceful timeout stays
-under the 30 s that Heroku and Render allow between SIGTERM and SIGKILL.
+under the 30 s that Heroku and Render allow between SIGTERM and SIGKILL. The environment
+variables (PORT, WEB_CONCURRENCY, GUNICORN_THREADS, GUNICORN_ACCESS_LOG) are read in
+jobqueue/settings.py.
 """
 
-import os
+from jobqueue import settings
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+bind = f"0.0.0.0:{settings.PORT.get()}"
 worker_class = "gthread"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "8"))
+workers = settings.WEB_CONCURRENCY.get()
+threads = settings.GUNICORN_THREADS.get()
 preload_app = False
-timeout = 30
-graceful_timeout = 25
+timeout = settings.WEB_TIMEOUT_SECONDS
+graceful_timeout = settings.WEB_GRACEFUL_TIMEOUT_SECONDS
 keepalive = 5
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None  # "-" for stdout
+accesslog = settings.GUNICORN_ACCESS_LOG.get()  # "-" for stdout
 errorlog = "-"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from jobqueue import settings
 from jobqueue.jobs import STATES
 
 
@@ -26,7 +27,7 @@ BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type
 
 OPENAPI = {
     "openapi": "3.1.0",
-    "info": {"title": "jobqueue", "version": "0.1.0",
+    "info": {"title": "jobqueue", "version": settings.VERSION,
              "description": "A Postgres-only job system for LLM and API workloads. Every "
                             "answer carries X-RateLimit-Limit, -Remaining and -Reset."},
     "servers": [{"url": "/api"}],

@@ -2,19 +2,22 @@
 module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench, db).
 
 Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
-JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix). Exit codes: 0 ok, 1 the work
-failed (or the database is unreachable), 2 bad usage or input.
+JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix); the defaults come from
+jobqueue/settings.py, as do the variables of the README's table (LOG_LEVEL, LOG_FORMAT, PORT...).
+Exit codes: 0 ok, 1 the work failed (or the database is unreachable), 2 bad usage or input.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 
 import click
 import psycopg
 
-from jobqueue import logs
+from jobqueue import logs, settings, signals
+from jobqueue.cli.common import GLOBAL_ARGS, option_args
 from jobqueue.errors import JobqueueError
 
 # Each command and the module that defines it, imported only when that command runs: a
@@ -53,13 +56,25 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup,
              context_settings={"auto_envvar_prefix": "JOBQUEUE", "show_default": True,
                                "help_option_names": ["-h", "--help"]})
-@click.option("--log-level", default="INFO", help="DEBUG shows every job.")
-@click.option("--log-format", type=click.Choice(["json", "console"]), default=None,
-              envvar="LOG_FORMAT", help="Default: console on a terminal, json elsewhere.")
-def cli(log_level: str, log_format: str | None) -> None:
+@click.option("--log-level", type=click.Choice(list(logging.getLevelNamesMapping()),
+                                                case_sensitive=False),
+              default=lambda: settings.LOG_LEVEL.get(), show_default="$LOG_LEVEL or INFO",
+              help="DEBUG shows every job.")
+@click.option("--log-format", type=click.Choice(["json", "console"]),
+              default=lambda: settings.LOG_FORMAT.get(),
+              show_default="$LOG_FORMAT, else console on a terminal and json elsewhere")
+@click.version_option(settings.VERSION, prog_name="jobqueue")
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, log_format: str | None) -> None:
     """jobqueue: a Postgres-only job queue for LLM and API workloads."""
-    logs.configure(log_level, log_format)
-
+    if ctx.invoked_subcommand != "worker":
+        signals.release()  # only the worker acts on a stop signal received while starting
+    settings.check()  # a bad value anywhere in the environment fails now, naming itself
+    level, fmt = logs.configure(log_level, log_format)
+    # What a child process needs to run as this one does (worker --processes passes it on):
+    # every global option, with the values in force (the format this terminal chose, too).
+    ctx.meta[GLOBAL_ARGS] = option_args(ctx.command,
+                                        ctx.params | {"log_level": level, "log_format": fmt})
 
 def main() -> None:
     try:
@@ -71,8 +86,9 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except JobqueueError as exc:
-        # Ours and raised on purpose (a wrong jobqueue.toml, a job we refuse, a task whose
-        # decorator disagrees with the routing table): bad input, one line, no traceback.
+        # Ours and raised on purpose (a wrong jobqueue.toml or environment variable, a job we
+        # refuse, a task whose decorator disagrees with the routing table): bad input, one
+        # line, no traceback.
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
     except psycopg.OperationalError as exc:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from jobqueue import db
+from jobqueue import db, settings
 from jobqueue.cli.common import (
     UserError,
     database_url,
@@ -26,9 +26,11 @@ def migrate() -> None:
 
 
 @click.command()
-@click.option("--port", type=int, default=None, envvar="PORT", help="Default: $PORT or 8000.")
-@click.option("--workers", type=click.IntRange(1), default=None,
-              help="Gunicorn worker processes (default: $WEB_CONCURRENCY or 2).")
+@click.option("--port", type=click.IntRange(1, 65535), default=lambda: settings.PORT.get(),
+              show_default=f"$PORT or {settings.PORT.default}")
+@click.option("--workers", type=click.IntRange(1), default=lambda: settings.WEB_CONCURRENCY.get(),
+              show_default=f"$WEB_CONCURRENCY or {settings.WEB_CONCURRENCY.default}",
+              help="Gunicorn worker processes.")
 def web(port, workers) -> None:
     """Serve the API and dashboard with Gunicorn (gthread, settings in web/gunicorn_conf.py)."""
     import shutil
@@ -44,6 +46,6 @@ def web(port, workers) -> None:
     if workers:
         args += ["--workers", str(workers)]
     exe = shutil.which("gunicorn") or os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    os.environ["DATABASE_URL"] = url
+    settings.DATABASE_URL.export(url)
     os.execv(exe, args)
 

@@ -11,12 +11,10 @@ server that is already there. Exit 1 when DATABASE_URL's server cannot be reache
 
 from __future__ import annotations
 
-import os
-
 import click
 import psycopg
 
-from jobqueue import db
+from jobqueue import db, settings
 from jobqueue.cli.common import UserError, WorkFailed, print_json
 
 
@@ -34,7 +32,7 @@ def status(as_json: bool) -> None:
 
     available = [m.version for m in migrate.available()]
     report: dict = {"database": db.describe(), "available": max(available, default=0)}
-    url = os.environ.get("DATABASE_URL")
+    url = settings.DATABASE_URL.get()
     if url:
         report["kind"] = "url"
     else:
@@ -95,8 +93,9 @@ def stop() -> None:
     ours to stop: exit 2."""
     from jobqueue.db import embedded
 
-    if os.environ.get("DATABASE_URL"):
-        raise UserError(f"DATABASE_URL is set ({db.redact(os.environ['DATABASE_URL'])}): "
+    url = settings.DATABASE_URL.get()
+    if url:
+        raise UserError(f"DATABASE_URL is set ({db.redact(url)}): "
                         "jobqueue does not manage that server, so there is nothing to stop")
     pgdata = embedded.pgdata_dir()
     pid = embedded.stop(pgdata)

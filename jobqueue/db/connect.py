@@ -7,14 +7,14 @@ statements, which such a pooler cannot carry between clients.
 
 from __future__ import annotations
 
-import os
-
 import psycopg
 from psycopg.rows import dict_row
 
+from jobqueue import settings
+
 
 def database_url() -> str:
-    url = os.environ.get("DATABASE_URL")
+    url = settings.DATABASE_URL.get()
     if url:
         return url
     from jobqueue.db import embedded
@@ -25,7 +25,7 @@ def database_url() -> str:
 def describe() -> str:
     """Which database this process would use, for people, without connecting or starting
     anything: DATABASE_URL with its password hidden, or the embedded server's data directory."""
-    url = os.environ.get("DATABASE_URL")
+    url = settings.DATABASE_URL.get()
     if url:
         return f"{redact(url)} (DATABASE_URL)"
     from jobqueue.db import embedded
@@ -54,7 +54,7 @@ def redact(url: str) -> str:
 
 
 def behind_pgbouncer() -> bool:
-    return os.environ.get("JOBQUEUE_PGBOUNCER", "").lower() in ("1", "true", "yes")
+    return settings.JOBQUEUE_PGBOUNCER.get()
 
 
 # A dead peer (a partition, a host gone without a FIN) must be noticed in seconds, not after
