@@ -91,6 +91,12 @@ class Registry:
         self._tasks[name] = t
         return t
 
+    def merged_with(self, other: Registry) -> Registry:
+        """A registry with this one's tasks and, under names this one lacks, other's."""
+        merged = Registry()
+        merged._tasks = other._tasks | self._tasks
+        return merged
+
     def get(self, name: str) -> Task | None:
         return self._tasks.get(name)
 

@@ -17,12 +17,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobqueue import config
+from jobqueue import config, settings
 
 
 def home() -> Path:
-    given = os.environ.get("JOBQUEUE_HOME")
-    return Path(given).resolve() if given else config.project_root() / ".jobqueue"
+    given = settings.JOBQUEUE_HOME.get()
+    return given.resolve() if given else config.project_root() / ".jobqueue"
 
 
 def pgdata_dir() -> Path:

@@ -1,10 +1,12 @@
 """How a worker is set up: the queues it serves (each with its own concurrency and claim
 batch) and every knob of its leases, retries, shutdown and maintenance. Plain data; nothing
-here runs."""
+here runs. The defaults are jobqueue.settings.WORKER_DEFAULTS."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from jobqueue.settings import WORKER_DEFAULTS as D  # every default is defined there, once
 
 
 @dataclass(frozen=True)
@@ -13,8 +15,8 @@ class QueueConfig:
     most `claim_batch` per statement."""
 
     name: str
-    concurrency: int = 10
-    claim_batch: int = 500
+    concurrency: int = D["concurrency"]
+    claim_batch: int = D["claim_batch"]
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -27,28 +29,28 @@ class QueueConfig:
 class WorkerConfig:
     # One queue (queue, concurrency, claim_batch), or several (`queues`, which then wins):
     # each keeps its own slots and claim loop, so a slow queue never starves another.
-    queue: str = "default"
-    concurrency: int = 10
-    lease_seconds: float = 30.0
-    heartbeat_seconds: float | None = None  # default: a third of the lease
-    poll_seconds: float = 1.0
-    listen: bool = True
-    grace_seconds: float = 25.0
-    claim_batch: int = 500
-    retry_base_seconds: float = 1.0
-    retry_max_seconds: float = 3600.0
-    maintenance_seconds: float = 5.0
-    retention_seconds: float = 7 * 86400.0
-    default_timeout: float | None = None
+    queue: str = D["queue"]
+    concurrency: int = D["concurrency"]
+    lease_seconds: float = D["lease_seconds"]
+    heartbeat_seconds: float | None = D["heartbeat_seconds"]  # None: a third of the lease
+    poll_seconds: float = D["poll_seconds"]
+    listen: bool = D["listen"]
+    grace_seconds: float = D["grace_seconds"]
+    claim_batch: int = D["claim_batch"]
+    retry_base_seconds: float = D["retry_base_seconds"]
+    retry_max_seconds: float = D["retry_max_seconds"]
+    maintenance_seconds: float = D["maintenance_seconds"]
+    retention_seconds: float = D["retention_seconds"]
+    default_timeout: float | None = D["default_timeout"]
     # How long a starting worker waits for the database before it gives up (exit 1).
-    connect_timeout: float = 30.0
+    connect_timeout: float = D["connect_timeout"]
     # A result larger than this (as JSON text) fails its job permanently: results live in a
     # table that every status read touches, and outcome batches carry them in one statement.
-    max_result_bytes: int = 1 << 20
+    max_result_bytes: int = D["max_result_bytes"]
     # Jobs each queue may claim ahead of free slots, to start the moment a slot frees: good
     # for many short I/O-bound jobs (no claim round trip between one and the next), bad for
     # long jobs (they would wait here, leased, while other workers idle). Off by default.
-    prefetch: int = 0
+    prefetch: int = D["prefetch"]
     queues: tuple[QueueConfig, ...] = ()
 
     def __post_init__(self) -> None:

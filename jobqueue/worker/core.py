@@ -180,7 +180,8 @@ class Worker:
                 raise
             self._started = True
             self.log.info("worker_started", concurrency=cfg.concurrency, listen=cfg.listen,
-                          pid=os.getpid(), tasks=self.tasks.names())
+                          pid=os.getpid(), tasks=sorted({name for e in self.executors
+                                                          for name in e.tasks.names()}))
             background = [self._service(leases.run(), "leases"),
                           self._service(maintenance.run(), "maintenance")]
             if cfg.listen:

@@ -126,6 +126,11 @@ def supervise(child_args: list[str], processes: int) -> int:
                 continue
             if stopping:
                 continue
+            if restart_at[i] is None and code == 2:
+                # Bad usage or configuration (e.g. a task that disagrees with the routing
+                # table): the same command would fail the same way, so do not restart it.
+                failed = (child, code)
+                break
             if restart_at[i] is None:  # it has just died
                 quick = code != 0 and now - child.started < CRASH_SECONDS
                 crashes[i] = crashes[i] + 1 if quick else 0
@@ -148,15 +153,16 @@ def supervise(child_args: list[str], processes: int) -> int:
     if failed is not None:
         received.clear()
         child, code = failed
-        log.error("worker_process_keeps_failing", pid=child.pid, code=code,
-                  tries=MAX_CRASHES, stderr_tail=child.finish_output())
+        log.error("worker_process_keeps_failing" if code != 2 else "worker_process_refused",
+                  pid=child.pid, code=code, tries=MAX_CRASHES if code != 2 else 1,
+                  stderr_tail=child.finish_output())
         stopping = True
         for other in children:
             other.signal(signal.SIGTERM)
         for other in children:
             other.proc.wait()
             other.finish_output()
-        return 1
+        return 2 if code == 2 else 1
     codes = [c.proc.wait() for c in children]
     for child in children:
         child.finish_output()

@@ -320,3 +320,30 @@ class TestKeysNeverLeak:
             assert "sk-sim-a" not in text, (where, text[:3000])
             assert "Bearer sk-" not in text, where
         assert "[redacted]" in stored or "[redacted]" in buckets
+
+
+class TestOneWorkerForQueuesAndPlatforms:
+    def test_one_process_serves_two_queues_and_a_platform_with_the_users_tasks(
+            self, db_url, client, sim, tmp_path):
+        """`worker --queue a:2 --queue b:3 --platform sim:4 --import ...`: one process runs
+        the queues' tasks, the platform's chat jobs, and a user task sent to the platform's
+        queue (before, --import was ignored with --platform, and one process served one
+        queue)."""
+        from tests.support.helpers import run_cli
+
+        env = KEYS | {"JOBQUEUE_CONFIG": str(_config(tmp_path, sim, rpm=6000, tpm=10**6))}
+        run_cli("migrate", url=db_url)
+        worker = jobqueue_cmd("worker", "--queue", "a:2", "--queue", "b:3", "--platform",
+                              "sim:4", "--import", "tests.support.worker_tasks", url=db_url,
+                              env=env, stderr=subprocess.DEVNULL)
+        try:
+            ids = [client.enqueue("whoami", queue=q) for q in ("a", "b", "sim")]
+            ids += chat_jobs(client, 3)
+            jobs = wait_finished(client, ids, timeout=30)
+            assert [j.state for j in jobs] == ["succeeded"] * 6
+            assert len({j.result["pid"] for j in jobs[:3]}) == 1  # the same process
+            rows = client.workers()
+            assert len(rows) == 1 and sorted(rows[0]["queue"].split(",")) == ["a", "b", "sim"]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(30) == 0

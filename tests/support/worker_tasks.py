@@ -52,3 +52,9 @@ async def record(payload, ctx):
     if seconds:
         await asyncio.sleep(seconds)
     return {"pid": os.getpid()}
+
+
+@task("whoami")
+async def whoami(payload):
+    """Which process ran the job."""
+    return {"pid": os.getpid()}

@@ -126,11 +126,30 @@ def test_a_child_that_keeps_crashing_at_start_stops_the_supervisor(db_url, tmp_p
     assert time.monotonic() - started < 60
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     (gave_up,) = [e for e in events if e["event"] == "worker_process_keeps_failing"]
-    assert gave_up["code"] == 2 and gave_up["tries"] == 5
+    assert gave_up["code"] == 1 and gave_up["tries"] == 5
     assert any("simulated crash at start" in line for line in gave_up["stderr_tail"])
     died = [e for e in events if e["event"] == "worker_process_died"]
     delays = [e["restart_in"] for e in died]
     assert delays and max(delays) > min(delays), "restarts without backoff"
+
+
+def test_a_child_refused_as_bad_usage_is_not_restarted(db_url, tmp_path):
+    """A child that exits 2 (bad usage or configuration, e.g. a task that disagrees with the
+    routing table) would fail the same way again: the supervisor stops at once with exit 2."""
+    proc = jobqueue_cmd("worker", "-p", "2", "--queue", "q",
+                        "--import", "tests.support.crash_in_children", url=db_url,
+                        env={"CRASH_MARKER": str(tmp_path / "imported"), "CRASH_AS_USAGE": "1"},
+                        stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, err
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert not [e for e in events if e["event"] == "worker_process_died"]
+    (refused,) = [e for e in events if e["event"] == "worker_process_refused"]
+    assert any("simulated crash at start" in line for line in refused["stderr_tail"])
 
 
 def test_children_stop_when_the_supervisor_is_killed(db_url, conn):
