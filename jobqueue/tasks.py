@@ -45,8 +45,8 @@ class JobContext:
     kind: str
     attempt: int
     max_attempts: int
-    # Unique to this execution of the job (a claim forgotten in a crash repeats the attempt
-    # number, never this): what a handler uses to deduplicate its side effects.
+    # Unique to this execution of the job, "job id:claim token" (a claim forgotten in a crash
+    # repeats the attempt number, never this): what a handler deduplicates side effects by.
     execution_id: str = ""
     # A plain flag (set by the worker's loop, read by the handler's thread): a threading.Event
     # per job cost a tenth of the worker's CPU in a drain of no-op jobs.

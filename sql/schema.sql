@@ -36,8 +36,8 @@ CREATE TABLE jobqueue.jobs (
     metadata         jsonb       NOT NULL DEFAULT '{}',
     created_at       timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,
-    -- Drawn at random by each claim (0006): names one execution, unlike (id, attempts), which
-    -- a claim forgotten in a crash repeats. NULL until the first claim.
+    -- Drawn at random once by each claim statement (0006): with the id it names one
+    -- execution, unlike (id, attempts), which a claim forgotten in a crash repeats.
     execution_id     uuid,
     CHECK ((lease_owner IS NULL) = (lease_expires_at IS NULL))
 );
@@ -74,7 +74,7 @@ CREATE TABLE jobqueue.finished (
     created_at       timestamptz NOT NULL,
     started_at       timestamptz,
     finished_at      timestamptz NOT NULL DEFAULT now(),
-    execution_id     uuid         -- the execution that ended it (NULL: it never ran)
+    execution_id     uuid         -- the claim token of the execution that ended it
 );
 -- Rows arrive in finished_at order, so a BRIN index serves pruning for almost nothing.
 CREATE INDEX finished_finished_at_brin ON jobqueue.finished USING brin (finished_at);

@@ -46,11 +46,13 @@ class Completer:
         self.event.set()
 
     def report_progress(self, job_id: int, execution_id: str, progress: Any) -> None:
-        """Called from handler threads too: hands the report to the loop."""
+        """Called from handler threads too: hands the report to the loop. `execution_id` is
+        the handler's "job id:claim token"; the row is fenced by the token."""
         encoded = json.dumps(progress)
+        token = execution_id.rpartition(":")[2]
 
         def remember():
-            self.progress[job_id] = (execution_id, encoded)
+            self.progress[job_id] = (token, encoded)
             self.event.set()
 
         self._loop.call_soon_threadsafe(remember)
@@ -128,7 +130,8 @@ class Completer:
             error = json.dumps({
                 "at": datetime.now(UTC).isoformat(), "type": "OutcomeNotStored",
                 "message": f"the job's outcome could not be stored: {reason}",
-                "worker": str(self.worker_id), "execution_id": outcome.execution_id})
+                "worker": str(self.worker_id),
+                "execution_id": f"{outcome.job_id}:{outcome.execution_id}"})
             dead = Outcome(outcome.job_id, outcome.execution_id, "finish", "dead", error=error)
             try:
                 return await self._send([dead])

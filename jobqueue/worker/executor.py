@@ -163,7 +163,7 @@ class Executor:
             if task.wants_ctx:
                 r.ctx = JobContext(job_id=r.id, queue=self.queue, kind=r.kind,
                                    attempt=r.attempt, max_attempts=r.max_attempts,
-                                   execution_id=r.execution_id,
+                                   execution_id=f"{r.id}:{r.execution_id}",
                                    _report_progress=self.report_progress)
                 args = (payload, r.ctx)
             else:
@@ -232,7 +232,7 @@ class Executor:
             "message": message or str(exc),
             "traceback": "".join(traceback.format_exception(exc)),
             "worker": self.worker_name,
-            "execution_id": r.execution_id,
+            "execution_id": f"{r.id}:{r.execution_id}",
         })
 
     # -- stopping ---------------------------------------------------------------------------

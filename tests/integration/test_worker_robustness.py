@@ -212,9 +212,11 @@ class TestExecutionIds:
         forgotten.set()
         assert job.state == "succeeded"
         (a1, e1), (a2, e2) = seen[:2]
-        assert a1 == a2 == 1 and e1 != e2 and uuid.UUID(e1) and uuid.UUID(e2)
-        assert sql("SELECT execution_id::text FROM jobqueue.finished WHERE id = %s",
-                   (job_id,))[0]["execution_id"] == e2
+        assert a1 == a2 == 1 and e1 != e2
+        assert all(e.startswith(f"{job_id}:") and uuid.UUID(e.split(":")[1]) for e in (e1, e2))
+        token = sql("SELECT execution_id::text FROM jobqueue.finished WHERE id = %s",
+                    (job_id,))[0]["execution_id"]
+        assert e2 == f"{job_id}:{token}"
 
     def test_each_failed_attempt_keeps_its_execution_id(self, client, start_worker):
         ids_seen = []
