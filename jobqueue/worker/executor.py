@@ -134,25 +134,14 @@ class Executor:
     # -- running ----------------------------------------------------------------------------
 
     async def _execute(self, r: Running, payload_text: str, timeout: float | None) -> None:
-        try:
-            outcome = await self._outcome(r, payload_text, timeout)
-        finally:
-            self.running -= 1
-            if self.waiting and not self.stopping:
-                # Not eagerly: a chain of jobs that finish at once would nest in this frame.
-                self._launch(*self.waiting.popleft(), False)
-            self.slots.set()
-        if outcome is not None:
-            self.record(outcome)
-
-    async def _outcome(self, r: Running, payload_text: str,
-                       timeout: float | None) -> Outcome | None:
+        # One coroutine per job (a nested one for the outcome cost ~0.5 µs a job).
         r.started = True
         # Each job's Task runs in a context of its own: no need to reset this.
         current_job.set((r.id, self.queue, r.kind, r.attempt, self.worker_name))
         started = time.monotonic()
-        task = self.tasks.get(r.kind)
+        outcome: Outcome | None = None
         try:
+            task = self.tasks.get(r.kind)
             if task is None:
                 raise Permanent(f"no task named {r.kind!r} is registered in this worker")
             try:
@@ -183,7 +172,14 @@ class Executor:
             outcome = Outcome(r.id, r.execution_id, "finish", "succeeded", result=encoded)
             if self.debug:  # a filtered log call still costs a few µs per job
                 log.debug("job_succeeded", seconds=round(time.monotonic() - started, 4))
-        return outcome
+        finally:
+            self.running -= 1
+            if self.waiting and not self.stopping:
+                # Not eagerly: a chain of jobs that finish at once would nest in this frame.
+                self._launch(*self.waiting.popleft(), False)
+            self.slots.set()
+        if outcome is not None:
+            self.record(outcome)
 
     def _encode_result(self, result: Any) -> str:
         """The result as JSON text Postgres can store, or Permanent saying why not: retrying
