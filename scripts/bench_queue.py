@@ -208,6 +208,9 @@ def jobqueue_system(args, name: str, cwd: Path, tasks_module: str, agent: list[s
     for module in args.jq_import:
         jq_worker += ["--import", module]
     io, real_c, real_b = args.io_concurrency, args.real_jq_concurrency, args.real_jq_claim_batch
+    # --prefetch (this checkout only: a baseline may predate it): claim the next wave of I/O
+    # jobs while this one sleeps, so no claim round trip sits between a job and the next.
+    io_prefetch = ["--prefetch", str(io)] if cwd == REPO and args.jq_io_prefetch else []
     return System(
         name=name, python=py, cwd=cwd, agent=agent, extra_env=extra_env,
         pending_sql="SELECT EXISTS (SELECT 1 FROM jobqueue.jobs)",
@@ -217,7 +220,7 @@ def jobqueue_system(args, name: str, cwd: Path, tasks_module: str, agent: list[s
                       "--claim-batch", str(args.jq_claim_batch)],
         latency_worker=[*jq_worker, "--concurrency", str(args.jq_latency_concurrency),
                         "--claim-batch", str(args.jq_latency_concurrency)],
-        io_worker=[*jq_worker, "--concurrency", str(io), "--claim-batch", str(io)],
+        io_worker=[*jq_worker, "--concurrency", str(io), "--claim-batch", str(io), *io_prefetch],
         real_workers=[(f"c{real_c}/b{real_b}", [*jq_worker, "--concurrency", str(real_c),
                                                  "--claim-batch", str(real_b)])],
         settings=(("" if cwd == REPO else f"the checkout {cwd} (PYTHONPATH), this "
@@ -228,7 +231,8 @@ def jobqueue_system(args, name: str, cwd: Path, tasks_module: str, agent: list[s
                   f"{args.jq_latency_concurrency} --claim-batch "
                   f"{args.jq_latency_concurrency}`; LISTEN/NOTIFY on, poll 1 s, psycopg "
                   "3 (4 connections per worker), asyncio default loop"),
-        phase_settings={"io": f"`--concurrency {io} --claim-batch {io}`",
+        phase_settings={"io": f"`--concurrency {io} --claim-batch {io}"
+                              + (f" --prefetch {io}" if io_prefetch else "") + "`",
                         "real": f"`--concurrency {real_c} --claim-batch {real_b}`"},
     )
 
@@ -1038,6 +1042,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("io phase (I/O-bound jobs)")
     g.add_argument("--io-jobs", type=int, default=2000)
     g.add_argument("--io-seconds", type=float, default=0.1, help="each job's asyncio.sleep")
+    g.add_argument("--no-jq-io-prefetch", dest="jq_io_prefetch", action="store_false",
+                   help="io phase: run jobqueue without --prefetch (its default)")
     g.add_argument("--io-concurrency", type=int, default=50,
                    help="concurrent jobs per worker process, every system (jobqueue claim "
                         "batch = this; pgqueuer max_concurrent_tasks = this, batch half)")
