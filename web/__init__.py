@@ -1,4 +1,6 @@
-"""The web app: JSON API under /api, the dashboard at /, health and metrics.
+"""The web app's factory, create_app(): the JSON API under /api, the dashboard at /, health
+and metrics, wired with the security headers, body limits and error pages every route
+shares. Resources (web/resources.py) and sessions (web/sessions.py) live beside it.
 
     gunicorn -c python:web.gunicorn_conf 'web:create_app()'
 
@@ -9,17 +11,13 @@ fork.
 
 from __future__ import annotations
 
-import secrets
-import threading
-
-from flask import Flask, g, has_request_context, jsonify, request
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from jobqueue import settings
-from jobqueue.client import Client
-from jobqueue.db.queries import q
+from web.resources import Resources
+from web.sessions import SharedSecretSessions
 
 MB = settings.MB
 
@@ -54,55 +52,6 @@ def secret_configured() -> bool:
     """Whether the web app may start here: a secret from the environment, or a development
     run (JOBQUEUE_DEV=1, as `jobqueue demo` and the tests are)."""
     return bool(settings.JOBQUEUE_SECRET_KEY.get()) or settings.JOBQUEUE_DEV.get()
-
-
-class Resources:
-    """Per-process resources of the app, made on first use (after any fork)."""
-
-    def __init__(self, app: Flask):
-        self.app = app
-        self._lock = threading.Lock()
-        self._client: Client | None = None
-        self._hub = None
-
-    @property
-    def url(self) -> str:
-        from jobqueue import db
-
-        return self.app.config["DATABASE_URL"] or db.database_url()
-
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = Client(self.url, min_size=1,
-                                          max_size=self.app.config["POOL_MAX_SIZE"])
-        return self._client
-
-    @property
-    def hub(self):
-        """The LISTEN hub behind SSE and ?wait=: one connection per process."""
-        if self._hub is None:
-            with self._lock:
-                if self._hub is None:
-                    from web.events import Hub
-
-                    self._hub = Hub(self.url)
-                    self._hub.start()
-        return self._hub
-
-    def close(self) -> None:
-        if self._hub is not None:
-            self._hub.stop()
-        if self._client is not None:
-            self._client.close()
-
-
-def resources() -> Resources:
-    from flask import current_app
-
-    return current_app.extensions["jobqueue"]
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -144,7 +93,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp, url_prefix="/api")
     app.register_blueprint(dashboard.bp)
 
-    app.session_interface = _SharedSecretSessions()
+    app.session_interface = SharedSecretSessions()
 
     @app.before_request
     def _body_limit():
@@ -167,34 +116,3 @@ def create_app(config: dict | None = None) -> Flask:
         return exc
 
     return app
-
-
-class _SharedSecretSessions(SecureCookieSessionInterface):
-    """Sessions (the dashboard) need one signing key shared by every process and instance:
-    JOBQUEUE_SECRET_KEY or, in a development run only, one created once in the database,
-    looked up when first needed (before Flask opens the first session, which a before_request
-    hook would be too late for). The cookie carries only a session id (web/auth.py)."""
-
-    def open_session(self, app: Flask, request):
-        # API, health and metrics requests authenticate by token and never use a cookie
-        # session: building one cost ~4% of an API request's CPU.
-        if request.path.startswith(("/api/", "/healthz", "/readyz", "/metrics")):
-            return self.make_null_session(app)
-        return super().open_session(app, request)
-
-    def get_cookie_secure(self, app: Flask) -> bool:
-        """Secure whenever the request came over HTTPS (seen through a trusted proxy's
-        X-Forwarded-Proto, see TRUSTED_PROXIES), or always with JOBQUEUE_COOKIE_SECURE."""
-        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
-
-    def get_signing_serializer(self, app: Flask):
-        if not app.secret_key:
-            app.secret_key = _shared_secret(app.extensions["jobqueue"].client)
-        return super().get_signing_serializer(app)
-
-
-def _shared_secret(client: Client) -> str:
-    with client.pool.connection() as conn:
-        row = conn.execute(q("setting_get_or_create"), {
-            "name": "session_secret", "value": secrets.token_hex(32)}).fetchone()
-    return row["value"]

@@ -22,9 +22,9 @@ from jobqueue.client import insert_specs
 from jobqueue.db.queries import q
 from jobqueue.jobs import InvalidJob, JobSpec
 from jobqueue.llm import platforms
-from web import resources
 from web.auth import api_error, require
 from web.openapi import OPENAPI
+from web.resources import resources
 
 bp = Blueprint("api", __name__)
 

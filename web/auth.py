@@ -62,7 +62,7 @@ class Denied(Exception):
 
 def check_token_hash(token_hash: str) -> Principal:
     """Authenticate and charge one request; raises Denied (401 or 429)."""
-    from web import resources
+    from web.resources import resources
 
     with resources().client.pool.connection() as conn:
         row = conn.execute(q("token_use"), {"hash": token_hash}).fetchone()
@@ -104,7 +104,7 @@ def authenticate(token: str) -> Principal:
 def _failed_authentication() -> None:
     from flask import current_app
 
-    from web import resources
+    from web.resources import resources
 
     per_minute = current_app.config["AUTH_FAILURES_PER_MINUTE"]
     if not per_minute:
@@ -181,7 +181,7 @@ def sign_in(token: str) -> Principal:
     principal = authenticate(token)
     if not principal.admin:
         raise Denied(403, "forbidden", "the dashboard needs a token with the admin scope")
-    from web import resources
+    from web.resources import resources
 
     secret = secrets.token_urlsafe(32)
     with resources().client.pool.connection() as conn:
@@ -198,7 +198,7 @@ def sign_out() -> None:
     """End the session on the server, then forget the cookie's contents."""
     secret = session.get("sid")
     if isinstance(secret, str):
-        from web import resources
+        from web.resources import resources
 
         with resources().client.pool.connection() as conn:
             conn.execute(q("session_end"), {"hash": _session_hash(secret)})
@@ -209,7 +209,7 @@ def session_principal() -> Principal | None:
     secret = session.get("sid")
     if not isinstance(secret, str) or not secret:
         return None
-    from web import resources
+    from web.resources import resources
 
     with resources().client.pool.connection() as conn:
         row = conn.execute(q("session_use"), {"hash": _session_hash(secret)}).fetchone()

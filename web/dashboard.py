@@ -42,8 +42,8 @@ from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.db.store import JobFilter
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
-from web import resources
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
+from web.resources import resources
 
 bp = Blueprint("dashboard", __name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from jobqueue.db import migrate
-from web import resources
+from web.resources import resources
 
 bp = Blueprint("health", __name__)
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 
 from jobqueue.db import embedded, migrate
 from tests.support.helpers import ROOT, jobqueue_cmd, run_cli, wait_until
@@ -165,3 +167,32 @@ def test_tokens_create_list_revoke(db_url):
     assert again.returncode == 2 and "no such active token" in again.stderr
     bad = run_cli("tokens", "create", "--owner", "x", "--scopes", "root", url=db_url)
     assert bad.returncode == 2 and "scopes: choose from read, write, admin" in bad.stderr
+
+
+class TestWorkerWithoutADatabase:
+    """Before, a worker that could not reach the database retried for ten minutes, logging
+    925 warnings, and ignored SIGTERM meanwhile."""
+
+    def _nowhere(self) -> str:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        return f"postgresql://postgres@127.0.0.1:{port}/nothing"
+
+    def test_it_gives_up_after_its_connect_timeout_with_one_line(self):
+        started = time.monotonic()
+        out = run_cli("worker", "--connect-timeout", "1", url=self._nowhere())
+        assert out.returncode == 1
+        assert time.monotonic() - started < 20
+        errors = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+        assert errors and errors[0].startswith("Error: cannot reach the database")
+        assert "Traceback" not in out.stderr
+        assert out.stderr.count("db_unavailable") <= 2
+
+    def test_the_first_sigterm_while_waiting_is_a_clean_stop(self):
+        proc = jobqueue_cmd("worker", "--connect-timeout", "60", url=self._nowhere(),
+                            stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # well into the wait for the database (nothing to await: wall time)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
