@@ -352,8 +352,10 @@ def finished_per_minute(conn: psycopg.Connection, since: datetime | None) -> lis
 
 
 def batch(conn: psycopg.Connection, batch_id: int) -> dict | None:
-    """A batch with its jobs counted by state."""
-    return _execute(conn, "batch_get", {"id": batch_id}).fetchone()
+    """A batch with its jobs counted by state (the batches page's query, for one batch)."""
+    rows = _execute(conn, "batches_page", {"before": batch_id + 1, "limit": 1,
+                                           "only": batch_id}, prepare=_UNPREPARED).fetchall()
+    return rows[0] if rows else None
 
 
 def batch_jobs(conn: psycopg.Connection, batch_id: int, after: int = 0,
@@ -365,7 +367,7 @@ def batch_jobs(conn: psycopg.Connection, batch_id: int, after: int = 0,
 
 def batches_page(conn: psycopg.Connection, before: int, limit: int) -> list[dict]:
     """Batches older than `before`, newest first, each with its jobs counted by state."""
-    return _execute(conn, "batches_page", {"before": before, "limit": limit},
+    return _execute(conn, "batches_page", {"before": before, "limit": limit, "only": None},
                     prepare=_UNPREPARED).fetchall()
 
 

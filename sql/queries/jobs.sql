@@ -647,25 +647,6 @@ LEFT JOIN (
 ORDER BY m.minute;
 
 
--- name: batch_get
--- A batch with its jobs counted by state (jobqueue.all_jobs: each table through its batch
--- index).
-WITH counts AS (
-    SELECT count(*) FILTER (WHERE state = 'waiting') AS waiting,
-           count(*) FILTER (WHERE state = 'retrying') AS retrying,
-           count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
-           count(*) FILTER (WHERE state = 'running') AS running,
-           count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
-           count(*) FILTER (WHERE state = 'dead') AS dead,
-           count(*) FILTER (WHERE state = 'cancelled') AS cancelled
-    FROM jobqueue.all_jobs WHERE batch_id = %(id)s
-)
-SELECT b.id, b.name, b.queue, b.owner, b.total, b.source, b.created_at, b.metadata,
-       c.waiting, c.retrying, c.scheduled, c.running, c.succeeded, c.dead, c.cancelled
-FROM jobqueue.batches b, counts c
-WHERE b.id = %(id)s;
-
-
 -- name: batch_jobs
 -- One page of a batch's jobs in id order (keyset pagination: `after` is the last id seen),
 -- with the state every other surface reports (jobqueue.all_jobs).
@@ -677,16 +658,16 @@ LIMIT %(limit)s;
 
 
 -- name: batches_page
--- A page of batches, newest first, each with its jobs counted by state through the batch
--- indexes of both tables (jobqueue.all_jobs).
+-- A page of batches, newest first (or the one batch `only`), each with its jobs counted by
+-- state through the batch indexes of both tables (jobqueue.all_jobs).
 WITH page AS (
-    SELECT id, name, queue, owner, total, source, created_at
+    SELECT id, name, queue, owner, total, source, created_at, metadata
     FROM jobqueue.batches
-    WHERE id < %(before)s
+    WHERE id < %(before)s AND (%(only)s::bigint IS NULL OR id = %(only)s::bigint)
     ORDER BY id DESC
     LIMIT %(limit)s
 )
-SELECT p.id, p.name, p.queue, p.owner, p.total, p.source, p.created_at,
+SELECT p.id, p.name, p.queue, p.owner, p.total, p.source, p.created_at, p.metadata,
        c.waiting, c.retrying, c.scheduled, c.running, c.succeeded, c.dead, c.cancelled
 FROM page p
 CROSS JOIN LATERAL (
