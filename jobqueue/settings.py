@@ -51,6 +51,7 @@ WORKER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "connect_timeout": 30.0,      # a starting worker waits this long for the database
     "max_result_bytes": 1 << 20,  # a larger result (JSON text) fails its job permanently
     "prefetch": 0,                # jobs claimed ahead of free slots, per queue (0: off)
+    "until_idle": False,          # exit once nothing is runnable and nothing is in flight
     "queues": (),                 # several queues (QueueConfig), each with its own slots
 })
 

@@ -51,6 +51,10 @@ class WorkerConfig:
     # for many short I/O-bound jobs (no claim round trip between one and the next), bad for
     # long jobs (they would wait here, leased, while other workers idle). Off by default.
     prefetch: int = D["prefetch"]
+    # Drain and stop: once every queue's latest claim came back short and no job is in flight
+    # (its outcome written), stop as after a warm stop. Jobs scheduled for later (delayed jobs,
+    # retries waiting out their backoff) do not keep it running. For cron services and CI.
+    until_idle: bool = D["until_idle"]
     queues: tuple[QueueConfig, ...] = ()
 
     def __post_init__(self) -> None:

@@ -11,6 +11,8 @@
 Three connections whatever the number of queues: "claim" (claims, heartbeat, registration,
 maintenance: short statements, most of them under the claim lock anyway), "finish"
 (outcomes and progress) and the listener's.
+With `until_idle` it stops by itself (a warm stop) once every queue's latest claim came back
+short and every job's outcome is written (`_idle_check`).
 This module owns start-up, stopping (warm and hard, by signal or call), and what happens when
 a service fails: the worker stops, and `run()` raises WorkerFailed (exit 1 from the CLI).
 """
@@ -152,8 +154,10 @@ class Worker:
             executor = Executor(self.id, queue, cfg, tasks, self.completer.record,
                                 self.completer.report_progress, loop, debug)
             self.executors.append(executor)
-            self.producers[queue.name] = Producer(links["claim"], self.id, queue, cfg,
-                                                  executor, claim_lock)
+            producer = Producer(links["claim"], self.id, queue, cfg, executor, claim_lock)
+            if cfg.until_idle:
+                producer.on_short_claim = self._idle_check
+            self.producers[queue.name] = producer
         leases = Leases(links["claim"], self.id, cfg, self.executors, claim_lock,
                         self._worker_row, self._wake_all)
         self.listener.channels = {"jobqueue_insert": self._inserted,
@@ -260,6 +264,21 @@ class Worker:
             self.completer.retried = False
             for producer in self.producers.values():
                 producer.look_again()  # a retry may be due before the time it knows
+        if self.config.until_idle and not any(e.in_flight for e in self.executors):
+            # Every job's outcome is written: what they enqueued is committed. Each queue
+            # claims again, and the worker is idle only once all those claims come back short.
+            for producer in self.producers.values():
+                producer.epoch += 1
+                producer.wake.set()
+
+    def _idle_check(self) -> None:
+        """until_idle: stop (warm) once every queue's latest claim, made since the last job
+        finished, came back short, and no job is in flight."""
+        if self._stopping or any(e.in_flight for e in self.executors):
+            return
+        if all(p.idle_epoch == p.epoch for p in self.producers.values()):
+            self.log.info("worker_idle", claimed=self.claimed, finished=self.finished)
+            self.stop()
 
     def _all_written(self) -> bool:
         return self._closing and not any(e.active() for e in self.executors)

@@ -1,6 +1,8 @@
 """The claim loop of one queue (a worker runs one per queue it serves): claim runnable jobs
 in batches as slots free up and hand each to the executor; when the queue is empty, sleep
 until a notification, the next poll, or the time the earliest scheduled job is due.
+With `until_idle`, a claim that came back short tells the Worker, which stops once every
+queue is idle and nothing is in flight.
 
 It owns the queue's claim connection and the knowledge of when to look again; it never runs
 a handler or writes an outcome.
@@ -35,6 +37,13 @@ class Producer:
         self.claim_rounds = 0
         self._next_run: datetime | None = None  # when the queue's next scheduled job is due
         self._next_checked = 0.0  # monotonic time _next_run was read
+        # until_idle (set by the Worker): called after a claim that came back short. `epoch`
+        # counts the times the worker's jobs all finished (the Worker bumps it); a short claim
+        # counts as "nothing runnable" only if it started in the current epoch, so work that a
+        # finishing job enqueued is seen by a claim made after it finished.
+        self.on_short_claim: Callable[[], None] | None = None
+        self.epoch = 0
+        self.idle_epoch = -1  # the epoch of the latest short claim
 
     def look_again(self) -> None:
         """Something may be due sooner than we know (a retry was scheduled): ask again."""
@@ -71,6 +80,7 @@ class Producer:
                 await asyncio.sleep(0.002)
                 limit = min(free_slots(), self.claim_batch)
             self.wake.clear()
+            epoch = self.epoch
             # The lease service renews only jobs the executor knows; while a claim is in
             # flight it waits, so the rows of this claim are known before it looks.
             async with self.claim_lock:
@@ -89,6 +99,11 @@ class Producer:
             backlog = len(rows) == limit
             if backlog or stopping():
                 continue
+            if self.on_short_claim is not None:
+                self.idle_epoch = epoch
+                self.on_short_claim()
+                if stopping():
+                    continue
             await self._idle_wait()
 
     async def _idle_wait(self) -> None:

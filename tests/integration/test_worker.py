@@ -562,3 +562,69 @@ class TestPrefetch:
         assert [client.get(i).state for i in ids] == [
             "succeeded", "succeeded", "cancelled", "waiting", "waiting", "waiting"]
         assert client.get(ids[3]).attempts == 0
+
+
+class TestUntilIdle:
+    """WorkerConfig(until_idle=True): drain what is runnable, then stop by itself."""
+
+    @staticmethod
+    def ended(tw, timeout: float = 20.0) -> float:
+        """Wait for the worker to stop by itself; returns how long that took."""
+        t0 = time.monotonic()
+        tw.thread.join(timeout)
+        assert not tw.thread.is_alive(), "the worker did not stop by itself"
+        assert tw.error is None
+        return time.monotonic() - t0
+
+    def test_it_drains_every_queue_and_follow_ups_then_stops(self, client, sql,
+                                                             start_worker):
+        """Two queues; each `parent` job enqueues a `child` on the other queue as it ends;
+        one job asks to be retried in an hour, one is due in an hour. Without LISTEN and with
+        a 30 s poll, the worker runs every parent and child and stops: the children were
+        found because each queue claims again once the last job's outcome is written, and
+        work scheduled for later keeps nobody waiting."""
+        def parent(payload):
+            time.sleep(0.2)
+            client.enqueue("child", queue=payload["to"])
+
+        def later(payload):
+            raise Retry("not now", delay=3600)
+
+        parents = [client.enqueue("parent", {"to": "b"}, queue="a") for _ in range(5)]
+        parents += [client.enqueue("parent", {"to": "a"}, queue="b") for _ in range(5)]
+        retried = client.enqueue("later", queue="a")
+        scheduled = client.enqueue("child", queue="b", delay=3600)
+        tw = start_worker(registry(parent=parent, child=lambda p: "ok", later=later),
+                          queues=(QueueConfig("a", 3), QueueConfig("b", 3)),
+                          until_idle=True, listen=False, poll_seconds=30)
+        assert self.ended(tw) < 15
+        assert [client.get(i).state for i in parents] == ["succeeded"] * 10
+        assert sql("SELECT queue, count(*) AS n FROM jobqueue.finished WHERE kind = 'child' "
+                   "AND state = 'succeeded' GROUP BY queue ORDER BY queue") == [
+            {"queue": "a", "n": 5}, {"queue": "b", "n": 5}]
+        assert (client.get(retried).state, client.get(scheduled).state) == (
+            "retrying", "scheduled")
+        assert tw.worker.finished == 21  # 10 parents, 10 children, 1 attempt to retry
+
+    def test_with_nothing_runnable_it_stops_at_once(self, client, start_worker):
+        client.enqueue("ok", delay=3600)
+        tw = start_worker(registry(ok=lambda p: 1), until_idle=True,
+                          queues=(QueueConfig("default"), QueueConfig("other")))
+        assert self.ended(tw) < 10
+        assert tw.worker.claimed == 0
+
+    def test_a_stop_while_draining_is_still_a_warm_stop(self, client, start_worker):
+        """A stop (SIGTERM) before it is idle: running jobs finish, the rest go back."""
+        started = threading.Event()
+
+        async def slow(payload):
+            started.set()
+            await asyncio.sleep(0.3)
+            return "done"
+
+        ids = [client.enqueue("slow") for _ in range(3)]
+        tw = start_worker(registry(slow=slow), concurrency=1, until_idle=True)
+        assert started.wait(10)
+        tw.stop()
+        states = [client.get(i).state for i in ids]
+        assert states[0] == "succeeded" and states[1:] == ["waiting", "waiting"]
