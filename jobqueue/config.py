@@ -12,7 +12,8 @@ from the working directory, the first directory that holds `jobqueue.toml`, `pyp
 
 The file is parsed once per version (path, mtime and size): a process that asks on every request
 pays a stat, and an edit is still seen. Each part of the file has its own parser beside its
-users: `[platforms.NAME]` in jobqueue/llm/platforms.py, `[tasks.NAME]` in jobqueue/routing.py.
+users: `[platforms.NAME]` in jobqueue/llm/platforms.py, `[tasks.NAME]` in jobqueue/routing.py,
+`[workers.NAME]` in jobqueue/profiles.py.
 """
 
 from __future__ import annotations

@@ -168,7 +168,8 @@ JOBQUEUE_PGBOUNCER = _variable(
 
 # -- platforms and logs ---------------------------------------------------------------------
 JOBQUEUE_CONFIG = _variable(
-    "JOBQUEUE_CONFIG", None, "the config file: platforms and `[tasks.NAME]` routing (TOML)",
+    "JOBQUEUE_CONFIG", None, "the config file: platforms, `[tasks.NAME]` routing and "
+    "`[workers.NAME]` worker profiles (TOML)",
     parse=Path, shown_default="`jobqueue.toml` in the project root")
 LOG_FORMAT = _variable(
     "LOG_FORMAT", None, "`json` or `console`", parse=_choice("json", "console"),

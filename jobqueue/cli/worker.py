@@ -13,6 +13,7 @@ import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from jobqueue import settings, signals
 from jobqueue.cli.common import (
@@ -28,11 +29,41 @@ DEFAULTS = settings.WORKER_DEFAULTS
 
 def _queue_spec(value: str) -> tuple[str, int | None]:
     """NAME or NAME:CONCURRENCY."""
-    name, sep, number = value.partition(":")
-    if not name or (sep and not number.isdigit()) or (sep and int(number) < 1):
-        raise click.BadParameter(f"{value!r}: expected NAME or NAME:CONCURRENCY (a whole "
-                                 "number of at least 1)")
-    return name, int(number) if sep else None
+    from jobqueue.profiles import parse_spec
+
+    try:
+        return parse_spec(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+# Where an option's value counts as given, and so wins over the profile's.
+_EXPLICIT = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+
+
+def _with_profile(ctx: click.Context, name: str) -> dict:
+    """The command's parameters with the profile's values filled in wherever the command line
+    (or a JOBQUEUE_WORKER_* variable) gave none. The profile's values pass through each
+    option's own type and range, and a bad one is named by file, table and field."""
+    from jobqueue import profiles
+
+    profile = profiles.get(name)
+    values = dict(ctx.params)
+    given: dict[str, tuple[str, object]] = {
+        "queues": ("queues", profile.specs(profile.queues)),
+        "platforms": ("platforms", profile.specs(profile.platforms)),
+        "processes": ("processes", profile.processes),
+        "imports": ("import", profile.imports),
+    } | {key: (key, value) for key, value in profile.options.items()}
+    options = {p.name: p for p in ctx.command.params}
+    for param_name, (key, value) in given.items():
+        if value in (None, ()) or ctx.get_parameter_source(param_name) in _EXPLICIT:
+            continue
+        try:
+            values[param_name] = options[param_name].type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            raise UserError(f"{profile.where(key)}: {exc.message}") from None
+    return values
 
 
 @click.command()
@@ -73,15 +104,29 @@ def _queue_spec(value: str) -> tuple[str, int | None]:
                    "(for many short I/O-bound jobs; 0: off).")
 @click.option("--connect-timeout", type=click.FloatRange(0), default=DEFAULTS["connect_timeout"],
               help="At start, how long to wait for the database before giving up (exit 1).")
+@click.option("--until-idle", is_flag=True, default=DEFAULTS["until_idle"],
+              help="Drain and exit 0: stop once every queue found nothing runnable and no job "
+                   "is in flight (jobs scheduled for later, retries included, do not keep it "
+                   "running). For cron services and CI.")
+@click.option("--profile", metavar="NAME", default=None,
+              help="Take queues, platforms, processes, imports and options from the "
+                   "[workers.NAME] table of jobqueue.toml; options given here (or as "
+                   "JOBQUEUE_WORKER_* variables) win, option by option.")
 @click.pass_context
-def worker(ctx, queues, platforms, concurrency, processes, imports, lease_seconds,
-           poll_seconds, listen, grace_seconds, claim_batch, maintenance_seconds,
-           retention_seconds, retry_base_seconds, retry_max_seconds, prefetch,
-           connect_timeout) -> None:
+def worker(ctx, profile, **params) -> None:
     """Run worker process(es) for queues and platforms until SIGTERM (warm stop; a second
-    is hard). One process serves every queue and platform given, each with its own slots:
-    `jobqueue worker --queue emails:20 --queue reports:5 --platform openai:50`."""
+    is hard), or with --until-idle until there is nothing left to do. One process serves
+    every queue and platform given, each with its own slots:
+    `jobqueue worker --queue emails:20 --queue reports:5 --platform openai:50`, or
+    `jobqueue worker --profile all` for a [workers.all] table of jobqueue.toml."""
     from jobqueue.worker.config import QueueConfig
+
+    if profile is not None:
+        params = _with_profile(ctx, profile)
+        del params["profile"]
+    queues, platforms, concurrency, processes, imports, grace_seconds, claim_batch = (
+        params["queues"], params["platforms"], params["concurrency"], params["processes"],
+        params["imports"], params["grace_seconds"], params["claim_batch"])
 
     wanted: list[QueueConfig] = []
     runtimes = {}
@@ -119,9 +164,11 @@ def worker(ctx, queues, platforms, concurrency, processes, imports, lease_second
     if processes > 1:
         from jobqueue.worker.supervisor import supervise
 
-        # Each child gets every option of this command and of the root one (--log-level...).
-        child = option_args(ctx.command, ctx.params | {"processes": 1})
-        sys.exit(supervise([*global_args(), ctx.info_name, *child], processes))
+        # Each child gets every option of this command and of the root one (--log-level...),
+        # with the profile's values already in (so every child runs what was checked here).
+        child = option_args(ctx.command, params | {"processes": 1, "profile": None})
+        sys.exit(supervise([*global_args(), ctx.info_name, *child], processes,
+                           until_idle=params["until_idle"]))
 
     from jobqueue import builtin_tasks  # noqa: F401  (registers noop, echo, sleep, fail)
     from jobqueue.tasks import registry
@@ -130,12 +177,11 @@ def worker(ctx, queues, platforms, concurrency, processes, imports, lease_second
     for problem in routing.unrouted_here(registry.names(), names):
         click.echo(f"warning: {problem}; this worker runs such jobs only when a caller "
                    "names one of its queues", err=True)
-    config = WorkerConfig(
-        queues=tuple(wanted), lease_seconds=lease_seconds,
-        poll_seconds=poll_seconds, listen=listen, grace_seconds=grace_seconds,
-        maintenance_seconds=maintenance_seconds, retention_seconds=retention_seconds,
-        retry_base_seconds=retry_base_seconds, retry_max_seconds=retry_max_seconds,
-        prefetch=prefetch, connect_timeout=connect_timeout)
+    config = WorkerConfig(queues=tuple(wanted), **{
+        name: params[name] for name in (
+            "lease_seconds", "poll_seconds", "listen", "grace_seconds", "maintenance_seconds",
+            "retention_seconds", "retry_base_seconds", "retry_max_seconds", "prefetch",
+            "connect_timeout", "until_idle")})
     # A platform's queue runs its LLM kinds and, with --import, the user's own tasks too.
     tasks = {qc.name: registry for qc in wanted}
     for name, runtime in runtimes.items():

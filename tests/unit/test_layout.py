@@ -16,8 +16,8 @@ MODULES = sorted(p.relative_to(ROOT) for folder in ("jobqueue", "web")
 CORE = ("jobqueue/db", "jobqueue/worker", "jobqueue/llm", "jobqueue/batches", "jobqueue/sim")
 CORE_FILES = ("jobqueue/jobs.py", "jobqueue/tasks.py", "jobqueue/client.py",
               "jobqueue/errors.py", "jobqueue/config.py", "jobqueue/routing.py",
-              "jobqueue/logs.py", "jobqueue/tokens.py", "jobqueue/builtin_tasks.py",
-              "jobqueue/settings.py", "jobqueue/signals.py")
+              "jobqueue/profiles.py", "jobqueue/logs.py", "jobqueue/tokens.py",
+              "jobqueue/builtin_tasks.py", "jobqueue/settings.py", "jobqueue/signals.py")
 
 
 def imports(path: Path) -> set[str]:
