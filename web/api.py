@@ -376,10 +376,15 @@ def upload_document():
         raise BadRequest(f"file: {upload.filename} is not a PDF", field="file")
     if content_type != "application/pdf":
         try:
-            data.decode("utf-8")
+            chars = len(data.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise BadRequest(f"file: {upload.filename} is not UTF-8 text (byte {exc.start})",
                              field="file") from None
+        max_chars = current_app.config["DOCUMENT_MAX_CHARS"]
+        if chars > max_chars:  # a PDF's text is known only once its job extracts it
+            raise BadRequest(f"file: {upload.filename} has {chars} characters, over the limit "
+                             f"of {max_chars} (JOBQUEUE_DOCUMENT_MAX_CHARS)", field="file",
+                             status=422)
     client = resources().client
     with client.pool.connection() as conn, conn.transaction():
         doc_id = conn.execute(q("document_insert"), {

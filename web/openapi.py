@@ -146,6 +146,7 @@ OPENAPI = {
             "responses": {"201": _json({"type": "object"}, "{id, job_id, state}"),
                           "413": _json(_ref("Error"), "Too large"),
                           "415": _json(_ref("Error"), "Not text, Markdown or PDF"),
+                          "422": _json(_ref("Error"), "A text over JOBQUEUE_DOCUMENT_MAX_CHARS"),
                           **ERRORS}}},
         "/documents/{document_id}": {"get": {
             "summary": "A document and its analysis job", "operationId": "getDocument",

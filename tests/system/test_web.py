@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import zlib
 from datetime import datetime
 
 import psycopg
@@ -38,7 +39,7 @@ def config_file(sim, tmp_path):
 @pytest.fixture
 def server(db_url, config_file):
     s = Server(db_url, JOBQUEUE_CONFIG=config_file, JSON_MAX_BYTES=64 * 1024,
-               DOCUMENT_MAX_BYTES=200 * 1024)
+               DOCUMENT_MAX_BYTES=200 * 1024, DOCUMENT_MAX_CHARS=100_000)
     yield s
     s.close()
 
@@ -299,14 +300,25 @@ class TestBatches:
         assert sql("SELECT count(*) AS n FROM jobqueue.batches")[0]["n"] == 0
 
 
-def _pdf(text: str) -> bytes:
-    """A minimal one-page PDF with `text`, with a correct cross-reference table."""
+def _pdf(text: str, padding: int = 0) -> bytes:
+    """A minimal one-page PDF with `text`, with a correct cross-reference table. With
+    `padding`, the content stream ends in that many spaces, deflated: a decompression bomb
+    (100 MB of spaces deflate to about 100 kB)."""
     stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    flate = b""
+    if padding:
+        z = zlib.compressobj(9)
+        parts = [z.compress(stream)]
+        block = b" " * (1 << 20)
+        for _ in range(padding // len(block)):
+            parts.append(z.compress(block))
+        stream, flate = b"".join(parts) + z.flush(), b" /Filter /FlateDecode"
     objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
                b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
                b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+               b"<< /Length %d%s >>\nstream\n" % (len(stream), flate) + stream
+               + b"\nendstream",
                b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
@@ -343,6 +355,9 @@ class TestDocuments:
             result["analysis"]["summary"]])
         if name.endswith(".md"):
             assert result["chunks"] == 2  # 16,000 characters in 12,000-character chunks
+        # The calls' token budget, estimated before the first (prompt / 4 + max_tokens each).
+        assert result["estimated_tokens"] > result["chunks"] * 300
+        assert job["progress"]["estimated_tokens"] == result["estimated_tokens"]
         # A worker was idle: processing started within a second of the upload.
         started = datetime.fromisoformat(job["started_at"])
         created = datetime.fromisoformat(job["created_at"])
@@ -361,6 +376,51 @@ class TestDocuments:
         r = alice.post("/api/documents", files={"file": (name, data)}, data={"platform": "sim"})
         assert r.status_code == status, r.text
         assert r.json()["error"]["field"] == "file"
+
+    def test_a_text_over_the_character_limit_is_refused_at_upload(self, alice):
+        r = alice.post("/api/documents", files={"file": ("long.txt", b"x " * 50_001)},
+                       data={"platform": "sim"})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["field"] == "file" and "JOBQUEUE_DOCUMENT_MAX_CHARS" in error["message"]
+
+    def _dead(self, alice, name, body) -> dict:
+        r = alice.post("/api/documents", files={"file": (name, body)}, data={"platform": "sim"})
+        assert r.status_code == 201, r.text
+        job = alice.get(f"/api/jobs/{r.json()['job_id']}?wait=30").json()
+        assert job["state"] == "dead" and job["attempts"] == 1, job
+        return job
+
+    def test_a_decompression_bomb_is_dead_on_the_first_attempt(self, alice, platform_worker,
+                                                                sim, monkeypatch):
+        """100 kB inflating to 100 MB of spaces: pypdf alone would inflate up to 75 MB, then
+        fail in a way that was retried. Each stream now inflates to 4 bytes a character of
+        the limit at most (here 1 MB, the floor), and the failure is permanent."""
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_MAX_CHARS", "100000")
+        platform_worker(platform(sim, max_tokens=300))
+        bomb = _pdf("Boom", padding=100 << 20)
+        assert len(bomb) < 200 * 1024
+        job = self._dead(alice, "bomb.pdf", bomb)
+        assert "JOBQUEUE_DOCUMENT_MAX_CHARS" in job["errors"][-1]["message"]
+        assert sim.stats()["totals"]["ok"] == 0
+
+    def test_too_many_chunks_is_dead_before_any_call(self, alice, platform_worker, sim,
+                                                    monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_MAX_CHUNKS", "2")
+        platform_worker(platform(sim, max_tokens=300))
+        job = self._dead(alice, "three.md", ("word " * 2000 + "\n\n") * 3)
+        assert "3 chunks, over the limit of 2 (JOBQUEUE_DOCUMENT_MAX_CHUNKS)" in \
+            job["errors"][-1]["message"]
+        assert sim.stats()["totals"]["ok"] == 0
+
+    def test_a_pdf_with_more_text_than_the_limit_is_dead_at_once(self, alice, platform_worker,
+                                                                  sim, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_MAX_CHARS", "1000")
+        platform_worker(platform(sim, max_tokens=300))
+        job = self._dead(alice, "long.pdf", _pdf("Globex " * 200))
+        assert "over the limit of 1000 (JOBQUEUE_DOCUMENT_MAX_CHARS)" in \
+            job["errors"][-1]["message"]
+
 
 
 class TestSessions:
