@@ -220,6 +220,13 @@ JOBQUEUE_DOCUMENT_MAX_CHUNKS = _variable(
     "JOBQUEUE_DOCUMENT_MAX_CHUNKS", 200, "most chunks (one LLM call each, about 12,000 "
     "characters) of one document; more fails its job at once, before any call",
     parse=parse_positive_int)
+JOBQUEUE_DOCUMENT_RETENTION_SECONDS = _variable(
+    "JOBQUEUE_DOCUMENT_RETENTION_SECONDS", 7 * 86400, "uploaded documents are deleted this "
+    "long after upload, once their job has finished (by the workers' maintenance)",
+    parse=parse_positive_int, shown_default="604800 (7 days)")
+JOBQUEUE_DOCUMENT_KEEP_ORIGINAL = _variable(
+    "JOBQUEUE_DOCUMENT_KEEP_ORIGINAL", True, "`0`: a document's uploaded bytes are dropped "
+    "once its text is extracted (only the text is kept)", parse=parse_bool)
 JOBQUEUE_BATCH_MAX_BYTES = _variable(
     "JOBQUEUE_BATCH_MAX_BYTES", 50 * MB, "largest uploaded batch file, in bytes",
     parse=parse_positive_int, shown_default="52428800 (50 MB)")

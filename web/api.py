@@ -415,6 +415,19 @@ def get_document(doc_id: int):
     return jsonify(doc)
 
 
+@bp.delete("/documents/<int:doc_id>")
+@require("write")
+def delete_document(doc_id: int):
+    """Delete a document, its bytes and its text (its owner's or, for an admin, anyone's).
+    Its analysis job stays, as jobs do, until pruned with the finished ones."""
+    with resources().client.pool.connection() as conn:
+        row = conn.execute(q("document_delete"), {
+            "id": doc_id, "owner": g.principal.owner_filter()}).fetchone()
+    if row is None:
+        raise BadRequest(f"document {doc_id}: not found", status=404, code="not_found")
+    return jsonify(id=doc_id, deleted=True)
+
+
 # -- queues ---------------------------------------------------------------------------------
 
 @bp.get("/queues")

@@ -152,7 +152,13 @@ OPENAPI = {
             "summary": "A document and its analysis job", "operationId": "getDocument",
             "parameters": [{"name": "document_id", "in": "path", "required": True,
                             "schema": {"type": "integer"}}],
-            "responses": {"200": _json({"type": "object"}, "The document"), **ERRORS}}},
+            "responses": {"200": _json({"type": "object"}, "The document"), **ERRORS}},
+            "delete": {
+                "summary": "Delete a document, its bytes and text (its owner or an admin)",
+                "operationId": "deleteDocument",
+                "parameters": [{"name": "document_id", "in": "path", "required": True,
+                                "schema": {"type": "integer"}}],
+                "responses": {"200": _json({"type": "object"}, "{id, deleted}"), **ERRORS}}},
         "/sessions": {"get": {
             "summary": "Dashboard sessions of the caller's owner (admin: all)",
             "operationId": "listSessions",

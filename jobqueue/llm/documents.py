@@ -1,13 +1,16 @@
 """Uploaded documents: their text (within JOBQUEUE_DOCUMENT_MAX_CHARS), the chunks analyzed,
-and one assembled analysis."""
+one assembled analysis, and their pruning after JOBQUEUE_DOCUMENT_RETENTION_SECONDS."""
 
 from __future__ import annotations
 
 import io
 from collections import Counter
 
+from jobqueue import settings
+from jobqueue.db.queries import q
 from jobqueue.errors import DocumentTooLarge as DocumentTooLarge
 from jobqueue.errors import UnreadableDocument as UnreadableDocument
+from jobqueue.worker.maintenance import register_prune_hook
 
 CHUNK_CHARS = 12_000  # about 3,000 tokens: room for instructions and a full answer
 # A PDF stream may inflate to this many bytes per allowed character of text, at most (content
@@ -97,3 +100,15 @@ def merge(parts: list[dict]) -> dict:
 
     return {"summary": " ".join(p["summary"] for p in parts), "sentiment": sentiment,
             "topics": ranked("topics"), "entities": ranked("entities")}
+
+
+async def prune_expired(conn) -> int:
+    """The documents' maintenance hook: delete a slice of those past their retention
+    (leader-gated in SQL)."""
+    cur = await conn.execute(q("prune_documents"), {
+        "retention_seconds": settings.JOBQUEUE_DOCUMENT_RETENTION_SECONDS.get(),
+        "limit": 1000})
+    return cur.rowcount
+
+
+register_prune_hook("documents", prune_expired)

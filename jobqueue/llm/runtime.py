@@ -188,17 +188,20 @@ class PlatformRuntime:
             row = await cur.fetchone()
         if row is None:
             raise Permanent(f"document {doc_id}: not found")
-        filename, content_type, data = row
+        filename, content_type, data, text = row
         max_chars = settings.JOBQUEUE_DOCUMENT_MAX_CHARS.get()
         max_chunks = settings.JOBQUEUE_DOCUMENT_MAX_CHUNKS.get()
-        ctx.set_progress({"step": "extracting"})
-        try:
-            text = await asyncio.to_thread(documents.extract_text, content_type, bytes(data),
-                                           max_chars)
-        except documents.UnreadableDocument as exc:
-            raise Permanent(f"{filename}: {exc}") from None
-        async with self.pool.connection() as conn:
-            await conn.execute(q("document_set_text"), {"id": doc_id, "text": text})
+        if text is None:  # else an earlier attempt extracted it (and may have dropped data)
+            ctx.set_progress({"step": "extracting"})
+            try:
+                text = await asyncio.to_thread(documents.extract_text, content_type,
+                                               bytes(data), max_chars)
+            except documents.UnreadableDocument as exc:
+                raise Permanent(f"{filename}: {exc}") from None
+            keep = settings.JOBQUEUE_DOCUMENT_KEEP_ORIGINAL.get()
+            async with self.pool.connection() as conn:
+                await conn.execute(q("document_set_text"), {"id": doc_id, "text": text,
+                                                            "keep_original": keep})
         pieces = documents.chunks(text)
         if len(pieces) > max_chunks:
             raise Permanent(f"{filename}: {len(pieces)} chunks, over the limit of {max_chunks} "

@@ -421,6 +421,82 @@ class TestDocuments:
         assert "over the limit of 1000 (JOBQUEUE_DOCUMENT_MAX_CHARS)" in \
             job["errors"][-1]["message"]
 
+    def test_delete_by_owner_or_admin_and_404_for_others(self, server, alice, make_token):
+        bob = Api(server.base, make_token("bob"))
+        admin = Api(server.base, make_token("ops", ["admin"]))
+        ids = [alice.post("/api/documents", files={"file": ("a.txt", b"hello")},
+                          data={"platform": "sim"}).json()["id"] for _ in range(2)]
+        r = bob.delete(f"/api/documents/{ids[0]}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert alice.delete(f"/api/documents/{ids[0]}").json() == {"id": ids[0],
+                                                                   "deleted": True}
+        assert alice.get(f"/api/documents/{ids[0]}").status_code == 404
+        assert alice.delete(f"/api/documents/{ids[0]}").status_code == 404
+        assert admin.delete(f"/api/documents/{ids[1]}").status_code == 200
+        assert alice.get(f"/api/documents/{ids[1]}").status_code == 404
+
+    def test_the_original_bytes_can_be_dropped_after_extraction(self, alice, platform_worker,
+                                                                sim, sql, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_KEEP_ORIGINAL", "0")
+        platform_worker(platform(sim, max_tokens=300))
+        doc = alice.post("/api/documents", files={"file": ("r.pdf", _pdf("Globex in Paris"))},
+                         data={"platform": "sim"}).json()
+        job = alice.get(f"/api/jobs/{doc['job_id']}?wait=30").json()
+        assert job["state"] == "succeeded", job["errors"]
+        stored = alice.get(f"/api/documents/{doc['id']}").json()
+        assert stored["text_chars"] > 0 and stored["original_kept"] is False
+        row = sql("SELECT length(data) AS n FROM jobqueue.documents WHERE id = %s",
+                  (doc["id"],))[0]
+        assert row["n"] == 0
+
+    def test_a_retry_after_the_bytes_were_dropped_uses_the_stored_text(
+            self, alice, platform_worker, sim, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_KEEP_ORIGINAL", "0")
+        sim.configure(error_rate=1.0)  # the first attempt extracts, then its call fails
+        platform_worker(platform(sim, max_tokens=300), retry_base_seconds=1.0)
+        doc = alice.post("/api/documents", files={"file": ("r.txt", b"Globex in Paris")},
+                         data={"platform": "sim"}).json()
+        wait_until(lambda: alice.get(f"/api/jobs/{doc['job_id']}").json()["errors"])
+        sim.configure(error_rate=0.0)
+        job = alice.get(f"/api/jobs/{doc['job_id']}?wait=30").json()
+        assert job["state"] == "succeeded" and job["attempts"] >= 2, job["errors"]
+        assert alice.get(f"/api/documents/{doc['id']}").json()["original_kept"] is False
+
+    def test_documents_are_pruned_after_their_retention(self, alice, platform_worker, sim,
+                                                         sql, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_RETENTION_SECONDS", "3600")
+        ids = [alice.post("/api/documents", files={"file": (f"{n}.txt", b"hello")},
+                          data={"platform": "sim"}).json()["id"] for n in "abc"]
+        sql("UPDATE jobqueue.documents SET created_at = now() - interval '2 hours' "
+            "WHERE id <> %s", (ids[1],))
+        # c's job is still scheduled: its document stays until the job has finished.
+        sql("UPDATE jobqueue.jobs SET run_at = now() + interval '1 hour' WHERE id = "
+            "(SELECT job_id FROM jobqueue.documents WHERE id = %s)", (ids[2],))
+        platform_worker(platform(sim, max_tokens=300), maintenance_seconds=0.1)
+        wait_until(lambda: alice.get(f"/api/documents/{ids[0]}").status_code == 404)
+        assert alice.get(f"/api/documents/{ids[1]}").status_code == 200
+        assert alice.get(f"/api/documents/{ids[2]}").status_code == 200
+
+    def test_the_prune_hook_does_nothing_without_the_maintenance_lock(self, sql, monkeypatch):
+        """Like the cache's, the hook runs its statement only as the maintenance leader."""
+        import asyncio
+
+        from jobqueue.llm import documents
+        from jobqueue.worker import maintenance
+
+        assert maintenance._prune_hooks["documents"] is documents.prune_expired
+        sql("INSERT INTO jobqueue.documents (filename, content_type, size, data, created_at) "
+            "VALUES ('old.txt', 'text/plain', 1, 'x', now() - interval '30 days')")
+
+        async def prune() -> int:
+            async with await psycopg.AsyncConnection.connect(sql.url,
+                                                             autocommit=True) as conn:
+                return await documents.prune_expired(conn)
+
+        with psycopg.connect(sql.url) as leader:
+            leader.execute("SELECT pg_advisory_xact_lock(hashtext('jobqueue.maintenance'))")
+            assert asyncio.run(prune()) == 0
+        assert asyncio.run(prune()) == 1
 
 
 class TestSessions:
