@@ -4,7 +4,6 @@ pause, and Gunicorn with the shipped config."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -12,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import zlib
 from datetime import datetime
 
 import psycopg
@@ -24,7 +22,14 @@ from jobqueue import tokens
 from jobqueue.db.queries import q
 from jobqueue.tasks import Registry
 from jobqueue.worker import WorkerConfig
-from tests.support.helpers import ROOT, ThreadWorker, platform, wait_finished, wait_until
+from tests.support.helpers import (
+    ROOT,
+    ThreadWorker,
+    minimal_pdf,
+    platform,
+    wait_finished,
+    wait_until,
+)
 from tests.support.web import Api, Server
 
 
@@ -300,45 +305,10 @@ class TestBatches:
         assert sql("SELECT count(*) AS n FROM jobqueue.batches")[0]["n"] == 0
 
 
-def _pdf(text: str, padding: int = 0) -> bytes:
-    """A minimal one-page PDF with `text`, with a correct cross-reference table. With
-    `padding`, the content stream ends in that many spaces, deflated: a decompression bomb
-    (100 MB of spaces deflate to about 100 kB)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    flate = b""
-    if padding:
-        z = zlib.compressobj(9)
-        parts = [z.compress(stream)]
-        block = b" " * (1 << 20)
-        for _ in range(padding // len(block)):
-            parts.append(z.compress(block))
-        stream, flate = b"".join(parts) + z.flush(), b" /Filter /FlateDecode"
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d%s >>\nstream\n" % (len(stream), flate) + stream
-               + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-              % (len(objects) + 1, xref))
-    return out.getvalue()
-
-
 class TestDocuments:
     @pytest.mark.parametrize(("name", "data", "expect"), [
         ("notes.md", "# Acme\nAcme Corp opened an office in Berlin. " * 400, "Acme"),
-        ("report.pdf", _pdf("Globex signed a contract in Paris"), "Globex"),
+        ("report.pdf", minimal_pdf("Globex signed a contract in Paris"), "Globex"),
     ])
     def test_upload_extract_analyze(self, alice, platform_worker, sim, name, data, expect):
         platform_worker(platform(sim, max_tokens=300))
@@ -398,7 +368,7 @@ class TestDocuments:
         the limit at most (here 1 MB, the floor), and the failure is permanent."""
         monkeypatch.setenv("JOBQUEUE_DOCUMENT_MAX_CHARS", "100000")
         platform_worker(platform(sim, max_tokens=300))
-        bomb = _pdf("Boom", padding=100 << 20)
+        bomb = minimal_pdf("Boom", padding=100 << 20)
         assert len(bomb) < 200 * 1024
         job = self._dead(alice, "bomb.pdf", bomb)
         assert "JOBQUEUE_DOCUMENT_MAX_CHARS" in job["errors"][-1]["message"]
@@ -417,7 +387,7 @@ class TestDocuments:
                                                                   sim, monkeypatch):
         monkeypatch.setenv("JOBQUEUE_DOCUMENT_MAX_CHARS", "1000")
         platform_worker(platform(sim, max_tokens=300))
-        job = self._dead(alice, "long.pdf", _pdf("Globex " * 200))
+        job = self._dead(alice, "long.pdf", minimal_pdf("Globex " * 200))
         assert "over the limit of 1000 (JOBQUEUE_DOCUMENT_MAX_CHARS)" in \
             job["errors"][-1]["message"]
 
@@ -439,7 +409,8 @@ class TestDocuments:
                                                                 sim, sql, monkeypatch):
         monkeypatch.setenv("JOBQUEUE_DOCUMENT_KEEP_ORIGINAL", "0")
         platform_worker(platform(sim, max_tokens=300))
-        doc = alice.post("/api/documents", files={"file": ("r.pdf", _pdf("Globex in Paris"))},
+        pdf = minimal_pdf("Globex in Paris")
+        doc = alice.post("/api/documents", files={"file": ("r.pdf", pdf)},
                          data={"platform": "sim"}).json()
         job = alice.get(f"/api/jobs/{doc['job_id']}?wait=30").json()
         assert job["state"] == "succeeded", job["errors"]
