@@ -9,7 +9,10 @@ tens of milliseconds.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -38,17 +41,24 @@ os.environ.setdefault("JOBQUEUE_DEV", "1")
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory) -> str:
-    """URL of the server the tests use (its default database)."""
+def server_url() -> str:
+    """URL of the server the tests use (its default database). The embedded server's data
+    lives in a directory of its own, not under pytest's basetemp: pytest deletes all but the
+    three newest basetemps when a session starts, so a second test session on the machine
+    deleted a running server's data directory from under it."""
     url = os.environ.get("DATABASE_URL")
     if url:
         yield url
         return
     from jobqueue.db import embedded
 
-    pgdata = tmp_path_factory.mktemp("embedded") / "pgdata"
-    yield embedded.database_url(pgdata)
-    embedded.stop(pgdata)
+    home = Path(tempfile.mkdtemp(prefix="jobqueue-tests-"))
+    pgdata = home / "pgdata"
+    try:
+        yield embedded.database_url(pgdata)
+    finally:
+        embedded.stop(pgdata)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
