@@ -6,6 +6,7 @@
     ├── ConfigError (ValueError)         jobqueue.toml is wrong; names file, table and field
     ├── BatchFileError (ValueError)      FILE:LINE: field: what is wrong
     ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
+    │   └── DocumentTooLarge             its text or its chunks pass a configured limit
     ├── NoUsableKey                      every key of a platform is disabled
     ├── InvalidAnswer                    a model's answer lacked the shape asked for
     ├── RedactedError                    an LLM call's error, its API keys scrubbed out
@@ -57,6 +58,11 @@ def format_location(path: str, line: int | None, field: str | None, problem: str
 
 class UnreadableDocument(JobqueueError, ValueError):
     """The file cannot be turned into text (a scanned PDF, say): retrying will not help."""
+
+
+class DocumentTooLarge(UnreadableDocument):
+    """The document's text (or its streams, inflated) or its chunks pass a configured limit
+    (JOBQUEUE_DOCUMENT_MAX_CHARS, JOBQUEUE_DOCUMENT_MAX_CHUNKS); the message names it."""
 
 
 class NoUsableKey(JobqueueError):

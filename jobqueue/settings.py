@@ -214,6 +214,21 @@ JOBQUEUE_POOL_MAX_SIZE = _variable(
 JOBQUEUE_DOCUMENT_MAX_BYTES = _variable(
     "JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB, "largest uploaded document, in bytes",
     parse=parse_positive_int, shown_default="10485760 (10 MB)")
+JOBQUEUE_DOCUMENT_MAX_CHARS = _variable(
+    "JOBQUEUE_DOCUMENT_MAX_CHARS", 10_000_000, "most characters extracted from one document; "
+    "more (or PDF streams inflating past 4 bytes a character) fails its job at once, and a "
+    "text upload over it is refused with 422", parse=parse_positive_int)
+JOBQUEUE_DOCUMENT_MAX_CHUNKS = _variable(
+    "JOBQUEUE_DOCUMENT_MAX_CHUNKS", 200, "most chunks (one LLM call each, about 12,000 "
+    "characters) of one document; more fails its job at once, before any call",
+    parse=parse_positive_int)
+JOBQUEUE_DOCUMENT_RETENTION_SECONDS = _variable(
+    "JOBQUEUE_DOCUMENT_RETENTION_SECONDS", 7 * 86400, "uploaded documents are deleted this "
+    "long after upload, once their job has finished (by the workers' maintenance)",
+    parse=parse_positive_int, shown_default="604800 (7 days)")
+JOBQUEUE_DOCUMENT_KEEP_ORIGINAL = _variable(
+    "JOBQUEUE_DOCUMENT_KEEP_ORIGINAL", True, "`0`: a document's uploaded bytes are dropped "
+    "once its text is extracted (only the text is kept)", parse=parse_bool)
 JOBQUEUE_BATCH_MAX_BYTES = _variable(
     "JOBQUEUE_BATCH_MAX_BYTES", 50 * MB, "largest uploaded batch file, in bytes",
     parse=parse_positive_int, shown_default="52428800 (50 MB)")

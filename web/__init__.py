@@ -62,6 +62,7 @@ def create_app(config: dict | None = None) -> Flask:
         # A development run may sign cookies with a secret kept in the database.
         DEV=settings.JOBQUEUE_DEV.get(),
         DOCUMENT_MAX_BYTES=settings.JOBQUEUE_DOCUMENT_MAX_BYTES.get(),
+        DOCUMENT_MAX_CHARS=settings.JOBQUEUE_DOCUMENT_MAX_CHARS.get(),
         BATCH_MAX_BYTES=settings.JOBQUEUE_BATCH_MAX_BYTES.get(),
         JSON_MAX_BYTES=settings.JOBQUEUE_JSON_MAX_BYTES.get(),
         METRICS_PUBLIC=settings.JOBQUEUE_METRICS_PUBLIC.get(),

@@ -376,10 +376,15 @@ def upload_document():
         raise BadRequest(f"file: {upload.filename} is not a PDF", field="file")
     if content_type != "application/pdf":
         try:
-            data.decode("utf-8")
+            chars = len(data.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise BadRequest(f"file: {upload.filename} is not UTF-8 text (byte {exc.start})",
                              field="file") from None
+        max_chars = current_app.config["DOCUMENT_MAX_CHARS"]
+        if chars > max_chars:  # a PDF's text is known only once its job extracts it
+            raise BadRequest(f"file: {upload.filename} has {chars} characters, over the limit "
+                             f"of {max_chars} (JOBQUEUE_DOCUMENT_MAX_CHARS)", field="file",
+                             status=422)
     client = resources().client
     with client.pool.connection() as conn, conn.transaction():
         doc_id = conn.execute(q("document_insert"), {
@@ -408,6 +413,19 @@ def get_document(doc_id: int):
     doc["created_at"] = doc["created_at"].isoformat()
     doc["job"] = _public(job, g.principal) if job else None
     return jsonify(doc)
+
+
+@bp.delete("/documents/<int:doc_id>")
+@require("write")
+def delete_document(doc_id: int):
+    """Delete a document, its bytes and its text (its owner's or, for an admin, anyone's).
+    Its analysis job stays, as jobs do, until pruned with the finished ones."""
+    with resources().client.pool.connection() as conn:
+        row = conn.execute(q("document_delete"), {
+            "id": doc_id, "owner": g.principal.owner_filter()}).fetchone()
+    if row is None:
+        raise BadRequest(f"document {doc_id}: not found", status=404, code="not_found")
+    return jsonify(id=doc_id, deleted=True)
 
 
 # -- queues ---------------------------------------------------------------------------------

@@ -146,12 +146,19 @@ OPENAPI = {
             "responses": {"201": _json({"type": "object"}, "{id, job_id, state}"),
                           "413": _json(_ref("Error"), "Too large"),
                           "415": _json(_ref("Error"), "Not text, Markdown or PDF"),
+                          "422": _json(_ref("Error"), "A text over JOBQUEUE_DOCUMENT_MAX_CHARS"),
                           **ERRORS}}},
         "/documents/{document_id}": {"get": {
             "summary": "A document and its analysis job", "operationId": "getDocument",
             "parameters": [{"name": "document_id", "in": "path", "required": True,
                             "schema": {"type": "integer"}}],
-            "responses": {"200": _json({"type": "object"}, "The document"), **ERRORS}}},
+            "responses": {"200": _json({"type": "object"}, "The document"), **ERRORS}},
+            "delete": {
+                "summary": "Delete a document, its bytes and text (its owner or an admin)",
+                "operationId": "deleteDocument",
+                "parameters": [{"name": "document_id", "in": "path", "required": True,
+                                "schema": {"type": "integer"}}],
+                "responses": {"200": _json({"type": "object"}, "{id, deleted}"), **ERRORS}}},
         "/sessions": {"get": {
             "summary": "Dashboard sessions of the caller's owner (admin: all)",
             "operationId": "listSessions",

@@ -23,7 +23,7 @@ import openai
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from jobqueue import db
+from jobqueue import db, settings
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidAnswer as InvalidAnswer
 from jobqueue.llm import documents
@@ -163,17 +163,20 @@ class PlatformRuntime:
         text = payload.get("text")
         if not isinstance(text, str) or not text.strip():
             raise Permanent("payload.text: must be a non-empty string")
-        request = {
+        request = self._analyze_request(payload)
+        result = await self._run(request, payload, ctx, validate=validate_analysis)
+        result["analysis"] = validate_analysis(result["text"])
+        return result
+
+    def _analyze_request(self, payload: dict) -> dict:
+        return {
             "model": payload.get("model") or self.platform.model,
             "messages": [{"role": "system", "content": ANALYZE_INSTRUCTIONS},
-                         {"role": "user", "content": text}],
+                         {"role": "user", "content": payload["text"]}],
             "max_tokens": payload.get("max_tokens") or self.platform.max_tokens,
             "temperature": 0,
             "response_format": {"type": "json_object"},
         }
-        result = await self._run(request, payload, ctx, validate=validate_analysis)
-        result["analysis"] = validate_analysis(result["text"])
-        return result
 
     async def document(self, payload: Any, ctx: JobContext) -> dict:
         """An uploaded document: extract its text, analyze it in chunks, assemble one result."""
@@ -185,29 +188,44 @@ class PlatformRuntime:
             row = await cur.fetchone()
         if row is None:
             raise Permanent(f"document {doc_id}: not found")
-        filename, content_type, data = row
-        ctx.set_progress({"step": "extracting"})
-        try:
-            text = await asyncio.to_thread(documents.extract_text, content_type, bytes(data))
-        except documents.UnreadableDocument as exc:
-            raise Permanent(f"{filename}: {exc}") from None
-        async with self.pool.connection() as conn:
-            await conn.execute(q("document_set_text"), {"id": doc_id, "text": text})
+        filename, content_type, data, text = row
+        max_chars = settings.JOBQUEUE_DOCUMENT_MAX_CHARS.get()
+        max_chunks = settings.JOBQUEUE_DOCUMENT_MAX_CHUNKS.get()
+        if text is None:  # else an earlier attempt extracted it (and may have dropped data)
+            ctx.set_progress({"step": "extracting"})
+            try:
+                text = await asyncio.to_thread(documents.extract_text, content_type,
+                                               bytes(data), max_chars)
+            except documents.UnreadableDocument as exc:
+                raise Permanent(f"{filename}: {exc}") from None
+            keep = settings.JOBQUEUE_DOCUMENT_KEEP_ORIGINAL.get()
+            async with self.pool.connection() as conn:
+                await conn.execute(q("document_set_text"), {"id": doc_id, "text": text,
+                                                            "keep_original": keep})
         pieces = documents.chunks(text)
+        if len(pieces) > max_chunks:
+            raise Permanent(f"{filename}: {len(pieces)} chunks, over the limit of {max_chunks} "
+                            "(JOBQUEUE_DOCUMENT_MAX_CHUNKS); no call was made")
+        # The budget the calls may spend, known before the first: what the limiter will
+        # reserve for each chunk (prompt characters / 4 plus max_tokens).
+        estimate = sum(estimate_tokens(self._analyze_request({"text": p})["messages"],
+                                       self.platform.max_tokens) for p in pieces)
         done = 0
 
         async def analyze_piece(piece: str) -> dict:
             nonlocal done
             result = await self.analyze({"text": piece}, ctx)
             done += 1
-            ctx.set_progress({"step": "analyzing", "done": done, "total": len(pieces)})
+            ctx.set_progress({"step": "analyzing", "done": done, "total": len(pieces),
+                              "estimated_tokens": estimate})
             return result
 
-        ctx.set_progress({"step": "analyzing", "done": 0, "total": len(pieces)})
+        ctx.set_progress({"step": "analyzing", "done": 0, "total": len(pieces),
+                          "estimated_tokens": estimate})
         results = await asyncio.gather(*(analyze_piece(p) for p in pieces))
         return {
             "document_id": doc_id, "filename": filename, "chars": len(text),
-            "chunks": len(pieces),
+            "chunks": len(pieces), "estimated_tokens": estimate,
             "analysis": documents.merge([r["analysis"] for r in results]),
             "models": sorted({r["model"] for r in results}),
             "usage": {"total_tokens": sum(r["usage"]["total_tokens"] or 0 for r in results)},

@@ -1,15 +1,18 @@
 """Helpers the tests share: a worker in a background thread, waiting for conditions in another
-process's database, running the `jobqueue` command, per-test databases, simulator platforms."""
+process's database, running the `jobqueue` command, per-test databases, simulator platforms,
+minimal PDFs (and decompression bombs)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import psycopg
@@ -110,3 +113,38 @@ def drop_database(server_url: str, name: str) -> None:
 
 def admin_connection(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True)
+
+
+def minimal_pdf(text: str, padding: int = 0) -> bytes:
+    """A minimal one-page PDF with `text`, with a correct cross-reference table. With
+    `padding`, the content stream ends in that many spaces, deflated: a decompression bomb
+    (100 MB of spaces deflate to about 100 kB)."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    flate = b""
+    if padding:
+        z = zlib.compressobj(9)
+        parts = [z.compress(stream)]
+        block = b" " * (1 << 20)
+        for _ in range(padding // len(block)):
+            parts.append(z.compress(block))
+        stream, flate = b"".join(parts) + z.flush(), b" /Filter /FlateDecode"
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+               b"/Resources << /Font << /F1 5 0 R >> >> >>",
+               b"<< /Length %d%s >>\nstream\n" % (len(stream), flate) + stream
+               + b"\nendstream",
+               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    out = io.BytesIO()
+    out.write(b"%PDF-1.4\n")
+    offsets = []
+    for i, body in enumerate(objects, 1):
+        offsets.append(out.tell())
+        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
+    xref = out.tell()
+    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
+    for offset in offsets:
+        out.write(b"%010d 00000 n \n" % offset)
+    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
+              % (len(objects) + 1, xref))
+    return out.getvalue()

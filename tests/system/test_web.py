@@ -4,7 +4,6 @@ pause, and Gunicorn with the shipped config."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
@@ -23,7 +22,14 @@ from jobqueue import tokens
 from jobqueue.db.queries import q
 from jobqueue.tasks import Registry
 from jobqueue.worker import WorkerConfig
-from tests.support.helpers import ROOT, ThreadWorker, platform, wait_finished, wait_until
+from tests.support.helpers import (
+    ROOT,
+    ThreadWorker,
+    minimal_pdf,
+    platform,
+    wait_finished,
+    wait_until,
+)
 from tests.support.web import Api, Server
 
 
@@ -38,7 +44,7 @@ def config_file(sim, tmp_path):
 @pytest.fixture
 def server(db_url, config_file):
     s = Server(db_url, JOBQUEUE_CONFIG=config_file, JSON_MAX_BYTES=64 * 1024,
-               DOCUMENT_MAX_BYTES=200 * 1024)
+               DOCUMENT_MAX_BYTES=200 * 1024, DOCUMENT_MAX_CHARS=100_000)
     yield s
     s.close()
 
@@ -299,34 +305,10 @@ class TestBatches:
         assert sql("SELECT count(*) AS n FROM jobqueue.batches")[0]["n"] == 0
 
 
-def _pdf(text: str) -> bytes:
-    """A minimal one-page PDF with `text`, with a correct cross-reference table."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out = io.BytesIO()
-    out.write(b"%PDF-1.4\n")
-    offsets = []
-    for i, body in enumerate(objects, 1):
-        offsets.append(out.tell())
-        out.write(b"%d 0 obj\n" % i + body + b"\nendobj\n")
-    xref = out.tell()
-    out.write(b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1))
-    for offset in offsets:
-        out.write(b"%010d 00000 n \n" % offset)
-    out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-              % (len(objects) + 1, xref))
-    return out.getvalue()
-
-
 class TestDocuments:
     @pytest.mark.parametrize(("name", "data", "expect"), [
         ("notes.md", "# Acme\nAcme Corp opened an office in Berlin. " * 400, "Acme"),
-        ("report.pdf", _pdf("Globex signed a contract in Paris"), "Globex"),
+        ("report.pdf", minimal_pdf("Globex signed a contract in Paris"), "Globex"),
     ])
     def test_upload_extract_analyze(self, alice, platform_worker, sim, name, data, expect):
         platform_worker(platform(sim, max_tokens=300))
@@ -343,6 +325,9 @@ class TestDocuments:
             result["analysis"]["summary"]])
         if name.endswith(".md"):
             assert result["chunks"] == 2  # 16,000 characters in 12,000-character chunks
+        # The calls' token budget, estimated before the first (prompt / 4 + max_tokens each).
+        assert result["estimated_tokens"] > result["chunks"] * 300
+        assert job["progress"]["estimated_tokens"] == result["estimated_tokens"]
         # A worker was idle: processing started within a second of the upload.
         started = datetime.fromisoformat(job["started_at"])
         created = datetime.fromisoformat(job["created_at"])
@@ -361,6 +346,128 @@ class TestDocuments:
         r = alice.post("/api/documents", files={"file": (name, data)}, data={"platform": "sim"})
         assert r.status_code == status, r.text
         assert r.json()["error"]["field"] == "file"
+
+    def test_a_text_over_the_character_limit_is_refused_at_upload(self, alice):
+        r = alice.post("/api/documents", files={"file": ("long.txt", b"x " * 50_001)},
+                       data={"platform": "sim"})
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["field"] == "file" and "JOBQUEUE_DOCUMENT_MAX_CHARS" in error["message"]
+
+    def _dead(self, alice, name, body) -> dict:
+        r = alice.post("/api/documents", files={"file": (name, body)}, data={"platform": "sim"})
+        assert r.status_code == 201, r.text
+        job = alice.get(f"/api/jobs/{r.json()['job_id']}?wait=30").json()
+        assert job["state"] == "dead" and job["attempts"] == 1, job
+        return job
+
+    def test_a_decompression_bomb_is_dead_on_the_first_attempt(self, alice, platform_worker,
+                                                                sim, monkeypatch):
+        """100 kB inflating to 100 MB of spaces: pypdf alone would inflate up to 75 MB, then
+        fail in a way that was retried. Each stream now inflates to 4 bytes a character of
+        the limit at most (here 1 MB, the floor), and the failure is permanent."""
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_MAX_CHARS", "100000")
+        platform_worker(platform(sim, max_tokens=300))
+        bomb = minimal_pdf("Boom", padding=100 << 20)
+        assert len(bomb) < 200 * 1024
+        job = self._dead(alice, "bomb.pdf", bomb)
+        assert "JOBQUEUE_DOCUMENT_MAX_CHARS" in job["errors"][-1]["message"]
+        assert sim.stats()["totals"]["ok"] == 0
+
+    def test_too_many_chunks_is_dead_before_any_call(self, alice, platform_worker, sim,
+                                                    monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_MAX_CHUNKS", "2")
+        platform_worker(platform(sim, max_tokens=300))
+        job = self._dead(alice, "three.md", ("word " * 2000 + "\n\n") * 3)
+        assert "3 chunks, over the limit of 2 (JOBQUEUE_DOCUMENT_MAX_CHUNKS)" in \
+            job["errors"][-1]["message"]
+        assert sim.stats()["totals"]["ok"] == 0
+
+    def test_a_pdf_with_more_text_than_the_limit_is_dead_at_once(self, alice, platform_worker,
+                                                                  sim, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_MAX_CHARS", "1000")
+        platform_worker(platform(sim, max_tokens=300))
+        job = self._dead(alice, "long.pdf", minimal_pdf("Globex " * 200))
+        assert "over the limit of 1000 (JOBQUEUE_DOCUMENT_MAX_CHARS)" in \
+            job["errors"][-1]["message"]
+
+    def test_delete_by_owner_or_admin_and_404_for_others(self, server, alice, make_token):
+        bob = Api(server.base, make_token("bob"))
+        admin = Api(server.base, make_token("ops", ["admin"]))
+        ids = [alice.post("/api/documents", files={"file": ("a.txt", b"hello")},
+                          data={"platform": "sim"}).json()["id"] for _ in range(2)]
+        r = bob.delete(f"/api/documents/{ids[0]}")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+        assert alice.delete(f"/api/documents/{ids[0]}").json() == {"id": ids[0],
+                                                                   "deleted": True}
+        assert alice.get(f"/api/documents/{ids[0]}").status_code == 404
+        assert alice.delete(f"/api/documents/{ids[0]}").status_code == 404
+        assert admin.delete(f"/api/documents/{ids[1]}").status_code == 200
+        assert alice.get(f"/api/documents/{ids[1]}").status_code == 404
+
+    def test_the_original_bytes_can_be_dropped_after_extraction(self, alice, platform_worker,
+                                                                sim, sql, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_KEEP_ORIGINAL", "0")
+        platform_worker(platform(sim, max_tokens=300))
+        pdf = minimal_pdf("Globex in Paris")
+        doc = alice.post("/api/documents", files={"file": ("r.pdf", pdf)},
+                         data={"platform": "sim"}).json()
+        job = alice.get(f"/api/jobs/{doc['job_id']}?wait=30").json()
+        assert job["state"] == "succeeded", job["errors"]
+        stored = alice.get(f"/api/documents/{doc['id']}").json()
+        assert stored["text_chars"] > 0 and stored["original_kept"] is False
+        row = sql("SELECT length(data) AS n FROM jobqueue.documents WHERE id = %s",
+                  (doc["id"],))[0]
+        assert row["n"] == 0
+
+    def test_a_retry_after_the_bytes_were_dropped_uses_the_stored_text(
+            self, alice, platform_worker, sim, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_KEEP_ORIGINAL", "0")
+        sim.configure(error_rate=1.0)  # the first attempt extracts, then its call fails
+        platform_worker(platform(sim, max_tokens=300), retry_base_seconds=1.0)
+        doc = alice.post("/api/documents", files={"file": ("r.txt", b"Globex in Paris")},
+                         data={"platform": "sim"}).json()
+        wait_until(lambda: alice.get(f"/api/jobs/{doc['job_id']}").json()["errors"])
+        sim.configure(error_rate=0.0)
+        job = alice.get(f"/api/jobs/{doc['job_id']}?wait=30").json()
+        assert job["state"] == "succeeded" and job["attempts"] >= 2, job["errors"]
+        assert alice.get(f"/api/documents/{doc['id']}").json()["original_kept"] is False
+
+    def test_documents_are_pruned_after_their_retention(self, alice, platform_worker, sim,
+                                                         sql, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_DOCUMENT_RETENTION_SECONDS", "3600")
+        ids = [alice.post("/api/documents", files={"file": (f"{n}.txt", b"hello")},
+                          data={"platform": "sim"}).json()["id"] for n in "abc"]
+        sql("UPDATE jobqueue.documents SET created_at = now() - interval '2 hours' "
+            "WHERE id <> %s", (ids[1],))
+        # c's job is still scheduled: its document stays until the job has finished.
+        sql("UPDATE jobqueue.jobs SET run_at = now() + interval '1 hour' WHERE id = "
+            "(SELECT job_id FROM jobqueue.documents WHERE id = %s)", (ids[2],))
+        platform_worker(platform(sim, max_tokens=300), maintenance_seconds=0.1)
+        wait_until(lambda: alice.get(f"/api/documents/{ids[0]}").status_code == 404)
+        assert alice.get(f"/api/documents/{ids[1]}").status_code == 200
+        assert alice.get(f"/api/documents/{ids[2]}").status_code == 200
+
+    def test_the_prune_hook_does_nothing_without_the_maintenance_lock(self, sql, monkeypatch):
+        """Like the cache's, the hook runs its statement only as the maintenance leader."""
+        import asyncio
+
+        from jobqueue.llm import documents
+        from jobqueue.worker import maintenance
+
+        assert maintenance._prune_hooks["documents"] is documents.prune_expired
+        sql("INSERT INTO jobqueue.documents (filename, content_type, size, data, created_at) "
+            "VALUES ('old.txt', 'text/plain', 1, 'x', now() - interval '30 days')")
+
+        async def prune() -> int:
+            async with await psycopg.AsyncConnection.connect(sql.url,
+                                                             autocommit=True) as conn:
+                return await documents.prune_expired(conn)
+
+        with psycopg.connect(sql.url) as leader:
+            leader.execute("SELECT pg_advisory_xact_lock(hashtext('jobqueue.maintenance'))")
+            assert asyncio.run(prune()) == 0
+        assert asyncio.run(prune()) == 1
 
 
 class TestSessions:
