@@ -100,3 +100,20 @@ def _load(parser: Callable[[dict[str, Any], str], T], path: str, absolute: str,
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
     return parser(data, path)
+
+
+def named_tables(data: dict[str, Any], section: str, source: str, example: str,
+                 parse_one: Callable[[str, dict[str, Any], str], T]) -> dict[str, T]:
+    """The `[SECTION.NAME]` tables of a parsed document, each checked to be a table and
+    parsed by `parse_one(name, table, source)`; an absent section is no tables. (Routing and
+    worker profiles share it.)"""
+    tables = data.get(section, {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{source}: {section}: must be a table of [{section}.NAME] tables")
+    parsed = {}
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: {section}.{name}: must be a table ([{section}.{name}] "
+                              f"with {example} = ...)")
+        parsed[name] = parse_one(name, table, source)
+    return parsed

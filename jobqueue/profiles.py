@@ -93,16 +93,11 @@ def get(name: str, path: Path | str | None = None) -> Profile:
 
 def parse(data: dict[str, Any], source: str = "config") -> dict[str, Profile]:
     """The `[workers.NAME]` tables of a parsed config document, checked."""
-    workers = data.get("workers", {})
-    if not isinstance(workers, dict):
-        raise ConfigError(f"{source}: workers: must be a table of [workers.NAME] tables")
-    return {name: _profile(name, table, source) for name, table in workers.items()}
+    return config.named_tables(data, "workers", source, "queues", _profile)
 
 
-def _profile(name: str, table: Any, source: str) -> Profile:
+def _profile(name: str, table: dict[str, Any], source: str) -> Profile:
     where = f"{source}: workers.{name}"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: must be a table ([workers.{name}] with queues = ...)")
     values: dict[str, Any] = {}
     options: dict[str, Any] = {}
     for key, value in table.items():

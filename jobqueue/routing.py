@@ -60,16 +60,11 @@ def load(path: Path | str | None = None) -> Routes:
 
 def parse(data: dict[str, Any], source: str = "config") -> Routes:
     """The `[tasks.NAME]` tables of a parsed config document, checked."""
-    tasks = data.get("tasks", {})
-    if not isinstance(tasks, dict):
-        raise ConfigError(f"{source}: tasks: must be a table of [tasks.NAME] tables")
-    return {name: _route(name, table, source) for name, table in tasks.items()}
+    return config.named_tables(data, "tasks", source, "queue", _route)
 
 
-def _route(name: str, table: Any, source: str) -> Route:
+def _route(name: str, table: dict[str, Any], source: str) -> Route:
     where = f"{source}: tasks.{name}"
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}: must be a table ([tasks.{name}] with queue = ...)")
     values: dict[str, Any] = {}
     for key, value in table.items():
         at = f"{where}.{key}"
