@@ -165,3 +165,12 @@ def make_token(db_url):
             token, _ = tokens.create(conn, owner, list(scopes), rate_limit)
         return token
     return make
+
+
+@pytest.fixture
+def config_file(sim, tmp_path):
+    """A jobqueue.toml with the simulator as platform `sim` (for the web app's tests)."""
+    path = tmp_path / "jobqueue.toml"
+    path.write_text(f'[platforms.sim]\nbase_url = "{sim.base_url}"\nmodel = "sim-main"\n'
+                    'api_key_env = "SIM_KEY_A"\nmax_tokens = 200\ntimeout = 5\n')
+    return str(path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -30,7 +30,7 @@ log = structlog.get_logger("jobqueue.worker")
 
 class Completer:
     def __init__(self, link: Link, worker_id: UUID, queue: str,
-                 on_written: Callable[[Iterable[int]], None]):
+                 on_written: Callable[[list[int], bool], None]):
         self.link, self.worker_id = link, worker_id
         self.on_written = on_written
         self.log = log.bind(worker=str(worker_id), queue=queue)
@@ -38,7 +38,6 @@ class Completer:
         self.progress: dict[int, tuple[str, str]] = {}
         self.event = asyncio.Event()
         self.finished = 0
-        self.retried = False  # a retry was written: its run_at may be sooner than expected
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def record(self, outcome: Outcome) -> None:
@@ -79,7 +78,9 @@ class Completer:
                     self.log.error("outcomes_lost", count=len(batch),
                                    note="database unreachable at hard stop; leases will expire")
                 self.finished += len(batch)
-                self.on_written(o.job_id for o in batch)
+                # Whether a retry was written: its run_at may be sooner than the producers know.
+                self.on_written([o.job_id for o in batch],
+                                any(o.action == "retry" for o in batch))
             if done() and not self.outbox:
                 return
 
@@ -94,8 +95,6 @@ class Completer:
             recorded = set()
             for outcome in batch:
                 recorded |= await self._send_alone(outcome)
-        if any(o.action == "retry" for o in batch):
-            self.retried = True
         for o in batch:
             if o.job_id not in recorded:
                 # Fencing at work: our lease expired and the job was rescued (and maybe taken

@@ -28,7 +28,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import psycopg
 import structlog
@@ -102,7 +102,6 @@ class Worker:
             self._loop.call_soon_threadsafe(self._poke)
 
     def _poke(self) -> None:
-        self._stop_event.set()
         for executor in self.executors:
             executor.stop_waiting()
         for producer in self.producers.values():
@@ -132,7 +131,6 @@ class Worker:
         self._connect_deadline = time.monotonic() + cfg.connect_timeout
         enabled = getattr(log.bind(), "is_enabled_for", None)
         debug = enabled(logging.DEBUG) if enabled else True
-        self._stop_event = asyncio.Event()
         self._hard_event = asyncio.Event()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -253,15 +251,10 @@ class Worker:
             hard_wait.cancel()
         await asyncio.gather(*(e.hand_back_rest() for e in self.executors))
 
-    def _written(self, job_ids: Iterable[int]) -> None:
-        if len(self.executors) == 1:
-            self.executors[0].release(job_ids)
-        else:
-            ids = list(job_ids)
-            for executor in self.executors:
-                executor.release(ids)
-        if self.completer.retried:
-            self.completer.retried = False
+    def _written(self, job_ids: list[int], retried: bool) -> None:
+        for executor in self.executors:  # each frees the ids that are its own
+            executor.release(job_ids)
+        if retried:
             for producer in self.producers.values():
                 producer.look_again()  # a retry may be due before the time it knows
         if self.config.until_idle and not any(e.in_flight for e in self.executors):

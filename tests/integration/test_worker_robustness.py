@@ -171,7 +171,7 @@ class TestLostReplies:
             link = Link(db_url, "finish", lambda: False)
             link.conn = LosesFirstReply(await psycopg.AsyncConnection.connect(
                 db_url, autocommit=True))
-            completer = Completer(link, worker, "default", lambda ids: None)
+            completer = Completer(link, worker, "default", lambda ids, retried: None)
             outcomes = [store.Outcome(r[0], r[6], "finish", "succeeded", result="1")
                         for r in rows]
             with capture_logs() as logs:

@@ -34,14 +34,6 @@ from tests.support.web import Api, Server
 
 
 @pytest.fixture
-def config_file(sim, tmp_path):
-    path = tmp_path / "jobqueue.toml"
-    path.write_text(f'[platforms.sim]\nbase_url = "{sim.base_url}"\nmodel = "sim-main"\n'
-                    'api_key_env = "SIM_KEY_A"\nmax_tokens = 200\ntimeout = 5\n')
-    return str(path)
-
-
-@pytest.fixture
 def server(db_url, config_file):
     s = Server(db_url, JOBQUEUE_CONFIG=config_file, JSON_MAX_BYTES=64 * 1024,
                DOCUMENT_MAX_BYTES=200 * 1024, DOCUMENT_MAX_CHARS=100_000)
