@@ -273,7 +273,8 @@ class TestBatches:
             {"prompt": "fine"}, {"prompt": "x", "max_tokens": -1}]})
         assert r.status_code == 422
         assert r.json()["error"]["problems"] == [
-            "items[1].max_tokens: must be a positive integer, got -1"]
+            "items[1].max_tokens: input should be greater than or equal to 1, got -1"]
+        assert r.json()["error"]["field"] == "items[1].max_tokens"
         assert sql("SELECT count(*) AS n FROM jobqueue.jobs")[0]["n"] == 0
 
     def test_unknown_platform_is_422(self, alice):
