@@ -30,7 +30,8 @@ PRIORITY_RANGE = (-32768, 32767)
 # must stay under ~2,700 bytes: 200 characters is at most 800 bytes of UTF-8.
 MAX_NAME_LENGTH = 200         # queue, kind, idempotency key
 ATTEMPTS_RANGE = (1, 1000)    # max_attempts (an integer column; a retry loop has to end)
-MAX_TIMEOUT_SECONDS = 7 * 86400.0
+# timeout_seconds is a real: a millisecond and up (smaller floats underflowed it: a 500).
+TIMEOUT_RANGE = (0.001, 7 * 86400.0)
 MAX_DELAY_SECONDS = 10 * 366 * 86400.0  # how far ahead a job may be scheduled (delay)
 
 # One compact encoder, reused: json.dumps(..., separators=...) builds a new one per call.
@@ -191,12 +192,13 @@ class JobSpec:
                 or not lo <= max_attempts <= hi):
             raise InvalidJob(f"max_attempts: must be an integer from {lo} to {hi}, "
                              f"got {max_attempts!r}")
+        lo, hi = TIMEOUT_RANGE
         if self.timeout is not None and not (
             isinstance(self.timeout, int | float) and not isinstance(self.timeout, bool)
-            and 0 < self.timeout <= MAX_TIMEOUT_SECONDS
+            and lo <= self.timeout <= hi
         ):
-            raise InvalidJob(f"timeout: must be a number of seconds over 0 and at most "
-                             f"{MAX_TIMEOUT_SECONDS:g}, got {self.timeout!r}")
+            raise InvalidJob(f"timeout: must be a number of seconds from {lo:g} to {hi:g}, "
+                             f"got {self.timeout!r}")
         run_at = self.run_at
         if self.delay is not None:
             if run_at is not None:

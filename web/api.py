@@ -382,7 +382,7 @@ def list_queues():
 @require("admin")
 @operation("Pause or resume a queue (admin)", path=s.QueueName,
            replies={200: Reply(s.QueuePaused, "{queue, paused}")})
-def pause_queue(name: str, action: str):
+def queue(name: str, action: str):
     client = resources().client
     with client.pool.connection() as conn:
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})

@@ -83,6 +83,9 @@ STANDARD_ERRORS = {
     415: "The wrong Content-Type",
     429: "Over the token's rate limit (or too many failed sign-ins); see Retry-After",
 }
+# Answered by Gunicorn before the app sees the request, so with no JSON body.
+SERVER_ERRORS = {414: Reply(None, "The request line is over Gunicorn's limit (4094 bytes)",
+                            ())}
 
 
 @dataclass(frozen=True)
@@ -96,33 +99,37 @@ class Operation:
     form: type[BaseModel] | None = None
     query: type[BaseModel] | None = None
     path: type[BaseModel] | None = None
-    auth: bool = True
     limit: str = "JSON_MAX_BYTES"  # the config key of the body's size limit
     description: str | None = None
     # Fields whose every problem is listed at once (error.problems) with this status, when
     # they are the only ones at fault: a batch's items, 422, nothing enqueued.
     problems: tuple[tuple[str, ...], int] | None = None
 
-    def answers(self, has_path_variables: bool = False) -> dict[int, Reply]:
-        """Every status the route may answer, with what comes with it."""
+    def answers(self, scope: str | None) -> dict[int, Reply]:
+        """Every status the route may answer, with what comes with it, given the token scope
+        its @require asks for (None: no token needed). 403 is for scopes above read, which
+        every token has."""
         statuses = dict(self.errors)
-        if self.auth:
-            statuses |= {s: STANDARD_ERRORS[s] for s in (401, 403, 429)}
-        if self.body or self.form or self.query or self.path or has_path_variables:
+        if scope is not None:
+            statuses |= {s: STANDARD_ERRORS[s] for s in (401, 429)}
+        if scope not in (None, "read"):
+            statuses[403] = STANDARD_ERRORS[403]
+        if self.body or self.form or self.query or self.path:
             statuses[400] = statuses.get(400, STANDARD_ERRORS[400])
         if self.body or self.form:
             statuses |= {s: statuses.get(s, STANDARD_ERRORS[s]) for s in (413, 415)}
-        return self.replies | {s: Reply(Error, text) for s, text in statuses.items()}
+        return (self.replies | {s: Reply(Error, text) for s, text in statuses.items()}
+                | SERVER_ERRORS)
 
 
 def operation(summary: str, *, replies: dict[int, Reply], errors: dict[int, str] | None = None,
               body: type[BaseModel] | None = None, form: type[BaseModel] | None = None,
               query: type[BaseModel] | None = None, path: type[BaseModel] | None = None,
-              auth: bool = True, limit: str = "JSON_MAX_BYTES",
+              limit: str = "JSON_MAX_BYTES",
               description: str | None = None,
               problems: tuple[tuple[str, ...], int] | None = None):
     """Declare a route's input and answers; the view gets the checked `body` and `query`."""
-    op = Operation(summary, replies, errors or {}, body, form, query, path, auth, limit,
+    op = Operation(summary, replies, errors or {}, body, form, query, path, limit,
                    description, problems)
 
     def decorate(view):
@@ -149,6 +156,12 @@ def operation(summary: str, *, replies: dict[int, Reply], errors: dict[int, str]
 def operation_of(app: Flask, endpoint: str | None) -> Operation | None:
     view = app.view_functions.get(endpoint) if endpoint else None
     return getattr(view, "operation", None)
+
+
+def answers_of(app: Flask, endpoint: str) -> dict[int, Reply]:
+    """What the route at `endpoint` may answer (its @operation, and its @require's scope)."""
+    view = app.view_functions[endpoint]
+    return view.operation.answers(getattr(view, "required_scope", None))
 
 
 # -- reading requests -----------------------------------------------------------------------
@@ -219,7 +232,8 @@ def bad_request(exc: ValidationError, raw: bytes | None = None,
         if kind in ("model_type", "model_attributes_type", "dict_type"):
             return BadRequest("body: must be a JSON object", field="body", status=status)
         return BadRequest(f"body: {_message(first)}", field="body", status=status)
-    return BadRequest(describe(first), field=dotted(loc), status=status)
+    text = describe(first)
+    return BadRequest(text, field=text.split(": ", 1)[0], status=status)
 
 
 def describe(error: dict) -> str:
@@ -324,11 +338,9 @@ def check_answers(app: Flask) -> None:
 
     @app.after_request
     def _check(response):
-        op = operation_of(app, request.endpoint)
-        if op is None:
+        if operation_of(app, request.endpoint) is None:
             return response
-        rule = request.url_rule
-        reply = op.answers(bool(rule and rule.arguments)).get(response.status_code)
+        reply = answers_of(app, request.endpoint).get(response.status_code)
         assert reply is not None, (
             f"{request.method} {request.path} answered {response.status_code}, which its "
             f"@operation does not declare: {response.get_data(as_text=True)[:300]}")

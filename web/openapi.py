@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from jobqueue import settings
-from web.contract import Operation, operation_of
+from web.contract import Operation, answers_of, operation_of
 from web.schemas import MAX_ID
 
 API_PREFIX = "/api"
@@ -39,15 +39,16 @@ def _build(app: Flask) -> dict:
             for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
                 name = rule.endpoint.rsplit(".", 1)[-1]
                 op_id = _camel("_".join([name, *fixed]))
-                routes.append((path, method.lower(), op_id, op, variables))
+                routes.append((path, method.lower(), op_id, op, variables,
+                               answers_of(app, rule.endpoint)))
 
-    models = {m for *_, op, _ in routes for m in _models(op)}
+    models = {m for *_, op, _, answers in routes for m in _models(op, answers)}
     refs, defs = models_json_schema(
         [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
         ref_template="#/components/schemas/{model}")
     paths: dict[str, dict] = {}
-    for path, method, op_id, op, variables in routes:
-        paths.setdefault(path, {})[method] = _operation(op, op_id, variables,
+    for path, method, op_id, op, variables, answers in routes:
+        paths.setdefault(path, {})[method] = _operation(op, op_id, variables, answers,
                                                         lambda m: refs[(m, "validation")])
     return {
         "openapi": "3.1.0",
@@ -63,9 +64,9 @@ def _build(app: Flask) -> dict:
     }
 
 
-def _models(op: Operation) -> list[type[BaseModel]]:
+def _models(op: Operation, answers: dict) -> list[type[BaseModel]]:
     found = [m for m in (op.body, op.form, op.query, op.path) if m is not None]
-    return found + [r.model for r in op.answers(True).values() if r.model is not None]
+    return found + [r.model for r in answers.values() if r.model is not None]
 
 
 def _expand(rule: str):
@@ -117,7 +118,8 @@ def _text_schema(prop: dict) -> dict:
     return schema
 
 
-def _operation(op: Operation, op_id: str, variables: dict[str, dict], ref) -> dict:
+def _operation(op: Operation, op_id: str, variables: dict[str, dict], answers: dict,
+               ref) -> dict:
     params = _parameters(op.path, "path") if op.path else []
     named = {p["name"] for p in params}
     params += [{"name": n, "in": "path", "required": True, "schema": s}
@@ -142,7 +144,7 @@ def _operation(op: Operation, op_id: str, variables: dict[str, dict], ref) -> di
                                           "application/json" and reply.model else {})
                                       for t in reply.content_types}}
                          if reply.content_types else {})}
-        for status, reply in sorted(op.answers(bool(variables)).items())}
-    if not op.auth:
+        for status, reply in sorted(answers.items())}
+    if 401 not in answers:  # no @require: no token
         doc["security"] = []
     return doc

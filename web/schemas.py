@@ -38,10 +38,10 @@ from jobqueue.jobs import (
     ATTEMPTS_RANGE,
     MAX_DELAY_SECONDS,
     MAX_NAME_LENGTH,
-    MAX_TIMEOUT_SECONDS,
     PRIORITIES,
     PRIORITY_RANGE,
     STATES,
+    TIMEOUT_RANGE,
     check_run_at,
     text_problem,
     to_json,
@@ -163,11 +163,22 @@ class NewJob(RequestModel):
     delay: Annotated[float, Field(ge=0, le=MAX_DELAY_SECONDS)] | None = Field(
         None, description="Seconds from now before it may run")
     max_attempts: Annotated[int, Field(ge=ATTEMPTS_RANGE[0], le=ATTEMPTS_RANGE[1])] | None = None
-    timeout: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_SECONDS)] | None = Field(
+    timeout: Annotated[float, Field(ge=TIMEOUT_RANGE[0], le=TIMEOUT_RANGE[1])] | None = Field(
         None, description="Seconds an attempt may run")
     idempotency_key: Name | None = Field(
         None, description="A second job with the same key (and owner) returns the first")
     metadata: JsonObject | None = None
+
+    # What JobSpec refuses (delay or run_at, not both), as JSON Schema says it.
+    model_config = ConfigDict(json_schema_extra={"not": {
+        "required": ["delay", "run_at"],
+        "properties": {"delay": {"type": "number"}, "run_at": {"type": "string"}}}})
+
+    @model_validator(mode="after")
+    def _delay_or_run_at(self):
+        if self.delay is not None and self.run_at is not None:
+            raise PydanticCustomError("delay", "give delay or run_at, not both")
+        return self
 
 
 class ContentPart(BaseModel):
@@ -180,7 +191,14 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     """A chat message; other OpenAI fields (name, tool_calls, ...) pass through."""
 
-    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    # What _content_or_tool_calls checks, as JSON Schema says it.
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False,
+                              json_schema_extra={"anyOf": [
+                                  {"required": ["content"], "properties": {
+                                      "content": {"type": ["string", "array"]}}},
+                                  {"required": ["tool_calls"], "properties": {
+                                      "role": {"const": "assistant"},
+                                      "tool_calls": {"type": "array", "minItems": 1}}}]})
     role: Literal[tuple(ROLES)]
     content: Annotated[
         Text | Annotated[list[ContentPart], Field(min_length=1)] | None,
@@ -201,6 +219,11 @@ _tlo, _thi = TEMPERATURE_RANGE
 
 class BatchItem(RequestModel):
     """One item of a JSON batch: "prompt" or "messages" (not both), as a JSONL line."""
+
+    # What _prompt_or_messages checks, as JSON Schema says it: exactly one of them set.
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["prompt"], "properties": {"prompt": {"type": "string"}}},
+        {"required": ["messages"], "properties": {"messages": {"type": "array"}}}]})
 
     prompt: Filled | None = None
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
@@ -388,3 +411,24 @@ class SessionRevoked(ResponseModel):
 class OpenApiDocument(ResponseModel):
     openapi: str
     paths: dict[str, Any]
+
+
+# -- dashboard forms and filters (HTML: checked here, not in the OpenAPI document) -----------
+
+class JobFilterArgs(TextModel):
+    """The job list's filter, from a query string or a bulk action's form."""
+
+    queue: Name | None = None
+    kind: Name | None = None
+    owner: Name | None = None
+    batch: Id | None = None
+    state: Text | None = None  # an unknown state filters nothing, as a stale link would
+    q: Annotated[Text, Field(max_length=MAX_NAME_LENGTH)] | None = None
+
+
+class IdList(TextModel):
+    """Ids ticked on a page (`ids`) and a bulk action's confirmed bound (`upto`)."""
+
+    ids: list[Id] = []
+    upto: Id | None = None
+    before: Id | None = None
