@@ -132,7 +132,7 @@ def _multipart(name: str, data: bytes, **fields):
 class TestEveryDocumentedStatusIsAnswered:
     """For each route, a request that gets each status its document lists (401 and 429 are
     answered by the same code on every route: test_web.py TestAuth and TestRateLimits; 414 by
-    Gunicorn: tests/system/test_web.py TestGunicorn)."""
+    Gunicorn: test_web.py test_gunicorn_serves_the_app_with_the_shipped_config)."""
 
     def test_each_status_of_each_route(self, server, alice, make_token, doc):
         admin = Api(server.base, make_token("ops", ["admin"]))
