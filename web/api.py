@@ -105,10 +105,9 @@ def create_job(body: s.NewJob):
            errors={404: "Not found (or not yours, or deleted while waited for)"})
 def get_job(job_id: int, query: s.JobWait):
     job = _visible_job(job_id)
-    wait = query.wait
+    wait = query.wait  # checked: 0 to MAX_WAIT_SECONDS
     if wait is not None and not job.finished:
-        seconds = wait
-        deadline = time.monotonic() + seconds
+        deadline = time.monotonic() + wait
         with resources().hub.subscribe(job_id) as sub:
             job = resources().client.get(job_id)
             while job is not None and not job.finished and (
