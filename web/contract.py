@@ -183,7 +183,7 @@ def _request_body(op: Operation) -> BaseModel:
     try:
         return op.body.model_validate_json(raw)
     except ValidationError as exc:
-        raise bad_request(exc, raw, op.problems) from None
+        raise bad_request(exc, op.body, raw, op.problems) from None
 
 
 def _read_body(limit: int) -> bytes:
@@ -206,17 +206,20 @@ def _validate(model: type[BaseModel], data: dict) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise bad_request(exc) from None
+        raise bad_request(exc, model) from None
 
 
 # -- errors as clients read them ------------------------------------------------------------
 
-def bad_request(exc: ValidationError, raw: bytes | None = None,
-                problems: tuple[tuple[str, ...], int] | None = None,
+def bad_request(exc: ValidationError, model: type[BaseModel] | None = None,
+                raw: bytes | None = None, problems: tuple[tuple[str, ...], int] | None = None,
                 status: int = 400) -> BadRequest:
     """The first of pydantic's errors as a BadRequest naming the field; or, when `problems`
-    (fields, status) covers every error, all of them in error.problems."""
-    errors = exc.errors(include_url=False)
+    (fields, status) covers every error, all of them in error.problems. A model validator
+    blames a field by naming its error type after it (PydanticCustomError("delay", ...))."""
+    fields = set(model.model_fields) if model is not None else set()
+    errors = [e | {"loc": (e["type"],)} if not e["loc"] and e["type"] in fields else e
+              for e in exc.errors(include_url=False)]
     if problems and all(e["loc"] and e["loc"][0] in problems[0] for e in errors):
         listed = [describe(e) for e in errors]
         return Rejected(listed, status=problems[1])

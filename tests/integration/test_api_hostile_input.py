@@ -207,6 +207,7 @@ CASES = [
     ("/jobs", {**JOB, "run_at": "0001-01-01T00:00:00+05:00"}, None, "run_at"),
     ("/jobs", {**JOB, "run_at": "2026-01-01T00:00:00"}, None, "run_at"),
     ("/jobs", {**JOB, "queue": "q" * 201}, None, "queue"),
+    ("/jobs", {**JOB, "delay": 5, "run_at": "2030-01-01T00:00:00Z"}, None, "delay"),
     ("/jobs", {**JOB, "kind": "k" * 5000}, None, "kind"),
     ("/jobs", {**JOB, "idempotency_key": "i" * 201}, None, "idempotency_key"),
     ("/batches", {"platform": "sim", "name": "@", "items": [{"prompt": "p"}]}, "nul", "name"),
