@@ -47,13 +47,26 @@ class Outcome:
 
 # -- claim ------------------------------------------------------------------------------------
 
+class Claimed(list):
+    """The rows a claim leased: (id, kind, payload text, attempt, max_attempts,
+    timeout_seconds, execution_id). `held_back`: the queue's caps (fleet-wide or per owner)
+    left runnable work unclaimed, which no notification will announce when places free up."""
+
+    held_back: bool = False
+
+
 async def claim(conn: psycopg.AsyncConnection, queue: str, limit: int, worker: UUID,
-                lease_seconds: float) -> list[tuple]:
-    """Lease up to `limit` runnable jobs of `queue`. Rows: (id, kind, payload text, attempt,
-    max_attempts, timeout_seconds, execution_id)."""
+                lease_seconds: float) -> Claimed:
+    """Lease up to `limit` runnable jobs of `queue`, within its caps, in its order (plain or
+    fair between owners): see the `claim` query."""
     cur = await conn.execute(q("claim"), {"queue": queue, "limit": limit, "worker": worker,
                                           "lease_seconds": lease_seconds})
-    return await cur.fetchall()
+    rows = await cur.fetchall()
+    claimed = Claimed(rows)
+    if rows and rows[-1][0] is None:  # the caps' marker row comes last
+        claimed.pop()
+        claimed.held_back = True
+    return claimed
 
 
 async def next_run_at(conn: psycopg.AsyncConnection, queue: str) -> datetime | None:

@@ -2,7 +2,8 @@
 in batches as slots free up and hand each to the executor; when the queue is empty, sleep
 until a notification, the next poll, or the time the earliest scheduled job is due.
 With `until_idle`, a claim that came back short tells the Worker, which stops once every
-queue is idle and nothing is in flight.
+queue is idle and nothing is in flight. A claim the queue's fleet-wide caps held back is
+tried again shortly (nothing announces a freed place).
 
 It owns the queue's claim connection and the knowledge of when to look again; it never runs
 a handler or writes an outcome.
@@ -24,6 +25,12 @@ from jobqueue.db import store
 from jobqueue.worker.config import QueueConfig, WorkerConfig
 from jobqueue.worker.executor import Executor
 from jobqueue.worker.link import Link
+
+
+# How soon a claim held back by the queue's caps (sql/queries/jobs.sql, `claim`) is tried
+# again. A capped queue's claims take turns on its row, so each costs a little more than a
+# plain one; 20 ms keeps a place that freed from staying empty for long.
+HELD_BACK_RECHECK_SECONDS = 0.02
 
 
 class Producer:
@@ -98,6 +105,13 @@ class Producer:
             self.claim_rounds += 1
             backlog = len(rows) == limit
             if backlog or stopping():
+                continue
+            if rows.held_back:
+                # The queue's caps left work waiting: a place frees when any worker of the
+                # fleet finishes one of its jobs, which nothing announces, so look again soon.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(HELD_BACK_RECHECK_SECONDS):
+                        await self.wake.wait()
                 continue
             if self.on_short_claim is not None:
                 self.idle_epoch = epoch

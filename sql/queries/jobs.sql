@@ -117,8 +117,25 @@ FROM jobqueue.all_jobs WHERE id = %(id)s;
 
 -- name: claim
 -- The worker's claim: lock up to `limit` runnable rows, skipping rows other workers hold, and
--- lease them in the same statement. The MATERIALIZED CTE keeps the planner from pushing the
--- LIMIT below the lock and updating more rows than asked for. A paused queue yields nothing.
+-- lease them in the same statement. The MATERIALIZED CTEs keep the planner from pushing the
+-- LIMIT below the lock and updating more rows than asked for.
+-- The queue's settings (0012_fair_caps.sql) pick one of three sources of rows; the other two
+-- are cut off by a one-time filter (a condition on `allowed` alone, which Postgres checks
+-- once before touching their index), so a queue pays only for the path it uses:
+--   plain      no fairness, no per-owner cap: (priority, run_at, id) through jobs_claim_idx,
+--              exactly the claim of a queue without settings;
+--   fair       fair order (priority, fair_round, id) through jobs_fair_idx: round robin
+--              between owners, one ordered index scan of the rows it takes;
+--   per_owner  a per-owner cap: the next `4 * limit + 100` rows in fair order, unlocked,
+--              each owner's numbered in turn; those within the owner's room are locked.
+-- Caps: a capped queue's claim first locks the queue's row (`gate`), held to its commit, so
+-- claims of that queue take turns; jobqueue.running_counts then counts the queue's running
+-- jobs on a fresh snapshot (the one of this statement predates the wait), and `allowed`
+-- leaves room for `max_running` minus those. Queues without caps take no lock and count
+-- nothing. Rows another claim took after this statement's snapshot fail the re-check of
+-- `lease_owner IS NULL` that FOR UPDATE does on the newest row version, so they are skipped.
+-- A paused queue yields nothing. When the caps held work back, one extra row with a NULL id
+-- says so: the worker then looks again soon, since no notification announces a free place.
 -- Each claim draws one random token (see 0006_execution_ids.sql) for all the rows it leases:
 -- with the job id it names one execution (a handler sees "job id:token"), the fencing
 -- token of this execution. The claimed id range is announced on jobqueue_events (running).
@@ -126,13 +143,77 @@ WITH token AS MATERIALIZED (
     -- once per claim, not per row: gen_random_uuid() per row cost ~2 µs of Postgres CPU a job
     SELECT gen_random_uuid() AS t
 ),
-picked AS MATERIALIZED (
+settings AS MATERIALIZED (
+    SELECT paused, fair FROM jobqueue.queues WHERE name = %(queue)s
+),
+gate AS MATERIALIZED (
+    SELECT max_running, max_running_per_owner FROM jobqueue.queues
+    WHERE name = %(queue)s AND NOT paused
+      AND (max_running IS NOT NULL OR max_running_per_owner IS NOT NULL)
+    FOR UPDATE
+),
+running AS MATERIALIZED (
+    SELECT r.owner, r.running FROM gate CROSS JOIN jobqueue.running_counts(%(queue)s) AS r
+),
+allowed AS MATERIALIZED (
+    SELECT CASE WHEN coalesce(s.paused, false) THEN 0
+                WHEN g.max_running IS NULL THEN %(limit)s
+                ELSE greatest(0, least(%(limit)s, g.max_running
+                                       - coalesce((SELECT sum(running) FROM running), 0)))
+           END::int AS n,
+           coalesce(s.fair, false) AS fair,
+           g.max_running_per_owner AS per_owner,
+           g.max_running IS NOT NULL OR g.max_running_per_owner IS NOT NULL AS capped
+    FROM (SELECT) AS one LEFT JOIN settings s ON true LEFT JOIN gate g ON true
+),
+plain AS MATERIALIZED (
     SELECT id FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM jobqueue.queues p WHERE p.name = %(queue)s AND p.paused)
+      AND (SELECT NOT fair AND per_owner IS NULL AND n > 0 FROM allowed)
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+),
+fair AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT fair AND per_owner IS NULL AND n > 0 FROM allowed)
+    ORDER BY priority, fair_round, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+candidates AS MATERIALIZED (
+    SELECT id, coalesce(owner, '') AS owner, priority, fair_round FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT per_owner IS NOT NULL AND n > 0 FROM allowed)
+    ORDER BY priority, fair_round, id
+    LIMIT 4 * %(limit)s + 100
+),
+chosen AS MATERIALIZED (
+    SELECT c.id FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.owner
+                                       ORDER BY c.priority, c.fair_round, c.id) AS nth
+        FROM candidates c
+    ) AS c
+    LEFT JOIN running r ON r.owner = c.owner
+    WHERE c.nth <= (SELECT per_owner FROM allowed) - coalesce(r.running, 0)
+    ORDER BY c.priority, c.fair_round, c.id
+    LIMIT (SELECT n FROM allowed)
+),
+per_owner AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE id = ANY(ARRAY(SELECT id FROM chosen)) AND lease_owner IS NULL
+    FOR UPDATE SKIP LOCKED
+),
+picked AS MATERIALIZED (
+    -- `plain` and `fair` lock up to `limit` rows; a capped queue leases only `n` of them (the
+    -- rest stay locked by this statement until it commits, then are free again).
+    SELECT id FROM (SELECT id FROM plain UNION ALL SELECT id FROM fair
+                    LIMIT (SELECT n FROM allowed)) AS p
+    UNION ALL
+    SELECT id FROM per_owner
 ),
 claimed AS (
     -- id = ANY(ARRAY(...)) probes the primary key per picked id; a join with `picked` would
@@ -154,7 +235,16 @@ announced AS MATERIALIZED (
     SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
     HAVING count(*) > 0
 )
-SELECT c.* FROM claimed c CROSS JOIN announced;
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+-- Held back by the caps: fewer places than asked for, or candidates over their owner's cap,
+-- while runnable rows remain that this claim did not take.
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM allowed
+WHERE capped
+  AND (n < %(limit)s OR (SELECT count(*) FROM chosen) < (SELECT count(*) FROM candidates))
+  AND EXISTS (SELECT 1 FROM jobqueue.jobs
+              WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+                AND id <> ALL(ARRAY(SELECT id FROM picked)));
 
 
 -- name: next_run_at
