@@ -98,8 +98,9 @@ def change(conn: psycopg.Connection, name: str, *, max_running: Any = UNCHANGED,
     back past FAIRNESS_LOCK_TIMEOUT."""
     check_name(name)
     with conn.transaction():
-        row = conn.execute(q("queue_settings_lock"), {"name": name}).fetchone()
-        current = QueueSettings(*row)
+        with conn.cursor(row_factory=dict_row) as cur:
+            current = QueueSettings(**cur.execute(q("queue_settings_lock"),
+                                                  {"name": name}).fetchone())
         new = resolve(current, max_running, max_running_per_owner, fair)
         if new.fair != current.fair:
             conn.execute("SELECT set_config('lock_timeout', %s, true)",

@@ -26,7 +26,6 @@ from jobqueue.worker.config import QueueConfig, WorkerConfig
 from jobqueue.worker.executor import Executor
 from jobqueue.worker.link import Link
 
-
 # How soon a claim held back by the queue's caps (sql/queries/jobs.sql, `claim`) is tried
 # again. A capped queue's claims take turns on its row, so each costs a little more than a
 # plain one; 20 ms keeps a place that freed from staying empty for long.

@@ -5,15 +5,17 @@
 
 
 -- name: queue_settings
--- Every queue with settings, or the one named, with its running jobs (the number the caps
--- are held to) counted from the table.
-SELECT s.name AS queue, s.paused, s.max_running, s.max_running_per_owner, s.fair,
-       s.updated_at,
+-- Every queue with settings, or the one named (with the defaults if it has none), with its
+-- running jobs (the number the caps are held to) counted from the table.
+SELECT n.name AS queue, coalesce(s.paused, false) AS paused, s.max_running,
+       s.max_running_per_owner, coalesce(s.fair, false) AS fair, s.updated_at,
        (SELECT count(*) FROM jobqueue.jobs j
-        WHERE j.lease_owner IS NOT NULL AND j.queue = s.name) AS running
-FROM jobqueue.queues s
-WHERE %(name)s::text IS NULL OR s.name = %(name)s::text
-ORDER BY s.name;
+        WHERE j.lease_owner IS NOT NULL AND j.queue = n.name) AS running
+FROM (SELECT name FROM jobqueue.queues WHERE %(name)s::text IS NULL
+      UNION ALL
+      SELECT %(name)s::text WHERE %(name)s::text IS NOT NULL) AS n
+LEFT JOIN jobqueue.queues s ON s.name = n.name
+ORDER BY n.name;
 
 
 -- name: queue_settings_lock
