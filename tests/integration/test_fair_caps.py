@@ -212,7 +212,7 @@ class TestCaps:
                                               result="1") for r in rows])
             try:
                 asyncio.run(loop())
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
         threads = [threading.Thread(target=claimer) for _ in range(8)]
@@ -236,7 +236,7 @@ class TestSettings:
     def test_a_per_owner_cap_turns_fairness_on_and_keeps_it(self, client):
         row = setting(client, "q", max_running_per_owner=2)
         assert row["fair"] is True and row["max_running_per_owner"] == 2
-        with pytest.raises(InvalidQueueSettings, match="^fair: "):
+        with pytest.raises(InvalidQueueSettings, match=r"^fair: "):
             setting(client, "q", fair=False)
         row = setting(client, "q", max_running_per_owner=None, fair=False)
         assert row["fair"] is False and row["max_running_per_owner"] is None
