@@ -5,6 +5,7 @@ another owner, and what a claim costs on a large backlog.
     python scripts/bench_fair.py ab                 # A: 10,000 jobs, then B: 10; fair vs not
     python scripts/bench_fair.py claim              # 1,000,000 waiting jobs, 1,000 owners
     python scripts/bench_fair.py claim --jobs 100000 --owners 100    # a quicker look
+    python scripts/bench_fair.py claim-cost --jobs 50000 --limit 1000 --baseline /tmp/jq-main
 
 ab: a fresh database; 2 worker processes x 20 slots (--processes, --slots) on one queue;
     owner A enqueues --a-jobs (10,000) jobs of --seconds (0.05 s) in one call, then, once A's
@@ -22,6 +23,8 @@ claim: a fresh database; --jobs (1,000,000) waiting jobs spread round robin over
     counts); each timed claim's rows are deleted after it, untimed. For three settings of the
     same queue: plain (no settings), fair, and fair with max_running_per_owner 5 plus
     max_running 100,000.
+claim-cost: the claim statement alone, this checkout's against a baseline's, interleaved on
+    one database (see run_claim_cost): what the settings' checks cost a queue without them.
 """
 
 from __future__ import annotations
@@ -184,10 +187,83 @@ def run_claim(args) -> None:
             print("\n".join(line for (line,) in plan))
 
 
+# -- claim-cost ----------------------------------------------------------------------------------
+
+def run_claim_cost(args) -> None:
+    """The plain claim, this checkout's statement against another checkout's (--baseline),
+    on one database, rounds interleaved: each round enqueues --jobs jobs and drains them
+    with claims of --limit, each followed by finish_jobs (not counted); the CPU time the
+    connection's Postgres backend spends in the claims is summed (so Postgres must run on
+    this machine). Both statements run against this checkout's schema, so only the statement
+    differs. With --queue-settings, this checkout's rounds run on a queue with those
+    settings (e.g. fair), the baseline's on a plain queue."""
+    from jobqueue.db.queries import parse_queries
+
+    base_sql = parse_queries((args.baseline / "sql" / "queries" / "jobs.sql").read_text())
+    changes = parse_settings(args.queue_settings)
+    this = ("claim_capped" if {"max_running", "max_running_per_owner"} & set(changes)
+            else "claim_fair" if changes.get("fair") else "claim")
+    claims = {"this": q(this), "base": base_sql["claim"]}
+    name = f"{args.db_prefix}cost"
+    url = fresh_database(args.database_url, name)
+    spent = {"this": [], "base": []}
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            backend = conn.info.backend_pid
+            if changes:
+                queue_settings.change(conn, "this", **changes)
+            for rnd in range(args.rounds * 2):
+                which = ("this", "base")[(rnd + rnd // 2) % 2]  # this, base, base, this, ...
+                queue = which
+                conn.execute("INSERT INTO jobqueue.jobs (queue, kind) SELECT %s, 'noop' "
+                             "FROM generate_series(1, %s)", (queue, args.jobs))
+                conn.execute("VACUUM ANALYZE jobqueue.jobs")
+                worker, total, n = uuid.uuid4(), 0.0, 0
+                params = {"queue": queue, "limit": args.limit, "worker": worker,
+                          "lease_seconds": 300}
+                while True:
+                    t0 = backend_cpu(backend)
+                    rows = conn.execute(claims[which], params).fetchall()
+                    total += backend_cpu(backend) - t0
+                    rows = [r for r in rows if r[0] is not None]
+                    if not rows:
+                        break
+                    n += len(rows)
+                    conn.execute(q("finish_jobs"), prepare=False, params={
+                        "id": [r[0] for r in rows], "execution": [r[6] for r in rows],
+                        "state": ["succeeded"] * len(rows), "result": [None] * len(rows),
+                        "error": [None] * len(rows), "worker": worker})
+                assert n == args.jobs, n
+                spent[which].append(total / n * 1e6)
+                log(f"  round {rnd + 1} {which}: claim {total / n * 1e6:.2f} us/job of backend CPU")
+    finally:
+        drop_database(args.database_url, name)
+    claim_this = this
+    this, base = statistics.median(spent["this"]), statistics.median(spent["base"])
+    log(f"claim statement, backend CPU, median over {args.rounds} rounds each: this "
+        f"({claim_this}) {this:.2f} us/job, "
+        f"baseline {base:.2f} us/job ({(this / base - 1) * 100:+.1f}%)")
+
+
+def backend_cpu(pid: int) -> float:
+    """Seconds of CPU the Postgres backend `pid` has run (/proc/PID/schedstat, in ns): unlike
+    wall time, not inflated by other processes on a loaded machine."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+def parse_settings(text: str) -> dict:
+    changes: dict = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        changes[key] = True if key == "fair" and not value else (
+            value.lower() in ("1", "true", "on") if key == "fair" else int(value))
+    return changes
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("mode", choices=["ab", "claim"])
+    p.add_argument("mode", choices=["ab", "claim", "claim-cost"])
     p.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--db-prefix", default="benchfair_")
     p.add_argument("--repeat", type=int, default=1)
@@ -203,9 +279,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--running", type=int, default=1000,
                    help="claim: jobs held running by another worker throughout")
     p.add_argument("--verbose", "-v", action="store_true", help="print the EXPLAIN output")
+    p.add_argument("--baseline", type=Path, default=Path("/tmp/jq-main"),
+                   help="claim-cost: the other checkout (a `git worktree add` of main)")
+    p.add_argument("--rounds", type=int, default=5, help="claim-cost: rounds per statement")
+    p.add_argument("--queue-settings", default="",
+                   help="claim-cost: settings of this checkout's queue, e.g. 'fair' or "
+                        "'max_running=100000'")
     args = p.parse_args(argv)
     conninfo_to_dict(args.database_url)  # a bad URL fails here, before any work
-    {"ab": run_ab, "claim": run_claim}[args.mode](args)
+    {"ab": run_ab, "claim": run_claim, "claim-cost": run_claim_cost}[args.mode](args)
     return 0
 
 

@@ -41,6 +41,9 @@ class Producer:
             queue.name, queue.concurrency, queue.claim_batch)
         self.wake = asyncio.Event()
         self.claim_rounds = 0
+        # The claim statement this queue's settings call for (plain, fair or capped): the
+        # last claim says, and a claim with the wrong one is refused and redone (store.claim).
+        self.claim_statement = "claim"
         self._next_run: datetime | None = None  # when the queue's next scheduled job is due
         self._next_checked = 0.0  # monotonic time _next_run was read
         # until_idle (set by the Worker): called after a claim that came back short. `epoch`
@@ -93,7 +96,7 @@ class Producer:
                 try:
                     rows = await self.link.run(functools.partial(
                         store.claim, queue=self.queue, limit=limit, worker=self.worker_id,
-                        lease_seconds=cfg.lease_seconds))
+                        lease_seconds=cfg.lease_seconds, statement=self.claim_statement))
                 except psycopg.OperationalError:
                     if stopping():  # a hard stop gave up on an unreachable database
                         return
@@ -101,6 +104,7 @@ class Producer:
                 now = time.monotonic()
                 for row in rows:
                     executor.start(row, now)
+            self.claim_statement = rows.statement
             self.claim_rounds += 1
             backlog = len(rows) == limit
             if backlog or stopping():

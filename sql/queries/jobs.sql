@@ -117,30 +117,130 @@ FROM jobqueue.all_jobs WHERE id = %(id)s;
 
 -- name: claim
 -- The worker's claim: lock up to `limit` runnable rows, skipping rows other workers hold, and
--- lease them in the same statement. The MATERIALIZED CTEs keep the planner from pushing the
--- LIMIT below the lock and updating more rows than asked for.
--- The queue's settings (0012_fair_caps.sql) pick one of three sources of rows; the other two
--- are cut off by a one-time filter (a condition on `allowed` alone, which Postgres checks
--- once before touching their index), so a queue pays only for the path it uses:
---   plain      no fairness, no per-owner cap: (priority, run_at, id) through jobs_claim_idx,
---              exactly the claim of a queue without settings;
---   fair       fair order (priority, fair_round, id) through jobs_fair_idx: round robin
---              between owners, one ordered index scan of the rows it takes;
---   per_owner  a per-owner cap: the next `4 * limit + 100` rows in fair order, unlocked,
---              each owner's numbered in turn; those within the owner's room are locked.
--- Caps: a capped queue's claim first locks the queue's row (`gate`), held to its commit, so
--- claims of that queue take turns; jobqueue.running_counts then counts the queue's running
--- jobs on a fresh snapshot (the one of this statement predates the wait), and `allowed`
--- leaves room for `max_running` minus those. Queues without caps take no lock and count
--- nothing. Rows another claim took after this statement's snapshot fail the re-check of
--- `lease_owner IS NULL` that FOR UPDATE does on the newest row version, so they are skipped.
--- A paused queue yields nothing. When the caps held work back, one extra row with a NULL id
--- says so: the worker then looks again soon, since no notification announces a free place.
+-- lease them in the same statement. The MATERIALIZED CTE keeps the planner from pushing the
+-- LIMIT below the lock and updating more rows than asked for. A paused queue yields nothing.
 -- Each claim draws one random token (see 0006_execution_ids.sql) for all the rows it leases:
 -- with the job id it names one execution (a handler sees "job id:token"), the fencing
 -- token of this execution. The claimed id range is announced on jobqueue_events (running).
+-- Three claim statements, one per kind of queue (0012_fair_caps.sql): this one for queues
+-- without caps or fairness (most), claim_fair, claim_capped. Each reads the queue's settings
+-- and takes nothing from a queue that needs another: it answers one row with a NULL id and
+-- the other statement's name instead, and the worker (db/store.py) runs that one. So a change
+-- of settings applies at the next claim, whichever statement a worker last used, and this
+-- one costs what it did before the settings existed: one probe of `queues`.
 WITH token AS MATERIALIZED (
     -- once per claim, not per row: gen_random_uuid() per row cost ~2 µs of Postgres CPU a job
+    SELECT gen_random_uuid() AS t
+),
+queue AS MATERIALIZED (
+    SELECT coalesce(bool_or(paused), false) AS paused,
+           coalesce(bool_or(max_running IS NOT NULL OR max_running_per_owner IS NOT NULL),
+                    false) AS capped,
+           coalesce(bool_or(fair), false) AS fair
+    FROM jobqueue.queues WHERE name = %(queue)s
+),
+picked AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+      AND (SELECT NOT (paused OR capped OR fair) FROM queue)
+    ORDER BY priority, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    -- id = ANY(ARRAY(...)) probes the primary key per picked id; a join with `picked` would
+    -- hash the whole table.
+    UPDATE jobqueue.jobs j
+    SET lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = j.attempts + 1,
+        started_at = now(),
+        execution_id = (SELECT t FROM token)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    -- payload as text: the worker parses it with the C scanner, a third of the cost of
+    -- psycopg's Python-level jsonb loader per row (and a payload that cannot be decoded then
+    -- fails its own job, not the claim).
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
+              j.execution_id::text
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+    HAVING count(*) > 0
+)
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim_fair' END,
+       NULL, NULL, NULL, NULL, NULL
+FROM queue WHERE capped OR fair;
+
+
+-- name: claim_fair
+-- The claim of a fair queue without caps: `claim` in the fair order, round robin between
+-- owners within a priority level: (priority, fair_round, id) through jobs_fair_idx, one
+-- ordered index scan of the rows it takes, as the plain claim's. The rounds are fixed at
+-- insert (0012_fair_caps.sql), so nothing here counts or ranks owners over the backlog.
+WITH token AS MATERIALIZED (
+    SELECT gen_random_uuid() AS t
+),
+queue AS MATERIALIZED (
+    SELECT coalesce(bool_or(paused), false) AS paused,
+           coalesce(bool_or(max_running IS NOT NULL OR max_running_per_owner IS NOT NULL),
+                    false) AS capped,
+           coalesce(bool_or(fair), false) AS fair
+    FROM jobqueue.queues WHERE name = %(queue)s
+),
+picked AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT fair AND NOT (paused OR capped) FROM queue)
+    ORDER BY priority, fair_round, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = j.attempts + 1,
+        started_at = now(),
+        execution_id = (SELECT t FROM token)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
+              j.execution_id::text
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+    HAVING count(*) > 0
+)
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim' END,
+       NULL, NULL, NULL, NULL, NULL
+FROM queue WHERE capped OR NOT fair;
+
+
+-- name: claim_capped
+-- The claim of a queue with fleet-wide caps (and of any queue: it reads every setting, so it
+-- is right whatever the settings became since the worker chose it). Three sources of rows,
+-- of which the settings pick one by a one-time filter (Postgres checks a condition on
+-- `allowed` alone once, and skips the source's index when it is false):
+--   plain      no fairness: (priority, run_at, id) through jobs_claim_idx;
+--   fair       fair order, no per-owner cap: (priority, fair_round, id), jobs_fair_idx;
+--   per_owner  a per-owner cap (which implies fairness): the next `4 * limit + 100` rows in
+--              fair order, unlocked, each owner's numbered in turn; those within the owner's
+--              room are locked. Fair order spreads an owner's rows one per round, so an owner
+--              at its cap does not hide the others' work behind its backlog.
+-- The caps: the claim first locks the queue's row (`gate`), held to its commit, so claims of
+-- the queue take turns; jobqueue.running_counts then counts the queue's running jobs on a
+-- fresh snapshot (the one of this statement predates the wait, and would miss what the
+-- previous holder of the lock claimed), and `allowed` leaves room for `max_running` minus
+-- those. Rows another claim took after this statement's snapshot fail the re-check of
+-- `lease_owner IS NULL` that FOR UPDATE does on the newest row version, so they are skipped.
+-- Marker rows (NULL id, the word in `kind`): 'held_back' when the caps left runnable work
+-- unclaimed (nothing announces a freed place, so the worker looks again soon); the name of
+-- the statement the queue needs now if it is no longer capped.
+WITH token AS MATERIALIZED (
     SELECT gen_random_uuid() AS t
 ),
 settings AS MATERIALIZED (
@@ -163,7 +263,8 @@ allowed AS MATERIALIZED (
            END::int AS n,
            coalesce(s.fair, false) AS fair,
            g.max_running_per_owner AS per_owner,
-           g.max_running IS NOT NULL OR g.max_running_per_owner IS NOT NULL AS capped
+           g.max_running IS NOT NULL OR g.max_running_per_owner IS NOT NULL AS capped,
+           coalesce(s.paused, false) AS paused
     FROM (SELECT) AS one LEFT JOIN settings s ON true LEFT JOIN gate g ON true
 ),
 plain AS MATERIALIZED (
@@ -216,8 +317,6 @@ picked AS MATERIALIZED (
     SELECT id FROM per_owner
 ),
 claimed AS (
-    -- id = ANY(ARRAY(...)) probes the primary key per picked id; a join with `picked` would
-    -- hash the whole table.
     UPDATE jobqueue.jobs j
     SET lease_owner = %(worker)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
@@ -225,9 +324,6 @@ claimed AS (
         started_at = now(),
         execution_id = (SELECT t FROM token)
     WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    -- payload as text: the worker parses it with the C scanner, a third of the cost of
-    -- psycopg's Python-level jsonb loader per row (and a payload that cannot be decoded then
-    -- fails its own job, not the claim).
     RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
               j.execution_id::text
 ),
@@ -237,14 +333,22 @@ announced AS MATERIALIZED (
 )
 SELECT c.* FROM claimed c CROSS JOIN announced
 UNION ALL
--- Held back by the caps: fewer places than asked for, or candidates over their owner's cap,
--- while runnable rows remain that this claim did not take.
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM allowed
-WHERE capped
-  AND (n < %(limit)s OR (SELECT count(*) FROM chosen) < (SELECT count(*) FROM candidates))
-  AND EXISTS (SELECT 1 FROM jobqueue.jobs
-              WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
-                AND id <> ALL(ARRAY(SELECT id FROM picked)));
+-- Held back: fewer places than asked for, or candidates over their owner's cap, while more
+-- runnable rows wait than this claim took (counted through the claim index, at most one past
+-- them; in this statement's snapshot the rows it took still look runnable). CASE, so none of
+-- it is evaluated for a queue that is not capped.
+SELECT NULL, 'held_back', NULL, NULL, NULL, NULL, NULL FROM allowed
+WHERE CASE WHEN capped AND (n < %(limit)s
+                            OR (SELECT count(*) FROM chosen) < (SELECT count(*) FROM candidates))
+           THEN (SELECT count(*) FROM (
+                     SELECT 1 FROM jobqueue.jobs
+                     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+                     LIMIT (SELECT count(*) FROM picked) + 1) AS w)
+                > (SELECT count(*) FROM picked)
+           ELSE false END
+UNION ALL
+SELECT NULL, CASE WHEN fair THEN 'claim_fair' ELSE 'claim' END, NULL, NULL, NULL, NULL, NULL
+FROM allowed WHERE NOT capped AND NOT paused;
 
 
 -- name: next_run_at

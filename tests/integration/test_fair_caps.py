@@ -21,10 +21,12 @@ from jobqueue.errors import InvalidQueueSettings
 from tests.support.helpers import wait_until
 
 
-def claim(url: str, queue: str, limit: int, worker: uuid.UUID | None = None) -> store.Claimed:
+def claim(url: str, queue: str, limit: int, worker: uuid.UUID | None = None,
+          statement: str = "claim") -> store.Claimed:
     async def run():
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            return await store.claim(conn, queue, limit, worker or uuid.uuid4(), 30)
+            return await store.claim(conn, queue, limit, worker or uuid.uuid4(), 30,
+                                     statement)
     return asyncio.run(run())
 
 
@@ -113,6 +115,26 @@ class TestFairOrder:
         assert owners_of(sql, claim(db_url, "q", 6)) == ["A"] * 4 + ["B"] * 2
 
 
+class TestStatements:
+    def test_each_claim_statement_refuses_a_queue_that_needs_another(self, client, db_url):
+        """A worker that last used the plain claim on a queue made fair, then capped, then
+        plain again, still claims by the queue's settings, and learns the statement to use."""
+        enqueue(client, "A", 20)
+        assert claim(db_url, "q", 1).statement == "claim"
+        setting(client, "q", fair=True)
+        rows = claim(db_url, "q", 2)
+        assert (len(rows), rows.statement) == (2, "claim_fair")
+        setting(client, "q", max_running=4)
+        rows = claim(db_url, "q", 2, statement="claim_fair")
+        assert (len(rows), rows.statement) == (1, "claim_capped")
+        setting(client, "q", max_running=None)
+        rows = claim(db_url, "q", 2, statement="claim_capped")
+        assert (len(rows), rows.statement) == (2, "claim_fair")
+        setting(client, "q", fair=False)
+        rows = claim(db_url, "q", 2, statement="claim_fair")
+        assert (len(rows), rows.statement) == (2, "claim")
+
+
 class TestCaps:
     def test_max_running_counts_every_worker(self, client, db_url):
         setting(client, "q", max_running=5)
@@ -131,7 +153,7 @@ class TestCaps:
         enqueue(client, None, 20)
         first = psycopg.connect(db_url)  # a transaction, held open
         params = {"queue": "q", "limit": 3, "worker": uuid.uuid4(), "lease_seconds": 30}
-        assert len(first.execute(q("claim"), params).fetchall()) == 3
+        assert len(first.execute(q("claim_capped"), params).fetchall()) == 3
         result: list = []
         waiter = threading.Thread(target=lambda: result.append(claim(db_url, "q", 5)))
         waiter.start()
