@@ -164,21 +164,22 @@ def run_claim(args) -> None:
                 times = []
                 params = {"queue": "big", "limit": args.limit, "worker": uuid.uuid4(),
                           "lease_seconds": 300}
+                statement = statement_for(changes)
                 for _ in range(args.claims):
                     t0 = time.perf_counter()
-                    rows = conn.execute(q("claim"), params).fetchall()
+                    rows = conn.execute(q(statement), params).fetchall()
                     times.append((time.perf_counter() - t0) * 1000)
                     assert len([r for r in rows if r[0] is not None]) == args.limit, len(rows)
                     # finished (untimed): the running set stays the fleet's --running
                     conn.execute("DELETE FROM jobqueue.jobs WHERE lease_owner = %s",
                                  (params["worker"],))
                 with conn.transaction(force_rollback=True):
-                    plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + q("claim"),
+                    plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + q(statement),
                                         params, prepare=False).fetchall()
         finally:
             drop_database(args.database_url, name)
         total = [line for (line,) in plan if line.startswith("Execution Time")]
-        log(f"{label}: {args.jobs:,} waiting across {args.owners:,} owners (insert "
+        log(f"{label} ({statement}): {args.jobs:,} waiting across {args.owners:,} owners (insert "
             f"{inserted:.1f}s); claim of {args.limit}: median {statistics.median(times):.1f} ms"
             f", first 5 (custom plans) median {statistics.median(times[:5]):.1f} ms, later "
             f"(prepared) median {statistics.median(times[5:]):.1f} ms, max {max(times):.1f} ms"
@@ -201,8 +202,7 @@ def run_claim_cost(args) -> None:
 
     base_sql = parse_queries((args.baseline / "sql" / "queries" / "jobs.sql").read_text())
     changes = parse_settings(args.queue_settings)
-    this = ("claim_capped" if {"max_running", "max_running_per_owner"} & set(changes)
-            else "claim_fair" if changes.get("fair") else "claim")
+    this = statement_for(changes)
     claims = {"this": q(this), "base": base_sql["claim"]}
     name = f"{args.db_prefix}cost"
     url = fresh_database(args.database_url, name)
@@ -249,6 +249,13 @@ def backend_cpu(pid: int) -> float:
     """Seconds of CPU the Postgres backend `pid` has run (/proc/PID/schedstat, in ns): unlike
     wall time, not inflated by other processes on a loaded machine."""
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+
+
+def statement_for(changes: dict) -> str:
+    """The claim statement a queue with these settings needs (see db/store.py)."""
+    if {"max_running", "max_running_per_owner"} & set(changes):
+        return "claim_capped"
+    return "claim_fair" if changes.get("fair") else "claim"
 
 
 def parse_settings(text: str) -> dict:

@@ -447,10 +447,14 @@ BEGIN
             last_count = excluded.last_count
         RETURNING o.queue, o.priority, o.owner, o.last_round - o.last_count AS base
     )
-    UPDATE jobqueue.jobs j SET fair_round = b.base + f.nth
-    FROM fresh f JOIN bases b ON b.queue = f.queue AND b.priority = f.priority
-                             AND b.owner = f.owner
-    WHERE j.id = f.id;
+    -- In claim order: the new row versions then lie in the heap in the order the fair claim
+    -- reads them (a claim of 500 touches a few heap pages, not 500).
+    UPDATE jobqueue.jobs j SET fair_round = o.round
+    FROM (SELECT f.id, b.base + f.nth AS round
+          FROM fresh f JOIN bases b ON b.queue = f.queue AND b.priority = f.priority
+                                   AND b.owner = f.owner
+          ORDER BY f.queue, f.priority, b.base + f.nth, f.id) AS o
+    WHERE j.id = o.id;
     RETURN NULL;
 END;
 $$;
