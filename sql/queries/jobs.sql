@@ -253,7 +253,10 @@ gate AS MATERIALIZED (
     FOR UPDATE
 ),
 running AS MATERIALIZED (
-    SELECT r.owner, r.running FROM gate CROSS JOIN jobqueue.running_counts(%(queue)s) AS r
+    -- COLLATE "C" here and in `candidates`: owners are only matched and grouped, never shown
+    -- sorted, and byte order spares the per-owner sorts and join the locale's comparisons.
+    SELECT r.owner COLLATE "C" AS owner, r.running
+    FROM gate CROSS JOIN jobqueue.running_counts(%(queue)s) AS r
 ),
 allowed AS MATERIALIZED (
     SELECT CASE WHEN coalesce(s.paused, false) THEN 0
@@ -285,7 +288,8 @@ fair AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ),
 candidates AS MATERIALIZED (
-    SELECT id, coalesce(owner, '') AS owner, priority, fair_round FROM jobqueue.jobs
+    SELECT id, coalesce(owner, '') COLLATE "C" AS owner, priority, fair_round
+    FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
       AND run_at <= now()
       AND (SELECT per_owner IS NOT NULL AND n > 0 FROM allowed)
