@@ -192,7 +192,7 @@ def worker(ctx, profile, **params) -> None:
         # while the process started reaches the worker now.
         signals.replay()
         for runtime in runtimes.values():
-            await runtime.start()
+            await runtime.start()  # also lends itself to ctx.llm(name) in the user's tasks
 
     async def on_stop() -> None:
         for runtime in runtimes.values():
