@@ -9,6 +9,7 @@ changed in between is missed.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import defaultdict
 from contextlib import contextmanager, suppress
@@ -33,6 +34,28 @@ class Subscription:
         return woke
 
 
+class AsyncSubscription:
+    """A subscription awaited on an asyncio loop (web/streams.py); woken from the hub's thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        """True if something may have changed since the last wait."""
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+
 class Hub:
     def __init__(self, url: str):
         self.url = url
@@ -50,8 +73,8 @@ class Hub:
         self._stopped.set()
 
     @contextmanager
-    def subscribe(self, job_id: int):
-        sub = Subscription()
+    def subscribe(self, job_id: int, sub: Subscription | AsyncSubscription | None = None):
+        sub = sub or Subscription()
         with self._lock:
             self._subs[job_id].add(sub)
         try:
@@ -73,6 +96,10 @@ class Hub:
                      for s in subs]
         for sub in woken:
             sub.wake()
+
+    def wake_all(self) -> None:
+        """Wake every subscriber (a stopping process ends its held requests this way)."""
+        self._wake_all()
 
     def _wake_all(self) -> None:
         with self._lock:
