@@ -163,8 +163,9 @@ JOBQUEUE_HOME = _variable(
     parse=Path, shown_default=f"`.jobqueue` in {_ROOT}")
 JOBQUEUE_PGBOUNCER = _variable(
     "JOBQUEUE_PGBOUNCER", False,
-    "`1` behind PgBouncer in transaction mode: no prepared statements (use `worker "
-    "--poll-only` there too, since LISTEN needs a session)", parse=parse_bool)
+    "`1` behind PgBouncer in transaction mode: no prepared statements, no session `SET`s "
+    "(LISTEN needs a session: set `JOBQUEUE_LISTEN_DATABASE_URL` too, or run workers "
+    "`--poll-only`)", parse=parse_bool)
 JOBQUEUE_LISTEN_DATABASE_URL = _variable(
     "JOBQUEUE_LISTEN_DATABASE_URL", None, "a direct connection (not through PgBouncer) used "
     "only for LISTEN, by workers and the web app, when `DATABASE_URL` is a PgBouncer in "
