@@ -1,5 +1,9 @@
 """One LISTEN connection per web process, fanned out to the requests that wait on jobs.
 
+It connects to JOBQUEUE_LISTEN_DATABASE_URL when set (a direct connection: through PgBouncer
+in transaction mode a LISTEN hears nothing), else to the database. Subscribers are threads
+(`Subscription`) or coroutines on the stream loop (`AsyncSubscription`, web/streams.py).
+
 Workers announce every state or progress change on `jobqueue_events` as an id range
 ("LOW-HIGH"). A request following job 42 subscribes here and is woken when a range covers 42;
 it then re-reads the job (the table is the truth, the notification only a nudge). If the
@@ -42,7 +46,7 @@ class AsyncSubscription:
         self._event = asyncio.Event()
 
     def wake(self) -> None:
-        if not self._loop.is_closed():
+        with suppress(RuntimeError):  # the loop closed meanwhile: its process is stopping
             self._loop.call_soon_threadsafe(self._event.set)
 
     async def wait(self, timeout: float) -> bool:
