@@ -62,7 +62,10 @@ class HandOffWorker(ThreadWorker):
 
             body = app(environ, capture)
             held = environ.get(HELD)
-            if held is None or not answer:
+            if held is None:
+                return body
+            if not answer:  # the app answered without start_response: nothing to hand off
+                held.slot.release()
                 return body
             if hasattr(body, "close"):
                 body.close()  # ends Flask's request (teardown) before the loop takes over

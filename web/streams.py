@@ -152,7 +152,8 @@ class Streams:
         if request.environ.get(CAN_HAND_OFF) and not self.stopping:
             request.environ[HELD] = HeldEvents(self, slot, job_id, describe)
             return Response(b"", mimetype="text/event-stream", headers=headers)
-        return Response(self._events_in_thread(slot, job_id, describe),
+        return Response(_ReleasedOnClose(self._events_in_thread(slot, job_id, describe),
+                                         slot),
                         mimetype="text/event-stream", headers=headers)
 
     def _events_in_thread(self, slot: Slot, job_id: int, describe):
@@ -242,6 +243,23 @@ class Streams:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=1)
         self.readers.shutdown(wait=False, cancel_futures=True)
+
+
+class _ReleasedOnClose:
+    """A response body that gives its slot back when the server closes it, even unread (a
+    HEAD request never starts the generator, whose own `finally` would then never run)."""
+
+    def __init__(self, body, slot: Slot):
+        self.body, self.slot = body, slot
+
+    def __iter__(self):
+        return self.body
+
+    def close(self) -> None:
+        try:
+            self.body.close()
+        finally:
+            self.slot.release()
 
 
 class Held:

@@ -137,3 +137,18 @@ class TestHeldRequests:
         finally:
             for s in held:
                 s.close()
+
+    def test_head_requests_give_their_slot_back(self, gunicorn, make_token):
+        """A HEAD never reads the stream's body: its slot must come back all the same."""
+        server = gunicorn(JOBQUEUE_STREAMS_PER_TOKEN="1", JOBQUEUE_METRICS_PUBLIC="1")
+        token = make_token()
+        api = Api(server.base, token)
+        job_id = _waiting_job(api)
+        for _ in range(3):
+            assert api.head(f"/api/jobs/{job_id}/events").status_code == 200
+        _wait_held(server, 0)
+        stream = RawStream(server.base, f"/api/jobs/{job_id}/events", token)
+        try:
+            assert stream.status == 200
+        finally:
+            stream.close()
