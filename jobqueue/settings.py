@@ -163,8 +163,13 @@ JOBQUEUE_HOME = _variable(
     parse=Path, shown_default=f"`.jobqueue` in {_ROOT}")
 JOBQUEUE_PGBOUNCER = _variable(
     "JOBQUEUE_PGBOUNCER", False,
-    "`1` behind PgBouncer in transaction mode: no prepared statements (use `worker "
-    "--poll-only` there too, since LISTEN needs a session)", parse=parse_bool)
+    "`1` behind PgBouncer in transaction mode: no prepared statements, no session `SET`s "
+    "(LISTEN needs a session: set `JOBQUEUE_LISTEN_DATABASE_URL` too, or run workers "
+    "`--poll-only`)", parse=parse_bool)
+JOBQUEUE_LISTEN_DATABASE_URL = _variable(
+    "JOBQUEUE_LISTEN_DATABASE_URL", None, "a direct connection (not through PgBouncer) used "
+    "only for LISTEN, by workers and the web app, when `DATABASE_URL` is a PgBouncer in "
+    "transaction mode", shown_default="`DATABASE_URL`")
 
 # -- platforms and logs ---------------------------------------------------------------------
 JOBQUEUE_CONFIG = _variable(
@@ -211,6 +216,13 @@ JOBQUEUE_METRICS_PUBLIC = _variable(
 JOBQUEUE_POOL_MAX_SIZE = _variable(
     "JOBQUEUE_POOL_MAX_SIZE", 10, "database connections per web process, at most",
     parse=parse_positive_int)
+JOBQUEUE_STREAMS_PER_TOKEN = _variable(
+    "JOBQUEUE_STREAMS_PER_TOKEN", 100, "SSE streams and `?wait=` long polls one token may "
+    "hold open in one web process; more get 429 with `Retry-After`", parse=parse_positive_int)
+JOBQUEUE_STREAMS_PER_PROCESS = _variable(
+    "JOBQUEUE_STREAMS_PER_PROCESS", 1000, "SSE streams and `?wait=` long polls one web process "
+    "holds open, all tokens together (each is a socket: keep it under the open-files limit); "
+    "more get 429 with `Retry-After`", parse=parse_positive_int)
 JOBQUEUE_DOCUMENT_MAX_BYTES = _variable(
     "JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB, "largest uploaded document, in bytes",
     parse=parse_positive_int, shown_default="10485760 (10 MB)")

@@ -85,7 +85,8 @@ def _with_profile(ctx: click.Context, name: str) -> dict:
 @click.option("--poll-seconds", type=click.FloatRange(0.01), default=DEFAULTS["poll_seconds"],
               help="Look for work at least this often (LISTEN wakes sooner).")
 @click.option("--listen/--poll-only", default=DEFAULTS["listen"],
-              help="--poll-only for PgBouncer in transaction mode (no LISTEN).")
+              help="--poll-only: no LISTEN (behind PgBouncer in transaction mode without "
+                   "JOBQUEUE_LISTEN_DATABASE_URL).")
 @click.option("--grace-seconds", type=click.FloatRange(0), default=DEFAULTS["grace_seconds"],
               help="On SIGTERM, how long in-flight jobs may finish before being handed back.")
 @click.option("--claim-batch", type=click.IntRange(1, 10000), default=DEFAULTS["claim_batch"])

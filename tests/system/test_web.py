@@ -608,4 +608,4 @@ def test_jobqueue_web_command_serves_with_gunicorn(db_url, make_token):
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=40)
-    assert proc.returncode == 0 and "gthread" in err, err[-2000:]
+    assert proc.returncode == 0 and "HandOffWorker" in err, err[-2000:]
