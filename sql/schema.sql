@@ -468,47 +468,58 @@ $$;
 -- job.succeeded, job.dead and batch.completed arise here, when jobs arrive in `finished`
 -- (the worker's finish_jobs, the rescuer's dead letters, cancellations). A statement-level
 -- trigger over the rows the statement moved, like finished_count_inserted: when nobody
--- subscribes it costs one probe of an empty table per statement (~1,000 jobs), and only the
--- owners that do subscribe are joined. The delivery jobs themselves never raise events (a
--- dead delivery would otherwise feed itself).
+-- subscribes it costs one probe of an empty table per statement (~1,000 jobs); otherwise the
+-- subscribing owners are hashed once per statement and only their jobs are joined further.
+-- The delivery jobs themselves never raise events (a dead delivery would otherwise feed
+-- itself).
 CREATE FUNCTION jobqueue.webhook_job_events() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM jobqueue.webhook_subscriptions) THEN
         RETURN NULL;
     END IF;
-    PERFORM jobqueue.webhook_fan_out(
-        array_agg('job.' || c.state || ':' || c.id || ':' || coalesce(c.execution_id::text, '')),
-        array_agg('job.' || c.state), array_agg(coalesce(c.owner, '')),
-        array_agg(jsonb_build_object('job', jsonb_build_object(
-            'id', c.id, 'queue', c.queue, 'kind', c.kind, 'state', c.state,
-            'attempts', c.attempts, 'owner', c.owner, 'batch_id', c.batch_id,
-            'metadata', c.metadata, 'finished_at', c.finished_at,
-            -- a large result is left out (fetch it from GET /api/jobs/<id>)
-            'result', CASE WHEN pg_column_size(c.result) <= 65536 THEN c.result END,
-            'result_omitted', pg_column_size(c.result) > 65536,
-            'error', (c.errors -> -1) - 'traceback'))))
-    FROM changed c
-    WHERE c.state IN ('succeeded', 'dead') AND c.kind <> 'webhook.deliver'
-      AND EXISTS (SELECT 1 FROM jobqueue.webhook_subscriptions s
-                  WHERE s.owner = coalesce(c.owner, '') AND ('job.' || c.state) = ANY(s.events))
-    HAVING count(*) > 0;
-    PERFORM jobqueue.webhook_fan_out(
-        array_agg('batch.completed:' || b.id), array_agg('batch.completed'::text),
-        array_agg(coalesce(b.owner, '')),
-        array_agg(jsonb_build_object('batch', jsonb_build_object(
-            'id', b.id, 'name', b.name, 'queue', b.queue, 'owner', b.owner, 'total', b.total,
-            'counts', (SELECT jsonb_object_agg(state, n) FROM (
-                SELECT state, count(*) AS n FROM jobqueue.all_jobs
-                WHERE batch_id = b.id GROUP BY state) AS counted)))))
-    FROM jobqueue.batches b
-    WHERE b.id IN (SELECT jobqueue.batches_completed(array_agg(DISTINCT c.batch_id))
-                   FROM changed c
-                   WHERE c.batch_id IS NOT NULL
-                     AND EXISTS (SELECT 1 FROM jobqueue.webhook_subscriptions s
-                                 WHERE s.owner = coalesce(c.owner, '')
-                                   AND 'batch.completed' = ANY(s.events))
-                   HAVING count(*) > 0)
-    HAVING count(*) > 0;
+    -- Webhooks never cost a job its outcome: should queueing the events fail, the outcome
+    -- batch still commits, without them, and the Postgres log says why. (A subtransaction,
+    -- entered only when subscriptions exist; a cancelled statement is not caught.)
+    BEGIN
+        PERFORM jobqueue.webhook_fan_out(
+            array_agg('job.' || c.state || ':' || c.id || ':'
+                      || coalesce(c.execution_id::text, '')),
+            array_agg('job.' || c.state), array_agg(coalesce(c.owner, '')),
+            array_agg(jsonb_build_object('job', jsonb_build_object(
+                'id', c.id, 'queue', c.queue, 'kind', c.kind, 'state', c.state,
+                'attempts', c.attempts, 'owner', c.owner, 'batch_id', c.batch_id,
+                'metadata', c.metadata, 'finished_at', c.finished_at,
+                -- a large result is left out (fetch it from GET /api/jobs/<id>)
+                'result', CASE WHEN pg_column_size(c.result) <= 65536 THEN c.result END,
+                'result_omitted', pg_column_size(c.result) > 65536,
+                'error', (c.errors -> -1) - 'traceback'))))
+        FROM changed c
+        WHERE c.state IN ('succeeded', 'dead') AND c.kind <> 'webhook.deliver'
+          -- a hashed semi-join: subscribing owners are read once per statement, not per row
+          AND coalesce(c.owner, '') IN (SELECT s.owner FROM jobqueue.webhook_subscriptions s
+                                        WHERE s.events && ARRAY['job.succeeded', 'job.dead'])
+        HAVING count(*) > 0;
+        PERFORM jobqueue.webhook_fan_out(
+            array_agg('batch.completed:' || b.id), array_agg('batch.completed'::text),
+            array_agg(coalesce(b.owner, '')),
+            array_agg(jsonb_build_object('batch', jsonb_build_object(
+                'id', b.id, 'name', b.name, 'queue', b.queue, 'owner', b.owner,
+                'total', b.total,
+                'counts', (SELECT jsonb_object_agg(state, n) FROM (
+                    SELECT state, count(*) AS n FROM jobqueue.all_jobs
+                    WHERE batch_id = b.id GROUP BY state) AS counted)))))
+        FROM jobqueue.batches b
+        WHERE b.id IN (SELECT jobqueue.batches_completed(array_agg(DISTINCT c.batch_id))
+                       FROM changed c
+                       WHERE c.batch_id IS NOT NULL
+                         AND coalesce(c.owner, '') IN (
+                             SELECT s.owner FROM jobqueue.webhook_subscriptions s
+                             WHERE 'batch.completed' = ANY(s.events))
+                       HAVING count(*) > 0)
+        HAVING count(*) > 0;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'jobqueue: webhook events not queued: % (%)', SQLERRM, SQLSTATE;
+    END;
     RETURN NULL;
 END;
 $$;

@@ -342,3 +342,16 @@ def test_durations_parse():
     assert alerts.parse_duration("1.5h") == 5400 and alerts.parse_duration("30") == 30
     with pytest.raises(InvalidWebhook):
         alerts.parse_duration("soon")
+
+
+def test_a_failing_fan_out_never_costs_a_job_its_outcome(client, worker, sql):
+    """Should queueing the events fail, the outcome batch still commits (without them)."""
+    subscribe(client, "http://127.0.0.1:9/hook", ["job.succeeded"])
+    sql("""CREATE OR REPLACE FUNCTION jobqueue.webhook_fan_out(
+               event_ids text[], event_types text[], owners text[], data jsonb[])
+           RETURNS integer LANGUAGE plpgsql AS $$
+           BEGIN RAISE EXCEPTION 'fan-out broken on purpose'; END $$""")
+    job_id = client.enqueue("ok", {}, owner="alice")
+    worker()
+    assert wait_finished(client, [job_id])[0].state == "succeeded"
+    assert sql("SELECT count(*) AS n FROM jobqueue.webhook_deliveries")[0]["n"] == 0
