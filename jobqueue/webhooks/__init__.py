@@ -38,6 +38,9 @@ def _emit_params(event_type: str, owner: str | None, data: Any, event_id: str | 
                              f"{', '.join(EVENT_TYPES)}")
     if event_id is not None and not _EVENT_ID.fullmatch(event_id):
         raise InvalidWebhook("event_id: 1 to 200 of A-Z a-z 0-9 . _ : @ -")
+    # Only alert events go to every owner's subscriptions; any other event without an owner
+    # is for the subscriptions of jobs without one (''), never broadcast.
+    owner = None if event_type in ALERT_EVENTS else (owner or "")
     return {"event_type": event_type, "owner": owner,
             "event_id": event_id or f"{event_type}:{uuid.uuid4()}",
             "data": json.dumps(data, allow_nan=False)}
@@ -45,8 +48,9 @@ def _emit_params(event_type: str, owner: str | None, data: Any, event_id: str | 
 
 def emit(conn, event_type: str, owner: str | None, data: Any,
          event_id: str | None = None) -> int:
-    """Send an event to the subscriptions of `owner` that want `event_type` (owner None: to
-    every subscription naming it, as for alerts), in the caller's transaction: nothing is sent
+    """Send an event to the subscriptions of `owner` that want `event_type` (None or '': the
+    subscriptions of jobs without an owner; alert events go to every subscription naming
+    them, whatever the owner), in the caller's transaction: nothing is sent
     if it rolls back. `event_id` is the receivers' idempotency key (default: a new uuid); an
     id already delivered to a subscription is not delivered again. Returns the deliveries
     queued. `conn` is a psycopg Connection; use `emit_async` on an AsyncConnection."""

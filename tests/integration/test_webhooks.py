@@ -267,6 +267,8 @@ class TestEvents:
             assert webhooks.emit(conn, "schedule.failed", "alice", {"schedule": "daily"},
                                  event_id="sched-1") == 0
             assert webhooks.emit(conn, "schedule.failed", "carol", {}) == 0
+            # no owner: the subscriptions of jobs without one, never everyone's
+            assert webhooks.emit(conn, "schedule.failed", None, {}) == 0
             with pytest.raises(InvalidWebhook, match="event_type"):
                 webhooks.emit(conn, "job.exploded", "alice", {})
         worker()
