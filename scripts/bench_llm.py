@@ -29,7 +29,8 @@ fresh simulator process with identical settings.
   in the limiter); it reports the simulator's max in flight and each process's peak RSS.
 
 Figures, from the simulator's per-second timeline of accepted requests and its counters:
-steady state = the seconds from the first accepted request + --warmup to the last one - --tail;
+steady state = the seconds from the first accepted request + --warmup (and 5 s after the
+provider's initial burst, every key's full bucket, is spent) to the last one - --tail;
 achieved fraction = accepted in the steady state / (its seconds x the limit of all keys);
 429 share = 429s / all requests the simulator saw; worst 10 s = the most accepted in any 10
 consecutive seconds on one key / the limit's 10 s share (rpm / 6); job latency = submitted ->
@@ -219,7 +220,17 @@ def sim_figures(stats: dict, args: argparse.Namespace) -> dict:
     tok = {k: [rows[k].get(s, (0, 0))[1] for s in span] for k in keys}
     total_req = [sum(req[k][i] for k in keys) for i in range(len(span))]
     total_tok = [sum(tok[k][i] for k in keys) for i in range(len(span))]
-    lo, hi = args.warmup, len(span) - args.tail  # steady state: [lo, hi)
+    # Steady state: [lo, hi). It starts --warmup seconds in, and not before the provider's
+    # initial burst (every key's full bucket, a minute of budget) is spent plus 5 s: a
+    # limiter that believes the provider's headers spends that burst first, which is budget
+    # the provider gave, not a rate above its limit.
+    burst, spent, spent_at = len(keys) * args.rpm, 0, len(span)
+    for i, n in enumerate(total_req):
+        spent += n
+        if spent >= burst:
+            spent_at = i
+            break
+    lo, hi = max(args.warmup, spent_at + 5), len(span) - args.tail
     rps_limit, tps_limit = len(keys) * args.rpm / 60, len(keys) * args.tpm / 60
     out |= {"first_second": first, "span_seconds": last - first + 1,
             "timeline_requests": total_req, "timeline_tokens": total_tok,

@@ -12,20 +12,21 @@ import json
 import os
 import re
 import tempfile
-import time
 from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
 
+from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
 from jobqueue.batches import files as batchfiles
 from jobqueue.batches.specs import chat_spec
 from jobqueue.client import insert_specs
 from jobqueue.db.queries import q
+from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import MAX_NAME_LENGTH, InvalidJob, JobSpec
 from jobqueue.llm import platforms
 from web import schemas as s
-from web.auth import require
+from web.auth import api_error, require
 from web.contract import BadRequest, Rejected, Reply, operation
 from web.openapi import document
 from web.resources import resources
@@ -107,16 +108,17 @@ def get_job(job_id: int, query: s.JobWait):
     job = _visible_job(job_id)
     wait = query.wait  # checked: 0 to MAX_WAIT_SECONDS
     if wait is not None and not job.finished:
-        deadline = time.monotonic() + wait
-        with resources().hub.subscribe(job_id) as sub:
-            job = resources().client.get(job_id)
-            while job is not None and not job.finished and (
-                    left := deadline - time.monotonic()) > 0:
-                if sub.wait(left):
-                    job = resources().client.get(job_id)
-        if job is None:  # deleted (dashboard, purge or prune) while we waited
-            raise BadRequest(f"job {job_id}: deleted", status=404, code="not_found")
+        seconds = wait
+        principal = g.principal
+        return resources().streams.long_poll(
+            principal.token_id, job_id, seconds, lambda job: _waited(job_id, job, principal))
     return jsonify(_public(job, g.principal))
+
+
+def _waited(job_id: int, job, principal):
+    if job is None:  # deleted (dashboard, purge or prune) while we waited
+        return api_error(404, "not_found", f"job {job_id}: deleted")
+    return jsonify(_public(job, principal))
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
@@ -152,28 +154,9 @@ def retry_job(job_id: int):
 def job_events(job_id: int):
     """Server-Sent Events: the job's state and progress as they change, until it finishes."""
     _visible_job(job_id)
-    hub, client, principal = resources().hub, resources().client, g.principal
-
-    def stream():
-        with hub.subscribe(job_id) as sub:
-            last = None
-            while True:
-                job = client.get(job_id)
-                if job is None:  # deleted while followed
-                    yield f"event: gone\ndata: {json.dumps({'id': job_id})}\n\n"
-                    return
-                seen = (job.state, job.attempts, json.dumps(job.progress, sort_keys=True))
-                if seen != last:
-                    last = seen
-                    data = json.dumps(_public(job, principal), default=str)
-                    yield f"event: {'done' if job.finished else 'state'}\ndata: {data}\n\n"
-                if job.finished:
-                    return
-                if not sub.wait(15.0):
-                    yield ": keep-alive\n\n"
-
-    return Response(stream_with_context(stream()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    principal = g.principal
+    return resources().streams.event_stream(principal.token_id, job_id,
+                                            lambda job: _public(job, principal))
 
 
 # -- batches --------------------------------------------------------------------------------
@@ -386,6 +369,41 @@ def queue(name: str, action: str):
     with client.pool.connection() as conn:
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
     return jsonify(queue=name, paused=action == "pause")
+
+
+@bp.get("/queues/<name>/settings")
+@require("read")
+@operation("A queue's caps and fairness, and its running jobs", path=s.QueueName,
+           replies={200: Reply(s.QueueSettings, "The settings (defaults if never set)")})
+def get_queue_settings(name: str):
+    """A queue's caps and fairness (defaults for a queue never set), and its running jobs."""
+    with resources().client.pool.connection() as conn:
+        row = queue_settings.list_settings(conn, name)[0]
+    return jsonify(_settings_json(row))
+
+
+@bp.patch("/queues/<name>/settings")
+@require("admin")
+@operation("Change a queue's caps and fairness (admin); null removes a cap",
+           path=s.QueueName, body=s.QueueSettingsChange,
+           replies={200: Reply(s.QueueSettings, "The settings now")},
+           errors={409: "Enqueues held a change of fairness back; try again"})
+def set_queue_settings(name: str, body: s.QueueSettingsChange):
+    """Change a queue's caps and fairness: `{"max_running": 30, "max_running_per_owner": 3,
+    "fair": true}`; fields left out keep their value, null removes a cap."""
+    try:
+        with resources().client.pool.connection() as conn:
+            row = queue_settings.change(conn, name, **body.model_dump(exclude_unset=True))
+    except InvalidQueueSettings as exc:
+        field = str(exc).split(":", 1)[0]
+        raise BadRequest(str(exc), field=field) from None
+    except QueueBusy as exc:
+        raise BadRequest(str(exc), status=409, code="busy") from None
+    return jsonify(_settings_json(row))
+
+
+def _settings_json(row: dict) -> dict:
+    return {**row, "updated_at": row["updated_at"].isoformat() if row["updated_at"] else None}
 
 
 # -- dashboard sessions ---------------------------------------------------------------------

@@ -46,6 +46,7 @@ from jobqueue.jobs import (
     text_problem,
     to_json,
 )
+from jobqueue.queues import MAX_CAP
 
 MAX_ID = 2**63 - 1          # bigint: ids in paths and queries beyond it are no id of ours
 MAX_WAIT_SECONDS = 60.0     # GET /api/jobs/<id>?wait=
@@ -286,6 +287,16 @@ class QueueName(TextModel):
     name: Name
 
 
+class QueueSettingsChange(RequestModel):
+    """PATCH /api/queues/<name>/settings: fields left out keep their value; null removes a
+    cap. Bounds are jobqueue/queues.py's."""
+
+    max_running: Annotated[int, Field(ge=1, le=MAX_CAP)] | None = None
+    max_running_per_owner: Annotated[int, Field(ge=1, le=MAX_CAP)] | None = None
+    fair: bool = Field(False, description="Fair shares between owners (a per-owner cap needs "
+                                          "it)")
+
+
 # -- responses ------------------------------------------------------------------------------
 
 class ErrorDetail(ResponseModel):
@@ -406,6 +417,13 @@ class SessionList(ResponseModel):
 class SessionRevoked(ResponseModel):
     id: int
     revoked: bool
+
+
+class QueueSettings(ResponseModel):
+    queue: str
+    max_running: int | None
+    max_running_per_owner: int | None
+    fair: bool
 
 
 class OpenApiDocument(ResponseModel):

@@ -199,3 +199,24 @@ SELECT platform, model, key_id, rpm, tpm, rpm_configured, tpm_configured,
 FROM jobqueue.rate_buckets
 WHERE (%(platform)s::text IS NULL OR platform = %(platform)s::text)
 ORDER BY platform, model, key_id;
+
+
+-- name: rate_any_usable
+-- Whether a platform has a key that is not disabled: while it has none its workers stop
+-- claiming (jobs stay waiting, attempts untouched) until `jobqueue keys enable`.
+-- `incident` names the set of disabled keys and their reasons, the same in every process: the
+-- alert it raises is sent once, whichever worker noticed first.
+SELECT coalesce(bool_or(disabled_reason IS NULL), true) AS usable,
+       md5(coalesce(string_agg(DISTINCT key_id || ':' || disabled_reason, ','), '')) AS incident
+FROM jobqueue.rate_buckets
+WHERE platform = %(platform)s AND key_id = ANY(%(keys)s);
+
+
+-- name: rate_key_set_disabled
+-- `jobqueue keys enable|disable NAME`: NAME is a key id (VAR:hash) or its variable's name
+-- (every key read from that variable). Workers see the change at their next reservation.
+UPDATE jobqueue.rate_buckets
+SET disabled_reason = %(reason)s
+WHERE (key_id = %(name)s OR split_part(key_id, ':', 1) = %(name)s)
+  AND (%(platform)s::text IS NULL OR platform = %(platform)s::text)
+RETURNING platform, model, key_id;
