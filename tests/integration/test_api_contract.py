@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobqueue.batches.files import check_object
+from tests.integration.test_webhooks_web import HOOK, finished_delivery
 from tests.support.openapi_strategies import CLEAN_JSON, CLEAN_TEXT, Schemas
 from tests.support.web import Api, Dashboard, Server
 from web.schemas import BatchItem
@@ -134,7 +135,9 @@ class TestEveryDocumentedStatusIsAnswered:
     answered by the same code on every route: test_web.py TestAuth and TestRateLimits; 414 by
     Gunicorn: test_web.py test_gunicorn_serves_the_app_with_the_shipped_config)."""
 
-    def test_each_status_of_each_route(self, server, alice, make_token, doc):
+    def test_each_status_of_each_route(self, server, alice, make_token, doc, sql,
+                                       monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8")
         admin = Api(server.base, make_token("ops", ["admin"]))
         reader = Api(server.base, make_token("alice", ["read"]))
         job = alice.post("/api/jobs", json={"queue": "q", "kind": "k"}).json()["id"]
@@ -145,6 +148,8 @@ class TestEveryDocumentedStatusIsAnswered:
         document = alice.post("/api/documents", **_multipart("a.txt", b"hi")).json()["id"]
         Dashboard(server.base).sign_in(make_token("ops", ["admin"]))
         session = admin.get("/api/sessions").json()["sessions"][0]["id"]
+        hook = alice.post("/api/webhooks", json={"url": HOOK, "events": ["job.dead"]}).json()
+        delivery = finished_delivery(sql, hook["id"])
         big = "x" * 40 * 1024
         json_type = {"Content-Type": "application/json"}
         cases = {
@@ -219,10 +224,53 @@ class TestEveryDocumentedStatusIsAnswered:
                 200: lambda: admin.delete(f"/api/sessions/{session}"),
                 404: lambda: alice.delete(f"/api/sessions/{session}")},
             ("/openapi.json", "get"): {200: lambda: alice.get("/api/openapi.json")},
+            ("/queues/{name}/settings", "get"): {
+                200: lambda: alice.get("/api/queues/q/settings"),
+                400: lambda: alice.get("/api/queues/%00/settings")},
+            ("/queues/{name}/settings", "patch"): {
+                200: lambda: admin.patch("/api/queues/q/settings", json={"max_running": 3}),
+                400: lambda: admin.patch("/api/queues/q/settings", json={"max_running": 0}),
+                403: lambda: alice.patch("/api/queues/q/settings", json={}),
+                413: lambda: admin.patch("/api/queues/q/settings", data=big,
+                                         headers=json_type),
+                415: lambda: admin.patch("/api/queues/q/settings", data="x")},
+            ("/webhooks", "post"): {
+                201: lambda: alice.post("/api/webhooks", json={"url": HOOK,
+                                                               "events": ["job.dead"]}),
+                400: lambda: alice.post("/api/webhooks", json={"events": ["job.dead"]}),
+                403: lambda: reader.post("/api/webhooks", json={}),
+                413: lambda: alice.post("/api/webhooks", data=big, headers=json_type),
+                415: lambda: alice.post("/api/webhooks", data="x"),
+                422: lambda: alice.post("/api/webhooks", json={"url": "http://10.1.2.3/h",
+                                                               "events": ["job.dead"]})},
+            ("/webhooks", "get"): {200: lambda: alice.get("/api/webhooks")},
+            ("/webhooks/{subscription_id}", "get"): {
+                200: lambda: alice.get(f"/api/webhooks/{hook['id']}"),
+                404: lambda: alice.get("/api/webhooks/0")},
+            ("/webhooks/deliveries", "get"): {
+                200: lambda: alice.get("/api/webhooks/deliveries"),
+                400: lambda: alice.get("/api/webhooks/deliveries?limit=0")},
+            ("/webhooks/{subscription_id}/deliveries", "get"): {
+                200: lambda: alice.get(f"/api/webhooks/{hook['id']}/deliveries"),
+                400: lambda: alice.get(f"/api/webhooks/{hook['id']}/deliveries?state=x"),
+                404: lambda: alice.get("/api/webhooks/0/deliveries")},
+            ("/webhooks/deliveries/{delivery_id}/redeliver", "post"): {
+                202: lambda: alice.post(f"/api/webhooks/deliveries/{delivery}/redeliver"),
+                409: lambda: alice.post(f"/api/webhooks/deliveries/{delivery}/redeliver"),
+                403: lambda: reader.post(f"/api/webhooks/deliveries/{delivery}/redeliver"),
+                404: lambda: alice.post("/api/webhooks/deliveries/0/redeliver")},
+            ("/webhooks/{subscription_id}", "delete"): {
+                403: lambda: reader.delete(f"/api/webhooks/{hook['id']}"),
+                200: lambda: alice.delete(f"/api/webhooks/{hook['id']}"),
+                404: lambda: alice.delete(f"/api/webhooks/{hook['id']}")},
         }
+        # Not practical to provoke here: a change of fairness that enqueues hold back (409)
+        # needs a race (tests/integration/test_fair_caps.py covers the store's side).
+        not_practical = {("/queues/{name}/settings", "patch"): {"409"}}
         common = {"401", "414", "429"}
         for (path, method), by_status in cases.items():
-            listed = set(doc["paths"][path][method]["responses"]) - common
+            listed = set(doc["paths"][path][method]["responses"]) - common \
+                - not_practical.get((path, method), set())
             assert listed == {str(s) for s in by_status}, (path, method, listed)
             for status, send in by_status.items():
                 r = send()
