@@ -316,7 +316,10 @@ def _visible_batch(batch_id: int) -> dict:
 def get_batch(batch_id: int):
     found = _visible_batch(batch_id)
     found["created_at"] = found["created_at"].isoformat()
-    found["finished"] = found["succeeded"] + found["dead"] + found["cancelled"]
+    found["completed_at"] = found["completed_at"] and found["completed_at"].isoformat()
+    # Rows that were duplicates of existing jobs count as done (they point at those jobs).
+    found["finished"] = (found["succeeded"] + found["dead"] + found["cancelled"]
+                         + found["duplicates"])
     return jsonify(found)
 
 
@@ -339,7 +342,7 @@ def batch_results(batch_id: int):
         raise BadRequest("after and limit: must be integers", field="after") from None
     jobs = client.batch_jobs(batch_id, after=after, limit=limit)
     items = [batch_export.export_record(j) for j in jobs]
-    next_after = jobs[-1]["id"] if len(jobs) == limit else None
+    next_after = jobs[-1]["place"] if len(jobs) == limit else None
     return jsonify(items=json.loads(json.dumps(items, default=str)), next_after=next_after)
 
 

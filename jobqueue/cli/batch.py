@@ -60,7 +60,10 @@ def batch_submit(file, platform, template, fmt, name, owner) -> None:
             (chat_spec(row, settings.max_attempts) for row in rows), queue=platform,
             name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
             on_progress=advance)
-    click.echo(f"batch {batch_id}: {total} job(s) on {platform}", err=True)
+        duplicates = jq.batch(batch_id)["duplicates"]
+    click.echo(f"batch {batch_id}: {total - duplicates} job(s) on {platform}"
+               + (f", {duplicates} duplicate(s) of existing jobs (done already)"
+                  if duplicates else ""), err=True)
     click.echo(batch_id)
 
 
@@ -106,12 +109,16 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
 
     def counts(b: dict) -> str:
         return (f"{b['succeeded']} ok, {b['dead']} dead, {b['running']} running, "
-                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting")
+                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting"
+                + (f", {b['blocked']} blocked" if b["blocked"] else "")
+                + (f", {b['duplicates']} duplicates" if b["duplicates"] else ""))
 
     deadline = time.monotonic() + timeout if timeout is not None else None
     with open_client() as jq:
         b = _batch_or_fail(jq, batch_id)
-        finished = lambda x: x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+        # A duplicate row is done: it points at the job that already had its key.
+        finished = lambda x: (x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+                              + x["duplicates"])
         with click.progressbar(length=max(1, b["total"]), label=f"batch {batch_id}",
                                show_eta=True, show_percent=True, file=sys.stderr,
                                item_show_func=lambda _: counts(b)) as bar:
