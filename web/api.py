@@ -29,8 +29,9 @@ from web.resources import resources
 bp = Blueprint("api", __name__)
 
 JOB_FIELDS = {"queue", "kind", "payload", "priority", "run_at", "delay", "max_attempts",
-              "timeout", "idempotency_key", "metadata"}
-BATCH_FIELDS = {"platform", "name", "items"}
+              "timeout", "idempotency_key", "metadata", "depends_on", "on_parent_failure"}
+BATCH_FIELDS = {"platform", "name", "items", "on_complete"}
+ON_COMPLETE_FIELDS = {"kind", "queue", "payload", "priority", "max_attempts", "metadata"}
 DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown",
                   ".markdown": "text/markdown", ".pdf": "application/pdf"}
 MAX_WAIT_SECONDS = 60.0
@@ -141,19 +142,24 @@ def create_job():
             raise BadRequest(f"{name}: must be a number, got {json.dumps(value)}", field=name)
     if body.get("delay") is not None and body["delay"] < 0:
         raise BadRequest("delay: must not be negative", field="delay")
+    depends_on = body.get("depends_on")
+    if depends_on is not None and (not isinstance(depends_on, list) or any(
+            isinstance(i, bool) or not isinstance(i, int) for i in depends_on)):
+        raise BadRequest("depends_on: must be a list of job ids", field="depends_on")
     spec = JobSpec(kind=body["kind"], payload=body.get("payload", {}), queue=body["queue"],
                    priority=body.get("priority"), run_at=run_at, delay=body.get("delay"),
                    max_attempts=body.get("max_attempts"), timeout=body.get("timeout"),
                    idempotency_key=body.get("idempotency_key"), owner=g.principal.owner,
-                   metadata=body.get("metadata"))
+                   metadata=body.get("metadata"), depends_on=depends_on,
+                   on_parent_failure=body.get("on_parent_failure"))
     client = resources().client
     try:
         job_id, created = client.enqueue_spec(spec)
     except InvalidJob as exc:
         message = str(exc).removeprefix("job 0: ")
         raise BadRequest(message, field=message.split(":", 1)[0]) from None
-    state = "waiting" if created and spec.delay is None and run_at is None else \
-        client.get(job_id).state
+    state = "waiting" if (created and spec.delay is None and run_at is None
+                          and not depends_on) else client.get(job_id).state
     response = jsonify(id=job_id, state=state, created=created)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/jobs/{job_id}"
@@ -249,15 +255,48 @@ def create_batch():
     if not isinstance(items, list) or not items:
         raise BadRequest("items: required, a non-empty list of {prompt | messages, ...}",
                          field="items")
+    on_complete = _on_complete(body.get("on_complete"))
     rows, problems = [], []
+    refs = batchfiles.RefCheck()
     for index, item in enumerate(items):
         row, errs = batchfiles.check_object(item, index)
+        if row is not None:
+            errs = refs.problems(row)
         for field, text in errs:
             problems.append(f"items[{index}]" + (f".{field}" if field else "") + f": {text}")
         rows.append(row)
     if problems:
         return _rejected(problems, field=problems[0].split(":", 1)[0])
-    return _submit(platform, rows, body.get("name"), source=None)
+    return _submit(platform, rows, body.get("name"), source=None, on_complete=on_complete)
+
+
+def _on_complete(value) -> JobSpec | None:
+    """A batch's completion callback: {"kind", "queue"?, "payload"?, ...}, checked here so
+    a bad one is a 400 naming the field and nothing is enqueued."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest("on_complete: must be an object like {\"kind\": ..., \"queue\": "
+                         "...}", field="on_complete")
+    unknown = set(value) - ON_COMPLETE_FIELDS
+    if unknown:
+        field = sorted(unknown)[0]
+        raise BadRequest(f"on_complete.{field}: unknown field (known: "
+                         f"{', '.join(sorted(ON_COMPLETE_FIELDS))})", field="on_complete")
+    if not isinstance(value.get("kind"), str) or not value["kind"]:
+        raise BadRequest("on_complete.kind: required, a non-empty string", field="on_complete")
+    payload = value.get("payload", {})
+    if not isinstance(payload, dict):
+        raise BadRequest("on_complete.payload: must be an object (the batch id and counts "
+                         "are added to it)", field="on_complete")
+    spec = JobSpec(kind=value["kind"], payload=payload, queue=value.get("queue"),
+                   priority=value.get("priority"), max_attempts=value.get("max_attempts"),
+                   metadata=value.get("metadata"))
+    try:
+        spec.validated_row("default", 1, datetime.now().astimezone())
+    except InvalidJob as exc:
+        raise BadRequest(f"on_complete.{exc}", field="on_complete") from None
+    return spec
 
 
 def _batch_from_upload():
@@ -281,7 +320,15 @@ def _batch_from_upload():
             return _rejected([line.replace(tmp.name, name) for line in report.lines()],
                              field="file")
         rows = batchfiles.iter_rows(tmp.name, template=template, fmt=fmt)
-        return _submit(platform, rows, request.form.get("name") or name, source=name)
+        on_complete = request.form.get("on_complete")
+        if on_complete:
+            try:
+                on_complete = json.loads(on_complete)
+            except json.JSONDecodeError as exc:
+                raise BadRequest(f"on_complete: not valid JSON ({exc})",
+                                 field="on_complete") from None
+        return _submit(platform, rows, request.form.get("name") or name, source=name,
+                       on_complete=_on_complete(on_complete or None))
 
 
 def _rejected(problems: list[str], field: str):
@@ -294,11 +341,18 @@ def _rejected(problems: list[str], field: str):
     return response
 
 
-def _submit(platform, rows, name, source):
-    batch_id, total = resources().client.submit_batch(
-        (chat_spec(row, platform.max_attempts) for row in rows),
-        queue=platform.name, name=name, owner=g.principal.owner, source=source)
-    response = jsonify(id=batch_id, total=total, queue=platform.name)
+def _submit(platform, rows, name, source, on_complete: JobSpec | None = None):
+    client = resources().client
+    try:
+        batch_id, total = client.submit_batch(
+            (chat_spec(row, platform.max_attempts) for row in rows),
+            queue=platform.name, name=name, owner=g.principal.owner, source=source,
+            on_complete=on_complete)
+    except InvalidJob as exc:  # a depends_on naming a job id that is not the caller's
+        raise BadRequest(str(exc), field="items", status=422) from None
+    found = client.batch(batch_id)
+    response = jsonify(id=batch_id, total=total, queue=platform.name,
+                       duplicates=found["duplicates"], on_complete_job=found["on_complete_job"])
     response.status_code = 201
     response.headers["Location"] = f"/api/batches/{batch_id}"
     return response
