@@ -179,7 +179,8 @@ class JobSpec:
                 check_text(parent, f"depends_on[{i}]")
                 if not parent:
                     raise InvalidJob(f"depends_on[{i}]: must be a job id or a non-empty ref")
-            elif isinstance(parent, bool) or not isinstance(parent, int) or parent < 1:
+            elif (isinstance(parent, bool) or not isinstance(parent, int)
+                  or not 1 <= parent < 2**63):
                 raise InvalidJob(f"depends_on[{i}]: must be a job id (a positive integer), "
                                  f"got {parent!r}")
         policy = self.on_parent_failure or "cancel"
