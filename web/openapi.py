@@ -52,7 +52,13 @@ OPENAPI = {
                            "max_attempts": {"type": "integer", "minimum": 1},
                            "timeout": {"type": "number", "exclusiveMinimum": 0},
                            "idempotency_key": {"type": "string"},
-                           "metadata": {"type": "object"}}},
+                           "metadata": {"type": "object"},
+                           "depends_on": {"type": "array", "maxItems": 1000, "items": {
+                               "type": "integer", "minimum": 1},
+                               "description": "Job ids (of the same owner) to wait for: "
+                                              "the job is `blocked` until they have ended"},
+                           "on_parent_failure": {"enum": ["cancel", "run"],
+                                                 "default": "cancel"}}},
             "Job": {"type": "object", "properties": {
                 "id": {"type": "integer"}, "queue": {"type": "string"},
                 "kind": {"type": "string"},
@@ -67,11 +73,29 @@ OPENAPI = {
                 "prompt": {"type": "string"}, "messages": {"type": "array"},
                 "model": {"type": "string"}, "max_tokens": {"type": "integer"},
                 "temperature": {"type": "number"}, "priority": {},
-                "idempotency_key": {"type": "string"}, "metadata": {"type": "object"}}},
+                "idempotency_key": {"type": "string"}, "metadata": {"type": "object"},
+                "ref": {"type": "string", "description": "A name later items can wait for"},
+                "depends_on": {"type": "array", "items": {"oneOf": [
+                    {"type": "string"}, {"type": "integer", "minimum": 1}]},
+                    "description": "Refs of earlier items, or job ids"},
+                "on_parent_failure": {"enum": ["cancel", "run"]}}},
+            "OnComplete": {"type": "object", "required": ["kind"],
+                           "additionalProperties": False,
+                           "description": "A job enqueued once every member of the batch "
+                                          "has ended; its payload gets batch_id and counts",
+                           "properties": {
+                               "kind": {"type": "string", "minLength": 1},
+                               "queue": {"type": "string"}, "payload": {"type": "object"},
+                               "priority": {}, "max_attempts": {"type": "integer"},
+                               "metadata": {"type": "object"}}},
             "Batch": {"type": "object", "properties": {
                 "id": {"type": "integer"}, "name": {"type": ["string", "null"]},
                 "queue": {"type": "string"}, "total": {"type": "integer"},
                 **{state: {"type": "integer"} for state in STATES},
+                "duplicates": {"type": "integer", "description": "rows whose idempotency "
+                               "key named an existing job: done, pointing at it"},
+                "on_complete_job": {"type": ["integer", "null"]},
+                "completed_at": {"type": ["string", "null"]},
                 "finished": {"type": "integer"}}},
         },
     },
@@ -110,15 +134,19 @@ OPENAPI = {
                 "application/json": {"schema": {
                     "type": "object", "required": ["platform", "items"],
                     "properties": {"platform": {"type": "string"}, "name": {"type": "string"},
-                                   "items": {"type": "array", "items": _ref("BatchItem")}}}},
+                                   "items": {"type": "array", "items": _ref("BatchItem")},
+                                   "on_complete": _ref("OnComplete")}}},
                 "multipart/form-data": {"schema": {
                     "type": "object", "required": ["platform", "file"],
                     "properties": {"platform": {"type": "string"},
                                    "file": {"type": "string", "format": "binary"},
                                    "template": {"type": "string"},
                                    "format": {"enum": ["jsonl", "csv"]},
-                                   "name": {"type": "string"}}}}}},
-            "responses": {"201": _json({"type": "object"}, "{id, total, queue}"),
+                                   "name": {"type": "string"},
+                                   "on_complete": {"type": "string",
+                                                   "description": "OnComplete as JSON"}}}}}},
+            "responses": {"201": _json({"type": "object"},
+                                       "{id, total, queue, duplicates, on_complete_job}"),
                           "422": _json(_ref("Error"), "Rejected whole; problems list "
                                        "FILE:LINE or items[i].field"), **ERRORS}}},
         "/batches/{batch_id}": {"get": {

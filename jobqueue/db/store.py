@@ -9,9 +9,10 @@ This module is the only place that changes a job's state or says what it is. Two
   /metrics.
 A job's visible state (blocked, waiting, scheduled, retrying, running, succeeded, dead,
 cancelled) is derived in SQL only, by jobqueue.job_state (sql/migrations/0007_job_state.sql)
-and the view jobqueue.all_jobs (blocked jobs: 0015), so no two surfaces can disagree about it.
-Jobs that wait for other jobs live in jobqueue.blocked until the transaction that ends their
-last parent releases them (jobqueue.release_children, run by every path that ends jobs). Functions run on a connection the caller holds (so callers
+and the view jobqueue.all_jobs (blocked jobs: 0015), so no two surfaces can disagree about
+it. Jobs that wait for other jobs live in jobqueue.blocked until the transaction that ends
+their last parent releases them (jobqueue.release_children, run by every path that ends
+jobs). Functions run on a connection the caller holds (so callers
 choose the transaction); they run SQL and shape parameters, decide nothing about retries,
 backoff or timeouts (the worker's executor does), and never open connections of their own.
 """

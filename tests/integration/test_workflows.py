@@ -205,7 +205,7 @@ class TestRaces:
             for parent in parents:
                 go = threading.Barrier(2)
 
-                def end(parent=parent):
+                def end(parent=parent, go=go):
                     go.wait()
                     finisher.execute(q("finish_jobs"), {
                         "id": [parent], "execution": [running[parent]],
