@@ -146,8 +146,10 @@ class Client:
             check_text(value, field)
         to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
         if on_complete is not None:
-            on_complete.owner = owner
-            callback = _validated(on_complete, 0, now, routes)
+            try:
+                callback = workflows.callback_row(on_complete, owner)
+            except InvalidJob as exc:
+                raise InvalidJob(f"on_complete: {exc}") from None
         with self.pool.connection() as conn, conn.transaction():
             batch_id = conn.execute(q("batch_create"), {
                 "name": name, "queue": queue, "owner": owner, "source": source,

@@ -12,8 +12,17 @@ attach_batch_callback in their own transaction.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from jobqueue import routing
 from jobqueue.db import store
-from jobqueue.jobs import FINISHED_STATES, InvalidJob, JobSpec
+from jobqueue.jobs import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE,
+    FINISHED_STATES,
+    InvalidJob,
+    JobSpec,
+)
 
 # Rows per insert statement (as the client's CHUNK).
 CHUNK = 5000
@@ -126,12 +135,24 @@ def _release_ended(conn, found: dict[int, dict], parents: set[int]) -> None:
         store.release_children(conn, [p for p, _ in ended], [s for _, s in ended])
 
 
-def attach_batch_callback(conn, batch_id: int, row: tuple) -> int:
-    """Make the validated row the completion callback of batch `batch_id`, in the caller's
-    transaction: a blocked job that waits for every member of the batch (policy `run`),
-    released exactly once, by the transaction that ends the last of them (or now, if none is
-    left), with {"batch_id", "counts": {total, succeeded, dead, cancelled, duplicates}}
-    merged into its payload. Returns its id."""
+def callback_row(spec: JobSpec, owner: str | None) -> tuple:
+    """A completion callback's insert row, checked (InvalidJob names the field), routed like
+    any job (its queue from [tasks.KIND] when it names none); it belongs to the batch's
+    owner and to no batch."""
+    spec.owner, spec.batch_id = owner, None
+    return routing.apply(spec, routing.load()).validated_row(
+        DEFAULT_QUEUE, DEFAULT_MAX_ATTEMPTS, datetime.now(UTC))
+
+
+def attach_batch_callback(conn, batch_id: int, callback: JobSpec | tuple,
+                          owner: str | None = None) -> int:
+    """Make `callback` (a JobSpec, or a row from callback_row) the completion callback of
+    batch `batch_id`, in the caller's transaction: a blocked job that waits for every member
+    of the batch (policy `run`), released exactly once, by the transaction that ends the last
+    of them (or now, if none is left), with {"batch_id", "counts": {total, succeeded, dead,
+    cancelled, duplicates}} merged into its payload. Returns its id. For anything that makes
+    batches (a schedule's run): submit_batch(on_complete=...) calls it too."""
+    row = callback if isinstance(callback, tuple) else callback_row(callback, owner)
     members = store.batch_members(conn, batch_id)
     found = store.lock_parents(conn, members)
     ((job_id, _, _),) = store.insert_blocked(conn, [row], [(len(found), "run", batch_id)])

@@ -142,8 +142,6 @@ class TestOnComplete:
         """workflows.attach_batch_callback in the caller's own transaction: members that
         ended already count at once."""
         from jobqueue import workflows
-        from jobqueue.client import _validated
-        from jobqueue.routing import load
 
         batch, _ = client.submit_batch([JobSpec("k", {}) for _ in range(2)], queue="s")
         (first, _) = [r["id"] for r in client.batch_jobs(batch)]
@@ -153,10 +151,8 @@ class TestOnComplete:
         sql(q("finish_jobs"), {"id": [first], "execution": [claimed["execution_id"]],
                                "state": ["succeeded"], "result": ["{}"], "error": [None],
                                "worker": worker})
-        from datetime import UTC, datetime
         with client.pool.connection() as conn, conn.transaction():
-            job = workflows.attach_batch_callback(conn, batch, _validated(
-                JobSpec("summarise", queue="cb"), 0, datetime.now(UTC), load()))
+            job = workflows.attach_batch_callback(conn, batch, JobSpec("summarise", queue="cb"))
         assert client.get(job).state == "blocked"
         assert client.cancel([r["id"] for r in client.batch_jobs(batch)][1]) == "cancelled"
         assert client.get(job).payload["counts"] == {
