@@ -104,14 +104,22 @@ class Client:
                              "enqueue_many with a key per JobSpec")
         if "payload" in options:
             raise InvalidJob("payload: pass the payloads as the second argument, one per job")
+        if "ref" in options:
+            raise InvalidJob("ref: one ref cannot name many jobs; use enqueue_many")
         now = datetime.now(UTC)
-        queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now, routing.load())
+        shared = JobSpec(kind=kind, **options)
+        queue, kind, _, *rest = _row(shared, now, routing.load())
+        if shared.depends_on:
+            shared.dependencies()  # InvalidJob naming the field
         rows = []
         for index, payload in enumerate(payloads):
             try:
                 rows.append((queue, kind, to_json(payload), *rest))
             except InvalidJob as exc:
                 raise InvalidJob(f"job {index}: {exc}") from None
+        if shared.depends_on:  # every job waits for the same jobs
+            with self.pool.connection() as conn, conn.transaction():
+                return _insert_workflow(conn, rows, [shared] * len(rows))
         return self._enqueue_rows(rows)
 
     def _enqueue_rows(self, rows: list[tuple]) -> list[int]:

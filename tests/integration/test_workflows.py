@@ -104,6 +104,17 @@ class TestRelease:
         assert sql("SELECT count(*) AS n FROM jobqueue.blocked") == [{"n": 0}]
 
 
+    def test_a_fan_out_of_payloads_waits_for_the_same_parent(self, client, sql):
+        parent = client.enqueue("k", queue="p")
+        ids = client.enqueue_payloads("k", [{"n": n} for n in range(3)], queue="c",
+                                      depends_on=[parent])
+        assert states(client, *ids) == ["blocked"] * 3
+        finish(sql, claim(sql, "p"))
+        assert states(client, *ids) == ["waiting"] * 3
+        with pytest.raises(InvalidJob, match="ref: one ref cannot name many jobs"):
+            client.enqueue_payloads("k", [{}], ref="x")
+
+
 class TestParentFailure:
     def test_dead_parent_cancels_by_default_runs_with_policy_run_and_cascades(
             self, client, sql):
