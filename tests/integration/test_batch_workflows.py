@@ -181,6 +181,5 @@ def test_the_migration_gives_existing_keys_the_queue_of_their_job(empty_db_url):
         keys = conn.execute("SELECT owner, queue, key FROM jobqueue.idempotency_keys").fetchall()
         assert keys == [{"owner": "", "queue": "emails", "key": "k1"}]
     with Client(empty_db_url) as c:
-        (job,) = [r["id"] for r in c.enqueue_many([JobSpec("send", queue="emails",
-                                                           idempotency_key="k1")])]
-        assert job == 1
+        assert c.enqueue_many([JobSpec("send", queue="emails", idempotency_key="k1")]) == [1]
+        assert c.enqueue_many([JobSpec("send", queue="sms", idempotency_key="k1")]) != [1]
