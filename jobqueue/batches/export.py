@@ -40,8 +40,9 @@ def export_record(job: dict) -> dict:
     }
 
 
-CSV_COLUMNS = ("id", "state", "duplicate_of", "prompt", "answer", "model", "fallback", "cached",
-               "total_tokens", "attempts", "error")
+# duplicate_of last: columns existing readers know keep their places.
+CSV_COLUMNS = ("id", "state", "prompt", "answer", "model", "fallback", "cached",
+               "total_tokens", "attempts", "error", "duplicate_of")
 
 
 def export_lines(client, batch_id: int, fmt: str) -> Iterator[str]:
