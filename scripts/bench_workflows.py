@@ -9,7 +9,8 @@ It makes its own database (bench_workflows) on --database-url and drops it at th
   runnable when it returns.
 - claim: --jobs plain jobs claimed 1,000 per statement and finished 1,000 per statement (the
   worker's two statements, from one connection, no handler), first with no blocked jobs,
-  then with --blocked blocked jobs on the same queue; the two runs alternate --repeat times.
+  then with --blocked blocked jobs on the same queue, then as one batch with an on_complete
+  callback (every member is a parent of it); the runs alternate --repeat times.
 Prints medians (min-max).
 """
 
@@ -62,8 +63,13 @@ def release_once(jq: Client, conn: psycopg.Connection, children: int) -> float:
     return elapsed
 
 
-def drain_rate(jq: Client, conn: psycopg.Connection, jobs: int, batch: int) -> float:
-    jq.enqueue_payloads("k", [{}] * jobs, queue="work")
+def drain_rate(jq: Client, conn: psycopg.Connection, jobs: int, batch: int,
+               callback: bool = False) -> float:
+    if callback:
+        jq.submit_batch((JobSpec("k") for _ in range(jobs)), queue="work",
+                        on_complete=JobSpec("summarise", queue="cb"))
+    else:
+        jq.enqueue_payloads("k", [{}] * jobs, queue="work")
     conn.execute("VACUUM ANALYZE jobqueue.jobs")
     started = time.perf_counter()
     assert claim_and_finish(conn, "work", batch) == jobs
@@ -92,7 +98,7 @@ def main() -> None:
         with Client(url) as jq, psycopg.connect(url, autocommit=True) as conn:
             jq.migrate()
             releases = [release_once(jq, conn, args.children) for _ in range(args.repeat)]
-            plain, crowded = [], []
+            plain, crowded, batched = [], [], []
             hold = jq.enqueue("k", queue="never")  # a parent no worker serves
             for _ in range(args.repeat):
                 plain.append(drain_rate(jq, conn, args.jobs, args.batch))
@@ -101,6 +107,9 @@ def main() -> None:
                 crowded.append(drain_rate(jq, conn, args.jobs, args.batch))
                 conn.execute("DELETE FROM jobqueue.blocked")
                 conn.execute("DELETE FROM jobqueue.job_dependencies")
+                batched.append(drain_rate(jq, conn, args.jobs, args.batch, callback=True))
+                assert conn.execute("SELECT count(*) FROM jobqueue.jobs WHERE queue = 'cb'"
+                                    ).fetchone()[0] == len(batched)
         print(f"# scripts/bench_workflows.py {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
               f", repeat {args.repeat}, medians (min-max)")
         print(f"release of {args.children:,} children by one completion: "
@@ -109,6 +118,8 @@ def main() -> None:
               f"no blocked jobs: {spread(plain, ',.0f')} jobs/s")
         print(f"  the same with {args.blocked:,} blocked jobs on the same queue: "
               f"{spread(crowded, ',.0f')} jobs/s")
+        print(f"  the same as one batch with an on_complete callback: "
+              f"{spread(batched, ',.0f')} jobs/s")
     finally:
         with psycopg.connect(args.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
