@@ -15,6 +15,7 @@ import tempfile
 from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
+from pydantic import ValidationError
 
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
@@ -84,15 +85,16 @@ def create_job(body: s.NewJob):
                    priority=body.priority, run_at=body.run_at, delay=body.delay,
                    max_attempts=body.max_attempts, timeout=body.timeout,
                    idempotency_key=body.idempotency_key, owner=g.principal.owner,
-                   metadata=body.metadata)
+                   metadata=body.metadata, depends_on=body.depends_on,
+                   on_parent_failure=body.on_parent_failure)
     client = resources().client
     try:
         job_id, created = client.enqueue_spec(spec)
     except InvalidJob as exc:
         message = str(exc).removeprefix("job 0: ")
         raise BadRequest(message, field=message.split(":", 1)[0]) from None
-    state = "waiting" if created and spec.delay is None and spec.run_at is None else \
-        client.get(job_id).state
+    state = "waiting" if (created and spec.delay is None and spec.run_at is None
+                          and not spec.depends_on) else client.get(job_id).state
     response = jsonify(id=job_id, state=state, created=created)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/jobs/{job_id}"
@@ -166,7 +168,8 @@ def job_events(job_id: int):
 @operation("Create a batch of LLM jobs from JSON items or an uploaded CSV/JSONL",
            body=s.NewBatch, form=s.BatchUpload, limit="BATCH_MAX_BYTES",
            problems=(("items",), 422),
-           replies={201: Reply(s.BatchCreated, "{id, total, queue}")},
+           replies={201: Reply(s.BatchCreated, "{id, total, queue, duplicates, "
+                                               "on_complete_job}")},
            errors={422: "Rejected whole (nothing enqueued): an unknown platform, or items "
                         "or lines at fault, listed in error.problems as items[i].field or "
                         "FILE:LINE"})
@@ -174,17 +177,36 @@ def create_batch(body: s.NewBatch | s.BatchUpload):
     if isinstance(body, s.BatchUpload):
         return _batch_from_upload(body)
     platform = _platform(body.platform)
+    on_complete = _on_complete(body.on_complete)
     rows, problems = [], []
+    refs = batchfiles.RefCheck()
     for index, item in enumerate(body.items):
         # The model checked the item; check_object is the CLI's JSONL check (the two are held
         # together by tests/integration/test_api_contract.py) and makes the row.
         row, errs = batchfiles.check_object(item.model_dump(exclude_none=True), index)
+        if row is not None:
+            errs = refs.problems(row)
         for field, text in errs:
             problems.append(f"items[{index}]" + (f".{field}" if field else "") + f": {text}")
         rows.append(row)
     if problems:
         return Rejected(problems).response()
-    return _submit(platform, rows, body.name, source=None)
+    return _submit(platform, rows, body.name, source=None, on_complete=on_complete)
+
+
+def _on_complete(value: s.OnComplete | None) -> JobSpec | None:
+    """A batch's completion callback as a job spec; the model checked its fields, the job's
+    own check the rest (a 400 naming the field; nothing is enqueued)."""
+    if value is None:
+        return None
+    spec = JobSpec(kind=value.kind, payload=value.payload, queue=value.queue,
+                   priority=value.priority, max_attempts=value.max_attempts,
+                   metadata=value.metadata)
+    try:
+        spec.validated_row("default", 1, datetime.now().astimezone())
+    except InvalidJob as exc:
+        raise BadRequest(f"on_complete.{exc}", field="on_complete") from None
+    return spec
 
 
 def _batch_from_upload(form: s.BatchUpload):
@@ -204,18 +226,33 @@ def _batch_from_upload(form: s.BatchUpload):
             return Rejected([line.replace(tmp.name, name) for line in report.lines()],
                             field="file").response()
         rows = batchfiles.iter_rows(tmp.name, template=template, fmt=fmt)
-        return _submit(platform, rows, form.name or name[:MAX_NAME_LENGTH], source=name)
+        on_complete = None
+        if form.on_complete:
+            try:
+                on_complete = s.OnComplete.model_validate_json(form.on_complete)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise BadRequest(f"on_complete{'.' + where if where else ''}: {first['msg']}",
+                                 field="on_complete") from None
+        return _submit(platform, rows, form.name or name[:MAX_NAME_LENGTH], source=name,
+                       on_complete=_on_complete(on_complete))
 
 
-def _submit(platform, rows, name, source):
+def _submit(platform, rows, name, source, on_complete: JobSpec | None = None):
+    client = resources().client
     try:
-        batch_id, total = resources().client.submit_batch(
+        batch_id, total = client.submit_batch(
             (chat_spec(row, platform.max_attempts) for row in rows),
-            queue=platform.name, name=name, owner=g.principal.owner, source=source)
-    except InvalidJob as exc:  # a limit only the job's own check knows ("job 3: payload...")
+            queue=platform.name, name=name, owner=g.principal.owner, source=source,
+            on_complete=on_complete)
+    except InvalidJob as exc:  # a limit only the job's own check knows ("job 3: payload..."),
+        # or a depends_on naming a job id that is not the caller's
         message = re.sub(r"^job (\d+): ", r"items[\1].", str(exc))
         return Rejected([message]).response()
-    response = jsonify(id=batch_id, total=total, queue=platform.name)
+    found = client.batch(batch_id)
+    response = jsonify(id=batch_id, total=total, queue=platform.name,
+                       duplicates=found["duplicates"], on_complete_job=found["on_complete_job"])
     response.status_code = 201
     response.headers["Location"] = f"/api/batches/{batch_id}"
     return response
@@ -235,7 +272,10 @@ def _visible_batch(batch_id: int) -> dict:
 def get_batch(batch_id: int):
     found = _visible_batch(batch_id)
     found["created_at"] = found["created_at"].isoformat()
-    found["finished"] = found["succeeded"] + found["dead"] + found["cancelled"]
+    found["completed_at"] = found["completed_at"] and found["completed_at"].isoformat()
+    # Rows that were duplicates of existing jobs count as done (they point at those jobs).
+    found["finished"] = (found["succeeded"] + found["dead"] + found["cancelled"]
+                         + found["duplicates"])
     return jsonify(found)
 
 
@@ -255,7 +295,7 @@ def batch_results(batch_id: int, query: s.ResultsQuery):
     after, limit = query.after, query.limit
     jobs = client.batch_jobs(batch_id, after=after, limit=limit)
     items = [batch_export.export_record(j) for j in jobs]
-    next_after = jobs[-1]["id"] if len(jobs) == limit else None
+    next_after = jobs[-1]["place"] if len(jobs) == limit else None
     return jsonify(items=json.loads(json.dumps(items, default=str)), next_after=next_after)
 
 

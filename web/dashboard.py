@@ -504,9 +504,11 @@ def batches():
     before = _ids(request.args).before or MAX_ID
     rows = _store(store.batches_page, before, BATCH_PAGE)
     for row in rows:
-        total = max(row["total"], sum(row[s] for s in STATES), 1)
-        row["done"] = sum(row[s] for s in FINISHED_STATES)
-        row["segments"] = [(s, row[s], 100.0 * row[s] / total) for s in STATES if row[s]]
+        total = max(row["total"], sum(row[s] for s in STATES) + row["duplicates"], 1)
+        # Rows that were duplicates of existing jobs are done (they point at those jobs).
+        row["done"] = sum(row[s] for s in FINISHED_STATES) + row["duplicates"]
+        row["segments"] = [(s, row[s], 100.0 * row[s] / total)
+                           for s in (*STATES, "duplicates") if row[s]]
     older = rows[-1]["id"] if len(rows) == BATCH_PAGE else None
     return _page("batches.html", title="Batches", rows=rows, newest=before == MAX_ID,
                  older=older)
