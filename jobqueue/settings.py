@@ -211,6 +211,12 @@ JOBQUEUE_METRICS_PUBLIC = _variable(
 JOBQUEUE_POOL_MAX_SIZE = _variable(
     "JOBQUEUE_POOL_MAX_SIZE", 10, "database connections per web process, at most",
     parse=parse_positive_int)
+JOBQUEUE_READ_DATABASE_URL = _variable(
+    "JOBQUEUE_READ_DATABASE_URL", None, "a streaming replica for the web app's reads (job, "
+    "batch and document pages, lists, exports, metrics), over read-only connections; writes, "
+    "sign-in, sessions, rate limits, `?wait=` and SSE stay on `DATABASE_URL`, and a row the "
+    "replica has not replayed yet is read there too", shown_default="none: reads use "
+    "`DATABASE_URL`")
 JOBQUEUE_DOCUMENT_MAX_BYTES = _variable(
     "JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB, "largest uploaded document, in bytes",
     parse=parse_positive_int, shown_default="10485760 (10 MB)")

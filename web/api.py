@@ -104,8 +104,13 @@ def _public(job, principal) -> dict:
     return data
 
 
-def _visible_job(job_id: int):
-    job = resources().client.get(job_id)
+def _visible_job(job_id: int, fresh: bool = False):
+    """The job if the caller may see it, else 404. Read from the replica (the primary when
+    the replica has not got it yet); `fresh`: from the primary, before a change."""
+    if fresh:
+        job = resources().client.get(job_id)
+    else:
+        job = resources().read(lambda reader: reader.get(job_id))
     if job is None or not g.principal.can_see(job.owner):
         raise BadRequest(f"job {job_id}: not found", status=404, code="not_found")
     return job
@@ -171,6 +176,8 @@ def get_job(job_id: int):
         except ValueError:
             raise BadRequest("wait: must be a number of seconds", field="wait") from None
         deadline = time.monotonic() + seconds
+        # From here on the primary (`client`): a notification can arrive before the replica
+        # has replayed the change it announces.
         with resources().hub.subscribe(job_id) as sub:
             job = resources().client.get(job_id)
             while job is not None and not job.finished and (
@@ -185,7 +192,7 @@ def get_job(job_id: int):
 @bp.post("/jobs/<int:job_id>/cancel")
 @require("write")
 def cancel_job(job_id: int):
-    _visible_job(job_id)
+    _visible_job(job_id, fresh=True)
     outcome = resources().client.cancel(job_id)
     if outcome == "finished":
         raise BadRequest(f"job {job_id}: already finished", status=409, code="conflict")
@@ -195,7 +202,7 @@ def cancel_job(job_id: int):
 @bp.post("/jobs/<int:job_id>/retry")
 @require("write")
 def retry_job(job_id: int):
-    job = _visible_job(job_id)
+    job = _visible_job(job_id, fresh=True)
     if not resources().client.retry(job_id):
         raise BadRequest(f"job {job_id}: is {job.state}; only dead or cancelled jobs retry",
                          status=409, code="conflict")
@@ -207,6 +214,7 @@ def retry_job(job_id: int):
 def job_events(job_id: int):
     """Server-Sent Events: the job's state and progress as they change, until it finishes."""
     _visible_job(job_id)
+    # The stream reads the primary: it follows notifications, which can overtake a replica.
     hub, client, principal = resources().hub, resources().client, g.principal
 
     def stream():
@@ -305,7 +313,7 @@ def _submit(platform, rows, name, source):
 
 
 def _visible_batch(batch_id: int) -> dict:
-    found = resources().client.batch(batch_id)
+    found = resources().read(lambda reader: reader.batch(batch_id))
     if found is None or not g.principal.can_see(found["owner"]):
         raise BadRequest(f"batch {batch_id}: not found", status=404, code="not_found")
     return found
@@ -326,7 +334,7 @@ def batch_results(batch_id: int):
     """A page of results as JSON (?after=ID&limit=N), or the whole batch as a JSONL or CSV
     download (?format=jsonl|csv), streamed a page at a time."""
     _visible_batch(batch_id)
-    client = resources().client
+    client = resources().reader
     fmt = request.args.get("format")
     if fmt in ("jsonl", "csv"):
         return _download(client, batch_id, fmt)
@@ -404,15 +412,18 @@ def upload_document():
 @bp.get("/documents/<int:doc_id>")
 @require("read")
 def get_document(doc_id: int):
-    client = resources().client
-    with client.pool.connection() as conn:
-        doc = conn.execute(q("document_get"), {"id": doc_id}).fetchone()
+    doc = resources().read(lambda reader: _document(reader, doc_id))
     if doc is None or not g.principal.can_see(doc["owner"]):
         raise BadRequest(f"document {doc_id}: not found", status=404, code="not_found")
-    job = client.get(doc["job_id"]) if doc["job_id"] else None
+    job = resources().read(lambda reader: reader.get(doc["job_id"])) if doc["job_id"] else None
     doc["created_at"] = doc["created_at"].isoformat()
     doc["job"] = _public(job, g.principal) if job else None
     return jsonify(doc)
+
+
+def _document(client, doc_id: int) -> dict | None:
+    with client.pool.connection() as conn:
+        return conn.execute(q("document_get"), {"id": doc_id}).fetchone()
 
 
 @bp.delete("/documents/<int:doc_id>")
@@ -433,7 +444,7 @@ def delete_document(doc_id: int):
 @bp.get("/queues")
 @require("read")
 def list_queues():
-    return jsonify(queues=resources().client.status())
+    return jsonify(queues=resources().reader.status())
 
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")

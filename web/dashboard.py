@@ -11,7 +11,9 @@ ids (see jobs_window in sql/queries/jobs.sql). Only the confirmation of a bulk a
 "everything matching" counts the whole match, under a statement timeout.
 
 Every job read and change goes through jobqueue/db/store.py, so a job's state here is the one
-every other surface reports; only workers, limits and the cache are read here directly.
+every other surface reports; only workers, limits and the cache are read here directly. Pages
+read through the reader (a replica when JOBQUEUE_READ_DATABASE_URL is set: web/resources.py);
+actions change jobs on the primary (`_change`).
 """
 
 from __future__ import annotations
@@ -141,19 +143,25 @@ def _pretty_json(value) -> str:
 def _rows(name: str, params: dict | None = None) -> list[dict]:
     """Run one of the dashboard's own queries (workers, limits, cache) unprepared, so it is
     planned for the values it is given."""
-    with resources().client.pool.connection() as conn:
+    with resources().reader.pool.connection() as conn:
         return conn.execute(q(name), params or {}, prepare=False).fetchall()
 
 
 def _store(call, *args, timeout: str | None = None):
-    """Call a job store function on a pooled connection; with a timeout, inside a transaction
-    that carries it."""
-    with resources().client.pool.connection() as conn:
+    """Call a job store function that reads, on a connection of the reader; with a timeout,
+    inside a transaction that carries it."""
+    with resources().reader.pool.connection() as conn:
         if timeout is None:
             return call(conn, *args)
         with conn.transaction():
             conn.execute(q("dashboard_statement_timeout"), {"timeout": timeout})
             return call(conn, *args)
+
+
+def _change(call, *args):
+    """Call a job store function that changes jobs, on the primary."""
+    with resources().client.pool.connection() as conn:
+        return call(conn, *args)
 
 
 def _page(template: str, **context):
@@ -354,17 +362,17 @@ def bulk_action():
 def _run_action(action: str, where: JobFilter) -> str:
     """Run a bulk action; returns what it did, in words."""
     if action == "retry":
-        return f"Retried {len(_store(store.revive, where, ACTIONS['retry']))} job(s)."
+        return f"Retried {len(_change(store.revive, where, ACTIONS['retry']))} job(s)."
     if action == "cancel":
-        done = _store(store.cancel, where)
+        done = _change(store.cancel, where)
         return (f"Cancelled {done['cancelled']} job(s); asked the workers of "
                 f"{done['requested']} running job(s) to stop.")
-    return f"Deleted {_store(store.delete, where)} job(s)."
+    return f"Deleted {_change(store.delete, where)} job(s)."
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    found = resources().client.get(job_id)
+    found = resources().read(lambda reader: reader.get(job_id))
     if found is None:
         abort(404, description=f"job {job_id}: not found (deleted, or pruned after retention)")
     return _page("job.html", title=f"Job {job_id}", job=found, timeline=_timeline(found))
@@ -434,7 +442,7 @@ def dead_action(action: str):
     if action == "retry":
         flash(_run_action("retry", where))
     else:
-        flash(f"Purged {_store(store.delete, where)} dead job(s).")
+        flash(f"Purged {_change(store.delete, where)} dead job(s).")
     return back
 
 
@@ -455,9 +463,9 @@ def batches():
 def batch_download(batch_id: int, fmt: str):
     """A batch's results as a file, streamed a page of jobs at a time (the API's download
     needs a bearer token, which a browser session does not carry)."""
-    client = resources().client
-    if client.batch(batch_id) is None:
+    if resources().read(lambda reader: reader.batch(batch_id)) is None:
         abort(404, description=f"batch {batch_id}: not found")
+    client = resources().reader
 
     mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
     return Response(stream_with_context(batch_export.export_lines(client, batch_id, fmt)),

@@ -43,5 +43,7 @@ def metrics():
             check_token_hash(hash_token(token))
         except Denied as denied:
             return Response(denied.message + "\n", status=denied.status, headers=denied.headers)
-    body, content_type = render(resources().client)
+    res = resources()
+    pools = {"primary": res.client} | ({"read": res.reader} if res.replicated else {})
+    body, content_type = render(res.reader, pools)
     return Response(body, content_type=content_type)

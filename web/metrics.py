@@ -23,8 +23,9 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class _Collector:
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client, pools: dict | None = None):
+        self.client = client  # where the numbers are read: the reader (a replica, if any)
+        self.pools = pools or {"primary": client}
 
     def collect(self):
         with self.client.pool.connection() as conn:
@@ -104,15 +105,17 @@ class _Collector:
                                   value=cache["hits"])
         yield GaugeMetricFamily("jobqueue_cache_entries", "Live LLM cache entries.",
                                 value=cache["entries"])
-        stats = self.client.pool.get_stats()
-        g = GaugeMetricFamily("jobqueue_web_pool_connections", "This web process's pool.",
-                              labels=["kind"])
-        for kind in ("pool_size", "pool_available", "requests_waiting"):
-            g.add_metric([kind], stats.get(kind, 0))
+        g = GaugeMetricFamily("jobqueue_web_pool_connections", "This web process's pools "
+                              "(primary; read, with a replica).", labels=["pool", "kind"])
+        for pool, owner in self.pools.items():
+            stats = owner.pool.get_stats()
+            for kind in ("pool_size", "pool_available", "requests_waiting"):
+                g.add_metric([pool, kind], stats.get(kind, 0))
         yield g
 
 
-def render(client) -> tuple[bytes, str]:
+def render(client, pools: dict | None = None) -> tuple[bytes, str]:
+    """The metrics, read through `client`; `pools` ({name: Client}) are reported by name."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(client))
+    registry.register(_Collector(client, pools))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,245 @@
+"""The web app's reads from a streaming replica (JOBQUEUE_READ_DATABASE_URL), over real HTTP,
+against a real primary and hot standby started by the suite (tests/support/replica.py).
+
+How a test knows where a read went: with the standby's replay paused, the primary changes a
+job the standby still has as it was; an answer showing the old state was read on the standby,
+one showing the new state on the primary.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from jobqueue import tokens
+from jobqueue.client import Client
+from jobqueue.tasks import Registry
+from jobqueue.worker import WorkerConfig
+from tests.support.helpers import ThreadWorker
+from tests.support.web import Api, Dashboard, Server
+
+
+@pytest.fixture
+def primary(replica_db):
+    with Client(replica_db.primary_url) as c:
+        yield c
+
+
+@pytest.fixture
+def server(replica_db, config_file):
+    s = Server(replica_db.primary_url, READ_DATABASE_URL=replica_db.standby_url,
+               JOBQUEUE_CONFIG=config_file)
+    yield s
+    s.close()
+
+
+def _token(url: str, owner: str, scopes: list[str]) -> str:
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        return tokens.create(conn, owner, scopes, 100_000)[0]
+
+
+@pytest.fixture
+def alice(server, replica_db, streaming_replica):
+    token = _token(replica_db.primary_url, "alice", ["read", "write"])
+    streaming_replica.caught_up(replica_db.name)
+    return Api(server.base, token)
+
+
+@pytest.fixture
+def admin(server, replica_db, streaming_replica) -> tuple[Api, Dashboard]:
+    token = _token(replica_db.primary_url, "ops", ["admin"])
+    streaming_replica.caught_up(replica_db.name)
+    dashboard = Dashboard(server.base)
+    assert dashboard.sign_in(token).status_code == 302
+    return Api(server.base, token), dashboard
+
+
+def _sse(response):
+    event = None
+    for line in response.iter_lines(decode_unicode=True):
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            yield event, json.loads(line[6:])
+
+
+def get_routes(job_id: int, batch_id: int, doc_id: int) -> list[str]:
+    """Every GET the API, the dashboard and /metrics serve from data."""
+    return [
+        f"/api/jobs/{job_id}", f"/api/jobs/{job_id}?wait=0", f"/api/batches/{batch_id}",
+        f"/api/batches/{batch_id}/results", f"/api/batches/{batch_id}/results?format=csv",
+        f"/api/batches/{batch_id}/results?format=jsonl", f"/api/documents/{doc_id}",
+        "/api/queues", "/api/sessions", "/api/openapi.json", "/metrics",
+        "/", "/?partial=1", "/jobs", "/jobs?state=waiting&q=x", f"/jobs/{job_id}",
+        "/jobs/bulk?action=retry", "/dead", "/batches", f"/batches/{batch_id}/results.csv",
+        "/workers", "/limits",
+    ]
+
+
+def make_data(api: Api) -> tuple[int, int, int]:
+    job_id = api.post("/api/jobs", json={"queue": "q", "kind": "k"}).json()["id"]
+    batch_id = api.post("/api/batches", json={"platform": "sim", "name": "b", "items": [
+        {"prompt": "a"}, {"prompt": "b"}]}).json()["id"]
+    doc_id = api.post("/api/documents", data={"platform": "sim"},
+                      files={"file": ("a.txt", b"hello")}).json()["id"]
+    return job_id, batch_id, doc_id
+
+
+class TestReadsFromTheStandby:
+    def test_the_reader_is_a_read_only_connection_to_the_standby(self, server, alice):
+        alice.get("/api/queues")
+        resources = server.app.extensions["jobqueue"]
+        with resources.reader.pool.connection() as conn:
+            row = conn.execute("SELECT pg_is_in_recovery() AS standby, "
+                               "current_setting('transaction_read_only') AS ro").fetchone()
+        assert row == {"standby": True, "ro": "on"}
+        with resources.client.pool.connection() as conn:
+            assert conn.execute("SELECT pg_is_in_recovery() AS s").fetchone()["s"] is False
+
+    def test_pages_lists_and_exports_are_read_on_the_standby(self, admin, primary, replica_db,
+                                                             streaming_replica):
+        """With replay paused, the primary cancels a job; every read surface still shows it
+        waiting (so they read the standby), while a write sees the truth."""
+        api, dashboard = admin
+        job_id = api.post("/api/jobs", json={"queue": "q", "kind": "k"}).json()["id"]
+        batch_id = api.post("/api/batches", json={"platform": "sim", "items": [
+            {"prompt": "a"}]}).json()["id"]
+        (batch_job,) = [j["id"] for j in primary.batch_jobs(batch_id)]
+        with streaming_replica.paused(replica_db.name):
+            assert primary.cancel(job_id) == "cancelled"
+            assert primary.cancel(batch_job) == "cancelled"
+            assert api.get(f"/api/jobs/{job_id}").json()["state"] == "waiting"
+            (queue,) = [q for q in api.get("/api/queues").json()["queues"] if q["queue"] == "q"]
+            assert (queue["waiting"], queue["cancelled"]) == (1, 0)
+            assert api.get(f"/api/batches/{batch_id}").json()["cancelled"] == 0
+            (item,) = api.get(f"/api/batches/{batch_id}/results").json()["items"]
+            assert item["state"] == "waiting"
+            csv = api.get(f"/api/batches/{batch_id}/results?format=csv").text
+            assert "waiting" in csv and "cancelled" not in csv
+            assert 'id="job-state">waiting<' in dashboard.page(f"/jobs/{job_id}")
+            assert f'href="/jobs/{job_id}"' in dashboard.page("/jobs?state=waiting")
+            assert f'href="/jobs/{job_id}"' not in dashboard.page("/jobs?state=cancelled")
+            assert 'jobqueue_jobs{queue="q",state="waiting"} 1.0' in api.get("/metrics").text
+            # A change checks the primary: the job is already finished there.
+            assert api.post(f"/api/jobs/{job_id}/cancel").status_code == 409
+        # Once replay resumes, the standby catches up and the pages with it.
+        streaming_replica.caught_up(replica_db.name)
+        assert api.get(f"/api/jobs/{job_id}").json()["state"] == "cancelled"
+
+    def test_every_get_is_served_by_a_read_only_standby(self, admin, streaming_replica,
+                                                        replica_db):
+        """A standby refuses every write: a read path that wrote would answer 500 here."""
+        api, dashboard = admin
+        ids = make_data(api)
+        streaming_replica.caught_up(replica_db.name)
+        for path in get_routes(*ids):
+            client = dashboard if not path.startswith(("/api", "/metrics")) else None
+            r = client.get(path) if client else api.get(path)
+            assert r.status_code == 200, (path, r.status_code, r.text[:300])
+
+
+class TestReplicaLag:
+    def test_a_job_just_enqueued_is_found_while_the_replica_lags(self, admin, replica_db,
+                                                                  streaming_replica):
+        api, dashboard = admin
+        with streaming_replica.paused(replica_db.name):
+            r = api.post("/api/jobs", json={"queue": "q", "kind": "k", "payload": {"n": 1}})
+            job_id = r.json()["id"]
+            got = api.get(f"/api/jobs/{job_id}")
+            assert got.status_code == 200
+            assert (got.json()["state"], got.json()["payload"]) == ("waiting", {"n": 1})
+            assert api.get(f"{r.headers['Location']}?wait=0").status_code == 200
+            assert f"Job {job_id}" in dashboard.page(f"/jobs/{job_id}")
+            batch = api.post("/api/batches", json={"platform": "sim", "items": [
+                {"prompt": "a"}]}).json()
+            assert api.get(f"/api/batches/{batch['id']}").json()["total"] == 1
+            doc = api.post("/api/documents", data={"platform": "sim"},
+                           files={"file": ("a.txt", b"hello")}).json()
+            assert api.get(f"/api/documents/{doc['id']}").json()["job"]["id"] == doc["job_id"]
+            # What exists nowhere is still a 404.
+            assert api.get(f"/api/jobs/{job_id + 1000}").status_code == 404
+            assert dashboard.get(f"/jobs/{job_id + 1000}").status_code == 404
+
+    def test_wait_sees_the_job_finish_while_the_replica_lags(self, alice, replica_db,
+                                                             streaming_replica):
+        """?wait= answers when the job finishes on the primary, though the standby, paused,
+        still has it waiting (and would have it so for ever)."""
+        reg = Registry()
+        reg.register("ok", lambda payload: 42)
+        with streaming_replica.paused(replica_db.name):
+            job_id = alice.post("/api/jobs", json={"queue": "w", "kind": "ok"}).json()["id"]
+            answer = {}
+            waiter = threading.Thread(target=lambda: answer.update(
+                alice.get(f"/api/jobs/{job_id}?wait=20").json()))
+            started = time.monotonic()
+            waiter.start()
+            worker = ThreadWorker(replica_db.primary_url,
+                                  WorkerConfig(queue="w", poll_seconds=0.2), reg).start()
+            waiter.join(30)
+            worker.stop()
+            assert (answer["state"], answer["result"]) == ("succeeded", 42)
+            assert time.monotonic() - started < 15
+            # A finished job's state also reaches a waiter who asks after the fact.
+            late = alice.get(f"/api/jobs/{job_id}?wait=5")
+            assert late.json()["state"] == "succeeded"
+
+    def test_sse_follows_the_job_while_the_replica_lags(self, alice, replica_db,
+                                                        streaming_replica):
+        reg = Registry()
+        reg.register("ok", lambda payload: "done")
+        with streaming_replica.paused(replica_db.name):
+            job_id = alice.post("/api/jobs", json={"queue": "s", "kind": "ok"}).json()["id"]
+            stream = alice.get(f"/api/jobs/{job_id}/events", stream=True)
+            worker = ThreadWorker(replica_db.primary_url,
+                                  WorkerConfig(queue="s", poll_seconds=0.2), reg).start()
+            try:
+                events = []
+                for event, data in _sse(stream):
+                    events.append((event, data["state"]))
+                    if event == "done":
+                        break
+            finally:
+                worker.stop()
+        assert events[0] == ("state", "waiting")
+        assert events[-1] == ("done", "succeeded")
+
+
+class TestReadOnlyReadPath:
+    """Without a replica, JOBQUEUE_READ_DATABASE_URL may name the primary itself: the reads
+    then run on read-only connections, and any write on them fails."""
+
+    def test_every_get_works_on_a_read_only_connection(self, db_url, config_file, make_token):
+        server = Server(db_url, READ_DATABASE_URL=db_url, JOBQUEUE_CONFIG=config_file)
+        try:
+            token = make_token("ops", ["admin"])
+            api, dashboard = Api(server.base, token), Dashboard(server.base)
+            assert dashboard.sign_in(token).status_code == 302
+            ids = make_data(api)
+            for path in get_routes(*ids):
+                r = (api if path.startswith(("/api", "/metrics")) else dashboard).get(path)
+                assert r.status_code == 200, (path, r.status_code, r.text[:300])
+            reader = server.app.extensions["jobqueue"].reader
+            assert reader is not server.app.extensions["jobqueue"].client
+            with reader.pool.connection() as conn, pytest.raises(
+                    psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("UPDATE jobqueue.api_tokens SET last_used_at = now()")
+        finally:
+            server.close()
+
+    def test_a_get_charges_the_token_on_the_primary(self, db_url, make_token, sql):
+        """Rate accounting still happens for reads, on the primary's pool, not the reader's."""
+        server = Server(db_url, READ_DATABASE_URL=db_url)
+        try:
+            api = Api(server.base, make_token("alice", rate_limit=5))
+            remaining = [int(api.get("/api/queues").headers["X-RateLimit-Remaining"])
+                         for _ in range(3)]
+            assert remaining == [4, 3, 2]
+            (row,) = sql("SELECT last_used_at FROM jobqueue.api_tokens")
+            assert row["last_used_at"] is not None
+        finally:
+            server.close()
