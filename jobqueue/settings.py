@@ -217,6 +217,10 @@ JOBQUEUE_READ_DATABASE_URL = _variable(
     "sign-in, sessions, rate limits, `?wait=` and SSE stay on `DATABASE_URL`, and a row the "
     "replica has not replayed yet is read there too", shown_default="none: reads use "
     "`DATABASE_URL`")
+JOBQUEUE_READ_MAX_LAG_SECONDS = _variable(
+    "JOBQUEUE_READ_MAX_LAG_SECONDS", 10, "a read replica further behind than this (by WAL "
+    "position), or unreachable, is not read from until it catches up: reads go to "
+    "`DATABASE_URL`", parse=parse_positive_int)
 JOBQUEUE_DOCUMENT_MAX_BYTES = _variable(
     "JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB, "largest uploaded document, in bytes",
     parse=parse_positive_int, shown_default="10485760 (10 MB)")

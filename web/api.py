@@ -313,10 +313,16 @@ def _submit(platform, rows, name, source):
 
 
 def _visible_batch(batch_id: int) -> dict:
-    found = resources().read(lambda reader: reader.batch(batch_id))
+    return _batch_source(batch_id)[1]
+
+
+def _batch_source(batch_id: int):
+    """(the pool that has the batch: the replica's, or the primary's while the replica has
+    not got it yet; the batch), or 404."""
+    client, found = resources().source(lambda reader: reader.batch(batch_id))
     if found is None or not g.principal.can_see(found["owner"]):
         raise BadRequest(f"batch {batch_id}: not found", status=404, code="not_found")
-    return found
+    return client, found
 
 
 @bp.get("/batches/<int:batch_id>")
@@ -333,8 +339,7 @@ def get_batch(batch_id: int):
 def batch_results(batch_id: int):
     """A page of results as JSON (?after=ID&limit=N), or the whole batch as a JSONL or CSV
     download (?format=jsonl|csv), streamed a page at a time."""
-    _visible_batch(batch_id)
-    client = resources().reader
+    client, _ = _batch_source(batch_id)
     fmt = request.args.get("format")
     if fmt in ("jsonl", "csv"):
         return _download(client, batch_id, fmt)

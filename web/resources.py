@@ -10,7 +10,10 @@ Two pools, by what a request does:
 - `reader`, on JOBQUEUE_READ_DATABASE_URL (a streaming replica) when it is set, with
   read-only connections: the pages, lists, exports and metrics. Unset, reads share `client`.
 `read(call)` asks the replica first and the primary when the replica has not got the row
-yet: a job enqueued a moment ago is found, never a 404.
+yet: a job enqueued a moment ago is found, never a 404. A replica more than
+JOBQUEUE_READ_MAX_LAG_SECONDS behind, or unreachable, is left alone until it has caught up
+(web/replica.py), and `reader_after(position)` reads on the primary until the replica has
+replayed a change the caller made.
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ class Resources:
         self.app = app
         self._lock = threading.Lock()
         self._client: Client | None = None
-        self._reader: Client | None = None
+        self._replica: Client | None = None
+        self._freshness = None
         self._hub = None
 
     @property
@@ -58,27 +62,60 @@ class Resources:
         return bool(self.app.config.get("READ_DATABASE_URL"))
 
     @property
+    def replica(self) -> Client:
+        """The replica's pool (read-only connections); only when `replicated`."""
+        if self._replica is None:
+            with self._lock:
+                if self._replica is None:
+                    from web.replica import Freshness
+
+                    self._replica = Client(self.app.config["READ_DATABASE_URL"], min_size=1,
+                                           max_size=self.app.config["POOL_MAX_SIZE"],
+                                           read_only=True)
+                    self._freshness = Freshness(self.client, self._replica,
+                                                self.app.config["READ_MAX_LAG_SECONDS"])
+        return self._replica
+
+    @property
+    def freshness(self):
+        """The replica's lag (web/replica.Freshness); only when `replicated`."""
+        self.replica  # noqa: B018 (made together)
+        return self._freshness
+
+    @property
     def reader(self) -> Client:
-        """The pool for reads that may be a moment behind: the replica's, read-only; the
-        primary's when no replica is configured."""
+        """The pool for reads that may be a moment behind: the replica's while it is usable
+        (reachable, not too far behind), else the primary's; the primary's when no replica
+        is configured."""
         if not self.replicated:
             return self.client
-        if self._reader is None:
-            with self._lock:
-                if self._reader is None:
-                    self._reader = Client(self.app.config["READ_DATABASE_URL"], min_size=1,
-                                          max_size=self.app.config["POOL_MAX_SIZE"],
-                                          read_only=True)
-        return self._reader
+        replica = self.replica
+        return replica if self.freshness.usable() else self.client
 
-    def read(self, call: Callable[[Client], T | None]) -> T | None:
-        """call(reader), and call(client) when that found nothing (None) on a replica: the
+    def reader_after(self, position: int | None) -> Client:
+        """The reader, or the primary while the replica has not replayed `position` (the
+        primary's WAL position after a change this caller made; None: no such change)."""
+        reader = self.reader
+        if position is not None and reader is not self.client \
+                and not self.freshness.fresh_for(position):
+            return self.client
+        return reader
+
+    def read(self, call: Callable[[Client], T | None], after: int | None = None) -> T | None:
+        """call(reader), and call(client) when that found nothing (None) on the replica: the
         row may be newer than the replica's replay position (read-your-writes for a client
         that just created it). A row that exists nowhere costs one read on each."""
-        found = call(self.reader)
-        if found is None and self.replicated:
-            found = call(self.client)
-        return found
+        return self.source(call, after)[1]
+
+    def source(self, call: Callable[[Client], T | None],
+               after: int | None = None) -> tuple[Client, T | None]:
+        """As read(), with the pool that found it: the one to read the row's details from
+        (a batch's jobs, say)."""
+        reader = self.reader_after(after)
+        found = call(reader)
+        if found is None and reader is not self.client:
+            reader, found = self.client, call(self.client)
+        return reader, found
 
     @property
     def hub(self):
@@ -98,8 +135,8 @@ class Resources:
             self._hub.stop()
         if self._client is not None:
             self._client.close()
-        if self._reader is not None:
-            self._reader.close()
+        if self._replica is not None:
+            self._replica.close()
 
 
 def resources() -> Resources:

@@ -20,7 +20,8 @@ from jobqueue import tokens
 from jobqueue.client import Client
 from jobqueue.tasks import Registry
 from jobqueue.worker import WorkerConfig
-from tests.support.helpers import ThreadWorker
+from tests.support.helpers import ThreadWorker, wait_until
+from tests.support.replica import free_port
 from tests.support.web import Api, Dashboard, Server
 
 
@@ -32,8 +33,10 @@ def primary(replica_db):
 
 @pytest.fixture
 def server(replica_db, config_file):
+    """The app reading from the standby; a replica paused by a test stays usable for five
+    minutes (the lag guard has tests of its own)."""
     s = Server(replica_db.primary_url, READ_DATABASE_URL=replica_db.standby_url,
-               JOBQUEUE_CONFIG=config_file)
+               JOBQUEUE_CONFIG=config_file, READ_MAX_LAG_SECONDS=300)
     yield s
     s.close()
 
@@ -56,6 +59,7 @@ def admin(server, replica_db, streaming_replica) -> tuple[Api, Dashboard]:
     streaming_replica.caught_up(replica_db.name)
     dashboard = Dashboard(server.base)
     assert dashboard.sign_in(token).status_code == 302
+    dashboard.get("/")  # the signed-in session's CSRF token
     return Api(server.base, token), dashboard
 
 
@@ -243,3 +247,62 @@ class TestReadOnlyReadPath:
             assert row["last_used_at"] is not None
         finally:
             server.close()
+
+
+class TestLagGuard:
+    def test_a_replica_too_far_behind_is_left_alone_until_it_catches_up(
+            self, replica_db, streaming_replica, primary, make_token):
+        server = Server(replica_db.primary_url, READ_DATABASE_URL=replica_db.standby_url,
+                        READ_MAX_LAG_SECONDS=1)
+        try:
+            token = _token(replica_db.primary_url, "alice", ["read", "write"])
+            api = Api(server.base, token)
+            job_id = api.post("/api/jobs", json={"queue": "q", "kind": "k"}).json()["id"]
+            resources = server.app.extensions["jobqueue"]
+            with streaming_replica.paused(replica_db.name):
+                assert primary.cancel(job_id) == "cancelled"
+                # The standby still has it waiting; once it is a second behind, reads move.
+                wait_until(lambda: api.get(f"/api/jobs/{job_id}").json()["state"]
+                           == "cancelled", message="reads to move to the primary")
+                assert resources.reader is resources.client
+                assert resources.freshness.lag_seconds > 1
+            streaming_replica.caught_up(replica_db.name)
+            wait_until(lambda: resources.reader is resources.replica,
+                       message="reads to come back to the caught-up replica")
+            ready = Api(server.base, None).get("/readyz").json()
+            assert ready["status"] == "ready" and ready["read_replica"]["used"] is True
+            assert ready["read_replica"]["lag_seconds"] <= 1
+            assert "jobqueue_web_read_replica_lag_seconds " in api.get("/metrics").text
+        finally:
+            server.close()
+
+    def test_an_unreachable_replica_leaves_reads_to_the_primary(self, db_url, make_token):
+        nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+        server = Server(db_url, READ_DATABASE_URL=nowhere)
+        try:
+            api = Api(server.base, make_token("alice"))
+            job_id = api.post("/api/jobs", json={"queue": "q", "kind": "k"}).json()["id"]
+            for _ in range(3):
+                assert api.get(f"/api/jobs/{job_id}").json()["state"] == "waiting"
+                assert api.get("/api/queues").status_code == 200
+        finally:
+            server.close()
+
+
+class TestDashboardReadsItsOwnChanges:
+    def test_after_an_action_the_operator_sees_its_result_though_the_replica_lags(
+            self, admin, server, replica_db, streaming_replica):
+        api, dashboard = admin
+        job_id = api.post("/api/jobs", json={"queue": "q", "kind": "k"}).json()["id"]
+        other = Dashboard(server.base)
+        assert other.sign_in(_token(replica_db.primary_url, "ops2", ["admin"])
+                             ).status_code == 302
+        with streaming_replica.paused(replica_db.name):
+            page = dashboard.post(f"/jobs/{job_id}/cancel").text  # follows the redirect
+            assert 'id="job-state">cancelled<' in page
+            assert f'href="/jobs/{job_id}"' in dashboard.page("/jobs?state=cancelled")
+            # Another operator's session reads the (lagging) replica.
+            assert 'id="job-state">waiting<' in other.page(f"/jobs/{job_id}")
+        streaming_replica.caught_up(replica_db.name)
+        assert 'id="job-state">cancelled<' in other.page(f"/jobs/{job_id}")
+        assert 'id="job-state">cancelled<' in dashboard.page(f"/jobs/{job_id}")
