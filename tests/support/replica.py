@@ -106,13 +106,13 @@ class Replica:
     def __init__(self, primary: Cluster, standby: Cluster, template: str):
         self.primary, self.standby, self.template = primary, standby, template
 
-    def caught_up(self, dbname: str = "postgres", timeout: float = 30.0) -> None:
+    def caught_up(self, timeout: float = 30.0) -> None:
         """Wait until the standby has replayed everything the primary has written so far.
         (Replay has no notification to await: this polls the standby's position.)"""
         with self.primary.connect() as conn:
             target = conn.execute("SELECT pg_current_wal_lsn() AS lsn").fetchone()["lsn"]
         deadline = time.monotonic() + timeout
-        with self.standby.connect(dbname) as conn:
+        with self.standby.connect() as conn:
             while not conn.execute(
                     "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn AS done",
                     (target,)).fetchone()["done"]:
@@ -122,10 +122,10 @@ class Replica:
                 time.sleep(0.01)
 
     @contextmanager
-    def paused(self, dbname: str = "postgres") -> Iterator[None]:
+    def paused(self) -> Iterator[None]:
         """The standby stops replaying (after catching up with what was written before) until
         the block ends: everything the primary writes meanwhile is missing on the replica."""
-        self.caught_up(dbname)
+        self.caught_up()
         with self.standby.connect() as conn:
             conn.execute("SELECT pg_wal_replay_pause()")
             deadline = time.monotonic() + 30

@@ -49,14 +49,14 @@ def _token(url: str, owner: str, scopes: list[str]) -> str:
 @pytest.fixture
 def alice(server, replica_db, streaming_replica):
     token = _token(replica_db.primary_url, "alice", ["read", "write"])
-    streaming_replica.caught_up(replica_db.name)
+    streaming_replica.caught_up()
     return Api(server.base, token)
 
 
 @pytest.fixture
 def admin(server, replica_db, streaming_replica) -> tuple[Api, Dashboard]:
     token = _token(replica_db.primary_url, "ops", ["admin"])
-    streaming_replica.caught_up(replica_db.name)
+    streaming_replica.caught_up()
     dashboard = Dashboard(server.base)
     assert dashboard.sign_in(token).status_code == 302
     dashboard.get("/")  # the signed-in session's CSRF token
@@ -114,7 +114,7 @@ class TestReadsFromTheStandby:
         batch_id = api.post("/api/batches", json={"platform": "sim", "items": [
             {"prompt": "a"}]}).json()["id"]
         (batch_job,) = [j["id"] for j in primary.batch_jobs(batch_id)]
-        with streaming_replica.paused(replica_db.name):
+        with streaming_replica.paused():
             assert primary.cancel(job_id) == "cancelled"
             assert primary.cancel(batch_job) == "cancelled"
             assert api.get(f"/api/jobs/{job_id}").json()["state"] == "waiting"
@@ -132,7 +132,7 @@ class TestReadsFromTheStandby:
             # A change checks the primary: the job is already finished there.
             assert api.post(f"/api/jobs/{job_id}/cancel").status_code == 409
         # Once replay resumes, the standby catches up and the pages with it.
-        streaming_replica.caught_up(replica_db.name)
+        streaming_replica.caught_up()
         assert api.get(f"/api/jobs/{job_id}").json()["state"] == "cancelled"
 
     def test_every_get_is_served_by_a_read_only_standby(self, admin, streaming_replica,
@@ -140,7 +140,7 @@ class TestReadsFromTheStandby:
         """A standby refuses every write: a read path that wrote would answer 500 here."""
         api, dashboard = admin
         ids = make_data(api)
-        streaming_replica.caught_up(replica_db.name)
+        streaming_replica.caught_up()
         for path in get_routes(*ids):
             client = dashboard if not path.startswith(("/api", "/metrics")) else None
             r = client.get(path) if client else api.get(path)
@@ -151,7 +151,7 @@ class TestReplicaLag:
     def test_a_job_just_enqueued_is_found_while_the_replica_lags(self, admin, replica_db,
                                                                   streaming_replica):
         api, dashboard = admin
-        with streaming_replica.paused(replica_db.name):
+        with streaming_replica.paused():
             r = api.post("/api/jobs", json={"queue": "q", "kind": "k", "payload": {"n": 1}})
             job_id = r.json()["id"]
             got = api.get(f"/api/jobs/{job_id}")
@@ -175,7 +175,7 @@ class TestReplicaLag:
         still has it waiting (and would have it so for ever)."""
         reg = Registry()
         reg.register("ok", lambda payload: 42)
-        with streaming_replica.paused(replica_db.name):
+        with streaming_replica.paused():
             job_id = alice.post("/api/jobs", json={"queue": "w", "kind": "ok"}).json()["id"]
             answer = {}
             waiter = threading.Thread(target=lambda: answer.update(
@@ -196,7 +196,7 @@ class TestReplicaLag:
                                                         streaming_replica):
         reg = Registry()
         reg.register("ok", lambda payload: "done")
-        with streaming_replica.paused(replica_db.name):
+        with streaming_replica.paused():
             job_id = alice.post("/api/jobs", json={"queue": "s", "kind": "ok"}).json()["id"]
             stream = alice.get(f"/api/jobs/{job_id}/events", stream=True)
             worker = ThreadWorker(replica_db.primary_url,
@@ -259,14 +259,14 @@ class TestLagGuard:
             api = Api(server.base, token)
             job_id = api.post("/api/jobs", json={"queue": "q", "kind": "k"}).json()["id"]
             resources = server.app.extensions["jobqueue"]
-            with streaming_replica.paused(replica_db.name):
+            with streaming_replica.paused():
                 assert primary.cancel(job_id) == "cancelled"
                 # The standby still has it waiting; once it is a second behind, reads move.
                 wait_until(lambda: api.get(f"/api/jobs/{job_id}").json()["state"]
                            == "cancelled", message="reads to move to the primary")
                 assert resources.reader is resources.client
                 assert resources.freshness.lag_seconds > 1
-            streaming_replica.caught_up(replica_db.name)
+            streaming_replica.caught_up()
             wait_until(lambda: resources.reader is resources.replica,
                        message="reads to come back to the caught-up replica")
             ready = Api(server.base, None).get("/readyz").json()
@@ -297,12 +297,12 @@ class TestDashboardReadsItsOwnChanges:
         other = Dashboard(server.base)
         assert other.sign_in(_token(replica_db.primary_url, "ops2", ["admin"])
                              ).status_code == 302
-        with streaming_replica.paused(replica_db.name):
+        with streaming_replica.paused():
             page = dashboard.post(f"/jobs/{job_id}/cancel").text  # follows the redirect
             assert 'id="job-state">cancelled<' in page
             assert f'href="/jobs/{job_id}"' in dashboard.page("/jobs?state=cancelled")
             # Another operator's session reads the (lagging) replica.
             assert 'id="job-state">waiting<' in other.page(f"/jobs/{job_id}")
-        streaming_replica.caught_up(replica_db.name)
+        streaming_replica.caught_up()
         assert 'id="job-state">cancelled<' in other.page(f"/jobs/{job_id}")
         assert 'id="job-state">cancelled<' in dashboard.page(f"/jobs/{job_id}")
