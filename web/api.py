@@ -168,16 +168,18 @@ def create_job():
 @bp.get("/jobs/<int:job_id>")
 @require("read")
 def get_job(job_id: int):
-    job = _visible_job(job_id)
     wait = request.args.get("wait")
+    # A waiter wants the state as it is (a replica may still show a retried job dead): with
+    # ?wait= every read is the primary's.
+    job = _visible_job(job_id, fresh=wait is not None)
     if wait is not None and not job.finished:
         try:
             seconds = min(MAX_WAIT_SECONDS, max(0.0, float(wait)))
         except ValueError:
             raise BadRequest("wait: must be a number of seconds", field="wait") from None
         deadline = time.monotonic() + seconds
-        # From here on the primary (`client`): a notification can arrive before the replica
-        # has replayed the change it announces.
+        # The primary (`client`) again: a notification can arrive before a replica has
+        # replayed the change it announces.
         with resources().hub.subscribe(job_id) as sub:
             job = resources().client.get(job_id)
             while job is not None and not job.finished and (

@@ -14,6 +14,7 @@ import time
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
 
 from jobqueue import tokens
@@ -192,6 +193,17 @@ class TestReplicaLag:
             late = alice.get(f"/api/jobs/{job_id}?wait=5")
             assert late.json()["state"] == "succeeded"
 
+    def test_wait_answers_the_primary_state_of_a_job_the_replica_has_finished(
+            self, alice, primary, streaming_replica):
+        """A job cancelled, then retried while the replica lags: the replica still has it
+        finished; a plain GET may say so, but ?wait= never answers a stale finish."""
+        job_id = alice.post("/api/jobs", json={"queue": "idle", "kind": "k"}).json()["id"]
+        assert primary.cancel(job_id) == "cancelled"
+        with streaming_replica.paused():
+            assert primary.retry(job_id)
+            assert alice.get(f"/api/jobs/{job_id}").json()["state"] == "cancelled"
+            assert alice.get(f"/api/jobs/{job_id}?wait=0").json()["state"] == "waiting"
+
     def test_sse_follows_the_job_while_the_replica_lags(self, alice, replica_db,
                                                         streaming_replica):
         reg = Registry()
@@ -234,6 +246,13 @@ class TestReadOnlyReadPath:
                 conn.execute("UPDATE jobqueue.api_tokens SET last_used_at = now()")
         finally:
             server.close()
+
+    def test_read_only_connections_keep_the_urls_own_options(self, db_url):
+        url = make_conninfo(db_url, options="-c statement_timeout=4321")
+        with Client(url, read_only=True) as reader, reader.pool.connection() as conn:
+            row = conn.execute("SELECT current_setting('statement_timeout') AS timeout, "
+                               "current_setting('transaction_read_only') AS ro").fetchone()
+        assert row == {"timeout": "4321ms", "ro": "on"}
 
     def test_a_get_charges_the_token_on_the_primary(self, db_url, make_token, sql):
         """Rate accounting still happens for reads, on the primary's pool, not the reader's."""
