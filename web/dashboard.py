@@ -163,7 +163,7 @@ def _store(call, *args, timeout: str | None = None):
 
 
 def _change(call, *args):
-    """Call a job store function that changes jobs, on the primary."""
+    """Call a store function that changes something (jobs, deliveries), on the primary."""
     with resources().client.pool.connection() as conn:
         done = call(conn, *args)
     _changed()

@@ -55,5 +55,6 @@ def metrics():
     res = resources()
     pools = {"primary": res.client} | ({"read": res.replica} if res.replicated else {})
     lag = res.freshness.lag_seconds if res.replicated else None
-    body, content_type = render(res.reader, pools, replica_lag=lag)
+    body, content_type = render(res.reader, held=res.held_requests(), pools=pools,
+                                replica_lag=lag)
     return Response(body, content_type=content_type)

@@ -23,8 +23,9 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class _Collector:
-    def __init__(self, client, pools: dict | None = None, replica_lag: float | None = None):
-        self.client = client  # where the numbers are read: the reader (a replica, if any)
+    def __init__(self, client, held: int, pools: dict | None = None,
+                 replica_lag: float | None = None):
+        self.client, self.held = client, held  # client: the reader (a replica, if any)
         self.pools = pools or {"primary": client}
         self.replica_lag = replica_lag
 
@@ -113,6 +114,8 @@ class _Collector:
             for kind in ("pool_size", "pool_available", "requests_waiting"):
                 g.add_metric([pool, kind], stats.get(kind, 0))
         yield g
+        yield GaugeMetricFamily("jobqueue_web_held_requests", "SSE streams and ?wait= long "
+                                "polls this web process holds open.", value=self.held)
         if self.replica_lag is not None:
             yield GaugeMetricFamily("jobqueue_web_read_replica_lag_seconds", "How long ago "
                                     "the primary wrote the oldest WAL the read replica has "
@@ -120,10 +123,10 @@ class _Collector:
                                     value=self.replica_lag)
 
 
-def render(client, pools: dict | None = None,
+def render(client, held: int = 0, pools: dict | None = None,
            replica_lag: float | None = None) -> tuple[bytes, str]:
     """The metrics, read through `client`; `pools` ({name: Client}) are reported by name,
     and the read replica's lag when there is one."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(client, pools, replica_lag))
+    registry.register(_Collector(client, held, pools, replica_lag))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -12,10 +12,12 @@ from jobqueue.db.connect import (
     database_url,
     describe,
     int_array,
+    listen_url,
     read_only_kwargs,
     redact,
     text_array,
 )
 
 __all__ = ["behind_pgbouncer", "connect", "connect_async", "connect_kwargs", "database_url",
-           "describe", "int_array", "read_only_kwargs", "redact", "text_array"]
+           "describe", "int_array", "listen_url", "read_only_kwargs", "redact",
+           "text_array"]

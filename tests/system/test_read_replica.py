@@ -82,7 +82,7 @@ def get_routes(job_id: int, batch_id: int, doc_id: int) -> list[str]:
         "/api/queues", "/api/sessions", "/api/openapi.json", "/metrics",
         "/", "/?partial=1", "/jobs", "/jobs?state=waiting&q=x", f"/jobs/{job_id}",
         "/jobs/bulk?action=retry", "/dead", "/batches", f"/batches/{batch_id}/results.csv",
-        "/workers", "/limits",
+        "/workers", "/limits", "/webhooks",
     ]
 
 
@@ -239,6 +239,12 @@ class TestReadOnlyReadPath:
             for path in get_routes(*ids):
                 r = (api if path.startswith(("/api", "/metrics")) else dashboard).get(path)
                 assert r.status_code == 200, (path, r.status_code, r.text[:300])
+            # Dashboard actions write on the primary, not through the read-only reader.
+            r = dashboard.post("/webhooks/deliveries/999/redeliver", allow_redirects=False)
+            assert r.status_code == 302, r.text[:300]
+            r = dashboard.post(f"/jobs/{ids[0]}/cancel", allow_redirects=False)
+            assert r.status_code == 302, r.text[:300]
+            assert api.get(f"/api/jobs/{ids[0]}").json()["state"] == "cancelled"
             reader = server.app.extensions["jobqueue"].reader
             assert reader is not server.app.extensions["jobqueue"].client
             with reader.pool.connection() as conn, pytest.raises(
