@@ -39,13 +39,18 @@ CHUNK = 5000
 
 
 class Client:
-    def __init__(self, url: str | None = None, *, min_size: int = 1, max_size: int = 4):
+    def __init__(self, url: str | None = None, *, min_size: int = 1, max_size: int = 4,
+                 read_only: bool = False):
+        """`read_only`: every transaction refuses writes (for a replica, or to be sure a read
+        path writes nothing); only the read methods then work."""
         self.url = url or db.database_url()
+        self.read_only = read_only
         self.pool = ConnectionPool(
             self.url,
             min_size=min_size,
             max_size=max_size,
-            kwargs=db.connect_kwargs() | {"row_factory": dict_row},
+            kwargs=db.connect_kwargs() | {"row_factory": dict_row}
+            | (db.read_only_kwargs(self.url) if read_only else {}),
             open=True,
             name="jobqueue-client",
         )

@@ -66,8 +66,13 @@ def _public(job, principal) -> dict:
     return data
 
 
-def _visible_job(job_id: int):
-    job = resources().client.get(job_id)
+def _visible_job(job_id: int, fresh: bool = False):
+    """The job if the caller may see it, else 404. Read from the replica (the primary when
+    the replica has not got it yet); `fresh`: from the primary, before a change."""
+    if fresh:
+        job = resources().client.get(job_id)
+    else:
+        job = resources().read(lambda reader: reader.get(job_id))
     if job is None or not g.principal.can_see(job.owner):
         raise BadRequest(f"job {job_id}: not found", status=404, code="not_found")
     return job
@@ -107,10 +112,14 @@ def create_job(body: s.NewJob):
            replies={200: Reply(s.Job, "The job")},
            errors={404: "Not found (or not yours, or deleted while waited for)"})
 def get_job(job_id: int, query: s.JobWait):
-    job = _visible_job(job_id)
     wait = query.wait  # checked: 0 to MAX_WAIT_SECONDS
+    # A waiter wants the state as it is (a replica may still show a retried job dead): with
+    # ?wait= every read is the primary's.
+    job = _visible_job(job_id, fresh=wait is not None)
     if wait is not None and not job.finished:
         seconds = wait
+        # The streams re-read the primary (`client.get`): a notification can arrive before
+        # a replica has replayed the change it announces.
         principal = g.principal
         return resources().streams.long_poll(
             principal.token_id, job_id, seconds, lambda job: _waited(job_id, job, principal))
@@ -129,7 +138,7 @@ def _waited(job_id: int, job, principal):
            replies={200: Reply(s.CancelOutcome, "{id, outcome}")},
            errors=NOT_FOUND | {409: "The job has already finished"})
 def cancel_job(job_id: int):
-    _visible_job(job_id)
+    _visible_job(job_id, fresh=True)
     outcome = resources().client.cancel(job_id)
     if outcome == "finished":
         raise BadRequest(f"job {job_id}: already finished", status=409, code="conflict")
@@ -141,7 +150,7 @@ def cancel_job(job_id: int):
 @operation("Run a dead or cancelled job again", replies={200: Reply(s.RetryOutcome, "{id, state}")},
            errors=NOT_FOUND | {409: "The job is not dead or cancelled"})
 def retry_job(job_id: int):
-    job = _visible_job(job_id)
+    job = _visible_job(job_id, fresh=True)
     if not resources().client.retry(job_id):
         raise BadRequest(f"job {job_id}: is {job.state}; only dead or cancelled jobs retry",
                          status=409, code="conflict")
@@ -156,6 +165,7 @@ def retry_job(job_id: int):
 def job_events(job_id: int):
     """Server-Sent Events: the job's state and progress as they change, until it finishes."""
     _visible_job(job_id)
+    # The stream reads the primary: it follows notifications, which can overtake a replica.
     principal = g.principal
     return resources().streams.event_stream(principal.token_id, job_id,
                                             lambda job: _public(job, principal))
@@ -259,10 +269,16 @@ def _submit(platform, rows, name, source, on_complete: JobSpec | None = None):
 
 
 def _visible_batch(batch_id: int) -> dict:
-    found = resources().client.batch(batch_id)
+    return _batch_source(batch_id)[1]
+
+
+def _batch_source(batch_id: int):
+    """(the pool that has the batch: the replica's, or the primary's while the replica has
+    not got it yet; the batch), or 404."""
+    client, found = resources().source(lambda reader: reader.batch(batch_id))
     if found is None or not g.principal.can_see(found["owner"]):
         raise BadRequest(f"batch {batch_id}: not found", status=404, code="not_found")
-    return found
+    return client, found
 
 
 @bp.get("/batches/<int:batch_id>")
@@ -288,8 +304,7 @@ def get_batch(batch_id: int):
 def batch_results(batch_id: int, query: s.ResultsQuery):
     """A page of results as JSON (?after=ID&limit=N), or the whole batch as a JSONL or CSV
     download (?format=jsonl|csv), streamed a page at a time."""
-    _visible_batch(batch_id)
-    client = resources().client
+    client, _ = _batch_source(batch_id)
     if query.format is not None:
         return _download(client, batch_id, query.format)
     after, limit = query.after, query.limit
@@ -365,15 +380,18 @@ def upload_document(body: s.DocumentUpload):
 @operation("A document and its analysis job", replies={200: Reply(s.Document, "The document")},
            errors=NOT_FOUND)
 def get_document(doc_id: int):
-    client = resources().client
-    with client.pool.connection() as conn:
-        doc = conn.execute(q("document_get"), {"id": doc_id}).fetchone()
+    doc = resources().read(lambda reader: _document(reader, doc_id))
     if doc is None or not g.principal.can_see(doc["owner"]):
         raise BadRequest(f"document {doc_id}: not found", status=404, code="not_found")
-    job = client.get(doc["job_id"]) if doc["job_id"] else None
+    job = resources().read(lambda reader: reader.get(doc["job_id"])) if doc["job_id"] else None
     doc["created_at"] = doc["created_at"].isoformat()
     doc["job"] = _public(job, g.principal) if job else None
     return jsonify(doc)
+
+
+def _document(client, doc_id: int) -> dict | None:
+    with client.pool.connection() as conn:
+        return conn.execute(q("document_get"), {"id": doc_id}).fetchone()
 
 
 @bp.delete("/documents/<int:doc_id>")
@@ -397,7 +415,7 @@ def delete_document(doc_id: int):
 @require("read")
 @operation("Queues with counts by state", replies={200: Reply(s.QueueList, "{queues}")})
 def list_queues():
-    return jsonify(queues=resources().client.status())
+    return jsonify(queues=resources().reader.status())
 
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")
