@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from jobqueue import db, routing
+from jobqueue import db, quotas, routing
 from jobqueue.db import migrate, store
 from jobqueue.db.queries import q
 from jobqueue.db.store import COPY_FROM, JobFilter
@@ -75,23 +76,28 @@ class Client:
         spec = JobSpec(kind=kind, payload={} if payload is None else payload, **options)
         return self.enqueue_many([spec])[0]
 
-    def enqueue_many(self, specs: Iterable[JobSpec | dict]) -> list[int]:
+    def enqueue_many(self, specs: Iterable[JobSpec | dict], *,
+                     partial: bool = False) -> list[int]:
         """Enqueue many jobs in as few round trips as possible, atomically; ids in input order.
 
         A spec that fails validation raises InvalidJob naming its index and field, and nothing
-        is enqueued.
+        is enqueued. Past an owner's quota (jobqueue/quotas.py) QuotaExceeded says when to
+        retry, and nothing is enqueued; with `partial`, the jobs that fit are enqueued (the
+        first ones, in order) and only their ids returned.
         """
         now, routes = datetime.now(UTC), routing.load()
         return self._enqueue_rows([_validated(spec, index, now, routes)
-                                   for index, spec in enumerate(specs)])
+                                   for index, spec in enumerate(specs)], partial)
 
-    def enqueue_payloads(self, kind: str, payloads: Iterable, **options) -> list[int]:
+    def enqueue_payloads(self, kind: str, payloads: Iterable, *, partial: bool = False,
+                         **options) -> list[int]:
         """Enqueue one `kind` job per payload, all with the same options, atomically; ids in
         payload order. The way to fan one task out: the options are checked once, not per
         job, and no JobSpec is built per job.
 
         Options: as for enqueue, except idempotency_key (a key names one job, not many).
         A payload that is not JSON raises InvalidJob naming its index, and nothing is enqueued.
+        Quotas: as for enqueue_many.
         """
         if "idempotency_key" in options:
             raise InvalidJob("idempotency_key: one key cannot name many jobs; use "
@@ -106,53 +112,88 @@ class Client:
                 rows.append((queue, kind, to_json(payload), *rest))
             except InvalidJob as exc:
                 raise InvalidJob(f"job {index}: {exc}") from None
-        return self._enqueue_rows(rows)
+        return self._enqueue_rows(rows, partial)
 
-    def _enqueue_rows(self, rows: list[tuple]) -> list[int]:
+    def _enqueue_rows(self, rows: list[tuple], partial: bool = False) -> list[int]:
         if not rows:
             return []
         with self.pool.connection() as conn:
-            if len(rows) < COPY_FROM:  # one statement is atomic: no BEGIN/COMMIT round trips
+            if len(rows) < COPY_FROM and all(row[7] is None for row in rows):
+                # No owner, no quota; one statement is atomic: no BEGIN/COMMIT round trips.
                 return [job_id for job_id, _ in _insert(conn, rows)]
             with conn.transaction():
-                return [job_id for job_id, _ in _insert_chunked(conn, rows)]
+                inserted, _ = _insert_admitted(conn, rows, partial)
+                return [job_id for job_id, _ in inserted]
 
     def enqueue_spec(self, spec: JobSpec) -> tuple[int, bool]:
         """Enqueue one job; returns (id, created). `created` is False when an idempotency key
         matched an existing job, whose id is returned."""
-        with self.pool.connection() as conn:
-            return insert_specs(conn, [spec])[0]
+        created = self.create(spec)
+        return created.id, created.created
+
+    def create(self, spec: JobSpec) -> Created:
+        """Enqueue one job: its id, whether it is new (an idempotency key may name an existing
+        job), and the standing of the tightest quota it was charged to (None: no quota)."""
+        with self.pool.connection() as conn, conn.transaction():
+            now, routes = datetime.now(UTC), routing.load()
+            inserted, admission = _insert_admitted(conn, [_validated(spec, 0, now, routes)])
+        (job_id, created), = inserted
+        return Created(job_id, created, admission.standing)
 
     def submit_batch(self, specs: Iterable[JobSpec], *, queue: str, name: str | None = None,
                      owner: str | None = None, source: str | None = None,
                      metadata: dict | None = None,
-                     on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+                     on_progress: Callable[[int], None] | None = None,
+                     partial: bool = False) -> Submitted:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
-        failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
+        failure part-way leaves nothing behind. Returns (batch id, jobs enqueued) (a
+        Submitted, which also says how many a quota refused).
+
+        Past the owner's quota the whole batch is refused (QuotaExceeded, nothing left
+        behind); with `partial`, the first jobs that fit are enqueued, the rest counted in
+        `refused` (QuotaExceeded still when not even the first fits)."""
         now, routes = datetime.now(UTC), routing.load()
         for field, value in (("name", name), ("source", source), ("owner", owner)):
             check_text(value, field)
         to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
-        total = 0
+        total = refused = 0
+        admission = quotas.Admission(0)
         with self.pool.connection() as conn, conn.transaction():
             batch_id = conn.execute(q("batch_create"), {
                 "name": name, "queue": queue, "owner": owner, "source": source,
                 "metadata": Jsonb(metadata or {})}).fetchone()["id"]
             chunk: list[tuple] = []
-            for index, spec in enumerate(specs):
-                spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
-                chunk.append(_validated(spec, index, now, routes))
-                if len(chunk) == CHUNK:
-                    total += len(_insert(conn, chunk))
+            items = iter(specs)
+            index = 0
+            while True:
+                spec = next(items, None)
+                if spec is not None:
+                    spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
+                    chunk.append(_validated(spec, index, now, routes))
+                    index += 1
+                if chunk and (spec is None or len(chunk) == CHUNK):
+                    # Each chunk is charged as it goes: a refusal part-way rolls back the
+                    # charges and rows before it with the transaction. With `partial`, only
+                    # the first chunk may be refused outright.
+                    try:
+                        inserted, admission = _insert_admitted(conn, chunk, partial)
+                    except quotas.QuotaExceeded as exc:
+                        if not (partial and total):
+                            raise
+                        inserted, admission = [], quotas.Admission(0, None, exc)
+                    total += len(inserted)
+                    if len(inserted) < len(chunk):  # partial, and the quota is spent
+                        refused = len(chunk) - len(inserted) + sum(1 for _ in items)
+                        break
                     chunk = []
-                    if on_progress:
+                    if on_progress and spec is not None:
                         on_progress(total)
-            if chunk:
-                total += len(_insert(conn, chunk))
+                if spec is None:
+                    break
             conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
         if on_progress:
             on_progress(total)
-        return batch_id, total
+        return Submitted(batch_id, total, refused, admission.standing, admission.exceeded)
 
     def batch(self, batch_id: int) -> dict | None:
         """A batch with its jobs counted by state."""
@@ -218,6 +259,35 @@ class Client:
             return store.revive(conn, JobFilter(ids=ids, queue=queue), states)
 
 
+class Created(NamedTuple):
+    """One job enqueued: its id, whether it is new, and the tightest quota's standing."""
+
+    id: int
+    created: bool
+    quota: quotas.Standing | None
+
+
+class Submitted(tuple):
+    """(batch id, jobs enqueued), as submit_batch always returned; also `refused` (jobs a
+    quota turned away, with partial), `quota` (the tightest quota's standing after the charge)
+    and `exceeded` (the QuotaExceeded behind `refused`, for its retry time)."""
+
+    def __new__(cls, batch_id: int, total: int, refused: int = 0,
+                quota: quotas.Standing | None = None,
+                exceeded: quotas.QuotaExceeded | None = None):
+        self = super().__new__(cls, (batch_id, total))
+        self.refused, self.quota, self.exceeded = refused, quota, exceeded
+        return self
+
+    @property
+    def batch_id(self) -> int:
+        return self[0]
+
+    @property
+    def total(self) -> int:
+        return self[1]
+
+
 def _validated(spec: JobSpec | dict, index: int, now: datetime,
                routes: routing.Routes) -> tuple:
     """The insert row for a spec; InvalidJob names its index and field."""
@@ -241,10 +311,20 @@ def _row(spec: JobSpec, now: datetime, routes: routing.Routes) -> tuple:
 
 def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:
     """Enqueue specs inside the caller's transaction (so a job can be created atomically with
-    rows of the caller's own); returns (id, created) per spec, in order."""
+    rows of the caller's own); returns (id, created) per spec, in order. Charges the owners'
+    quotas: QuotaExceeded (raised before any insert) should roll the transaction back."""
     now, routes = datetime.now(UTC), routing.load()
-    return _insert_chunked(conn, [_validated(spec, i, now, routes)
-                                  for i, spec in enumerate(specs)])
+    inserted, _ = _insert_admitted(conn, [_validated(spec, i, now, routes)
+                                          for i, spec in enumerate(specs)])
+    return inserted
+
+
+def _insert_admitted(conn, rows: list[tuple], partial: bool = False
+                     ) -> tuple[list[tuple[int, bool]], quotas.Admission]:
+    """Charge the owners' quotas for rows and insert those admitted (all, unless partial),
+    in the caller's transaction: the quota rows stay locked until it commits."""
+    admission = quotas.admit(conn, rows, partial=partial)
+    return _insert_chunked(conn, rows[:admission.count]), admission
 
 
 def _insert_chunked(conn, rows: list[tuple]) -> list[tuple[int, bool]]:
