@@ -90,7 +90,7 @@ class Quota:
         if not self.name or "\x00" in self.name or len(self.name) > 200:
             raise ValueError("name: a non-empty queue or kind name")
         if self.jobs is None and self.tokens is None:
-            raise ValueError(f"{self.key}: give a jobs budget, a tokens budget or both")
+            raise ValueError(f"jobs: give a jobs budget, a tokens budget or both ({self.key})")
 
     @property
     def key(self) -> str:
@@ -283,7 +283,8 @@ def admit(conn, rows: list[tuple], *, partial: bool = False,
         admitted += 1
     exceeded = None
     if refusal is not None:
-        exceeded = _exceeded(refusal, levels, charges, partial)
+        left = {"jobs": jobs_left, "tokens": tokens_left}[refusal[1]][refusal[0]]
+        exceeded = _exceeded(refusal, levels, charges, partial and admitted > 0, left)
         if not partial or admitted == 0:
             raise exceeded
     conn.execute(q("quota_usage_charge"), params | {
@@ -309,11 +310,11 @@ def _first_refusal(row_charges, levels, jobs_left, tokens_left, cost):
     return None
 
 
-def _exceeded(refusal, levels, charges, partial) -> QuotaExceeded:
+def _exceeded(refusal, levels, charges, partial, now: float) -> QuotaExceeded:
+    """The refusal of `bucket` (its `budget` has `now` left after the rows admitted before)."""
     bucket, budget, needed = refusal
     level = levels[bucket]
     limit, seconds = level[budget], level[f"{budget}_seconds"]
-    now = level[f"{budget}_now"]
     per_second = limit / seconds
     # What must fit for the caller's request to pass: without `partial`, every job asked for
     # (more than the whole budget never fits: then the time to a full budget, and the message

@@ -22,6 +22,7 @@ from jobqueue.client import insert_specs
 from jobqueue.db.queries import q
 from jobqueue.jobs import InvalidJob, JobSpec
 from jobqueue.llm import platforms
+from web import quotas as quota_web
 from web.auth import api_error, require
 from web.openapi import OPENAPI
 from web.resources import resources
@@ -148,7 +149,7 @@ def create_job():
                    metadata=body.get("metadata"))
     client = resources().client
     try:
-        job_id, created = client.enqueue_spec(spec)
+        job_id, created, standing = client.create(spec)
     except InvalidJob as exc:
         message = str(exc).removeprefix("job 0: ")
         raise BadRequest(message, field=message.split(":", 1)[0]) from None
@@ -157,6 +158,7 @@ def create_job():
     response = jsonify(id=job_id, state=state, created=created)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/jobs/{job_id}"
+    response.headers.update(quota_web.standing_headers(standing))
     return response
 
 
@@ -295,12 +297,23 @@ def _rejected(problems: list[str], field: str):
 
 
 def _submit(platform, rows, name, source):
-    batch_id, total = resources().client.submit_batch(
+    """Over the owner's quota the batch is refused whole (429, see web/quotas.py), unless
+    ?partial=true: then the first items that fit are enqueued and `refused` counts the rest."""
+    partial = request.args.get("partial", "false").lower()
+    if partial not in ("true", "false", "1", "0"):
+        raise BadRequest("partial: true or false", field="partial")
+    submitted = resources().client.submit_batch(
         (chat_spec(row, platform.max_attempts) for row in rows),
-        queue=platform.name, name=name, owner=g.principal.owner, source=source)
-    response = jsonify(id=batch_id, total=total, queue=platform.name)
+        queue=platform.name, name=name, owner=g.principal.owner, source=source,
+        partial=partial in ("true", "1"))
+    body = {"id": submitted.batch_id, "total": submitted.total, "queue": platform.name}
+    if submitted.refused:
+        body |= {"refused": submitted.refused,
+                 "retry_after": submitted.exceeded.retry_after if submitted.exceeded else None}
+    response = jsonify(body)
     response.status_code = 201
-    response.headers["Location"] = f"/api/batches/{batch_id}"
+    response.headers["Location"] = f"/api/batches/{submitted.batch_id}"
+    response.headers.update(quota_web.standing_headers(submitted.quota))
     return response
 
 
