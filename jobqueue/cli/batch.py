@@ -31,10 +31,13 @@ def batch() -> None:
               help="Default: from the file's extension.")
 @click.option("--name", default=None, help="A name for people (default: the file's name).")
 @click.option("--owner", default=None)
-def batch_submit(file, platform, template, fmt, name, owner) -> None:
+@click.option("--partial", is_flag=True,
+              help="Over the owner's quota, enqueue the first rows that fit (default: none).")
+def batch_submit(file, platform, template, fmt, name, owner, partial) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
-    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued."""
+    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued. Past the
+    owner's quota nothing is enqueued either, unless --partial."""
     from jobqueue.batches import files as batchfiles
     from jobqueue.batches.specs import chat_spec
 
@@ -56,11 +59,16 @@ def batch_submit(file, platform, template, fmt, name, owner) -> None:
             done = total
 
         rows = batchfiles.iter_rows(file, template=template, fmt=fmt)
-        batch_id, total = jq.submit_batch(
+        submitted = jq.submit_batch(
             (chat_spec(row, settings.max_attempts) for row in rows), queue=platform,
             name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
-            on_progress=advance)
+            on_progress=advance, partial=partial)
+        batch_id, total = submitted
     click.echo(f"batch {batch_id}: {total} job(s) on {platform}", err=True)
+    if submitted.refused:
+        retry = submitted.exceeded.retry_after if submitted.exceeded else 0
+        click.echo(f"{submitted.refused} row(s) over {owner}'s quota were not enqueued "
+                   f"(retry in {retry:.0f}s)", err=True)
     click.echo(batch_id)
 
 

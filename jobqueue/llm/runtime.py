@@ -23,7 +23,7 @@ import openai
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from jobqueue import db, settings
+from jobqueue import db, quotas, settings
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidAnswer as InvalidAnswer
 from jobqueue.llm import documents
@@ -188,7 +188,8 @@ class PlatformRuntime:
             row = await cur.fetchone()
         if row is None:
             raise Permanent(f"document {doc_id}: not found")
-        filename, content_type, data, text = row
+        filename, content_type, data, text, owner = row
+        extracted_now = text is None
         max_chars = settings.JOBQUEUE_DOCUMENT_MAX_CHARS.get()
         max_chunks = settings.JOBQUEUE_DOCUMENT_MAX_CHUNKS.get()
         if text is None:  # else an earlier attempt extracted it (and may have dropped data)
@@ -210,6 +211,12 @@ class PlatformRuntime:
         # reserve for each chunk (prompt characters / 4 plus max_tokens).
         estimate = sum(estimate_tokens(self._analyze_request({"text": p})["messages"],
                                        self.platform.max_tokens) for p in pieces)
+        # The owner's token quotas learn the estimate now, once per document (the attempt
+        # that extracted it): never refused, possibly into debt (jobqueue/quotas.py).
+        charge = quotas.debit(owner=owner, queue=ctx.queue, kind=ctx.kind, tokens=estimate)
+        if extracted_now and charge is not None:
+            async with self.pool.connection() as conn:
+                await conn.execute(*charge)
         done = 0
 
         async def analyze_piece(piece: str) -> dict:

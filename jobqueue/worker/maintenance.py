@@ -1,6 +1,7 @@
 """Cluster maintenance, run by every worker and done by one at a time: rescue expired leases
-(dead-letter those out of attempts), prune old finished jobs and dead worker rows, and run the
-prune hooks that extensions register (the LLM response cache registers its own).
+(dead-letter those out of attempts), prune old finished jobs, dead worker rows and full quota
+buckets (jobqueue/quotas.py), and run the prune hooks that extensions register (the LLM
+response cache registers its own).
 
 Leadership is a transaction-level advisory lock that each maintenance statement takes itself
 (see sql/queries/jobs.sql, rescue_dead): no lock is held across a round trip, so a worker cut
@@ -52,6 +53,9 @@ class Maintenance:
         await conn.execute(q("prune_workers"), {
             "stale_seconds": max(60.0, 10 * cfg.heartbeat_seconds)})
         hooks = {}
+        if random.random() < 1 / 12:  # about once a minute: full quota buckets (a scan)
+            cur = await conn.execute(q("quota_usage_prune"))
+            hooks["quota_usage"] = cur.rowcount
         for name, hook in list(_prune_hooks.items()):
             hooks[name] = await hook(conn)
         if dead or rescued or pruned or any(hooks.values()):
