@@ -227,8 +227,14 @@ class Client:
             return conn.execute(q("rate_state"), {"platform": platform}).fetchall()
 
     def workers(self) -> list[dict]:
+        """Registered worker processes: queues served, in flight, connections held."""
         with self.pool.connection() as conn:
             return conn.execute(q("list_workers")).fetchall()
+
+    def db_connections(self) -> list[dict]:
+        """Connections to the database by application_name and state (pg_stat_activity)."""
+        with self.pool.connection() as conn:
+            return conn.execute(q("db_connections")).fetchall()
 
     # -- change -----------------------------------------------------------------------------
 

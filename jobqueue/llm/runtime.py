@@ -134,7 +134,9 @@ class PlatformRuntime:
 
     async def start(self) -> None:
         self.pool = AsyncConnectionPool(self.url, min_size=1, max_size=4, open=False,
-                                        kwargs=db.connect_kwargs(), name="jobqueue-llm")
+                                        kwargs=db.connect_kwargs() | {
+                                            "application_name": db.WORKER_APPLICATION_NAME},
+                                        name="jobqueue-llm")
         await self.pool.open()
         self.limiter = Limiter(self.platform, self.keys, self.pool)
         await self.limiter.ensure()
@@ -144,6 +146,10 @@ class PlatformRuntime:
             self.clients[key.key_id] = openai.AsyncOpenAI(
                 api_key=key.secret, base_url=self.platform.base_url, max_retries=0,
                 timeout=self.platform.timeout)
+
+    def connections(self) -> int:
+        """Connections its pool holds open now (for the worker's heartbeat)."""
+        return self.pool.get_stats().get("pool_size", 0) if self.pool is not None else 0
 
     async def stop(self) -> None:
         for client in self.clients.values():

@@ -103,7 +103,8 @@ SELECT platform, model, key_id, rpm, tpm, rpm_configured, tpm_configured,
              req_level + extract(epoch FROM now() - updated_at) * rpm / 60.0) AS req_available,
        least(greatest(1.0, tpm * burst_seconds / 60.0),
              tok_level + extract(epoch FROM now() - updated_at) * tpm / 60.0) AS tok_available,
-       blocked_until, disabled_reason, requests_total, tokens_total, throttled_total
+       blocked_until, disabled_reason, requests_total, tokens_total, throttled_total,
+       burst_seconds
 FROM jobqueue.rate_buckets
 WHERE (%(platform)s::text IS NULL OR platform = %(platform)s::text)
 ORDER BY platform, model, key_id;
