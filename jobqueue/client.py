@@ -118,8 +118,9 @@ class Client:
         if not rows:
             return []
         with self.pool.connection() as conn:
-            if len(rows) < COPY_FROM and all(row[7] is None for row in rows):
-                # No owner, no quota; one statement is atomic: no BEGIN/COMMIT round trips.
+            if len(rows) < COPY_FROM and not quotas.applies(conn, rows):
+                # No quota concerns these jobs (a quota set meanwhile applies from the next
+                # enqueue); one statement is atomic: no BEGIN/COMMIT round trips.
                 return [job_id for job_id, _ in _insert(conn, rows)]
             with conn.transaction():
                 inserted, _ = _insert_admitted(conn, rows, partial)

@@ -221,6 +221,15 @@ class Standing:
     reset_seconds: float
 
 
+def applies(conn, rows: list[tuple]) -> bool:
+    """Whether any quota could apply to `rows` (one indexed lookup; False at once when no
+    row has an owner): lets an enqueue that no quota concerns skip the transaction."""
+    owned = [row for row in rows if row[_OWNER] is not None]
+    return bool(owned) and conn.execute(q("quota_find"), {
+        "queues": sorted({row[_QUEUE] for row in owned}),
+        "kinds": sorted({row[_KIND] for row in owned})}).fetchone() is not None
+
+
 class Admission(NamedTuple):
     """What admit let through: the first `count` rows; the tightest quota's `standing` after
     the charge (None: no quota applies); and, when `partial` cut the rows short, the
@@ -238,30 +247,28 @@ def admit(conn, rows: list[tuple], *, partial: bool = False,
     unless `partial`). Raises QuotaExceeded when not even the rows asked for fit (with
     `partial`: when not even the first fits). `tokens`: per row, an estimate that overrides
     the one read from the payload."""
-    owned = [i for i, row in enumerate(rows) if row[_OWNER] is not None]
-    if not owned:
+    if all(row[_OWNER] is None for row in rows):
         return Admission(len(rows))
-    found = conn.execute(q("quota_find"), {
-        "queues": sorted({rows[i][_QUEUE] for i in owned}),
-        "kinds": sorted({rows[i][_KIND] for i in owned})}).fetchall()
-    if not found:
-        return Admission(len(rows))
-    quotas = {(_get(r, "scope", 0), _get(r, "name", 1)): r for r in found}
-    # Per row, the (scope, name, owner) buckets it charges: its queue's and its kind's quota.
-    charges: list[list[tuple[str, str, str]]] = []
-    for row in rows:
-        owner = row[_OWNER]
-        charges.append([] if owner is None else [
-            (scope, name, owner) for scope, name in (("queue", row[_QUEUE]), ("kind", row[_KIND]))
-            if (scope, name) in quotas])
-    buckets = sorted({b for row_charges in charges for b in row_charges})
-    if not buckets:
-        return Admission(len(rows))
-    params = {"scopes": [b[0] for b in buckets], "names": [b[1] for b in buckets],
-              "owners": [b[2] for b in buckets]}
+    # The buckets each row would charge if its queue and its kind had a quota. The ensure
+    # statement creates rows only for quotas that exist, and the lock returns only those:
+    # no separate lookup of the quotas first.
+    wanted = sorted({(scope, name, row[_OWNER]) for row in rows if row[_OWNER] is not None
+                     for scope, name in (("queue", row[_QUEUE]), ("kind", row[_KIND]))})
+    params = {"scopes": [b[0] for b in wanted], "names": [b[1] for b in wanted],
+              "owners": [b[2] for b in wanted]}
     conn.execute(q("quota_usage_ensure"), params)
     levels = {(_get(r, "scope", 0), _get(r, "name", 1), _get(r, "owner", 2)): _row_dict(r)
               for r in conn.execute(q("quota_usage_lock"), params).fetchall()}
+    if not levels:
+        return Admission(len(rows))
+    charges: list[list[tuple[str, str, str]]] = [
+        [] if row[_OWNER] is None else [
+            b for b in (("queue", row[_QUEUE], row[_OWNER]), ("kind", row[_KIND], row[_OWNER]))
+            if b in levels]
+        for row in rows]
+    buckets = sorted(levels)
+    params = {"scopes": [b[0] for b in buckets], "names": [b[1] for b in buckets],
+              "owners": [b[2] for b in buckets]}
     jobs_left = {b: levels[b]["jobs_now"] for b in buckets}
     tokens_left = {b: levels[b]["tokens_now"] for b in buckets}
     wants_tokens = any(levels[b]["tokens"] is not None for b in buckets)
@@ -284,7 +291,7 @@ def admit(conn, rows: list[tuple], *, partial: bool = False,
     exceeded = None
     if refusal is not None:
         left = {"jobs": jobs_left, "tokens": tokens_left}[refusal[1]][refusal[0]]
-        exceeded = _exceeded(refusal, levels, charges, partial and admitted > 0, left)
+        exceeded = _exceeded(refusal, levels, charges, partial, left)
         if not partial or admitted == 0:
             raise exceeded
     conn.execute(q("quota_usage_charge"), params | {

@@ -6,6 +6,12 @@ from jobqueue import settings
 from jobqueue.jobs import STATES
 
 
+def _quota_paths() -> dict:
+    from web.quotas import OPENAPI_PATHS
+
+    return OPENAPI_PATHS
+
+
 def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -183,3 +189,6 @@ OPENAPI = {
             "responses": {"200": _json({"type": "object"}, "{queue, paused}"), **ERRORS}}},
     },
 }
+
+# Routes whose modules describe themselves.
+OPENAPI["paths"].update(_quota_paths())

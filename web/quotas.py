@@ -75,6 +75,27 @@ class QuotaBody(BaseModel):
         return value
 
 
+_PATH = [{"name": "scope", "in": "path", "required": True,
+          "schema": {"type": "string", "enum": list(quotas.SCOPES)}},
+         {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
+_ANSWER = {"description": "The quota", "content": {"application/json": {
+    "schema": {"type": "object"}}}}
+# This module's routes in OpenAPI form; web/openapi.py adds them to the document.
+OPENAPI_PATHS = {
+    "/quotas": {"get": {
+        "summary": "Every quota, and the caller's standing (admin: ?owner=)",
+        "operationId": "listQuotas", "responses": {"200": _ANSWER}}},
+    "/quotas/{scope}/{name}": {
+        "put": {"summary": "Set a per-owner quota (admin)", "operationId": "setQuota",
+                "parameters": _PATH,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": QuotaBody.model_json_schema()}}},
+                "responses": {"200": _ANSWER}},
+        "delete": {"summary": "Remove a quota (admin)", "operationId": "removeQuota",
+                   "parameters": _PATH, "responses": {"200": _ANSWER}}},
+}
+
+
 def _scope(scope: str):
     if scope not in quotas.SCOPES:
         return api_error(404, "not_found", f"scope: queue or kind, got {scope!r}",

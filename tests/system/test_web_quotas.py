@@ -152,3 +152,10 @@ class TestQuotaRoutes:
     def test_any_body_is_a_2xx_or_a_4xx(self, admin, body):
         r = admin.put("/api/quotas/kind/fuzz", json=body)
         assert r.status_code in (200, 400), r.text
+
+    def test_openapi_describes_the_quota_routes(self, alice):
+        paths = alice.get("/api/openapi.json").json()["paths"]
+        assert set(paths["/quotas/{scope}/{name}"]) == {"put", "delete"}
+        body = paths["/quotas/{scope}/{name}"]["put"]["requestBody"]
+        assert set(body["content"]["application/json"]["schema"]["properties"]) == {
+            "jobs", "tokens"}
