@@ -151,7 +151,22 @@ CREATE TABLE jobqueue.rate_buckets (
     requests_total  bigint      NOT NULL DEFAULT 0,
     tokens_total    bigint      NOT NULL DEFAULT 0,
     throttled_total bigint      NOT NULL DEFAULT 0,  -- 429s received
+    -- 0017 (the limiter under contention): see the comments in that migration.
+    rate_factor            float8      NOT NULL DEFAULT 1
+        CHECK (rate_factor > 0 AND rate_factor <= 1),  -- AIMD pace: x0.7 per 429, +0.02 per call
+    in_flight_requests     integer     NOT NULL DEFAULT 0,  -- reserved, not yet settled
+    in_flight_tokens       bigint      NOT NULL DEFAULT 0,
+    provider_limited_until timestamptz,  -- the provider said the budget is gone (429, headers)
     PRIMARY KEY (platform, model, key_id)
+);
+
+-- Whether a platform's provider counts every model against the key ('key') or gives each
+-- model its own budget ('model'); configured, or learned from a 429 naming no model or another.
+CREATE TABLE jobqueue.rate_scopes (
+    platform   text        PRIMARY KEY,
+    scope      text        NOT NULL CHECK (scope IN ('key', 'model')),
+    learned_at timestamptz NOT NULL DEFAULT now(),
+    evidence   text
 );
 
 -- Responses by hash of (base_url, model, messages, parameters). A row with no response yet is
@@ -431,9 +446,11 @@ $$;
 
 -- Whether a queue is a platform whose provider has no headroom now: it has rate buckets and no
 -- key of any of its models could start a request this moment (disabled, blocked after a 429,
--- or out of requests or tokens, levels refilled to now as rate_reserve computes them). A
--- sample: under a steady saturating load the buckets hover near empty and this flips with
--- each refill, which is the point: the queue goes as fast as the provider lets it.
+-- or out of requests or tokens, levels refilled to now at the configured rate; updated_at may
+-- lie ahead, at the end of a block). A sample: under a steady saturating load the buckets
+-- hover near empty and this flips with each refill, which is the point: the queue goes as
+-- fast as the provider lets it. (The limiter's own slowed pace after 429s, rate_factor, is
+-- left out: a key it paces down still reads as having headroom a little sooner.)
 CREATE FUNCTION jobqueue.queue_rate_limited(queue_name text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT EXISTS (SELECT 1 FROM jobqueue.rate_buckets WHERE platform = queue_name)
@@ -441,8 +458,10 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
            SELECT 1 FROM jobqueue.rate_buckets
            WHERE platform = queue_name AND disabled_reason IS NULL
              AND (blocked_until IS NULL OR blocked_until <= now())
-             AND req_level + extract(epoch FROM now() - updated_at) * rpm / 60.0 >= 1
-             AND tok_level + extract(epoch FROM now() - updated_at) * tpm / 60.0 > 0)
+             AND req_level + greatest(0, extract(epoch FROM now() - updated_at)) * rpm / 60.0
+                 >= 1
+             AND tok_level + greatest(0, extract(epoch FROM now() - updated_at)) * tpm / 60.0
+                 > 0)
 $$;
 
 -- Age in seconds of the oldest job of a queue that could run now and waits for a worker

@@ -37,8 +37,10 @@ log = structlog.get_logger("jobqueue.llm")
 
 API_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "response_format", "stop",
               "presence_penalty", "frequency_penalty")
-CHAT_FIELDS = {"prompt", "messages", "model", "cache", "metadata", *API_PARAMS}
-ANALYZE_FIELDS = {"text", "model", "max_tokens", "cache", "metadata"}
+# `fallback: false` forbids the platform's fallback model for this job (a batch sets it on
+# every row): the job waits for the main model however long the provider limits it.
+CHAT_FIELDS = {"prompt", "messages", "model", "cache", "metadata", "fallback", *API_PARAMS}
+ANALYZE_FIELDS = {"text", "model", "max_tokens", "cache", "metadata", "fallback"}
 SENTIMENTS = ("positive", "neutral", "negative")
 
 ANALYZE_INSTRUCTIONS = (
@@ -66,6 +68,8 @@ def chat_request(payload: Any, platform: Platform) -> dict:
         if not isinstance(messages, list) or not messages or not all(
                 isinstance(m, dict) and "role" in m for m in messages):
             raise Permanent("payload.messages: must be a non-empty list of {role, content}")
+    if payload.get("fallback") not in (None, True, False):
+        raise Permanent("payload.fallback: must be true or false")
     request = {"model": payload.get("model") or platform.model, "messages": messages,
                "max_tokens": payload.get("max_tokens") or platform.max_tokens}
     for name in API_PARAMS:
@@ -169,6 +173,8 @@ class PlatformRuntime:
         text = payload.get("text")
         if not isinstance(text, str) or not text.strip():
             raise Permanent("payload.text: must be a non-empty string")
+        if payload.get("fallback") not in (None, True, False):
+            raise Permanent("payload.fallback: must be true or false")
         request = self._analyze_request(payload)
         result = await self._run(request, payload, ctx, validate=validate_analysis)
         result["analysis"] = validate_analysis(result["text"])
@@ -249,8 +255,10 @@ class PlatformRuntime:
         if use_cache is None:
             use_cache = is_deterministic(request)
 
+        allow_fallback = payload.get("fallback") is not False
+
         async def call() -> tuple[dict, bool]:
-            result = await self._call(request)
+            result = await self._call(request, allow_fallback)
             if validate is not None:
                 validate(result["text"])
             return result, not result["fallback"]  # a fallback's answer is not the model's
@@ -262,10 +270,10 @@ class PlatformRuntime:
         result, hit = await self.cache.get_or_call(key, call)
         return result | {"cached": hit}
 
-    async def _call(self, request: dict) -> dict:
+    async def _call(self, request: dict, allow_fallback: bool = True) -> dict:
         p = self.platform
         cost = estimate_tokens(request["messages"], request["max_tokens"])
-        fallback = p.fallback_model if request["model"] == p.model else None
+        fallback = p.fallback_model if request["model"] == p.model and allow_fallback else None
         throttled = 0
         while True:
             grant = await self.limiter.acquire(cost, request["model"], fallback,
@@ -277,20 +285,28 @@ class PlatformRuntime:
                     **(request | {"model": grant.model}))
             except openai.RateLimitError as exc:
                 if _error_code(exc) == "insufficient_quota":
+                    await self.limiter.release(grant)
                     await self.limiter.disable(grant.key, "insufficient_quota: "
                                                + self._said(exc))
                     continue  # another key may still have quota
                 throttled += 1
-                await self.limiter.block(grant, retry_after_seconds(exc.response.headers) or 1.0)
+                await self.limiter.block(grant, retry_after_seconds(exc.response.headers) or 1.0,
+                                         _error_message(exc))
                 if throttled > p.max_429_retries:
                     raise
                 continue
             except openai.AuthenticationError as exc:
+                await self.limiter.release(grant)
                 await self.limiter.disable(grant.key, f"authentication failed: {exc.status_code}")
                 continue
             except (openai.BadRequestError, openai.NotFoundError,
                     openai.UnprocessableEntityError) as exc:
+                await self.limiter.release(grant)
                 raise Permanent(f"{p.name} rejected the request: {self._said(exc)}") from None
+            except BaseException:
+                # 5xx, timeout, connection error, cancellation: no word on the budget.
+                await asyncio.shield(self.limiter.release(grant))
+                raise
             completion = raw.parse()
             usage = completion.usage
             actual = usage.total_tokens if usage else cost

@@ -66,9 +66,11 @@ $$;
 
 -- Whether a queue is a platform whose provider has no headroom now: it has rate buckets and no
 -- key of any of its models could start a request this moment (disabled, blocked after a 429,
--- or out of requests or tokens, levels refilled to now as rate_reserve computes them). A
--- sample: under a steady saturating load the buckets hover near empty and this flips with
--- each refill, which is the point: the queue goes as fast as the provider lets it.
+-- or out of requests or tokens, levels refilled to now at the configured rate; updated_at may
+-- lie ahead, at the end of a block). A sample: under a steady saturating load the buckets
+-- hover near empty and this flips with each refill, which is the point: the queue goes as
+-- fast as the provider lets it. (The limiter's own slowed pace after 429s, rate_factor, is
+-- left out: a key it paces down still reads as having headroom a little sooner.)
 CREATE FUNCTION jobqueue.queue_rate_limited(queue_name text) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT EXISTS (SELECT 1 FROM jobqueue.rate_buckets WHERE platform = queue_name)
@@ -76,8 +78,10 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
            SELECT 1 FROM jobqueue.rate_buckets
            WHERE platform = queue_name AND disabled_reason IS NULL
              AND (blocked_until IS NULL OR blocked_until <= now())
-             AND req_level + extract(epoch FROM now() - updated_at) * rpm / 60.0 >= 1
-             AND tok_level + extract(epoch FROM now() - updated_at) * tpm / 60.0 > 0)
+             AND req_level + greatest(0, extract(epoch FROM now() - updated_at)) * rpm / 60.0
+                 >= 1
+             AND tok_level + greatest(0, extract(epoch FROM now() - updated_at)) * tpm / 60.0
+                 > 0)
 $$;
 
 -- Age in seconds of the oldest job of a queue that could run now and waits for a worker
