@@ -135,9 +135,13 @@ class Client:
     def create(self, spec: JobSpec) -> Created:
         """Enqueue one job: its id, whether it is new (an idempotency key may name an existing
         job), and the standing of the tightest quota it was charged to (None: no quota)."""
-        with self.pool.connection() as conn, conn.transaction():
-            now, routes = datetime.now(UTC), routing.load()
-            inserted, admission = _insert_admitted(conn, [_validated(spec, 0, now, routes)])
+        row = _validated(spec, 0, datetime.now(UTC), routing.load())
+        with self.pool.connection() as conn:
+            if not quotas.applies(conn, [row]):  # one statement: no BEGIN/COMMIT
+                (job_id, created), = _insert(conn, [row])
+                return Created(job_id, created, None)
+            with conn.transaction():
+                inserted, admission = _insert_admitted(conn, [row])
         (job_id, created), = inserted
         return Created(job_id, created, admission.standing)
 
