@@ -33,8 +33,8 @@ STATES = ("waiting", "scheduled", "retrying", "running", "succeeded", "dead", "c
 
 
 class _Collector:
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client, held: int):
+        self.client, self.held = client, held
 
     def collect(self):
         with self.client.pool.connection() as conn:
@@ -163,6 +163,8 @@ class _Collector:
         for kind in ("pool_size", "pool_available", "requests_waiting"):
             g.add_metric([kind], stats.get(kind, 0))
         yield g
+        yield GaugeMetricFamily("jobqueue_web_held_requests", "SSE streams and ?wait= long "
+                                "polls this web process holds open.", value=self.held)
 
 
 def _headroom(r) -> float:
@@ -175,7 +177,7 @@ def _headroom(r) -> float:
     return max(0.0, min(r["req_available"] / req_cap, r["tok_available"] / tok_cap, 1.0))
 
 
-def render(client) -> tuple[bytes, str]:
+def render(client, held: int = 0) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(client))
+    registry.register(_Collector(client, held))
     return generate_latest(registry), CONTENT_TYPE_LATEST

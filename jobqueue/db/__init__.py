@@ -13,9 +13,11 @@ from jobqueue.db.connect import (
     database_url,
     describe,
     int_array,
+    listen_url,
     redact,
     text_array,
 )
 
 __all__ = ["WORKER_APPLICATION_NAME", "behind_pgbouncer", "connect", "connect_async",
-           "connect_kwargs", "database_url", "describe", "int_array", "redact", "text_array"]
+           "connect_kwargs", "database_url", "describe", "int_array", "listen_url", "redact",
+           "text_array"]

@@ -226,13 +226,14 @@ class Limiter:
         log.warning("llm_limit_scope_learned", platform=self.platform.name, scope="key",
                     evidence=evidence)
 
-    async def disable(self, key: ApiKey, reason: str) -> None:
+    async def disable(self, key: ApiKey, reason: str, action: str) -> None:
+        """Take this one key out of use for every process; the others go on."""
         reason = self.redact.text(reason)  # provider text: stored and logged below
         async with self.pool.connection() as conn:
             await conn.execute(q("rate_disable"), {
                 "platform": self.platform.name, "key_id": key.key_id, "reason": reason})
         log.error("llm_key_disabled", platform=self.platform.name, key=key.key_id,
-                  reason=reason, action="top up or replace the key, then restart the workers")
+                  reason=reason, action=action)
 
 
 def _int(headers: Mapping[str, str], name: str) -> int | None:

@@ -1,4 +1,6 @@
-"""LLM jobs on a platform: `chat` and `analyze`, called through the openai SDK.
+"""LLM jobs on a platform: `chat`, `analyze`, `document` and `embed`, called through the openai
+SDK, and the one limited-call loop (`limited_call`) that users' own code shares through
+`ctx.llm(...)` (jobqueue/llm/clients.py).
 
 jobqueue is the only retry loop (the SDK's max_retries=0), so every attempt passes the shared
 limiter. A 429 blocks the key everywhere and the call tries again within the same attempt (the
@@ -26,8 +28,18 @@ from psycopg_pool import AsyncConnectionPool
 from jobqueue import db, quotas, settings
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidAnswer as InvalidAnswer
+from jobqueue.errors import NoUsableKey
 from jobqueue.llm import documents
 from jobqueue.llm.cache import ResponseCache, cache_key, is_deterministic
+from jobqueue.llm.payloads import (
+    ANALYZE_INSTRUCTIONS,
+    SENTIMENTS,
+    chat_request,
+    check_analyze,
+    check_embed,
+    embed_groups,
+    embed_tokens,
+)
 from jobqueue.llm.platforms import ApiKey, Platform
 from jobqueue.llm.ratelimit import Grant, Limiter, estimate_tokens, retry_after_seconds
 from jobqueue.llm.redact import Redactor
@@ -35,48 +47,7 @@ from jobqueue.tasks import JobContext, Permanent, Registry
 
 log = structlog.get_logger("jobqueue.llm")
 
-API_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "response_format", "stop",
-              "presence_penalty", "frequency_penalty")
-# `fallback: false` forbids the platform's fallback model for this job (a batch sets it on
-# every row): the job waits for the main model however long the provider limits it.
-CHAT_FIELDS = {"prompt", "messages", "model", "cache", "metadata", "fallback", *API_PARAMS}
-ANALYZE_FIELDS = {"text", "model", "max_tokens", "cache", "metadata", "fallback"}
-SENTIMENTS = ("positive", "neutral", "negative")
-
-ANALYZE_INSTRUCTIONS = (
-    "Analyse the user's text. Answer with one JSON object and nothing else, with exactly these "
-    "keys: summary (string, at most three sentences), sentiment (one of positive, neutral, "
-    "negative), topics (list of short strings), entities (list of names of people, "
-    "organisations, places or products).")
-
-
-def chat_request(payload: Any, platform: Platform) -> dict:
-    """The API request for a chat job's payload; Permanent if the payload is unusable."""
-    if not isinstance(payload, dict):
-        raise Permanent("payload: must be an object with prompt or messages")
-    unknown = set(payload) - CHAT_FIELDS
-    if unknown:
-        raise Permanent(f"payload: unknown field(s) {', '.join(sorted(unknown))}")
-    if ("prompt" in payload) == ("messages" in payload):
-        raise Permanent("payload: give exactly one of prompt or messages")
-    if "prompt" in payload:
-        if not isinstance(payload["prompt"], str) or not payload["prompt"].strip():
-            raise Permanent("payload.prompt: must be a non-empty string")
-        messages = [{"role": "user", "content": payload["prompt"]}]
-    else:
-        messages = payload["messages"]
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and "role" in m for m in messages):
-            raise Permanent("payload.messages: must be a non-empty list of {role, content}")
-    if payload.get("fallback") not in (None, True, False):
-        raise Permanent("payload.fallback: must be true or false")
-    request = {"model": payload.get("model") or platform.model, "messages": messages,
-               "max_tokens": payload.get("max_tokens") or platform.max_tokens}
-    for name in API_PARAMS:
-        if payload.get(name) is not None and name != "max_tokens":
-            request[name] = payload[name]
-    return request
-
+GATE_SECONDS = 2.0  # how often a platform's workers look whether it has a usable key
 
 def validate_analysis(text: str) -> dict:
     try:
@@ -111,12 +82,15 @@ class PlatformRuntime:
         self.pool: AsyncConnectionPool | None = None
         self.limiter: Limiter | None = None
         self.cache: ResponseCache | None = None
+        self._usable = True  # some key of the platform is enabled (claim_gate)
+        self._usable_checked = -GATE_SECONDS
 
     def registry(self) -> Registry:
         reg = Registry()
         reg.register("chat", self._scrubbed(self.chat))
         reg.register("analyze", self._scrubbed(self.analyze))
         reg.register("document", self._scrubbed(self.document))
+        reg.register("embed", self._scrubbed(self.embed))
         return reg
 
     def _scrubbed(self, task):
@@ -144,6 +118,9 @@ class PlatformRuntime:
         await self.pool.open()
         self.limiter = Limiter(self.platform, self.keys, self.pool)
         await self.limiter.ensure()
+        from jobqueue.llm import clients  # ctx.llm(name) on this loop shares this runtime
+
+        clients.use(self, self.url)
         self.cache = ResponseCache(self.pool, self.platform.cache_ttl,
                                    pending_seconds=self.platform.timeout * 2)
         for key in self.keys:
@@ -155,7 +132,32 @@ class PlatformRuntime:
         """Connections its pool holds open now (for the worker's heartbeat)."""
         return self.pool.get_stats().get("pool_size", 0) if self.pool is not None else 0
 
+    async def claim_gate(self) -> float:
+        """Asked by the worker before each claim: seconds to hold off. While every key of the
+        platform is disabled (rejected, out of quota) nothing is claimed, so jobs stay waiting
+        with their attempts untouched; the answer is looked up at most every few seconds,
+        and a key enabled again (`jobqueue keys enable`) reopens it without a restart."""
+        now = time.monotonic()
+        if now - self._usable_checked >= GATE_SECONDS:
+            self._usable_checked = now
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(q("rate_any_usable"), {
+                    "platform": self.platform.name, "keys": [k.key_id for k in self.keys]})
+                usable = (await cur.fetchone())[0]
+            if usable != self._usable:
+                if usable:
+                    log.warning("llm_platform_key_enabled", platform=self.platform.name)
+                else:  # the alert: an operator must act
+                    log.error("llm_platform_has_no_usable_key", platform=self.platform.name,
+                              action="fix or replace the keys, then `jobqueue keys enable "
+                                     "NAME`; jobs wait meanwhile")
+            self._usable = usable
+        return 0.0 if self._usable else GATE_SECONDS
+
     async def stop(self) -> None:
+        from jobqueue.llm import clients
+
+        clients.forget(self)
         for client in self.clients.values():
             await client.close()
         if self.pool is not None:
@@ -168,13 +170,7 @@ class PlatformRuntime:
         return await self._run(request, payload, ctx, validate=None)
 
     async def analyze(self, payload: Any, ctx: JobContext) -> dict:
-        if not isinstance(payload, dict) or set(payload) - ANALYZE_FIELDS:
-            raise Permanent(f"payload: expected fields {', '.join(sorted(ANALYZE_FIELDS))}")
-        text = payload.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise Permanent("payload.text: must be a non-empty string")
-        if payload.get("fallback") not in (None, True, False):
-            raise Permanent("payload.fallback: must be true or false")
+        check_analyze(payload)
         request = self._analyze_request(payload)
         result = await self._run(request, payload, ctx, validate=validate_analysis)
         result["analysis"] = validate_analysis(result["text"])
@@ -274,20 +270,41 @@ class PlatformRuntime:
         p = self.platform
         cost = estimate_tokens(request["messages"], request["max_tokens"])
         fallback = p.fallback_model if request["model"] == p.model and allow_fallback else None
+        started = time.monotonic()
+
+        async def send(client: openai.AsyncOpenAI, grant: Grant):
+            return await client.chat.completions.with_raw_response.create(
+                **(request | {"model": grant.model}))
+
+        completion, grant, throttled = await self.limited_call(
+            cost, request["model"], fallback, send)
+        # the call's own latency: the time spent waiting for budget is reported apart
+        seconds = max(0.0, time.monotonic() - started - grant.waited)
+        return _result(request, grant, completion, seconds, throttled)
+
+    async def limited_call(self, cost: int, model: str, fallback: str | None, send):
+        """One provider call through the shared limiter: reserve `cost` tokens on `model`
+        (or `fallback` while the provider limits it), `send(client, grant)` the request, and
+        settle with the usage and headers. 429s block the key and try again (up to
+        max_429_retries); a rejected or exhausted key is disabled and another one tried.
+        Returns (parsed response, grant, 429s absorbed)."""
+        p = self.platform
         throttled = 0
         while True:
-            grant = await self.limiter.acquire(cost, request["model"], fallback,
-                                               p.latency_budget)
-            client = self.clients[grant.key.key_id]
-            started = time.monotonic()
             try:
-                raw = await client.chat.completions.with_raw_response.create(
-                    **(request | {"model": grant.model}))
+                grant = await self.limiter.acquire(cost, model, fallback, p.latency_budget)
+            except NoUsableKey:
+                self._usable_checked = -GATE_SECONDS  # the next claim asks the database
+                raise
+            client = self.clients[grant.key.key_id]
+            try:
+                raw = await send(client, grant)
             except openai.RateLimitError as exc:
                 if _error_code(exc) == "insufficient_quota":
                     await self.limiter.release(grant)
                     await self.limiter.disable(grant.key, "insufficient_quota: "
-                                               + self._said(exc))
+                                               + self._said(exc), "top up the account, then "
+                                               "`jobqueue keys enable` or restart the workers")
                     continue  # another key may still have quota
                 throttled += 1
                 await self.limiter.block(grant, retry_after_seconds(exc.response.headers) or 1.0,
@@ -295,9 +312,12 @@ class PlatformRuntime:
                 if throttled > p.max_429_retries:
                     raise
                 continue
-            except openai.AuthenticationError as exc:
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
                 await self.limiter.release(grant)
-                await self.limiter.disable(grant.key, f"authentication failed: {exc.status_code}")
+                await self.limiter.disable(
+                    grant.key, f"the provider rejected the key ({exc.status_code}): "
+                               + self._said(exc), "replace the key in its variable, restart "
+                               "the workers or run `jobqueue keys enable`")
                 continue
             except (openai.BadRequestError, openai.NotFoundError,
                     openai.UnprocessableEntityError) as exc:
@@ -307,11 +327,35 @@ class PlatformRuntime:
                 # 5xx, timeout, connection error, cancellation: no word on the budget.
                 await asyncio.shield(self.limiter.release(grant))
                 raise
-            completion = raw.parse()
-            usage = completion.usage
-            actual = usage.total_tokens if usage else cost
+            parsed = raw.parse()
+            usage = getattr(parsed, "usage", None)
+            actual = getattr(usage, "total_tokens", None) or cost
             await self.limiter.settle(grant, actual, raw.headers)
-            return _result(request, grant, completion, time.monotonic() - started, throttled)
+            return parsed, grant, throttled
+
+    async def embed(self, payload: Any, ctx: JobContext) -> dict:
+        """Vectors for `input` (a string or a list), in as few calls as the limits allow: at
+        most `embed_batch` inputs per call, and no call above what the token bucket holds."""
+        inputs, model, dimensions = check_embed(payload, self.platform)
+        p = self.platform
+        per_call_tokens = max(1, int(p.tpm * p.burst_seconds / 60))
+        vectors: list[list[float]] = []
+        tokens = calls = 0
+        for group in embed_groups(inputs, p.embed_batch, per_call_tokens):
+            cost = sum(embed_tokens(text) for text in group)
+            extra = {"dimensions": dimensions} if dimensions else {}
+
+            async def send(client, grant, group=group, extra=extra):
+                return await client.embeddings.with_raw_response.create(
+                    model=grant.model, input=group, **extra)
+
+            response, _, _ = await self.limited_call(cost, model, None, send)
+            vectors += [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
+            tokens += response.usage.total_tokens if response.usage else cost
+            calls += 1
+            ctx.set_progress({"done": len(vectors), "total": len(inputs)})
+        return {"model": model, "embeddings": vectors, "calls": calls,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     def _said(self, exc: openai.APIStatusError) -> str:
         """The provider's error message, scrubbed before it is cut to length (a cut key would

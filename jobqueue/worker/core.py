@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import psycopg
 import structlog
 
+from jobqueue import db
 from jobqueue.db.queries import q
 from jobqueue.errors import WorkerFailed
 from jobqueue.tasks import Registry, registry
@@ -53,11 +54,15 @@ class Worker:
                  tasks: Registry | Mapping[str, Registry] = registry,
                  on_start: Callable[[], Awaitable[None]] | None = None,
                  on_stop: Callable[[], Awaitable[None]] | None = None,
+                 gates: Mapping[str, Callable[[], Awaitable[float]]] | None = None,
                  extra_connections: Callable[[], int] | None = None):
         """`tasks`: one registry for every queue, or one per queue name. `on_start`/`on_stop`
         run on the worker's loop around its work (e.g. a platform's HTTP clients and pools,
-        which must live on that loop). `extra_connections`: how many database connections
-        the process holds besides the worker's own (a platform's pool), for its heartbeat."""
+        which must live on that loop). `gates`: per queue name, asked before each claim how
+        long to hold off (a platform with no usable key says so). `extra_connections`: how
+        many database connections the process holds besides the worker's own (a platform's
+        pool), for its heartbeat."""
+        self.gates = dict(gates or {})
         self.url = url
         self.on_start, self.on_stop = on_start, on_stop
         self.extra_connections = extra_connections
@@ -66,7 +71,9 @@ class Worker:
         self.tasks = tasks
         self.id = uuid.uuid4()
         self.log = log.bind(worker=str(self.id), queue=self.config.queue)
-        self.listener = Listener(url, {}, lambda: None, self.log)
+        # LISTEN needs a session of its own: a direct connection when DATABASE_URL is a
+        # PgBouncer in transaction mode (JOBQUEUE_LISTEN_DATABASE_URL).
+        self.listener = Listener(db.listen_url(url), {}, lambda: None, self.log)
         self.listening = self.listener.listening  # set while LISTEN is in place
         self._stopping = False  # warm stop: claim nothing more
         self._hard = False  # hard stop: hand everything back now
@@ -167,6 +174,7 @@ class Worker:
             producer = Producer(links["claim"], self.id, queue, cfg, executor, claim_lock)
             if cfg.until_idle:
                 producer.on_short_claim = self._idle_check
+            producer.gate = self.gates.get(queue.name)
             self.producers[queue.name] = producer
         leases = Leases(links["claim"], self.id, cfg, self.executors, claim_lock,
                         self._worker_row, self._wake_all)

@@ -1,6 +1,7 @@
 """Cluster maintenance, run by every worker and done by one at a time: rescue expired leases
 (dead-letter those out of attempts), prune old finished jobs, dead worker rows and full quota
-buckets (jobqueue/quotas.py), and run the prune hooks that extensions register (the LLM
+buckets (jobqueue/quotas.py), evaluate the alert rules and prune old webhook deliveries
+(jobqueue/webhooks/alerts.py), and run the prune hooks that extensions register (the LLM
 response cache registers its own).
 
 Leadership is a transaction-level advisory lock that each maintenance statement takes itself
@@ -19,6 +20,7 @@ import structlog
 
 from jobqueue.db import store
 from jobqueue.db.queries import q
+from jobqueue.webhooks import alerts
 from jobqueue.worker.config import WorkerConfig
 from jobqueue.worker.link import Link
 
@@ -52,7 +54,8 @@ class Maintenance:
         pruned = await store.prune_finished(conn, cfg.retention_seconds, 10000)
         await conn.execute(q("prune_workers"), {
             "stale_seconds": max(60.0, 10 * cfg.heartbeat_seconds)})
-        hooks = {}
+        deliveries = await alerts.maintain(conn, cfg.retention_seconds)
+        hooks = {"webhook_deliveries": deliveries} if deliveries else {}
         if random.random() < 1 / 12:  # about once a minute: full quota buckets (a scan)
             cur = await conn.execute(q("quota_usage_prune"))
             hooks["quota_usage"] = cur.rowcount

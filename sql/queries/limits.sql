@@ -82,43 +82,59 @@ SELECT (SELECT key_id FROM granted) AS key_id,
 -- name: rate_settle
 -- After a call the provider accepted: charge what the real usage exceeded the estimate by
 -- (never refund: providers count the estimate, prompt plus max_tokens, at admission), and
--- take the provider's x-ratelimit-remaining-* as the level, up or down: it is the provider's
--- own count for every process together, at the moment it answered. What is still in flight
--- (reserved by anyone, not yet settled, this call excluded) is not in that count, so it is
--- subtracted. The level is capped at the provider's stated limit. The key's pace recovers
--- additively (+0.02 per accepted call). A header saying nothing is left marks the key as
--- limited by the provider for the time one request takes to refill.
-UPDATE jobqueue.rate_buckets
+-- believe the provider's x-ratelimit-remaining-*, its own count for every process together at
+-- the moment it answered, minus what is still on its way to it (reserved by anyone, not yet
+-- settled, this call excluded):
+-- - down always: when it says less is left than we think;
+-- - up too when we are configured to use the provider's whole limit (rpm/tpm configured at
+--   least what x-ratelimit-limit-* says): the level becomes the provider's count, capped at
+--   its limit, as of now. A fresh fleet then spends the provider's initial burst instead of
+--   leaving it unused. Configured below the provider's limit (room left for others), we keep
+--   to our own pace.
+-- The key's pace recovers additively (+0.02 per accepted call). A header saying nothing is
+-- left marks the key as limited by the provider for the time one request takes to refill.
+WITH believed AS (
+    SELECT platform, model, key_id,
+           %(remaining_requests)s::float8 - greatest(0, in_flight_requests - 1) AS req_left,
+           %(remaining_tokens)s::float8 - greatest(0, in_flight_tokens - %(estimated)s)
+               AS tok_left,
+           %(limit_requests)s::int IS NOT NULL AND rpm_configured >= %(limit_requests)s::int
+               AS req_up,
+           %(limit_tokens)s::int IS NOT NULL AND tpm_configured >= %(limit_tokens)s::int
+               AS tok_up
+    FROM jobqueue.rate_buckets
+    WHERE platform = %(platform)s AND model = %(model)s AND key_id = %(key_id)s
+)
+UPDATE jobqueue.rate_buckets b
 SET tok_level = CASE
-        WHEN %(remaining_tokens)s::float8 IS NULL
-            THEN tok_level - greatest(0, %(actual)s - %(estimated)s)
-        ELSE least(coalesce(%(limit_tokens)s::float8, tpm_configured),
-                   %(remaining_tokens)s::float8
-                   - greatest(0, in_flight_tokens - %(estimated)s))
+        WHEN v.tok_left IS NULL THEN b.tok_level - greatest(0, %(actual)s - %(estimated)s)
+        WHEN v.tok_up THEN least(%(limit_tokens)s::float8, v.tok_left)
+        ELSE least(b.tok_level - greatest(0, %(actual)s - %(estimated)s), v.tok_left)
         END,
     req_level = CASE
-        WHEN %(remaining_requests)s::float8 IS NULL THEN req_level
-        ELSE least(coalesce(%(limit_requests)s::float8, rpm_configured),
-                   %(remaining_requests)s::float8 - greatest(0, in_flight_requests - 1))
+        WHEN v.req_left IS NULL THEN b.req_level
+        WHEN v.req_up THEN least(%(limit_requests)s::float8, v.req_left)
+        ELSE least(b.req_level, v.req_left)
         END,
-    -- the levels above are as of now when they came from the headers
-    updated_at = CASE
-        WHEN %(remaining_requests)s::float8 IS NULL AND %(remaining_tokens)s::float8 IS NULL
-            THEN updated_at
-        ELSE greatest(updated_at, now()) END,
-    rpm = least(rpm_configured, coalesce(%(limit_requests)s::int, rpm_configured)),
-    tpm = least(tpm_configured, coalesce(%(limit_tokens)s::int, tpm_configured)),
+    -- Levels taken from the headers whole are as of now. (Both come in one answer; when only
+    -- one is believed upward the other's refill since updated_at is counted once more.)
+    updated_at = CASE WHEN (v.req_up AND v.req_left IS NOT NULL)
+                        OR (v.tok_up AND v.tok_left IS NOT NULL)
+                      THEN greatest(b.updated_at, now()) ELSE b.updated_at END,
+    rpm = least(b.rpm_configured, coalesce(%(limit_requests)s::int, b.rpm_configured)),
+    tpm = least(b.tpm_configured, coalesce(%(limit_tokens)s::int, b.tpm_configured)),
     provider_limited_until = CASE
         WHEN %(remaining_requests)s::float8 < 1
-            THEN now() + make_interval(secs => 60.0 / rpm)
+            THEN now() + make_interval(secs => 60.0 / b.rpm)
         WHEN %(remaining_tokens)s::float8 < %(estimated)s
-            THEN now() + make_interval(secs => 60.0 * %(estimated)s / tpm)
-        ELSE provider_limited_until END,
-    rate_factor = least(1.0, rate_factor + 0.02),
-    in_flight_requests = greatest(0, in_flight_requests - 1),
-    in_flight_tokens = greatest(0, in_flight_tokens - %(estimated)s),
-    tokens_total = tokens_total + %(actual)s
-WHERE platform = %(platform)s AND model = %(model)s AND key_id = %(key_id)s;
+            THEN now() + make_interval(secs => 60.0 * %(estimated)s / b.tpm)
+        ELSE b.provider_limited_until END,
+    rate_factor = least(1.0, b.rate_factor + 0.02),
+    in_flight_requests = greatest(0, b.in_flight_requests - 1),
+    in_flight_tokens = greatest(0, b.in_flight_tokens - %(estimated)s),
+    tokens_total = b.tokens_total + %(actual)s
+FROM believed v
+WHERE b.platform = v.platform AND b.model = v.model AND b.key_id = v.key_id;
 
 
 -- name: rate_release
@@ -184,3 +200,21 @@ SELECT platform, model, key_id, rpm, tpm, rpm_configured, tpm_configured,
 FROM jobqueue.rate_buckets
 WHERE (%(platform)s::text IS NULL OR platform = %(platform)s::text)
 ORDER BY platform, model, key_id;
+
+
+-- name: rate_any_usable
+-- Whether a platform has a key that is not disabled: while it has none its workers stop
+-- claiming (jobs stay waiting, attempts untouched) until `jobqueue keys enable`.
+SELECT coalesce(bool_or(disabled_reason IS NULL), true) AS usable
+FROM jobqueue.rate_buckets
+WHERE platform = %(platform)s AND key_id = ANY(%(keys)s);
+
+
+-- name: rate_key_set_disabled
+-- `jobqueue keys enable|disable NAME`: NAME is a key id (VAR:hash) or its variable's name
+-- (every key read from that variable). Workers see the change at their next reservation.
+UPDATE jobqueue.rate_buckets
+SET disabled_reason = %(reason)s
+WHERE (key_id = %(name)s OR split_part(key_id, ':', 1) = %(name)s)
+  AND (%(platform)s::text IS NULL OR platform = %(platform)s::text)
+RETURNING platform, model, key_id;

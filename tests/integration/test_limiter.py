@@ -7,14 +7,26 @@ against the key is recognised from its 429s, and a contended run stays near the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections import Counter
 
 import pytest
 from psycopg_pool import AsyncConnectionPool
+from structlog.testing import capture_logs
 
 from jobqueue import db
 from jobqueue.llm.ratelimit import Grant, Limiter, names_another_limit
-from tests.support.helpers import KEYS, platform, wait_finished
+from tests.support.helpers import KEYS, platform, run_cli, wait_finished, wait_until
+
+
+@contextlib.contextmanager
+def capture_logs_of(event: str):
+    """The log entries of one event emitted inside the block."""
+    found: list[dict] = []
+    with capture_logs() as logs:
+        yield found
+    found.extend(e for e in logs if e["event"] == event)
 
 
 def run(coro):
@@ -182,3 +194,78 @@ class TestContention:
         totals = sim.stats()["totals"]
         refused = totals["rejected_429"] / (totals["rejected_429"] + totals["accepted"])
         assert refused < 0.05, totals
+
+
+class TestCacheUnderBacklog:
+    def test_identical_calls_waiting_behind_a_tight_limit_make_one_call(
+            self, client, sim, platform_worker):
+        """The in-flight entry outlives its pending time while its call waits for budget
+        (before: it lapsed after twice the call timeout and the other worker called too), and
+        a re-run is answered from the cache."""
+        plat = platform(sim, rpm=60, burst_seconds=2.0, timeout=0.5)  # pending entry: 1 s
+        for _ in range(2):  # two caches: as two processes
+            platform_worker(plat, concurrency=200)
+        prompt = {"prompt": "The same question, asked by everyone.", "temperature": 0}
+        ahead = chat_jobs(client, 3, temperature=1)  # the budget goes to these first
+        same = chat_jobs(client, 1000, **prompt)
+        jobs = wait_finished(client, ahead + same, timeout=90)
+        assert all(j.state == "succeeded" for j in jobs)
+        assert sim.stats()["totals"]["ok"] == 3 + 1, "an identical call was made twice"
+        rerun = wait_finished(client, chat_jobs(client, 40, **prompt), timeout=30)
+        assert all(j.result["cached"] for j in rerun)
+        assert sim.stats()["totals"]["ok"] == 4
+
+
+class TestKeysThatFail:
+    def test_a_rejected_key_is_disabled_alone_and_the_others_serve(
+            self, client, sim, platform_worker, sql):
+        env = dict(KEYS, SIM_KEY_B="sk-wrong")  # B is not a key the provider knows
+        plat = platform(sim, api_key_env=("SIM_KEY_A", "SIM_KEY_B"))
+        with capture_logs_of("llm_key_disabled") as logs:
+            platform_worker(plat, environ=env)
+            jobs = wait_finished(client, chat_jobs(client, 30, temperature=1), timeout=30)
+        assert all(j.state == "succeeded" and j.result["key"].startswith("SIM_KEY_A:")
+                   for j in jobs)
+        assert all(j.attempts == 1 for j in jobs), "a job spent an attempt on the wrong key"
+        rows = {r["key_id"].split(":")[0]: r["disabled_reason"]
+                for r in sql("SELECT key_id, disabled_reason FROM jobqueue.rate_buckets")}
+        assert rows["SIM_KEY_A"] is None
+        assert rows["SIM_KEY_B"].startswith("the provider rejected the key (401)")
+        assert logs and "top up" not in str(logs)
+
+    def test_with_no_usable_key_jobs_wait_untouched_until_a_key_is_enabled(
+            self, client, sim, platform_worker, sql, db_url):
+        env = dict(KEYS, SIM_KEY_A="sk-wrong")
+        plat = platform(sim)
+        platform_worker(plat, environ=env)
+        ids = chat_jobs(client, 20, temperature=1)
+        wait_until(lambda: sql("SELECT count(*) AS n FROM jobqueue.rate_buckets "
+                               "WHERE disabled_reason IS NOT NULL")[0]["n"] > 0,
+                   message="the wrong key disabled")
+        # Jobs already claimed come back unspent; nothing more is claimed.
+        wait_until(lambda: sql("SELECT count(*) AS n FROM jobqueue.jobs "
+                               "WHERE lease_owner IS NULL")[0]["n"] == 20,
+                   message="every job waiting again")
+        claims_before = sim.stats()["totals"]["requests"]
+        time.sleep(3)  # two gate periods: nothing may be claimed or called meanwhile
+        rows = sql("SELECT attempts, lease_owner FROM jobqueue.jobs")
+        assert len(rows) == 20 and all(r["attempts"] == 0 and r["lease_owner"] is None
+                                       for r in rows)
+        assert sim.stats()["totals"]["requests"] == claims_before
+        # The provider accepts the key now (it was topped up, say): enabling it is enough.
+        sim.configure(keys={"sk-wrong": None})
+        result = run_cli("keys", "enable", "SIM_KEY_A", url=db_url)
+        assert result.returncode == 0 and "enabled SIM_KEY_A:" in result.stdout
+        jobs = wait_finished(client, ids, timeout=30)
+        assert all(j.state == "succeeded" and j.attempts == 1 for j in jobs)
+
+    def test_a_chat_without_a_prompt_is_refused_at_enqueue(self, db_url, sim, tmp_path, sql):
+        config = tmp_path / "jobqueue.toml"
+        config.write_text(f'[platforms.sim]\nbase_url = "{sim.base_url}"\nmodel = "m"\n'
+                          'api_key_env = "SIM_KEY_A"\n')
+        result = run_cli("enqueue", "--platform", "sim", url=db_url,
+                         env={"JOBQUEUE_CONFIG": str(config)})
+        assert result.returncode == 2
+        assert "payload: give exactly one of prompt or messages (--prompt gives one)" \
+            in result.stderr and "Traceback" not in result.stderr
+        assert sql("SELECT count(*) AS n FROM jobqueue.jobs")[0]["n"] == 0
