@@ -14,11 +14,13 @@ from datetime import datetime
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
 from jobqueue.batches import files as batchfiles
 from jobqueue.batches.specs import chat_spec
 from jobqueue.client import insert_specs
 from jobqueue.db.queries import q
+from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import InvalidJob, JobSpec
 from jobqueue.llm import platforms
 from web import quotas as quota_web
@@ -436,6 +438,43 @@ def pause_queue(name: str, action: str):
     with client.pool.connection() as conn:
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
     return jsonify(queue=name, paused=action == "pause")
+
+
+QUEUE_SETTINGS_FIELDS = ("max_running", "max_running_per_owner", "fair")
+
+
+@bp.get("/queues/<name>/settings")
+@require("read")
+def get_queue_settings(name: str):
+    """A queue's caps and fairness (defaults for a queue never set), and its running jobs."""
+    with resources().client.pool.connection() as conn:
+        row = queue_settings.list_settings(conn, name)[0]
+    return jsonify(_settings_json(row))
+
+
+@bp.patch("/queues/<name>/settings")
+@require("admin")
+def set_queue_settings(name: str):
+    """Change a queue's caps and fairness: `{"max_running": 30, "max_running_per_owner": 3,
+    "fair": true}`; fields left out keep their value, null removes a cap."""
+    body = _json_body()
+    unknown = sorted(set(body) - set(QUEUE_SETTINGS_FIELDS))
+    if unknown:
+        raise BadRequest(f"{unknown[0]}: unknown field (allowed: "
+                         f"{', '.join(QUEUE_SETTINGS_FIELDS)})", field=unknown[0])
+    try:
+        with resources().client.pool.connection() as conn:
+            row = queue_settings.change(conn, name, **body)
+    except InvalidQueueSettings as exc:
+        field = str(exc).split(":", 1)[0]
+        raise BadRequest(str(exc), field=field) from None
+    except QueueBusy as exc:
+        raise BadRequest(str(exc), status=409, code="busy") from None
+    return jsonify(_settings_json(row))
+
+
+def _settings_json(row: dict) -> dict:
+    return {**row, "updated_at": row["updated_at"].isoformat() if row["updated_at"] else None}
 
 
 # -- dashboard sessions ---------------------------------------------------------------------

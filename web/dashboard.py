@@ -37,10 +37,12 @@ from flask import (
     url_for,
 )
 
+from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
 from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.db.store import JobFilter
+from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
 from web.resources import resources
@@ -219,6 +221,19 @@ def overview():
                  total=sum(totals.values()), chart=_chart(_last_hour()))
 
 
+@bp.get("/queues")
+def queues():
+    """Every queue with its fleet-wide caps and fairness, each in a form (not refreshed live,
+    so a value being typed stays)."""
+    settings = {r["queue"]: r for r in _store(queue_settings.list_settings)}
+    for status in _store(store.queue_status):
+        settings.setdefault(status["queue"], {
+            "queue": status["queue"], "paused": status["paused"], "max_running": None,
+            "max_running_per_owner": None, "fair": False, "running": status["running"]})
+    return _page("queues.html", title="Queues", queues=[settings[n] for n in sorted(settings)],
+                 still=True)
+
+
 def _last_hour() -> list[dict]:
     """Finished per minute over the last hour. A minute that is over does not change (jobs
     finish at now()), so the app keeps the complete minutes it has read and asks the database
@@ -264,6 +279,30 @@ def pause_queue(name: str, action: str):
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
     flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
     return redirect(url_for(".overview"))
+
+
+@bp.post("/queues/<name>/settings")
+def set_queue_settings(name: str):
+    """The overview's caps-and-fairness form: empty cap fields mean no cap."""
+    try:
+        changes = {
+            "max_running": queue_settings.parse_cap(
+                "max running", request.form.get("max_running", "")),
+            "max_running_per_owner": queue_settings.parse_cap(
+                "max running per owner", request.form.get("max_running_per_owner", "")),
+        }
+        changes["fair"] = (request.form.get("fair") == "on"
+                           or changes["max_running_per_owner"] is not None)
+        with resources().client.pool.connection() as conn:
+            row = queue_settings.change(conn, name, **changes)
+    except (InvalidQueueSettings, QueueBusy) as exc:
+        flash(f"Queue {name}: {exc}", "error")
+    else:
+        caps = ", ".join(f"{label} {row[key]}" for key, label in (
+            ("max_running", "max running"), ("max_running_per_owner", "per owner"))
+            if row[key] is not None) or "no caps"
+        flash(f"Queue {name}: {caps}, {'fair' if row['fair'] else 'first come first served'}.")
+    return redirect(url_for(".queues"))
 
 
 # -- jobs ------------------------------------------------------------------------------------

@@ -182,6 +182,28 @@ OPENAPI = {
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string"}}],
             "responses": {"200": _json({"type": "object"}, "{queue, paused}"), **ERRORS}}},
+        "/queues/{name}/settings": {
+            "get": {
+                "summary": "A queue's caps and fairness, and its running jobs",
+                "operationId": "getQueueSettings",
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {"200": _json({"type": "object"}, "{queue, paused, max_running, "
+                                           "max_running_per_owner, fair, running}"),
+                              **ERRORS}},
+            "patch": {
+                "summary": "Change a queue's caps and fairness (admin); null removes a cap",
+                "operationId": "setQueueSettings",
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "additionalProperties": False, "properties": {
+                        "max_running": {"type": ["integer", "null"], "minimum": 1},
+                        "max_running_per_owner": {"type": ["integer", "null"], "minimum": 1},
+                        "fair": {"type": "boolean"}}}}}},
+                "responses": {"200": _json({"type": "object"}, "the settings now"),
+                              "409": _json({"type": "object"}, "enqueues held a change of "
+                                           "fairness back; try again"), **ERRORS}}},
         "/queues/{name}/resume": {"post": {
             "summary": "Resume a queue (admin)", "operationId": "resumeQueue",
             "parameters": [{"name": "name", "in": "path", "required": True,
