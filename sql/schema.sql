@@ -491,6 +491,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                          SELECT min(run_at) FROM jobqueue.jobs
                          WHERE queue = queue_name AND lease_owner IS NULL
                            AND run_at <= now()))::float8, 0) END
+$$;
 
 -- Fair shares and caps (see 0012_fair_caps.sql for the reasons).
 -- The round each owner's latest job got, per (queue, priority): the next job of the owner
