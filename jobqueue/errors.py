@@ -9,6 +9,7 @@
     ├── BatchFileError (ValueError)      FILE:LINE: field: what is wrong
     ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
     │   └── DocumentTooLarge             its text or its chunks pass a configured limit
+    ├── QuotaExceeded                    an owner's quota refuses new work; says when to retry
     ├── HandBack                         raised by a handler: give the job back unspent
     │   └── NoUsableKey                  every key of a platform is disabled
     ├── InvalidAnswer                    a model's answer lacked the shape asked for
@@ -77,6 +78,27 @@ class UnreadableDocument(JobqueueError, ValueError):
 class DocumentTooLarge(UnreadableDocument):
     """The document's text (or its streams, inflated) or its chunks pass a configured limit
     (JOBQUEUE_DOCUMENT_MAX_CHARS, JOBQUEUE_DOCUMENT_MAX_CHUNKS); the message names it."""
+
+
+class QuotaExceeded(JobqueueError):
+    """New work refused by a per-owner quota (jobqueue/quotas.py); nothing was enqueued.
+
+    `quota` names it ("kind:lesson"), `owner` whose it is, `budget` "jobs" or "tokens";
+    `limit` per `period_seconds`, `remaining` now, `reset_seconds` until the budget is full
+    again, and `retry_after` (seconds) / `retry_at` (a UTC datetime): when the refused work
+    would fit. `requested` is what was asked for (jobs or tokens)."""
+
+    def __init__(self, message: str, *, quota: str, owner: str, budget: str, limit: int,
+                 period_seconds: float, remaining: float, reset_seconds: float,
+                 retry_after: float, requested: float):
+        from datetime import UTC, datetime, timedelta
+
+        super().__init__(message)
+        self.quota, self.owner, self.budget = quota, owner, budget
+        self.limit, self.period_seconds = limit, period_seconds
+        self.remaining, self.reset_seconds = remaining, reset_seconds
+        self.retry_after, self.requested = retry_after, requested
+        self.retry_at = datetime.now(UTC) + timedelta(seconds=retry_after)
 
 
 class HandBack(JobqueueError):

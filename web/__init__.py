@@ -108,13 +108,14 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, dashboard, dashboard_webhooks, health, webhooks
+    from web import api, dashboard, dashboard_webhooks, health, quotas, webhooks
 
     dashboard_webhooks.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.register_blueprint(webhooks.bp, url_prefix="/api")
+    app.register_blueprint(quotas.bp, url_prefix="/api")
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()

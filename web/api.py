@@ -14,7 +14,7 @@ import re
 import tempfile
 from datetime import datetime
 
-from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from pydantic import ValidationError
 
 from jobqueue import queues as queue_settings
@@ -26,6 +26,7 @@ from jobqueue.db.queries import q
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import MAX_NAME_LENGTH, InvalidJob, JobSpec
 from jobqueue.llm import platforms
+from web import quotas as quota_web
 from web import schemas as s
 from web.auth import api_error, require
 from web.contract import BadRequest, Rejected, Reply, operation
@@ -34,6 +35,8 @@ from web.resources import resources
 from web.schemas import MAX_WAIT_SECONDS as MAX_WAIT_SECONDS
 
 bp = Blueprint("api", __name__)
+QUOTA_429 = ("Over the token's rate limit, or over the owner's quota (error.code "
+             "quota_exceeded, with that quota's X-RateLimit-* headers); see Retry-After")
 
 DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown",
                   ".markdown": "text/markdown", ".pdf": "application/pdf"}
@@ -84,7 +87,8 @@ def _visible_job(job_id: int, fresh: bool = False):
 @require("write")
 @operation("Enqueue a job", body=s.NewJob, replies={
     201: Reply(s.JobCreated, "Created"),
-    200: Reply(s.JobCreated, "The job an idempotency key already names")})
+    200: Reply(s.JobCreated, "The job an idempotency key already names")},
+    errors={429: QUOTA_429})
 def create_job(body: s.NewJob):
     spec = JobSpec(kind=body.kind, payload=body.payload, queue=body.queue,
                    priority=body.priority, run_at=body.run_at, delay=body.delay,
@@ -94,7 +98,7 @@ def create_job(body: s.NewJob):
                    on_parent_failure=body.on_parent_failure)
     client = resources().client
     try:
-        job_id, created = client.enqueue_spec(spec)
+        job_id, created, standing = client.create(spec)
     except InvalidJob as exc:
         message = str(exc).removeprefix("job 0: ")
         raise BadRequest(message, field=message.split(":", 1)[0]) from None
@@ -103,6 +107,7 @@ def create_job(body: s.NewJob):
     response = jsonify(id=job_id, state=state, created=created)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/jobs/{job_id}"
+    response.headers.update(quota_web.standing_headers(standing))
     return response
 
 
@@ -176,14 +181,15 @@ def job_events(job_id: int):
 @bp.post("/batches")
 @require("write")
 @operation("Create a batch of LLM jobs from JSON items or an uploaded CSV/JSONL",
-           body=s.NewBatch, form=s.BatchUpload, limit="BATCH_MAX_BYTES",
+           body=s.NewBatch, form=s.BatchUpload, query=s.BatchQuery, limit="BATCH_MAX_BYTES",
            problems=(("items",), 422),
            replies={201: Reply(s.BatchCreated, "{id, total, queue, duplicates, "
                                                "on_complete_job}")},
-           errors={422: "Rejected whole (nothing enqueued): an unknown platform, or items "
+           errors={429: QUOTA_429,
+                   422: "Rejected whole (nothing enqueued): an unknown platform, or items "
                         "or lines at fault, listed in error.problems as items[i].field or "
                         "FILE:LINE"})
-def create_batch(body: s.NewBatch | s.BatchUpload):
+def create_batch(body: s.NewBatch | s.BatchUpload, query: s.BatchQuery):
     if isinstance(body, s.BatchUpload):
         return _batch_from_upload(body)
     platform = _platform(body.platform)
@@ -250,21 +256,29 @@ def _batch_from_upload(form: s.BatchUpload):
 
 
 def _submit(platform, rows, name, source, on_complete: JobSpec | None = None):
+    """Over the owner's quota the batch is refused whole (429, see web/quotas.py), unless
+    ?partial=true: then the first items that fit are enqueued and `refused` counts the rest."""
+    partial = s.BatchQuery.model_validate(request.args.to_dict()).partial  # checked already
     client = resources().client
     try:
-        batch_id, total = client.submit_batch(
+        submitted = client.submit_batch(
             (chat_spec(row, platform.max_attempts) for row in rows),
             queue=platform.name, name=name, owner=g.principal.owner, source=source,
-            on_complete=on_complete)
+            on_complete=on_complete, partial=partial)
     except InvalidJob as exc:  # a limit only the job's own check knows ("job 3: payload..."),
         # or a depends_on naming a job id that is not the caller's
         message = re.sub(r"^job (\d+): ", r"items[\1].", str(exc))
         return Rejected([message]).response()
-    found = client.batch(batch_id)
-    response = jsonify(id=batch_id, total=total, queue=platform.name,
-                       duplicates=found["duplicates"], on_complete_job=found["on_complete_job"])
+    found = client.batch(submitted.batch_id)
+    body = {"id": submitted.batch_id, "total": submitted.total, "queue": platform.name,
+            "duplicates": found["duplicates"], "on_complete_job": found["on_complete_job"]}
+    if submitted.refused:
+        body |= {"refused": submitted.refused,
+                 "retry_after": submitted.exceeded.retry_after if submitted.exceeded else None}
+    response = jsonify(body)
     response.status_code = 201
-    response.headers["Location"] = f"/api/batches/{batch_id}"
+    response.headers["Location"] = f"/api/batches/{submitted.batch_id}"
+    response.headers.update(quota_web.standing_headers(submitted.quota))
     return response
 
 
@@ -327,7 +341,7 @@ def _download(client, batch_id: int, fmt: str):
 @require("write")
 @operation("Upload a text, Markdown or PDF document to analyze", form=s.DocumentUpload,
            limit="DOCUMENT_MAX_BYTES", replies={201: Reply(s.DocumentCreated, "Queued")},
-           errors={413: "Over JOBQUEUE_DOCUMENT_MAX_BYTES",
+           errors={429: QUOTA_429, 413: "Over JOBQUEUE_DOCUMENT_MAX_BYTES",
                    415: "Not multipart/form-data, or not a .txt, .md or .pdf file",
                    422: "An unknown platform, or a text over JOBQUEUE_DOCUMENT_MAX_CHARS"})
 def upload_document(body: s.DocumentUpload):

@@ -243,8 +243,8 @@ class BatchItem(RequestModel):
     priority: Priority | None = None
     idempotency_key: Name | None = None
     metadata: JsonObject | None = None
-    ref: Name | None = Field(None, description="A name later items can wait for")
-    depends_on: Annotated[list[Name | JobId], Field(max_length=MAX_PARENTS)] | None = Field(
+    ref: Filled | None = Field(None, description="A name later items can wait for")
+    depends_on: Annotated[list[Filled | JobId], Field(max_length=MAX_PARENTS)] | None = Field(
         None, description="Refs of earlier items, or ids of existing jobs, it waits for")
     on_parent_failure: Literal[tuple(PARENT_FAILURE_POLICIES)] | None = None
 
@@ -383,6 +383,14 @@ class BatchCreated(ResponseModel):
     queue: str
     duplicates: int = Field(0, description="Rows whose idempotency key named an existing job")
     on_complete_job: int | None = None
+    refused: int | None = Field(None, description="With ?partial=true: items over the "
+                                                  "owner's quota, not enqueued")
+    retry_after: float | None = Field(None, description="Seconds until the quota has room")
+
+
+class BatchQuery(TextModel):
+    partial: bool = Field(False, description="Over the owner's quota, enqueue the first items "
+                                             "that fit (default: refuse the batch whole, 429)")
 
 
 class Batch(ResponseModel):

@@ -37,13 +37,16 @@ def batch() -> None:
 @click.option("--on-complete-queue", default=None, help="Its queue (default: the task's).")
 @click.option("--on-complete-payload", default=None, metavar="JSON",
               help="Its payload, a JSON object (batch_id and counts are added).")
+@click.option("--partial", is_flag=True,
+              help="Over the owner's quota, enqueue the first rows that fit (default: none).")
 def batch_submit(file, platform, template, fmt, name, owner, on_complete, on_complete_queue,
-                 on_complete_payload) -> None:
+                 on_complete_payload, partial) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
     A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued. Rows may
     wait for earlier rows (`ref`, `depends_on`); a row whose idempotency key already names a
-    job on this platform is a duplicate: done, pointing at that job."""
+    job on this platform is a duplicate: done, pointing at that job. Past the owner's quota
+    nothing is enqueued either, unless --partial."""
     from jobqueue.batches import files as batchfiles
     from jobqueue.batches.specs import chat_spec
 
@@ -66,14 +69,19 @@ def batch_submit(file, platform, template, fmt, name, owner, on_complete, on_com
             done = total
 
         rows = batchfiles.iter_rows(file, template=template, fmt=fmt)
-        batch_id, total = jq.submit_batch(
+        submitted = jq.submit_batch(
             (chat_spec(row, settings.max_attempts) for row in rows), queue=platform,
             name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
-            on_progress=advance, on_complete=callback)
+            on_progress=advance, on_complete=callback, partial=partial)
+        batch_id, total = submitted
         duplicates = jq.batch(batch_id)["duplicates"]
     click.echo(f"batch {batch_id}: {total - duplicates} job(s) on {platform}"
                + (f", {duplicates} duplicate(s) of existing jobs (done already)"
                   if duplicates else ""), err=True)
+    if submitted.refused:
+        retry = submitted.exceeded.retry_after if submitted.exceeded else 0
+        click.echo(f"{submitted.refused} row(s) over {owner}'s quota were not enqueued "
+                   f"(retry in {retry:.0f}s)", err=True)
     click.echo(batch_id)
 
 

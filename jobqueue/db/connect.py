@@ -72,6 +72,11 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
               "keepalives_count": 3, "tcp_user_timeout": 20_000, "connect_timeout": 10}
 
 
+# application_name of a worker process's connections (its links, LISTEN and a platform's
+# pool); other processes use "jobqueue". /metrics counts pg_stat_activity by it.
+WORKER_APPLICATION_NAME = "jobqueue-worker"
+
+
 def connect_kwargs() -> dict:
     # prepare_threshold=0 prepares hot statements on first use; None disables preparing.
     return {

@@ -426,10 +426,11 @@ def batches_page(conn: psycopg.Connection, before: int, limit: int) -> list[dict
 
 
 def metrics(conn: psycopg.Connection) -> dict[str, list[dict]]:
-    """What /metrics reports about jobs: {"jobs": [{queue, state, count}], "oldest":
-    [{queue, seconds}], "recent": [{queue, state, duration, wait}] (finished in 5 min)}."""
-    return {name: _execute(conn, f"metrics_{name}").fetchall()
-            for name in ("jobs", "oldest", "recent")}
+    """What /metrics reports about jobs: {"queues": queue_status's rows (every known queue,
+    its counts at 0 where it has none), "recent": [{queue, state, duration, wait}] (finished
+    in the last 5 minutes)}."""
+    return {"queues": queue_status(conn),
+            "recent": _execute(conn, "metrics_recent").fetchall()}
 
 
 # -- workflows (0015): jobs that wait for others, batch duplicates ------------------------------

@@ -25,7 +25,7 @@ import openai
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from jobqueue import db, settings
+from jobqueue import db, quotas, settings
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidAnswer as InvalidAnswer
 from jobqueue.errors import NoUsableKey
@@ -113,7 +113,9 @@ class PlatformRuntime:
 
     async def start(self) -> None:
         self.pool = AsyncConnectionPool(self.url, min_size=1, max_size=4, open=False,
-                                        kwargs=db.connect_kwargs(), name="jobqueue-llm")
+                                        kwargs=db.connect_kwargs() | {
+                                            "application_name": db.WORKER_APPLICATION_NAME},
+                                        name="jobqueue-llm")
         await self.pool.open()
         self.limiter = Limiter(self.platform, self.keys, self.pool)
         await self.limiter.ensure()
@@ -126,6 +128,10 @@ class PlatformRuntime:
             self.clients[key.key_id] = openai.AsyncOpenAI(
                 api_key=key.secret, base_url=self.platform.base_url, max_retries=0,
                 timeout=self.platform.timeout)
+
+    def connections(self) -> int:
+        """Connections its pool holds open now (for the worker's heartbeat)."""
+        return self.pool.get_stats().get("pool_size", 0) if self.pool is not None else 0
 
     async def claim_gate(self) -> float:
         """Asked by the worker before each claim: seconds to hold off. While every key of the
@@ -209,7 +215,8 @@ class PlatformRuntime:
             row = await cur.fetchone()
         if row is None:
             raise Permanent(f"document {doc_id}: not found")
-        filename, content_type, data, text = row
+        filename, content_type, data, text, owner = row
+        extracted_now = text is None
         max_chars = settings.JOBQUEUE_DOCUMENT_MAX_CHARS.get()
         max_chunks = settings.JOBQUEUE_DOCUMENT_MAX_CHUNKS.get()
         if text is None:  # else an earlier attempt extracted it (and may have dropped data)
@@ -231,6 +238,12 @@ class PlatformRuntime:
         # reserve for each chunk (prompt characters / 4 plus max_tokens).
         estimate = sum(estimate_tokens(self._analyze_request({"text": p})["messages"],
                                        self.platform.max_tokens) for p in pieces)
+        # The owner's token quotas learn the estimate now, once per document (the attempt
+        # that extracted it): never refused, possibly into debt (jobqueue/quotas.py).
+        charge = quotas.debit(owner=owner, queue=ctx.queue, kind=ctx.kind, tokens=estimate)
+        if extracted_now and charge is not None:
+            async with self.pool.connection() as conn:
+                await conn.execute(*charge)
         done = 0
 
         async def analyze_piece(piece: str) -> dict:

@@ -783,8 +783,13 @@ LIMIT %(limit)s;
 -- One row per queue known anywhere: depth by state and the oldest waiting job's age from the
 -- hot table (states from jobqueue.job_state); finished counts from the trigger-kept
 -- finished_counts (never a count over all of `finished`, which grows to millions); how many
--- finished in the last minute (a bounded scan through the BRIN index); and whether the queue
--- is paused. Used by `jobqueue status`, /api/queues and the dashboard.
+-- finished in the last minute (a bounded scan through the BRIN index); whether the queue
+-- is paused; and the scaling signals (0013): `latency_seconds`, the oldest waiting job's age
+-- unless the queue's provider has no headroom (jobqueue.queue_latency explains why), whether
+-- it is `rate_limited`, and the `workers` alive for it (heartbeat in the last minute).
+-- A queue is known when it has jobs or finished counts, is paused, is served by a registered
+-- worker or is a platform with rate buckets: every known queue gets a row, its counts at 0.
+-- Used by `jobqueue status`, /api/queues, /metrics and the dashboard.
 WITH states AS (
     SELECT queue, run_at, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state
     FROM jobqueue.jobs
@@ -815,9 +820,18 @@ recent AS (
     FROM jobqueue.finished WHERE finished_at > now() - interval '1 minute'
     GROUP BY queue
 ),
+served AS (
+    -- A worker row's `queue` lists the queues it serves, comma-separated.
+    SELECT s.queue, count(*) FILTER (WHERE w.last_seen_at > now() - interval '1 minute')
+               AS workers
+    FROM jobqueue.workers w, unnest(string_to_array(w.queue, ',')) AS s(queue)
+    GROUP BY s.queue
+),
 names AS (
     SELECT queue FROM hot UNION SELECT queue FROM cold
     UNION SELECT name FROM jobqueue.queues WHERE paused
+    UNION SELECT queue FROM served
+    UNION SELECT platform FROM jobqueue.rate_buckets
 )
 SELECT n.queue,
        coalesce(h.waiting, 0) AS waiting, coalesce(h.retrying, 0) AS retrying,
@@ -825,8 +839,13 @@ SELECT n.queue,
        coalesce(h.blocked, 0) AS blocked, coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
        coalesce(c.cancelled, 0) AS cancelled,
        h.oldest_waiting_seconds, coalesce(r.finished_last_minute, 0) AS finished_last_minute,
-       coalesce(p.paused, false) AS paused, p.paused_at
+       coalesce(p.paused, false) AS paused, p.paused_at,
+       CASE WHEN l.rate_limited THEN 0 ELSE coalesce(h.oldest_waiting_seconds, 0) END
+           AS latency_seconds,
+       l.rate_limited, coalesce(s.workers, 0) AS workers
 FROM names n
+CROSS JOIN LATERAL (SELECT jobqueue.queue_rate_limited(n.queue) AS rate_limited) AS l
+LEFT JOIN served s ON s.queue = n.queue
 LEFT JOIN hot h ON h.queue = n.queue
 LEFT JOIN cold c ON c.queue = n.queue
 LEFT JOIN recent r ON r.queue = n.queue
@@ -987,28 +1006,6 @@ CROSS JOIN LATERAL (
     FROM jobqueue.all_jobs WHERE batch_id = p.id
 ) AS c
 ORDER BY p.id DESC;
-
-
--- name: metrics_jobs
--- Jobs by queue and state for /metrics: the hot table counted (jobqueue.job_state), finished
--- states from the trigger-kept counts (never a scan of `finished`).
-SELECT queue, state, count FROM (
-    SELECT queue, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state,
-           count(*) AS count
-    FROM jobqueue.jobs GROUP BY 1, 2
-    UNION ALL
-    SELECT queue, 'blocked', count(*) FROM jobqueue.blocked GROUP BY 1
-    UNION ALL
-    SELECT queue, state, count FROM jobqueue.finished_counts
-) AS t ORDER BY queue, state;
-
-
--- name: metrics_oldest
--- Age of the oldest waiting job per queue. `lease_owner IS NULL AND run_at <= now()` is
--- jobqueue.job_state's 'waiting' written out, so the claim's partial index can serve it.
-SELECT queue, extract(epoch FROM now() - min(run_at))::float8 AS seconds
-FROM jobqueue.jobs WHERE lease_owner IS NULL AND run_at <= now()
-GROUP BY queue;
 
 
 -- name: metrics_recent
