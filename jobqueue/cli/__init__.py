@@ -34,6 +34,7 @@ COMMANDS = {
     "batch": "jobqueue.cli.batch:batch",
     "tokens": "jobqueue.cli.tokens:tokens",
     "keys": "jobqueue.cli.keys:keys",
+    "budgets": "jobqueue.cli.budgets:budgets",
     "demo": "jobqueue.cli.demo:demo_command",
     "bench": "jobqueue.cli.bench:bench_command",
     "db": "jobqueue.cli.db:db_group",

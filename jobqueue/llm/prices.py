@@ -120,3 +120,53 @@ def parse(data: dict[str, Any], source: str = "config") -> PriceTable:
 def load(path: Path | str | None = None) -> PriceTable:
     """The price table of the config file (the defaults alone when there is no file)."""
     return config.load(parse, path, missing_ok=not config.explicitly_configured())
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a set of calls will cost before it runs: prompt tokens estimated as characters / 4
+    (the limiter's estimate), output counted at each request's max_tokens (an upper bound)."""
+
+    calls: int
+    prompt_tokens: int
+    max_output_tokens: int
+    cost_usd: float | None  # None: some model has no price (see unpriced)
+    batch_api_cost_usd: float | None
+    unpriced: tuple[str, ...]  # models with no price
+    seconds: float  # at the platform's configured limits, all keys together
+    bound_by: str  # "requests" or "tokens": which limit sets the time
+
+    def as_dict(self) -> dict:
+        return {"calls": self.calls, "prompt_tokens": self.prompt_tokens,
+                "max_output_tokens": self.max_output_tokens,
+                "cost_usd": self.cost_usd, "batch_api_cost_usd": self.batch_api_cost_usd,
+                "unpriced_models": list(self.unpriced), "seconds": round(self.seconds, 1),
+                "bound_by": self.bound_by}
+
+
+def estimate(requests, rpm: int, tpm: int, keys: int, table: PriceTable) -> Estimate:
+    """The estimate of chat `requests` ({model, messages, max_tokens}) on a platform whose
+    keys allow `rpm` and `tpm` each."""
+    from jobqueue.llm.ratelimit import estimate_tokens
+
+    calls = prompt = output = 0
+    usd = batch_usd = 0.0
+    unpriced: set[str] = set()
+    for request in requests:
+        out = request["max_tokens"]
+        tokens_in = estimate_tokens(request["messages"], out) - out
+        calls += 1
+        prompt += tokens_in
+        output += out
+        price = table.price(request["model"])
+        if price is None:
+            unpriced.add(request["model"])
+            continue
+        usd += price.cost(tokens_in, out)
+        batch_usd += price.cost(tokens_in, out, batch_api=True)
+    by_requests = calls / (rpm * keys) * 60
+    by_tokens = (prompt + output) / (tpm * keys) * 60
+    return Estimate(calls, prompt, output, None if unpriced else round(usd, 6),
+                    None if unpriced else round(batch_usd, 6), tuple(sorted(unpriced)),
+                    max(by_requests, by_tokens),
+                    "requests" if by_requests >= by_tokens else "tokens")

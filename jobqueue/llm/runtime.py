@@ -352,7 +352,8 @@ class PlatformRuntime:
             actual = getattr(usage, "total_tokens", None) or cost
             await self.limiter.settle(grant, actual, raw.headers)
             await asyncio.shield(self.spend.settle(scope, reservation, grant.model,
-                                                   grant.model != model, Usage.of(parsed)))
+                                                   grant.model != model, Usage.of(parsed),
+                                                   max(0, cost - max_output)))
             return parsed, grant, throttled
 
     async def _send(self, send, client: openai.AsyncOpenAI, grant: Grant,

@@ -17,6 +17,7 @@ queues never touch these tables.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -79,6 +80,10 @@ class Spend:
         # a reservation outlives the call it covers; a dead worker's lapses after this
         self.reservation_seconds = call_timeout * 2 + 60
         self._scopes: OrderedDict[int, Scope] = OrderedDict()
+        # Prompt tokens the provider counted per token estimated (characters / 4), learned
+        # from answered calls: text that tokenizes worse than English (code, other scripts)
+        # raises it, so a budget's reservations stay an upper bound. Never below 1.
+        self.prompt_ratio = 1.0
 
     def cost(self, model: str, usage: Usage | None) -> float | None:
         if usage is None:
@@ -88,7 +93,8 @@ class Spend:
 
     def estimate(self, models: list[str], prompt_tokens: int, max_output: int) -> float | None:
         """The most a call can cost on any of `models`; None if one has no price."""
-        costs = [self.prices.cost(m, prompt_tokens, max_output) for m in models]
+        prompt = math.ceil(prompt_tokens * self.prompt_ratio)
+        costs = [self.prices.cost(m, prompt, max_output) for m in models]
         return None if any(c is None for c in costs) else max(costs)
 
     async def scope(self, job_id: int | None) -> Scope:
@@ -144,9 +150,15 @@ class Spend:
             await conn.execute(q("budget_release"), {"id": reservation})
 
     async def settle(self, scope: Scope, reservation: str | None, model: str,
-                     fallback: bool, usage: Usage | None) -> float | None:
+                     fallback: bool, usage: Usage | None, estimated_prompt: int = 0
+                     ) -> float | None:
         """Record an answered call and drop its reservation, in one transaction; its cost."""
         cost = self.cost(model, usage)
+        if usage is not None and estimated_prompt > 0 and usage.prompt_tokens:
+            seen = usage.prompt_tokens / estimated_prompt
+            # up at once (the next reservations must cover it), down slowly
+            self.prompt_ratio = max(1.0, seen * 1.05 if seen > self.prompt_ratio
+                                    else self.prompt_ratio * 0.99 + seen * 0.01)
         u = usage or Usage()
         async with self.pool.connection() as conn, conn.transaction():
             if reservation is not None:
