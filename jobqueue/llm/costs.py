@@ -98,7 +98,7 @@ def remove_budget(conn: psycopg.Connection, scope: str, scope_id: str,
     if period is not None and period not in PERIODS:
         raise InvalidJob(f"period: must be one of {', '.join(PERIODS)}, got {period!r}")
     with conn.transaction():
-        removed = [r[0] for r in conn.execute(q("budget_remove"), {
+        removed = [r["period"] for r in _dicts(conn).execute(q("budget_remove"), {
             "scope": scope, "scope_id": scope_id, "period": period}).fetchall()]
         resumed = store.resume_over_budget(conn, scope, scope_id) if removed else 0
     return {"removed": sorted(removed), "resumed": resumed}
@@ -118,3 +118,7 @@ def metrics(conn: psycopg.Connection) -> list[dict]:
     """Totals per platform and model since the rollup began (for /metrics)."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(q("spend_metrics")).fetchall()
+
+
+def _dicts(conn: psycopg.Connection) -> psycopg.Cursor:
+    return conn.cursor(row_factory=dict_row)
