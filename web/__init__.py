@@ -92,10 +92,11 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, dashboard, health
+    from web import api, costs, dashboard, health
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(costs.bp, url_prefix="/api")
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()
