@@ -60,6 +60,13 @@ def summary(conn: psycopg.Connection, by: str, days: int = 30, owner: str | None
     return [{by: r["key"]} | _shaped(r) for r in rows]
 
 
+def batches_costs(conn: psycopg.Connection, batch_ids: list[int]) -> dict[int, dict]:
+    """{batch id: calls, fallback_calls, total_tokens, cost_usd, unpriced_calls, cache_hits}
+    of the batches that spent anything."""
+    rows = _dicts(conn).execute(q("spend_batches"), {"ids": list(batch_ids)}).fetchall()
+    return {r["batch_id"]: r for r in rows}
+
+
 def check_budget(scope: str, scope_id: str, period: str, limit_usd) -> float:
     """The budget's limit as a float; InvalidJob naming the field if anything is wrong."""
     if scope not in SCOPES:

@@ -170,3 +170,14 @@ SELECT platform, model, sum(calls)::bigint AS calls,
        sum(cost_usd)::float8 AS cost_usd, sum(unpriced_calls)::bigint AS unpriced_calls,
        sum(cache_hits)::bigint AS cache_hits, sum(saved_usd)::float8 AS saved_usd
 FROM jobqueue.llm_spend GROUP BY platform, model ORDER BY platform, model;
+
+
+-- name: spend_batches
+-- The figures of a page of batches (the dashboard's batches list), one row per batch that
+-- spent anything.
+SELECT batch_id, sum(calls)::bigint AS calls, sum(fallback_calls)::bigint AS fallback_calls,
+       sum(prompt_tokens + completion_tokens)::bigint AS total_tokens,
+       sum(cost_usd)::float8 AS cost_usd, sum(unpriced_calls)::bigint AS unpriced_calls,
+       sum(cache_hits)::bigint AS cache_hits
+FROM jobqueue.llm_spend WHERE batch_id = ANY(%(ids)s::bigint[])
+GROUP BY batch_id;

@@ -8,7 +8,7 @@ import pytest
 
 from jobqueue.llm.prices import Price, PriceTable
 from tests.support.helpers import platform, wait_finished
-from tests.support.web import Api, Server
+from tests.support.web import Api, Dashboard, Server
 
 PRICES = PriceTable({"sim-main": Price(input=1000.0, output=2000.0)})
 
@@ -100,3 +100,19 @@ def test_budgets_through_the_api(server, alice, admin, make_token, client, sim,
     assert admin.delete("/api/budgets/owner/alice").json() == {"removed": ["month"],
                                                                "resumed": 0}
     assert admin.delete("/api/budgets/owner/alice").status_code == 404
+
+
+def test_dashboard_costs_page_and_batch_figures(server, alice, admin, make_token, client, sim,
+                                                platform_worker):
+    platform_worker(platform(sim), prices=PRICES)
+    batch_id = run_batch(alice, client)
+    cost = alice.get(f"/api/batches/{batch_id}").json()["costs"]["cost_usd"]
+    admin.put(f"/api/budgets/batch/{batch_id}/total", json={"usd": cost})  # used up
+    board = Dashboard(server.base)
+    assert board.sign_in(make_token("ops", ["admin"])).status_code == 302
+    page = board.page("/costs")
+    money = f"${cost:.4f}"
+    assert "Per owner" in page and ">alice<" in page and money in page
+    assert "over budget: jobs paused" in page
+    batches = board.page("/batches")
+    assert money in batches and "tok" in batches
