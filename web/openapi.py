@@ -25,6 +25,14 @@ ERRORS = {
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
+BUDGET_PARAMS = [
+    {"name": "scope", "in": "path", "required": True,
+     "schema": {"enum": ["owner", "batch", "campaign"]}},
+    {"name": "scope_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    {"name": "period", "in": "path", "required": True,
+     "schema": {"enum": ["day", "month", "total"]}},
+]
+
 OPENAPI = {
     "openapi": "3.1.0",
     "info": {"title": "jobqueue", "version": settings.VERSION,
@@ -135,6 +143,31 @@ OPENAPI = {
                            {"name": "format", "in": "query", "schema": {
                                "enum": ["jsonl", "csv"]}}],
             "responses": {"200": _json({"type": "object"}, "{items, next_after}"),
+                          **ERRORS}}},
+        "/costs": {"get": {
+            "summary": "LLM tokens and USD summed per day, owner, batch, platform, model or "
+                       "campaign (owners: their own)", "operationId": "getCosts",
+            "parameters": [{"name": "by", "in": "query", "schema": {
+                "enum": ["day", "owner", "batch", "platform", "model", "campaign"]}},
+                {"name": "days", "in": "query", "schema": {
+                    "type": "integer", "minimum": 1, "maximum": 366}}],
+            "responses": {"200": _json({"type": "object"}, "{by, days, owner, rows}"),
+                          **ERRORS}}},
+        "/budgets": {"get": {
+            "summary": "Budgets you may see, with their period's spend",
+            "operationId": "listBudgets",
+            "responses": {"200": _json({"type": "object"}, "{budgets}"), **ERRORS}}},
+        "/budgets/{scope}/{scope_id}/{period}": {"put": {
+            "summary": "Set a budget (USD per day, month or total); paused jobs resume",
+            "operationId": "setBudget", "parameters": BUDGET_PARAMS,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["usd"], "additionalProperties": False,
+                "properties": {"usd": {"type": "number", "minimum": 0}}}}}},
+            "responses": {"200": _json({"type": "object"}, "The budget, with resumed"),
+                          **ERRORS}}, "delete": {
+            "summary": "Remove a budget; paused jobs resume", "operationId": "removeBudget",
+            "parameters": BUDGET_PARAMS,
+            "responses": {"200": _json({"type": "object"}, "{removed, resumed}"),
                           **ERRORS}}},
         "/documents": {"post": {
             "summary": "Upload a text, Markdown or PDF document to analyze",

@@ -17,6 +17,7 @@ the web app use it too.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +107,8 @@ def parse(data: dict[str, Any], source: str = "config") -> PriceTable:
             raise ConfigError(f"{where}.input: required (USD per 1M prompt tokens)")
         values = {}
         for name, value in entry.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{where}.{name}: must be a number of USD >= 0, "
                                   f"got {value!r}")
             values[name] = float(value)

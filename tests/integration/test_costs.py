@@ -72,7 +72,7 @@ class TestCostOfResults:
 
     def test_sums_per_batch_owner_and_platform(self, client, sim, platform_worker, db_url):
         platform_worker(platform(sim), prices=PRICES)
-        batch_a, ids_a = batch_of(client, 3, owner="alice")
+        _batch_a, ids_a = batch_of(client, 3, owner="alice")
         batch_b, ids_b = batch_of(client, 2, owner="bob")
         jobs = wait_finished(client, ids_a + ids_b)
         cost = {j.id: j.result["cost_usd"] for j in jobs}
@@ -135,7 +135,7 @@ class TestBudgets:
             assert budget["spent_usd"] == pytest.approx(spent)
             assert budget["remaining_usd"] == pytest.approx(0, abs=1e-9)
         batch_id, ids = batch_of(client, 3, owner="carol")
-        other_batch, other = batch_of(client, 2, owner="dave")
+        _other_batch, other = batch_of(client, 2, owner="dave")
         assert all(j.state == "succeeded" for j in wait_finished(client, other))
         wait_until(lambda: client.batch(batch_id)["costs"]["over_budget"] == 3)
         assert client.batch(batch_id)["costs"]["calls"] == 0
