@@ -13,6 +13,7 @@ import pytest
 from jobqueue import JobSpec
 from jobqueue.llm import costs
 from jobqueue.llm.prices import Price, PriceTable
+from jobqueue.tasks import Registry
 from tests.support.helpers import platform, wait_finished, wait_until
 
 # Dear enough that a handful of short calls adds up to dollars.
@@ -154,3 +155,54 @@ class TestBudgets:
                 with pytest.raises(ValueError, match=f"^{field}:"):
                     costs.set_budget(conn, *args)
             assert costs.list_budgets(conn) == []
+
+
+class TestScopes:
+    def test_the_fallback_share_and_its_price_per_batch(self, client, sim, platform_worker):
+        sim.configure(model_limits={"sim-main": {"rpm": 6}})
+        platform_worker(platform(sim, rpm=6, fallback_model="sim-small", fallback_rpm=6000,
+                                 latency_budget=0.3), prices=PRICES)
+        batch_id, ids = batch_of(client, 8, temperature=1)
+        jobs = wait_finished(client, ids, timeout=30)
+        fell_back = [j.result for j in jobs if j.result["fallback"]]
+        assert fell_back, "no job used the fallback model: the test proves nothing"
+        for r in fell_back:  # priced as the model that answered
+            u = r["usage"]
+            assert r["cost_usd"] == pytest.approx(
+                (u["prompt_tokens"] * 100 + u["completion_tokens"] * 200) / 1e6)
+        figures = client.batch(batch_id)["costs"]
+        assert figures["fallback_calls"] == len(fell_back)
+        assert figures["fallback_share"] == pytest.approx(len(fell_back) / 8, abs=1e-4)
+        assert figures["cost_usd"] == pytest.approx(sum(j.result["cost_usd"] for j in jobs))
+
+    def test_users_own_calls_are_charged_to_their_job_and_pause_at_its_budget(
+            self, client, sim, platform_worker, db_url):
+        reg = Registry()
+
+        async def lesson(payload, ctx):
+            llm = ctx.llm("sim")
+            answer = await llm.chat.completions.create(
+                messages=[{"role": "user", "content": payload["topic"]}], max_tokens=8,
+                temperature=0)
+            await llm.embeddings.create(input=[payload["topic"]])
+            return {"tokens": answer.usage.total_tokens}
+
+        reg.register("lesson", lesson)
+        platform_worker(platform(sim), queue="lessons", tasks=reg, prices=PRICES)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            costs.set_budget(conn, "owner", "erin", "month", 0)
+        specs = [JobSpec("lesson", {"topic": "same topic"}, queue="lessons") for _ in range(3)]
+        batch_id, _ = client.submit_batch(specs, queue="lessons", owner="erin")
+        ids = [j["id"] for j in client.batch_jobs(batch_id)]
+        wait_until(lambda: client.batch(batch_id)["costs"]["over_budget"] == 3)
+        assert sim.stats()["totals"]["ok"] == 0
+        assert all(client.get(i).attempts == 0 for i in ids)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            costs.remove_budget(conn, "owner", "erin")
+        jobs = wait_finished(client, ids)
+        assert all(j.state == "succeeded" for j in jobs)
+        # one chat call (the others were cache hits, with zero usage) and three embeddings
+        assert sorted(j.result["tokens"] > 0 for j in jobs) == [False, False, True]
+        figures = client.batch(batch_id)["costs"]
+        assert (figures["calls"], figures["cache_hits"]) == (1 + 3, 2)
+        assert figures["cost_usd"] > 0 and figures["unpriced_calls"] == 0
