@@ -249,6 +249,49 @@ JOBQUEUE_JSON_MAX_BYTES = _variable(
     parse=parse_positive_int, shown_default="10485760 (10 MB)")
 
 
+# -- webhooks -------------------------------------------------------------------------------
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+def _networks(raw: str) -> tuple:
+    import ipaddress
+
+    found = []
+    for part in _names(raw):
+        try:
+            found.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP network (e.g. 127.0.0.1/32 or "
+                             "10.0.0.0/8)") from None
+    return tuple(found)
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 < value <= 300:
+        raise ValueError("expected a number of seconds above 0 and at most 300")
+    return value
+
+
+JOBQUEUE_WEBHOOK_ALLOWED_HOSTS = _variable(
+    "JOBQUEUE_WEBHOOK_ALLOWED_HOSTS", ("*",), "comma-separated host names webhook URLs may "
+    "name; `*.example.com` matches its subdomains, `*` any host (private addresses stay "
+    "refused either way)", parse=_names, shown_default="`*`")
+JOBQUEUE_WEBHOOK_ALLOW_PRIVATE = _variable(
+    "JOBQUEUE_WEBHOOK_ALLOW_PRIVATE", (), "comma-separated IP networks webhooks may reach "
+    "although they are private, loopback, link-local or otherwise not global (e.g. "
+    "`10.1.2.0/24` for an internal receiver); every other such address is refused",
+    parse=_networks, shown_default="none")
+JOBQUEUE_WEBHOOK_TIMEOUT_SECONDS = _variable(
+    "JOBQUEUE_WEBHOOK_TIMEOUT_SECONDS", 10.0, "a webhook request's whole time limit: "
+    "connect, send, and read the answer's status line and headers",
+    parse=_positive_seconds)
+
+
 def check(environ: Mapping[str, str] | None = None) -> None:
     """Parse every variable that is set: a bad value fails here, at start, naming itself."""
     for variable in ENVIRONMENT.values():

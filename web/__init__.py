@@ -92,10 +92,13 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, costs, dashboard, health
+    from web import api, costs, dashboard, dashboard_webhooks, health, webhooks
+
+    dashboard_webhooks.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(webhooks.bp, url_prefix="/api")
     app.register_blueprint(costs.bp, url_prefix="/api")
     app.register_blueprint(dashboard.bp)
 
