@@ -324,6 +324,7 @@ class PlatformRuntime:
         scope = await self.spend.scope(job_id)
         estimate = self.spend.estimate([model] + ([fallback] if fallback else []),
                                        max(0, cost - max_output), max_output)
+        await self.spend.check(scope, estimate, model)
         while True:
             try:
                 grant = await self.limiter.acquire(cost, model, fallback, p.latency_budget)

@@ -10,9 +10,9 @@ spend stops within one call's estimate of it. A call with no room raises OverBud
 gives the job back unspent (attempts untouched) to wait, visibly paused, until the budget is
 raised or its period rolls over.
 
-Only LLM calls pay for this: one statement per call when no budget applies (the lock finds
-no row), four when one does, and one upsert into the rollup after the call; jobs of other
-queues never touch these tables.
+Only LLM calls pay for this: one statement per call when no budget applies, a short
+transaction of three more when one does, and one upsert into the rollup after the call; jobs
+of other queues never touch these tables.
 """
 
 from __future__ import annotations
@@ -112,12 +112,26 @@ class Spend:
                 self._scopes.popitem(last=False)
         return found
 
-    async def reserve(self, scope: Scope, estimate_usd: float | None, model: str) -> str | None:
+    async def check(self, scope: Scope, estimate_usd: float | None, model: str) -> None:
+        """OverBudget now if a budget over `scope` has no room for the call, without
+        reserving: asked before the call waits for rate-limit budget, so a paused job does
+        not take a place in the limiter's queue only to give it back."""
+        await self.reserve(scope, estimate_usd, model, hold=False)
+
+    async def reserve(self, scope: Scope, estimate_usd: float | None, model: str,
+                      hold: bool = True) -> str | None:
         """Reserve `estimate_usd` on every budget over `scope`; the reservation's id (None
-        when no budget applies). OverBudget when one has no room (or the model no price)."""
+        when no budget applies). OverBudget when one has no room (or the model no price).
+        `hold=False`: only check."""
         if scope == NO_SCOPE:
             return None
         params = scope.params()
+        async with self.pool.connection() as conn:
+            # The common case, no budget over the scope, costs one statement and no
+            # transaction. (A budget set while this call is on its way applies from the next.)
+            cur = await conn.execute(q("budget_exists"), params)
+            if not (await cur.fetchone())[0]:
+                return None
         async with self.pool.connection() as conn, conn.transaction():
             locked = await (await conn.execute(q("budget_lock"), params)).fetchall()
             if not locked:
@@ -134,6 +148,8 @@ class Spend:
                                   f"${float(reserved):.4f} in flight, this call needs up to "
                                   f"${estimate_usd:.4f})", b_scope, b_id, period, limit_usd,
                                   spent)
+            if not hold:
+                return None
             scopes = sorted({(b[0], b[1]) for b in budgets})
             reservation = str(uuid.uuid4())
             await conn.execute(q("budget_reserve"), {

@@ -36,6 +36,15 @@ ON CONFLICT (day, platform, model, owner, batch_id, campaign) DO UPDATE SET
     saved_usd = s.saved_usd + excluded.saved_usd;
 
 
+-- name: budget_exists
+-- Whether any budget is over the call's scopes (no lock: the fast path of calls without one).
+SELECT EXISTS (
+    SELECT 1 FROM jobqueue.llm_budgets
+    WHERE (scope = 'owner' AND scope_id = %(owner)s)
+       OR (scope = 'batch' AND scope_id = %(batch)s)
+       OR (scope = 'campaign' AND scope_id = %(campaign)s));
+
+
 -- name: budget_lock
 -- Step 1 of a reservation: lock the budgets over the call's scopes, always in one order (so
 -- two reservations over an owner and a batch cannot deadlock). No row: no budget applies and
