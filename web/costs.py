@@ -7,16 +7,33 @@ admin's to set (a cap the capped cannot lift); a batch's owner may set its batch
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+from typing import Literal
+
+from flask import Blueprint, g, jsonify
+from pydantic import BaseModel, ConfigDict, Field
 
 from jobqueue.errors import InvalidJob
 from jobqueue.llm import costs
-from web.api import BadRequest, _json_body
 from web.auth import api_error, require
+from web.contract import BadRequest, Reply, operation
 from web.resources import resources
 
 bp = Blueprint("costs", __name__)
 MAX_DAYS = 366
+NOT_FOUND = {404: "No such budget or batch (or not yours)"}
+
+
+class CostsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    by: Literal[costs.GROUPS] = "day"  # type: ignore[valid-type]
+    days: int = Field(30, ge=1, le=MAX_DAYS, description="UTC days back, today included")
+
+
+class BudgetBody(BaseModel):
+    """PUT /api/budgets/SCOPE/ID/PERIOD: at most `usd` per period."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    usd: float = Field(ge=0, le=costs.MAX_BUDGET_USD)
 
 
 @bp.errorhandler(BadRequest)
@@ -32,20 +49,20 @@ def _invalid(exc: InvalidJob):
 
 @bp.get("/costs")
 @require("read")
-def get_costs():
-    """?by=batch|owner|platform|model|day|campaign (default day) &days=N (default 30)."""
-    by = request.args.get("by", "day")
-    raw_days = request.args.get("days", "30")
-    if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_DAYS:
-        raise BadRequest(f"days: a whole number from 1 to {MAX_DAYS}", field="days")
+@operation("LLM tokens and USD summed per day, owner, batch, platform, model or campaign "
+           "(owners: their own)", query=CostsQuery,
+           replies={200: Reply(None, "{by, days, owner, rows}")})
+def get_costs(query: CostsQuery):
     owner = g.principal.owner_filter()
     with resources().client.pool.connection() as conn:
-        rows = costs.summary(conn, by, int(raw_days), owner=owner)
-    return jsonify(by=by, days=int(raw_days), owner=owner, rows=rows)
+        rows = costs.summary(conn, query.by, query.days, owner=owner)
+    return jsonify(by=query.by, days=query.days, owner=owner, rows=rows)
 
 
 @bp.get("/budgets")
 @require("read")
+@operation("Budgets you may see, with their period's spend",
+           replies={200: Reply(None, "{budgets}")})
 def list_budgets():
     with resources().client.pool.connection() as conn:
         rows = [b for b in costs.list_budgets(conn) if _may_see(b["scope"], b["id"])]
@@ -54,25 +71,22 @@ def list_budgets():
 
 @bp.put("/budgets/<scope>/<scope_id>/<period>")
 @require("write")
-def set_budget(scope: str, scope_id: str, period: str):
-    """Body {"usd": N}: at most N USD per period; paused jobs of the scope resume."""
-    body = _json_body()
-    unknown = set(body) - {"usd"}
-    if unknown:
-        raise BadRequest(f"{sorted(unknown)[0]}: unknown field (known: usd)",
-                         field=sorted(unknown)[0])
-    if "usd" not in body:
-        raise BadRequest("usd: required, a number of USD", field="usd")
-    costs.check_budget(scope, scope_id, period, body["usd"])
+@operation("Set a budget (USD per day, month or total); the scope's paused jobs resume",
+           body=BudgetBody, replies={200: Reply(None, "The budget, with resumed")},
+           errors=NOT_FOUND)
+def set_budget(scope: str, scope_id: str, period: str, body: BudgetBody):
+    costs.check_budget(scope, scope_id, period, body.usd)
     _check_may_set(scope, scope_id)
     with resources().client.pool.connection() as conn:
-        budget = costs.set_budget(conn, scope, scope_id, period, body["usd"])
+        budget = costs.set_budget(conn, scope, scope_id, period, body.usd)
     return jsonify(budget)
 
 
 @bp.delete("/budgets/<scope>/<scope_id>")
 @bp.delete("/budgets/<scope>/<scope_id>/<period>")
 @require("write")
+@operation("Remove a budget; the scope's paused jobs resume",
+           replies={200: Reply(None, "{removed, resumed}")}, errors=NOT_FOUND)
 def remove_budget(scope: str, scope_id: str, period: str | None = None):
     _check_may_set(scope, scope_id)
     with resources().client.pool.connection() as conn:

@@ -11,7 +11,11 @@ ids (see jobs_window in sql/queries/jobs.sql). Only the confirmation of a bulk a
 "everything matching" counts the whole match, under a statement timeout.
 
 Every job read and change goes through jobqueue/db/store.py, so a job's state here is the one
-every other surface reports; only workers, limits and the cache are read here directly.
+every other surface reports; only workers, limits and the cache are read here directly. Pages
+read through the reader (a replica when JOBQUEUE_READ_DATABASE_URL is set: web/resources.py);
+actions change jobs on the primary, and note the primary's WAL position in the session: until
+the replica has replayed it, this session's pages read the primary, so an operator always sees
+the result of their own action.
 """
 
 from __future__ import annotations
@@ -33,18 +37,25 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     stream_with_context,
     url_for,
 )
+from pydantic import ValidationError
 
+from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
 from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.db.store import JobFilter
+from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from jobqueue.llm import costs
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
+from web.contract import describe
+from web.replica import wal_position
 from web.resources import resources
+from web.schemas import IdList, JobFilterArgs, QueueName
 
 bp = Blueprint("dashboard", __name__)
 
@@ -142,19 +153,52 @@ def _pretty_json(value) -> str:
 def _rows(name: str, params: dict | None = None) -> list[dict]:
     """Run one of the dashboard's own queries (workers, limits, cache) unprepared, so it is
     planned for the values it is given."""
-    with resources().client.pool.connection() as conn:
+    with _reader().pool.connection() as conn:
         return conn.execute(q(name), params or {}, prepare=False).fetchall()
 
 
 def _store(call, *args, timeout: str | None = None):
-    """Call a job store function on a pooled connection; with a timeout, inside a transaction
-    that carries it."""
-    with resources().client.pool.connection() as conn:
+    """Call a job store function that reads, on a connection of the reader; with a timeout,
+    inside a transaction that carries it."""
+    with _reader().pool.connection() as conn:
         if timeout is None:
             return call(conn, *args)
         with conn.transaction():
             conn.execute(q("dashboard_statement_timeout"), {"timeout": timeout})
             return call(conn, *args)
+
+
+def _change(call, *args):
+    """Call a store function that changes something (jobs, deliveries), on the primary."""
+    with resources().client.pool.connection() as conn:
+        done = call(conn, *args)
+    _changed()
+    return done
+
+
+# The session key of the primary's WAL position after this session's last change.
+WROTE_AT = "wrote_at"
+
+
+def _changed() -> None:
+    """After a change: this session reads on the primary until the replica has replayed it."""
+    if resources().replicated:
+        session[WROTE_AT] = wal_position(resources().client)
+
+
+def _wrote_at() -> int | None:
+    wrote_at = session.get(WROTE_AT)
+    return wrote_at if isinstance(wrote_at, int) else None
+
+
+def _reader():
+    """Where this request's pages read: the reader, or the primary while the replica has not
+    replayed this session's last change (then the note is dropped)."""
+    wrote_at = _wrote_at()
+    reader = resources().reader_after(wrote_at)
+    if wrote_at is not None and reader is not resources().client:
+        session.pop(WROTE_AT, None)
+    return reader
 
 
 def _page(template: str, **context):
@@ -220,6 +264,19 @@ def overview():
                  total=sum(totals.values()), chart=_chart(_last_hour()))
 
 
+@bp.get("/queues")
+def queues():
+    """Every queue with its fleet-wide caps and fairness, each in a form (not refreshed live,
+    so a value being typed stays)."""
+    settings = {r["queue"]: r for r in _store(queue_settings.list_settings)}
+    for status in _store(store.queue_status):
+        settings.setdefault(status["queue"], {
+            "queue": status["queue"], "paused": status["paused"], "max_running": None,
+            "max_running_per_owner": None, "fair": False, "running": status["running"]})
+    return _page("queues.html", title="Queues", queues=[settings[n] for n in sorted(settings)],
+                 still=True)
+
+
 def _last_hour() -> list[dict]:
     """Finished per minute over the last hour. A minute that is over does not change (jobs
     finish at now()), so the app keeps the complete minutes it has read and asks the database
@@ -231,8 +288,13 @@ def _last_hour() -> list[dict]:
     fresh = _store(store.finished_per_minute, since)
     now = fresh[-1]["minute"]
     hour = [now - timedelta(minutes=n) for n in range(59, -1, -1)]
+    # Read on a replica, a minute just over may still miss jobs it has not replayed: it is
+    # kept only once it ended longer ago than the replica may lag.
+    lag = timedelta(seconds=current_app.config["READ_MAX_LAG_SECONDS"]
+                    if resources().replicated else 0)
     with lock:
-        minutes.update((r["minute"], r) for r in fresh[:-1])
+        minutes.update((r["minute"], r) for r in fresh[:-1]
+                       if r["minute"] + timedelta(minutes=1) + lag <= now)
         for old in [m for m in minutes if m < hour[0]]:
             del minutes[old]
         empty = {"succeeded": 0, "dead": 0, "cancelled": 0}
@@ -261,30 +323,73 @@ def _chart(minutes: list[dict], width: int = 1200, height: int = 150) -> dict:
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")
 def pause_queue(name: str, action: str):
+    _checked(QueueName, {"name": name})
     with resources().client.pool.connection() as conn:
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
+    _changed()
     flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
     return redirect(url_for(".overview"))
+
+
+@bp.post("/queues/<name>/settings")
+def set_queue_settings(name: str):
+    """The overview's caps-and-fairness form: empty cap fields mean no cap."""
+    try:
+        changes = {
+            "max_running": queue_settings.parse_cap(
+                "max running", request.form.get("max_running", "")),
+            "max_running_per_owner": queue_settings.parse_cap(
+                "max running per owner", request.form.get("max_running_per_owner", "")),
+        }
+        changes["fair"] = (request.form.get("fair") == "on"
+                           or changes["max_running_per_owner"] is not None)
+        with resources().client.pool.connection() as conn:
+            row = queue_settings.change(conn, name, **changes)
+        _changed()
+    except (InvalidQueueSettings, QueueBusy) as exc:
+        flash(f"Queue {name}: {exc}", "error")
+    else:
+        caps = ", ".join(f"{label} {row[key]}" for key, label in (
+            ("max_running", "max running"), ("max_running_per_owner", "per owner"))
+            if row[key] is not None) or "no caps"
+        flash(f"Queue {name}: {caps}, {'fair' if row['fair'] else 'first come first served'}.")
+    return redirect(url_for(".queues"))
 
 
 # -- jobs ------------------------------------------------------------------------------------
 
 
+def _checked(model, data: dict):
+    """`data` read by `model` (web/schemas.py), or 400 naming the field: a NUL, a name too
+    long for an index, an id beyond bigint never reach the database."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        abort(400, description=describe(exc.errors(include_url=False)[0]))
+
+
 def _filter_args(source) -> dict[str, str]:
-    """The filter as given (for forms and links): only the fields that are set."""
-    return {k: source.get(k, "").strip() for k in FILTERS if source.get(k, "").strip()}
+    """The filter as given (for forms and links): only the fields that are set; 400 for a
+    value no job could match."""
+    args = {k: source.get(k, "").strip() for k in FILTERS if source.get(k, "").strip()}
+    _checked(JobFilterArgs, args)
+    return args
+
+
+def _ids(source) -> IdList:
+    """The ids of a page or form (ids, upto, before), checked; absent ones are None."""
+    data = {"ids": [i for i in source.getlist("ids") if i.strip()]}
+    data |= {k: source[k] for k in ("upto", "before") if source.get(k, "").strip()}
+    return _checked(IdList, data)
 
 
 def _filter(args: dict[str, str]) -> JobFilter:
     """The filter as the store takes it; None means any."""
-    text = args.get("q")
-    batch = args.get("batch", "")
-    state = args.get("state")
+    checked = _checked(JobFilterArgs, args)
+    text = checked.q
     return JobFilter(
-        queue=args.get("queue") or None, kind=args.get("kind") or None,
-        owner=args.get("owner") or None,
-        batch_id=int(batch) if batch.isdigit() else None,
-        state=state if state in STATES else None,
+        queue=checked.queue, kind=checked.kind, owner=checked.owner, batch_id=checked.batch,
+        state=checked.state if checked.state in STATES else None,
         text="%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text) + "%" if text else None,
     )
 
@@ -292,7 +397,7 @@ def _filter(args: dict[str, str]) -> JobFilter:
 @bp.get("/jobs")
 def jobs():
     args = _filter_args(request.args)
-    before = request.args.get("before", type=int) or MAX_ID
+    before = _ids(request.args).before or MAX_ID
     scan = TEXT_SCAN if args.get("q") else SCAN
     window = _store(store.jobs_window, before, scan)
     floor = window["floor"] or 0
@@ -339,12 +444,12 @@ def bulk_confirm():
 @bp.post("/jobs/bulk")
 def bulk_action():
     action, args = _bulk_request(request.form)
-    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
-    if ids:  # the jobs ticked on the page, whatever the filter
-        where = JobFilter(ids=ids)
-    elif request.form.get("upto", "").isdigit():  # everything matching, as confirmed
+    chosen = _ids(request.form)
+    if chosen.ids:  # the jobs ticked on the page, whatever the filter
+        where = JobFilter(ids=chosen.ids)
+    elif chosen.upto is not None:  # everything matching, as confirmed
         where = _filter(args)
-        where.upto = int(request.form["upto"])
+        where.upto = chosen.upto
     else:
         flash("Select some jobs first.", "error")
         return redirect(url_for(".jobs", **args))
@@ -355,17 +460,17 @@ def bulk_action():
 def _run_action(action: str, where: JobFilter) -> str:
     """Run a bulk action; returns what it did, in words."""
     if action == "retry":
-        return f"Retried {len(_store(store.revive, where, ACTIONS['retry']))} job(s)."
+        return f"Retried {len(_change(store.revive, where, ACTIONS['retry']))} job(s)."
     if action == "cancel":
-        done = _store(store.cancel, where)
+        done = _change(store.cancel, where)
         return (f"Cancelled {done['cancelled']} job(s); asked the workers of "
                 f"{done['requested']} running job(s) to stop.")
-    return f"Deleted {_store(store.delete, where)} job(s)."
+    return f"Deleted {_change(store.delete, where)} job(s)."
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    found = resources().client.get(job_id)
+    found = resources().read(lambda reader: reader.get(job_id), after=_wrote_at())
     if found is None:
         abort(404, description=f"job {job_id}: not found (deleted, or pruned after retention)")
     return _page("job.html", title=f"Job {job_id}", job=found, timeline=_timeline(found))
@@ -408,6 +513,7 @@ def job_action(job_id: int, action: str):
     else:
         flash(_run_action("delete", JobFilter(ids=[job_id])))
         return redirect(url_for(".jobs"))
+    _changed()
     return redirect(url_for(".job", job_id=job_id))
 
 
@@ -416,7 +522,8 @@ def job_action(job_id: int, action: str):
 
 @bp.get("/dead")
 def dead():
-    queue = request.args.get("queue") or None
+    queue = _checked(QueueName, {"name": request.args["queue"]}).name \
+        if request.args.get("queue") else None
     queues = [r for r in _store(store.queue_status) if r["dead"]]
     total = sum(r["dead"] for r in queues if queue in (None, r["queue"]))
     return _page("dead.html", title="Dead letters", queue=queue, queues=queues, total=total,
@@ -425,8 +532,9 @@ def dead():
 
 @bp.post("/dead/<any(retry, purge):action>")
 def dead_action(action: str):
-    queue = request.form.get("queue") or None
-    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
+    queue = _checked(QueueName, {"name": request.form["queue"]}).name \
+        if request.form.get("queue") else None
+    ids = _ids(request.form).ids
     back = redirect(url_for(".dead", queue=queue))
     if not ids and request.form.get("all") != "1":
         flash("Select some jobs first.", "error")
@@ -435,18 +543,20 @@ def dead_action(action: str):
     if action == "retry":
         flash(_run_action("retry", where))
     else:
-        flash(f"Purged {_store(store.delete, where)} dead job(s).")
+        flash(f"Purged {_change(store.delete, where)} dead job(s).")
     return back
 
 
 @bp.get("/batches")
 def batches():
-    before = request.args.get("before", type=int) or MAX_ID
+    before = _ids(request.args).before or MAX_ID
     rows = _store(store.batches_page, before, BATCH_PAGE)
     for row in rows:
-        total = max(row["total"], sum(row[s] for s in STATES), 1)
-        row["done"] = sum(row[s] for s in FINISHED_STATES)
-        row["segments"] = [(s, row[s], 100.0 * row[s] / total) for s in STATES if row[s]]
+        total = max(row["total"], sum(row[s] for s in STATES) + row["duplicates"], 1)
+        # Rows that were duplicates of existing jobs are done (they point at those jobs).
+        row["done"] = sum(row[s] for s in FINISHED_STATES) + row["duplicates"]
+        row["segments"] = [(s, row[s], 100.0 * row[s] / total)
+                           for s in (*STATES, "duplicates") if row[s]]
     spent = _store(costs.batches_costs, [r["id"] for r in rows])
     for row in rows:
         row["costs"] = spent.get(row["id"])
@@ -467,8 +577,9 @@ def costs_page():
 def batch_download(batch_id: int, fmt: str):
     """A batch's results as a file, streamed a page of jobs at a time (the API's download
     needs a bearer token, which a browser session does not carry)."""
-    client = resources().client
-    if client.batch(batch_id) is None:
+    client, found = resources().source(lambda reader: reader.batch(batch_id),
+                                       after=_wrote_at())
+    if found is None:
         abort(404, description=f"batch {batch_id}: not found")
 
     mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"

@@ -34,13 +34,23 @@ def batch() -> None:
 @click.option("--dry-run", is_flag=True,
               help="Check the file and print the estimated tokens, cost and time at the "
                    "platform's limits; enqueue nothing.")
-def batch_submit(file, platform, template, fmt, name, owner, dry_run) -> None:
+@click.option("--on-complete", "on_complete", default=None, metavar="KIND",
+              help="A job (task KIND) to enqueue once every job of the batch has ended; its "
+                   "payload gets the batch id and counts.")
+@click.option("--on-complete-queue", default=None, help="Its queue (default: the task's).")
+@click.option("--on-complete-payload", default=None, metavar="JSON",
+              help="Its payload, a JSON object (batch_id and counts are added).")
+def batch_submit(file, platform, template, fmt, name, owner, dry_run, on_complete,
+                 on_complete_queue, on_complete_payload) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
-    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued."""
+    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued. Rows may
+    wait for earlier rows (`ref`, `depends_on`); a row whose idempotency key already names a
+    job on this platform is a duplicate: done, pointing at that job."""
     from jobqueue.batches import files as batchfiles
     from jobqueue.batches.specs import chat_spec
 
+    callback = _callback(on_complete, on_complete_queue, on_complete_payload)
     settings = load_platform(platform)
     size = max(1, os.path.getsize(file)) if os.path.exists(file) else 1
     with _bytes_bar(size, "checking ") as progress:
@@ -65,8 +75,11 @@ def batch_submit(file, platform, template, fmt, name, owner, dry_run) -> None:
         batch_id, total = jq.submit_batch(
             (chat_spec(row, settings.max_attempts) for row in rows), queue=platform,
             name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
-            on_progress=advance)
-    click.echo(f"batch {batch_id}: {total} job(s) on {platform}", err=True)
+            on_progress=advance, on_complete=callback)
+        duplicates = jq.batch(batch_id)["duplicates"]
+    click.echo(f"batch {batch_id}: {total - duplicates} job(s) on {platform}"
+               + (f", {duplicates} duplicate(s) of existing jobs (done already)"
+                  if duplicates else ""), err=True)
     click.echo(batch_id)
 
 
@@ -99,6 +112,26 @@ def _print_estimate(file, template, fmt, platform) -> None:
                f"  cost:   {cost}\n"
                f"  time:   at least {minutes}m {seconds:02d}s at {keys} key(s) x "
                f"{platform.rpm:,} RPM / {platform.tpm:,} TPM ({e.bound_by} bind)")
+
+
+def _callback(kind, queue, payload):
+    """The --on-complete job, checked before anything is read or enqueued."""
+    import json
+
+    from jobqueue.jobs import JobSpec
+
+    if kind is None:
+        if queue is not None or payload is not None:
+            raise UserError("--on-complete-queue/--on-complete-payload: give --on-complete "
+                            "KIND too")
+        return None
+    try:
+        data = json.loads(payload) if payload is not None else {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--on-complete-payload: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError("--on-complete-payload: must be a JSON object")
+    return JobSpec(kind, data, queue=queue)
 
 
 def _bytes_bar(size: int, label: str):
@@ -144,12 +177,16 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
 
     def counts(b: dict) -> str:
         return (f"{b['succeeded']} ok, {b['dead']} dead, {b['running']} running, "
-                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting")
+                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting"
+                + (f", {b['blocked']} blocked" if b["blocked"] else "")
+                + (f", {b['duplicates']} duplicates" if b["duplicates"] else ""))
 
     deadline = time.monotonic() + timeout if timeout is not None else None
     with open_client() as jq:
         b = _batch_or_fail(jq, batch_id)
-        finished = lambda x: x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+        # A duplicate row is done: it points at the job that already had its key.
+        finished = lambda x: (x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+                              + x["duplicates"])
         try:
             with click.progressbar(length=max(1, b["total"]), label=f"batch {batch_id}",
                                    show_eta=True, show_percent=True, file=sys.stderr,

@@ -64,7 +64,9 @@ COPY jobqueue.jobs ({columns}) FROM STDIN;
 -- so a key can be claimed for its row before the row exists; a row whose key is already held
 -- (by an earlier job, or an earlier row of this batch) is not inserted and reports the holder.
 -- `held_by` is NULL only when a concurrent transaction took the key after this statement's
--- snapshot; the caller then reads it again.
+-- snapshot; the caller then reads it again. Keys are unique per (owner, queue) (0015).
+-- `new_id` is the id drawn for the row: a batch row that was a duplicate keeps it as its
+-- place in the batch (jobqueue.batch_duplicates).
 WITH input AS MATERIALIZED (
     SELECT t.*, nextval('jobqueue.job_id_seq') AS new_id
     FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[],
@@ -75,12 +77,12 @@ WITH input AS MATERIALIZED (
                              timeout_seconds, owner, batch_id, metadata, idempotency_key, ord)
 ),
 claimed AS (
-    INSERT INTO jobqueue.idempotency_keys (owner, key, job_id)
-    SELECT coalesce(owner, ''), idempotency_key, new_id FROM input
+    INSERT INTO jobqueue.idempotency_keys (owner, queue, key, job_id)
+    SELECT coalesce(owner, ''), queue, idempotency_key, new_id FROM input
     WHERE idempotency_key IS NOT NULL
     ORDER BY ord
     ON CONFLICT DO NOTHING
-    RETURNING owner, key, job_id
+    RETURNING owner, queue, key, job_id
 ),
 inserted AS (
     INSERT INTO jobqueue.jobs
@@ -94,17 +96,19 @@ inserted AS (
 )
 SELECT i.ord,
        coalesce(ins.id, c.job_id, k.job_id) AS id,
-       ins.id IS NOT NULL AS created
+       ins.id IS NOT NULL AS created, i.new_id
 FROM input i
 LEFT JOIN inserted ins ON ins.id = i.new_id
-LEFT JOIN claimed c ON c.owner = coalesce(i.owner, '') AND c.key = i.idempotency_key
+LEFT JOIN claimed c ON c.owner = coalesce(i.owner, '') AND c.queue = i.queue
+                   AND c.key = i.idempotency_key
 LEFT JOIN jobqueue.idempotency_keys k
-       ON k.owner = coalesce(i.owner, '') AND k.key = i.idempotency_key
+       ON k.owner = coalesce(i.owner, '') AND k.queue = i.queue AND k.key = i.idempotency_key
 ORDER BY i.ord;
 
 
 -- name: find_idempotent
-SELECT job_id FROM jobqueue.idempotency_keys WHERE owner = %(owner)s AND key = %(key)s;
+SELECT job_id FROM jobqueue.idempotency_keys
+WHERE owner = %(owner)s AND queue = %(queue)s AND key = %(key)s;
 
 
 -- name: get_job
@@ -122,14 +126,27 @@ FROM jobqueue.all_jobs WHERE id = %(id)s;
 -- Each claim draws one random token (see 0006_execution_ids.sql) for all the rows it leases:
 -- with the job id it names one execution (a handler sees "job id:token"), the fencing
 -- token of this execution. The claimed id range is announced on jobqueue_events (running).
+-- Three claim statements, one per kind of queue (0012_fair_caps.sql): this one for queues
+-- without caps or fairness (most), claim_fair, claim_capped. Each reads the queue's settings
+-- and takes nothing from a queue that needs another: it answers one row with a NULL id and
+-- the other statement's name instead, and the worker (db/store.py) runs that one. So a change
+-- of settings applies at the next claim, whichever statement a worker last used, and this
+-- one costs what it did before the settings existed: one probe of `queues`.
 WITH token AS MATERIALIZED (
     -- once per claim, not per row: gen_random_uuid() per row cost ~2 µs of Postgres CPU a job
     SELECT gen_random_uuid() AS t
 ),
+queue AS MATERIALIZED (
+    SELECT coalesce(bool_or(paused), false) AS paused,
+           coalesce(bool_or(max_running IS NOT NULL OR max_running_per_owner IS NOT NULL),
+                    false) AS capped,
+           coalesce(bool_or(fair), false) AS fair
+    FROM jobqueue.queues WHERE name = %(queue)s
+),
 picked AS MATERIALIZED (
     SELECT id FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM jobqueue.queues p WHERE p.name = %(queue)s AND p.paused)
+      AND (SELECT NOT (paused OR capped OR fair) FROM queue)
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -154,7 +171,192 @@ announced AS MATERIALIZED (
     SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
     HAVING count(*) > 0
 )
-SELECT c.* FROM claimed c CROSS JOIN announced;
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim_fair' END,
+       NULL, NULL, NULL, NULL, NULL
+FROM queue WHERE capped OR fair;
+
+
+-- name: claim_fair
+-- The claim of a fair queue without caps: `claim` in the fair order, round robin between
+-- owners within a priority level: (priority, fair_round, id) through jobs_fair_idx, one
+-- ordered index scan of the rows it takes, as the plain claim's. The rounds are fixed at
+-- insert (0012_fair_caps.sql), so nothing here counts or ranks owners over the backlog.
+WITH token AS MATERIALIZED (
+    SELECT gen_random_uuid() AS t
+),
+queue AS MATERIALIZED (
+    SELECT coalesce(bool_or(paused), false) AS paused,
+           coalesce(bool_or(max_running IS NOT NULL OR max_running_per_owner IS NOT NULL),
+                    false) AS capped,
+           coalesce(bool_or(fair), false) AS fair
+    FROM jobqueue.queues WHERE name = %(queue)s
+),
+picked AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT fair AND NOT (paused OR capped) FROM queue)
+    ORDER BY priority, fair_round, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = j.attempts + 1,
+        started_at = now(),
+        execution_id = (SELECT t FROM token)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
+              j.execution_id::text
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+    HAVING count(*) > 0
+)
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim' END,
+       NULL, NULL, NULL, NULL, NULL
+FROM queue WHERE capped OR NOT fair;
+
+
+-- name: claim_capped
+-- The claim of a queue with fleet-wide caps (and of any queue: it reads every setting, so it
+-- is right whatever the settings became since the worker chose it). Three sources of rows,
+-- of which the settings pick one by a one-time filter (Postgres checks a condition on
+-- `allowed` alone once, and skips the source's index when it is false):
+--   plain      no fairness: (priority, run_at, id) through jobs_claim_idx;
+--   fair       fair order, no per-owner cap: (priority, fair_round, id), jobs_fair_idx;
+--   per_owner  a per-owner cap (which implies fairness): the next `4 * limit + 100` rows in
+--              fair order, unlocked, each owner's numbered in turn; those within the owner's
+--              room are locked. Fair order spreads an owner's rows one per round, so an owner
+--              at its cap does not hide the others' work behind its backlog.
+-- The caps: the claim first locks the queue's row (`gate`), held to its commit, so claims of
+-- the queue take turns; jobqueue.running_counts then counts the queue's running jobs on a
+-- fresh snapshot (the one of this statement predates the wait, and would miss what the
+-- previous holder of the lock claimed), and `allowed` leaves room for `max_running` minus
+-- those. Rows another claim took after this statement's snapshot fail the re-check of
+-- `lease_owner IS NULL` that FOR UPDATE does on the newest row version, so they are skipped.
+-- Marker rows (NULL id, the word in `kind`): 'held_back' when the caps left runnable work
+-- unclaimed (nothing announces a freed place, so the worker looks again soon); the name of
+-- the statement the queue needs now if it is no longer capped.
+WITH token AS MATERIALIZED (
+    SELECT gen_random_uuid() AS t
+),
+settings AS MATERIALIZED (
+    SELECT paused, fair FROM jobqueue.queues WHERE name = %(queue)s
+),
+gate AS MATERIALIZED (
+    SELECT max_running, max_running_per_owner FROM jobqueue.queues
+    WHERE name = %(queue)s AND NOT paused
+      AND (max_running IS NOT NULL OR max_running_per_owner IS NOT NULL)
+    FOR UPDATE
+),
+running AS MATERIALIZED (
+    -- COLLATE "C" here and in `candidates`: owners are only matched and grouped, never shown
+    -- sorted, and byte order spares the per-owner sorts and join the locale's comparisons.
+    SELECT r.owner COLLATE "C" AS owner, r.running
+    FROM gate CROSS JOIN jobqueue.running_counts(%(queue)s) AS r
+),
+allowed AS MATERIALIZED (
+    SELECT CASE WHEN coalesce(s.paused, false) THEN 0
+                WHEN g.max_running IS NULL THEN %(limit)s
+                ELSE greatest(0, least(%(limit)s, g.max_running
+                                       - coalesce((SELECT sum(running) FROM running), 0)))
+           END::int AS n,
+           coalesce(s.fair, false) AS fair,
+           g.max_running_per_owner AS per_owner,
+           g.max_running IS NOT NULL OR g.max_running_per_owner IS NOT NULL AS capped,
+           coalesce(s.paused, false) AS paused
+    FROM (SELECT) AS one LEFT JOIN settings s ON true LEFT JOIN gate g ON true
+),
+plain AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+      AND (SELECT NOT fair AND per_owner IS NULL AND n > 0 FROM allowed)
+    ORDER BY priority, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+fair AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT fair AND per_owner IS NULL AND n > 0 FROM allowed)
+    ORDER BY priority, fair_round, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+candidates AS MATERIALIZED (
+    SELECT id, coalesce(owner, '') COLLATE "C" AS owner, priority, fair_round
+    FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT per_owner IS NOT NULL AND n > 0 FROM allowed)
+    ORDER BY priority, fair_round, id
+    LIMIT 4 * %(limit)s + 100
+),
+chosen AS MATERIALIZED (
+    SELECT c.id FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.owner
+                                       ORDER BY c.priority, c.fair_round, c.id) AS nth
+        FROM candidates c
+    ) AS c
+    LEFT JOIN running r ON r.owner = c.owner
+    WHERE c.nth <= (SELECT per_owner FROM allowed) - coalesce(r.running, 0)
+    ORDER BY c.priority, c.fair_round, c.id
+    LIMIT (SELECT n FROM allowed)
+),
+per_owner AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE id = ANY(ARRAY(SELECT id FROM chosen)) AND lease_owner IS NULL
+    FOR UPDATE SKIP LOCKED
+),
+picked AS MATERIALIZED (
+    -- `plain` and `fair` lock up to `limit` rows; a capped queue leases only `n` of them (the
+    -- rest stay locked by this statement until it commits, then are free again).
+    SELECT id FROM (SELECT id FROM plain UNION ALL SELECT id FROM fair
+                    LIMIT (SELECT n FROM allowed)) AS p
+    UNION ALL
+    SELECT id FROM per_owner
+),
+claimed AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = j.attempts + 1,
+        started_at = now(),
+        execution_id = (SELECT t FROM token)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
+              j.execution_id::text
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+    HAVING count(*) > 0
+)
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+-- Held back: fewer places than asked for, or candidates over their owner's cap, while more
+-- runnable rows wait than this claim took (counted through the claim index, at most one past
+-- them; in this statement's snapshot the rows it took still look runnable). CASE, so none of
+-- it is evaluated for a queue that is not capped.
+SELECT NULL, 'held_back', NULL, NULL, NULL, NULL, NULL FROM allowed
+WHERE CASE WHEN capped AND (n < %(limit)s
+                            OR (SELECT count(*) FROM chosen) < (SELECT count(*) FROM candidates))
+           THEN (SELECT count(*) FROM (
+                     SELECT 1 FROM jobqueue.jobs
+                     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+                     LIMIT (SELECT count(*) FROM picked) + 1) AS w)
+                > (SELECT count(*) FROM picked)
+           ELSE false END
+UNION ALL
+SELECT NULL, CASE WHEN fair THEN 'claim_fair' ELSE 'claim' END, NULL, NULL, NULL, NULL, NULL
+FROM allowed WHERE NOT capped AND NOT paused;
 
 
 -- name: next_run_at
@@ -182,7 +384,7 @@ WITH done AS (
     RETURNING j.id, j.queue, j.kind, j.payload, j.priority, j.run_at, j.attempts,
               j.max_attempts, j.timeout_seconds, d.state, d.result, j.errors, d.error,
               j.progress, j.owner, j.batch_id, j.idempotency_key, j.metadata, j.created_at,
-              j.started_at, j.execution_id
+              j.started_at, j.execution_id, j.has_children
 ),
 moved AS (
     INSERT INTO jobqueue.finished
@@ -200,8 +402,17 @@ moved AS (
 announced AS MATERIALIZED (
     SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM moved
     HAVING count(*) > 0
+),
+released AS MATERIALIZED (
+    -- Jobs other jobs wait for (0015: depends_on, batch callbacks) release or cancel them
+    -- here, in the transaction that ends them. Only flagged rows get this far: without any,
+    -- the aggregate has no group, so the function is not called and a drain of plain jobs
+    -- pays a scan of `done`'s booleans.
+    SELECT jobqueue.release_children(array_agg(id), array_agg(state)) AS n
+    FROM done WHERE has_children
+    HAVING count(*) > 0
 )
-SELECT m.id FROM moved m CROSS JOIN announced;
+SELECT m.id FROM moved m CROSS JOIN announced LEFT JOIN released ON true;
 
 
 -- name: retry_jobs
@@ -354,15 +565,24 @@ expired AS (
                      AND attempts >= max_attempts AND (SELECT ok FROM leader)
                    FOR UPDATE SKIP LOCKED)
     RETURNING j AS job
+),
+moved AS (
+    INSERT INTO jobqueue.finished
+    SELECT (jobqueue.finished_row(job, 'dead', NULL, jsonb_build_array(jsonb_build_object(
+               'attempt', (job).attempts, 'at', now(), 'type', 'LeaseExpired',
+               'message', 'worker ' || (job).lease_owner || ' stopped renewing its lease',
+               'worker', (job).lease_owner,
+               'execution_id', (job).id || ':' || (job).execution_id)))).*
+    FROM expired
+    RETURNING id, pg_notify('jobqueue_events', id || '-' || id)
+),
+released AS MATERIALIZED (
+    -- Their children (0015) follow their policy, in this transaction (see finish_jobs).
+    SELECT jobqueue.release_children(array_agg((job).id), array_agg('dead'::text)) AS n
+    FROM expired WHERE (job).has_children
+    HAVING count(*) > 0
 )
-INSERT INTO jobqueue.finished
-SELECT (jobqueue.finished_row(job, 'dead', NULL, jsonb_build_array(jsonb_build_object(
-           'attempt', (job).attempts, 'at', now(), 'type', 'LeaseExpired',
-           'message', 'worker ' || (job).lease_owner || ' stopped renewing its lease',
-           'worker', (job).lease_owner,
-           'execution_id', (job).id || ':' || (job).execution_id)))).*
-FROM expired
-RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
+SELECT m.id FROM moved m LEFT JOIN released ON true;
 
 
 -- name: rescue_retry
@@ -413,11 +633,14 @@ SELECT count(*) FROM doomed;
 -- name: cancel_jobs
 -- Cancel the hot jobs matching a filter (jobqueue.dashboard_match, 0005; a NULL parameter
 -- means any; `ids` selects jobs, `upto` bounds a confirmed bulk action): waiting, retrying
--- and scheduled ones move to `finished` as cancelled at once; running ones are flagged and
--- their workers told (they end the job as cancelled, or hear of it at their next heartbeat).
+-- and scheduled ones move to `finished` as cancelled at once, and so do blocked ones (0015);
+-- running ones are flagged and their workers told (they end the job as cancelled, or hear
+-- of it at their next heartbeat).
 -- The matching rows are locked first, so a job claimed meanwhile is either seen running (and
 -- flagged) or not matched at all: never moved from under its worker, never missed.
--- Client.cancel (one id), the API, the CLI and the dashboard's bulk action all run this.
+-- Client.cancel (one id), the API, the CLI and the dashboard's bulk action all run this,
+-- then release_children for `parents` (jobs others wait for) in the same transaction (a
+-- statement of its own: see store.cancel).
 WITH hot AS MATERIALIZED (
     SELECT j.id, j.lease_owner
     FROM jobqueue.jobs j
@@ -430,6 +653,18 @@ WITH hot AS MATERIALIZED (
     ORDER BY j.id  -- one lock order for every canceller: two bulk cancels cannot deadlock
     FOR UPDATE
 ),
+held AS MATERIALIZED (
+    SELECT b.id
+    FROM jobqueue.blocked b
+    WHERE (%(state)s::text IS NULL OR %(state)s::text = 'blocked')
+      AND jobqueue.dashboard_match(
+        b.id, b.queue, b.kind, b.owner, b.batch_id, 'blocked', b.payload, b.metadata,
+        '[]'::jsonb, %(ids)s::bigint[], %(upto)s::bigint,
+        %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+        %(state)s::text, %(text)s::text)
+    ORDER BY b.id
+    FOR UPDATE
+),
 gone AS (
     DELETE FROM jobqueue.jobs j
     WHERE j.id IN (SELECT id FROM hot WHERE lease_owner IS NULL)
@@ -440,15 +675,38 @@ moved AS (
     SELECT (jobqueue.finished_row(job, 'cancelled', NULL, '[]')).* FROM gone
     RETURNING id
 ),
+unblocked AS (
+    DELETE FROM jobqueue.blocked b WHERE b.id IN (SELECT id FROM held)
+    RETURNING b.*
+),
+unblocked_moved AS (
+    INSERT INTO jobqueue.finished
+        (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+         state, result, errors, progress, owner, batch_id, idempotency_key, metadata,
+         created_at, started_at, execution_id)
+    SELECT id, queue, kind, payload, priority, coalesce(run_at, now()), 0, max_attempts,
+           timeout_seconds, 'cancelled', NULL, '[]', NULL, owner, batch_id, idempotency_key,
+           metadata, created_at, NULL, NULL
+    FROM unblocked
+    RETURNING id
+),
+unlinked AS (
+    -- A cancelled blocked job waits for nothing any more.
+    DELETE FROM jobqueue.job_dependencies WHERE child_id IN (SELECT id FROM unblocked)
+),
 flagged AS (
     UPDATE jobqueue.jobs SET cancel_requested = true
     WHERE id IN (SELECT id FROM hot WHERE lease_owner IS NOT NULL)
     RETURNING id
 )
-SELECT (SELECT count(*) FROM moved) AS cancelled,
+SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM unblocked_moved) AS cancelled,
        (SELECT count(pg_notify('jobqueue_cancel', id::text)) FROM flagged) AS requested,
        (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
-                              FROM moved HAVING count(*) > 0) AS n) AS announced;
+                              FROM (SELECT id FROM moved UNION ALL
+                                    SELECT id FROM unblocked_moved) AS m
+                              HAVING count(*) > 0) AS n) AS announced,
+       ARRAY(SELECT (job).id FROM gone WHERE (job).has_children
+             UNION ALL SELECT id FROM unblocked WHERE has_children) AS parents;
 
 
 -- name: revive_jobs
@@ -510,18 +768,38 @@ hot AS (
           j.metadata, j.errors, %(ids)s::bigint[], %(upto)s::bigint,
           %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
           %(state)s::text, %(text)s::text)
-    RETURNING id
+    RETURNING id, has_children
+),
+held AS (
+    -- Blocked jobs (0015) go too, with what they waited for.
+    DELETE FROM jobqueue.blocked b
+    WHERE (%(state)s::text IS NULL OR %(state)s::text = 'blocked')
+      AND jobqueue.dashboard_match(
+          b.id, b.queue, b.kind, b.owner, b.batch_id, 'blocked', b.payload, b.metadata,
+          '[]'::jsonb, %(ids)s::bigint[], %(upto)s::bigint,
+          %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+          %(state)s::text, %(text)s::text)
+    RETURNING id, has_children
+),
+unlinked AS (
+    DELETE FROM jobqueue.job_dependencies WHERE child_id IN (SELECT id FROM held)
 ),
 keys AS (
     DELETE FROM jobqueue.idempotency_keys
-    WHERE job_id IN (SELECT id FROM cold UNION ALL SELECT id FROM hot)
+    WHERE job_id IN (SELECT id FROM cold UNION ALL SELECT id FROM hot
+                     UNION ALL SELECT id FROM held)
 )
 -- Followers of these jobs (SSE, ?wait=) are told at once that something changed: they find
--- the job gone.
-SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot) AS deleted,
+-- the job gone. `parents`: deleted jobs others waited for; store.delete ends their waits as
+-- if they were cancelled (their children follow their policy).
+SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot)
+           + (SELECT count(*) FROM held) AS deleted,
        (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
-                              FROM (SELECT id FROM cold UNION ALL SELECT id FROM hot) AS d
-                              HAVING count(*) > 0) AS n) AS announced;
+                              FROM (SELECT id FROM cold UNION ALL SELECT id FROM hot
+                                    UNION ALL SELECT id FROM held) AS d
+                              HAVING count(*) > 0) AS n) AS announced,
+       ARRAY(SELECT id FROM hot WHERE has_children
+             UNION ALL SELECT id FROM held WHERE has_children) AS parents;
 
 
 -- name: list_dead
@@ -552,6 +830,8 @@ LIMIT %(limit)s;
 WITH states AS (
     SELECT queue, run_at, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state
     FROM jobqueue.jobs
+    UNION ALL
+    SELECT queue, NULL, 'blocked' FROM jobqueue.blocked  -- waiting for other jobs (0015)
 ),
 hot AS (
     SELECT queue,
@@ -559,6 +839,7 @@ hot AS (
            count(*) FILTER (WHERE state = 'retrying') AS retrying,
            count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
            count(*) FILTER (WHERE state = 'running') AS running,
+           count(*) FILTER (WHERE state = 'blocked') AS blocked,
            extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'waiting'))::float8
                AS oldest_waiting_seconds
     FROM states GROUP BY queue
@@ -583,7 +864,7 @@ names AS (
 SELECT n.queue,
        coalesce(h.waiting, 0) AS waiting, coalesce(h.retrying, 0) AS retrying,
        coalesce(h.scheduled, 0) AS scheduled, coalesce(h.running, 0) AS running,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       coalesce(h.blocked, 0) AS blocked, coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
        coalesce(c.cancelled, 0) AS cancelled,
        h.oldest_waiting_seconds, coalesce(r.finished_last_minute, 0) AS finished_last_minute,
        coalesce(p.paused, false) AS paused, p.paused_at
@@ -604,8 +885,10 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, paused_at = excluded.
 -- name: purge_queue
 -- Remove every job of a queue, hot and finished (jobqueue bench cleans up its scratch queue).
 WITH hot AS (DELETE FROM jobqueue.jobs WHERE queue = %(queue)s RETURNING id),
-     cold AS (DELETE FROM jobqueue.finished WHERE queue = %(queue)s RETURNING id)
-SELECT (SELECT count(*) FROM hot) + (SELECT count(*) FROM cold) AS deleted;
+     cold AS (DELETE FROM jobqueue.finished WHERE queue = %(queue)s RETURNING id),
+     held AS (DELETE FROM jobqueue.blocked WHERE queue = %(queue)s RETURNING id)
+SELECT (SELECT count(*) FROM hot) + (SELECT count(*) FROM cold)
+           + (SELECT count(*) FROM held) AS deleted;
 
 
 -- name: jobs_window
@@ -690,30 +973,53 @@ ORDER BY m.minute;
 
 
 -- name: batch_jobs
--- One page of a batch's jobs in id order (keyset pagination: `after` is the last id seen),
--- with the state every other surface reports (jobqueue.all_jobs).
-SELECT id, state, payload, metadata, result, attempts, errors -> -1 AS last_error, finished_at
-FROM jobqueue.all_jobs
-WHERE batch_id = %(id)s AND id > %(after)s
-ORDER BY id
+-- One page of a batch's rows in input order (keyset pagination on `place`: pass the last
+-- one seen as `after`), with the state every other surface reports (jobqueue.all_jobs).
+-- A row that was a duplicate (0015) comes back as state 'duplicate' with `duplicate_of`,
+-- the existing job, whose payload, result and last error it shows: the answer is there
+-- already, or will be.
+SELECT place, id, state, duplicate_of, payload, metadata, result, attempts, last_error,
+       finished_at
+FROM (
+    (SELECT id AS place, id, state, NULL::bigint AS duplicate_of, payload, metadata, result,
+            attempts, errors -> -1 AS last_error, finished_at
+     FROM jobqueue.all_jobs
+     WHERE batch_id = %(id)s AND id > %(after)s
+     ORDER BY id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT d.id, j.id, 'duplicate', j.id, j.payload, j.metadata, j.result, j.attempts,
+            j.errors -> -1, j.finished_at
+     FROM jobqueue.batch_duplicates d
+     JOIN jobqueue.all_jobs j ON j.id = d.job_id
+     WHERE d.batch_id = %(id)s AND d.id > %(after)s
+     ORDER BY d.id LIMIT %(limit)s)
+) AS rows
+ORDER BY place
 LIMIT %(limit)s;
 
 
 -- name: batches_page
 -- A page of batches, newest first (or the one batch `only`), each with its jobs counted by
--- state through the batch indexes of both tables (jobqueue.all_jobs).
+-- state through the batch indexes of the job tables (jobqueue.all_jobs), and its rows that
+-- were duplicates of existing jobs (0015: done already, pointing at those jobs).
 WITH page AS (
-    SELECT id, name, queue, owner, total, source, created_at, metadata
+    SELECT id, name, queue, owner, total, source, created_at, metadata, completed_at,
+           on_complete_job
     FROM jobqueue.batches
     WHERE id < %(before)s AND (%(only)s::bigint IS NULL OR id = %(only)s::bigint)
     ORDER BY id DESC
     LIMIT %(limit)s
 )
 SELECT p.id, p.name, p.queue, p.owner, p.total, p.source, p.created_at, p.metadata,
-       c.waiting, c.retrying, c.scheduled, c.running, c.succeeded, c.dead, c.cancelled
+       p.completed_at, p.on_complete_job,
+       c.blocked, c.waiting, c.retrying, c.scheduled, c.running, c.succeeded, c.dead,
+       c.cancelled,
+       (SELECT count(*) FROM jobqueue.batch_duplicates d WHERE d.batch_id = p.id)
+           AS duplicates
 FROM page p
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE state = 'waiting') AS waiting,
+    SELECT count(*) FILTER (WHERE state = 'blocked') AS blocked,
+           count(*) FILTER (WHERE state = 'waiting') AS waiting,
            count(*) FILTER (WHERE state = 'retrying') AS retrying,
            count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
            count(*) FILTER (WHERE state = 'running') AS running,
@@ -732,6 +1038,8 @@ SELECT queue, state, count FROM (
     SELECT queue, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state,
            count(*) AS count
     FROM jobqueue.jobs GROUP BY 1, 2
+    UNION ALL
+    SELECT queue, 'blocked', count(*) FROM jobqueue.blocked GROUP BY 1
     UNION ALL
     SELECT queue, state, count FROM jobqueue.finished_counts
 ) AS t ORDER BY queue, state;

@@ -164,8 +164,8 @@ class TestPages:
     def test_overview_counts_states_per_queue_and_charts_the_last_hour(self, admin, worked):
         html = admin.page("/")
         totals = dict(re.findall(r'data-state="(\w+)">([\d,]+)<', html))
-        assert totals == {"waiting": "2", "scheduled": "0", "retrying": "0", "running": "0",
-                          "succeeded": "3", "dead": "2", "cancelled": "0"}
+        assert totals == {"blocked": "0", "waiting": "2", "scheduled": "0", "retrying": "0",
+                          "running": "0", "succeeded": "3", "dead": "2", "cancelled": "0"}
         assert "3 succeeded, 2 dead" in html  # the chart's total for the hour
         assert 1 <= len(re.findall(r'<rect [^>]*class="ok"', html)) <= 2  # a busy minute
         assert 1 <= len(re.findall(r'<rect [^>]*class="dead"', html)) <= 2  # (or two)
@@ -407,6 +407,23 @@ class TestActions:
         assert "Queue emails resumed." in flashes(r.text)
         assert sql("SELECT paused FROM jobqueue.queues") == [{"paused": False}]
         assert 'action="/queues/emails/pause"' in r.text
+
+    def test_set_caps_and_fairness_on_the_queues_page(self, admin, client, sql):
+        client.enqueue("k", queue="lessons", owner="u1")
+        page = admin.page("/queues")
+        assert 'action="/queues/lessons/settings"' in page
+        r = admin.post("/queues/lessons/settings", {"max_running": "30",
+                                                    "max_running_per_owner": "3"})
+        assert "Queue lessons: max running 30, per owner 3, fair." in flashes(r.text)
+        assert sql("SELECT max_running, max_running_per_owner, fair FROM jobqueue.queues") == [
+            {"max_running": 30, "max_running_per_owner": 3, "fair": True}]
+        assert 'value="30"' in r.text and "checked" in r.text
+        r = admin.post("/queues/lessons/settings", {"max_running": "0",
+                                                    "max_running_per_owner": ""})
+        assert "Queue lessons: max running: must be between 1" in flashes(r.text)[0]
+        r = admin.post("/queues/lessons/settings", {"max_running": "",
+                                                    "max_running_per_owner": ""})
+        assert "Queue lessons: no caps, first come first served." in flashes(r.text)
 
 
 def test_the_shared_filter_is_inlined_so_indexes_still_apply(sql):
