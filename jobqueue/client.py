@@ -221,9 +221,14 @@ class Client:
         return Submitted(batch_id, total, refused, admission.standing, admission.exceeded)
 
     def batch(self, batch_id: int) -> dict | None:
-        """A batch with its jobs counted by state."""
+        """A batch with its jobs counted by state, and what its LLM calls cost (`costs`)."""
+        from jobqueue.llm import costs
+
         with self.pool.connection() as conn:
-            return store.batch(conn, batch_id)
+            found = store.batch(conn, batch_id)
+            if found is not None:
+                found["costs"] = costs.batch_costs(conn, batch_id)
+            return found
 
     def batch_jobs(self, batch_id: int, after: int = 0, limit: int = 1000) -> list[dict]:
         """One page of a batch's jobs in id order; pass the last id seen as `after`."""

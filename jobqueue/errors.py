@@ -11,7 +11,8 @@
     │   └── DocumentTooLarge             its text or its chunks pass a configured limit
     ├── QuotaExceeded                    an owner's quota refuses new work; says when to retry
     ├── HandBack                         raised by a handler: give the job back unspent
-    │   └── NoUsableKey                  every key of a platform is disabled
+    │   ├── NoUsableKey                  every key of a platform is disabled
+    │   └── OverBudget                   an LLM call would pass a budget: the job pauses
     ├── InvalidAnswer                    a model's answer lacked the shape asked for
     ├── RedactedError                    an LLM call's error, its API keys scrubbed out
     ├── InvalidWebhook (ValueError)      a webhook URL, event or setting we refuse; names it
@@ -103,13 +104,26 @@ class QuotaExceeded(JobqueueError):
 
 class HandBack(JobqueueError):
     """Raise to give the job back as it was: it waits to be claimed again and the attempt is
-    not counted (nothing was tried that could have failed)."""
+    not counted (nothing was tried that could have failed). With `progress` (any JSON value,
+    saying why for people), the job is due again only after `delay` seconds."""
+
+    def __init__(self, message: str = "handed back", delay: float = 0.0,
+                 progress: object = None):
+        super().__init__(message)
+        self.delay = delay
+        self.progress = progress
 
 
 class NoUsableKey(HandBack):
     """Every key of the platform is disabled (rejected, or out of quota): the job goes back to
     waiting, attempts untouched, and the platform's workers stop claiming until a key is
     enabled again (`jobqueue keys enable`)."""
+
+
+class OverBudget(HandBack):
+    """An LLM call would pass a budget (per owner, batch or campaign): the job goes back to
+    waiting, attempts untouched, says "over budget" in its progress, and is looked at again
+    after a while, or at once when the budget is raised (`jobqueue budgets set`)."""
 
 
 class InvalidAnswer(JobqueueError):

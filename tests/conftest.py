@@ -23,6 +23,7 @@ from jobqueue import db, tokens
 from jobqueue.client import Client
 from jobqueue.db import migrate
 from jobqueue.llm.platforms import Platform
+from jobqueue.llm.prices import PriceTable
 from jobqueue.llm.runtime import PlatformRuntime
 from jobqueue.sim.server import FakeOpenAI, Limits
 from jobqueue.tasks import Registry
@@ -144,10 +145,11 @@ def platform_worker(db_url):
     started = []
 
     def start(p: Platform, environ: dict | None = None, tasks: Registry | None = None,
-              **config) -> ThreadWorker:
+              prices=None, **config) -> ThreadWorker:
         """The platform's worker; with `tasks`, a worker of those tasks (on `queue`) whose
-        runtime for `p` serves their ctx.llm() calls."""
-        runtime = PlatformRuntime(p, db_url, environ=environ or KEYS)
+        runtime for `p` serves their ctx.llm() calls; `prices`: its PriceTable."""
+        runtime = PlatformRuntime(p, db_url, environ=environ or KEYS,
+                                  prices=prices or PriceTable())
         config = {"queue": p.name, "concurrency": 20, "poll_seconds": 0.2,
                   "retry_base_seconds": 0.05} | config
         tw = ThreadWorker(db_url, WorkerConfig(**config), tasks or runtime.registry(),

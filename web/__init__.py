@@ -108,7 +108,7 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, dashboard, dashboard_webhooks, health, quotas, webhooks
+    from web import api, costs, dashboard, dashboard_webhooks, health, quotas, webhooks
 
     dashboard_webhooks.attach(dashboard.bp)
 
@@ -116,6 +116,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(api.bp, url_prefix="/api")
     app.register_blueprint(webhooks.bp, url_prefix="/api")
     app.register_blueprint(quotas.bp, url_prefix="/api")
+    app.register_blueprint(costs.bp, url_prefix="/api")
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()

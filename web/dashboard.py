@@ -50,6 +50,7 @@ from jobqueue.db.queries import q
 from jobqueue.db.store import JobFilter
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
+from jobqueue.llm import costs
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
 from web.contract import describe
 from web.replica import wal_position
@@ -556,9 +557,20 @@ def batches():
         row["done"] = sum(row[s] for s in FINISHED_STATES) + row["duplicates"]
         row["segments"] = [(s, row[s], 100.0 * row[s] / total)
                            for s in (*STATES, "duplicates") if row[s]]
+    spent = _store(costs.batches_costs, [r["id"] for r in rows])
+    for row in rows:
+        row["costs"] = spent.get(row["id"])
     older = rows[-1]["id"] if len(rows) == BATCH_PAGE else None
     return _page("batches.html", title="Batches", rows=rows, newest=before == MAX_ID,
                  older=older)
+
+
+@bp.get("/costs")
+def costs_page():
+    """What LLM work cost: the last 30 days per day, owner, batch and model, and budgets."""
+    views = {by: _store(costs.summary, by, 30) for by in ("day", "owner", "batch", "model")}
+    return _page("costs.html", title="Costs", views=views,
+                 budgets=_store(costs.list_budgets))
 
 
 @bp.get("/batches/<int:batch_id>/results.<any(jsonl, csv):fmt>")

@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.jobs import FINISHED_STATES
+from jobqueue.llm import costs
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -49,6 +50,7 @@ class _Collector:
             workers = conn.execute(q("list_workers")).fetchall()
             connections = conn.execute(q("db_connections")).fetchall()
             horizon = conn.execute(q("db_vacuum_horizon")).fetchone()
+            spend = costs.metrics(conn)
 
         # Every series per queue is present for every known queue (queue_status's rows),
         # at 0 where there is nothing: an alert on "no worker" or a KEDA trigger must see a
@@ -157,6 +159,7 @@ class _Collector:
             lim.add_metric(key, r["rpm"])
             room.add_metric(key, _headroom(r))
         yield from (req, tok, head_r, head_t, lim, room)
+        yield from _spend_metrics(spend)
         yield CounterMetricFamily("jobqueue_cache_hits", "LLM response cache hits.",
                                   value=cache["hits"])
         yield GaugeMetricFamily("jobqueue_cache_entries", "Live LLM cache entries.",
@@ -185,6 +188,36 @@ def _headroom(r) -> float:
     req_cap = max(2.0, r["rpm"] * r["burst_seconds"] / 60.0)
     tok_cap = max(1.0, r["tpm"] * r["burst_seconds"] / 60.0)
     return max(0.0, min(r["req_available"] / req_cap, r["tok_available"] / tok_cap, 1.0))
+
+
+def _spend_metrics(rows: list[dict]):
+    """What LLM calls cost and used, per platform and model, from the llm_spend rollup."""
+    labels = ["platform", "model"]
+    cost = CounterMetricFamily("jobqueue_llm_cost_usd", "USD spent on LLM calls at the "
+                               "configured prices (calls of unpriced models excluded).",
+                               labels=labels)
+    saved = CounterMetricFamily("jobqueue_llm_saved_usd", "USD the response cache saved.",
+                                labels=labels)
+    tokens = CounterMetricFamily("jobqueue_llm_billed_tokens", "Tokens the provider charged, "
+                                 "by kind (prompt includes cached_prompt).",
+                                 labels=[*labels, "kind"])
+    calls = CounterMetricFamily("jobqueue_llm_calls", "Answered LLM calls, by who answered: "
+                                "the main model, the fallback, or the cache.",
+                                labels=[*labels, "answered_by"])
+    unpriced = CounterMetricFamily("jobqueue_llm_unpriced_calls", "Calls of models with no "
+                                   "price: their cost is unknown.", labels=labels)
+    for r in rows:
+        key = [r["platform"], r["model"]]
+        cost.add_metric(key, r["cost_usd"])
+        saved.add_metric(key, r["saved_usd"])
+        for kind in ("prompt", "cached_prompt", "completion"):
+            column = "cached_tokens" if kind == "cached_prompt" else f"{kind}_tokens"
+            tokens.add_metric([*key, kind], r[column])
+        calls.add_metric([*key, "main"], r["calls"] - r["fallback_calls"])
+        calls.add_metric([*key, "fallback"], r["fallback_calls"])
+        calls.add_metric([*key, "cache"], r["cache_hits"])
+        unpriced.add_metric(key, r["unpriced_calls"])
+    return cost, saved, tokens, calls, unpriced
 
 
 def render(client, held: int = 0, pools: dict | None = None,

@@ -36,6 +36,7 @@ COMMANDS = {
     "tokens": "jobqueue.cli.tokens:tokens",
     "keys": "jobqueue.cli.keys:keys",
     "quotas": "jobqueue.cli.quotas:quotas_group",
+    "budgets": "jobqueue.cli.budgets:budgets",
     "demo": "jobqueue.cli.demo:demo_command",
     "bench": "jobqueue.cli.bench:bench_command",
     "db": "jobqueue.cli.db:db_group",

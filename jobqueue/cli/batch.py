@@ -31,6 +31,9 @@ def batch() -> None:
               help="Default: from the file's extension.")
 @click.option("--name", default=None, help="A name for people (default: the file's name).")
 @click.option("--owner", default=None)
+@click.option("--dry-run", is_flag=True,
+              help="Check the file and print the estimated tokens, cost and time at the "
+                   "platform's limits; enqueue nothing.")
 @click.option("--on-complete", "on_complete", default=None, metavar="KIND",
               help="A job (task KIND) to enqueue once every job of the batch has ended; its "
                    "payload gets the batch id and counts.")
@@ -39,8 +42,8 @@ def batch() -> None:
               help="Its payload, a JSON object (batch_id and counts are added).")
 @click.option("--partial", is_flag=True,
               help="Over the owner's quota, enqueue the first rows that fit (default: none).")
-def batch_submit(file, platform, template, fmt, name, owner, on_complete, on_complete_queue,
-                 on_complete_payload, partial) -> None:
+def batch_submit(file, platform, template, fmt, name, owner, dry_run, on_complete,
+                 on_complete_queue, on_complete_payload, partial) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
     A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued. Rows may
@@ -59,6 +62,9 @@ def batch_submit(file, platform, template, fmt, name, owner, on_complete, on_com
         for line in report.lines():
             click.echo(line, err=True)
         raise UserError(f"{file}: {report.error_count} problem(s); nothing was enqueued")
+    if dry_run:
+        _print_estimate(file, template, fmt, settings)
+        return
     with open_client() as jq, click.progressbar(length=report.rows, label="enqueuing",
                                             file=sys.stderr) as bar:
         done = 0
@@ -83,6 +89,37 @@ def batch_submit(file, platform, template, fmt, name, owner, on_complete, on_com
         click.echo(f"{submitted.refused} row(s) over {owner}'s quota were not enqueued "
                    f"(retry in {retry:.0f}s)", err=True)
     click.echo(batch_id)
+
+
+def _print_estimate(file, template, fmt, platform) -> None:
+    """`--dry-run`: what the file would cost and take, nothing enqueued."""
+    from jobqueue.batches import files as batchfiles
+    from jobqueue.batches.specs import chat_spec
+    from jobqueue.llm import prices
+    from jobqueue.llm.payloads import chat_request
+
+    try:
+        table = prices.load()
+    except prices.ConfigError as exc:
+        raise UserError(str(exc)) from None
+    requests = (chat_request(chat_spec(row, 1).payload, platform)
+                for row in batchfiles.iter_rows(file, template=template, fmt=fmt))
+    keys = len(platform.api_key_env)
+    e = prices.estimate(requests, platform.rpm, platform.tpm, keys, table)
+    if e.cost_usd is None:
+        cost = (f"unknown: no price for {', '.join(e.unpriced)} (add [prices.\"MODEL\"] to "
+                "jobqueue.toml)")
+    else:
+        cost = (f"at most ${e.cost_usd:,.4f} (${e.batch_api_cost_usd:,.4f} through the Batch "
+                f"API); list prices of {prices.PRICES_AS_OF} unless jobqueue.toml sets them")
+    minutes, seconds = divmod(round(e.seconds), 60)
+    click.echo(f"dry run of {file} on {platform.name}: nothing was enqueued\n"
+               f"  jobs:   {e.calls:,}\n"
+               f"  tokens: {e.prompt_tokens:,} prompt (characters / 4) + at most "
+               f"{e.max_output_tokens:,} output (max_tokens)\n"
+               f"  cost:   {cost}\n"
+               f"  time:   at least {minutes}m {seconds:02d}s at {keys} key(s) x "
+               f"{platform.rpm:,} RPM / {platform.tpm:,} TPM ({e.bound_by} bind)")
 
 
 def _callback(kind, queue, payload):
@@ -132,7 +169,8 @@ def _batch_or_fail(jq, batch_id: int) -> dict:
 @batch.command("show")
 @click.argument("batch_id", type=int)
 def batch_show(batch_id: int) -> None:
-    """A batch with its jobs counted by state (JSON)."""
+    """A batch with its jobs counted by state and what its LLM calls cost (JSON): tokens,
+    cost_usd, cache hits and what they saved, the fallback share, and jobs over budget."""
     with open_client() as jq:
         print_json(_batch_or_fail(jq, batch_id))
 

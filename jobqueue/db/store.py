@@ -37,7 +37,8 @@ from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS
 @dataclass(slots=True)
 class Outcome:
     """What became of one execution: "finish" (state succeeded, dead or cancelled, with a
-    result or an error), "retry" (after `delay` seconds) or "hand_back" (not run; shutdown)."""
+    result or an error), "retry" (after `delay` seconds) or "hand_back" (not run: shutdown,
+    or the handler gave it back; with `progress`, due again after `delay` seconds)."""
 
     job_id: int
     execution_id: str
@@ -46,6 +47,7 @@ class Outcome:
     result: str | None = None  # JSON text
     error: str | None = None  # JSON text of the attempt's error object
     delay: float = 0.0
+    progress: str | None = None  # JSON text: why a job handed back until later waits
 
 
 # -- claim ------------------------------------------------------------------------------------
@@ -106,7 +108,8 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
     then are recognised by their execution ids instead of being taken for lost leases."""
     finish = [o for o in outcomes if o.action == "finish"]
     retry = [o for o in outcomes if o.action == "retry"]
-    back = [o.job_id for o in outcomes if o.action == "hand_back"]
+    back = [o.job_id for o in outcomes if o.action == "hand_back" and o.progress is None]
+    later = [o for o in outcomes if o.action == "hand_back" and o.progress is not None]
     recorded: set[int] = set()
     # prepare=False: a cached generic plan of these unnest joins degrades to a nested loop
     # that rescans the arrays for every row (10x slower at 500 rows).
@@ -128,6 +131,11 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
     if back:
         await conn.execute(q("hand_back"), {"ids": back, "worker": worker})
         recorded.update(back)
+    if later:
+        await conn.execute(q("hand_back_later"), {
+            "ids": int_array(o.job_id for o in later), "delays": [o.delay for o in later],
+            "progress": text_array(o.progress for o in later), "worker": worker})
+        recorded.update(o.job_id for o in later)
     if resent:
         missing = [o for o in finish + retry if o.job_id not in recorded]
         if missing:
@@ -410,6 +418,19 @@ def batch(conn: psycopg.Connection, batch_id: int) -> dict | None:
     rows = _execute(conn, "batches_page", {"before": batch_id + 1, "limit": 1,
                                            "only": batch_id}, prepare=_UNPREPARED).fetchall()
     return rows[0] if rows else None
+
+
+def batch_over_budget(conn: psycopg.Connection, batch_id: int) -> int:
+    """How many of a batch's jobs wait paused over an LLM budget."""
+    return _execute(conn, "batch_over_budget", {"batch_id": batch_id}).fetchone()["over_budget"]
+
+
+def resume_over_budget(conn: psycopg.Connection, scope: str, scope_id: str) -> int:
+    """Make the jobs paused over a budget of this scope due now (the budget was raised or
+    removed); returns how many."""
+    batch_id = int(scope_id) if scope == "batch" and scope_id.isdigit() else None
+    return _execute(conn, "resume_over_budget", {"scope": scope, "scope_id": scope_id,
+                                                 "batch_id": batch_id}).fetchone()["resumed"]
 
 
 def batch_jobs(conn: psycopg.Connection, batch_id: int, after: int = 0,

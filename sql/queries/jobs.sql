@@ -467,6 +467,48 @@ SELECT count(*) AS released,
 FROM released;
 
 
+-- name: hand_back_later
+-- A handler gave its job back until later (HandBack with a delay: an LLM job over its
+-- budget): not counted as an attempt, due again after `delay` seconds (so a paused job is not
+-- claimed again in a tight loop), with `progress` saying why it waits, for people.
+WITH released AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(j.attempts - 1, 0),
+        run_at = now() + make_interval(secs => b.delay), progress = b.progress::jsonb
+    FROM unnest(%(ids)s::bigint[], %(delays)s::float8[], %(progress)s::text[])
+        AS b(id, delay, progress)
+    WHERE j.id = b.id AND j.lease_owner = %(worker)s
+    RETURNING j.id
+)
+SELECT count(*) AS released,
+       count(pg_notify('jobqueue_events', id || '-' || id)) AS announced
+FROM released;
+
+
+-- name: resume_over_budget
+-- A budget was raised or removed: its scope's jobs paused over budget are due now, and no
+-- longer say they are paused. (Still over another budget, they pause again on their next
+-- call.) Uses jobs_batch_idx for a batch; an owner's scope reads the owner's waiting jobs.
+WITH resumed AS (
+    UPDATE jobqueue.jobs
+    SET run_at = now(), progress = NULL
+    WHERE lease_owner IS NULL AND progress ->> 'paused' = 'over budget'
+      AND ((%(scope)s = 'batch' AND batch_id = %(batch_id)s)
+           OR (%(scope)s = 'owner' AND owner = %(scope_id)s))
+    RETURNING id, queue
+)
+SELECT count(*) AS resumed,
+       count(pg_notify('jobqueue_insert', queue)) AS notified
+FROM resumed;
+
+
+-- name: batch_over_budget
+-- How many of a batch's jobs wait paused over a budget.
+SELECT count(*) AS over_budget FROM jobqueue.jobs
+WHERE batch_id = %(batch_id)s AND lease_owner IS NULL
+  AND progress ->> 'paused' = 'over budget';
+
+
 -- name: renew_leases
 -- Heartbeat: extend the leases of the jobs this worker knows it runs (`known`), and hand back
 -- at once any other row leased to it: a claim whose reply was lost (the connection broke after

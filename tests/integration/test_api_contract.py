@@ -263,6 +263,27 @@ class TestEveryDocumentedStatusIsAnswered:
                 403: lambda: reader.delete(f"/api/webhooks/{hook['id']}"),
                 200: lambda: alice.delete(f"/api/webhooks/{hook['id']}"),
                 404: lambda: alice.delete(f"/api/webhooks/{hook['id']}")},
+            ("/costs", "get"): {
+                200: lambda: alice.get("/api/costs"),
+                400: lambda: alice.get("/api/costs?by=colour")},
+            ("/budgets", "get"): {200: lambda: alice.get("/api/budgets")},
+            ("/budgets/{scope}/{scope_id}/{period}", "put"): {
+                200: lambda: alice.put(f"/api/budgets/batch/{batch}/total", json={"usd": 1}),
+                400: lambda: alice.put(f"/api/budgets/batch/{batch}/total", json={"usd": -1}),
+                403: lambda: reader.put(f"/api/budgets/batch/{batch}/total", json={"usd": 1}),
+                404: lambda: alice.put("/api/budgets/batch/987654321/total", json={"usd": 1}),
+                413: lambda: alice.put(f"/api/budgets/batch/{batch}/total", data=big,
+                                       headers=json_type),
+                415: lambda: alice.put(f"/api/budgets/batch/{batch}/total", data="x")},
+            ("/budgets/{scope}/{scope_id}/{period}", "delete"): {
+                200: lambda: alice.delete(f"/api/budgets/batch/{batch}/total"),
+                403: lambda: reader.delete(f"/api/budgets/batch/{batch}/total"),
+                404: lambda: alice.delete("/api/budgets/batch/987654321/total")},
+            ("/budgets/{scope}/{scope_id}", "delete"): {
+                200: lambda: (alice.put(f"/api/budgets/batch/{batch}/day", json={"usd": 1}),
+                              alice.delete(f"/api/budgets/batch/{batch}"))[1],
+                403: lambda: reader.delete(f"/api/budgets/batch/{batch}"),
+                404: lambda: alice.delete("/api/budgets/batch/987654321")},
             ("/quotas", "get"): {200: lambda: alice.get("/api/quotas")},
             ("/quotas/{scope}/{name}", "put"): {
                 200: lambda: admin.put("/api/quotas/kind/x", json={"jobs": "1/min"}),
