@@ -129,30 +129,9 @@ class Client:
                      on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
         failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
-        now, routes = datetime.now(UTC), routing.load()
-        for field, value in (("name", name), ("source", source), ("owner", owner)):
-            check_text(value, field)
-        to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
-        total = 0
         with self.pool.connection() as conn, conn.transaction():
-            batch_id = conn.execute(q("batch_create"), {
-                "name": name, "queue": queue, "owner": owner, "source": source,
-                "metadata": Jsonb(metadata or {})}).fetchone()["id"]
-            chunk: list[tuple] = []
-            for index, spec in enumerate(specs):
-                spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
-                chunk.append(_validated(spec, index, now, routes))
-                if len(chunk) == CHUNK:
-                    total += len(_insert(conn, chunk))
-                    chunk = []
-                    if on_progress:
-                        on_progress(total)
-            if chunk:
-                total += len(_insert(conn, chunk))
-            conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
-        if on_progress:
-            on_progress(total)
-        return batch_id, total
+            return insert_batch(conn, specs, queue=queue, name=name, owner=owner,
+                                source=source, metadata=metadata, on_progress=on_progress)
 
     def batch(self, batch_id: int) -> dict | None:
         """A batch with its jobs counted by state."""
@@ -237,6 +216,37 @@ def _row(spec: JobSpec, now: datetime, routes: routing.Routes) -> tuple:
     [tasks.NAME] table in jobqueue.toml, else the built-in defaults: never from the task
     registry, which only the processes that imported the task module have."""
     return routing.apply(spec, routes).validated_row(DEFAULT_QUEUE, DEFAULT_MAX_ATTEMPTS, now)
+
+
+def insert_batch(conn, specs: Iterable[JobSpec], *, queue: str, name: str | None = None,
+                 owner: str | None = None, source: str | None = None,
+                 metadata: dict | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Client.submit_batch inside the caller's transaction (a schedule's fire records its run
+    in the same one); returns (batch id, jobs enqueued)."""
+    now, routes = datetime.now(UTC), routing.load()
+    for field, value in (("name", name), ("source", source), ("owner", owner)):
+        check_text(value, field)
+    to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
+    total = 0
+    batch_id = conn.execute(q("batch_create"), {
+        "name": name, "queue": queue, "owner": owner, "source": source,
+        "metadata": Jsonb(metadata or {})}).fetchone()["id"]
+    chunk: list[tuple] = []
+    for index, spec in enumerate(specs):
+        spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
+        chunk.append(_validated(spec, index, now, routes))
+        if len(chunk) == CHUNK:
+            total += len(_insert(conn, chunk))
+            chunk = []
+            if on_progress:
+                on_progress(total)
+    if chunk:
+        total += len(_insert(conn, chunk))
+    conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
+    if on_progress:
+        on_progress(total)
+    return batch_id, total
 
 
 def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:

@@ -13,7 +13,8 @@ from tests.support.helpers import ROOT
 
 MODULES = sorted(p.relative_to(ROOT) for folder in ("jobqueue", "web")
                  for p in (ROOT / folder).rglob("*.py"))
-CORE = ("jobqueue/db", "jobqueue/worker", "jobqueue/llm", "jobqueue/batches", "jobqueue/sim")
+CORE = ("jobqueue/db", "jobqueue/worker", "jobqueue/llm", "jobqueue/batches", "jobqueue/sim",
+        "jobqueue/schedules")
 CORE_FILES = ("jobqueue/jobs.py", "jobqueue/tasks.py", "jobqueue/client.py",
               "jobqueue/errors.py", "jobqueue/config.py", "jobqueue/routing.py",
               "jobqueue/profiles.py", "jobqueue/logs.py", "jobqueue/tokens.py",
