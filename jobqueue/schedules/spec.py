@@ -95,8 +95,8 @@ def build(name: str, fields: dict[str, Any], *, origin: str = "api",
     owner = given.get("owner")
     _text(owner, "owner")
     spec = ScheduleSpec(name=name, cron=" ".join(expression.split()), timezone=timezone,
-                        misfire=misfire, max_lateness=float(lateness) if lateness is not None else None,
-                        owner=owner, origin=origin, paused=paused)
+                        misfire=misfire, owner=owner, origin=origin, paused=paused,
+                        max_lateness=float(lateness) if lateness is not None else None)
     if "batch" in given or "batch_file" in given:
         extra = sorted(set(given) & {"kind", "queue", "payload", "max_attempts", "timeout"})
         if extra:
