@@ -38,7 +38,9 @@ SECURITY_HEADERS = {
 # Werkzeug holds a chunked body (no Content-Length) to the same limit while reading it: 413,
 # as for a body that declares its length.
 BODY_LIMITS = {"api.upload_document": ("DOCUMENT_MAX_BYTES", 64 * 1024),
-               "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024)}
+               "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024),
+               "schedules.create_schedule": ("BATCH_MAX_BYTES", 1),
+               "schedules.put_schedule": ("BATCH_MAX_BYTES", 1)}
 
 
 SECRET_MISSING = (
@@ -88,10 +90,11 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, dashboard, health
+    from web import api, dashboard, health, schedules
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(schedules.bp, url_prefix="/api/schedules")
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()

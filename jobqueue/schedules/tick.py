@@ -166,15 +166,16 @@ def _decide_and_fire(conn: psycopg.Connection, row: dict, now: datetime) -> list
 
 
 def fire(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: str,
-         now: datetime) -> dict | None:
+         now: datetime, platforms: dict | None = None) -> dict | None:
     """Record one fire and enqueue what it makes, in the caller's transaction; None when the
-    fire was already recorded (by another scheduler): then nothing is enqueued."""
+    fire was already recorded (by another scheduler): then nothing is enqueued. `platforms`:
+    the configured platforms, when not jobqueue.toml's (the web app's own config)."""
     run = _record(conn, row, fire_at, decision, now)
     if run is None:
         return None
     try:
         with conn.transaction():  # a savepoint: a refused enqueue leaves the run row
-            run |= _enqueue(conn, row, fire_at, decision)
+            run |= _enqueue(conn, row, fire_at, decision, platforms)
     except (JobqueueError, OSError, psycopg.DataError, psycopg.IntegrityError) as exc:
         run |= {"decision": "failed", "reason": f"{type(exc).__name__}: {exc}"[:2000]}
     _cursor(conn).execute(q("schedule_run_set"), run)
@@ -187,14 +188,15 @@ def fire(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: str,
     return run
 
 
-def run_now(conn: psycopg.Connection, name: str, now: datetime) -> dict | None:
+def run_now(conn: psycopg.Connection, name: str, now: datetime,
+            platforms: dict | None = None) -> dict | None:
     """`schedules run-now`: one manual fire at `now`, outside the cron times (the schedule's
     next fire is unchanged); None if there is no such schedule."""
     with conn.transaction():
         row = _cursor(conn).execute(q("schedule_get"), {"name": name}).fetchone()
         if row is None:
             return None
-        return fire(conn, row, now, "manual", now)
+        return fire(conn, row, now, "manual", now, platforms)
 
 
 def _record(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: str,
@@ -209,8 +211,8 @@ def _record(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: st
             "decision": decision, "reason": reason, "job_id": None, "batch_id": None}
 
 
-def _enqueue(conn: psycopg.Connection, row: dict, fire_at: datetime,
-             decision: str) -> dict[str, Any]:
+def _enqueue(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: str,
+             platforms: dict | None) -> dict[str, Any]:
     from jobqueue.client import insert_batch, insert_specs  # the pool is not the worker's
 
     target = row["target"]
@@ -221,7 +223,7 @@ def _enqueue(conn: psycopg.Connection, row: dict, fire_at: datetime,
     from jobqueue.batches import files as batchfiles
     from jobqueue.batches.specs import chat_spec
 
-    platform = spec.platform_settings(target["platform"])
+    platform = spec.platform_settings(target["platform"], platforms)
     stamp = f"@{row['name']}:{fire_at.isoformat()}"
 
     def specs(rows):
