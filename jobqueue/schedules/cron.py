@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -54,8 +54,11 @@ class Cron:
         """The last fire at or before `moment`, in UTC (None if it never fired: cronsim
         looks back until it finds one, so an impossible date like Feb 30 never gets here:
         parse() refuses it)."""
-        local = moment.astimezone(self.zone)
-        for fire in CronSim(self.expression, local.replace(microsecond=0), reverse=True):
+        # cronsim's reverse walk yields fires strictly before its start; fires fall on whole
+        # minutes, so starting a second past `moment` (counted in UTC, not on the wall
+        # clock of a repeated hour) includes a fire at `moment` itself.
+        start = (moment.replace(microsecond=0) + timedelta(seconds=1)).astimezone(self.zone)
+        for fire in CronSim(self.expression, start, reverse=True):
             return fire.astimezone(UTC)
         return None
 
