@@ -132,7 +132,15 @@ def tick(conn: psycopg.Connection, now: datetime, max_schedules: int = 100) -> l
             row = _cursor(conn).execute(q("schedule_due"), {"now": now}).fetchone()
             if row is None:
                 break
-            runs.extend(_decide_and_fire(conn, row, now))
+            try:
+                with conn.transaction():  # a savepoint: what the failure undoes
+                    runs.extend(_decide_and_fire(conn, row, now))
+            except psycopg.OperationalError:
+                raise  # the connection: the whole tick is tried again at the next poll
+            except Exception as exc:  # a bug must not stop every scheduler on this schedule
+                log.error("schedule_tick_failed", schedule=row["name"], exc_info=exc)
+                runs.extend(_pause_failed(conn, row, now, f"internal error: "
+                                          f"{type(exc).__name__}: {exc}"))
     return runs
 
 
@@ -140,13 +148,7 @@ def _decide_and_fire(conn: psycopg.Connection, row: dict, now: datetime) -> list
     try:
         plan = decide(row, now)
     except InvalidSchedule as exc:  # stored before a zone vanished from tzdata, say
-        run = _record(conn, row, row["next_fire_at"], "failed", now,
-                      reason=f"{exc}; the schedule is paused")
-        _cursor(conn).execute(q("schedule_set_paused"), {
-            "name": row["name"], "paused": True, "next_fire_at": None, "owner": None})
-        if run is not None:
-            _failed(conn, row, run)
-        return [run] if run else []
+        return _pause_failed(conn, row, now, str(exc))
     runs = []
     if plan.skipped:
         run = _record(conn, row, plan.skipped[-1], "skipped", now, reason=plan.reason,
@@ -163,6 +165,21 @@ def _decide_and_fire(conn: psycopg.Connection, row: dict, now: datetime) -> list
     _cursor(conn).execute(q("schedule_advance"), {"name": row["name"],
                                                   "next_fire_at": plan.next_fire_at})
     return runs
+
+
+def _pause_failed(conn: psycopg.Connection, row: dict, now: datetime,
+                  reason: str) -> list[dict]:
+    """A schedule that cannot be decided: a failed run saying why, and the schedule paused
+    (fixing and resuming it is a person's job)."""
+    reason = f"{reason}; the schedule is paused"[:2000]
+    # At its next fire; at `now` if that fire has its run row already (it failed before).
+    run = (_record(conn, row, row["next_fire_at"], "failed", now, reason=reason)
+           or _record(conn, row, now, "failed", now, reason=reason))
+    _cursor(conn).execute(q("schedule_set_paused"), {
+        "name": row["name"], "paused": True, "next_fire_at": None, "owner": None})
+    if run is not None:
+        _failed(conn, row, run)
+    return [run] if run else []
 
 
 def fire(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: str,

@@ -26,6 +26,9 @@ from jobqueue.worker.link import Link
 log = structlog.get_logger("jobqueue.worker")
 
 Clock = Callable[[], datetime]
+# Seconds a tick's own connection may take to open: a stopping worker waits for a tick's
+# thread to end, so it must not hang on an unreachable database.
+CONNECT_TIMEOUT = 10
 
 
 def utc_now() -> datetime:
@@ -49,7 +52,7 @@ class Scheduler:
         for registry in self.registries:
             merged = merged.merged_with(registry)
         configured, tasks = declared.load(), declared.from_tasks(merged)
-        with db.connect(self.url, autocommit=True) as conn:
+        with db.connect(self.url, connect_timeout=CONNECT_TIMEOUT) as conn:
             done = declared.sync(conn, self.clock(), configured, tasks)
         self.synced = True
         return done
@@ -58,14 +61,21 @@ class Scheduler:
         """Enqueue every fire due by the clock; returns the runs recorded."""
         from jobqueue.schedules import tick
 
-        with db.connect(self.url, autocommit=True) as conn:
+        with db.connect(self.url, connect_timeout=CONNECT_TIMEOUT) as conn:
             return tick.tick(conn, self.clock())
 
     # -- the service -----------------------------------------------------------------------
 
     async def run(self, link: Link, poll_seconds: float) -> None:
-        """Sync, then tick whenever the earliest schedule is due (checked every poll)."""
-        await asyncio.to_thread(self.sync)
+        """Sync, then tick whenever the earliest schedule is due (checked every poll). A
+        database error is logged and tried again at the next poll; a wrong jobqueue.toml
+        (ConfigError) stops the worker, naming the table and field."""
+        while not self.synced:
+            try:
+                await asyncio.to_thread(self.sync)
+            except psycopg.Error as exc:
+                self.log.warning("scheduler_sync_failed", error=str(exc).strip())
+                await asyncio.sleep(poll_seconds)
         while True:
             try:
                 rows = await link.execute(q("schedule_next_due"))

@@ -101,6 +101,26 @@ class TestFires:
         assert store.get(conn, "d")["next_fire_at"] == at(2026, 1, 2)
 
 
+    def test_a_schedule_that_cannot_be_decided_is_paused_and_others_go_on(self, conn, sql):
+        """A stored expression that no longer parses (or a bug deciding it) fails that
+        schedule alone: a failed run says why, it is paused, and the next one fires."""
+        start = at(2026, 1, 1, 12, 0, 30)
+        add(conn, "broken", start, cron="* * * * *")
+        add(conn, "fine", start, cron="* * * * *")
+        sql("UPDATE jobqueue.schedules SET cron = '* * *' WHERE name = 'broken'")
+        tick.tick(conn, at(2026, 1, 1, 12, 1, 5))
+        (run,) = runs(conn, "broken")
+        assert run["decision"] == "failed" and "cron:" in run["reason"]
+        assert store.get(conn, "broken")["paused"]
+        assert fired(conn, "fine") == [(at(2026, 1, 1, 12, 1), "enqueued")]
+        sql("UPDATE jobqueue.schedules SET target = '{\"type\": \"mystery\"}', "
+            "paused = false WHERE name = 'broken'")
+        sql("UPDATE jobqueue.schedules SET cron = '* * * * *' WHERE name = 'broken'")
+        tick.tick(conn, at(2026, 1, 1, 12, 2, 5))
+        assert "internal error" in runs(conn, "broken")[-1]["reason"]
+        assert len(fired(conn, "fine")) == 2
+
+
 class TestMissedFires:
     DOWN_FROM, BACK = at(2026, 1, 1, 12, 0, 30), at(2026, 1, 1, 13, 5, 30)
 
