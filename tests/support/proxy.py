@@ -16,16 +16,16 @@ _RESET = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")  # struct linger 
 
 
 class PartitionProxy:
-    def __init__(self, url: str, cut_after: bytes | None = None):
+    def __init__(self, url: str, cut_after: bytes | None = None, bind: str = "127.0.0.1"):
         params = conninfo_to_dict(url)
         host, port = params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
         # A Unix-socket server (the embedded one) is reached through its socket file.
         self.target = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
         self.cut_after = cut_after
         self.cut = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener = socket.create_server((bind, 0))
         self.port = self._listener.getsockname()[1]
-        self.url = make_conninfo(url, host="127.0.0.1", port=self.port)
+        self.url = make_conninfo(url, host=bind, port=self.port)
         self._sockets: list[socket.socket] = []
         self._closed = False
         self._lock = threading.Lock()
