@@ -191,12 +191,14 @@ def _batch_target(given: dict[str, Any], base_dir: str | None,
                 content = f.read()
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidSchedule(f"batch_file: {path}: cannot read it ({exc})") from None
+        _text(content, "batch_file")
         source = os.path.abspath(full)
         fmt = fmt or ("csv" if path.lower().endswith(".csv") else "jsonl")
     else:
         content = given["batch"]
         if not isinstance(content, str):
             raise InvalidSchedule("batch: must be the batch file's text")
+        _text(content, "batch")  # stored as text: no NUL, no lone surrogate
         if len(content.encode("utf-8", "surrogatepass")) > MAX_BATCH_BYTES:
             raise InvalidSchedule(f"batch: larger than {MAX_BATCH_BYTES} bytes")
         source, fmt = None, fmt or "jsonl"

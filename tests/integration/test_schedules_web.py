@@ -103,13 +103,21 @@ class TestApi:
         assert r.status_code == status, r.text
         assert r.json()["error"]["field"] == field
 
-    @settings(max_examples=60, deadline=None,
+    @pytest.mark.parametrize("text", ["\ud800\n", "prompt\nhi\x00\n", '{"prompt": "a\\u0000"}'])
+    def test_batch_text_postgres_cannot_store_is_refused(self, alice, text):
+        r = alice.post("/api/schedules", json={"name": "b", "cron": "@daily",
+                                               "platform": "sim", "batch": text})
+        assert r.status_code in (400, 422), r.text
+
+    @settings(max_examples=150, deadline=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.dictionaries(
         st.sampled_from(["name", "cron", "timezone", "kind", "queue", "payload", "misfire",
                          "max_lateness", "priority", "batch", "platform", "format",
                          "template", "metadata", "paused"]),
         st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=30),
+                  st.sampled_from(["@daily", "sim", "csv", "Europe/Berlin", "{x}",
+                                   "prompt\nhi\n", "k"]),
                   st.lists(st.integers(), max_size=3),
                   st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))))
     def test_any_body_is_answered_without_a_server_error(self, alice, body):
