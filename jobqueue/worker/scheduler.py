@@ -6,7 +6,8 @@ transaction, makes it happen once however many workers tick at the same moment, 
 is up during a rolling restart picks up where the others stopped. While nothing is due it
 costs one short query per poll on the worker's claim connection; a due fire (and the start-up
 sync) open a connection of their own for the tick, in a thread (the enqueue path, batch files
-included, is synchronous), and close it after.
+included, is synchronous), and close it after. Runs older than RUNS_RETENTION_DAYS are pruned
+by maintenance (a prune hook registered here).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from jobqueue import db
 from jobqueue.db.queries import q
 from jobqueue.tasks import Registry
 from jobqueue.worker.link import Link
+from jobqueue.worker.maintenance import register_prune_hook
 
 log = structlog.get_logger("jobqueue.worker")
 
@@ -29,6 +31,17 @@ Clock = Callable[[], datetime]
 # Seconds a tick's own connection may take to open: a stopping worker waits for a tick's
 # thread to end, so it must not hang on an unreachable database.
 CONNECT_TIMEOUT = 10
+RUNS_RETENTION_DAYS = 90  # a schedule's runs list goes back this far
+
+
+async def prune_runs(conn: psycopg.AsyncConnection) -> int:
+    """Maintenance hook: drop a slice of runs past the retention (leader-gated in SQL)."""
+    cur = await conn.execute(q("prune_schedule_runs"), {"days": RUNS_RETENTION_DAYS,
+                                                         "limit": 10000})
+    return cur.rowcount
+
+
+register_prune_hook("schedule_runs", prune_runs)
 
 
 def utc_now() -> datetime:

@@ -55,6 +55,9 @@ CREATE TABLE jobqueue.schedule_runs (
 );
 -- The runs list of a schedule, newest first.
 CREATE INDEX schedule_runs_recent ON jobqueue.schedule_runs (schedule, id DESC);
+-- Pruning by age (worker/scheduler.py's prune hook): rows arrive in decision order, so a BRIN
+-- finds the old ones without scanning the table.
+CREATE INDEX schedule_runs_decided ON jobqueue.schedule_runs USING brin (decided_at);
 
 -- What became of a run, for the runs list and the dashboard: its job's state, or for a
 -- batch 'succeeded', 'dead' (some member dead) or 'running' while any member is not

@@ -131,3 +131,16 @@ RETURNING id;
 UPDATE jobqueue.schedule_runs
 SET decision = %(decision)s, reason = %(reason)s, job_id = %(job_id)s, batch_id = %(batch_id)s
 WHERE id = %(id)s;
+
+
+-- name: prune_schedule_runs
+-- Runs older than the retention, a bounded slice at a time (their jobs and batches stay).
+-- Gated on the maintenance leader's transaction-level lock, as prune_finished is.
+WITH leader AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
+)
+DELETE FROM jobqueue.schedule_runs
+WHERE id IN (SELECT id FROM jobqueue.schedule_runs
+             WHERE decided_at < now() - make_interval(days => %(days)s)
+               AND (SELECT ok FROM leader)
+             LIMIT %(limit)s);

@@ -291,3 +291,24 @@ class TestDeclared:
     def test_a_bad_task_cron_fails_at_import(self):
         with pytest.raises(ValueError, match="cron"):
             task("bad", cron="every day", registry=Registry())(lambda payload: None)
+
+
+class TestPruning:
+    def test_runs_past_the_retention_are_pruned_by_the_maintenance_hook(self, conn, sql,
+                                                                        db_url):
+        import asyncio
+
+        from jobqueue.worker.scheduler import prune_runs
+
+        add(conn, "m", at(2026, 1, 1), cron="* * * * *")
+        tick.tick(conn, at(2026, 1, 1, 0, 1, 5))
+        tick.tick(conn, at(2026, 1, 1, 0, 2, 5))
+        sql("UPDATE jobqueue.schedule_runs SET decided_at = now() - CASE WHEN fire_at = %s "
+            "THEN interval '91 days' ELSE interval '89 days' END", (at(2026, 1, 1, 0, 1),))
+
+        async def prune():
+            async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as c:
+                return await prune_runs(c)
+
+        assert asyncio.run(prune()) == 1
+        assert [f for f, _ in fired(conn, "m")] == [at(2026, 1, 1, 0, 2)]
