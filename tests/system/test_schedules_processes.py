@@ -1,6 +1,6 @@
 """Exactly one enqueue per fire: four scheduler processes on a simulated clock, killed
-(SIGKILL, at whatever point of a tick they are) and restarted at random over ten simulated minutes
-that span Berlin's spring-forward, produce exactly the expected fires."""
+(SIGKILL, at whatever point of a tick they are) and restarted at random over ten simulated
+minutes that span Berlin's spring-forward, produce exactly the expected fires."""
 
 from __future__ import annotations
 
