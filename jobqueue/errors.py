@@ -8,7 +8,8 @@
     ├── InvalidSchedule (ValueError)     a schedule we refuse; the message names the field
     ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
     │   └── DocumentTooLarge             its text or its chunks pass a configured limit
-    ├── NoUsableKey                      every key of a platform is disabled
+    ├── HandBack                         raised by a handler: give the job back unspent
+    │   └── NoUsableKey                  every key of a platform is disabled
     ├── InvalidAnswer                    a model's answer lacked the shape asked for
     ├── RedactedError                    an LLM call's error, its API keys scrubbed out
     ├── Retry                            raised by a handler: another attempt, after `delay`
@@ -71,8 +72,15 @@ class DocumentTooLarge(UnreadableDocument):
     (JOBQUEUE_DOCUMENT_MAX_CHARS, JOBQUEUE_DOCUMENT_MAX_CHUNKS); the message names it."""
 
 
-class NoUsableKey(JobqueueError):
-    """Every key of the platform is disabled (e.g. insufficient quota)."""
+class HandBack(JobqueueError):
+    """Raise to give the job back as it was: it waits to be claimed again and the attempt is
+    not counted (nothing was tried that could have failed)."""
+
+
+class NoUsableKey(HandBack):
+    """Every key of the platform is disabled (rejected, or out of quota): the job goes back to
+    waiting, attempts untouched, and the platform's workers stop claiming until a key is
+    enabled again (`jobqueue keys enable`)."""
 
 
 class InvalidAnswer(JobqueueError):

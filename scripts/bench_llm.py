@@ -29,7 +29,8 @@ fresh simulator process with identical settings.
   in the limiter); it reports the simulator's max in flight and each process's peak RSS.
 
 Figures, from the simulator's per-second timeline of accepted requests and its counters:
-steady state = the seconds from the first accepted request + --warmup to the last one - --tail;
+steady state = the seconds from the first accepted request + --warmup (and 5 s after the
+provider's initial burst, every key's full bucket, is spent) to the last one - --tail;
 achieved fraction = accepted in the steady state / (its seconds x the limit of all keys);
 429 share = 429s / all requests the simulator saw; worst 10 s = the most accepted in any 10
 consecutive seconds on one key / the limit's 10 s share (rpm / 6); job latency = submitted ->
@@ -145,7 +146,8 @@ class Simulator:
         a = self.args
         cmd = [sys.executable, "-m", "jobqueue.sim", "--host", "127.0.0.1",
                "--port", "0", "--latency", str(a.latency), "--jitter", str(a.jitter),
-               "--seed", str(a.seed)]
+               "--seed", str(a.seed), "--limit-scope", a.sim_limit_scope,
+               "--refused-spend" if a.refused_spend else "--no-refused-spend"]
         for secret in secrets(a.keys):
             cmd += ["--key", secret if a.tag and "probe" in a.tag else f"{secret}:{a.rpm}:{a.tpm}"]
         self.proc = self.procs.spawn(cmd, child_env({}), self.log_path)
@@ -218,14 +220,28 @@ def sim_figures(stats: dict, args: argparse.Namespace) -> dict:
     tok = {k: [rows[k].get(s, (0, 0))[1] for s in span] for k in keys}
     total_req = [sum(req[k][i] for k in keys) for i in range(len(span))]
     total_tok = [sum(tok[k][i] for k in keys) for i in range(len(span))]
-    lo, hi = args.warmup, len(span) - args.tail  # steady state: [lo, hi)
+    # Steady state: [lo, hi). It starts --warmup seconds in, and not before the provider's
+    # initial burst (every key's full bucket, a minute of budget) is spent plus 5 s: a
+    # limiter that believes the provider's headers spends that burst first, which is budget
+    # the provider gave, not a rate above its limit.
+    burst, spent, spent_at = len(keys) * args.rpm, 0, len(span)
+    for i, n in enumerate(total_req):
+        spent += n
+        if spent >= burst:
+            spent_at = i
+            break
+    lo, hi = max(args.warmup, spent_at + 5), len(span) - args.tail
     rps_limit, tps_limit = len(keys) * args.rpm / 60, len(keys) * args.tpm / 60
     out |= {"first_second": first, "span_seconds": last - first + 1,
             "timeline_requests": total_req, "timeline_tokens": total_tok,
             "timeline_by_key": {k: req[k] for k in keys}}
     if hi - lo >= 5:
         n = hi - lo
+        # The whole budget the provider allowed from the first accepted request to the last:
+        # every key's full bucket at the start (its per-minute limit) plus the refill since.
+        whole = len(keys) * args.rpm + rps_limit * (last - first + 1)
         out |= {
+            "achieved_whole": sum(total_req) / whole,
             "steady_seconds": n,
             "achieved_requests": sum(total_req[lo:hi]) / (n * rps_limit),
             "achieved_tokens": sum(total_tok[lo:hi]) / (n * tps_limit),
@@ -300,7 +316,9 @@ def write_config(path: Path, base_url: str, args: argparse.Namespace) -> None:
         f"concurrency = {args.concurrency}\n"
         f"max_tokens = {args.max_tokens}\n"
         f"timeout = {args.call_timeout}\n"
-        f"burst_seconds = {args.burst_seconds}\n")
+        f"burst_seconds = {args.burst_seconds}\n"
+        f'limit_scope = "{args.limit_scope}"\n'
+        + (f'fallback_model = "{args.fallback_model}"\n' if args.fallback_model else ""))
 
 
 def run_jobqueue(args: argparse.Namespace, procs: Processes, workdir: Path) -> dict:
@@ -366,7 +384,9 @@ def run_jobqueue(args: argparse.Namespace, procs: Processes, workdir: Path) -> d
                 "SELECT state, attempts, extract(epoch FROM finished_at - created_at)::float8, "
                 "(result->>'latency_ms')::float8, (result->>'waited_ms')::float8, "
                 "(result->>'throttled')::int, jsonb_array_length(errors), "
-                "extract(epoch FROM finished_at)::float8 FROM jobqueue.finished WHERE queue = %s",
+                "extract(epoch FROM finished_at)::float8, "
+                "coalesce((result->>'fallback')::bool, false) "
+                "FROM jobqueue.finished WHERE queue = %s",
                 (PLATFORM,)).fetchall()
             buckets = conn.execute(
                 "SELECT key_id, rpm, tpm, burst_seconds, requests_total, tokens_total, "
@@ -388,6 +408,7 @@ def run_jobqueue(args: argparse.Namespace, procs: Processes, workdir: Path) -> d
         "wait_ms": [r[4] for r in ok],
         "failed_attempts": sum(r[6] for r in rows), "throttled_in_results": sum(
             r[5] or 0 for r in ok),
+        "fallback_answers": sum(1 for r in ok if r[8]),
         "rss_mb": rss, "in_flight_max": sorted(in_flight_max.values(), reverse=True),
         "rate_limited_warnings": len(limited),
         "first_429_s": min(limited) - t0 if limited else None,
@@ -564,6 +585,7 @@ def column(r: dict | None, args: argparse.Namespace) -> dict[str, str]:
         "steady": f_num(s.get("steady_seconds")),
         "ach_req": f_pct(s.get("achieved_requests")),
         "ach_tok": f_pct(s.get("achieved_tokens")),
+        "ach_whole": f_pct(s.get("achieved_whole")),
         "rps": (f"{s['steady_rps']:.2f} ({s['steady_rps_min']}-{s['steady_rps_max']})"
                 if "steady_rps" in s else "n/a"),
         "share429": f"{f_pct(s['share_429'], 2)} ({s['rejected_429']} of {s['requests_seen']})",
@@ -585,6 +607,7 @@ def column(r: dict | None, args: argparse.Namespace) -> dict[str, str]:
         c["retries"] = (f"{r['failed_attempts']} failed attempts; "
                         f"{r['throttled_in_results']} 429s absorbed in calls")
         c["worker_inflight"] = " / ".join(str(n) for n in r["in_flight_max"]) or "n/a"
+        c["fallback"] = f"{r['fallback_answers']} of {r['succeeded']}"
     else:
         errs = ", ".join(f"{k}: {v}" for k, v in r["errors"].items())
         c["retries"] = f"{r['give_ups']} SDK give-ups (call made again)" + (
@@ -600,6 +623,7 @@ ROWS = [
     ("steady", "Steady-state window (s)"),
     ("ach_req", "**Achieved fraction of RPM limit (steady)**"),
     ("ach_tok", "**Achieved fraction of TPM limit (steady)**"),
+    ("ach_whole", "**Achieved fraction of the whole budget (initial burst + refill)**"),
     ("rps", "Accepted req/s in steady state: mean (min-max per second)"),
     ("share429", "**429s / requests sent**"),
     ("w10_req", "Worst 10 s window on one key, requests (whole run)"),
@@ -610,6 +634,7 @@ ROWS = [
     ("call", "Per-call latency p50 / p95 (ms)"),
     ("wait", "Wait before the call p50 / p95 (ms)"),
     ("retries", "Retries"),
+    ("fallback", "Answered by the fallback model"),
     ("rss", "Peak RSS per process (MB)"),
     ("inflight", "Max calls in flight at the simulator"),
     ("worker_inflight", "Max jobs in flight per process"),
@@ -719,6 +744,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompt-chars", type=int, default=240, help="prompt tokens = chars / 4")
     p.add_argument("--max-tokens", type=int, default=40)
     p.add_argument("--model", default="gpt-4o-mini")
+    p.add_argument("--fallback-model", default=None,
+                   help="jobqueue.toml fallback_model (e.g. gpt-4.1-mini)")
+    p.add_argument("--limit-scope", choices=("model", "key"), default="model",
+                   help="jobqueue.toml limit_scope (what jobqueue is told)")
+    p.add_argument("--sim-limit-scope", choices=("model", "key"), default="model",
+                   help="how the simulator counts: per (key, model), or every model per key")
+    p.add_argument("--refused-spend", action=argparse.BooleanOptionalAction, default=True,
+                   help="the simulator counts refused requests against the limit")
     p.add_argument("--workers", type=int, default=2, help="processes per system")
     p.add_argument("--concurrency", type=int, default=200, help="calls in flight per process")
     p.add_argument("--burst-seconds", type=float, default=3.0,

@@ -148,7 +148,22 @@ CREATE TABLE jobqueue.rate_buckets (
     requests_total  bigint      NOT NULL DEFAULT 0,
     tokens_total    bigint      NOT NULL DEFAULT 0,
     throttled_total bigint      NOT NULL DEFAULT 0,  -- 429s received
+    -- 0017 (the limiter under contention): see the comments in that migration.
+    rate_factor            float8      NOT NULL DEFAULT 1
+        CHECK (rate_factor > 0 AND rate_factor <= 1),  -- AIMD pace: x0.7 per 429, +0.02 per call
+    in_flight_requests     integer     NOT NULL DEFAULT 0,  -- reserved, not yet settled
+    in_flight_tokens       bigint      NOT NULL DEFAULT 0,
+    provider_limited_until timestamptz,  -- the provider said the budget is gone (429, headers)
     PRIMARY KEY (platform, model, key_id)
+);
+
+-- Whether a platform's provider counts every model against the key ('key') or gives each
+-- model its own budget ('model'); configured, or learned from a 429 naming no model or another.
+CREATE TABLE jobqueue.rate_scopes (
+    platform   text        PRIMARY KEY,
+    scope      text        NOT NULL CHECK (scope IN ('key', 'model')),
+    learned_at timestamptz NOT NULL DEFAULT now(),
+    evidence   text
 );
 
 -- Responses by hash of (base_url, model, messages, parameters). A row with no response yet is

@@ -34,6 +34,7 @@ COMMANDS = {
     "status": "jobqueue.cli.status:status",
     "batch": "jobqueue.cli.batch:batch",
     "tokens": "jobqueue.cli.tokens:tokens",
+    "keys": "jobqueue.cli.keys:keys",
     "demo": "jobqueue.cli.demo:demo_command",
     "bench": "jobqueue.cli.bench:bench_command",
     "db": "jobqueue.cli.db:db_group",

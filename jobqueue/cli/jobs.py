@@ -51,6 +51,15 @@ def enqueue(kind, payload, platform, prompt, model, max_tokens, queue, priority,
         raise UserError("--prompt, --model and --max-tokens go with --platform")
     if not kind:
         raise UserError("Missing option '--kind' (or --platform with --prompt)")
+    if platform:
+        from jobqueue.llm import payloads
+        from jobqueue.tasks import Permanent
+
+        try:  # refused now, not dead later on the worker
+            payloads.check(kind, data, settings)
+        except Permanent as exc:
+            hint = " (--prompt gives one)" if kind == "chat" else ""
+            raise UserError(f"{exc}{hint}") from None
     with open_client() as jq:
         try:
             job_id = jq.enqueue(kind, data, queue=queue, priority=priority, delay=delay,

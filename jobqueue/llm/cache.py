@@ -4,6 +4,11 @@ The key is a hash of the canonical request (base_url, model, messages, parameter
 checked before the rate limiter, so a hit spends no budget. Identical requests in flight at
 the same time make one call: within a process they share a future; across processes the first
 claims a pending row and the others wait for its answer (or take over if it gives up).
+
+The pending row lives as long as its call: the caller refreshes it every third of
+`pending_seconds` while the call waits for rate-limit budget or runs, so a long wait behind a
+tight limit never lets it lapse (and another process call again). Only a caller that died
+stops refreshing; its row lapses after `pending_seconds` and the next identical request calls.
 """
 
 from __future__ import annotations
@@ -83,12 +88,15 @@ class ResponseCache:
             # Another process is making this very call: wait for its answer.
             await asyncio.sleep(poll)
             poll = min(poll * 2, 0.5)
+        refresher = asyncio.create_task(self._keep_pending(key))
         try:
             response, cacheable = await call()
         except BaseException:
+            refresher.cancel()
             async with self.pool.connection() as conn:
                 await conn.execute(q("cache_release"), {"key": key})
             raise
+        refresher.cancel()
         async with self.pool.connection() as conn:
             if cacheable:
                 await conn.execute(q("cache_put"), {
@@ -96,6 +104,17 @@ class ResponseCache:
             else:
                 await conn.execute(q("cache_release"), {"key": key})
         return response, False
+
+    async def _keep_pending(self, key: str) -> None:
+        """Keep this caller's pending row alive while its call waits or runs."""
+        while True:
+            await asyncio.sleep(self.pending / 3)
+            try:
+                async with self.pool.connection() as conn:
+                    await conn.execute(q("cache_keep_pending"), {
+                        "key": key, "pending_seconds": self.pending})
+            except Exception:  # a missed refresh is retried on the next tick
+                continue
 
 
 async def prune_expired(conn) -> int:

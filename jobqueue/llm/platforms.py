@@ -49,7 +49,13 @@ class Platform:
     concurrency: int = 50
     max_attempts: int = 5
     timeout: float = 20.0  # per call; keep it under the worker's grace period
-    latency_budget: float = 10.0  # longest wait for the main model before the fallback
+    # The fallback answers only while the provider itself limits the main model (a 429, or
+    # headers saying nothing is left), and then only when waiting for the main model would
+    # take longer than this: never because of our own backlog.
+    latency_budget: float = 10.0
+    # "model": the provider gives each model its own budget on a key (OpenAI); "key": every
+    # model on a key draws from one budget. A 429 naming no model, or another, teaches "key".
+    limit_scope: str = "model"
     burst_seconds: float = 3.0
     max_tokens: int = 512  # default when a job gives none
     cache_ttl: float = 86_400.0
@@ -75,6 +81,7 @@ _INT_FIELDS = {"rpm", "tpm", "fallback_rpm", "fallback_tpm", "concurrency", "max
                "max_tokens", "max_429_retries"}
 _FLOAT_FIELDS = {"timeout", "latency_budget", "burst_seconds", "cache_ttl"}
 _STR_FIELDS = {"base_url", "model", "fallback_model"}
+_SCOPES = ("model", "key")
 _REQUIRED = ("base_url", "model", "api_key_env")
 
 
@@ -132,6 +139,11 @@ def _platform(name: str, table: Any, source: str) -> Platform:
         elif key in _STR_FIELDS:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{field_where}: must be a non-empty string, got {value!r}")
+            values[key] = value
+        elif key == "limit_scope":
+            if value not in _SCOPES:
+                raise ConfigError(f"{field_where}: must be one of {', '.join(_SCOPES)}, "
+                                  f"got {value!r}")
             values[key] = value
     if not values["base_url"].startswith(("http://", "https://")):
         raise ConfigError(f"{where}.base_url: must start with http:// or https://")

@@ -26,8 +26,10 @@ from psycopg_pool import AsyncConnectionPool
 from jobqueue import db, settings
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidAnswer as InvalidAnswer
+from jobqueue.errors import NoUsableKey
 from jobqueue.llm import documents
 from jobqueue.llm.cache import ResponseCache, cache_key, is_deterministic
+from jobqueue.llm.payloads import ANALYZE_INSTRUCTIONS, SENTIMENTS, chat_request, check_analyze
 from jobqueue.llm.platforms import ApiKey, Platform
 from jobqueue.llm.ratelimit import Grant, Limiter, estimate_tokens, retry_after_seconds
 from jobqueue.llm.redact import Redactor
@@ -35,44 +37,7 @@ from jobqueue.tasks import JobContext, Permanent, Registry
 
 log = structlog.get_logger("jobqueue.llm")
 
-API_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "response_format", "stop",
-              "presence_penalty", "frequency_penalty")
-CHAT_FIELDS = {"prompt", "messages", "model", "cache", "metadata", *API_PARAMS}
-ANALYZE_FIELDS = {"text", "model", "max_tokens", "cache", "metadata"}
-SENTIMENTS = ("positive", "neutral", "negative")
-
-ANALYZE_INSTRUCTIONS = (
-    "Analyse the user's text. Answer with one JSON object and nothing else, with exactly these "
-    "keys: summary (string, at most three sentences), sentiment (one of positive, neutral, "
-    "negative), topics (list of short strings), entities (list of names of people, "
-    "organisations, places or products).")
-
-
-def chat_request(payload: Any, platform: Platform) -> dict:
-    """The API request for a chat job's payload; Permanent if the payload is unusable."""
-    if not isinstance(payload, dict):
-        raise Permanent("payload: must be an object with prompt or messages")
-    unknown = set(payload) - CHAT_FIELDS
-    if unknown:
-        raise Permanent(f"payload: unknown field(s) {', '.join(sorted(unknown))}")
-    if ("prompt" in payload) == ("messages" in payload):
-        raise Permanent("payload: give exactly one of prompt or messages")
-    if "prompt" in payload:
-        if not isinstance(payload["prompt"], str) or not payload["prompt"].strip():
-            raise Permanent("payload.prompt: must be a non-empty string")
-        messages = [{"role": "user", "content": payload["prompt"]}]
-    else:
-        messages = payload["messages"]
-        if not isinstance(messages, list) or not messages or not all(
-                isinstance(m, dict) and "role" in m for m in messages):
-            raise Permanent("payload.messages: must be a non-empty list of {role, content}")
-    request = {"model": payload.get("model") or platform.model, "messages": messages,
-               "max_tokens": payload.get("max_tokens") or platform.max_tokens}
-    for name in API_PARAMS:
-        if payload.get(name) is not None and name != "max_tokens":
-            request[name] = payload[name]
-    return request
-
+GATE_SECONDS = 2.0  # how often a platform's workers look whether it has a usable key
 
 def validate_analysis(text: str) -> dict:
     try:
@@ -107,6 +72,8 @@ class PlatformRuntime:
         self.pool: AsyncConnectionPool | None = None
         self.limiter: Limiter | None = None
         self.cache: ResponseCache | None = None
+        self._usable = True  # some key of the platform is enabled (claim_gate)
+        self._usable_checked = -GATE_SECONDS
 
     def registry(self) -> Registry:
         reg = Registry()
@@ -145,6 +112,28 @@ class PlatformRuntime:
                 api_key=key.secret, base_url=self.platform.base_url, max_retries=0,
                 timeout=self.platform.timeout)
 
+    async def claim_gate(self) -> float:
+        """Asked by the worker before each claim: seconds to hold off. While every key of the
+        platform is disabled (rejected, out of quota) nothing is claimed, so jobs stay waiting
+        with their attempts untouched; the answer is looked up at most every few seconds,
+        and a key enabled again (`jobqueue keys enable`) reopens it without a restart."""
+        now = time.monotonic()
+        if now - self._usable_checked >= GATE_SECONDS:
+            self._usable_checked = now
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(q("rate_any_usable"), {
+                    "platform": self.platform.name, "keys": [k.key_id for k in self.keys]})
+                usable = (await cur.fetchone())[0]
+            if usable != self._usable:
+                if usable:
+                    log.warning("llm_platform_key_enabled", platform=self.platform.name)
+                else:  # the alert: an operator must act
+                    log.error("llm_platform_has_no_usable_key", platform=self.platform.name,
+                              action="fix or replace the keys, then `jobqueue keys enable "
+                                     "NAME`; jobs wait meanwhile")
+            self._usable = usable
+        return 0.0 if self._usable else GATE_SECONDS
+
     async def stop(self) -> None:
         for client in self.clients.values():
             await client.close()
@@ -158,11 +147,7 @@ class PlatformRuntime:
         return await self._run(request, payload, ctx, validate=None)
 
     async def analyze(self, payload: Any, ctx: JobContext) -> dict:
-        if not isinstance(payload, dict) or set(payload) - ANALYZE_FIELDS:
-            raise Permanent(f"payload: expected fields {', '.join(sorted(ANALYZE_FIELDS))}")
-        text = payload.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise Permanent("payload.text: must be a non-empty string")
+        check_analyze(payload)
         request = self._analyze_request(payload)
         result = await self._run(request, payload, ctx, validate=validate_analysis)
         result["analysis"] = validate_analysis(result["text"])
@@ -236,8 +221,10 @@ class PlatformRuntime:
         if use_cache is None:
             use_cache = is_deterministic(request)
 
+        allow_fallback = payload.get("fallback") is not False
+
         async def call() -> tuple[dict, bool]:
-            result = await self._call(request)
+            result = await self._call(request, allow_fallback)
             if validate is not None:
                 validate(result["text"])
             return result, not result["fallback"]  # a fallback's answer is not the model's
@@ -249,14 +236,18 @@ class PlatformRuntime:
         result, hit = await self.cache.get_or_call(key, call)
         return result | {"cached": hit}
 
-    async def _call(self, request: dict) -> dict:
+    async def _call(self, request: dict, allow_fallback: bool = True) -> dict:
         p = self.platform
         cost = estimate_tokens(request["messages"], request["max_tokens"])
-        fallback = p.fallback_model if request["model"] == p.model else None
+        fallback = p.fallback_model if request["model"] == p.model and allow_fallback else None
         throttled = 0
         while True:
-            grant = await self.limiter.acquire(cost, request["model"], fallback,
-                                               p.latency_budget)
+            try:
+                grant = await self.limiter.acquire(cost, request["model"], fallback,
+                                                   p.latency_budget)
+            except NoUsableKey:
+                self._usable_checked = -GATE_SECONDS  # the next claim asks the database
+                raise
             client = self.clients[grant.key.key_id]
             started = time.monotonic()
             try:
@@ -264,20 +255,32 @@ class PlatformRuntime:
                     **(request | {"model": grant.model}))
             except openai.RateLimitError as exc:
                 if _error_code(exc) == "insufficient_quota":
+                    await self.limiter.release(grant)
                     await self.limiter.disable(grant.key, "insufficient_quota: "
-                                               + self._said(exc))
+                                               + self._said(exc), "top up the account, then "
+                                               "`jobqueue keys enable` or restart the workers")
                     continue  # another key may still have quota
                 throttled += 1
-                await self.limiter.block(grant, retry_after_seconds(exc.response.headers) or 1.0)
+                await self.limiter.block(grant, retry_after_seconds(exc.response.headers) or 1.0,
+                                         _error_message(exc))
                 if throttled > p.max_429_retries:
                     raise
                 continue
-            except openai.AuthenticationError as exc:
-                await self.limiter.disable(grant.key, f"authentication failed: {exc.status_code}")
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                await self.limiter.release(grant)
+                await self.limiter.disable(
+                    grant.key, f"the provider rejected the key ({exc.status_code}): "
+                               + self._said(exc), "replace the key in its variable, restart "
+                               "the workers or run `jobqueue keys enable`")
                 continue
             except (openai.BadRequestError, openai.NotFoundError,
                     openai.UnprocessableEntityError) as exc:
+                await self.limiter.release(grant)
                 raise Permanent(f"{p.name} rejected the request: {self._said(exc)}") from None
+            except BaseException:
+                # 5xx, timeout, connection error, cancellation: no word on the budget.
+                await asyncio.shield(self.limiter.release(grant))
+                raise
             completion = raw.parse()
             usage = completion.usage
             actual = usage.total_tokens if usage else cost

@@ -382,6 +382,8 @@ class FakeOpenAI:
         host: str = "127.0.0.1",
         port: int = 0,
         clock: Callable[[], float] | None = None,
+        limit_scope: str = "model",
+        refused_spend: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -398,6 +400,8 @@ class FakeOpenAI:
         self.invalid_json_rate = 0.0
         self.default_max_tokens = 16
         self.echo_authorization = False
+        self.limit_scope = "model"
+        self.refused_spend = True
         self.quota_exhausted_keys: set[str] = set()
         self.models: list[str] | None = list(models) if models is not None else None
         if not isinstance(keys, Mapping):
@@ -414,6 +418,8 @@ class FakeOpenAI:
             invalid_json_rate=invalid_json_rate,
             quota_exhausted_keys=list(quota_exhausted_keys),
             default_max_tokens=default_max_tokens,
+            limit_scope=limit_scope,
+            refused_spend=refused_spend,
         )
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -445,6 +451,8 @@ class FakeOpenAI:
         """
         known = {
             *_SCALARS,
+            "limit_scope",
+            "refused_spend",
             "quota_exhausted_keys",
             "models",
             "keys",
@@ -458,6 +466,10 @@ class FakeOpenAI:
         if "echo_authorization" in changes and not isinstance(changes["echo_authorization"],
                                                               bool):
             raise ValueError("echo_authorization must be true or false")
+        if "refused_spend" in changes and not isinstance(changes["refused_spend"], bool):
+            raise ValueError("refused_spend must be true or false")
+        if changes.get("limit_scope", "model") not in ("model", "key"):
+            raise ValueError("limit_scope must be 'model' or 'key'")
         with self._lock:
             # Work on copies so that a bad value leaves the settings untouched.
             scalars: dict[str, Any] = {}
@@ -491,6 +503,11 @@ class FakeOpenAI:
 
             for name, value in scalars.items():
                 setattr(self, name, value)
+            if "refused_spend" in changes:
+                self.refused_spend = changes["refused_spend"]
+            if changes.get("limit_scope", self.limit_scope) != self.limit_scope:
+                self.limit_scope = changes["limit_scope"]
+                self._pairs.clear()  # the buckets are counted another way from now on
             if "quota_exhausted_keys" in changes:
                 self.quota_exhausted_keys = set(changes["quota_exhausted_keys"] or ())
             if "models" in changes:
@@ -500,7 +517,8 @@ class FakeOpenAI:
             self._key_model_limits = key_model_limits
             now = self._clock()
             for (key, model), pair in self._pairs.items():
-                limits = self.limits_for(key, model)
+                limits = self._keys.get(key, Limits()) if model == "*" else \
+                    self.limits_for(key, model)
                 if limits != pair.limits:
                     pair.apply(limits, now)
             return self._config_locked()
@@ -513,6 +531,8 @@ class FakeOpenAI:
             "invalid_json_rate": self.invalid_json_rate,
             "default_max_tokens": self.default_max_tokens,
             "echo_authorization": self.echo_authorization,
+            "limit_scope": self.limit_scope,
+            "refused_spend": self.refused_spend,
             "quota_exhausted_keys": sorted(self.quota_exhausted_keys),
             "models": self.models,
             "keys": {k: v.as_dict() for k, v in self._keys.items()},
@@ -820,11 +840,18 @@ class FakeOpenAI:
         return web.json_response(payload, headers=headers)
 
     def _pair(self, key: str, model: str) -> _Pair:
-        """The pair's rate-limit state, refilled to now (created full). Lock held."""
+        """The pair's rate-limit state, refilled to now (created full). Lock held.
+
+        With limit_scope "key" every model on a key draws from one pair of buckets (the key's
+        limits), as providers that count all models against the key do."""
         now = self._clock()
+        if self.limit_scope == "key":
+            model, limits = "*", self._keys.get(key, Limits())
+        else:
+            limits = self.limits_for(key, model)
         pair = self._pairs.get((key, model))
         if pair is None:
-            pair = self._pairs[(key, model)] = _Pair(self.limits_for(key, model), now)
+            pair = self._pairs[(key, model)] = _Pair(limits, now)
         for bucket in (pair.requests, pair.tokens):
             if bucket is not None:
                 bucket.refill(now)
@@ -835,7 +862,10 @@ class FakeOpenAI:
     ) -> web.Response | None:
         """Take one request and ``cost`` tokens from the pair's buckets, or build the 429.
 
-        Called with the lock held. Rejections consume nothing.
+        Called with the lock held. A refused request still spends one request of the budget
+        (``refused_spend``, the default: real providers count rejected requests against the
+        per-minute limit, so a client that keeps knocking keeps itself out), down to at most a
+        minute's debt; it spends no tokens.
         """
         pair = self._pair(key, model)
         req, tok = pair.requests, pair.tokens
@@ -860,16 +890,21 @@ class FakeOpenAI:
         if tok is not None and not tok.has(cost):
             short.append(("tokens", "tokens per min (TPM)", tok, cost))
         if short:
-            wait = max(bucket.wait(amount) for _, _, bucket, amount in short)
             kind, label, bucket, amount = short[0]
+            used = bucket.used()  # as the request found it
+            if self.refused_spend and req is not None:
+                req.level = max(req.level - 1, -req.capacity)
+            wait = max(bucket.wait(amount) for _, _, bucket, amount in short)
+            # A provider that limits per key names no model in its message.
+            scope = f" for {model}" if self.limit_scope == "model" else ""
             headers.update(pair.headers())
             headers["retry-after"] = str(max(1, math.ceil(wait - _EPS)))
             headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000 - _EPS)))
             self._count(key, model, "rejected_429")
             return self._error(
                 429,
-                f"Rate limit reached for {model} in organization {ORG} on {label}: "
-                f"Limit {int(bucket.capacity)}, Used {bucket.used()}, Requested {amount}. "
+                f"Rate limit reached{scope} in organization {ORG} on {label}: "
+                f"Limit {int(bucket.capacity)}, Used {used}, Requested {amount}. "
                 f"Please try again in {format_duration(wait)}. Visit "
                 "https://platform.openai.com/account/rate-limits to learn more.",
                 kind,
@@ -1100,6 +1135,10 @@ def main(argv: list[str] | None = None) -> None:
         "--model", action="append", default=None, help="only accept these models (default: any)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit-scope", choices=("model", "key"), default="model",
+                        help="limits per (key, model), or one budget per key for every model")
+    parser.add_argument("--refused-spend", action=argparse.BooleanOptionalAction, default=True,
+                        help="a refused request still counts against the request limit")
     args = parser.parse_args(argv)
     keys = dict(args.key) or {"sk-fake": Limits()}
     sim = FakeOpenAI(
@@ -1115,6 +1154,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         host=args.host,
         port=args.port,
+        limit_scope=args.limit_scope,
+        refused_spend=args.refused_spend,
     )
     for key, limits in keys.items():
         print(f"key {key}: rpm={limits.rpm or 'unlimited'} tpm={limits.tpm or 'unlimited'}")

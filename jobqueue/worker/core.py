@@ -54,10 +54,13 @@ class Worker:
     def __init__(self, url: str, config: WorkerConfig | None = None, *,
                  tasks: Registry | Mapping[str, Registry] = registry,
                  on_start: Callable[[], Awaitable[None]] | None = None,
-                 on_stop: Callable[[], Awaitable[None]] | None = None):
+                 on_stop: Callable[[], Awaitable[None]] | None = None,
+                 gates: Mapping[str, Callable[[], Awaitable[float]]] | None = None):
         """`tasks`: one registry for every queue, or one per queue name. `on_start`/`on_stop`
         run on the worker's loop around its work (e.g. a platform's HTTP clients and pools,
-        which must live on that loop)."""
+        which must live on that loop). `gates`: per queue name, asked before each claim how
+        long to hold off (a platform with no usable key says so)."""
+        self.gates = dict(gates or {})
         self.url = url
         self.on_start, self.on_stop = on_start, on_stop
         self.config = config or WorkerConfig()
@@ -157,6 +160,7 @@ class Worker:
             producer = Producer(links["claim"], self.id, queue, cfg, executor, claim_lock)
             if cfg.until_idle:
                 producer.on_short_claim = self._idle_check
+            producer.gate = self.gates.get(queue.name)
             self.producers[queue.name] = producer
         leases = Leases(links["claim"], self.id, cfg, self.executors, claim_lock,
                         self._worker_row, self._wake_all)

@@ -33,6 +33,7 @@ from uuid import UUID
 import structlog
 
 from jobqueue.db.store import Outcome
+from jobqueue.errors import HandBack
 from jobqueue.logs import current_job
 from jobqueue.tasks import JobCancelled, JobContext, Permanent, Registry, Retry
 from jobqueue.worker.config import QueueConfig, WorkerConfig
@@ -166,6 +167,9 @@ class Executor:
         except JobCancelled as exc:
             outcome = Outcome(r.id, r.execution_id, "finish", "cancelled",
                               error=self._error(r, exc))
+        except HandBack as exc:
+            log.warning("job_handed_back", job_id=r.id, reason=str(exc))
+            outcome = Outcome(r.id, r.execution_id, "hand_back")
         except Exception as exc:
             outcome = self._failure(r, exc, time.monotonic() - started)
         else:

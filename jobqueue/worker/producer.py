@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -42,6 +42,9 @@ class Producer:
         # counts as "nothing runnable" only if it started in the current epoch, so work that a
         # finishing job enqueued is seen by a claim made after it finished.
         self.on_short_claim: Callable[[], None] | None = None
+        # gate (set by the Worker): asked before each claim; seconds to hold off claiming
+        # (a platform with no usable key), or 0 to go on.
+        self.gate: Callable[[], Awaitable[float]] | None = None
         self.epoch = 0
         self.idle_epoch = -1  # the epoch of the latest short claim
 
@@ -73,6 +76,14 @@ class Producer:
                 slots.clear()
                 await slots.wait()
                 continue
+            if self.gate is not None:
+                hold = await self.gate()
+                if hold > 0:
+                    self.wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(hold):
+                            await self.wake.wait()
+                    continue
             limit = min(free, self.claim_batch)
             if backlog and limit < min(self.concurrency, self.claim_batch) // 2:
                 # Work is waiting but few slots are free: let a few more free up, so a busy

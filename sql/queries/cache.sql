@@ -19,6 +19,14 @@ WHERE jobqueue.llm_cache.expires_at <= now()
 RETURNING key;
 
 
+-- name: cache_keep_pending
+-- The caller is still waiting for budget or for the answer: its claim stays.
+UPDATE jobqueue.llm_cache
+SET pending_until = now() + make_interval(secs => %(pending_seconds)s),
+    expires_at = greatest(expires_at, now() + make_interval(secs => %(pending_seconds)s))
+WHERE key = %(key)s AND response IS NULL;
+
+
 -- name: cache_put
 UPDATE jobqueue.llm_cache
 SET response = %(response)s, pending_until = NULL,

@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 class ThreadWorker:
     """A Worker running its asyncio loop in a background thread of the test process."""
 
-    def __init__(self, url: str, config: WorkerConfig, tasks: Registry):
-        self.worker = Worker(url, config, tasks=tasks)
+    def __init__(self, url: str, config: WorkerConfig, tasks: Registry, **hooks):
+        self.worker = Worker(url, config, tasks=tasks, **hooks)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 

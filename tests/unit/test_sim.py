@@ -173,7 +173,7 @@ def test_unknown_key_is_401(make_sim, clients) -> None:
 
 
 def test_rpm_limit_gives_429_with_retry_after(make_sim, clients, clock) -> None:
-    sim = make_sim(keys={"k1": Limits(rpm=2, tpm=100_000)})
+    sim = make_sim(keys={"k1": Limits(rpm=2, tpm=100_000)}, refused_spend=False)
     client = clients(sim, "k1")
     ask(client)
     ask(client)
@@ -265,7 +265,8 @@ def test_injected_server_errors(make_sim, clients) -> None:
 
 
 def test_limit_cut_mid_run(make_sim, clients) -> None:
-    sim = make_sim(keys={"k1": Limits(rpm=10, tpm=10_000), "k2": Limits(rpm=10)})
+    sim = make_sim(keys={"k1": Limits(rpm=10, tpm=10_000), "k2": Limits(rpm=10)},
+                   refused_spend=False)
     c1, c2 = clients(sim, "k1"), clients(sim, "k2")
     ask(c1)
     ask(c1)  # 8 requests left in the bucket
@@ -388,7 +389,7 @@ def test_stats_and_reset(make_sim, clients, clock) -> None:
 
 
 def test_sliding_window(make_sim, clients, clock) -> None:
-    sim = make_sim(keys={"k1": Limits(rpm=60)})
+    sim = make_sim(keys={"k1": Limits(rpm=60)}, refused_spend=False)
     client = clients(sim, "k1")
     accepted = 0
     while accepted < 70:
@@ -500,3 +501,39 @@ def test_cli(tmp_path) -> None:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         proc.stdout.close()
+
+
+def test_a_refused_request_still_spends_the_request_budget(make_sim, clients, clock) -> None:
+    """As at real providers: knocking while limited keeps the key limited."""
+    sim = make_sim(keys={"k1": Limits(rpm=60)})
+    client = clients(sim, "k1")
+    for _ in range(60):
+        ask(client, "abcd", max_tokens=1)
+    for _ in range(3):  # three refused requests, each spending one
+        with pytest.raises(openai.RateLimitError):
+            ask(client, "abcd", max_tokens=1)
+    clock.advance(3.0)  # three requests' worth of refill pays the debt, and no more
+    with pytest.raises(openai.RateLimitError) as exc:
+        ask(client, "abcd", max_tokens=1)
+    assert int(exc.value.response.headers["retry-after"]) >= 1
+    clock.advance(2.0)  # the fourth refusal's request, then one to spend
+    ask(client, "abcd", max_tokens=1)
+    assert sim.stats()["totals"]["rejected_429"] == 4
+
+
+def test_a_key_scoped_provider_counts_every_model_against_the_key(make_sim, clients) -> None:
+    sim = make_sim(keys={"k1": Limits(rpm=2)}, limit_scope="key")
+    client = clients(sim, "k1")
+    client.chat.completions.create(model="gpt-4o-mini", max_tokens=1,
+                                   messages=[{"role": "user", "content": "a"}])
+    client.chat.completions.create(model="gpt-4o", max_tokens=1,
+                                   messages=[{"role": "user", "content": "b"}])
+    with pytest.raises(openai.RateLimitError) as exc:
+        client.chat.completions.create(model="gpt-4.1-mini", max_tokens=1,
+                                       messages=[{"role": "user", "content": "c"}])
+    assert "Rate limit reached in organization" in exc.value.message  # names no model
+    per_model = make_sim(keys={"k1": Limits(rpm=2)})  # the default: a budget per model
+    c2 = clients(per_model, "k1")
+    for model in ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o", "gpt-4o"):
+        c2.chat.completions.create(model=model, max_tokens=1,
+                                   messages=[{"role": "user", "content": "a"}])

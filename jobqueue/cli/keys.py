@@ -1,0 +1,69 @@
+"""`jobqueue keys list|enable|disable`: the platforms' API keys as the shared limiter sees them.
+
+A key is named by its id (`VAR:hash`, as in logs and `status`) or by its variable's name. The
+secret itself never appears: only the environment of the workers holds it. Enabling a key
+that a 401/403 or `insufficient_quota` disabled takes effect in every running worker at its
+next reservation (and reopens claiming on a platform that had no usable key), no restart.
+"""
+
+from __future__ import annotations
+
+import click
+
+from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.db.queries import q
+
+
+@click.group()
+def keys() -> None:
+    """Platform API keys: which are usable, and turning them back on."""
+
+
+@keys.command("list")
+@click.option("--platform", default=None, help="Only this platform.")
+@click.option("--json", "as_json", is_flag=True)
+def keys_list(platform, as_json) -> None:
+    """Each key per platform and model: usable or why not, and its totals."""
+    with open_client() as jq:
+        rows = jq.rate_limits(platform)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no keys yet: a platform's keys appear once a worker has started on it")
+        return
+    for r in rows:
+        state = f"disabled: {r['disabled_reason']}" if r["disabled_reason"] else "usable"
+        click.echo(f"{r['platform']}  {r['model']}  {r['key_id']}  {state}  "
+                   f"{r['requests_total']} requests, {r['throttled_total']} 429s")
+
+
+def _set(name: str, platform: str | None, reason: str | None) -> list[dict]:
+    with open_client() as jq, jq.pool.connection() as conn:
+        rows = conn.execute(q("rate_key_set_disabled"), {
+            "name": name, "platform": platform, "reason": reason}).fetchall()
+    if not rows:
+        raise UserError(f"key {name}: no such key" + (f" on platform {platform}" if platform
+                                                      else "") + " (see `jobqueue keys list`)")
+    return rows
+
+
+@keys.command("enable")
+@click.argument("name")
+@click.option("--platform", default=None, help="Only on this platform.")
+def keys_enable(name, platform) -> None:
+    """Use key NAME again (after fixing or topping it up); running workers pick it up."""
+    rows = _set(name, platform, None)
+    for key_id in sorted({r["key_id"] for r in rows}):
+        click.echo(f"enabled {key_id}")
+
+
+@keys.command("disable")
+@click.argument("name")
+@click.option("--platform", default=None, help="Only on this platform.")
+@click.option("--reason", default="disabled by an operator", show_default=True)
+def keys_disable(name, platform, reason) -> None:
+    """Stop using key NAME in every worker (its jobs go to the platform's other keys)."""
+    rows = _set(name, platform, reason)
+    for key_id in sorted({r["key_id"] for r in rows}):
+        click.echo(f"disabled {key_id}")
