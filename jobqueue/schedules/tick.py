@@ -1,10 +1,11 @@
 """Deciding due fires and enqueueing them: exactly once per (schedule, fire time).
 
 Every worker's scheduler calls tick() (jobqueue/worker/scheduler.py); none is a leader. Per
-due schedule, one transaction: lock the schedule row (FOR UPDATE SKIP LOCKED: schedulers
-share the work instead of queueing on it), decide what each due fire becomes, and for each
-fire insert its run row into schedule_runs, whose unique (schedule, fire_at) admits one
-row per fire, then the job or batch, then move next_fire_at on; commit. A scheduler that dies
+batch of due schedules (SCHEDULES_PER_TRANSACTION), one transaction: lock their rows (FOR
+UPDATE SKIP LOCKED: schedulers share the work instead of queueing on it); for each, decide
+what each due fire becomes, insert each fire's run row into schedule_runs, whose unique
+(schedule, fire_at) admits one row per fire, then the job or batch, then move next_fire_at
+on; commit. A scheduler that dies
 mid-way commits nothing; two that decide the same fire (clocks apart, a definition saved
 meanwhile) cannot both commit a run row, and the enqueue is in the run row's transaction.
 
@@ -41,6 +42,7 @@ log = structlog.get_logger("jobqueue.schedules")
 ON_TIME_SECONDS = 60.0  # a fire decided later than this was missed
 SCAN_LIMIT = 10_000  # due fires looked at per schedule and tick
 CATCH_UP_PER_TICK = 100  # missed fires run per schedule and tick under `all`
+SCHEDULES_PER_TRANSACTION = 20  # due schedules locked and decided per transaction
 
 FailureHook = Callable[[psycopg.Connection, dict], None]
 _failure_hooks: dict[str, FailureHook] = {}
@@ -124,23 +126,29 @@ def decide(row: dict, now: datetime) -> Plan:
 
 
 def tick(conn: psycopg.Connection, now: datetime, max_schedules: int = 100) -> list[dict]:
-    """Decide every due schedule (at most `max_schedules`), one transaction each; returns the
-    runs recorded. `now` is the scheduler's clock (injected in tests)."""
+    """Decide every due schedule (at most `max_schedules`), SCHEDULES_PER_TRANSACTION per
+    transaction, each in a savepoint of its own; returns the runs recorded. `now` is the
+    scheduler's clock (injected in tests)."""
     runs: list[dict] = []
-    for _ in range(max_schedules):
+    decided = 0
+    while decided < max_schedules:
         with conn.transaction():
-            row = _cursor(conn).execute(q("schedule_due"), {"now": now}).fetchone()
-            if row is None:
+            rows = _cursor(conn).execute(q("schedule_due"), {
+                "now": now, "limit": min(SCHEDULES_PER_TRANSACTION,
+                                         max_schedules - decided)}).fetchall()
+            if not rows:
                 break
-            try:
-                with conn.transaction():  # a savepoint: what the failure undoes
-                    runs.extend(_decide_and_fire(conn, row, now))
-            except psycopg.OperationalError:
-                raise  # the connection: the whole tick is tried again at the next poll
-            except Exception as exc:  # a bug must not stop every scheduler on this schedule
-                log.error("schedule_tick_failed", schedule=row["name"], exc_info=exc)
-                runs.extend(_pause_failed(conn, row, now, f"internal error: "
-                                          f"{type(exc).__name__}: {exc}"))
+            decided += len(rows)
+            for row in rows:
+                try:
+                    with conn.transaction():  # a savepoint: what a failure undoes
+                        runs.extend(_decide_and_fire(conn, row, now))
+                except psycopg.OperationalError:
+                    raise  # the connection: the tick is tried again at the next poll
+                except Exception as exc:  # a bug must not stop every scheduler on this one
+                    log.error("schedule_tick_failed", schedule=row["name"], exc_info=exc)
+                    runs.extend(_pause_failed(conn, row, now, f"internal error: "
+                                              f"{type(exc).__name__}: {exc}"))
     return runs
 
 

@@ -94,15 +94,16 @@ LIMIT %(limit)s;
 
 
 -- name: schedule_due
--- One due schedule, locked for this scheduler's decision. SKIP LOCKED: another scheduler
--- deciding a schedule takes the next one instead of waiting. The lock only saves work; the
--- unique (schedule, fire_at) run row is what keeps a fire from enqueueing twice.
+-- Up to `limit` due schedules, locked for this scheduler's decision, decided in one
+-- transaction (a commit per schedule cost more than the fire). SKIP LOCKED: other schedulers
+-- take the next ones instead of waiting. The lock only saves work; the unique
+-- (schedule, fire_at) run row is what keeps a fire from enqueueing twice.
 SELECT name, cron, timezone, target, batch_content, misfire,
        max_lateness_seconds AS max_lateness, owner, next_fire_at
 FROM jobqueue.schedules
 WHERE NOT paused AND next_fire_at <= %(now)s
 ORDER BY next_fire_at
-LIMIT 1
+LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
 
 
