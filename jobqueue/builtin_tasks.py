@@ -1,10 +1,15 @@
-"""Tasks every worker knows: for smoke tests, benchmarks and the demo."""
+"""Tasks every worker knows: for smoke tests, benchmarks and the demo; and `webhook.deliver`,
+which sends webhook deliveries (jobqueue/webhooks/delivery.py) on the `webhooks` queue."""
 
 from __future__ import annotations
 
 import asyncio
 
 from jobqueue.tasks import task
+from jobqueue.webhooks import TASK as WEBHOOK_TASK
+from jobqueue.webhooks.delivery import deliver
+
+task(WEBHOOK_TASK)(deliver)
 
 
 @task("noop")

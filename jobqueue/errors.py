@@ -12,6 +12,9 @@
     │   └── NoUsableKey                  every key of a platform is disabled
     ├── InvalidAnswer                    a model's answer lacked the shape asked for
     ├── RedactedError                    an LLM call's error, its API keys scrubbed out
+    ├── InvalidWebhook (ValueError)      a webhook URL, event or setting we refuse; names it
+    ├── WebhookRefused                   a delivery's address is not allowed (no request made)
+    ├── WebhookFailed                    a delivery's receiver failed (non-2xx, unreachable)
     ├── Retry                            raised by a handler: another attempt, after `delay`
     ├── Permanent                        raised by a handler: dead-letter now
     ├── JobCancelled                     the running job was cancelled (ctx.check_cancelled)
@@ -90,6 +93,20 @@ class InvalidAnswer(JobqueueError):
 class RedactedError(JobqueueError):
     """An LLM call's exception whose text could not be scrubbed of API keys in place (its own
     __str__, say): its type's name and its scrubbed text (jobqueue/llm/redact.py)."""
+
+
+class InvalidWebhook(JobqueueError, ValueError):
+    """A webhook subscription we refuse (URL, host, event type, format); names the field."""
+
+
+class WebhookRefused(JobqueueError):
+    """A webhook's host resolved to an address the operator does not allow: nothing was
+    sent (JOBQUEUE_WEBHOOK_ALLOW_PRIVATE, JOBQUEUE_WEBHOOK_ALLOWED_HOSTS)."""
+
+
+class WebhookFailed(JobqueueError):
+    """A webhook attempt failed: the receiver answered other than 2xx (a redirect too: none
+    is followed), or could not be reached in time. The delivery job retries it."""
 
 
 class Retry(JobqueueError):

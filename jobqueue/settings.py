@@ -164,8 +164,13 @@ JOBQUEUE_HOME = _variable(
     parse=Path, shown_default=f"`.jobqueue` in {_ROOT}")
 JOBQUEUE_PGBOUNCER = _variable(
     "JOBQUEUE_PGBOUNCER", False,
-    "`1` behind PgBouncer in transaction mode: no prepared statements (use `worker "
-    "--poll-only` there too, since LISTEN needs a session)", parse=parse_bool)
+    "`1` behind PgBouncer in transaction mode: no prepared statements, no session `SET`s "
+    "(LISTEN needs a session: set `JOBQUEUE_LISTEN_DATABASE_URL` too, or run workers "
+    "`--poll-only`)", parse=parse_bool)
+JOBQUEUE_LISTEN_DATABASE_URL = _variable(
+    "JOBQUEUE_LISTEN_DATABASE_URL", None, "a direct connection (not through PgBouncer) used "
+    "only for LISTEN, by workers and the web app, when `DATABASE_URL` is a PgBouncer in "
+    "transaction mode", shown_default="`DATABASE_URL`")
 
 # -- platforms and logs ---------------------------------------------------------------------
 JOBQUEUE_CONFIG = _variable(
@@ -212,6 +217,13 @@ JOBQUEUE_METRICS_PUBLIC = _variable(
 JOBQUEUE_POOL_MAX_SIZE = _variable(
     "JOBQUEUE_POOL_MAX_SIZE", 10, "database connections per web process, at most",
     parse=parse_positive_int)
+JOBQUEUE_STREAMS_PER_TOKEN = _variable(
+    "JOBQUEUE_STREAMS_PER_TOKEN", 100, "SSE streams and `?wait=` long polls one token may "
+    "hold open in one web process; more get 429 with `Retry-After`", parse=parse_positive_int)
+JOBQUEUE_STREAMS_PER_PROCESS = _variable(
+    "JOBQUEUE_STREAMS_PER_PROCESS", 1000, "SSE streams and `?wait=` long polls one web process "
+    "holds open, all tokens together (each is a socket: keep it under the open-files limit); "
+    "more get 429 with `Retry-After`", parse=parse_positive_int)
 JOBQUEUE_DOCUMENT_MAX_BYTES = _variable(
     "JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB, "largest uploaded document, in bytes",
     parse=parse_positive_int, shown_default="10485760 (10 MB)")
@@ -236,6 +248,49 @@ JOBQUEUE_BATCH_MAX_BYTES = _variable(
 JOBQUEUE_JSON_MAX_BYTES = _variable(
     "JOBQUEUE_JSON_MAX_BYTES", 10 * MB, "largest JSON request body, in bytes",
     parse=parse_positive_int, shown_default="10485760 (10 MB)")
+
+
+# -- webhooks -------------------------------------------------------------------------------
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+
+
+def _networks(raw: str) -> tuple:
+    import ipaddress
+
+    found = []
+    for part in _names(raw):
+        try:
+            found.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP network (e.g. 127.0.0.1/32 or "
+                             "10.0.0.0/8)") from None
+    return tuple(found)
+
+
+def _positive_seconds(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
+    if not 0 < value <= 300:
+        raise ValueError("expected a number of seconds above 0 and at most 300")
+    return value
+
+
+JOBQUEUE_WEBHOOK_ALLOWED_HOSTS = _variable(
+    "JOBQUEUE_WEBHOOK_ALLOWED_HOSTS", ("*",), "comma-separated host names webhook URLs may "
+    "name; `*.example.com` matches its subdomains, `*` any host (private addresses stay "
+    "refused either way)", parse=_names, shown_default="`*`")
+JOBQUEUE_WEBHOOK_ALLOW_PRIVATE = _variable(
+    "JOBQUEUE_WEBHOOK_ALLOW_PRIVATE", (), "comma-separated IP networks webhooks may reach "
+    "although they are private, loopback, link-local or otherwise not global (e.g. "
+    "`10.1.2.0/24` for an internal receiver); every other such address is refused",
+    parse=_networks, shown_default="none")
+JOBQUEUE_WEBHOOK_TIMEOUT_SECONDS = _variable(
+    "JOBQUEUE_WEBHOOK_TIMEOUT_SECONDS", 10.0, "a webhook request's whole time limit: "
+    "connect, send, and read the answer's status line and headers",
+    parse=_positive_seconds)
 
 
 def check(environ: Mapping[str, str] | None = None) -> None:

@@ -64,6 +64,15 @@ class JobContext:
         if self._cancelled:
             raise JobCancelled(f"job {self.job_id} was cancelled")
 
+    def llm(self, platform: str):
+        """An openai-SDK-shaped client for `platform` (a name in jobqueue.toml) whose calls
+        share the platform's rate limits, fallback, cache and accounting with the built-in
+        kinds: `await ctx.llm("openai").chat.completions.create(messages=[...])`. Async
+        handlers only (see jobqueue/llm/clients.py)."""
+        from jobqueue.llm.clients import client
+
+        return client(platform)
+
     def set_progress(self, progress: Any) -> None:
         """Record progress (any JSON value, e.g. {"done": 3, "total": 10}); best effort."""
         if self._report_progress is not None:

@@ -30,6 +30,13 @@ What it does, all on 127.0.0.1:
    and an SVG flame graph; the report sets both apps side by side, with an estimate of the
    GIL-held microseconds per request (the worker's requests taken as its share of the CPU).
 
+5. With --held STREAMS,POLLS (e.g. 200,50, issue 10's case), every jobqueue run is made twice:
+   as above, and with STREAMS open SSE streams (`/api/jobs/<id>/events`) and POLLS open long
+   polls (`?wait=60`) on a job nobody works, all from one more token, held for the whole run
+   (opened after the warm-up; each process's cap is raised to hold them). Meanwhile, for every
+   run, a probe asks GET /healthz on a new connection every 50 ms: the report gives its p50
+   and p99 next to the POST figures, and how many held requests were still open at the end.
+
 Keep-alive connections stay on the Gunicorn worker that accepted them, and the split is
 random (e.g. 30/2): the report shows the connections each worker held mid-run and the CPU
 seconds each one used. --wait-idle N waits up to N s for other work on the machine to drop
@@ -276,6 +283,8 @@ class Server:
         env.setdefault("JOBQUEUE_DEV", "1")  # a benchmark run: the signing secret may be stored
         env.update(DATABASE_URL=db_url, PORT=str(self.port), WEB_CONCURRENCY=str(workers),
                    GUNICORN_THREADS=str(threads),
+                   # --held opens hundreds of streams from one token: caps out of the way.
+                   JOBQUEUE_STREAMS_PER_TOKEN="100000", JOBQUEUE_STREAMS_PER_PROCESS="100000",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(SCRIPTS), str(ROOT),
                                                             env.get("PYTHONPATH")])))
         self.env = env
@@ -523,6 +532,96 @@ def generate(args, url: str, tokens: list[str], seconds: float) -> dict:
     return run_python(url, tokens, args.clients, seconds, body, args.request_timeout)
 
 
+# -- held requests and the /healthz probe -----------------------------------------------------
+
+class HeldRequests:
+    """STREAMS SSE streams and POLLS `?wait=60` long polls on one job that nobody works, all
+    from one token, each on a socket of its own, open until close()."""
+
+    def __init__(self, url: str, token: str, streams: int, polls: int):
+        self.url, self.token = url, token
+        self.streams, self.polls = streams, polls
+        self.socks: list[socket.socket] = []
+
+    def open(self) -> None:
+        request = urllib.request.Request(
+            self.url + "/api/jobs", method="POST",
+            data=json.dumps({"queue": "bench-held-nobody", "kind": "noop"}).encode(),
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            job_id = json.loads(resp.read())["id"]
+        paths = [f"/api/jobs/{job_id}?wait=60"] * self.polls + \
+            [f"/api/jobs/{job_id}/events"] * self.streams
+        port = int(self.url.rsplit(":", 1)[1])
+        for path in paths:
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                         f"{self.token}\r\n\r\n".encode())
+            self.socks.append(sock)
+        # An SSE stream answers its head and first event at once; a long poll only when its
+        # job ends: read the streams' first bytes, so they are all held before the run.
+        for sock in self.socks[self.polls:]:
+            head = sock.recv(65536)
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise BenchError(f"an SSE stream was refused: {head[:200]!r}")
+
+    def still_open(self) -> int:
+        """How many are still held: a stream not closed by the server (later bytes are
+        keep-alive comments), a long poll not answered."""
+        count = 0
+        for index, sock in enumerate(self.socks):
+            sock.setblocking(False)
+            try:
+                data = sock.recv(65536, socket.MSG_PEEK)
+                count += bool(data) and index >= self.polls
+            except BlockingIOError:
+                count += 1
+            except OSError:
+                pass
+        return count
+
+    def close(self) -> None:
+        for sock in self.socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+        self.socks.clear()
+
+
+class HealthProbe(threading.Thread):
+    """GET /healthz on a new connection every `interval` seconds; latencies in ms."""
+
+    def __init__(self, url: str, interval: float = 0.05, timeout: float = 10.0):
+        super().__init__(daemon=True)
+        self.url, self.interval, self.timeout = url, interval, timeout
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=self.timeout) as r:
+                    r.read()
+                self.latencies.append(1000 * (time.perf_counter() - start))
+            except (urllib.error.URLError, OSError):
+                self.errors += 1
+
+    def summary(self) -> dict:
+        self.stopped.set()
+        self.join()
+        values = sorted(self.latencies)
+
+        def pct(p: float) -> float:
+            return values[min(len(values) - 1, max(0, round(p / 100 * len(values)) - 1))] \
+                if values else float("nan")
+
+        return {"healthz_p50_ms": pct(50), "healthz_p99_ms": pct(99),
+                "healthz_max_ms": values[-1] if values else float("nan"),
+                "healthz_requests": len(values), "healthz_errors": self.errors}
+
+
 # -- one measured run -----------------------------------------------------------------------
 
 def connections_per_worker(server: Server) -> list[int] | None:
@@ -538,11 +637,16 @@ def connections_per_worker(server: Server) -> list[int] | None:
     return sorted((out.count(f"pid={pid},") for pid in server.worker_pids()), reverse=True)
 
 
-def measure(args, server: Server, tokens: list[str], db_url: str) -> dict:
+def measure(args, server: Server, tokens: list[str], db_url: str,
+            held: HeldRequests | None = None) -> dict:
     reset_tables(db_url)
     if args.warmup > 0:
         generate(args, server.url, tokens, args.warmup)
     reset_tables(db_url)
+    if held is not None:
+        held.open()
+    probe = HealthProbe(server.url)
+    probe.start()
     load_before = os.getloadavg()
     # Keep-alive connections stay with the worker that accepted them: count them mid-run.
     seen: dict = {}
@@ -555,7 +659,13 @@ def measure(args, server: Server, tokens: list[str], db_url: str) -> dict:
         result = generate(args, server.url, tokens, args.duration)
     finally:
         timer.cancel()
+        health = probe.summary()
+        if held is not None:
+            result_held = (held.streams, held.polls, held.still_open())
+            held.close()
     after = cpu_snapshot(server.pids(), args.db, args.postmaster)
+    result.update(health)
+    result["held"] = result_held if held is not None else (0, 0, 0)
     result["rps"] = result["requests"] / result["seconds"] if result["seconds"] else 0.0
     result["cpu"] = cpu_delta(before, after, result["requests"], args.generator_used)
     result["conns_per_worker"] = seen.get("conns")
@@ -850,15 +960,21 @@ def report(args, runs: list[dict], facts: dict, background: dict, profile_text: 
         f"Before the runs: load average {background['loadavg'][0]:.2f} / "
         f"{background['loadavg'][1]:.2f} / {background['loadavg'][2]:.2f}, "
         f"{background['cores_busy']:.2f} of {mach['nproc']} cores busy with other work.", "",
-        "| date | machine | app | gunicorn wxt | tokens | req/s | p50 ms | p95 ms | p99 ms "
-        "| max ms | errors (non-201) | requests | load avg before→after |",
-        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| date | machine | app | gunicorn wxt | tokens | held SSE+polls (open at end) "
+        "| req/s | p50 ms | p95 ms | p99 ms | max ms | errors (non-201) | requests "
+        "| /healthz p50 / p99 ms | load avg before→after |",
+        "| --- | --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| --- | --- |",
     ]
     for r in runs:
+        streams, polls, still = r.get("held", (0, 0, 0))
+        held = f"{streams}+{polls} ({still})" if streams or polls else "none"
         lines.append(
             f"| {r['date']} | {mach_s} | {r['app']} | {r['workers']}x{r['threads']} | "
-            f"{r['tokens']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
-            f"{r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['non_201']} | {r['requests']:,} | "
+            f"{r['tokens']} | {held} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
+            f"{r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_ms']:.1f} | {r['non_201']} | "
+            f"{r['requests']:,} | {r['healthz_p50_ms']:.1f} / {r['healthz_p99_ms']:.1f}"
+            f"{' (' + str(r['healthz_errors']) + ' failed)' if r['healthz_errors'] else ''} | "
             f"{r['loadavg_before'][0]:.2f}→{r['loadavg_after'][0]:.2f} |")
     lines += ["", "CPU per request (ms) during each run, and cores used by everything else:", "",
               "| app | wxt | tokens | gunicorn | postgres backends (bench db) "
@@ -962,6 +1078,9 @@ def parse_args(argv=None):
                    help="apps to profile, side by side (default %(default)s)")
     p.add_argument("--profile-tokens", type=int, default=0,
                    help="token mode while profiling (default: the largest of --tokens)")
+    p.add_argument("--held", default="",
+                   help="STREAMS,POLLS: also run every jobqueue case with this many SSE "
+                        "streams and ?wait= long polls open from one token (e.g. 200,50)")
     p.add_argument("--wait-idle", type=float, default=0.0,
                    help="wait up to this many seconds for other work to drop below "
                         "--idle-cores before starting (default 0: start at once)")
@@ -977,6 +1096,12 @@ def parse_args(argv=None):
         p.error(str(exc))
     if not is_local(args.pg_url):
         p.error("--pg-url must point at this machine (127.0.0.1)")
+    try:
+        args.held = tuple(int(x) for x in args.held.split(",")) if args.held.strip() else None
+    except ValueError:
+        p.error(f"--held {args.held!r}: write STREAMS,POLLS, e.g. 200,50")
+    if args.held is not None and (len(args.held) != 2 or min(args.held) < 0):
+        p.error("--held: two numbers, STREAMS,POLLS, e.g. 200,50")
     args.apps = [a.strip() for a in args.apps.split(",") if a.strip()]
     if bad := [a for a in args.apps if a not in ("jobqueue", "bare")]:
         p.error(f"--apps: unknown {bad}")
@@ -1039,27 +1164,34 @@ def main(argv=None) -> int:
         create_database(args.pg_url, args.db)
         created = True
         migrate(db_url)
-        tokens = create_tokens(db_url, max([*args.token_modes, args.profile_tokens]))
+        tokens = create_tokens(db_url, max([*args.token_modes, args.profile_tokens]) + 1)
+        held_token = tokens.pop()  # the held requests' own token
         for workers, threads in args.settings:
             for app in args.apps:
                 server = Server(app, workers, threads, db_url,
                                 out_dir / f"gunicorn-{app}-{workers}x{threads}.log")
                 try:
                     server.start()
-                    for n_tokens in args.token_modes:
-                        for rep in range(args.repeat):
-                            log(f"run: {app} {workers}x{threads}, {n_tokens} token(s), "
-                                f"{args.clients} clients, {args.duration:g} s"
-                                + (f" (repeat {rep + 1})" if args.repeat > 1 else ""))
-                            result = measure(args, server, tokens[:n_tokens], db_url)
-                            result.update(app=app, workers=workers, threads=threads,
-                                          tokens=n_tokens, generator=args.generator_used,
-                                          date=dt.date.today().isoformat())
-                            runs.append(result)
-                            log(f"  {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.1f} "
-                                f"p99 {result['p99_ms']:.1f} max {result['max_ms']:.1f} ms, "
-                                f"errors {result['non_201']}, other work "
-                                f"{result['cpu']['cores_other']:.2f} cores")
+                    cases = [None] + ([args.held] if args.held and app == "jobqueue" else [])
+                    for n_tokens, rep, case in ((n, r, c) for n in args.token_modes
+                                                for c in cases for r in range(args.repeat)):
+                        held = None if case is None else HeldRequests(
+                            server.url, held_token, *case)
+                        log(f"run: {app} {workers}x{threads}, {n_tokens} token(s), "
+                            f"{args.clients} clients, {args.duration:g} s"
+                            + (f", {case[0]} streams + {case[1]} long polls held"
+                               if case else "")
+                            + (f" (repeat {rep + 1})" if args.repeat > 1 else ""))
+                        result = measure(args, server, tokens[:n_tokens], db_url, held)
+                        result.update(app=app, workers=workers, threads=threads,
+                                      tokens=n_tokens, generator=args.generator_used,
+                                      date=dt.date.today().isoformat())
+                        runs.append(result)
+                        log(f"  {result['rps']:,.0f} req/s, p50 {result['p50_ms']:.1f} "
+                            f"p99 {result['p99_ms']:.1f} max {result['max_ms']:.1f} ms, "
+                            f"/healthz p99 {result['healthz_p99_ms']:.1f} ms, "
+                            f"errors {result['non_201']}, other work "
+                            f"{result['cpu']['cores_other']:.2f} cores")
                 finally:
                     server.stop()
         if args.profile_seconds > 0 and args.profile_apps:

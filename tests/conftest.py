@@ -142,11 +142,14 @@ def platform_worker(db_url):
     """platform_worker(platform, **config): an in-process worker running that platform."""
     started = []
 
-    def start(p: Platform, environ: dict | None = None, **config) -> ThreadWorker:
+    def start(p: Platform, environ: dict | None = None, tasks: Registry | None = None,
+              **config) -> ThreadWorker:
+        """The platform's worker; with `tasks`, a worker of those tasks (on `queue`) whose
+        runtime for `p` serves their ctx.llm() calls."""
         runtime = PlatformRuntime(p, db_url, environ=environ or KEYS)
         config = {"queue": p.name, "concurrency": 20, "poll_seconds": 0.2,
                   "retry_base_seconds": 0.05} | config
-        tw = ThreadWorker(db_url, WorkerConfig(**config), runtime.registry(),
+        tw = ThreadWorker(db_url, WorkerConfig(**config), tasks or runtime.registry(),
                           gates={p.name: runtime.claim_gate})
         tw.worker.on_start, tw.worker.on_stop = runtime.start, runtime.stop
         started.append(tw.start())

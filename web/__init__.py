@@ -60,6 +60,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
         DATABASE_URL=settings.DATABASE_URL.get(),
+        LISTEN_DATABASE_URL=settings.JOBQUEUE_LISTEN_DATABASE_URL.get(),
         SECRET_KEY=settings.JOBQUEUE_SECRET_KEY.get(),
         # A development run may sign cookies with a secret kept in the database.
         DEV=settings.JOBQUEUE_DEV.get(),
@@ -69,6 +70,9 @@ def create_app(config: dict | None = None) -> Flask:
         JSON_MAX_BYTES=settings.JOBQUEUE_JSON_MAX_BYTES.get(),
         METRICS_PUBLIC=settings.JOBQUEUE_METRICS_PUBLIC.get(),
         POOL_MAX_SIZE=settings.JOBQUEUE_POOL_MAX_SIZE.get(),
+        # Held requests (SSE streams and ?wait= long polls) open at once (web/streams.py).
+        STREAMS_PER_TOKEN=settings.JOBQUEUE_STREAMS_PER_TOKEN.get(),
+        STREAMS_PER_PROCESS=settings.JOBQUEUE_STREAMS_PER_PROCESS.get(),
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.JOBQUEUE_COOKIE_SECURE.get(),
@@ -90,10 +94,13 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, dashboard, health, schedules
+    from web import api, dashboard, dashboard_webhooks, health, schedules, webhooks
+
+    dashboard_webhooks.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(webhooks.bp, url_prefix="/api")
     app.register_blueprint(schedules.bp, url_prefix="/api/schedules")
     app.register_blueprint(dashboard.bp)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import time
 from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
@@ -170,16 +169,16 @@ def get_job(job_id: int):
             seconds = min(MAX_WAIT_SECONDS, max(0.0, float(wait)))
         except ValueError:
             raise BadRequest("wait: must be a number of seconds", field="wait") from None
-        deadline = time.monotonic() + seconds
-        with resources().hub.subscribe(job_id) as sub:
-            job = resources().client.get(job_id)
-            while job is not None and not job.finished and (
-                    left := deadline - time.monotonic()) > 0:
-                if sub.wait(left):
-                    job = resources().client.get(job_id)
-        if job is None:  # deleted (dashboard, purge or prune) while we waited
-            raise BadRequest(f"job {job_id}: deleted", status=404, code="not_found")
+        principal = g.principal
+        return resources().streams.long_poll(
+            principal.token_id, job_id, seconds, lambda job: _waited(job_id, job, principal))
     return jsonify(_public(job, g.principal))
+
+
+def _waited(job_id: int, job, principal):
+    if job is None:  # deleted (dashboard, purge or prune) while we waited
+        return api_error(404, "not_found", f"job {job_id}: deleted")
+    return jsonify(_public(job, principal))
 
 
 @bp.post("/jobs/<int:job_id>/cancel")
@@ -207,28 +206,9 @@ def retry_job(job_id: int):
 def job_events(job_id: int):
     """Server-Sent Events: the job's state and progress as they change, until it finishes."""
     _visible_job(job_id)
-    hub, client, principal = resources().hub, resources().client, g.principal
-
-    def stream():
-        with hub.subscribe(job_id) as sub:
-            last = None
-            while True:
-                job = client.get(job_id)
-                if job is None:  # deleted while followed
-                    yield f"event: gone\ndata: {json.dumps({'id': job_id})}\n\n"
-                    return
-                seen = (job.state, job.attempts, json.dumps(job.progress, sort_keys=True))
-                if seen != last:
-                    last = seen
-                    data = json.dumps(_public(job, principal), default=str)
-                    yield f"event: {'done' if job.finished else 'state'}\ndata: {data}\n\n"
-                if job.finished:
-                    return
-                if not sub.wait(15.0):
-                    yield ": keep-alive\n\n"
-
-    return Response(stream_with_context(stream()), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    principal = g.principal
+    return resources().streams.event_stream(principal.token_id, job_id,
+                                            lambda job: _public(job, principal))
 
 
 # -- batches --------------------------------------------------------------------------------

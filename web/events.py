@@ -1,5 +1,9 @@
 """One LISTEN connection per web process, fanned out to the requests that wait on jobs.
 
+It connects to JOBQUEUE_LISTEN_DATABASE_URL when set (a direct connection: through PgBouncer
+in transaction mode a LISTEN hears nothing), else to the database. Subscribers are threads
+(`Subscription`) or coroutines on the stream loop (`AsyncSubscription`, web/streams.py).
+
 Workers announce every state or progress change on `jobqueue_events` as an id range
 ("LOW-HIGH"). A request following job 42 subscribes here and is woken when a range covers 42;
 it then re-reads the job (the table is the truth, the notification only a nudge). If the
@@ -9,6 +13,7 @@ changed in between is missed.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import defaultdict
 from contextlib import contextmanager, suppress
@@ -33,6 +38,28 @@ class Subscription:
         return woke
 
 
+class AsyncSubscription:
+    """A subscription awaited on an asyncio loop (web/streams.py); woken from the hub's thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        with suppress(RuntimeError):  # the loop closed meanwhile: its process is stopping
+            self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float) -> bool:
+        """True if something may have changed since the last wait."""
+        try:
+            async with asyncio.timeout(max(timeout, 0.0)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        self._event.clear()
+        return True
+
+
 class Hub:
     def __init__(self, url: str):
         self.url = url
@@ -50,8 +77,8 @@ class Hub:
         self._stopped.set()
 
     @contextmanager
-    def subscribe(self, job_id: int):
-        sub = Subscription()
+    def subscribe(self, job_id: int, sub: Subscription | AsyncSubscription | None = None):
+        sub = sub or Subscription()
         with self._lock:
             self._subs[job_id].add(sub)
         try:
@@ -73,6 +100,10 @@ class Hub:
                      for s in subs]
         for sub in woken:
             sub.wake()
+
+    def wake_all(self) -> None:
+        """Wake every subscriber (a stopping process ends its held requests this way)."""
+        self._wake_all()
 
     def _wake_all(self) -> None:
         with self._lock:

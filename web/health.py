@@ -43,5 +43,5 @@ def metrics():
             check_token_hash(hash_token(token))
         except Denied as denied:
             return Response(denied.message + "\n", status=denied.status, headers=denied.headers)
-    body, content_type = render(resources().client)
+    body, content_type = render(resources().client, held=resources().held_requests())
     return Response(body, content_type=content_type)

@@ -23,8 +23,8 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class _Collector:
-    def __init__(self, client):
-        self.client = client
+    def __init__(self, client, held: int):
+        self.client, self.held = client, held
 
     def collect(self):
         with self.client.pool.connection() as conn:
@@ -110,9 +110,11 @@ class _Collector:
         for kind in ("pool_size", "pool_available", "requests_waiting"):
             g.add_metric([kind], stats.get(kind, 0))
         yield g
+        yield GaugeMetricFamily("jobqueue_web_held_requests", "SSE streams and ?wait= long "
+                                "polls this web process holds open.", value=self.held)
 
 
-def render(client) -> tuple[bytes, str]:
+def render(client, held: int = 0) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(client))
+    registry.register(_Collector(client, held))
     return generate_latest(registry), CONTENT_TYPE_LATEST

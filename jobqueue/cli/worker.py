@@ -85,7 +85,8 @@ def _with_profile(ctx: click.Context, name: str) -> dict:
 @click.option("--poll-seconds", type=click.FloatRange(0.01), default=DEFAULTS["poll_seconds"],
               help="Look for work at least this often (LISTEN wakes sooner).")
 @click.option("--listen/--poll-only", default=DEFAULTS["listen"],
-              help="--poll-only for PgBouncer in transaction mode (no LISTEN).")
+              help="--poll-only: no LISTEN (behind PgBouncer in transaction mode without "
+                   "JOBQUEUE_LISTEN_DATABASE_URL).")
 @click.option("--grace-seconds", type=click.FloatRange(0), default=DEFAULTS["grace_seconds"],
               help="On SIGTERM, how long in-flight jobs may finish before being handed back.")
 @click.option("--claim-batch", type=click.IntRange(1, 10000), default=DEFAULTS["claim_batch"])
@@ -192,7 +193,7 @@ def worker(ctx, profile, **params) -> None:
         # while the process started reaches the worker now.
         signals.replay()
         for runtime in runtimes.values():
-            await runtime.start()
+            await runtime.start()  # also lends itself to ctx.llm(name) in the user's tasks
 
     async def on_stop() -> None:
         for runtime in runtimes.values():

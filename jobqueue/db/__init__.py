@@ -12,9 +12,10 @@ from jobqueue.db.connect import (
     database_url,
     describe,
     int_array,
+    listen_url,
     redact,
     text_array,
 )
 
 __all__ = ["behind_pgbouncer", "connect", "connect_async", "connect_kwargs", "database_url",
-           "describe", "int_array", "redact", "text_array"]
+           "describe", "int_array", "listen_url", "redact", "text_array"]

@@ -2,7 +2,8 @@
 
 `DATABASE_URL` wins; without it the embedded server starts (see embedded.py). Set
 `JOBQUEUE_PGBOUNCER=1` behind PgBouncer in transaction mode: it turns off server-side prepared
-statements, which such a pooler cannot carry between clients.
+statements, which such a pooler cannot carry between clients, and session SETs. LISTEN needs a
+session: `JOBQUEUE_LISTEN_DATABASE_URL` names a direct connection for it (listen_url).
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def redact(url: str) -> str:
     elif port:
         host += f":{port}"
     return f"postgresql://{user + '@' if user else ''}{host}/{parts.get('dbname') or ''}{query}"
+
+
+def listen_url(url: str) -> str:
+    """Where a LISTEN session goes: JOBQUEUE_LISTEN_DATABASE_URL (a direct connection, when
+    `url` is a PgBouncer in transaction mode, which cannot keep a LISTEN), else `url`."""
+    return settings.JOBQUEUE_LISTEN_DATABASE_URL.get() or url
 
 
 def behind_pgbouncer() -> bool:

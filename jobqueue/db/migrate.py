@@ -55,23 +55,28 @@ def pending(conn: psycopg.Connection) -> list[Migration]:
 
 
 def migrate(conn: psycopg.Connection) -> list[Migration]:
-    """Apply what is missing; return what was applied. `conn` must be in autocommit mode."""
+    """Apply what is missing; return what was applied. `conn` must be in autocommit mode.
+
+    Each step is one transaction holding a transaction-level advisory lock, and checks what is
+    applied inside it: parallel runs apply each migration once, and no lock outlives its
+    transaction, so this works through PgBouncer in transaction mode too (where a session
+    lock would be taken on one server connection and released on another)."""
     ran = []
-    conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (_LOCK_KEY,))
-    try:
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_KEY,))
+        conn.execute((sql_dir() / "migrations_table.sql").read_text(), prepare=False)
+    for migration in available():
         with conn.transaction():
-            conn.execute((sql_dir() / "migrations_table.sql").read_text(), prepare=False)
-        for migration in pending(conn):
-            with conn.transaction():
-                conn.execute(migration.path.read_text(), prepare=False)
-                conn.execute(
-                    "INSERT INTO jobqueue.migrations (version, name) VALUES (%s, %s)",
-                    (migration.version, migration.name),
-                )
-            log.info("migration_applied", version=migration.version, name=migration.name)
-            ran.append(migration)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (_LOCK_KEY,))
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_KEY,))
+            if migration.version in applied(conn):
+                continue
+            conn.execute(migration.path.read_text(), prepare=False)
+            conn.execute(
+                "INSERT INTO jobqueue.migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+        log.info("migration_applied", version=migration.version, name=migration.name)
+        ran.append(migration)
     return ran
 
 

@@ -1,4 +1,4 @@
-"""What the built-in LLM kinds accept as payload (`chat`, `analyze`), checked twice: at
+"""What the built-in LLM kinds accept as payload (`chat`, `analyze`, `embed`), checked twice: at
 enqueue, where a bad payload is refused with a message naming the field and nothing is
 enqueued (CLI, HTTP API), and again on the worker, where it ends the job dead (Permanent).
 
@@ -66,6 +66,58 @@ def check_analyze(payload: Any) -> None:
         raise Permanent("payload.fallback: must be true or false")
 
 
+EMBED_FIELDS = {"input", "model", "dimensions", "metadata"}
+MAX_EMBED_INPUTS = 100_000
+
+
+def embed_tokens(text: str) -> int:
+    """What providers count for one embedding input: characters / 4, rounded up."""
+    return -(-len(text) // 4)
+
+
+def check_embed(payload: Any, platform: Platform) -> tuple[list[str], str, int | None]:
+    """(inputs, model, dimensions) of an embed payload; Permanent naming the field if not."""
+    if not isinstance(payload, dict) or set(payload) - EMBED_FIELDS:
+        raise Permanent(f"payload: expected fields {', '.join(sorted(EMBED_FIELDS))}")
+    inputs = payload.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, list) or not inputs:
+        raise Permanent("payload.input: required, a string or a non-empty list of strings")
+    if len(inputs) > MAX_EMBED_INPUTS:
+        raise Permanent(f"payload.input: {len(inputs):,} inputs, over the limit of "
+                        f"{MAX_EMBED_INPUTS:,} per job")
+    for i, text in enumerate(inputs):
+        if not isinstance(text, str) or not text.strip():
+            raise Permanent(f"payload.input[{i}]: must be a non-empty string")
+    model = payload.get("model") or platform.embedding_model
+    if not isinstance(model, str):
+        raise Permanent("payload.model: must be a string")
+    dimensions = payload.get("dimensions")
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(
+            dimensions, int) or not 1 <= dimensions <= 3072):
+        raise Permanent("payload.dimensions: must be an integer from 1 to 3072")
+    return inputs, model, dimensions
+
+
+def embed_groups(inputs: list[str], per_call: int, max_tokens: int) -> list[list[str]]:
+    """The inputs cut into calls of at most `per_call` inputs and `max_tokens` tokens (a
+    single input bigger than that goes alone)."""
+    groups: list[list[str]] = []
+    current: list[str] = []
+    tokens = 0
+    for text in inputs:
+        cost = embed_tokens(text)
+        if current and (len(current) >= per_call or tokens + cost > max_tokens):
+            groups.append(current)
+            current, tokens = [], 0
+        current.append(text)
+        tokens += cost
+    if current:
+        groups.append(current)
+    return groups
+
+
 def check(kind: str, payload: Any, platform: Platform) -> None:
     """Permanent if `payload` cannot make a call of this built-in kind; other kinds (the
     user's own tasks on a platform's queue, `document`) are not checked here."""
@@ -73,3 +125,5 @@ def check(kind: str, payload: Any, platform: Platform) -> None:
         chat_request(payload, platform)
     elif kind == "analyze":
         check_analyze(payload)
+    elif kind == "embed":
+        check_embed(payload, platform)

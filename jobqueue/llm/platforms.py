@@ -60,6 +60,8 @@ class Platform:
     max_tokens: int = 512  # default when a job gives none
     cache_ttl: float = 86_400.0
     max_429_retries: int = 5  # 429s absorbed within one attempt before it counts as failed
+    embedding_model: str = "text-embedding-3-small"  # the `embed` kind's default model
+    embed_batch: int = 256  # inputs per embeddings call (also held under the token bucket)
 
     def limits(self, model: str) -> tuple[int, int]:
         if model == self.fallback_model and model != self.model:
@@ -78,9 +80,9 @@ class Platform:
 
 
 _INT_FIELDS = {"rpm", "tpm", "fallback_rpm", "fallback_tpm", "concurrency", "max_attempts",
-               "max_tokens", "max_429_retries"}
+               "max_tokens", "max_429_retries", "embed_batch"}
 _FLOAT_FIELDS = {"timeout", "latency_budget", "burst_seconds", "cache_ttl"}
-_STR_FIELDS = {"base_url", "model", "fallback_model"}
+_STR_FIELDS = {"base_url", "model", "fallback_model", "embedding_model"}
 _SCOPES = ("model", "key")
 _REQUIRED = ("base_url", "model", "api_key_env")
 

@@ -1,4 +1,6 @@
-"""LLM jobs on a platform: `chat` and `analyze`, called through the openai SDK.
+"""LLM jobs on a platform: `chat`, `analyze`, `document` and `embed`, called through the openai
+SDK, and the one limited-call loop (`limited_call`) that users' own code shares through
+`ctx.llm(...)` (jobqueue/llm/clients.py).
 
 jobqueue is the only retry loop (the SDK's max_retries=0), so every attempt passes the shared
 limiter. A 429 blocks the key everywhere and the call tries again within the same attempt (the
@@ -29,7 +31,15 @@ from jobqueue.errors import InvalidAnswer as InvalidAnswer
 from jobqueue.errors import NoUsableKey
 from jobqueue.llm import documents
 from jobqueue.llm.cache import ResponseCache, cache_key, is_deterministic
-from jobqueue.llm.payloads import ANALYZE_INSTRUCTIONS, SENTIMENTS, chat_request, check_analyze
+from jobqueue.llm.payloads import (
+    ANALYZE_INSTRUCTIONS,
+    SENTIMENTS,
+    chat_request,
+    check_analyze,
+    check_embed,
+    embed_groups,
+    embed_tokens,
+)
 from jobqueue.llm.platforms import ApiKey, Platform
 from jobqueue.llm.ratelimit import Grant, Limiter, estimate_tokens, retry_after_seconds
 from jobqueue.llm.redact import Redactor
@@ -80,6 +90,7 @@ class PlatformRuntime:
         reg.register("chat", self._scrubbed(self.chat))
         reg.register("analyze", self._scrubbed(self.analyze))
         reg.register("document", self._scrubbed(self.document))
+        reg.register("embed", self._scrubbed(self.embed))
         return reg
 
     def _scrubbed(self, task):
@@ -105,6 +116,9 @@ class PlatformRuntime:
         await self.pool.open()
         self.limiter = Limiter(self.platform, self.keys, self.pool)
         await self.limiter.ensure()
+        from jobqueue.llm import clients  # ctx.llm(name) on this loop shares this runtime
+
+        clients.use(self, self.url)
         self.cache = ResponseCache(self.pool, self.platform.cache_ttl,
                                    pending_seconds=self.platform.timeout * 2)
         for key in self.keys:
@@ -135,6 +149,9 @@ class PlatformRuntime:
         return 0.0 if self._usable else GATE_SECONDS
 
     async def stop(self) -> None:
+        from jobqueue.llm import clients
+
+        clients.forget(self)
         for client in self.clients.values():
             await client.close()
         if self.pool is not None:
@@ -240,19 +257,35 @@ class PlatformRuntime:
         p = self.platform
         cost = estimate_tokens(request["messages"], request["max_tokens"])
         fallback = p.fallback_model if request["model"] == p.model and allow_fallback else None
+        started = time.monotonic()
+
+        async def send(client: openai.AsyncOpenAI, grant: Grant):
+            return await client.chat.completions.with_raw_response.create(
+                **(request | {"model": grant.model}))
+
+        completion, grant, throttled = await self.limited_call(
+            cost, request["model"], fallback, send)
+        # the call's own latency: the time spent waiting for budget is reported apart
+        seconds = max(0.0, time.monotonic() - started - grant.waited)
+        return _result(request, grant, completion, seconds, throttled)
+
+    async def limited_call(self, cost: int, model: str, fallback: str | None, send):
+        """One provider call through the shared limiter: reserve `cost` tokens on `model`
+        (or `fallback` while the provider limits it), `send(client, grant)` the request, and
+        settle with the usage and headers. 429s block the key and try again (up to
+        max_429_retries); a rejected or exhausted key is disabled and another one tried.
+        Returns (parsed response, grant, 429s absorbed)."""
+        p = self.platform
         throttled = 0
         while True:
             try:
-                grant = await self.limiter.acquire(cost, request["model"], fallback,
-                                                   p.latency_budget)
+                grant = await self.limiter.acquire(cost, model, fallback, p.latency_budget)
             except NoUsableKey:
                 self._usable_checked = -GATE_SECONDS  # the next claim asks the database
                 raise
             client = self.clients[grant.key.key_id]
-            started = time.monotonic()
             try:
-                raw = await client.chat.completions.with_raw_response.create(
-                    **(request | {"model": grant.model}))
+                raw = await send(client, grant)
             except openai.RateLimitError as exc:
                 if _error_code(exc) == "insufficient_quota":
                     await self.limiter.release(grant)
@@ -281,11 +314,35 @@ class PlatformRuntime:
                 # 5xx, timeout, connection error, cancellation: no word on the budget.
                 await asyncio.shield(self.limiter.release(grant))
                 raise
-            completion = raw.parse()
-            usage = completion.usage
-            actual = usage.total_tokens if usage else cost
+            parsed = raw.parse()
+            usage = getattr(parsed, "usage", None)
+            actual = getattr(usage, "total_tokens", None) or cost
             await self.limiter.settle(grant, actual, raw.headers)
-            return _result(request, grant, completion, time.monotonic() - started, throttled)
+            return parsed, grant, throttled
+
+    async def embed(self, payload: Any, ctx: JobContext) -> dict:
+        """Vectors for `input` (a string or a list), in as few calls as the limits allow: at
+        most `embed_batch` inputs per call, and no call above what the token bucket holds."""
+        inputs, model, dimensions = check_embed(payload, self.platform)
+        p = self.platform
+        per_call_tokens = max(1, int(p.tpm * p.burst_seconds / 60))
+        vectors: list[list[float]] = []
+        tokens = calls = 0
+        for group in embed_groups(inputs, p.embed_batch, per_call_tokens):
+            cost = sum(embed_tokens(text) for text in group)
+            extra = {"dimensions": dimensions} if dimensions else {}
+
+            async def send(client, grant, group=group, extra=extra):
+                return await client.embeddings.with_raw_response.create(
+                    model=grant.model, input=group, **extra)
+
+            response, _, _ = await self.limited_call(cost, model, None, send)
+            vectors += [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
+            tokens += response.usage.total_tokens if response.usage else cost
+            calls += 1
+            ctx.set_progress({"done": len(vectors), "total": len(inputs)})
+        return {"model": model, "embeddings": vectors, "calls": calls,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
     def _said(self, exc: openai.APIStatusError) -> str:
         """The provider's error message, scrubbed before it is cut to length (a cut key would

@@ -2,9 +2,9 @@
 
 Why: the queue has to be exercised against rate limits, quota errors, 500s and slow answers
 without real network access or real money. This server speaks the subset of the OpenAI HTTP
-API the queue uses (``POST /v1/chat/completions``, ``GET /v1/models``) closely enough that the
-official ``openai`` SDK works against it unchanged, and enforces OpenAI-style per-(key, model)
-token-bucket limits on requests per minute and tokens per minute.
+API the queue uses (``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``)
+closely enough that the official ``openai`` SDK works against it unchanged, and enforces
+OpenAI-style per-(key, model) token-bucket limits on requests per minute and tokens per minute.
 
 Python use::
 
@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -211,6 +212,19 @@ def _analyze(text: str) -> dict[str, Any]:
         "topics": topics,
         "entities": entities,
     }
+
+
+def _vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for `text` (the same text, the same vector)."""
+    raw = []
+    counter = 0
+    while len(raw) < dimensions:
+        digest = hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        raw += [b / 255.0 - 0.5 for b in digest]
+        counter += 1
+    raw = raw[:dimensions]
+    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
+    return [round(v / norm, 6) for v in raw]
 
 
 def _fit(text: str, max_tokens: int | None) -> tuple[str, str]:
@@ -680,13 +694,19 @@ class FakeOpenAI:
         return self._error(401, message, "invalid_request_error", "invalid_api_key", headers)
 
     async def _chat(self, request: web.Request) -> web.Response:
+        return await self._counted(request, self._chat_inner)
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        return await self._counted(request, self._embeddings_inner)
+
+    async def _counted(self, request: web.Request, inner) -> web.Response:
         started = time.monotonic()
         with self._lock:
             self._totals["requests"] += 1
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
         try:
-            response = await self._chat_inner(request, started)
+            response = await inner(request, started)
             if self.echo_authorization and response.status >= 400:
                 response = self._echo_authorization(request, response)
             return response
@@ -704,6 +724,56 @@ class FakeOpenAI:
         headers = {k: v for k, v in response.headers.items()
                    if k.lower() not in ("content-type", "content-length")}
         return web.json_response(body, status=response.status, headers=headers)
+
+    async def _embeddings_inner(self, request: web.Request, started: float) -> web.Response:
+        """``POST /v1/embeddings``: deterministic unit vectors (a hash of each input), counted
+        against the same limits as chat: 1 request and ceil(chars / 4) tokens per input."""
+        headers = {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-organization": ORG}
+        key = self._auth(request, headers)
+        if isinstance(key, web.Response):
+            return key
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return self._bad_request("We could not parse the JSON body of your request.", headers)
+        if not isinstance(body, dict):
+            return self._bad_request("The request body must be a JSON object.", headers)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return self._bad_request("you must provide a model parameter", headers)
+        inputs = body.get("input")
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if (not isinstance(inputs, list) or not inputs or len(inputs) > 2048
+                or not all(isinstance(i, str) and i for i in inputs)):
+            return self._bad_request("'input' must be a non-empty string or a list of 1 to "
+                                     "2048 non-empty strings.", headers, "input")
+        dimensions = body.get("dimensions", 8)
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or \
+                not 1 <= dimensions <= 3072:
+            return self._bad_request("'dimensions' must be an integer from 1 to 3072.",
+                                     headers, "dimensions")
+        cost = sum(math.ceil(len(i) / 4) for i in inputs)
+        with self._lock:
+            if self.models is not None and model not in self.models:
+                self._totals["bad_request"] += 1
+                return self._error(404, f"The model `{model}` does not exist or you do not "
+                                   "have access to it.", "invalid_request_error",
+                                   "model_not_found", headers)
+            rejected = self._admit(key, model, cost, headers)
+            if rejected is not None:
+                return rejected
+            delay = self.latency
+        if delay > 0:
+            await asyncio.sleep(delay)
+        with self._lock:
+            self._count(key, model, "ok")
+            self._count(key, model, "prompt_tokens", cost)
+        data = [{"object": "embedding", "index": i, "embedding": _vector(text, dimensions)}
+                for i, text in enumerate(inputs)]
+        return web.json_response({"object": "list", "data": data, "model": model,
+                                  "usage": {"prompt_tokens": cost, "total_tokens": cost}},
+                                 headers=headers)
 
     async def _chat_inner(self, request: web.Request, started: float) -> web.Response:
         headers = {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-organization": ORG}
@@ -977,6 +1047,7 @@ class FakeOpenAI:
         """The aiohttp application; exposed so it can be mounted or served by other means."""
         app = web.Application(client_max_size=32 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_control/stats", self._control_stats)
         app.router.add_get("/_control/config", self._control_get_config)

@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import psycopg
 import structlog
 
+from jobqueue import db
 from jobqueue.db.queries import q
 from jobqueue.errors import WorkerFailed
 from jobqueue.tasks import Registry, registry
@@ -67,7 +68,9 @@ class Worker:
         self.tasks = tasks
         self.id = uuid.uuid4()
         self.log = log.bind(worker=str(self.id), queue=self.config.queue)
-        self.listener = Listener(url, {}, lambda: None, self.log)
+        # LISTEN needs a session of its own: a direct connection when DATABASE_URL is a
+        # PgBouncer in transaction mode (JOBQUEUE_LISTEN_DATABASE_URL).
+        self.listener = Listener(db.listen_url(url), {}, lambda: None, self.log)
         self.listening = self.listener.listening  # set while LISTEN is in place
         self._stopping = False  # warm stop: claim nothing more
         self._hard = False  # hard stop: hand everything back now

@@ -1,5 +1,7 @@
 """LISTEN for new work and cancellations on a dedicated autocommit connection, and hand each
-notification to the callback for its channel.
+notification to the callback for its channel. The worker gives it JOBQUEUE_LISTEN_DATABASE_URL
+when set (db.listen_url): a direct session, when DATABASE_URL is a PgBouncer in transaction
+mode, where a LISTEN would hear nothing.
 
 The table, not the notification, is the source of truth: after every (re)connection the
 `on_connected` callback lets the worker catch up on what was said while nobody listened, and

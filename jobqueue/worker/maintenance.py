@@ -1,5 +1,6 @@
 """Cluster maintenance, run by every worker and done by one at a time: rescue expired leases
-(dead-letter those out of attempts), prune old finished jobs and dead worker rows, and run the
+(dead-letter those out of attempts), prune old finished jobs and dead worker rows, evaluate
+the alert rules and prune old webhook deliveries (jobqueue/webhooks/alerts.py), and run the
 prune hooks that extensions register (the LLM response cache registers its own).
 
 Leadership is a transaction-level advisory lock that each maintenance statement takes itself
@@ -18,6 +19,7 @@ import structlog
 
 from jobqueue.db import store
 from jobqueue.db.queries import q
+from jobqueue.webhooks import alerts
 from jobqueue.worker.config import WorkerConfig
 from jobqueue.worker.link import Link
 
@@ -51,7 +53,8 @@ class Maintenance:
         pruned = await store.prune_finished(conn, cfg.retention_seconds, 10000)
         await conn.execute(q("prune_workers"), {
             "stale_seconds": max(60.0, 10 * cfg.heartbeat_seconds)})
-        hooks = {}
+        deliveries = await alerts.maintain(conn, cfg.retention_seconds)
+        hooks = {"webhook_deliveries": deliveries} if deliveries else {}
         for name, hook in list(_prune_hooks.items()):
             hooks[name] = await hook(conn)
         if dead or rescued or pruned or any(hooks.values()):

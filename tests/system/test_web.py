@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -52,9 +53,7 @@ class TestAuth:
         routes = [r for r in server.app.url_map.iter_rules() if r.rule.startswith("/api")]
         assert len(routes) >= 12
         for rule in routes:
-            path = rule.rule.replace("<int:job_id>", "1").replace("<int:batch_id>", "1") \
-                .replace("<int:doc_id>", "1").replace("<name>", "q") \
-                .replace("<int:session_id>", "1") \
+            path = re.sub(r"<int:\w+>", "1", rule.rule).replace("<name>", "q") \
                 .replace("<any(pause, resume):action>", "pause")
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 r = getattr(anon, method.lower())(path)
@@ -608,4 +607,4 @@ def test_jobqueue_web_command_serves_with_gunicorn(db_url, make_token):
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=40)
-    assert proc.returncode == 0 and "gthread" in err, err[-2000:]
+    assert proc.returncode == 0 and "HandOffWorker" in err, err[-2000:]

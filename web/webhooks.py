@@ -1,0 +1,208 @@
+"""The webhooks API under /api/webhooks: subscriptions (the signing secret answered once, at
+creation), their deliveries, and redelivery. Owners see and change only their own; admins
+everyone's, and only admins may subscribe to alert events.
+
+Bodies and answers are pydantic (v2) models (`MODELS`, for the OpenAPI document); a body
+that does not fit is a 400 or 422 naming the field, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Literal
+
+from flask import Blueprint, g, jsonify, request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from jobqueue.errors import InvalidWebhook
+from jobqueue.webhooks import EVENT_TYPES, subscriptions
+from web.auth import api_error, require
+from web.resources import resources
+
+bp = Blueprint("webhooks", __name__)
+
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
+DeliveryState = Literal["pending", "retrying", "succeeded", "dead"]
+
+
+class WebhookCreate(BaseModel):
+    """POST /api/webhooks: what to send where."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    url: str = Field(min_length=1, max_length=2048,
+                     description="http(s) URL of the receiver; private addresses are refused")
+    events: list[EventType] = Field(min_length=1, max_length=len(EVENT_TYPES))
+    format: Literal["json", "slack"] = Field(
+        "json", description='json: the signed event; slack: {"text": ...}')
+    max_attempts: int = Field(subscriptions.DEFAULT_MAX_ATTEMPTS, ge=1, le=50)
+    description: str | None = Field(None, max_length=subscriptions.MAX_DESCRIPTION)
+
+
+class Webhook(BaseModel):
+    id: int
+    owner: str
+    url: str
+    events: list[EventType]
+    format: Literal["json", "slack"]
+    max_attempts: int
+    description: str | None
+    created_at: datetime
+
+
+class WebhookCreated(Webhook):
+    secret: str = Field(description="The signing key (whsec_...): shown in this answer only")
+
+
+class Delivery(BaseModel):
+    id: int
+    subscription_id: int
+    url: str
+    event_id: str
+    event_type: EventType
+    state: DeliveryState
+    attempts: int
+    response_code: int | None
+    last_error: str | None
+    job_id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class DeliveryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: DeliveryState | None = None
+    limit: int = Field(50, ge=1, le=1000)
+
+
+MODELS = {"WebhookCreate": WebhookCreate, "Webhook": Webhook, "WebhookCreated": WebhookCreated,
+          "Delivery": Delivery, "DeliveryQuery": DeliveryQuery}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+@bp.errorhandler(Refused)
+def _refused(exc: Refused):
+    return api_error(exc.status, exc.code, exc.message, field=exc.field)
+
+
+def _field(error: dict) -> str:
+    return ".".join(str(part) for part in error["loc"]) or "body"
+
+
+def _validated(model: type[BaseModel], data) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = _field(first)
+        raise Refused(400, "invalid_request", f"{where}: {first['msg']}", field=where) from None
+
+
+def _json_body() -> dict:
+    if not request.is_json:
+        raise Refused(415, "unsupported_media_type",
+                      "body: send JSON with Content-Type: application/json")
+    try:
+        body = json.loads(request.get_data())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Refused(400, "invalid_request", f"body: not valid JSON ({exc})", "body") from None
+    if not isinstance(body, dict):
+        raise Refused(400, "invalid_request", "body: must be a JSON object", "body")
+    return body
+
+
+def _out(model: type[BaseModel], row: dict) -> dict:
+    return model.model_validate(row).model_dump(mode="json")
+
+
+@bp.post("/webhooks")
+@require("write")
+def create_webhook():
+    body = _validated(WebhookCreate, _json_body())
+    principal = g.principal
+    with resources().client.pool.connection() as conn:
+        try:
+            row = subscriptions.create(conn, principal.owner, body.url, body.events,
+                                       format=body.format, max_attempts=body.max_attempts,
+                                       description=body.description, admin=principal.admin)
+        except InvalidWebhook as exc:
+            field = str(exc).split(":", 1)[0]
+            raise Refused(422, "invalid_webhook", str(exc), field) from None
+    response = jsonify(_out(WebhookCreated, row))
+    response.status_code = 201
+    response.headers["Location"] = f"/api/webhooks/{row['id']}"
+    return response
+
+
+@bp.get("/webhooks")
+@require("read")
+def list_webhooks():
+    with resources().client.pool.connection() as conn:
+        rows = subscriptions.list_subscriptions(conn, g.principal.owner_filter())
+    return jsonify(webhooks=[_out(Webhook, r) for r in rows])
+
+
+def _visible(subscription_id: int) -> dict:
+    with resources().client.pool.connection() as conn:
+        row = subscriptions.get(conn, subscription_id, g.principal.owner_filter())
+    if row is None:
+        raise Refused(404, "not_found", f"webhook {subscription_id}: not found")
+    return row
+
+
+@bp.get("/webhooks/<int:subscription_id>")
+@require("read")
+def get_webhook(subscription_id: int):
+    return jsonify(_out(Webhook, _visible(subscription_id)))
+
+
+@bp.delete("/webhooks/<int:subscription_id>")
+@require("write")
+def delete_webhook(subscription_id: int):
+    with resources().client.pool.connection() as conn:
+        if not subscriptions.remove(conn, subscription_id, g.principal.owner_filter()):
+            raise Refused(404, "not_found", f"webhook {subscription_id}: not found")
+    return jsonify(id=subscription_id, deleted=True)
+
+
+def _deliveries(subscription_id: int | None):
+    query = _validated(DeliveryQuery, request.args.to_dict())
+    with resources().client.pool.connection() as conn:
+        rows = subscriptions.deliveries(conn, g.principal.owner_filter(), subscription_id,
+                                        query.state, query.limit)
+    return jsonify(deliveries=[_out(Delivery, r) for r in rows])
+
+
+@bp.get("/webhooks/deliveries")
+@require("read")
+def list_deliveries():
+    """The newest deliveries of every webhook the caller may see (?state=&limit=)."""
+    return _deliveries(None)
+
+
+@bp.get("/webhooks/<int:subscription_id>/deliveries")
+@require("read")
+def webhook_deliveries(subscription_id: int):
+    _visible(subscription_id)
+    return _deliveries(subscription_id)
+
+
+@bp.post("/webhooks/deliveries/<int:delivery_id>/redeliver")
+@require("write")
+def redeliver(delivery_id: int):
+    """Send a delivery again: the same body and event id, a fresh attempt budget."""
+    with resources().client.pool.connection() as conn:
+        outcome = subscriptions.redeliver(conn, delivery_id, g.principal.owner_filter())
+    if outcome == "not_found":
+        raise Refused(404, "not_found", f"delivery {delivery_id}: not found")
+    if outcome == "busy":
+        raise Refused(409, "conflict",
+                      f"delivery {delivery_id}: its job is still queued or running")
+    response = jsonify(id=delivery_id, state="pending")
+    response.status_code = 202
+    return response
