@@ -17,8 +17,8 @@ than the schedule's `max_lateness` is skipped whatever the policy. Skipped fires
 as one 'skipped' run row saying how many, from when to when, and why; the runs list shows it.
 
 A fire whose enqueue is refused (its platform gone from jobqueue.toml, say) is recorded as a
-'failed' run with the reason, and the failure hooks run in the same transaction
-(register_failure_hook: where a `schedule.failed` event is emitted).
+'failed' run with the reason; in the same transaction the `schedule.failed` webhook event goes
+to the owner's subscriptions, and the failure hooks (register_failure_hook) run.
 """
 
 from __future__ import annotations
@@ -270,15 +270,27 @@ def _enqueue(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: s
 
 
 def _failed(conn: psycopg.Connection, row: dict, run: dict) -> None:
+    """A failed run: the `schedule.failed` webhook event for the schedule's owner, then the
+    registered hooks; all in the run's transaction, each in a savepoint of its own."""
     event = {"schedule": row["name"], "owner": row.get("owner"), "fire_at": run["fire_at"],
              "run_id": run["id"], "reason": run["reason"]}
-    for name, hook in list(_failure_hooks.items()):
+    hooks = {"webhooks": _emit_schedule_failed} | _failure_hooks
+    for name, hook in list(hooks.items()):
         try:
             with conn.transaction():
                 hook(conn, event)
         except Exception as exc:  # a hook must not stop the scheduler
             log.error("schedule_failure_hook_failed", hook=name, schedule=row["name"],
                       error=str(exc))
+
+
+def _emit_schedule_failed(conn: psycopg.Connection, event: dict) -> None:
+    from jobqueue import webhooks
+
+    data = {"schedule": {"name": event["schedule"], "fire_at": event["fire_at"].isoformat(),
+                         "run_id": event["run_id"], "reason": event["reason"]}}
+    webhooks.emit(conn, "schedule.failed", event["owner"], data,
+                  event_id=f"schedule.failed:{event['run_id']}")
 
 
 def _cursor(conn: psycopg.Connection) -> psycopg.Cursor:

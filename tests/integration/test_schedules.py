@@ -216,13 +216,15 @@ class TestBatchSchedules:
         assert latest["batch_id"] == batches[1]["id"]
         assert latest["batch_name"] == batches[1]["name"] and latest["outcome"] == "running"
 
-    def test_a_refused_enqueue_is_a_failed_run_and_calls_the_hook(self, conn, config_file,
-                                                                   monkeypatch, tmp_path):
+    def test_a_refused_enqueue_is_a_failed_run_emits_schedule_failed_and_calls_the_hook(
+            self, conn, sql, config_file, monkeypatch, tmp_path):
         monkeypatch.setenv("JOBQUEUE_CONFIG", config_file)
         prompts = tmp_path / "p.jsonl"
         prompts.write_text('{"prompt": "hi"}\n')
         store.save(conn, spec.build("p", {"cron": "@hourly", "platform": "sim",
                                           "batch_file": str(prompts)}), at(2026, 5, 1))
+        sql("INSERT INTO jobqueue.webhook_subscriptions (owner, url, events, secret) "
+            "VALUES ('', 'http://127.0.0.1:9/hook', ARRAY['schedule.failed'], 's')")
         empty = tmp_path / "empty.toml"
         empty.write_text("")
         monkeypatch.setenv("JOBQUEUE_CONFIG", str(empty))  # the platform is gone
@@ -235,6 +237,9 @@ class TestBatchSchedules:
         (run,) = store.runs(conn, "p")
         assert run["decision"] == "failed" and "platform:" in run["reason"]
         assert events and events[0]["schedule"] == "p" and events[0]["run_id"] == run["id"]
+        (delivery,) = sql("SELECT event_id, event_type, body FROM jobqueue.webhook_deliveries")
+        assert delivery["event_id"] == f"schedule.failed:{run['id']}"
+        assert delivery["body"]["data"]["schedule"]["name"] == "p"
         assert store.get(conn, "p")["next_fire_at"] == at(2026, 5, 1, 2)  # moves on
 
 
