@@ -24,6 +24,7 @@ from jobqueue.db.store import COPY_FROM, JobFilter
 from jobqueue.jobs import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE,
+    MAX_NAME_LENGTH,
     InvalidJob,
     Job,
     JobSpec,
@@ -225,7 +226,8 @@ def insert_batch(conn, specs: Iterable[JobSpec], *, queue: str, name: str | None
     """Client.submit_batch inside the caller's transaction (a schedule's fire records its run
     in the same one); returns (batch id, jobs enqueued)."""
     now, routes = datetime.now(UTC), routing.load()
-    for field, value in (("name", name), ("source", source), ("owner", owner)):
+    check_text(name, "name", max_length=MAX_NAME_LENGTH)
+    for field, value in (("source", source), ("owner", owner)):
         check_text(value, field)
     to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
     total = 0
