@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jobqueue.errors import InvalidSchedule
 from jobqueue.schedules import spec, store, tick
-from web.api import BadRequest, _json_body
 from web.auth import api_error, require
+from web.contract import BadRequest, _read_body
 from web.resources import resources
 
 bp = Blueprint("schedules", __name__)
@@ -68,8 +68,14 @@ def _bad_request(exc: BadRequest):
 
 
 def _parsed(model: type[BaseModel]) -> BaseModel:
+    limit = current_app.config["BATCH_MAX_BYTES"]
+    if request.content_length and request.content_length > limit:
+        raise BadRequest(f"body: larger than {limit} bytes", status=413, code="too_large")
+    if not request.is_json:
+        raise BadRequest("body: send Content-Type: application/json", status=415,
+                         code="unsupported_media_type")
     try:
-        return model.model_validate(_json_body("BATCH_MAX_BYTES"))
+        return model.model_validate_json(_read_body(limit))
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "body"
