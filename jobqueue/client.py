@@ -173,52 +173,11 @@ class Client:
                      partial: bool = False) -> Submitted:
         """Create a batch and enqueue every spec into it, in one transaction: a failure
         part-way leaves nothing behind. Returns (batch id, rows submitted) (a Submitted, which
-        also says how many a quota refused).
-
-        A row whose idempotency key already names a job (on this queue, for this owner)
-        makes no job: it is counted as a duplicate and points at that job. Specs may depend
-        on earlier ones by `ref`. `on_complete`: a job enqueued once every member has ended,
-        receiving {"batch_id", "counts"} in its payload. Past the owner's quota the whole
-        batch is refused (QuotaExceeded, nothing left behind); with `partial`, the first rows
-        that fit are enqueued, the rest counted in `refused` (QuotaExceeded still when not
-        even the first fits)."""
-        now, routes = datetime.now(UTC), routing.load()
-        check_text(name, "name", max_length=MAX_NAME_LENGTH)
-        for field, value in (("source", source), ("owner", owner)):
-            check_text(value, field)
-        to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
-        callback = None
-        if on_complete is not None:
-            try:
-                callback = workflows.callback_row(on_complete, owner)
-            except InvalidJob as exc:
-                raise InvalidJob(f"on_complete: {exc}") from None
+        also says how many a quota refused). See insert_batch."""
         with self.pool.connection() as conn, conn.transaction():
-            batch_id = conn.execute(q("batch_create"), {
-                "name": name, "queue": queue, "owner": owner, "source": source,
-                "metadata": Jsonb(metadata or {})}).fetchone()["id"]
-            rows, row_specs = [], []
-            for index, spec in enumerate(specs):
-                spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
-                rows.append(_validated(spec, index, now, routes))
-                row_specs.append(spec)
-            # The quota is charged for the whole batch at once (the rows are in memory by
-            # now), in this transaction: a refusal leaves nothing behind.
-            admission = quotas.admit(conn, rows, partial=partial)
-            refused = len(rows) - admission.count
-            inserter = workflows.Inserter(conn, batch_id)
-            for row, spec in zip(rows[:admission.count], row_specs, strict=False):
-                inserter.add(row, spec)
-                if on_progress and inserter.pending == 0:  # a chunk went in
-                    on_progress(len(inserter.ids))
-            inserter.flush()
-            total = len(inserter.ids)
-            conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
-            if on_complete is not None:
-                workflows.attach_batch_callback(conn, batch_id, callback)
-        if on_progress:
-            on_progress(total)
-        return Submitted(batch_id, total, refused, admission.standing, admission.exceeded)
+            return insert_batch(conn, specs, queue=queue, name=name, owner=owner,
+                                source=source, metadata=metadata, on_progress=on_progress,
+                                on_complete=on_complete, partial=partial)
 
     def batch(self, batch_id: int) -> dict | None:
         """A batch with its jobs counted by state, and what its LLM calls cost (`costs`)."""
@@ -350,6 +309,60 @@ def _row(spec: JobSpec, now: datetime, routes: routing.Routes) -> tuple:
     [tasks.NAME] table in jobqueue.toml, else the built-in defaults: never from the task
     registry, which only the processes that imported the task module have."""
     return routing.apply(spec, routes).validated_row(DEFAULT_QUEUE, DEFAULT_MAX_ATTEMPTS, now)
+
+
+def insert_batch(conn, specs: Iterable[JobSpec], *, queue: str, name: str | None = None,
+                 owner: str | None = None, source: str | None = None,
+                 metadata: dict | None = None,
+                 on_progress: Callable[[int], None] | None = None,
+                 on_complete: JobSpec | None = None,
+                 partial: bool = False) -> Submitted:
+    """Client.submit_batch inside the caller's transaction (a schedule's fire records its run
+    in the same one); returns (batch id, rows submitted) as a Submitted.
+
+    A row whose idempotency key already names a job (on this queue, for this owner) makes no
+    job: it is counted as a duplicate and points at that job. Specs may depend on earlier ones
+    by `ref`. `on_complete`: a job enqueued once every member has ended, receiving
+    {"batch_id", "counts"} in its payload. Past the owner's quota the whole batch is refused
+    (QuotaExceeded; the caller's transaction must roll back); with `partial`, the first rows
+    that fit are enqueued, the rest counted in `refused` (QuotaExceeded still when not even
+    the first fits)."""
+    now, routes = datetime.now(UTC), routing.load()
+    check_text(name, "name", max_length=MAX_NAME_LENGTH)
+    for field, value in (("source", source), ("owner", owner)):
+        check_text(value, field)
+    to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
+    callback = None
+    if on_complete is not None:
+        try:
+            callback = workflows.callback_row(on_complete, owner)
+        except InvalidJob as exc:
+            raise InvalidJob(f"on_complete: {exc}") from None
+    batch_id = conn.execute(q("batch_create"), {
+        "name": name, "queue": queue, "owner": owner, "source": source,
+        "metadata": Jsonb(metadata or {})}).fetchone()["id"]
+    rows, row_specs = [], []
+    for index, spec in enumerate(specs):
+        spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
+        rows.append(_validated(spec, index, now, routes))
+        row_specs.append(spec)
+    # The quota is charged for the whole batch at once (the rows are in memory by now), in
+    # this transaction: a refusal leaves nothing behind.
+    admission = quotas.admit(conn, rows, partial=partial)
+    refused = len(rows) - admission.count
+    inserter = workflows.Inserter(conn, batch_id)
+    for row, spec in zip(rows[:admission.count], row_specs, strict=False):
+        inserter.add(row, spec)
+        if on_progress and inserter.pending == 0:  # a chunk went in
+            on_progress(len(inserter.ids))
+    inserter.flush()
+    total = len(inserter.ids)
+    conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
+    if callback is not None:
+        workflows.attach_batch_callback(conn, batch_id, callback)
+    if on_progress:
+        on_progress(total)
+    return Submitted(batch_id, total, refused, admission.standing, admission.exceeded)
 
 
 def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:

@@ -7,6 +7,7 @@
     ├── QueueBusy                        enqueues in flight held a change of fairness back
     ├── ConfigError (ValueError)         jobqueue.toml is wrong; names file, table and field
     ├── BatchFileError (ValueError)      FILE:LINE: field: what is wrong
+    ├── InvalidSchedule (ValueError)     a schedule we refuse; the message names the field
     ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
     │   └── DocumentTooLarge             its text or its chunks pass a configured limit
     ├── QuotaExceeded                    an owner's quota refuses new work; says when to retry
@@ -65,6 +66,11 @@ class BatchFileError(JobqueueError, ValueError):
         self.field = field
         self.problem = problem
         super().__init__(format_location(path, line, field, problem))
+
+
+class InvalidSchedule(JobqueueError, ValueError):
+    """A schedule that cannot be saved (a bad cron expression, time zone, target...); the
+    message starts with the field at fault."""
 
 
 def format_location(path: str, line: int | None, field: str | None, problem: str) -> str:

@@ -45,6 +45,7 @@ WORKER_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "retry_base_seconds": 1.0,    # first retry's delay; doubles per attempt (with jitter)
     "retry_max_seconds": 3600.0,  # the longest retry delay
     "maintenance_seconds": 5.0,   # rescue expired leases, prune, this often
+    "schedules": True,            # run the schedules service (every worker may)
     "retention_seconds": 7 * 86400.0,  # finished jobs are pruned after this long
     "heartbeat_seconds": None,    # lease renewal period; None: a third of the lease
     "default_timeout": None,      # a job's timeout when neither it nor its task gives one

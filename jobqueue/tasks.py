@@ -34,6 +34,8 @@ class Task:
     timeout: float | None = None
     is_async: bool = False
     wants_ctx: bool = False
+    cron: str | None = None  # @task(cron=...): a schedule task:NAME (jobqueue/schedules/)
+    cron_timezone: str = "UTC"
 
 
 @dataclass
@@ -89,6 +91,13 @@ class Registry:
         routing.check_task(name, queue=options.get("queue"),
                            max_attempts=options.get("max_attempts"),
                            timeout=options.get("timeout"))
+        if options.get("cron") is not None:  # a bad expression fails at import, naming it
+            from jobqueue.schedules import cron
+
+            try:
+                cron.parse(options["cron"], options.get("cron_timezone") or "UTC")
+            except ValueError as exc:
+                raise ValueError(f"@task({name!r}): {exc}") from None
         params = inspect.signature(func).parameters
         t = Task(
             name=name,
@@ -122,6 +131,8 @@ def task(
     queue: str | None = None,
     max_attempts: int | None = None,
     timeout: float | None = None,
+    cron: str | None = None,
+    cron_timezone: str = "UTC",
     registry: Registry = registry,
 ):
     """Register a function as the task `name` (default: its __name__).
@@ -130,11 +141,14 @@ def task(
     process. When given here they must agree with that table (ConfigError otherwise), so a
     worker importing the task refuses to start rather than wait on a queue nobody fills.
     `timeout` is the limit for this task's jobs that carry none of their own.
+    `cron` (with `cron_timezone`) also schedules the task: a schedule named task:NAME that
+    enqueues it with an empty payload, saved when a worker that imports it starts.
     """
 
     def decorate(func: Callable) -> Callable:
         registry.register(
-            name or func.__name__, func, queue=queue, max_attempts=max_attempts, timeout=timeout
+            name or func.__name__, func, queue=queue, max_attempts=max_attempts, timeout=timeout,
+            cron=cron, cron_timezone=cron_timezone,
         )
         return func
 

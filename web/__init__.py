@@ -39,7 +39,9 @@ SECURITY_HEADERS = {
 # Werkzeug holds a chunked body (no Content-Length) to the same limit while reading it: 413,
 # as for a body that declares its length.
 BODY_LIMITS = {"api.upload_document": ("DOCUMENT_MAX_BYTES", 64 * 1024),
-               "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024)}
+               "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024),
+               "schedules.create_schedule": ("BATCH_MAX_BYTES", 1),
+               "schedules.put_schedule": ("BATCH_MAX_BYTES", 1)}
 
 
 SECRET_MISSING = (
@@ -108,7 +110,7 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, costs, dashboard, dashboard_webhooks, health, quotas, webhooks
+    from web import api, costs, dashboard, dashboard_webhooks, health, quotas, schedules, webhooks
 
     dashboard_webhooks.attach(dashboard.bp)
 
@@ -117,6 +119,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(webhooks.bp, url_prefix="/api")
     app.register_blueprint(quotas.bp, url_prefix="/api")
     app.register_blueprint(costs.bp, url_prefix="/api")
+    app.register_blueprint(schedules.bp, url_prefix="/api/schedules")
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()

@@ -86,7 +86,8 @@ def set_budget(scope: str, scope_id: str, period: str, body: BudgetBody):
 @bp.delete("/budgets/<scope>/<scope_id>/<period>")
 @require("write")
 @operation("Remove a budget; the scope's paused jobs resume",
-           replies={200: Reply(None, "{removed, resumed}")}, errors=NOT_FOUND)
+           replies={200: Reply(None, "{removed, resumed}")},
+           errors={**NOT_FOUND, 400: "An unknown scope or period; error.field names it"})
 def remove_budget(scope: str, scope_id: str, period: str | None = None):
     _check_may_set(scope, scope_id)
     with resources().client.pool.connection() as conn:

@@ -599,3 +599,56 @@ def limits():
     calls = cache["hits"] + cache["stored"]
     return _page("limits.html", title="Rate limits and cache", rows=_rows("dashboard_limits"),
                  cache=cache, hit_rate=cache["hits"] / calls if calls else None)
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+@bp.get("/schedules")
+def schedules():
+    from jobqueue.schedules import store as schedule_store
+
+    return _page("schedules.html", title="Schedules",
+                 rows=_store(schedule_store.listing))
+
+
+@bp.get("/schedules/<name>")
+def schedule(name: str):
+    from jobqueue.schedules import store as schedule_store
+
+    before = request.args.get("before", type=int)
+    rows = _store(schedule_store.listing, None, name)
+    if not rows:
+        abort(404, description=f"schedule {name}: not found")
+    runs = _store(schedule_store.runs, name, before, BATCH_PAGE)
+    older = runs[-1]["id"] if len(runs) == BATCH_PAGE else None
+    return _page("schedule.html", title=f"Schedule {name}", s=rows[0], runs=runs,
+                 older=older, newest=before is None)
+
+
+@bp.post("/schedules/<name>/<any(pause, resume, run):action>")
+def schedule_action(name: str, action: str):
+    from jobqueue.schedules import store as schedule_store
+    from jobqueue.schedules import tick
+
+    now = datetime.now(UTC)
+    if action == "run":
+        from web.schedules import configured_platforms
+
+        found = _store(schedule_store.get, name)
+        if found is None:
+            abort(404, description=f"schedule {name}: not found")
+        platforms = configured_platforms() if found["target"]["type"] == "batch" else None
+        run = _store(tick.run_now, name, now, platforms)
+        if run is None:
+            abort(404, description=f"schedule {name}: not found")
+        what = (f"job {run['job_id']}" if run["job_id"] else
+                f"batch {run['batch_id']}" if run["batch_id"] else run["reason"])
+        flash(f"Schedule {name}: run {run['id']} {run['decision']}: {what}.",
+              "error" if run["decision"] == "failed" else "message")
+    else:
+        if _store(schedule_store.set_paused, name, action == "pause", now) is None:
+            abort(404, description=f"schedule {name}: not found")
+        flash(f"Schedule {name} {'paused' if action == 'pause' else 'resumed'}.")
+    return redirect(url_for(".schedule", name=name) if request.form.get("back") == "one"
+                    else url_for(".schedules"))

@@ -1,6 +1,6 @@
 """The `jobqueue` command: the root group and its entry point; each command group lives in a
-module of its own beside this one (worker, jobs, batch, status, tokens, quotas, admin, demo,
-bench, db, webhooks, alerts, queues).
+module of its own beside this one (worker, jobs, batch, status, tokens, quotas, budgets, admin,
+demo, bench, db, schedules, webhooks, alerts, queues).
 
 Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
 JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix); the defaults come from
@@ -40,6 +40,7 @@ COMMANDS = {
     "demo": "jobqueue.cli.demo:demo_command",
     "bench": "jobqueue.cli.bench:bench_command",
     "db": "jobqueue.cli.db:db_group",
+    "schedules": "jobqueue.cli.schedules:schedules",
     "webhooks": "jobqueue.cli.webhooks:webhooks",
     "alerts": "jobqueue.cli.alerts:alerts",
     "queues": "jobqueue.cli.queues:queues",

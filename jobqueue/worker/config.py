@@ -55,6 +55,8 @@ class WorkerConfig:
     # (its outcome written), stop as after a warm stop. Jobs scheduled for later (delayed jobs,
     # retries waiting out their backoff) do not keep it running. For cron services and CI.
     until_idle: bool = D["until_idle"]
+    # Run the schedules service (jobqueue/worker/scheduler.py): safe in every worker.
+    schedules: bool = D["schedules"]
     queues: tuple[QueueConfig, ...] = ()
 
     def __post_init__(self) -> None:

@@ -7,7 +7,8 @@
 - leases: the heartbeat; stops jobs whose lease is lost or that were cancelled, hands back
   claims it never heard of;
 - listener: one LISTEN for new work and cancellations, for every queue;
-- maintenance: rescue and pruning, one process at a time.
+- maintenance: rescue and pruning, one process at a time;
+- scheduler: declared schedules saved at start, due fires enqueued (every worker ticks).
 Three connections whatever the number of queues: "claim" (claims, heartbeat, registration,
 maintenance: short statements, most of them under the claim lock anyway), "finish"
 (outcomes and progress) and the listener's.
@@ -45,6 +46,7 @@ from jobqueue.worker.link import Link, opened
 from jobqueue.worker.listener import Listener
 from jobqueue.worker.maintenance import Maintenance
 from jobqueue.worker.producer import Producer
+from jobqueue.worker.scheduler import Scheduler
 
 log = structlog.get_logger("jobqueue.worker")
 
@@ -206,6 +208,10 @@ class Worker:
                                                           for name in e.tasks.names()}))
             background = [self._service(leases.run(), "leases"),
                           self._service(maintenance.run(), "maintenance")]
+            if cfg.schedules:  # every worker ticks; a fire's unique run row decides
+                scheduler = Scheduler(self.url, self._registries(), bound_log=self.log)
+                background.append(self._service(
+                    scheduler.run(links["claim"], max(cfg.poll_seconds, 5.0)), "scheduler"))
             if cfg.listen:
                 background.append(self._service(
                     self.listener.run(lambda: self._closing), "listener"))
@@ -239,6 +245,9 @@ class Worker:
         if self._failure is not None:
             raise WorkerFailed(f"worker service failed: {type(self._failure).__name__}: "
                                f"{self._failure}") from self._failure
+
+    def _registries(self) -> list[Registry]:
+        return [self.tasks] if isinstance(self.tasks, Registry) else list(self.tasks.values())
 
     def _service(self, coro: Awaitable[None], name: str) -> asyncio.Task:
         """Run a background service; if it fails, log it and stop the worker (hard): a worker
