@@ -128,7 +128,10 @@ class Client:
                      metadata: dict | None = None,
                      on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
-        failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
+        failure part-way leaves nothing behind. Returns (batch id, jobs enqueued).
+
+        `queue` is the batch's queue, and each spec's that names none (a fan-out names its
+        platforms joined by commas and sets every spec's queue)."""
         now, routes = datetime.now(UTC), routing.load()
         for field, value in (("name", name), ("source", source), ("owner", owner)):
             check_text(value, field)
@@ -140,7 +143,8 @@ class Client:
                 "metadata": Jsonb(metadata or {})}).fetchone()["id"]
             chunk: list[tuple] = []
             for index, spec in enumerate(specs):
-                spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
+                # A fan-out's specs name their platform's queue; others take the batch's.
+                spec.batch_id, spec.queue, spec.owner = batch_id, spec.queue or queue, owner
                 chunk.append(_validated(spec, index, now, routes))
                 if len(chunk) == CHUNK:
                     total += len(_insert(conn, chunk))

@@ -24,21 +24,27 @@ def batch() -> None:
 
 @batch.command("submit")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--platform", required=True, help="The platform of jobqueue.toml to run on.")
+@click.option("--platform", required=True,
+              help="The platform of jobqueue.toml to run on, or several (a,b,c): one job per "
+                   "row and platform.")
+@click.option("--samples", type=int, default=1, show_default=True,
+              help="Jobs per row and platform (independent answers, not cached).")
 @click.option("--template", default=None,
-              help="CSV: a prompt with {column} placeholders; other columns become metadata.")
+              help="CSV: a prompt with {column} placeholders; other columns become metadata "
+                   "(reserved columns such as priority keep their meaning).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
               help="Default: from the file's extension.")
 @click.option("--name", default=None, help="A name for people (default: the file's name).")
 @click.option("--owner", default=None)
-def batch_submit(file, platform, template, fmt, name, owner) -> None:
+def batch_submit(file, platform, samples, template, fmt, name, owner) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
+    With several platforms or --samples N, the batch has one job per (row, platform, sample).
     A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued."""
     from jobqueue.batches import files as batchfiles
-    from jobqueue.batches.specs import chat_spec
+    from jobqueue.batches import specs
 
-    settings = load_platform(platform)
+    targets = _targets(platform, samples)
     size = max(1, os.path.getsize(file)) if os.path.exists(file) else 1
     with _bytes_bar(size, "checking ") as progress:
         report = batchfiles.validate(file, template=template, fmt=fmt, on_progress=progress)
@@ -46,8 +52,9 @@ def batch_submit(file, platform, template, fmt, name, owner) -> None:
         for line in report.lines():
             click.echo(line, err=True)
         raise UserError(f"{file}: {report.error_count} problem(s); nothing was enqueued")
-    with open_client() as jq, click.progressbar(length=report.rows, label="enqueuing",
-                                            file=sys.stderr) as bar:
+    per_row = len(targets) * samples
+    with open_client() as jq, click.progressbar(length=report.rows * per_row,
+                                                label="enqueuing", file=sys.stderr) as bar:
         done = 0
 
         def advance(total: int) -> None:
@@ -56,12 +63,35 @@ def batch_submit(file, platform, template, fmt, name, owner) -> None:
             done = total
 
         rows = batchfiles.iter_rows(file, template=template, fmt=fmt)
+        queue = ",".join(t.platform for t in targets)
         batch_id, total = jq.submit_batch(
-            (chat_spec(row, settings.max_attempts) for row in rows), queue=platform,
+            specs.fanout_specs(rows, targets, samples), queue=queue,
             name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
-            on_progress=advance)
-    click.echo(f"batch {batch_id}: {total} job(s) on {platform}", err=True)
+            metadata=_fanout_metadata(targets, samples), on_progress=advance)
+    click.echo(f"batch {batch_id}: {total} job(s) on {queue}"
+               + (f" ({total // per_row} row(s) x {len(targets)} platform(s) x {samples} "
+                  "sample(s))" if per_row > 1 else ""), err=True)
     click.echo(batch_id)
+
+
+def _targets(platform: str, samples: int):
+    """The platforms of --platform a,b,c, each checked against jobqueue.toml (exit 2 naming
+    the bad one), with --samples checked."""
+    from jobqueue.batches import specs
+
+    try:
+        names = specs.parse_platforms(platform)
+    except ValueError as exc:
+        raise UserError(f"--platform: {exc}") from None
+    if not 1 <= samples <= specs.MAX_SAMPLES:
+        raise UserError(f"--samples: must be from 1 to {specs.MAX_SAMPLES}, got {samples}")
+    return [specs.Target(n, load_platform(n).max_attempts) for n in names]
+
+
+def _fanout_metadata(targets, samples: int) -> dict | None:
+    if len(targets) == 1 and samples == 1:
+        return None
+    return {"platforms": [t.platform for t in targets], "samples": samples}
 
 
 def _bytes_bar(size: int, label: str):
@@ -127,6 +157,9 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
                                      f"({counts(b)})")
                 time.sleep(interval)
     click.echo(f"batch {batch_id}: {counts(b)}, {b['cancelled']} cancelled")
+    if len(b.get("platforms") or {}) > 1:
+        for name, c in b["platforms"].items():
+            click.echo(f"  {name}: {counts(c)}, {c['cancelled']} cancelled")
     if b["dead"]:
         raise WorkFailed(f"batch {batch_id}: {b['dead']} job(s) dead; see "
                          f"`jobqueue batch export {batch_id}` or `jobqueue dead list`")

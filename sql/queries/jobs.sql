@@ -650,11 +650,22 @@ ORDER BY m.minute;
 -- name: batch_jobs
 -- One page of a batch's jobs in id order (keyset pagination: `after` is the last id seen),
 -- with the state every other surface reports (jobqueue.all_jobs).
-SELECT id, state, payload, metadata, result, attempts, errors -> -1 AS last_error, finished_at
+SELECT id, queue, state, payload, metadata, result, attempts, errors -> -1 AS last_error,
+       finished_at
 FROM jobqueue.all_jobs
 WHERE batch_id = %(id)s AND id > %(after)s
 ORDER BY id
 LIMIT %(limit)s;
+
+
+-- name: batch_platform_counts
+-- A batch's jobs counted by platform (queue) and state: a fan-out's breakdown. Through the
+-- batch indexes of both tables, as batches_page.
+SELECT queue AS platform, state, count(*) AS count
+FROM jobqueue.all_jobs
+WHERE batch_id = %(id)s
+GROUP BY queue, state
+ORDER BY queue, state;
 
 
 -- name: batches_page
