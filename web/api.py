@@ -16,7 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from jobqueue.batches import export as batch_export
 from jobqueue.batches import files as batchfiles
-from jobqueue.batches.specs import chat_spec
+from jobqueue.batches import specs as batch_specs
 from jobqueue.client import insert_specs
 from jobqueue.db.queries import q
 from jobqueue.jobs import InvalidJob, JobSpec
@@ -29,7 +29,7 @@ bp = Blueprint("api", __name__)
 
 JOB_FIELDS = {"queue", "kind", "payload", "priority", "run_at", "delay", "max_attempts",
               "timeout", "idempotency_key", "metadata"}
-BATCH_FIELDS = {"platform", "name", "items"}
+BATCH_FIELDS = {"platform", "platforms", "samples", "name", "items"}
 DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown",
                   ".markdown": "text/markdown", ".pdf": "application/pdf"}
 MAX_WAIT_SECONDS = 60.0
@@ -224,7 +224,8 @@ def create_batch():
         field = sorted(unknown)[0]
         raise BadRequest(f"{field}: unknown field (known: {', '.join(sorted(BATCH_FIELDS))})",
                          field=field)
-    platform = _platform(body.get("platform"))
+    targets, samples = _fanout(body.get("platform"), body.get("platforms"),
+                               body.get("samples", 1))
     items = body.get("items")
     if not isinstance(items, list) or not items:
         raise BadRequest("items: required, a non-empty list of {prompt | messages, ...}",
@@ -237,14 +238,21 @@ def create_batch():
         rows.append(row)
     if problems:
         return _rejected(problems, field=problems[0].split(":", 1)[0])
-    return _submit(platform, rows, body.get("name"), source=None)
+    return _submit(targets, samples, rows, body.get("name"), source=None)
 
 
 def _batch_from_upload():
     upload = request.files.get("file")
     if upload is None or not upload.filename:
         raise BadRequest("file: required, a CSV or JSONL file", field="file")
-    platform = _platform(request.form.get("platform"))
+    samples = request.form.get("samples", "1")
+    try:
+        samples = int(samples)
+    except ValueError:
+        raise BadRequest(f"samples: must be an integer, got {samples[:40]!r}",
+                         field="samples") from None
+    targets, samples = _fanout(request.form.get("platform"), request.form.get("platforms"),
+                               samples)
     template = request.form.get("template") or None
     fmt = request.form.get("format") or None
     name = upload.filename
@@ -261,7 +269,7 @@ def _batch_from_upload():
             return _rejected([line.replace(tmp.name, name) for line in report.lines()],
                              field="file")
         rows = batchfiles.iter_rows(tmp.name, template=template, fmt=fmt)
-        return _submit(platform, rows, request.form.get("name") or name, source=name)
+        return _submit(targets, samples, rows, request.form.get("name") or name, source=name)
 
 
 def _rejected(problems: list[str], field: str):
@@ -274,11 +282,50 @@ def _rejected(problems: list[str], field: str):
     return response
 
 
-def _submit(platform, rows, name, source):
+def _fanout(platform, names, samples) -> tuple[list[batch_specs.Target], int]:
+    """The platforms and samples of a batch request: `platform` (one name) or `platforms` (a
+    list, or a,b,c in a form), each a platform of the config; 400/422 naming the field."""
+    if platform is not None and names is not None:
+        raise BadRequest("platforms: give platform or platforms, not both", field="platforms")
+    if names is None:
+        return [_target(_platform(platform))], _samples(samples)
+    if not isinstance(names, str | list):
+        raise BadRequest("platforms: must be a list of platform names", field="platforms")
+    try:
+        parsed = batch_specs.parse_platforms(names)
+    except ValueError as exc:
+        raise BadRequest(f"platforms: {exc}", field="platforms") from None
+    targets = []
+    for name in parsed:
+        try:
+            targets.append(_target(_platform(name)))
+        except BadRequest as exc:
+            raise BadRequest(str(exc).replace("platform:", "platforms:", 1), field="platforms",
+                             status=exc.status, code=exc.code) from None
+    return targets, _samples(samples)
+
+
+def _target(platform) -> batch_specs.Target:
+    return batch_specs.Target(platform.name, platform.max_attempts)
+
+
+def _samples(value) -> int:
+    top = batch_specs.MAX_SAMPLES
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise BadRequest(f"samples: must be an integer from 1 to {top}, got {value!r:.40}",
+                         field="samples")
+    return value
+
+
+def _submit(targets, samples, rows, name, source):
+    queue = ",".join(t.platform for t in targets)
+    fanout = len(targets) > 1 or samples > 1
     batch_id, total = resources().client.submit_batch(
-        (chat_spec(row, platform.max_attempts) for row in rows),
-        queue=platform.name, name=name, owner=g.principal.owner, source=source)
-    response = jsonify(id=batch_id, total=total, queue=platform.name)
+        batch_specs.fanout_specs(rows, targets, samples),
+        queue=queue, name=name, owner=g.principal.owner, source=source,
+        metadata={"platforms": [t.platform for t in targets], "samples": samples}
+        if fanout else None)
+    response = jsonify(id=batch_id, total=total, queue=queue)
     response.status_code = 201
     response.headers["Location"] = f"/api/batches/{batch_id}"
     return response

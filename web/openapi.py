@@ -25,6 +25,13 @@ ERRORS = {
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
+# A fan-out batch (issue 14): one job per (item or row, platform, sample); give `platform`
+# or `platforms`, not both.
+FANOUT_PLATFORMS = {"type": "array", "items": {"type": "string"}, "minItems": 1,
+                    "description": "Fan out over these platforms (instead of platform)"}
+FANOUT_SAMPLES = {"type": "integer", "minimum": 1, "maximum": 100, "default": 1,
+                  "description": "Jobs per item and platform"}
+
 OPENAPI = {
     "openapi": "3.1.0",
     "info": {"title": "jobqueue", "version": settings.VERSION,
@@ -72,7 +79,9 @@ OPENAPI = {
                 "id": {"type": "integer"}, "name": {"type": ["string", "null"]},
                 "queue": {"type": "string"}, "total": {"type": "integer"},
                 **{state: {"type": "integer"} for state in STATES},
-                "finished": {"type": "integer"}}},
+                "finished": {"type": "integer"},
+                "platforms": {"type": "object", "description": "platform -> counts by state "
+                                                               "and total (a fan-out's)"}}},
         },
     },
     "paths": {
@@ -108,12 +117,17 @@ OPENAPI = {
             "operationId": "createBatch",
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": {
-                    "type": "object", "required": ["platform", "items"],
-                    "properties": {"platform": {"type": "string"}, "name": {"type": "string"},
+                    "type": "object", "required": ["items"],
+                    "properties": {"platform": {"type": "string"},
+                                   "platforms": FANOUT_PLATFORMS, "samples": FANOUT_SAMPLES,
+                                   "name": {"type": "string"},
                                    "items": {"type": "array", "items": _ref("BatchItem")}}}},
                 "multipart/form-data": {"schema": {
-                    "type": "object", "required": ["platform", "file"],
+                    "type": "object", "required": ["file"],
                     "properties": {"platform": {"type": "string"},
+                                   "platforms": {"type": "string",
+                                                 "description": "a,b,c: fan out over these"},
+                                   "samples": FANOUT_SAMPLES,
                                    "file": {"type": "string", "format": "binary"},
                                    "template": {"type": "string"},
                                    "format": {"enum": ["jsonl", "csv"]},
