@@ -40,6 +40,8 @@ class Api:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
     def __getattr__(self, method):
+        if method.startswith("_"):  # not an HTTP method (hypothesis asks for _repr_pretty_)
+            raise AttributeError(method)
         return lambda path, **kw: self.session.request(method.upper(), self.base + path,
                                                        timeout=30, **kw)
 
