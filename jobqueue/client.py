@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -126,12 +127,16 @@ class Client:
     def submit_batch(self, specs: Iterable[JobSpec], *, queue: str, name: str | None = None,
                      owner: str | None = None, source: str | None = None,
                      metadata: dict | None = None,
-                     on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+                     on_progress: Callable[[int], None] | None = None,
+                     before_commit: Callable[[Any, int], Any] | None = None
+                     ) -> tuple[int, int]:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
         failure part-way leaves nothing behind. Returns (batch id, jobs enqueued).
 
         `queue` is the batch's queue, and each spec's that names none (a fan-out names its
-        platforms joined by commas and sets every spec's queue)."""
+        platforms joined by commas and sets every spec's queue). `before_commit(conn,
+        batch_id)` runs in the transaction after the last insert (the Batch API holds the
+        jobs there, before any worker can see them)."""
         now, routes = datetime.now(UTC), routing.load()
         for field, value in (("name", name), ("source", source), ("owner", owner)):
             check_text(value, field)
@@ -154,6 +159,8 @@ class Client:
             if chunk:
                 total += len(_insert(conn, chunk))
             conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
+            if before_commit is not None:
+                before_commit(conn, batch_id)
         if on_progress:
             on_progress(total)
         return batch_id, total

@@ -190,6 +190,49 @@ CREATE TABLE jobqueue.batches (
     metadata   jsonb       NOT NULL DEFAULT '{}'
 );
 
+-- Batches sent through the provider's Batch API (batch submit --via batch-api).
+-- One row per provider batch: one input file of at most the provider's request and byte
+-- limits, for one platform. Its jobs stay in jobqueue.jobs, leased to the row's `lease` (in
+-- place of a worker id) for the whole time the provider holds them: no worker claims them, a
+-- cancel marks them as for any running job, and the import finishes or releases them through
+-- the same fenced statements a worker uses (finish_jobs, retry_jobs), so a lease the rescuer
+-- took back meanwhile is never overwritten. The lease runs out after the completion window
+-- and a margin (jobqueue/llm/batchapi.py): if nobody ever polls, the rescuer re-queues them.
+--
+-- status is ours: pending (made; its file not yet uploaded or the batch not yet created),
+-- submitted (the provider has it; provider_status says how far it is), imported (its outputs
+-- and errors are in the jobs). next_poll_at is when the maintenance leader looks next; the
+-- leader moves it forward before it calls the provider, so one leader at a time polls a row.
+CREATE TABLE jobqueue.provider_batches (
+    id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    batch_id          bigint      NOT NULL,
+    platform          text        NOT NULL,
+    lease             uuid        NOT NULL UNIQUE DEFAULT gen_random_uuid(),
+    key_env           text        NOT NULL,    -- the variable of the key it was sent with
+    requests          integer     NOT NULL CHECK (requests > 0),
+    on_expiry         text        NOT NULL CHECK (on_expiry IN ('requeue', 'dead')),
+    status            text        NOT NULL DEFAULT 'pending'
+                                  CHECK (status IN ('pending', 'submitted', 'imported')),
+    provider_status   text,
+    provider_batch_id text,
+    input_file_id     text,
+    output_file_id    text,
+    error_file_id     text,
+    polls             integer     NOT NULL DEFAULT 0,
+    next_poll_at      timestamptz NOT NULL DEFAULT now(),
+    last_error        text,
+    succeeded         integer,
+    failed            integer,
+    requeued          integer,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    submitted_at      timestamptz,
+    imported_at       timestamptz
+);
+-- The leader's question at every pass: which unfinished rows are due.
+CREATE INDEX provider_batches_due_idx ON jobqueue.provider_batches (next_poll_at)
+    WHERE status <> 'imported';
+CREATE INDEX provider_batches_batch_idx ON jobqueue.provider_batches (batch_id);
+
 
 -- Bearer tokens, stored as SHA-256 hashes (the token itself is shown once, at creation).
 -- Each carries its own request bucket: authenticating a request and charging its rate limit

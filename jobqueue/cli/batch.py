@@ -36,7 +36,15 @@ def batch() -> None:
               help="Default: from the file's extension.")
 @click.option("--name", default=None, help="A name for people (default: the file's name).")
 @click.option("--owner", default=None)
-def batch_submit(file, platform, samples, template, fmt, name, owner) -> None:
+@click.option("--via", type=click.Choice(["workers", "batch-api"]), default="workers",
+              show_default=True,
+              help="batch-api: send the jobs through the provider's Batch API (cheaper, "
+                   "answers within 24 h; the maintenance leader polls and imports).")
+@click.option("--on-expiry", type=click.Choice(["requeue", "dead"]), default="requeue",
+              show_default=True,
+              help="batch-api: what becomes of requests an expired or cancelled provider "
+                   "batch never ran: back to the workers, or dead-lettered.")
+def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_expiry) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
     With several platforms or --samples N, the batch has one job per (row, platform, sample).
@@ -45,6 +53,7 @@ def batch_submit(file, platform, samples, template, fmt, name, owner) -> None:
     from jobqueue.batches import specs
 
     targets = _targets(platform, samples)
+    via_api = _batch_api_platforms(targets) if via == "batch-api" else None
     size = max(1, os.path.getsize(file)) if os.path.exists(file) else 1
     with _bytes_bar(size, "checking ") as progress:
         report = batchfiles.validate(file, template=template, fmt=fmt, on_progress=progress)
@@ -64,14 +73,62 @@ def batch_submit(file, platform, samples, template, fmt, name, owner) -> None:
 
         rows = batchfiles.iter_rows(file, template=template, fmt=fmt)
         queue = ",".join(t.platform for t in targets)
-        batch_id, total = jq.submit_batch(
-            specs.fanout_specs(rows, targets, samples), queue=queue,
-            name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
-            metadata=_fanout_metadata(targets, samples), on_progress=advance)
+        metadata = _fanout_metadata(targets, samples)
+        held: list[tuple[int, str]] = []
+        hold = None
+        if via_api is not None:
+            from jobqueue.llm import batchapi
+
+            metadata = (metadata or {}) | {"via": "batch-api"}
+
+            def hold(conn, batch_id: int) -> None:
+                held.extend(batchapi.hold(conn, batch_id, via_api.values(), on_expiry))
+
+        try:
+            batch_id, total = jq.submit_batch(
+                specs.fanout_specs(rows, targets, samples), queue=queue,
+                name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
+                metadata=metadata, on_progress=advance, before_commit=hold)
+        except ValueError as exc:  # InvalidJob, or BatchApiError (a request over a file)
+            raise UserError(f"{file}: {exc}; nothing was enqueued") from None
+        sent = _send_held(jq, held, via_api) if via_api is not None else 0
     click.echo(f"batch {batch_id}: {total} job(s) on {queue}"
                + (f" ({total // per_row} row(s) x {len(targets)} platform(s) x {samples} "
                   "sample(s))" if per_row > 1 else ""), err=True)
+    if via_api is not None:
+        click.echo(f"batch {batch_id}: {len(held)} provider batch(es), {sent} submitted"
+                   + ("" if sent == len(held) else "; the workers' maintenance retries the "
+                      "rest") + "; a platform worker polls them and imports the answers",
+                   err=True)
     click.echo(batch_id)
+
+
+def _batch_api_platforms(targets) -> dict:
+    """The platforms of a --via batch-api submit, each with its keys in the environment
+    (checked before anything is enqueued)."""
+    from jobqueue.llm.platforms import ConfigError
+
+    found = {}
+    for t in targets:
+        p = load_platform(t.platform)
+        try:
+            p.keys()
+        except ConfigError as exc:
+            raise UserError(f"--via batch-api: {exc}") from None
+        found[p.name] = p
+    return found
+
+
+def _send_held(jq, held: list[tuple[int, str]], platforms: dict) -> int:
+    """Upload and create each provider batch now; one the provider did not take stays
+    pending for the maintenance leader. Returns how many were submitted."""
+    from jobqueue.llm import batchapi
+
+    sent = 0
+    for pb_id, name in held:
+        with jq.pool.connection() as conn:
+            sent += batchapi.submit(conn, pb_id, platforms[name])
+    return sent
 
 
 def _targets(platform: str, samples: int):
@@ -121,9 +178,16 @@ def _batch_or_fail(jq, batch_id: int) -> dict:
 @batch.command("show")
 @click.argument("batch_id", type=int)
 def batch_show(batch_id: int) -> None:
-    """A batch with its jobs counted by state (JSON)."""
+    """A batch with its jobs counted by state and platform, and its provider batches (JSON)."""
+    from jobqueue.db import store
+
     with open_client() as jq:
-        print_json(_batch_or_fail(jq, batch_id))
+        found = _batch_or_fail(jq, batch_id)
+        with jq.pool.connection() as conn:
+            provider = store.provider_batches(conn, batch_id)
+        if provider:
+            found["provider_batches"] = provider
+        print_json(found)
 
 
 @batch.command("wait")

@@ -376,6 +376,11 @@ def batch_platform_counts(conn: psycopg.Connection, batch_id: int) -> dict[str, 
     return out
 
 
+def provider_batches(conn: psycopg.Connection, batch_id: int) -> list[dict]:
+    """A batch's provider batches (--via batch-api), oldest first."""
+    return _execute(conn, "pb_of_batch", {"batch_id": batch_id}).fetchall()
+
+
 def batch_jobs(conn: psycopg.Connection, batch_id: int, after: int = 0,
                limit: int = 1000) -> list[dict]:
     """One page of a batch's jobs in id order, with state, result and last error."""
