@@ -112,8 +112,10 @@ WHERE id = %(id)s;
 
 
 -- name: pb_imported
+-- (status on the right is the old one: a submitted row was polled once more to learn this)
 UPDATE jobqueue.provider_batches
 SET status = 'imported', provider_status = %(provider_status)s,
+    polls = polls + CASE WHEN status = 'submitted' THEN 1 ELSE 0 END,
     output_file_id = %(output_file_id)s, error_file_id = %(error_file_id)s,
     succeeded = %(succeeded)s, failed = %(failed)s, requeued = %(requeued)s,
     last_error = %(error)s, imported_at = now()
