@@ -49,6 +49,7 @@ def alerts_set(queue, depth_over, latency_over, dead_over) -> None:
 @alerts.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def alerts_list(as_json) -> None:
+    """Every alert rule: queue, measure, threshold, and whether it is firing."""
     from jobqueue.webhooks import alerts as rules
 
     with open_client() as jq, jq.pool.connection() as conn:
@@ -72,6 +73,7 @@ def alerts_list(as_json) -> None:
 @click.option("--metric", type=click.Choice(["depth", "latency", "dead"]), default=None,
               help="Only this threshold (default: all of the queue's).")
 def alerts_remove(queue, metric) -> None:
+    """Remove the rule on QUEUE (one measure with --metric, else all of them)."""
     from jobqueue.webhooks import alerts as rules
 
     with open_client() as jq, jq.pool.connection() as conn:

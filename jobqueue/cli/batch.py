@@ -206,20 +206,26 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
     with open_client() as jq:
         b = _batch_or_fail(jq, batch_id)
         finished = lambda x: x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
-        with click.progressbar(length=max(1, b["total"]), label=f"batch {batch_id}",
-                               show_eta=True, show_percent=True, file=sys.stderr,
-                               item_show_func=lambda _: counts(b)) as bar:
-            shown = 0
-            while True:
-                b = jq.batch(batch_id)
-                bar.update(finished(b) - shown, b)
-                shown = finished(b)
-                if shown >= b["total"]:
-                    break
-                if deadline is not None and time.monotonic() > deadline:
-                    raise WorkFailed(f"batch {batch_id}: not finished after {timeout}s "
-                                     f"({counts(b)})")
-                time.sleep(interval)
+        try:
+            with click.progressbar(length=max(1, b["total"]), label=f"batch {batch_id}",
+                                   show_eta=True, show_percent=True, file=sys.stderr,
+                                   item_show_func=lambda _: counts(b)) as bar:
+                shown = 0
+                while True:
+                    b = jq.batch(batch_id)
+                    bar.update(finished(b) - shown, b)
+                    shown = finished(b)
+                    if shown >= b["total"]:
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise WorkFailed(f"batch {batch_id}: not finished after {timeout}s "
+                                         f"({counts(b)})")
+                    time.sleep(interval)
+        except KeyboardInterrupt:
+            # Not "some jobs dead" (1): the wait was interrupted and the batch goes on.
+            click.echo(f"\nbatch {batch_id}: stopped waiting ({counts(b)}); the batch goes "
+                       "on", err=True)
+            sys.exit(130)
     click.echo(f"batch {batch_id}: {counts(b)}, {b['cancelled']} cancelled")
     if len(b.get("platforms") or {}) > 1:
         for name, c in b["platforms"].items():
@@ -238,7 +244,16 @@ def batch_export(batch_id: int, output, fmt) -> None:
     """Write every job of the batch with its input metadata beside its result."""
     from jobqueue.batches import export as batches
 
-    fmt = fmt or ("csv" if output and output.endswith(".csv") else "jsonl")
+    if output:
+        suffix = os.path.splitext(output)[1].lower()
+        by_suffix = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix)
+        if by_suffix is None:
+            raise UserError(f"--output {output}: jobqueue writes .csv or .jsonl (.ndjson), "
+                            f"not {suffix or 'a file without an extension'}")
+        if fmt and fmt != by_suffix:
+            raise UserError(f"--output {output} is a {by_suffix} name but --format is {fmt}")
+        fmt = by_suffix
+    fmt = fmt or "jsonl"
     with open_client() as jq:
         total = _batch_or_fail(jq, batch_id)["total"]
         with (open(output, "w", newline="", encoding="utf-8") if output

@@ -105,6 +105,38 @@ def print_json(value) -> None:
 
 
 
+def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    """`rows` as an aligned text table under a header: columns (key, heading); numbers are
+    right-aligned, everything else left-aligned, None shown as "-"."""
+    texts = [[cell(r.get(key)) for key, _ in columns] for r in rows]
+    numeric = [all(isinstance(r.get(key), int | float) and not isinstance(r.get(key), bool)
+                   for r in rows if r.get(key) is not None) for key, _ in columns]
+    widths = [max([len(h)] + [len(t[i]) for t in texts]) for i, (_, h) in enumerate(columns)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.rjust(w) if num else v.ljust(w)
+                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+
+    return "\n".join([line([h for _, h in columns])] + [line(t) for t in texts])
+
+
+def duration(seconds: float | None) -> str:
+    """8.3s, 4m12s, 2h05m, 3d04h: short and readable."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
 def cell(value) -> str:
     if value is None:
         return "-"

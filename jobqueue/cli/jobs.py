@@ -1,4 +1,5 @@
-"""`jobqueue enqueue`, `jobqueue jobs show|retry|cancel` and `jobqueue dead list|retry|purge`."""
+"""`jobqueue enqueue`, `jobqueue jobs list|show|retry|cancel`, `jobqueue dead list|retry|purge`:
+one job, and the jobs that used every attempt."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import click
 
 from jobqueue.cli.common import (
     UserError,
+    duration,
     load_platform,
     open_client,
     print_json,
+    table,
 )
-from jobqueue.jobs import InvalidJob
+from jobqueue.jobs import STATES, InvalidJob
 
 
 @click.command()
@@ -84,10 +87,84 @@ def _job_or_fail(jq, job_id: int):
 
 @jobs.command("show")
 @click.argument("job_id", type=int)
-def jobs_show(job_id: int) -> None:
-    """Print a job with its state, attempts, errors and result (JSON)."""
+@click.option("--json", "as_json", is_flag=True, help="The whole job as JSON.")
+def jobs_show(job_id: int, as_json: bool) -> None:
+    """Print a job: state, attempts, times, payload, result, and every error with its
+    traceback."""
     with open_client() as jq:
-        print_json(_job_or_fail(jq, job_id).to_dict())
+        job = _job_or_fail(jq, job_id)
+    if as_json:
+        print_json(job.to_dict())
+        return
+    click.echo(describe_job(job))
+
+
+def _when(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else "-"
+
+
+def _compact(value, limit: int = 400) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
+def describe_job(job) -> str:
+    """A job for people: one fact per line, errors in order with their tracebacks."""
+    lines = [f"job {job.id}: {job.kind} on {job.queue}, {job.state}, "
+             f"attempt {job.attempts} of {job.max_attempts}"]
+    facts = [("owner", job.owner), ("batch", job.batch_id), ("priority", job.priority),
+             ("idempotency key", job.idempotency_key)]
+    lines += [f"  {name}: {value}" for name, value in facts if value not in (None, "")]
+    lines.append(f"  created {_when(job.created_at)}, runs at {_when(job.run_at)}, "
+                 f"started {_when(job.started_at)}, finished {_when(job.finished_at)}")
+    if job.created_at and job.started_at:
+        lines.append(f"  waited {duration((job.started_at - job.created_at).total_seconds())}"
+                     + (f", ran {duration((job.finished_at - job.started_at).total_seconds())}"
+                        if job.finished_at else ""))
+    lines.append(f"  payload: {_compact(job.payload)}")
+    if job.progress is not None:
+        lines.append(f"  progress: {_compact(job.progress)}")
+    if job.result is not None:
+        lines.append(f"  result: {_compact(job.result, 2000)}")
+    for n, error in enumerate(job.errors or [], 1):
+        lines.append(f"  error {n}: {error.get('type', '?')}: {error.get('message', '')} "
+                     f"(attempt {error.get('attempt', '?')}, {error.get('at', '-')})")
+        for tb_line in (error.get("traceback") or "").rstrip().splitlines():
+            lines.append(f"      {tb_line}")
+    return "\n".join(lines)
+
+
+@jobs.command("list")
+@click.option("--queue", "-q", default=None, help="Only this queue.")
+@click.option("--state", type=click.Choice(STATES), default=None, help="Only this state.")
+@click.option("--kind", "-k", default=None, help="Only this kind (task name).")
+@click.option("--owner", default=None, help="Only this owner's jobs.")
+@click.option("--batch", "batch_id", type=int, default=None, help="Only this batch's jobs.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50)
+@click.option("--json", "as_json", is_flag=True)
+def jobs_list(queue, state, kind, owner, batch_id, limit, as_json) -> None:
+    """The newest jobs, with the dashboard's filters (it examines at most the newest 50,000
+    ids, like a dashboard page)."""
+    from jobqueue.db import store
+
+    where = store.JobFilter(queue=queue, kind=kind, owner=owner, batch_id=batch_id,
+                            state=state)
+    with open_client() as jq, jq.pool.connection() as conn:
+        window = store.jobs_window(conn, 2**63 - 1, 50_000)
+        rows = store.jobs_page(conn, where, 2**63 - 1, window["floor"] or 0, limit)
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no jobs match")
+        return
+    for r in rows:
+        r["created"] = _when(r["created_at"])
+        r["attempt"] = f"{r['attempts']}/{r['max_attempts']}"
+    click.echo(table(rows, [("id", "ID"), ("queue", "QUEUE"), ("kind", "KIND"),
+                            ("state", "STATE"), ("attempt", "ATTEMPT"), ("owner", "OWNER"),
+                            ("batch_id", "BATCH"), ("created", "CREATED"),
+                            ("error_type", "LAST ERROR")]))
 
 
 @jobs.command("retry")
@@ -124,19 +201,22 @@ def dead() -> None:
 @click.option("--limit", type=click.IntRange(1), default=50)
 @click.option("--json", "as_json", is_flag=True)
 def dead_list(queue, limit, as_json) -> None:
+    """The newest dead jobs with their last error."""
     with open_client() as jq:
         rows = jq.dead(queue, limit)
     if as_json:
         print_json(rows)
         return
-    for r in rows:
-        err = r["last_error"] or {}
-        when = r["finished_at"].strftime("%Y-%m-%d %H:%M:%S") if isinstance(
-            r["finished_at"], datetime) else r["finished_at"]
-        click.echo(f"{r['id']}  {r['queue']}  {r['kind']}  attempts={r['attempts']}  {when}  "
-                   f"{err.get('type', '?')}: {err.get('message', '')}")
     if not rows:
         click.echo("no dead jobs")
+        return
+    for r in rows:
+        err = r["last_error"] or {}
+        r["died"] = _when(r["finished_at"])
+        r["error"] = f"{err.get('type', '?')}: {err.get('message', '')}"[:100]
+    click.echo(table(rows, [("id", "ID"), ("queue", "QUEUE"), ("kind", "KIND"),
+                            ("attempts", "ATTEMPTS"), ("died", "DIED"),
+                            ("error", "LAST ERROR")]))
 
 
 @dead.command("retry")

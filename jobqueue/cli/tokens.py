@@ -39,6 +39,8 @@ def tokens_create(owner, scopes, rate_limit, note) -> None:
 @tokens.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def tokens_list(as_json) -> None:
+    """Every token: id, prefix, owner, scopes, rate limit, state and last use (never the
+    token itself, which is stored only hashed)."""
     from jobqueue import tokens as token_store
 
     with open_client() as jq, jq.pool.connection() as conn:
@@ -55,6 +57,7 @@ def tokens_list(as_json) -> None:
 @tokens.command("revoke")
 @click.argument("token_id", type=int)
 def tokens_revoke(token_id: int) -> None:
+    """Revoke token TOKEN_ID: requests with it are refused from now on."""
     from jobqueue import tokens as token_store
 
     with open_client() as jq, jq.pool.connection() as conn:

@@ -52,6 +52,7 @@ def webhooks_add(url, events, owner, fmt, max_attempts, description) -> None:
 @click.option("--owner", default=None, help="Only this owner's.")
 @click.option("--json", "as_json", is_flag=True)
 def webhooks_list(owner, as_json) -> None:
+    """The subscriptions (of --owner): id, URL, events, format (never the secret)."""
     from jobqueue.webhooks import subscriptions
 
     with open_client() as jq, jq.pool.connection() as conn:

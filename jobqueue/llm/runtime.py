@@ -86,6 +86,7 @@ class PlatformRuntime:
         self.limiter: Limiter | None = None
         self.cache: ResponseCache | None = None
         self._usable = True  # some key of the platform is enabled (claim_gate)
+        self._incident = ""  # which loss of every key the current alert is about
         self._usable_checked = -GATE_SECONDS
 
     def registry(self) -> Registry:
@@ -140,16 +141,34 @@ class PlatformRuntime:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(q("rate_any_usable"), {
                     "platform": self.platform.name, "keys": [k.key_id for k in self.keys]})
-                usable = (await cur.fetchone())[0]
-            if usable != self._usable:
-                if usable:
-                    log.warning("llm_platform_key_enabled", platform=self.platform.name)
-                else:  # the alert: an operator must act
-                    log.error("llm_platform_has_no_usable_key", platform=self.platform.name,
-                              action="fix or replace the keys, then `jobqueue keys enable "
-                                     "NAME`; jobs wait meanwhile")
+                usable, incident = await cur.fetchone()
+                if usable != self._usable:
+                    await self._alert(conn, usable, incident)
             self._usable = usable
         return 0.0 if self._usable else GATE_SECONDS
+
+    async def _alert(self, conn, usable: bool, incident: str) -> None:
+        """A platform lost (or got back) its last usable key: say so in the log and to the
+        alert webhooks (one event per incident, whichever process noticed it)."""
+        from jobqueue import webhooks
+
+        name = self.platform.name
+        if usable:
+            log.warning("llm_platform_key_enabled", platform=name)
+            event, text = "alert.resolved", f"platform {name} has a usable API key again"
+        else:
+            log.error("llm_platform_has_no_usable_key", platform=name,
+                      action="fix or replace the keys, then `jobqueue keys enable NAME`; "
+                             "jobs wait meanwhile")
+            self._incident = incident
+            event, text = "alert.firing", (f"platform {name} has no usable API key: its jobs "
+                                           "wait; fix the keys, then `jobqueue keys enable`")
+        try:
+            await webhooks.emit_async(conn, event, None, {
+                "rule": "platform_no_usable_key", "platform": name, "text": text},
+                event_id=f"{event}:no-usable-key:{name}:{self._incident}")
+        except Exception as exc:  # the log line above is the alert of last resort
+            log.warning("llm_alert_not_sent", platform=name, error=str(exc))
 
     async def stop(self) -> None:
         from jobqueue.llm import clients

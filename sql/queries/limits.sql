@@ -204,7 +204,10 @@ ORDER BY platform, model, key_id;
 -- name: rate_any_usable
 -- Whether a platform has a key that is not disabled: while it has none its workers stop
 -- claiming (jobs stay waiting, attempts untouched) until `jobqueue keys enable`.
-SELECT coalesce(bool_or(disabled_reason IS NULL), true) AS usable
+-- `incident` names the set of disabled keys and their reasons, the same in every process: the
+-- alert it raises is sent once, whichever worker noticed first.
+SELECT coalesce(bool_or(disabled_reason IS NULL), true) AS usable,
+       md5(coalesce(string_agg(DISTINCT key_id || ':' || disabled_reason, ','), '')) AS incident
 FROM jobqueue.rate_buckets
 WHERE platform = %(platform)s AND key_id = ANY(%(keys)s);
 

@@ -11,12 +11,14 @@ import contextlib
 import time
 from collections import Counter
 
+import psycopg
 import pytest
 from psycopg_pool import AsyncConnectionPool
 from structlog.testing import capture_logs
 
 from jobqueue import db
 from jobqueue.llm.ratelimit import Grant, Limiter, names_another_limit
+from jobqueue.webhooks import subscriptions
 from tests.support.helpers import KEYS, platform, run_cli, wait_finished, wait_until
 
 
@@ -234,9 +236,13 @@ class TestKeysThatFail:
         assert logs and "top up" not in str(logs)
 
     def test_with_no_usable_key_jobs_wait_untouched_until_a_key_is_enabled(
-            self, client, sim, platform_worker, sql, db_url):
+            self, client, sim, platform_worker, sql, db_url, monkeypatch):
+        monkeypatch.setenv("JOBQUEUE_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8")
         env = dict(KEYS, SIM_KEY_A="sk-wrong")
         plat = platform(sim)
+        with psycopg.connect(db_url, autocommit=True) as conn:  # where the alert goes
+            subscriptions.create(conn, "ops", "http://127.0.0.1:9/hook",
+                                 ["alert.firing", "alert.resolved"], admin=True)
         platform_worker(plat, environ=env)
         ids = chat_jobs(client, 20, temperature=1)
         wait_until(lambda: sql("SELECT count(*) AS n FROM jobqueue.rate_buckets "
@@ -244,20 +250,26 @@ class TestKeysThatFail:
                    message="the wrong key disabled")
         # Jobs already claimed come back unspent; nothing more is claimed.
         wait_until(lambda: sql("SELECT count(*) AS n FROM jobqueue.jobs "
-                               "WHERE lease_owner IS NULL")[0]["n"] == 20,
+                               "WHERE queue = 'sim' AND lease_owner IS NULL")[0]["n"] == 20,
                    message="every job waiting again")
         claims_before = sim.stats()["totals"]["requests"]
         time.sleep(3)  # two gate periods: nothing may be claimed or called meanwhile
-        rows = sql("SELECT attempts, lease_owner FROM jobqueue.jobs")
+        rows = sql("SELECT attempts, lease_owner FROM jobqueue.jobs WHERE queue = 'sim'")
         assert len(rows) == 20 and all(r["attempts"] == 0 and r["lease_owner"] is None
                                        for r in rows)
         assert sim.stats()["totals"]["requests"] == claims_before
+        alerts = sql("SELECT event_type, body FROM jobqueue.webhook_deliveries")
+        assert [a["event_type"] for a in alerts] == ["alert.firing"], alerts
+        assert alerts[0]["body"]["data"]["rule"] == "platform_no_usable_key"
         # The provider accepts the key now (it was topped up, say): enabling it is enough.
         sim.configure(keys={"sk-wrong": None})
         result = run_cli("keys", "enable", "SIM_KEY_A", url=db_url)
         assert result.returncode == 0 and "enabled SIM_KEY_A:" in result.stdout
         jobs = wait_finished(client, ids, timeout=30)
         assert all(j.state == "succeeded" and j.attempts == 1 for j in jobs)
+        assert sorted(a["event_type"] for a in sql(
+            "SELECT event_type FROM jobqueue.webhook_deliveries")) == \
+            ["alert.firing", "alert.resolved"]
 
     def test_a_chat_without_a_prompt_is_refused_at_enqueue(self, db_url, sim, tmp_path, sql):
         config = tmp_path / "jobqueue.toml"

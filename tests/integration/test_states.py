@@ -108,9 +108,14 @@ class TestEverySurfaceAgrees:
         """`jobqueue jobs show ID`, `jobqueue status --json` and `jobqueue batch export`, each
         in a process of its own."""
         for job_id, (_, state) in seven["jobs"].items():
-            shown = run_cli("jobs", "show", str(job_id), url=db_url)
+            shown = run_cli("jobs", "show", str(job_id), "--json", url=db_url)
             assert shown.returncode == 0, shown.stderr
             assert json.loads(shown.stdout)["state"] == state, job_id
+            readable = run_cli("jobs", "show", str(job_id), url=db_url).stdout
+            assert readable.startswith(f"job {job_id}: ") and f", {state}, attempt" in readable
+        listed = run_cli("jobs", "list", "--json", "--limit", "100", url=db_url)
+        assert {r["id"]: r["state"] for r in json.loads(listed.stdout)} == {
+            job_id: state for job_id, (_, state) in seven["jobs"].items()}
         status = run_cli("status", "--json", url=db_url)
         assert status.returncode == 0, status.stderr
         queues = {r["queue"]: {s: r[s] for s in STATES} for r in json.loads(status.stdout)[

@@ -28,14 +28,14 @@ class TestCommands:
                       url=db_url)
         assert out.returncode == 0, out.stderr
         job_id = out.stdout.strip()
-        shown = json.loads(run_cli("jobs", "show", job_id, url=db_url).stdout)
+        shown = json.loads(run_cli("jobs", "show", job_id, "--json", url=db_url).stdout)
         assert (shown["state"], shown["payload"], shown["priority"]) == ("waiting", {"a": 1}, -10)
         cancel = run_cli("jobs", "cancel", job_id, url=db_url)
         assert cancel.returncode == 0 and "cancelled" in cancel.stdout
         again = run_cli("jobs", "retry", job_id, url=db_url)
         assert again.returncode == 0 and "queued again" in again.stdout
-        assert json.loads(run_cli("jobs", "show", job_id, url=db_url).stdout)["state"] == \
-            "waiting"
+        shown = run_cli("jobs", "show", job_id, "--json", url=db_url)
+        assert json.loads(shown.stdout)["state"] == "waiting"
 
     def test_status_json_counts_per_queue(self, db_url):
         for queue in ("a", "a", "b"):
@@ -49,7 +49,7 @@ class TestCommands:
     def test_options_come_from_the_environment_too(self, db_url):
         out = run_cli("enqueue", "-k", "noop", url=db_url,
                       env={"JOBQUEUE_ENQUEUE_QUEUE": "from-env"})
-        shown = json.loads(run_cli("jobs", "show", out.stdout.strip(), url=db_url).stdout)
+        shown = json.loads(run_cli("jobs", "show", out.stdout.strip(), "--json", url=db_url).stdout)
         assert shown["queue"] == "from-env"
 
     def test_dead_letters_list_retry_purge(self, db_url, client):
@@ -196,3 +196,51 @@ class TestWorkerWithoutADatabase:
         time.sleep(1.0)  # well into the wait for the database (nothing to await: wall time)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+class TestReadableOutput:
+    def test_jobs_show_reads_in_order_with_tracebacks_as_lines(self, db_url, client):
+        job_id = int(run_cli("enqueue", "-k", "fail", "--max-attempts", "1", url=db_url).stdout)
+        worker = jobqueue_cmd("worker", url=db_url, stderr=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: client.get(job_id).state == "dead")
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(20) == 0
+        out = run_cli("jobs", "show", str(job_id), url=db_url).stdout
+        lines = out.splitlines()
+        assert lines[0] == f"job {job_id}: fail on default, dead, attempt 1 of 1"
+        assert any(line.startswith("  error 1: RuntimeError: ") for line in lines)
+        assert any(line.startswith("      Traceback (most recent call last)") for line in lines)
+        assert "\\n" not in out  # tracebacks as lines, not escaped strings
+
+    def test_jobs_list_and_dead_list_are_aligned_tables_with_headers(self, db_url, client):
+        for i in range(3):
+            run_cli("enqueue", "-k", "echo", "--payload", "{}", "-q", f"queue{i}" * (i + 1),
+                    url=db_url)
+        out = run_cli("jobs", "list", url=db_url).stdout.splitlines()
+        assert out[0].split()[:4] == ["ID", "QUEUE", "KIND", "STATE"]
+        assert len(out) == 4
+        ids = [line.split()[0] for line in out[1:]]
+        # numbers right-aligned: every id ends in the same column
+        assert len({line.index(i) + len(i) for line, i in zip(out[1:], ids, strict=True)}) == 1
+        filtered = run_cli("jobs", "list", "--queue", "queue1queue1", "--json", url=db_url)
+        assert [r["queue"] for r in json.loads(filtered.stdout)] == ["queue1queue1"]
+        assert run_cli("dead", "list", url=db_url).stdout.strip() == "no dead jobs"
+
+    def test_export_refuses_an_unknown_extension(self, db_url, tmp_path):
+        out = run_cli("batch", "export", "1", "-o", str(tmp_path / "x.xlsx"), url=db_url)
+        assert out.returncode == 2 and "writes .csv or .jsonl" in out.stderr
+        assert not (tmp_path / "x.xlsx").exists()
+
+    def test_an_interrupted_batch_wait_exits_130(self, db_url, client):
+        from jobqueue import JobSpec
+
+        batch_id, _ = client.submit_batch([JobSpec("echo", {}, queue="nobody")], queue="nobody")
+        proc = jobqueue_cmd("batch", "wait", str(batch_id), url=db_url,
+                            stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # nothing to await: the wait shows its first progress line meanwhile
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+        assert proc.returncode == 130, err
+        assert "stopped waiting" in err and "Traceback" not in err
