@@ -44,7 +44,11 @@ def batch() -> None:
               show_default=True,
               help="batch-api: what becomes of requests an expired or cancelled provider "
                    "batch never ran: back to the workers, or dead-lettered.")
-def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_expiry) -> None:
+@click.option("--dry-run", is_flag=True,
+              help="Check the file and say what would be enqueued (jobs per platform, "
+                   "Batch API files), without touching the database.")
+def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_expiry,
+                 dry_run) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
     With several platforms or --samples N, the batch has one job per (row, platform, sample).
@@ -62,6 +66,9 @@ def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_ex
             click.echo(line, err=True)
         raise UserError(f"{file}: {report.error_count} problem(s); nothing was enqueued")
     per_row = len(targets) * samples
+    if dry_run:
+        _dry_run(file, report.rows, targets, samples, via_api, template, fmt)
+        return
     with open_client() as jq, click.progressbar(length=report.rows * per_row,
                                                 label="enqueuing", file=sys.stderr) as bar:
         done = 0
@@ -101,6 +108,33 @@ def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_ex
                       "rest") + "; a platform worker polls them and imports the answers",
                    err=True)
     click.echo(batch_id)
+
+
+def _dry_run(file, rows: int, targets, samples: int, via_api, template, fmt) -> None:
+    """What a submit would enqueue: per platform its jobs and, for the Batch API, its files."""
+    from jobqueue.batches import files as batchfiles
+    from jobqueue.batches import specs
+
+    click.echo(f"{file}: {rows} row(s) x {len(targets)} platform(s) x {samples} sample(s) = "
+               f"{rows * len(targets) * samples} job(s); nothing was enqueued (--dry-run)")
+    for target in targets:
+        line = f"  {target.platform}: {rows * samples} job(s), max_attempts {target.max_attempts}"
+        if via_api is not None:
+            from jobqueue.llm import batchapi
+
+            p = via_api[target.platform]
+            # Ids as long as real ones will be, so the sizes are what the upload will carry.
+            lines = ((i, batchapi.request_line(10**12 + i, spec.payload, p))
+                     for i, spec in enumerate(specs.fanout_specs(
+                         batchfiles.iter_rows(file, template=template, fmt=fmt),
+                         [target], samples)))
+            try:
+                count = sum(1 for _ in batchapi.split(lines, p.batch_max_requests,
+                                                      p.batch_max_file_bytes))
+            except ValueError as exc:
+                raise UserError(f"{file}: {exc}") from None
+            line += f", {count} Batch API file(s)"
+        click.echo(line)
 
 
 def _batch_api_platforms(targets) -> dict:

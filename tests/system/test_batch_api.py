@@ -197,3 +197,13 @@ def test_missing_key_is_refused_before_anything_is_enqueued(db_url, config, tmp_
     assert out.returncode == 2
     assert "--via batch-api: platform sim: environment variable(s) SIM_KEY_A" in out.stderr
     assert sql("SELECT count(*) AS n FROM jobqueue.batches")[0]["n"] == 0
+
+
+def test_dry_run_counts_jobs_and_files_and_enqueues_nothing(db_url, sim, tmp_path, sql):
+    env = write_config(tmp_path, sim, batch_max_requests=4)
+    out = submit(db_url, env, prompts(tmp_path, 5), "--samples", "2", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "5 row(s) x 1 platform(s) x 2 sample(s) = 10 job(s)" in out.stdout
+    assert "  sim: 10 job(s), max_attempts 3, 3 Batch API file(s)" in out.stdout
+    assert sql("SELECT count(*) AS n FROM jobqueue.batches")[0]["n"] == 0
+    assert sim.stats()["batches"]["files"] == 0
