@@ -21,7 +21,8 @@ provider_batches.sql):
    A job cancelled meanwhile ends cancelled. `batch wait` and `batch export` see ordinary jobs.
 
 All of it is synchronous (the CLI's world); the maintenance hook runs it in a thread with its
-own short-lived connection, after a cheap check on the leader's connection that work is due.
+own short-lived connection, after a cheap check on the leader's connection that work is due,
+and does not wait for it (maintenance shares the worker's claim and heartbeat connection).
 """
 
 from __future__ import annotations
@@ -384,9 +385,17 @@ def run_due(url: str | None = None, limit: int = ROWS_PER_PASS) -> int:
     return len(rows)
 
 
+_pass: asyncio.Task | None = None  # this process's pass in progress, if any
+
+
 async def maintenance_hook(conn: psycopg.AsyncConnection) -> int:
-    """The hook the maintenance loop runs each pass: a cheap look on its connection, then the
-    provider calls in a thread (they take seconds; the worker's event loop goes on)."""
+    """The hook the maintenance loop runs each pass: a cheap look on its connection, then a
+    pass in a thread, started and not awaited. The maintenance connection is the worker's
+    claim and heartbeat link: holding it for an upload or a 100 MB download would stop
+    claims and let leases lapse. One pass at a time per process; returns 1 if one started."""
+    global _pass
+    if _pass is not None and not _pass.done():
+        return 0
     usable = usable_platforms()
     if not usable:
         return 0
@@ -394,7 +403,14 @@ async def maintenance_hook(conn: psycopg.AsyncConnection) -> int:
     due = await cur.fetchone()
     if not due or not due[0]:
         return 0
-    return await asyncio.to_thread(run_due)
+    _pass = asyncio.get_running_loop().create_task(asyncio.to_thread(run_due))
+    _pass.add_done_callback(_log_failure)
+    return 1
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("provider_batches_pass_failed", error=str(task.exception()))
 
 
 register_prune_hook("provider_batches", maintenance_hook)
