@@ -25,6 +25,7 @@ from jobqueue.db.store import COPY_FROM, JobFilter
 from jobqueue.jobs import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE,
+    MAX_NAME_LENGTH,
     InvalidJob,
     Job,
     JobSpec,
@@ -138,7 +139,8 @@ class Client:
         batch_id)` runs in the transaction after the last insert (the Batch API holds the
         jobs there, before any worker can see them)."""
         now, routes = datetime.now(UTC), routing.load()
-        for field, value in (("name", name), ("source", source), ("owner", owner)):
+        check_text(name, "name", max_length=MAX_NAME_LENGTH)
+        for field, value in (("source", source), ("owner", owner)):
             check_text(value, field)
         to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
         total = 0

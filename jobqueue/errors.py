@@ -3,6 +3,8 @@
     JobqueueError
     ├── InvalidJob (ValueError)          a job the Client refuses; the message names the field
     ├── SettingError (ValueError)        an environment variable is wrong; names it
+    ├── InvalidQueueSettings (ValueError) a queue's caps or fairness are wrong; names the field
+    ├── QueueBusy                        enqueues in flight held a change of fairness back
     ├── ConfigError (ValueError)         jobqueue.toml is wrong; names file, table and field
     ├── BatchFileError (ValueError)      FILE:LINE: field: what is wrong
     ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
@@ -38,6 +40,14 @@ class InvalidJob(JobqueueError, ValueError):
 
 class SettingError(JobqueueError, ValueError):
     """An environment variable whose value does not parse; the message names the variable."""
+
+
+class InvalidQueueSettings(JobqueueError, ValueError):
+    """Queue settings (caps, fairness) that cannot be stored; the message names the field."""
+
+
+class QueueBusy(JobqueueError):
+    """Enqueues in flight held a change of a queue's fairness back; try again."""
 
 
 class ConfigError(JobqueueError, ValueError):

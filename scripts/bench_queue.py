@@ -480,8 +480,11 @@ def env_for(system: System, url: str, out_dir: Path) -> dict:
     return env
 
 
+DB_PREFIX = ["bench_"]  # --db-prefix: runs at the same time on one server must not share
+
+
 def db_name(system: System) -> str:
-    return "bench_" + system.name.replace("@", "_")
+    return DB_PREFIX[0] + system.name.replace("@", "_")
 
 
 def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> Result:
@@ -510,6 +513,10 @@ def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> R
         run_agent(cmd, system.cwd, env, 120, f"{tag} schema ({' '.join(cmd[1:])})",
                   expect_json=False)
 
+    if system.name == "jobqueue" and args.jq_queue_settings:
+        apply_queue_settings(url, args.jq_queue_settings)
+        log(f"{tag} queue bench: {args.jq_queue_settings}")
+
     if "enqueue" in phases:
         got = run_agent([*system.agent, "enqueue", str(args.jobs)], system.cwd, env,
                         args.timeout, f"{tag} enqueue")
@@ -531,6 +538,20 @@ def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> R
     if not args.keep:
         drop_db(args.database_url, dbname)
     return result
+
+
+def apply_queue_settings(url: str, text: str) -> None:
+    """--jq-queue-settings "fair,max_running=40": the bench queue's caps and fairness in this
+    checkout (jobqueue/queues.py), set before the enqueue."""
+    from jobqueue import queues
+
+    changes: dict = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = item.partition("=")
+        changes[key] = True if key == "fair" and not value else (
+            value.lower() in ("1", "true", "on") if key == "fair" else int(value))
+    with psycopg.connect(url, autocommit=True) as conn:
+        queues.change(conn, "bench", **changes)
 
 
 def drain(system, args, procs, url, env, out, tag, result) -> None:
@@ -1039,6 +1060,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"as the system {BASE}: its workers and agent use PATH's jobqueue "
                         "package (PYTHONPATH, cwd PATH), this interpreter and this checkout's "
                         "bench tasks, so a before/after of a change runs side by side")
+    p.add_argument("--db-prefix", default="bench_",
+                   help="prefix of the databases created (one per system); give each of "
+                        "several runs at the same time on one server its own")
+    p.add_argument("--jq-queue-settings", default="", metavar="SETTINGS",
+                   help="this checkout's bench queue settings before the enqueue, e.g. "
+                        "'fair' or 'max_running=40' or 'fair,max_running_per_owner=5' "
+                        "(caps and fairness: jobqueue/queues.py); not the baseline's")
     g = p.add_argument_group("io phase (I/O-bound jobs)")
     g.add_argument("--io-jobs", type=int, default=2000)
     g.add_argument("--io-seconds", type=float, default=0.1, help="each job's asyncio.sleep")
@@ -1098,6 +1126,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    DB_PREFIX[0] = args.db_prefix
     wanted = [s for s in SYSTEMS if s in args.only.split(",")]
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="bench_queue_"))

@@ -1,6 +1,6 @@
 """The `jobqueue` command: the root group and its entry point; each command group lives in a
 module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench, db,
-webhooks, alerts).
+webhooks, alerts, queues).
 
 Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
 JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix); the defaults come from
@@ -40,6 +40,7 @@ COMMANDS = {
     "db": "jobqueue.cli.db:db_group",
     "webhooks": "jobqueue.cli.webhooks:webhooks",
     "alerts": "jobqueue.cli.alerts:alerts",
+    "queues": "jobqueue.cli.queues:queues",
 }
 
 

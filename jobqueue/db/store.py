@@ -47,15 +47,45 @@ class Outcome:
 
 # -- claim ------------------------------------------------------------------------------------
 
+# The claim statements of sql/queries/jobs.sql, one per kind of queue: plain, fair between
+# owners, capped (0012_fair_caps.sql). Each refuses a queue whose settings need another and
+# names that one; claim_capped serves any queue.
+CLAIM_STATEMENTS = ("claim", "claim_fair", "claim_capped")
+
+
+class Claimed(list):
+    """The rows a claim leased: (id, kind, payload text, attempt, max_attempts,
+    timeout_seconds, execution_id). `statement`: the claim statement the queue needs (pass it
+    to the next claim). `held_back`: the queue's caps (fleet-wide or per owner) left runnable
+    work unclaimed, which no notification will announce when places free up."""
+
+    statement: str = "claim"
+    held_back: bool = False
+
+
 async def claim(conn: psycopg.AsyncConnection, queue: str, limit: int, worker: UUID,
-                lease_seconds: float) -> list[tuple]:
-    """Lease up to `limit` runnable jobs of `queue`. Rows: (id, kind, payload text, attempt,
-    max_attempts, timeout_seconds, execution_id)."""
-    cur = await conn.execute(q("claim"), {"queue": queue, "limit": limit, "worker": worker,
-                                          "lease_seconds": lease_seconds})
-    return await cur.fetchall()
-
-
+                lease_seconds: float, statement: str = "claim") -> Claimed:
+    """Lease up to `limit` runnable jobs of `queue`, in its order (plain, or fair between
+    owners) and within its caps. `statement` is the one the queue needed last time (the
+    Claimed of the previous claim says); if the queue's settings changed since, the statement
+    refuses and this runs the one it names, so the claim is right either way."""
+    params = {"queue": queue, "limit": limit, "worker": worker,
+              "lease_seconds": lease_seconds}
+    for _ in CLAIM_STATEMENTS:  # at most one refusal per statement
+        cur = await conn.execute(q(statement), params)
+        claimed = Claimed()
+        claimed.statement = statement
+        for row in await cur.fetchall():
+            if row[0] is not None:
+                claimed.append(row)
+            elif row[1] == "held_back":
+                claimed.held_back = True
+            else:
+                claimed.statement = row[1]
+        if claimed.statement == statement or statement == "claim_capped":
+            return claimed  # claim_capped serves any queue: its rows stand
+        statement = claimed.statement
+    return claimed
 async def next_run_at(conn: psycopg.AsyncConnection, queue: str) -> datetime | None:
     """When the earliest waiting job of `queue` is due (None: nothing waits)."""
     cur = await conn.execute(q("next_run_at"), {"queue": queue})

@@ -2,7 +2,8 @@
 in batches as slots free up and hand each to the executor; when the queue is empty, sleep
 until a notification, the next poll, or the time the earliest scheduled job is due.
 With `until_idle`, a claim that came back short tells the Worker, which stops once every
-queue is idle and nothing is in flight.
+queue is idle and nothing is in flight. A claim the queue's fleet-wide caps held back is
+tried again shortly (nothing announces a freed place).
 
 It owns the queue's claim connection and the knowledge of when to look again; it never runs
 a handler or writes an outcome.
@@ -25,6 +26,11 @@ from jobqueue.worker.config import QueueConfig, WorkerConfig
 from jobqueue.worker.executor import Executor
 from jobqueue.worker.link import Link
 
+# How soon a claim held back by the queue's caps (sql/queries/jobs.sql, `claim`) is tried
+# again. A capped queue's claims take turns on its row, so each costs a little more than a
+# plain one; 20 ms keeps a place that freed from staying empty for long.
+HELD_BACK_RECHECK_SECONDS = 0.02
+
 
 class Producer:
     def __init__(self, link: Link, worker_id: UUID, queue: QueueConfig, config: WorkerConfig,
@@ -35,6 +41,9 @@ class Producer:
             queue.name, queue.concurrency, queue.claim_batch)
         self.wake = asyncio.Event()
         self.claim_rounds = 0
+        # The claim statement this queue's settings call for (plain, fair or capped): the
+        # last claim says, and a claim with the wrong one is refused and redone (store.claim).
+        self.claim_statement = "claim"
         self._next_run: datetime | None = None  # when the queue's next scheduled job is due
         self._next_checked = 0.0  # monotonic time _next_run was read
         # until_idle (set by the Worker): called after a claim that came back short. `epoch`
@@ -98,7 +107,7 @@ class Producer:
                 try:
                     rows = await self.link.run(functools.partial(
                         store.claim, queue=self.queue, limit=limit, worker=self.worker_id,
-                        lease_seconds=cfg.lease_seconds))
+                        lease_seconds=cfg.lease_seconds, statement=self.claim_statement))
                 except psycopg.OperationalError:
                     if stopping():  # a hard stop gave up on an unreachable database
                         return
@@ -106,9 +115,17 @@ class Producer:
                 now = time.monotonic()
                 for row in rows:
                     executor.start(row, now)
+            self.claim_statement = rows.statement
             self.claim_rounds += 1
             backlog = len(rows) == limit
             if backlog or stopping():
+                continue
+            if rows.held_back:
+                # The queue's caps left work waiting: a place frees when any worker of the
+                # fleet finishes one of its jobs, which nothing announces, so look again soon.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(HELD_BACK_RECHECK_SECONDS):
+                        await self.wake.wait()
                 continue
             if self.on_short_claim is not None:
                 self.idle_epoch = epoch

@@ -122,14 +122,27 @@ FROM jobqueue.all_jobs WHERE id = %(id)s;
 -- Each claim draws one random token (see 0006_execution_ids.sql) for all the rows it leases:
 -- with the job id it names one execution (a handler sees "job id:token"), the fencing
 -- token of this execution. The claimed id range is announced on jobqueue_events (running).
+-- Three claim statements, one per kind of queue (0012_fair_caps.sql): this one for queues
+-- without caps or fairness (most), claim_fair, claim_capped. Each reads the queue's settings
+-- and takes nothing from a queue that needs another: it answers one row with a NULL id and
+-- the other statement's name instead, and the worker (db/store.py) runs that one. So a change
+-- of settings applies at the next claim, whichever statement a worker last used, and this
+-- one costs what it did before the settings existed: one probe of `queues`.
 WITH token AS MATERIALIZED (
     -- once per claim, not per row: gen_random_uuid() per row cost ~2 µs of Postgres CPU a job
     SELECT gen_random_uuid() AS t
 ),
+queue AS MATERIALIZED (
+    SELECT coalesce(bool_or(paused), false) AS paused,
+           coalesce(bool_or(max_running IS NOT NULL OR max_running_per_owner IS NOT NULL),
+                    false) AS capped,
+           coalesce(bool_or(fair), false) AS fair
+    FROM jobqueue.queues WHERE name = %(queue)s
+),
 picked AS MATERIALIZED (
     SELECT id FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
-      AND NOT EXISTS (SELECT 1 FROM jobqueue.queues p WHERE p.name = %(queue)s AND p.paused)
+      AND (SELECT NOT (paused OR capped OR fair) FROM queue)
     ORDER BY priority, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -154,7 +167,192 @@ announced AS MATERIALIZED (
     SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
     HAVING count(*) > 0
 )
-SELECT c.* FROM claimed c CROSS JOIN announced;
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim_fair' END,
+       NULL, NULL, NULL, NULL, NULL
+FROM queue WHERE capped OR fair;
+
+
+-- name: claim_fair
+-- The claim of a fair queue without caps: `claim` in the fair order, round robin between
+-- owners within a priority level: (priority, fair_round, id) through jobs_fair_idx, one
+-- ordered index scan of the rows it takes, as the plain claim's. The rounds are fixed at
+-- insert (0012_fair_caps.sql), so nothing here counts or ranks owners over the backlog.
+WITH token AS MATERIALIZED (
+    SELECT gen_random_uuid() AS t
+),
+queue AS MATERIALIZED (
+    SELECT coalesce(bool_or(paused), false) AS paused,
+           coalesce(bool_or(max_running IS NOT NULL OR max_running_per_owner IS NOT NULL),
+                    false) AS capped,
+           coalesce(bool_or(fair), false) AS fair
+    FROM jobqueue.queues WHERE name = %(queue)s
+),
+picked AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT fair AND NOT (paused OR capped) FROM queue)
+    ORDER BY priority, fair_round, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = j.attempts + 1,
+        started_at = now(),
+        execution_id = (SELECT t FROM token)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
+              j.execution_id::text
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+    HAVING count(*) > 0
+)
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim' END,
+       NULL, NULL, NULL, NULL, NULL
+FROM queue WHERE capped OR NOT fair;
+
+
+-- name: claim_capped
+-- The claim of a queue with fleet-wide caps (and of any queue: it reads every setting, so it
+-- is right whatever the settings became since the worker chose it). Three sources of rows,
+-- of which the settings pick one by a one-time filter (Postgres checks a condition on
+-- `allowed` alone once, and skips the source's index when it is false):
+--   plain      no fairness: (priority, run_at, id) through jobs_claim_idx;
+--   fair       fair order, no per-owner cap: (priority, fair_round, id), jobs_fair_idx;
+--   per_owner  a per-owner cap (which implies fairness): the next `4 * limit + 100` rows in
+--              fair order, unlocked, each owner's numbered in turn; those within the owner's
+--              room are locked. Fair order spreads an owner's rows one per round, so an owner
+--              at its cap does not hide the others' work behind its backlog.
+-- The caps: the claim first locks the queue's row (`gate`), held to its commit, so claims of
+-- the queue take turns; jobqueue.running_counts then counts the queue's running jobs on a
+-- fresh snapshot (the one of this statement predates the wait, and would miss what the
+-- previous holder of the lock claimed), and `allowed` leaves room for `max_running` minus
+-- those. Rows another claim took after this statement's snapshot fail the re-check of
+-- `lease_owner IS NULL` that FOR UPDATE does on the newest row version, so they are skipped.
+-- Marker rows (NULL id, the word in `kind`): 'held_back' when the caps left runnable work
+-- unclaimed (nothing announces a freed place, so the worker looks again soon); the name of
+-- the statement the queue needs now if it is no longer capped.
+WITH token AS MATERIALIZED (
+    SELECT gen_random_uuid() AS t
+),
+settings AS MATERIALIZED (
+    SELECT paused, fair FROM jobqueue.queues WHERE name = %(queue)s
+),
+gate AS MATERIALIZED (
+    SELECT max_running, max_running_per_owner FROM jobqueue.queues
+    WHERE name = %(queue)s AND NOT paused
+      AND (max_running IS NOT NULL OR max_running_per_owner IS NOT NULL)
+    FOR UPDATE
+),
+running AS MATERIALIZED (
+    -- COLLATE "C" here and in `candidates`: owners are only matched and grouped, never shown
+    -- sorted, and byte order spares the per-owner sorts and join the locale's comparisons.
+    SELECT r.owner COLLATE "C" AS owner, r.running
+    FROM gate CROSS JOIN jobqueue.running_counts(%(queue)s) AS r
+),
+allowed AS MATERIALIZED (
+    SELECT CASE WHEN coalesce(s.paused, false) THEN 0
+                WHEN g.max_running IS NULL THEN %(limit)s
+                ELSE greatest(0, least(%(limit)s, g.max_running
+                                       - coalesce((SELECT sum(running) FROM running), 0)))
+           END::int AS n,
+           coalesce(s.fair, false) AS fair,
+           g.max_running_per_owner AS per_owner,
+           g.max_running IS NOT NULL OR g.max_running_per_owner IS NOT NULL AS capped,
+           coalesce(s.paused, false) AS paused
+    FROM (SELECT) AS one LEFT JOIN settings s ON true LEFT JOIN gate g ON true
+),
+plain AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+      AND (SELECT NOT fair AND per_owner IS NULL AND n > 0 FROM allowed)
+    ORDER BY priority, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+fair AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT fair AND per_owner IS NULL AND n > 0 FROM allowed)
+    ORDER BY priority, fair_round, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+candidates AS MATERIALIZED (
+    SELECT id, coalesce(owner, '') COLLATE "C" AS owner, priority, fair_round
+    FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
+      AND run_at <= now()
+      AND (SELECT per_owner IS NOT NULL AND n > 0 FROM allowed)
+    ORDER BY priority, fair_round, id
+    LIMIT 4 * %(limit)s + 100
+),
+chosen AS MATERIALIZED (
+    SELECT c.id FROM (
+        SELECT c.*, row_number() OVER (PARTITION BY c.owner
+                                       ORDER BY c.priority, c.fair_round, c.id) AS nth
+        FROM candidates c
+    ) AS c
+    LEFT JOIN running r ON r.owner = c.owner
+    WHERE c.nth <= (SELECT per_owner FROM allowed) - coalesce(r.running, 0)
+    ORDER BY c.priority, c.fair_round, c.id
+    LIMIT (SELECT n FROM allowed)
+),
+per_owner AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE id = ANY(ARRAY(SELECT id FROM chosen)) AND lease_owner IS NULL
+    FOR UPDATE SKIP LOCKED
+),
+picked AS MATERIALIZED (
+    -- `plain` and `fair` lock up to `limit` rows; a capped queue leases only `n` of them (the
+    -- rest stay locked by this statement until it commits, then are free again).
+    SELECT id FROM (SELECT id FROM plain UNION ALL SELECT id FROM fair
+                    LIMIT (SELECT n FROM allowed)) AS p
+    UNION ALL
+    SELECT id FROM per_owner
+),
+claimed AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = %(worker)s,
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempts = j.attempts + 1,
+        started_at = now(),
+        execution_id = (SELECT t FROM token)
+    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
+              j.execution_id::text
+),
+announced AS MATERIALIZED (
+    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
+    HAVING count(*) > 0
+)
+SELECT c.* FROM claimed c CROSS JOIN announced
+UNION ALL
+-- Held back: fewer places than asked for, or candidates over their owner's cap, while more
+-- runnable rows wait than this claim took (counted through the claim index, at most one past
+-- them; in this statement's snapshot the rows it took still look runnable). CASE, so none of
+-- it is evaluated for a queue that is not capped.
+SELECT NULL, 'held_back', NULL, NULL, NULL, NULL, NULL FROM allowed
+WHERE CASE WHEN capped AND (n < %(limit)s
+                            OR (SELECT count(*) FROM chosen) < (SELECT count(*) FROM candidates))
+           THEN (SELECT count(*) FROM (
+                     SELECT 1 FROM jobqueue.jobs
+                     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+                     LIMIT (SELECT count(*) FROM picked) + 1) AS w)
+                > (SELECT count(*) FROM picked)
+           ELSE false END
+UNION ALL
+SELECT NULL, CASE WHEN fair THEN 'claim_fair' ELSE 'claim' END, NULL, NULL, NULL, NULL, NULL
+FROM allowed WHERE NOT capped AND NOT paused;
 
 
 -- name: next_run_at

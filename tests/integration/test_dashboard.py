@@ -408,6 +408,23 @@ class TestActions:
         assert sql("SELECT paused FROM jobqueue.queues") == [{"paused": False}]
         assert 'action="/queues/emails/pause"' in r.text
 
+    def test_set_caps_and_fairness_on_the_queues_page(self, admin, client, sql):
+        client.enqueue("k", queue="lessons", owner="u1")
+        page = admin.page("/queues")
+        assert 'action="/queues/lessons/settings"' in page
+        r = admin.post("/queues/lessons/settings", {"max_running": "30",
+                                                    "max_running_per_owner": "3"})
+        assert "Queue lessons: max running 30, per owner 3, fair." in flashes(r.text)
+        assert sql("SELECT max_running, max_running_per_owner, fair FROM jobqueue.queues") == [
+            {"max_running": 30, "max_running_per_owner": 3, "fair": True}]
+        assert 'value="30"' in r.text and "checked" in r.text
+        r = admin.post("/queues/lessons/settings", {"max_running": "0",
+                                                    "max_running_per_owner": ""})
+        assert "Queue lessons: max running: must be between 1" in flashes(r.text)[0]
+        r = admin.post("/queues/lessons/settings", {"max_running": "",
+                                                    "max_running_per_owner": ""})
+        assert "Queue lessons: no caps, first come first served." in flashes(r.text)
+
 
 def test_the_shared_filter_is_inlined_so_indexes_still_apply(sql):
     """jobqueue.dashboard_match (sql/0005) must stay an inlinable SQL function: planned with

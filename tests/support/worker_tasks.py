@@ -58,3 +58,9 @@ async def record(payload, ctx):
 async def whoami(payload):
     """Which process ran the job."""
     return {"pid": os.getpid()}
+
+
+@task("nap")
+async def nap(payload):
+    """Take payload["seconds"] and nothing else (no writes: the caps and fairness tests)."""
+    await asyncio.sleep(float(payload.get("seconds", 0)))

@@ -272,7 +272,8 @@ class TestBatches:
             {"prompt": "fine"}, {"prompt": "x", "max_tokens": -1}]})
         assert r.status_code == 422
         assert r.json()["error"]["problems"] == [
-            "items[1].max_tokens: must be a positive integer, got -1"]
+            "items[1].max_tokens: input should be greater than or equal to 1, got -1"]
+        assert r.json()["error"]["field"] == "items[1].max_tokens"
         assert sql("SELECT count(*) AS n FROM jobqueue.jobs")[0]["n"] == 0
 
     def test_unknown_platform_is_422(self, alice):
@@ -505,6 +506,34 @@ class TestOperations:
         assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/events", "/batches",
                 "/documents"} <= set(doc["paths"])
 
+    def test_queue_caps_and_fairness_are_read_and_changed_by_admins(self, server,
+                                                                     make_token, alice):
+        admin = Api(server.base, make_token("ops", ["admin"]))
+        r = alice.get("/api/queues/lessons/settings")
+        assert r.status_code == 200 and r.json() == {
+            "queue": "lessons", "paused": False, "max_running": None,
+            "max_running_per_owner": None, "fair": False, "updated_at": None, "running": 0}
+        assert alice.patch("/api/queues/lessons/settings",
+                           json={"max_running": 3}).status_code == 403
+        r = admin.patch("/api/queues/lessons/settings",
+                        json={"max_running": 30, "max_running_per_owner": 3})
+        assert r.status_code == 200
+        assert (r.json()["max_running"], r.json()["max_running_per_owner"], r.json()["fair"]) \
+            == (30, 3, True)
+        r = admin.patch("/api/queues/lessons/settings", json={"max_running": None})
+        assert (r.json()["max_running"], r.json()["max_running_per_owner"]) == (None, 3)
+        for body, field in (({"max_running": 0}, "max_running"),
+                            ({"max_running": "5"}, "max_running"),
+                            ({"max_running_per_owner": 2.5}, "max_running_per_owner"),
+                            ({"fair": "yes"}, "fair"),
+                            ({"fair": False}, "fair"),  # the per-owner cap needs it
+                            ({"max_runing": 3}, "max_runing")):
+            r = admin.patch("/api/queues/lessons/settings", json=body)
+            assert r.status_code == 400, body
+            assert r.json()["error"]["field"] == field, body
+        assert admin.patch("/api/queues/lessons/settings", data="[1]",
+                           headers={"Content-Type": "application/json"}).status_code == 400
+
     def test_a_paused_queue_is_not_worked_until_resumed(self, server, make_token, db_url,
                                                          client):
         admin = Api(server.base, make_token("ops", ["admin"]))
@@ -559,6 +588,8 @@ def test_gunicorn_serves_the_app_with_the_shipped_config(db_url, make_token):
         ids = [api.post("/api/jobs", json={"queue": "g", "kind": "k"}).json()["id"]
                for _ in range(20)]
         assert len(set(ids)) == 20
+        # The 414 the OpenAPI document lists on every route comes from Gunicorn.
+        assert api.get("/api/queues?x=" + "a" * 5000).status_code == 414
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=40)
