@@ -250,6 +250,10 @@ class NewBatch(RequestModel):
     """POST /api/batches as JSON. `platform`, or `platforms` for a fan-out: one job per
     (item, platform, sample)."""
 
+    # One of the two, as JSON Schema says it (the route checks it and names the field).
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["platform"]},
+                                                           {"required": ["platforms"]}]})
+
     platform: Name | None = None
     platforms: Annotated[list[Name], Field(min_length=1, max_length=MAX_PLATFORMS)] | None = \
         Field(None, description="Fan out over these platforms (instead of platform)")
