@@ -531,13 +531,15 @@ CREATE TRIGGER jobs_fair_rounds
 -- the lock to their commit; finishing, retrying, handing back and rescuing only remove them,
 -- so a count that misses one of those errs on the safe side, and no counter can drift.
 -- Through jobs_lease_idx: it reads every running row of every queue (the fleet's in-flight
--- jobs, thousands at most), not the backlog.
+-- jobs, thousands at most), not the backlog. Jobs a provider batch holds (0019) are running
+-- at the provider, in its own limit pool: they take no place under the queue's caps.
 CREATE FUNCTION jobqueue.running_counts(q text) RETURNS TABLE (owner text, running bigint)
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
     RETURN QUERY
     SELECT coalesce(j.owner, ''), count(*) FROM jobqueue.jobs j
     WHERE j.lease_owner IS NOT NULL AND j.queue = q
+      AND NOT EXISTS (SELECT 1 FROM jobqueue.provider_batches p WHERE p.lease = j.lease_owner)
     GROUP BY 1;
 END;
 $$;

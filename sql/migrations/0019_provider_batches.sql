@@ -41,3 +41,18 @@ CREATE TABLE jobqueue.provider_batches (
 CREATE INDEX provider_batches_due_idx ON jobqueue.provider_batches (next_poll_at)
     WHERE status <> 'imported';
 CREATE INDEX provider_batches_batch_idx ON jobqueue.provider_batches (batch_id);
+
+-- The caps of 0012 count a queue's running jobs. Jobs a provider batch holds run at the
+-- provider, in its own limit pool, for up to a day: they must not take the places of the
+-- realtime workers' jobs under max_running / max_running_per_owner.
+CREATE OR REPLACE FUNCTION jobqueue.running_counts(q text)
+RETURNS TABLE (owner text, running bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    RETURN QUERY
+    SELECT coalesce(j.owner, ''), count(*) FROM jobqueue.jobs j
+    WHERE j.lease_owner IS NOT NULL AND j.queue = q
+      AND NOT EXISTS (SELECT 1 FROM jobqueue.provider_batches p WHERE p.lease = j.lease_owner)
+    GROUP BY 1;
+END;
+$$;
