@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from jobqueue import db, routing
+from jobqueue import db, routing, workflows
 from jobqueue.db import migrate, store
 from jobqueue.db.queries import q
 from jobqueue.db.store import COPY_FROM, JobFilter
@@ -40,13 +40,18 @@ CHUNK = 5000
 
 
 class Client:
-    def __init__(self, url: str | None = None, *, min_size: int = 1, max_size: int = 4):
+    def __init__(self, url: str | None = None, *, min_size: int = 1, max_size: int = 4,
+                 read_only: bool = False):
+        """`read_only`: every transaction refuses writes (for a replica, or to be sure a read
+        path writes nothing); only the read methods then work."""
         self.url = url or db.database_url()
+        self.read_only = read_only
         self.pool = ConnectionPool(
             self.url,
             min_size=min_size,
             max_size=max_size,
-            kwargs=db.connect_kwargs() | {"row_factory": dict_row},
+            kwargs=db.connect_kwargs() | {"row_factory": dict_row}
+            | (db.read_only_kwargs(self.url) if read_only else {}),
             open=True,
             name="jobqueue-client",
         )
@@ -72,7 +77,8 @@ class Client:
         """Enqueue one job and return its id (the existing job's, for a known idempotency key).
 
         Options: queue, priority, run_at, delay, max_attempts, timeout, idempotency_key, owner,
-        batch_id, metadata.
+        batch_id, metadata; depends_on (job ids: the job stays `blocked` until they have all
+        ended) and on_parent_failure ("cancel", the default, or "run").
         """
         spec = JobSpec(kind=kind, payload={} if payload is None else payload, **options)
         return self.enqueue_many([spec])[0]
@@ -81,11 +87,16 @@ class Client:
         """Enqueue many jobs in as few round trips as possible, atomically; ids in input order.
 
         A spec that fails validation raises InvalidJob naming its index and field, and nothing
-        is enqueued.
+        is enqueued. A spec may wait for jobs (`depends_on`): ids, or the `ref` of an earlier
+        spec of the same call.
         """
         now, routes = datetime.now(UTC), routing.load()
-        return self._enqueue_rows([_validated(spec, index, now, routes)
-                                   for index, spec in enumerate(specs)])
+        specs = [_spec(spec, index) for index, spec in enumerate(specs)]
+        rows = [_validated(spec, index, now, routes) for index, spec in enumerate(specs)]
+        if any(spec.waits() for spec in specs):
+            with self.pool.connection() as conn, conn.transaction():
+                return _insert_workflow(conn, rows, specs)
+        return self._enqueue_rows(rows)
 
     def enqueue_payloads(self, kind: str, payloads: Iterable, **options) -> list[int]:
         """Enqueue one `kind` job per payload, all with the same options, atomically; ids in
@@ -100,14 +111,22 @@ class Client:
                              "enqueue_many with a key per JobSpec")
         if "payload" in options:
             raise InvalidJob("payload: pass the payloads as the second argument, one per job")
+        if "ref" in options:
+            raise InvalidJob("ref: one ref cannot name many jobs; use enqueue_many")
         now = datetime.now(UTC)
-        queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now, routing.load())
+        shared = JobSpec(kind=kind, **options)
+        queue, kind, _, *rest = _row(shared, now, routing.load())
+        if shared.depends_on:
+            shared.dependencies()  # InvalidJob naming the field
         rows = []
         for index, payload in enumerate(payloads):
             try:
                 rows.append((queue, kind, to_json(payload), *rest))
             except InvalidJob as exc:
                 raise InvalidJob(f"job {index}: {exc}") from None
+        if shared.depends_on:  # every job waits for the same jobs
+            with self.pool.connection() as conn, conn.transaction():
+                return _insert_workflow(conn, rows, [shared] * len(rows))
         return self._enqueue_rows(rows)
 
     def _enqueue_rows(self, rows: list[tuple]) -> list[int]:
@@ -129,10 +148,16 @@ class Client:
                      owner: str | None = None, source: str | None = None,
                      metadata: dict | None = None,
                      on_progress: Callable[[int], None] | None = None,
+                     on_complete: JobSpec | None = None,
                      before_commit: Callable[[Any, int], Any] | None = None
                      ) -> tuple[int, int]:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
-        failure part-way leaves nothing behind. Returns (batch id, jobs enqueued).
+        failure part-way leaves nothing behind. Returns (batch id, rows submitted).
+
+        A row whose idempotency key already names a job (on this queue, for this owner)
+        makes no job: it is counted as a duplicate and points at that job. Specs may depend
+        on earlier ones by `ref`. `on_complete`: a job enqueued once every member has ended,
+        receiving {"batch_id", "counts"} in its payload.
 
         `queue` is the batch's queue, and each spec's that names none (a fan-out names its
         platforms joined by commas and sets every spec's queue). `before_commit(conn,
@@ -143,24 +168,27 @@ class Client:
         for field, value in (("source", source), ("owner", owner)):
             check_text(value, field)
         to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
-        total = 0
+        if on_complete is not None:
+            try:
+                callback = workflows.callback_row(on_complete, owner)
+            except InvalidJob as exc:
+                raise InvalidJob(f"on_complete: {exc}") from None
         with self.pool.connection() as conn, conn.transaction():
             batch_id = conn.execute(q("batch_create"), {
                 "name": name, "queue": queue, "owner": owner, "source": source,
                 "metadata": Jsonb(metadata or {})}).fetchone()["id"]
-            chunk: list[tuple] = []
+            inserter = workflows.Inserter(conn, batch_id)
             for index, spec in enumerate(specs):
                 # A fan-out's specs name their platform's queue; others take the batch's.
                 spec.batch_id, spec.queue, spec.owner = batch_id, spec.queue or queue, owner
-                chunk.append(_validated(spec, index, now, routes))
-                if len(chunk) == CHUNK:
-                    total += len(_insert(conn, chunk))
-                    chunk = []
-                    if on_progress:
-                        on_progress(total)
-            if chunk:
-                total += len(_insert(conn, chunk))
+                inserter.add(_validated(spec, index, now, routes), spec)
+                if on_progress and inserter.pending == 0:  # a chunk went in
+                    on_progress(len(inserter.ids))
+            inserter.flush()
+            total = len(inserter.ids)
             conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
+            if on_complete is not None:
+                workflows.attach_batch_callback(conn, batch_id, callback)
             if before_commit is not None:
                 before_commit(conn, batch_id)
         if on_progress:
@@ -231,15 +259,22 @@ class Client:
             return store.revive(conn, JobFilter(ids=ids, queue=queue), states)
 
 
+def _spec(spec: JobSpec | dict, index: int) -> JobSpec:
+    if isinstance(spec, dict):
+        try:
+            return JobSpec(**spec)
+        except TypeError as exc:
+            raise InvalidJob(f"job {index}: {exc}") from None
+    return spec
+
+
 def _validated(spec: JobSpec | dict, index: int, now: datetime,
                routes: routing.Routes) -> tuple:
     """The insert row for a spec; InvalidJob names its index and field."""
-    if isinstance(spec, dict):
-        try:
-            spec = JobSpec(**spec)
-        except TypeError as exc:
-            raise InvalidJob(f"job {index}: {exc}") from None
+    spec = _spec(spec, index)
     try:
+        if spec.waits():
+            spec.dependencies()
         return _row(spec, now, routes)
     except InvalidJob as exc:
         raise InvalidJob(f"job {index}: {exc}") from None
@@ -256,8 +291,23 @@ def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:
     """Enqueue specs inside the caller's transaction (so a job can be created atomically with
     rows of the caller's own); returns (id, created) per spec, in order."""
     now, routes = datetime.now(UTC), routing.load()
-    return _insert_chunked(conn, [_validated(spec, i, now, routes)
-                                  for i, spec in enumerate(specs)])
+    rows = [_validated(spec, i, now, routes) for i, spec in enumerate(specs)]
+    if any(spec.waits() for spec in specs):
+        with conn.transaction():
+            return _insert_workflow(conn, rows, specs, created=True)
+    return _insert_chunked(conn, rows)
+
+
+def _insert_workflow(conn, rows: list[tuple], specs: list[JobSpec], created: bool = False):
+    """Rows of which some wait for others (workflows.Inserter): ids in order, or (id,
+    created) pairs. A row whose key matched an existing job is not created."""
+    inserter = workflows.Inserter(conn)
+    for row, spec in zip(rows, specs, strict=True):
+        inserter.add(row, spec)
+    inserter.flush()
+    if not created:
+        return inserter.ids
+    return list(zip(inserter.ids, inserter.created, strict=True))
 
 
 def _insert_chunked(conn, rows: list[tuple]) -> list[tuple[int, bool]]:

@@ -34,6 +34,7 @@ from tests.support.helpers import (
     drop_database,
     new_database,
 )
+from tests.support.replica import replica_db, streaming_replica  # noqa: F401 (fixtures)
 
 # The tests are a development run: the web app (in process, under Gunicorn or honcho) may sign
 # its cookies with a secret stored in the database (web/__init__.py, JOBQUEUE_DEV).

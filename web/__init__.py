@@ -70,6 +70,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_mapping(
         DATABASE_URL=settings.DATABASE_URL.get(),
         LISTEN_DATABASE_URL=settings.JOBQUEUE_LISTEN_DATABASE_URL.get(),
+        # Reads that may lag a moment go to this replica (web/resources.py); None: the primary.
+        READ_DATABASE_URL=settings.JOBQUEUE_READ_DATABASE_URL.get(),
+        READ_MAX_LAG_SECONDS=settings.JOBQUEUE_READ_MAX_LAG_SECONDS.get(),
         SECRET_KEY=settings.JOBQUEUE_SECRET_KEY.get(),
         # A development run may sign cookies with a secret kept in the database.
         DEV=settings.JOBQUEUE_DEV.get(),

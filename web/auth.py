@@ -11,6 +11,10 @@ session's random secret (the row keeps its SHA-256), so neither the token nor an
 database holds can be turned into a session. Each request checks the session and its token
 and charges the token like an API request; sign-out revokes the row, and owners list and
 revoke sessions at /api/sessions. Every form carries a CSRF token bound to the session.
+
+All of this writes, so all of it runs on the primary's pool (`resources().client`), never on
+the reader's: a request's reads can then come from a replica or a read-only connection, and
+a revoked token or session stops working at once, whatever the replica's lag.
 """
 
 from __future__ import annotations

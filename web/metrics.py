@@ -23,8 +23,11 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
 class _Collector:
-    def __init__(self, client, held: int):
-        self.client, self.held = client, held
+    def __init__(self, client, held: int, pools: dict | None = None,
+                 replica_lag: float | None = None):
+        self.client, self.held = client, held  # client: the reader (a replica, if any)
+        self.pools = pools or {"primary": client}
+        self.replica_lag = replica_lag
 
     def collect(self):
         with self.client.pool.connection() as conn:
@@ -104,17 +107,26 @@ class _Collector:
                                   value=cache["hits"])
         yield GaugeMetricFamily("jobqueue_cache_entries", "Live LLM cache entries.",
                                 value=cache["entries"])
-        stats = self.client.pool.get_stats()
-        g = GaugeMetricFamily("jobqueue_web_pool_connections", "This web process's pool.",
-                              labels=["kind"])
-        for kind in ("pool_size", "pool_available", "requests_waiting"):
-            g.add_metric([kind], stats.get(kind, 0))
+        g = GaugeMetricFamily("jobqueue_web_pool_connections", "This web process's pools "
+                              "(primary; read, with a replica).", labels=["pool", "kind"])
+        for pool, owner in self.pools.items():
+            stats = owner.pool.get_stats()
+            for kind in ("pool_size", "pool_available", "requests_waiting"):
+                g.add_metric([pool, kind], stats.get(kind, 0))
         yield g
         yield GaugeMetricFamily("jobqueue_web_held_requests", "SSE streams and ?wait= long "
                                 "polls this web process holds open.", value=self.held)
+        if self.replica_lag is not None:
+            yield GaugeMetricFamily("jobqueue_web_read_replica_lag_seconds", "How long ago "
+                                    "the primary wrote the oldest WAL the read replica has "
+                                    "not replayed (this process's last measure).",
+                                    value=self.replica_lag)
 
 
-def render(client, held: int = 0) -> tuple[bytes, str]:
+def render(client, held: int = 0, pools: dict | None = None,
+           replica_lag: float | None = None) -> tuple[bytes, str]:
+    """The metrics, read through `client`; `pools` ({name: Client}) are reported by name,
+    and the read replica's lag when there is one."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(client, held))
+    registry.register(_Collector(client, held, pools, replica_lag))
     return generate_latest(registry), CONTENT_TYPE_LATEST

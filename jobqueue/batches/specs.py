@@ -19,7 +19,8 @@ def chat_spec(row: BatchRow, max_attempts: int) -> JobSpec:
         if value is not None:
             payload[name] = value
     return JobSpec("chat", payload, priority=row.priority, max_attempts=max_attempts,
-                   idempotency_key=row.idempotency_key, metadata=row.metadata)
+                   idempotency_key=row.idempotency_key, metadata=row.metadata, ref=row.ref,
+                   depends_on=row.depends_on, on_parent_failure=row.on_parent_failure)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,10 @@ def fanout_specs(rows: Iterable[BatchRow], targets: Sequence[Target],
         raise ValueError(f"samples: must be from 1 to {MAX_SAMPLES}, got {samples}")
     plain = len(targets) == 1 and samples == 1
     for row in rows:
+        if not plain and (row.ref is not None or row.depends_on):
+            # a ref names one job; fanned out it would name several
+            raise ValueError(f"line {row.line}: ref/depends_on (workflows) cannot be fanned "
+                             "out over platforms or samples; submit one platform, one sample")
         for target in targets:
             for sample in range(1, samples + 1):
                 spec = chat_spec(row, target.max_attempts)

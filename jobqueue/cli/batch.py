@@ -47,15 +47,24 @@ def batch() -> None:
 @click.option("--dry-run", is_flag=True,
               help="Check the file and say what would be enqueued (jobs per platform, "
                    "Batch API files), without touching the database.")
+@click.option("--on-complete", "on_complete", default=None, metavar="KIND",
+              help="A job (task KIND) to enqueue once every job of the batch has ended; its "
+                   "payload gets the batch id and counts.")
+@click.option("--on-complete-queue", default=None, help="Its queue (default: the task's).")
+@click.option("--on-complete-payload", default=None, metavar="JSON",
+              help="Its payload, a JSON object (batch_id and counts are added).")
 def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_expiry,
-                 dry_run) -> None:
+                 dry_run, on_complete, on_complete_queue, on_complete_payload) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
     With several platforms or --samples N, the batch has one job per (row, platform, sample).
-    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued."""
+    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued. Rows may
+    wait for earlier rows (`ref`, `depends_on`); a row whose idempotency key already names a
+    job on this platform is a duplicate: done, pointing at that job."""
     from jobqueue.batches import files as batchfiles
     from jobqueue.batches import specs
 
+    callback = _callback(on_complete, on_complete_queue, on_complete_payload)
     targets = _targets(platform, samples)
     via_api = _batch_api_platforms(targets) if via == "batch-api" else None
     size = max(1, os.path.getsize(file)) if os.path.exists(file) else 1
@@ -95,13 +104,17 @@ def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_ex
             batch_id, total = jq.submit_batch(
                 specs.fanout_specs(rows, targets, samples), queue=queue,
                 name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
-                metadata=metadata, on_progress=advance, before_commit=hold)
+                metadata=metadata, on_progress=advance, on_complete=callback,
+                before_commit=hold)
         except ValueError as exc:  # InvalidJob, or BatchApiError (a request over a file)
             raise UserError(f"{file}: {exc}; nothing was enqueued") from None
         sent = _send_held(jq, held, via_api) if via_api is not None else 0
-    click.echo(f"batch {batch_id}: {total} job(s) on {queue}"
+        duplicates = jq.batch(batch_id)["duplicates"]
+    click.echo(f"batch {batch_id}: {total - duplicates} job(s) on {queue}"
                + (f" ({total // per_row} row(s) x {len(targets)} platform(s) x {samples} "
-                  "sample(s))" if per_row > 1 else ""), err=True)
+                  "sample(s))" if per_row > 1 else "")
+               + (f", {duplicates} duplicate(s) of existing jobs (done already)"
+                  if duplicates else ""), err=True)
     if via_api is not None:
         click.echo(f"batch {batch_id}: {len(held)} provider batch(es), {sent} submitted"
                    + ("" if sent == len(held) else "; the workers' maintenance retries the "
@@ -185,6 +198,26 @@ def _fanout_metadata(targets, samples: int) -> dict | None:
     return {"platforms": [t.platform for t in targets], "samples": samples}
 
 
+def _callback(kind, queue, payload):
+    """The --on-complete job, checked before anything is read or enqueued."""
+    import json
+
+    from jobqueue.jobs import JobSpec
+
+    if kind is None:
+        if queue is not None or payload is not None:
+            raise UserError("--on-complete-queue/--on-complete-payload: give --on-complete "
+                            "KIND too")
+        return None
+    try:
+        data = json.loads(payload) if payload is not None else {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--on-complete-payload: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError("--on-complete-payload: must be a JSON object")
+    return JobSpec(kind, data, queue=queue)
+
+
 def _bytes_bar(size: int, label: str):
     """A progress bar over a file's bytes, as a context manager giving an on_progress hook."""
     @contextlib.contextmanager
@@ -234,12 +267,16 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
 
     def counts(b: dict) -> str:
         return (f"{b['succeeded']} ok, {b['dead']} dead, {b['running']} running, "
-                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting")
+                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting"
+                + (f", {b['blocked']} blocked" if b["blocked"] else "")
+                + (f", {b['duplicates']} duplicates" if b["duplicates"] else ""))
 
     deadline = time.monotonic() + timeout if timeout is not None else None
     with open_client() as jq:
         b = _batch_or_fail(jq, batch_id)
-        finished = lambda x: x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+        # A duplicate row is done: it points at the job that already had its key.
+        finished = lambda x: (x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+                              + x["duplicates"])
         try:
             with click.progressbar(length=max(1, b["total"]), label=f"batch {batch_id}",
                                    show_eta=True, show_percent=True, file=sys.stderr,

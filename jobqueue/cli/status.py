@@ -17,8 +17,8 @@ from jobqueue.cli.common import (
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Per queue: waiting, scheduled, retrying, running, succeeded, dead, cancelled; oldest
-    wait."""
+    """Per queue: blocked, waiting, scheduled, retrying, running, succeeded, dead, cancelled;
+    oldest wait."""
     where = db.describe()  # before open_client, which sets DATABASE_URL for the embedded server
     with open_client() as jq:
         rows = jq.status()
@@ -29,10 +29,10 @@ def status(as_json: bool) -> None:
         print_json({"queues": rows, "workers": workers, "rate_limits": limits,
                      "cache": cache})
         return
-    columns = ("queue", "waiting", "scheduled", "retrying", "running", "succeeded", "dead",
-               "cancelled", "oldest_waiting_seconds", "finished_last_minute")
-    headers = ("QUEUE", "WAITING", "SCHEDULED", "RETRYING", "RUNNING", "SUCCEEDED", "DEAD",
-               "CANCELLED", "OLDEST WAIT", "DONE/MIN")
+    columns = ("queue", "blocked", "waiting", "scheduled", "retrying", "running", "succeeded",
+               "dead", "cancelled", "oldest_waiting_seconds", "finished_last_minute")
+    headers = ("QUEUE", "BLOCKED", "WAITING", "SCHEDULED", "RETRYING", "RUNNING", "SUCCEEDED",
+               "DEAD", "CANCELLED", "OLDEST WAIT", "DONE/MIN")
     click.echo(f"database: {where}")
     table = [headers] + [tuple(cell(r[c]) for c in columns) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]

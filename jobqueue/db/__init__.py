@@ -13,9 +13,11 @@ from jobqueue.db.connect import (
     describe,
     int_array,
     listen_url,
+    read_only_kwargs,
     redact,
     text_array,
 )
 
 __all__ = ["behind_pgbouncer", "connect", "connect_async", "connect_kwargs", "database_url",
-           "describe", "int_array", "listen_url", "redact", "text_array"]
+           "describe", "int_array", "listen_url", "read_only_kwargs", "redact",
+           "text_array"]

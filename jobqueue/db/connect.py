@@ -81,6 +81,23 @@ def connect_kwargs() -> dict:
     } | KEEPALIVES
 
 
+# Every transaction of a connection opened with this is read-only: a write fails with
+# "cannot execute ... in a read-only transaction" instead of happening.
+READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+
+
+def read_only_kwargs(url: str) -> dict:
+    """Connection arguments that make every transaction read-only, added to any `options`
+    the URL already carries. Nothing behind PgBouncer, which refuses startup options it does
+    not know (a replica refuses writes by itself)."""
+    if behind_pgbouncer():
+        return {}
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = str(conninfo_to_dict(url).get("options") or "")
+    return {"options": f"{given} {READ_ONLY_OPTION}".strip()}
+
+
 def connect(url: str | None = None, **overrides) -> psycopg.Connection:
     kwargs = connect_kwargs() | {"row_factory": dict_row} | overrides
     return psycopg.connect(url or database_url(), **kwargs)

@@ -1,7 +1,9 @@
 """Cluster maintenance, run by every worker and done by one at a time: rescue expired leases
 (dead-letter those out of attempts), prune old finished jobs and dead worker rows, evaluate
 the alert rules and prune old webhook deliveries (jobqueue/webhooks/alerts.py), and run the
-prune hooks that extensions register (the LLM response cache registers its own).
+prune hooks that extensions register (the LLM response cache registers its own). The
+dashboard's sessions are pruned by a hook registered here, so every worker of any queue runs
+it: the web app writes them, and a web process may have nothing but replicas to read from.
 
 Leadership is a transaction-level advisory lock that each maintenance statement takes itself
 (see sql/queries/jobs.sql, rescue_dead): no lock is held across a round trip, so a worker cut
@@ -33,6 +35,22 @@ def register_prune_hook(name: str, hook: PruneHook) -> None:
     """Run `hook(conn)` at every maintenance pass; it returns how many rows it pruned and
     must gate itself on the leader's lock, as the queue's own statements do."""
     _prune_hooks[name] = hook
+
+
+# Dashboard sessions that can no longer be used stay this long (an owner's list shows them),
+# then the maintenance deletes them.
+SESSION_KEEP_SECONDS = 86400.0
+
+
+async def prune_web_sessions(conn: psycopg.AsyncConnection) -> int:
+    """Delete a slice of the dashboard sessions (jobqueue.web_sessions) that expired or were
+    signed out over a day ago (leader-gated in SQL)."""
+    cur = await conn.execute(q("prune_sessions"), {"keep_seconds": SESSION_KEEP_SECONDS,
+                                                   "limit": 1000})
+    return cur.rowcount
+
+
+register_prune_hook("web_sessions", prune_web_sessions)
 
 
 class Maintenance:
