@@ -417,7 +417,8 @@ def batch(conn: psycopg.Connection, batch_id: int) -> dict | None:
     return found
 
 
-BATCH_STATES = ("waiting", "retrying", "scheduled", "running", "succeeded", "dead", "cancelled")
+BATCH_STATES = ("waiting", "retrying", "scheduled", "running", "succeeded", "dead", "cancelled",
+                "blocked", "duplicates")
 
 
 def batch_platform_counts(conn: psycopg.Connection, batch_id: int) -> dict[str, dict]:
