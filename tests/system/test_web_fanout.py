@@ -82,7 +82,8 @@ def test_bad_fanout_options_name_the_field(alice, sql, body, field, status):
 @given(platforms=st.one_of(st.none(), st.text(max_size=20), st.integers(),
                            st.lists(st.one_of(st.text(max_size=8), st.integers(), st.none()),
                                     max_size=4)),
-       samples=st.one_of(st.integers(-5, 200), st.text(max_size=5), st.none(), st.floats(allow_nan=False, allow_infinity=False)))
+       samples=st.one_of(st.integers(-5, 200), st.text(max_size=5), st.none(),
+                         st.floats(allow_nan=False, allow_infinity=False)))
 def test_any_fanout_options_give_201_or_4xx(alice, platforms, samples):
     body = {"items": [{"prompt": "x"}], "samples": samples}
     if platforms is not None:
