@@ -90,7 +90,13 @@ class TestValidBodiesAreAccepted:
 
 def on_sim(body: dict) -> dict:
     """A batch body on the platform the server has (else 422, as documented): `platform`,
-    or `platforms` for a fan-out (the document allows one of the two)."""
+    or `platforms` for a fan-out (the document allows one of the two). Rows with a `ref` or
+    `depends_on` are not fanned out (a ref names one job: 422), so those stay plain."""
+    items = body.get("items") or []
+    if any(isinstance(i, dict) and (i.get("ref") is not None or i.get("depends_on"))
+           for i in items):
+        body.pop("platforms", None)
+        body.pop("samples", None)
     if "platforms" in body:
         body["platforms"] = ["sim"]
     else:
