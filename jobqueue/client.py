@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -170,14 +170,21 @@ class Client:
                      metadata: dict | None = None,
                      on_progress: Callable[[int], None] | None = None,
                      on_complete: JobSpec | None = None,
-                     partial: bool = False) -> Submitted:
+                     partial: bool = False,
+                     before_commit: Callable[[Any, int], Any] | None = None) -> Submitted:
         """Create a batch and enqueue every spec into it, in one transaction: a failure
         part-way leaves nothing behind. Returns (batch id, rows submitted) (a Submitted, which
-        also says how many a quota refused). See insert_batch."""
+        also says how many a quota refused). See insert_batch; `before_commit(conn,
+        batch_id)` runs in the transaction after the last insert (the Batch API holds the
+        jobs there, before any worker can see them)."""
         with self.pool.connection() as conn, conn.transaction():
-            return insert_batch(conn, specs, queue=queue, name=name, owner=owner,
-                                source=source, metadata=metadata, on_progress=on_progress,
-                                on_complete=on_complete, partial=partial)
+            submitted = insert_batch(conn, specs, queue=queue, name=name, owner=owner,
+                                     source=source, metadata=metadata,
+                                     on_progress=on_progress, on_complete=on_complete,
+                                     partial=partial)
+            if before_commit is not None:
+                before_commit(conn, submitted.batch_id)
+            return submitted
 
     def batch(self, batch_id: int) -> dict | None:
         """A batch with its jobs counted by state, and what its LLM calls cost (`costs`)."""
@@ -343,7 +350,8 @@ def insert_batch(conn, specs: Iterable[JobSpec], *, queue: str, name: str | None
         "metadata": Jsonb(metadata or {})}).fetchone()["id"]
     rows, row_specs = [], []
     for index, spec in enumerate(specs):
-        spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
+        # A fan-out's specs name their platform's queue; others take the batch's.
+        spec.batch_id, spec.queue, spec.owner = batch_id, spec.queue or queue, owner
         rows.append(_validated(spec, index, now, routes))
         row_specs.append(spec)
     # The quota is charged for the whole batch at once (the rows are in memory by now), in

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
 from jobqueue.batches import files as batchfiles
-from jobqueue.batches.specs import chat_spec
+from jobqueue.batches import specs as batch_specs
 from jobqueue.client import insert_specs
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
@@ -192,7 +192,7 @@ def job_events(job_id: int):
 def create_batch(body: s.NewBatch | s.BatchUpload, query: s.BatchQuery):
     if isinstance(body, s.BatchUpload):
         return _batch_from_upload(body)
-    platform = _platform(body.platform)
+    targets = _fanout(body.platform, body.platforms, body.samples)
     on_complete = _on_complete(body.on_complete)
     rows, problems = [], []
     refs = batchfiles.RefCheck()
@@ -207,7 +207,8 @@ def create_batch(body: s.NewBatch | s.BatchUpload, query: s.BatchQuery):
         rows.append(row)
     if problems:
         return Rejected(problems).response()
-    return _submit(platform, rows, body.name, source=None, on_complete=on_complete)
+    return _submit(targets, body.samples, rows, body.name, source=None,
+                   on_complete=on_complete)
 
 
 def _on_complete(value: s.OnComplete | None) -> JobSpec | None:
@@ -227,7 +228,7 @@ def _on_complete(value: s.OnComplete | None) -> JobSpec | None:
 
 def _batch_from_upload(form: s.BatchUpload):
     upload, template, fmt = form.file, form.template, form.format
-    platform = _platform(form.platform)
+    targets = _fanout(form.platform, form.platforms, form.samples)
     name = upload.filename
     suffix = os.path.splitext(name)[1].lower()
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
@@ -251,26 +252,61 @@ def _batch_from_upload(form: s.BatchUpload):
                 where = ".".join(str(p) for p in first["loc"])
                 raise BadRequest(f"on_complete{'.' + where if where else ''}: {first['msg']}",
                                  field="on_complete") from None
-        return _submit(platform, rows, form.name or name[:MAX_NAME_LENGTH], source=name,
-                       on_complete=_on_complete(on_complete))
+        return _submit(targets, form.samples, rows, form.name or name[:MAX_NAME_LENGTH],
+                       source=name, on_complete=_on_complete(on_complete))
 
 
-def _submit(platform, rows, name, source, on_complete: JobSpec | None = None):
-    """Over the owner's quota the batch is refused whole (429, see web/quotas.py), unless
+def _fanout(platform: str | None, names, samples: int) -> list[batch_specs.Target]:
+    """The platforms of a batch request: `platform` (one name) or `platforms` (a list, or
+    a,b,c in a form), each a platform of the config; 400/422 naming the field. (The models
+    checked the types and the samples' range.)"""
+    if (platform is None) == (names is None):
+        raise BadRequest("platforms: give platform (one) or platforms (a list), not both"
+                         if platform is not None else "platform: required (or platforms)",
+                         field="platforms" if platform is not None else "platform")
+    if names is None:
+        return [_target(_platform(platform))]
+    try:
+        parsed = batch_specs.parse_platforms(names)
+    except ValueError as exc:
+        raise BadRequest(f"platforms: {exc}", field="platforms") from None
+    targets = []
+    for name in parsed:
+        try:
+            targets.append(_target(_platform(name)))
+        except BadRequest as exc:
+            exc.message = exc.message.replace("platform:", "platforms:", 1)
+            exc.field = "platforms"
+            raise
+    return targets
+
+
+def _target(platform) -> batch_specs.Target:
+    return batch_specs.Target(platform.name, platform.max_attempts)
+
+
+
+def _submit(targets: list[batch_specs.Target], samples: int, rows, name, source,
+            on_complete: JobSpec | None = None):
+    """One batch of a job per (row, platform, sample): a fan-out when there are several.
+    Over the owner's quota the batch is refused whole (429, see web/quotas.py), unless
     ?partial=true: then the first items that fit are enqueued and `refused` counts the rest."""
     partial = s.BatchQuery.model_validate(request.args.to_dict()).partial  # checked already
     client = resources().client
+    queue = ",".join(t.platform for t in targets)
+    fanout = len(targets) > 1 or samples > 1
     try:
         submitted = client.submit_batch(
-            (chat_spec(row, platform.max_attempts) for row in rows),
-            queue=platform.name, name=name, owner=g.principal.owner, source=source,
-            on_complete=on_complete, partial=partial)
-    except InvalidJob as exc:  # a limit only the job's own check knows ("job 3: payload..."),
-        # or a depends_on naming a job id that is not the caller's
+            batch_specs.fanout_specs(rows, targets, samples),
+            queue=queue, name=name, owner=g.principal.owner, source=source,
+            metadata={"platforms": [t.platform for t in targets], "samples": samples}
+            if fanout else None, on_complete=on_complete, partial=partial)
+    except ValueError as exc:  # a limit only the job's own check knows ("job 3: payload..."),
+        # a depends_on naming a job id that is not the caller's, or a fanned-out ref
         message = re.sub(r"^job (\d+): ", r"items[\1].", str(exc))
         return Rejected([message]).response()
     found = client.batch(submitted.batch_id)
-    body = {"id": submitted.batch_id, "total": submitted.total, "queue": platform.name,
+    body = {"id": submitted.batch_id, "total": submitted.total, "queue": queue,
             "duplicates": found["duplicates"], "on_complete_job": found["on_complete_job"]}
     if submitted.refused:
         body |= {"refused": submitted.refused,

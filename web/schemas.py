@@ -33,6 +33,7 @@ from pydantic_core import PydanticCustomError
 from werkzeug.datastructures import FileStorage
 
 from jobqueue.batches.files import MAX_TOKENS_RANGE, ROLES, TEMPERATURE_RANGE
+from jobqueue.batches.specs import MAX_SAMPLES
 from jobqueue.errors import InvalidJob
 from jobqueue.jobs import (
     ATTEMPTS_RANGE,
@@ -54,6 +55,7 @@ MAX_ID = 2**63 - 1          # bigint: ids in paths and queries beyond it are no 
 MAX_WAIT_SECONDS = 60.0     # GET /api/jobs/<id>?wait=
 MAX_FILENAME_LENGTH = 255   # what file systems allow
 MAX_TEMPLATE_LENGTH = 10_000
+MAX_PLATFORMS = 50          # a fan-out's platforms (each must be in the config anyway)
 
 
 class RequestModel(BaseModel):
@@ -269,9 +271,18 @@ class OnComplete(RequestModel):
 
 
 class NewBatch(RequestModel):
-    """POST /api/batches as JSON."""
+    """POST /api/batches as JSON. `platform`, or `platforms` for a fan-out: one job per
+    (item, platform, sample)."""
 
-    platform: Name
+    # One of the two, as JSON Schema says it (the route checks it and names the field).
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": ["platform"]},
+                                                           {"required": ["platforms"]}]})
+
+    platform: Name | None = None
+    platforms: Annotated[list[Name], Field(min_length=1, max_length=MAX_PLATFORMS)] | None = \
+        Field(None, description="Fan out over these platforms (instead of platform)")
+    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = Field(
+        1, description="Jobs per item and platform (independent answers, not cached)")
     name: Annotated[Text, Field(max_length=MAX_NAME_LENGTH)] | None = None
     items: Annotated[list[BatchItem], Field(min_length=1)]
     on_complete: OnComplete | None = None
@@ -280,7 +291,11 @@ class NewBatch(RequestModel):
 class BatchUpload(TextModel):
     """POST /api/batches as multipart/form-data: a CSV or JSONL file."""
 
-    platform: Name
+    platform: Name | None = None
+    platforms: Annotated[Text, Field(min_length=1, max_length=MAX_PLATFORMS * 65)] | None = \
+        Field(None, description="a,b,c: fan out over these platforms (instead of platform)")
+    samples: Annotated[int, Field(ge=1, le=MAX_SAMPLES)] = Field(
+        1, description="Jobs per row and platform")
     file: Upload
     template: Annotated[Text, Field(max_length=MAX_TEMPLATE_LENGTH)] | None = Field(
         None, description="CSV only: a prompt with {column} placeholders")
@@ -400,6 +415,8 @@ class Batch(ResponseModel):
     total: int
     created_at: str
     finished: int
+    platforms: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="platform -> counts by state and total")
     waiting: int
     scheduled: int
     retrying: int

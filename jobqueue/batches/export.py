@@ -1,7 +1,8 @@
 """A batch's export: its finished jobs as JSONL or CSV lines.
 
 The export puts each job's input metadata beside its result, so a CSV of prompts comes back
-as the same rows with answers.
+as the same rows with answers. Each line names its platform and, in a fan-out with
+--samples, its sample number, so a fan-out's export can be split or pivoted by platform.
 
 A CSV is opened in spreadsheets, which run a cell that starts with `=`, `+`, `-` or `@` (or
 with a tab or CR before one) as a formula: a prompt or an answer could then fetch a URL with
@@ -25,6 +26,8 @@ def export_record(job: dict) -> dict:
     return {
         "id": job["id"],
         "state": job["state"],
+        "platform": job.get("queue"),
+        "sample": payload.get("sample") if isinstance(payload, dict) else None,
         "duplicate_of": job.get("duplicate_of"),
         "metadata": job["metadata"],
         "messages": payload.get("messages") or ([{"role": "user", "content": payload["prompt"]}]
@@ -40,9 +43,10 @@ def export_record(job: dict) -> dict:
     }
 
 
-# duplicate_of last: columns existing readers know keep their places.
+# Later additions come last, so the columns existing readers know keep their places:
+# duplicate_of, then a fan-out's platform and sample.
 CSV_COLUMNS = ("id", "state", "prompt", "answer", "model", "fallback", "cached",
-               "total_tokens", "attempts", "error", "duplicate_of")
+               "total_tokens", "attempts", "error", "duplicate_of", "platform", "sample")
 
 
 def export_lines(client, batch_id: int, fmt: str) -> Iterator[str]:

@@ -33,7 +33,8 @@ DEPENDENCY_FIELDS = ("ref", "depends_on", "on_parent_failure")
 FIELDS = ("prompt", "messages", "model", "max_tokens", "temperature", "priority",
           "idempotency_key", "metadata", *DEPENDENCY_FIELDS)
 ROLES = ("system", "user", "assistant", "tool", "developer")
-# Columns a CSV without a template parses into fields; any other column becomes metadata.
+# Reserved CSV columns, parsed into fields with or without a template; `metadata.NAME` columns
+# give metadata key NAME, and any other column (not used by the template) becomes metadata.
 CSV_FIELDS = ("prompt", "messages", "model", "max_tokens", "temperature", "priority",
               "idempotency_key", *DEPENDENCY_FIELDS)
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -613,6 +614,10 @@ def _csv_plan(header: list[str], line: int, template: list[tuple[str, str | None
     """Check the header once and return the function that turns a record into a row.
 
     Problems come back as a list: they are reported at the header line, before any row.
+    The reserved columns (CSV_FIELDS, and `metadata.NAME` for the metadata key NAME) mean the
+    same with or without a template: a template fills the prompt, it never turns a reserved
+    column into metadata. A `prompt` or `messages` column the template does not use is
+    refused, since the template's prompt would silently replace it.
     """
     problems: list[_Problem] = []
     seen: set[str] = set()
@@ -623,6 +628,19 @@ def _csv_plan(header: list[str], line: int, template: list[tuple[str, str | None
             problems.append((line, None, f'header: column "{name}" appears more than once'))
         seen.add(name)
     columns = ", ".join(header)
+    meta_keys: dict[str, str] = {}
+    for name in header:
+        key = name[len(METADATA_PREFIX):] if name.startswith(METADATA_PREFIX) else name
+        if name in CSV_FIELDS or not name:
+            continue
+        if not key:
+            problems.append((line, name, f'header: column "{name}" names no metadata key '
+                                         f'(write "{METADATA_PREFIX}NAME")'))
+        elif key in meta_keys:
+            problems.append((line, name, f'header: columns "{meta_keys[key]}" and "{name}" '
+                                         f'both give the metadata key "{key}"'))
+        else:
+            meta_keys[key] = name
     if template is not None:
         used: set[str] = set()
         for _, name in template:
@@ -631,6 +649,11 @@ def _csv_plan(header: list[str], line: int, template: list[tuple[str, str | None
                 if name not in seen:
                     problems.append((line, "template", f'placeholder {{{name}}} names no column '
                                                       f"in the header (columns: {columns})"))
+        for name in ("prompt", "messages"):
+            if name in seen and name not in used:
+                problems.append((line, name, f'column "{name}" conflicts with the template, '
+                                             f"which makes the prompt; use {{{name}}} in the "
+                                             "template, or rename the column"))
         if problems:
             return problems
         return _template_row(header, template, used)
@@ -643,6 +666,23 @@ def _csv_plan(header: list[str], line: int, template: list[tuple[str, str | None
     return _plain_row(header)
 
 
+METADATA_PREFIX = "metadata."
+
+
+def _metadata_columns(header: list[str], used: set[str]) -> list[tuple[str, int]]:
+    """(metadata key, cell index) of the columns that are metadata: every column that is not
+    a reserved field nor used by the template; `metadata.NAME` gives the key NAME."""
+    out = []
+    for i, name in enumerate(header):
+        if name in CSV_FIELDS:
+            continue
+        if name.startswith(METADATA_PREFIX):
+            out.append((name[len(METADATA_PREFIX):], i))
+        elif name not in used:
+            out.append((name, i))
+    return out
+
+
 def _template_row(header: list[str], template: list[tuple[str, str | None]], used: set[str]):
     index = {name: i for i, name in enumerate(header)}
     # Renumber placeholders to cell positions so str.format does the filling in C.
@@ -650,8 +690,8 @@ def _template_row(header: list[str], template: list[tuple[str, str | None]], use
                   + ("" if name is None else f"{{{index[name]}}}")
                   for lit, name in template)
     fill = fmt.format
-    meta = [(name, i) for i, name in enumerate(header)
-            if name not in used and name not in DEPENDENCY_FIELDS]
+    meta = _metadata_columns(header, used)
+    fields = _field_reader(index)
     dependencies = _dependency_cells(header)
 
     def row(cells: list[str], line: int, errs: list[tuple[str | None, str]]) -> BatchRow | None:
@@ -660,12 +700,11 @@ def _template_row(header: list[str], template: list[tuple[str, str | None]], use
             errs.append(("prompt", "must not be empty or only whitespace (after filling the "
                                    "template)"))
             return None
-        ref, depends_on, policy = dependencies(cells, errs)
-        if errs:
-            return None
-        return BatchRow(line, [{"role": "user", "content": prompt}],
-                        metadata={name: cells[i] for name, i in meta}, ref=ref,
-                        depends_on=depends_on, on_parent_failure=policy)
+        row = BatchRow(line, [{"role": "user", "content": prompt}],
+                       metadata={name: cells[i] for name, i in meta})
+        fields(cells, row, errs)
+        row.ref, row.depends_on, row.on_parent_failure = dependencies(cells, errs)
+        return None if errs else row
 
     return row
 
@@ -674,12 +713,8 @@ def _plain_row(header: list[str]):
     index = {name: i for i, name in enumerate(header)}
     pi = index.get("prompt")
     mi = index.get("messages")
-    mo = index.get("model")
-    mt = index.get("max_tokens")
-    te = index.get("temperature")
-    pr = index.get("priority")
-    ik = index.get("idempotency_key")
-    meta = [(name, i) for i, name in enumerate(header) if name not in CSV_FIELDS]
+    meta = _metadata_columns(header, set())
+    fields = _field_reader(index)
     dependencies = _dependency_cells(header)
 
     def row(cells: list[str], line: int, errs: list[tuple[str | None, str]]) -> BatchRow | None:
@@ -707,11 +742,26 @@ def _plain_row(header: list[str]):
             errs.append(("messages", "is empty"))
         else:
             errs.append((None, 'needs "prompt" or "messages"'))
+        row = BatchRow(line, messages, metadata={name: cells[i] for name, i in meta})
+        fields(cells, row, errs)
+        row.ref, row.depends_on, row.on_parent_failure = dependencies(cells, errs)
+        return None if errs else row
 
-        model = key = priority = None
-        max_tokens = temperature = None
+    return row
+
+
+def _field_reader(index: dict[str, int]):
+    """The function that reads the reserved option columns (model, max_tokens, temperature,
+    priority, idempotency_key) of a record into a row, appending problems to errs."""
+    mo = index.get("model")
+    mt = index.get("max_tokens")
+    te = index.get("temperature")
+    pr = index.get("priority")
+    ik = index.get("idempotency_key")
+
+    def read(cells: list[str], row: BatchRow, errs: list[tuple[str | None, str]]) -> None:
         if mo is not None:
-            model = cells[mo].strip() or None
+            row.model = cells[mo].strip() or None
         if mt is not None and (text := cells[mt].strip()):
             try:
                 max_tokens = int(text)
@@ -720,6 +770,7 @@ def _plain_row(header: list[str]):
             else:
                 if max_tokens < 1:
                     errs.append(("max_tokens", f"must be a positive integer, got {text}"))
+                row.max_tokens = max_tokens
         if te is not None and (text := cells[te].strip()):
             try:
                 temperature = float(text)
@@ -727,7 +778,9 @@ def _plain_row(header: list[str]):
                 temperature = None
             if temperature is None or not 0 <= temperature <= 2:
                 errs.append(("temperature", f"must be a number from 0 to 2, got {_show(text)}"))
+            row.temperature = temperature
         if pr is not None and (text := cells[pr].strip()):
+            priority: int | str
             if text in PRIORITIES:
                 priority = text
             else:
@@ -738,15 +791,11 @@ def _plain_row(header: list[str]):
                 problem = _priority_problem(priority)
                 if problem:
                     errs.append(("priority", problem))
+            row.priority = priority
         if ik is not None:
-            key = cells[ik].strip() or None
-        ref, depends_on, policy = dependencies(cells, errs)
-        if errs:
-            return None
-        return BatchRow(line, messages, model, max_tokens, temperature, priority, key,
-                        {name: cells[i] for name, i in meta}, ref, depends_on, policy)
+            row.idempotency_key = cells[ik].strip() or None
 
-    return row
+    return read
 
 
 def _dependency_cells(header: list[str]):

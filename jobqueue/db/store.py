@@ -414,10 +414,34 @@ def finished_per_minute(conn: psycopg.Connection, since: datetime | None) -> lis
 
 
 def batch(conn: psycopg.Connection, batch_id: int) -> dict | None:
-    """A batch with its jobs counted by state (the batches page's query, for one batch)."""
+    """A batch with its jobs counted by state (the batches page's query, for one batch), and
+    by platform and state under "platforms"."""
     rows = _execute(conn, "batches_page", {"before": batch_id + 1, "limit": 1,
                                            "only": batch_id}, prepare=_UNPREPARED).fetchall()
-    return rows[0] if rows else None
+    if not rows:
+        return None
+    found = rows[0]
+    found["platforms"] = batch_platform_counts(conn, batch_id)
+    return found
+
+
+BATCH_STATES = ("waiting", "retrying", "scheduled", "running", "succeeded", "dead", "cancelled",
+                "blocked", "duplicates")
+
+
+def batch_platform_counts(conn: psycopg.Connection, batch_id: int) -> dict[str, dict]:
+    """A batch's jobs by platform (queue), each with its counts by state and its total."""
+    out: dict[str, dict] = {}
+    for row in _execute(conn, "batch_platform_counts", {"id": batch_id}).fetchall():
+        counts = out.setdefault(row["platform"], dict.fromkeys(BATCH_STATES, 0) | {"total": 0})
+        counts[row["state"]] = counts.get(row["state"], 0) + row["count"]
+        counts["total"] += row["count"]
+    return out
+
+
+def provider_batches(conn: psycopg.Connection, batch_id: int) -> list[dict]:
+    """A batch's provider batches (--via batch-api), oldest first."""
+    return _execute(conn, "pb_of_batch", {"batch_id": batch_id}).fetchall()
 
 
 def batch_over_budget(conn: psycopg.Connection, batch_id: int) -> int:

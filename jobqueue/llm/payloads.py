@@ -16,7 +16,10 @@ API_PARAMS = ("max_tokens", "temperature", "top_p", "seed", "response_format", "
               "presence_penalty", "frequency_penalty")
 # `fallback: false` forbids the platform's fallback model for this job (a batch sets it on
 # every row): the job waits for the main model however long the provider limits it.
-CHAT_FIELDS = {"prompt", "messages", "model", "cache", "metadata", "fallback", *API_PARAMS}
+# `sample` numbers the answers of a fan-out with --samples N (jobqueue/batches/specs.py); the
+# call ignores it.
+CHAT_FIELDS = {"prompt", "messages", "model", "cache", "metadata", "fallback", "sample",
+               *API_PARAMS}
 ANALYZE_FIELDS = {"text", "model", "max_tokens", "cache", "metadata", "fallback"}
 SENTIMENTS = ("positive", "neutral", "negative")
 

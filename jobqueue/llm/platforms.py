@@ -62,6 +62,13 @@ class Platform:
     max_429_retries: int = 5  # 429s absorbed within one attempt before it counts as failed
     embedding_model: str = "text-embedding-3-small"  # the `embed` kind's default model
     embed_batch: int = 256  # inputs per embeddings call (also held under the token bucket)
+    # The provider's Batch API (batch submit --via batch-api; jobqueue/llm/batchapi.py): its
+    # limits per input file, and how often a provider batch is polled (the first poll after
+    # batch_poll_seconds, then twice as long each time, up to batch_poll_max_seconds).
+    batch_max_requests: int = 50_000
+    batch_max_file_bytes: int = 200 * 1024 * 1024
+    batch_poll_seconds: float = 30.0
+    batch_poll_max_seconds: float = 600.0
 
     def limits(self, model: str) -> tuple[int, int]:
         if model == self.fallback_model and model != self.model:
@@ -80,8 +87,10 @@ class Platform:
 
 
 _INT_FIELDS = {"rpm", "tpm", "fallback_rpm", "fallback_tpm", "concurrency", "max_attempts",
-               "max_tokens", "max_429_retries", "embed_batch"}
-_FLOAT_FIELDS = {"timeout", "latency_budget", "burst_seconds", "cache_ttl"}
+               "max_tokens", "max_429_retries", "embed_batch", "batch_max_requests",
+               "batch_max_file_bytes"}
+_FLOAT_FIELDS = {"timeout", "latency_budget", "burst_seconds", "cache_ttl", "batch_poll_seconds",
+                 "batch_poll_max_seconds"}
 _STR_FIELDS = {"base_url", "model", "fallback_model", "embedding_model"}
 _SCOPES = ("model", "key")
 _REQUIRED = ("base_url", "model", "api_key_env")

@@ -29,7 +29,10 @@ from jobqueue import db, quotas, settings
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidAnswer as InvalidAnswer
 from jobqueue.errors import NoUsableKey
-from jobqueue.llm import documents
+from jobqueue.llm import (
+    batchapi,  # noqa: F401 - registers its maintenance hook
+    documents,
+)
 from jobqueue.llm.cache import ResponseCache, cache_key, is_deterministic
 from jobqueue.llm.payloads import (
     ANALYZE_INSTRUCTIONS,

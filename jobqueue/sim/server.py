@@ -2,7 +2,8 @@
 
 Why: the queue has to be exercised against rate limits, quota errors, 500s and slow answers
 without real network access or real money. This server speaks the subset of the OpenAI HTTP
-API the queue uses (``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``)
+API the queue uses (``POST /v1/chat/completions``, ``POST /v1/embeddings``, ``GET /v1/models``,
+and the Files and Batch API, ``/v1/files`` and ``/v1/batches``: see jobqueue/sim/batches.py)
 closely enough that the official ``openai`` SDK works against it unchanged, and enforces
 OpenAI-style per-(key, model) token-bucket limits on requests per minute and tokens per minute.
 
@@ -44,6 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from jobqueue.sim import batches as batch_api
 
 __all__ = ["FakeOpenAI", "Limits", "format_duration", "main", "token_cost"]
 
@@ -421,6 +424,7 @@ class FakeOpenAI:
         if not isinstance(keys, Mapping):
             keys = {k: None for k in keys}
         self._pairs: dict[tuple[str, str], _Pair] = {}
+        self.batch_api = batch_api.BatchApi(self._batch_answer)
         self._reset_stats()
         self.configure(
             keys=keys,
@@ -473,6 +477,7 @@ class FakeOpenAI:
             "remove_keys",
             "model_limits",
             "key_model_limits",
+            *batch_api.SETTINGS,
         }
         unknown = set(changes) - known
         if unknown:
@@ -484,6 +489,7 @@ class FakeOpenAI:
             raise ValueError("refused_spend must be true or false")
         if changes.get("limit_scope", "model") not in ("model", "key"):
             raise ValueError("limit_scope must be 'model' or 'key'")
+        batch_settings = self.batch_api.check(changes)
         with self._lock:
             # Work on copies so that a bad value leaves the settings untouched.
             scalars: dict[str, Any] = {}
@@ -529,6 +535,7 @@ class FakeOpenAI:
                 self.models = list(models) if models is not None else None
             self._keys, self._model_limits = keys, model_limits
             self._key_model_limits = key_model_limits
+            self.batch_api.apply(batch_settings)
             now = self._clock()
             for (key, model), pair in self._pairs.items():
                 limits = self._keys.get(key, Limits()) if model == "*" else \
@@ -554,6 +561,7 @@ class FakeOpenAI:
             "key_model_limits": {
                 k: {m: v.as_dict() for m, v in t.items()} for k, t in self._key_model_limits.items()
             },
+            **self.batch_api.settings,
         }
 
     def config(self) -> dict[str, Any]:
@@ -618,6 +626,7 @@ class FakeOpenAI:
                     k: [[s, *v] for s, v in sorted(tl.items())] for k, tl in self._timeline.items()
                 },
                 "timeline_by_model": by_model_tl,
+                "batches": self.batch_api.stats(),
             }
 
     def max_window(self, key: str, model: str | None = None, seconds: int = 60) -> tuple[int, int]:
@@ -909,6 +918,12 @@ class FakeOpenAI:
         }
         return web.json_response(payload, headers=headers)
 
+    def _batch_answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """One request of a Batch API batch: the answer /v1/chat/completions would give,
+        without the per-minute buckets (batches have their own pool)."""
+        return batch_api.chat_answer(body, _answer, prompt_chars, self.default_max_tokens,
+                                     self.models)
+
     def _pair(self, key: str, model: str) -> _Pair:
         """The pair's rate-limit state, refilled to now (created full). Lock held.
 
@@ -1049,6 +1064,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+        self.batch_api.add_routes(app, self._auth)
         app.router.add_get("/_control/stats", self._control_stats)
         app.router.add_get("/_control/config", self._control_get_config)
         app.router.add_post("/_control/config", self._control_config)

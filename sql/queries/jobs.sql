@@ -997,16 +997,17 @@ ORDER BY m.minute;
 -- A row that was a duplicate (0015) comes back as state 'duplicate' with `duplicate_of`,
 -- the existing job, whose payload, result and last error it shows: the answer is there
 -- already, or will be.
-SELECT place, id, state, duplicate_of, payload, metadata, result, attempts, last_error,
-       finished_at
+-- `queue` is the job's platform (a fan-out's export is broken down by it).
+SELECT place, id, queue, state, duplicate_of, payload, metadata, result, attempts,
+       last_error, finished_at
 FROM (
-    (SELECT id AS place, id, state, NULL::bigint AS duplicate_of, payload, metadata, result,
-            attempts, errors -> -1 AS last_error, finished_at
+    (SELECT id AS place, id, queue, state, NULL::bigint AS duplicate_of, payload, metadata,
+            result, attempts, errors -> -1 AS last_error, finished_at
      FROM jobqueue.all_jobs
      WHERE batch_id = %(id)s AND id > %(after)s
      ORDER BY id LIMIT %(limit)s)
     UNION ALL
-    (SELECT d.id, j.id, 'duplicate', j.id, j.payload, j.metadata, j.result, j.attempts,
+    (SELECT d.id, j.id, j.queue, 'duplicate', j.id, j.payload, j.metadata, j.result, j.attempts,
             j.errors -> -1, j.finished_at
      FROM jobqueue.batch_duplicates d
      JOIN jobqueue.all_jobs j ON j.id = d.job_id
@@ -1015,6 +1016,16 @@ FROM (
 ) AS rows
 ORDER BY place
 LIMIT %(limit)s;
+
+
+-- name: batch_platform_counts
+-- A batch's jobs counted by platform (queue) and state: a fan-out's breakdown. Through the
+-- batch indexes of both tables, as batches_page.
+SELECT queue AS platform, state, count(*) AS count
+FROM jobqueue.all_jobs
+WHERE batch_id = %(id)s
+GROUP BY queue, state
+ORDER BY queue, state;
 
 
 -- name: batches_page

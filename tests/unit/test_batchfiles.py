@@ -84,12 +84,44 @@ def test_csv_template_metadata_multiline_bom_crlf(tmp_path):
     ]
 
 
-def test_csv_template_columns_all_become_metadata(tmp_path):
-    # With a template, a column it does not use is metadata, even one named like a field.
-    path = write(tmp_path, "p.csv", "q,model\nwhy?,gpt\n")
-    [row] = iter_rows(path, template="Q: {q}")
-    assert row.model is None
-    assert row.metadata == {"model": "gpt"}
+def test_csv_template_keeps_reserved_columns_meaning(tmp_path):
+    # Issue 14: with a template, priority and idempotency_key silently became metadata.
+    path = write(tmp_path, "p.csv",
+                 "q,model,max_tokens,priority,idempotency_key,metadata.doc,lang\n"
+                 "why?,gpt,64,high,k-1,7,fr\n")
+    template = "Q: {q} ({lang})"
+    assert validate(path, template=template).ok
+    [row] = iter_rows(path, template=template)
+    assert row.messages == [{"role": "user", "content": "Q: why? (fr)"}]
+    assert (row.model, row.max_tokens, row.priority, row.idempotency_key) == (
+        "gpt", 64, "high", "k-1")
+    assert row.metadata == {"doc": "7"}
+
+
+def test_csv_template_reserved_column_errors_name_the_column(tmp_path):
+    path = write(tmp_path, "p.csv", "q,priority,max_tokens\nwhy?,urgent,0\n")
+    errors = errors_of(path, template="{q}")
+    assert any(":2: priority:" in e for e in errors), errors
+    assert any(":2: max_tokens: must be a positive integer, got 0" in e for e in errors), errors
+
+
+def test_csv_template_refuses_an_unused_prompt_column(tmp_path):
+    path = write(tmp_path, "p.csv", "q,prompt\nwhy?,hello\n")
+    [error] = errors_of(path, template="{q}")
+    assert error.startswith(f"{path}:1: prompt: column \"prompt\" conflicts with the template")
+    assert validate(path, template="{q} {prompt}").ok
+
+
+def test_csv_metadata_prefix_columns_and_collisions(tmp_path):
+    path = write(tmp_path, "p.csv", "prompt,metadata.doc,tag\nhi,3,x\n")
+    [row] = iter_rows(path)
+    assert row.metadata == {"doc": "3", "tag": "x"}
+    path = write(tmp_path, "q.csv", "prompt,metadata.tag,tag\nhi,3,x\n")
+    [error] = errors_of(path)
+    assert ':1: tag: header: columns "metadata.tag" and "tag" both give' in error
+    path = write(tmp_path, "r.csv", "prompt,metadata.\nhi,3\n")
+    [error] = errors_of(path)
+    assert 'column "metadata." names no metadata key' in error
 
 
 def test_csv_without_template_parses_recognised_columns(tmp_path):
