@@ -447,15 +447,19 @@ BEGIN
                    WHERE fair AND (name = queue_all OR name = ANY(each_queue))) THEN
         RETURN NULL;
     END IF;
+    -- Every row, by position (unnest pads the shorter arrays with NULLs up to n; a
+    -- subscript each_owner[i] would walk the text array from its start, quadratic). nth is
+    -- the row's place among its owner's rows of this statement; used for fair rows only.
     WITH fresh AS MATERIALIZED (
         SELECT r.ord, r.queue, r.priority, r.owner,
+               r.queue IN (SELECT name FROM jobqueue.queues WHERE fair) AS fair,
                row_number() OVER (PARTITION BY r.queue, r.priority, r.owner ORDER BY r.ord)
                    AS nth
-        FROM (SELECT i AS ord, coalesce(each_queue[i], queue_all) AS queue,
-                     coalesce(each_priority[i], priority_all, 0::smallint) AS priority,
-                     coalesce(each_owner[i], owner_all, '') AS owner
-              FROM generate_series(1, n) AS i) AS r
-        WHERE r.queue IN (SELECT name FROM jobqueue.queues WHERE fair)
+        FROM (SELECT t.ord, coalesce(t.queue, queue_all) AS queue,
+                     coalesce(t.priority, priority_all, 0::smallint) AS priority,
+                     coalesce(t.owner, owner_all, '') AS owner
+              FROM unnest(each_queue, each_priority, each_owner, array_fill(0, ARRAY[n]))
+                   WITH ORDINALITY AS t(queue, priority, owner, pad, ord)) AS r
     ),
     floors AS MATERIALIZED (
         SELECT l.queue, l.priority,
@@ -467,7 +471,7 @@ BEGIN
                         (SELECT max(o.last_round) FROM jobqueue.fair_owners o
                          WHERE o.queue = l.queue AND o.priority = l.priority),
                         0) AS floor
-        FROM (SELECT DISTINCT queue, priority FROM fresh) AS l
+        FROM (SELECT DISTINCT queue, priority FROM fresh WHERE fair) AS l
     ),
     bases AS (
         INSERT INTO jobqueue.fair_owners AS o (queue, priority, owner, last_round, last_count)
@@ -481,10 +485,10 @@ BEGIN
             last_count = excluded.last_count
         RETURNING o.queue, o.priority, o.owner, o.last_round - o.last_count AS base
     )
-    SELECT array_agg(b.base + f.nth ORDER BY s.i) INTO rounds
-    FROM generate_series(1, n) AS s(i)
-    LEFT JOIN fresh f ON f.ord = s.i
-    LEFT JOIN bases b ON b.queue = f.queue AND b.priority = f.priority AND b.owner = f.owner;
+    SELECT array_agg(b.base + f.nth ORDER BY f.ord) INTO rounds
+    FROM fresh f
+    LEFT JOIN bases b ON f.fair AND b.queue = f.queue AND b.priority = f.priority
+                     AND b.owner = f.owner;
     RETURN rounds;
 END;
 $$;
