@@ -24,6 +24,7 @@ from jobqueue.db.store import COPY_FROM, JobFilter
 from jobqueue.jobs import (
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_QUEUE,
+    MAX_NAME_LENGTH,
     InvalidJob,
     Job,
     JobSpec,
@@ -130,7 +131,8 @@ class Client:
         """Create a batch and enqueue every spec into it, streaming, in one transaction: a
         failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
         now, routes = datetime.now(UTC), routing.load()
-        for field, value in (("name", name), ("source", source), ("owner", owner)):
+        check_text(name, "name", max_length=MAX_NAME_LENGTH)
+        for field, value in (("source", source), ("owner", owner)):
             check_text(value, field)
         to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
         total = 0

@@ -6,7 +6,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobqueue import settings
@@ -23,6 +23,16 @@ STATES = HOT_STATES + FINISHED_STATES
 # Lower runs first. Names are for people; the column holds the number.
 PRIORITIES = {"high": -10, "normal": 0, "low": 10}
 PRIORITY_RANGE = (-32768, 32767)
+
+# Limits on what a caller may ask for: the database's types and indexes hold these and no more,
+# and every surface (Python API, CLI, HTTP API and its OpenAPI document) takes them from here.
+# Names sit in btree indexes (the claim index, idempotency keys, paused queues), whose entries
+# must stay under ~2,700 bytes: 200 characters is at most 800 bytes of UTF-8.
+MAX_NAME_LENGTH = 200         # queue, kind, idempotency key
+ATTEMPTS_RANGE = (1, 1000)    # max_attempts (an integer column; a retry loop has to end)
+# timeout_seconds is a real: a millisecond and up (smaller floats underflowed it: a 500).
+TIMEOUT_RANGE = (0.001, 7 * 86400.0)
+MAX_DELAY_SECONDS = 10 * 366 * 86400.0  # how far ahead a job may be scheduled (delay)
 
 # One compact encoder, reused: json.dumps(..., separators=...) builds a new one per call.
 # allow_nan=False: NaN and Infinity are not JSON, and Postgres's jsonb refuses them.
@@ -61,18 +71,23 @@ def to_json(value: Any, field: str = "payload") -> str:
     return encoded
 
 
-def check_text(value: Any, field: str, *, optional: bool = True) -> None:
-    """InvalidJob unless `value` is a string Postgres can store as text (or None if optional)."""
+def check_text(value: Any, field: str, *, optional: bool = True,
+               max_length: int | None = None) -> None:
+    """InvalidJob unless `value` is a string Postgres can store as text (or None if optional),
+    of at most `max_length` characters."""
     if value is None and optional:
         return
     if not isinstance(value, str):
         raise InvalidJob(f"{field}: must be a string, got {type(value).__name__}")
-    problem = _text_problem(value)
+    problem = text_problem(value)
     if problem:
         raise InvalidJob(f"{field}: {problem}")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidJob(f"{field}: longer than {max_length} characters ({len(value)})")
 
 
-def _text_problem(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
+    """What makes `text` unstorable in Postgres (NUL, a lone surrogate), or None."""
     if "\x00" in text:
         return "contains a NUL character (\\u0000), which Postgres cannot store"
     surrogate = _SURROGATE.search(text)
@@ -88,7 +103,7 @@ def _check_json(value: Any, field: str) -> None:
     while stack:
         item, where, depth = stack.pop()
         if isinstance(item, str):
-            problem = _text_problem(item)
+            problem = text_problem(item)
             if problem:
                 raise InvalidJob(f"{where}: {problem}")
         elif isinstance(item, float):
@@ -100,12 +115,26 @@ def _check_json(value: Any, field: str) -> None:
             if isinstance(item, dict):
                 for key, child in item.items():
                     if isinstance(key, str):
-                        problem = _text_problem(key)
+                        problem = text_problem(key)
                         if problem:
                             raise InvalidJob(f"{where}: key {key!r}: {problem}")
                     stack.append((child, f"{where}.{key}", depth + 1))
             else:
                 stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+
+
+def check_run_at(run_at: Any) -> None:
+    """InvalidJob unless `run_at` is an aware datetime that UTC can express (a time at year 1
+    with a positive offset is year 0 in UTC: Postgres stores it, Python cannot read it back)."""
+    if not isinstance(run_at, datetime):
+        raise InvalidJob(f"run_at: must be a datetime, got {type(run_at).__name__}")
+    if run_at.tzinfo is None or run_at.utcoffset() is None:
+        raise InvalidJob("run_at: must carry a time zone")
+    try:
+        run_at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidJob(f"run_at: {run_at.isoformat()} is outside years 1 to 9999 in UTC") \
+            from None
 
 
 # Defined in settings; named here too for the modules that import them from jobs.
@@ -154,28 +183,38 @@ class JobSpec:
         """The values the insert needs, checked; raises InvalidJob naming the bad field."""
         if not isinstance(self.kind, str) or not self.kind:
             raise InvalidJob("kind: must be a non-empty string")
-        check_text(self.kind, "kind")
+        check_text(self.kind, "kind", max_length=MAX_NAME_LENGTH)
         queue = self.queue or default_queue
-        check_text(queue, "queue", optional=False)
+        check_text(queue, "queue", optional=False, max_length=MAX_NAME_LENGTH)
         max_attempts = default_max_attempts if self.max_attempts is None else self.max_attempts
-        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-            raise InvalidJob(f"max_attempts: must be a positive integer, got {max_attempts!r}")
+        lo, hi = ATTEMPTS_RANGE
+        if (isinstance(max_attempts, bool) or not isinstance(max_attempts, int)
+                or not lo <= max_attempts <= hi):
+            raise InvalidJob(f"max_attempts: must be an integer from {lo} to {hi}, "
+                             f"got {max_attempts!r}")
+        lo, hi = TIMEOUT_RANGE
         if self.timeout is not None and not (
-            isinstance(self.timeout, int | float) and self.timeout > 0
+            isinstance(self.timeout, int | float) and not isinstance(self.timeout, bool)
+            and lo <= self.timeout <= hi
         ):
-            raise InvalidJob(f"timeout: must be a positive number of seconds, got {self.timeout!r}")
+            raise InvalidJob(f"timeout: must be a number of seconds from {lo:g} to {hi:g}, "
+                             f"got {self.timeout!r}")
         run_at = self.run_at
         if self.delay is not None:
             if run_at is not None:
                 raise InvalidJob("delay: give delay or run_at, not both")
-            delay = self.delay if isinstance(self.delay, timedelta) else timedelta(
-                seconds=float(self.delay))
-            run_at = now + delay
-        if run_at is not None and run_at.tzinfo is None:
-            raise InvalidJob("run_at: must carry a time zone")
+            seconds = (self.delay.total_seconds() if isinstance(self.delay, timedelta)
+                       else self.delay)
+            if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+                    or not abs(seconds) <= MAX_DELAY_SECONDS):  # also refuses NaN
+                raise InvalidJob(f"delay: must be a number of seconds within "
+                                 f"±{MAX_DELAY_SECONDS:g}, got {self.delay!r}")
+            run_at = now + timedelta(seconds=seconds)
+        if run_at is not None:
+            check_run_at(run_at)
         if self.metadata is not None and not isinstance(self.metadata, dict):
             raise InvalidJob("metadata: must be an object")
-        check_text(self.idempotency_key, "idempotency_key")
+        check_text(self.idempotency_key, "idempotency_key", max_length=MAX_NAME_LENGTH)
         if self.idempotency_key == "":  # was silently no key at all: say so instead
             raise InvalidJob("idempotency_key: must be a non-empty string, or None for no key")
         check_text(self.owner, "owner")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from jobqueue import settings
 from web.resources import Resources
@@ -54,8 +55,18 @@ def secret_configured() -> bool:
     return bool(settings.JOBQUEUE_SECRET_KEY.get()) or settings.JOBQUEUE_DEV.get()
 
 
+class IdConverter(IntegerConverter):
+    """<int:...> in every route: an id Postgres's bigint holds, else no match (404). Werkzeug's
+    own takes any number of digits, and 10**30 reached the database as a 500."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
+
+
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
+    app.url_map.converters["int"] = IdConverter  # before any route is added
     app.config.from_mapping(
         DATABASE_URL=settings.DATABASE_URL.get(),
         LISTEN_DATABASE_URL=settings.JOBQUEUE_LISTEN_DATABASE_URL.get(),
@@ -79,6 +90,8 @@ def create_app(config: dict | None = None) -> Flask:
         TRUSTED_PROXIES=settings.JOBQUEUE_TRUSTED_PROXIES.get(),
         # Failed authentications per client address and minute before 429 (0: no limit).
         AUTH_FAILURES_PER_MINUTE=settings.JOBQUEUE_AUTH_FAILURES_PER_MINUTE.get(),
+        # Tests: fail an /api answer that its @operation does not describe (web/contract.py).
+        API_CHECK_RESPONSES=False,
     )
     app.config.update(config or {})
     if not app.config["SECRET_KEY"] and not app.config["DEV"]:
@@ -102,6 +115,10 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()
+    if app.config["API_CHECK_RESPONSES"]:
+        from web.contract import check_answers
+
+        check_answers(app)
 
     @app.before_request
     def _body_limit():
@@ -120,7 +137,12 @@ def create_app(config: dict | None = None) -> Flask:
     def _http_error(exc: HTTPException):
         if request.path.startswith("/api") or request.accept_mimetypes.best == "application/json":
             code = "too_large" if exc.code == 413 else exc.name.lower().replace(" ", "_")
-            return jsonify(error={"code": code, "message": exc.description}), exc.code
+            response = jsonify(error={"code": code, "message": exc.description})
+            # What the exception says besides its body: Allow on a 405, for one.
+            for name, value in exc.get_headers():
+                if name.lower() != "content-type":
+                    response.headers[name] = value
+            return response, exc.code
         return exc
 
     return app

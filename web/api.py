@@ -1,18 +1,20 @@
 """The JSON API under /api (described at /api/openapi.json).
 
-Bad input is always a 4xx whose JSON names the field (or FILE:LINE) at fault, never a 5xx,
-and a rejected batch enqueues nothing. Owners see only their own jobs; admins see all.
+Each route declares its input and answers with @operation (web/contract.py), using the
+models of web/schemas.py: the same declaration checks the request and documents it. Bad
+input is always a 4xx whose JSON names the field (or FILE:LINE) at fault, never a 5xx, and a
+rejected batch enqueues nothing. Owners see only their own jobs; admins see all.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from datetime import datetime
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
 
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
@@ -21,70 +23,28 @@ from jobqueue.batches.specs import chat_spec
 from jobqueue.client import insert_specs
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
-from jobqueue.jobs import InvalidJob, JobSpec
+from jobqueue.jobs import MAX_NAME_LENGTH, InvalidJob, JobSpec
 from jobqueue.llm import platforms
+from web import schemas as s
 from web.auth import api_error, require
-from web.openapi import OPENAPI
+from web.contract import BadRequest, Rejected, Reply, operation
+from web.openapi import document
 from web.resources import resources
+from web.schemas import MAX_WAIT_SECONDS as MAX_WAIT_SECONDS
 
 bp = Blueprint("api", __name__)
 
-JOB_FIELDS = {"queue", "kind", "payload", "priority", "run_at", "delay", "max_attempts",
-              "timeout", "idempotency_key", "metadata"}
-BATCH_FIELDS = {"platform", "name", "items"}
 DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown",
                   ".markdown": "text/markdown", ".pdf": "application/pdf"}
-MAX_WAIT_SECONDS = 60.0
-
-
-class BadRequest(Exception):
-    def __init__(self, message: str, field: str | None = None, status: int = 400,
-                 code: str = "invalid_request"):
-        super().__init__(message)
-        self.message, self.field, self.status, self.code = message, field, status, code
+NOT_FOUND = {404: "Not found (or not yours)"}
 
 
 @bp.errorhandler(BadRequest)
 def _bad_request(exc: BadRequest):
-    return api_error(exc.status, exc.code, exc.message, field=exc.field)
+    return exc.response()
 
 
-def _json_body(limit_key: str = "JSON_MAX_BYTES") -> dict:
-    if request.content_length and request.content_length > current_app.config[limit_key]:
-        raise BadRequest(f"body: larger than {current_app.config[limit_key]} bytes",
-                         status=413, code="too_large")
-    if not request.is_json:
-        raise BadRequest("body: send JSON with Content-Type: application/json", status=415,
-                         code="unsupported_media_type")
-    raw = _read_body(current_app.config[limit_key])
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body: not valid JSON ({exc})", field="body") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body: must be a JSON object", field="body")
-    return body
-
-
-def _read_body(limit: int) -> bytes:
-    """The body, at most `limit` bytes, else 413. A chunked body has no Content-Length to
-    check first, and werkzeug's get_data() would quietly cut it at the limit."""
-    parts, size = [], 0
-    try:
-        while chunk := request.stream.read(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise RequestEntityTooLarge()
-            parts.append(chunk)
-    except RequestEntityTooLarge:
-        raise BadRequest(f"body: larger than {limit} bytes", status=413,
-                         code="too_large") from None
-    return b"".join(parts)
-
-
-def _platform(name) -> platforms.Platform:
-    if not isinstance(name, str) or not name:
-        raise BadRequest("platform: required, the name of a platform", field="platform")
+def _platform(name: str) -> platforms.Platform:
     try:
         found = platforms.load(current_app.config.get("JOBQUEUE_CONFIG"))
     except platforms.ConfigError as exc:
@@ -116,44 +76,22 @@ def _visible_job(job_id: int):
 
 @bp.post("/jobs")
 @require("write")
-def create_job():
-    body = _json_body()
-    unknown = set(body) - JOB_FIELDS
-    if unknown:
-        field = sorted(unknown)[0]
-        raise BadRequest(f"{field}: unknown field (known: {', '.join(sorted(JOB_FIELDS))})",
-                         field=field)
-    for name in ("queue", "kind"):
-        if not isinstance(body.get(name), str) or not body[name]:
-            raise BadRequest(f"{name}: required, a non-empty string", field=name)
-    run_at = body.get("run_at")
-    if run_at is not None:
-        try:
-            run_at = datetime.fromisoformat(run_at) if isinstance(run_at, str) else None
-        except ValueError:
-            run_at = None
-        if run_at is None:
-            raise BadRequest("run_at: must be an ISO 8601 time with a zone, e.g. "
-                             "2026-11-22T10:00:00Z", field="run_at")
-    for name, kinds in (("delay", (int, float)), ("timeout", (int, float)),
-                        ("max_attempts", (int,))):
-        value = body.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-            raise BadRequest(f"{name}: must be a number, got {json.dumps(value)}", field=name)
-    if body.get("delay") is not None and body["delay"] < 0:
-        raise BadRequest("delay: must not be negative", field="delay")
-    spec = JobSpec(kind=body["kind"], payload=body.get("payload", {}), queue=body["queue"],
-                   priority=body.get("priority"), run_at=run_at, delay=body.get("delay"),
-                   max_attempts=body.get("max_attempts"), timeout=body.get("timeout"),
-                   idempotency_key=body.get("idempotency_key"), owner=g.principal.owner,
-                   metadata=body.get("metadata"))
+@operation("Enqueue a job", body=s.NewJob, replies={
+    201: Reply(s.JobCreated, "Created"),
+    200: Reply(s.JobCreated, "The job an idempotency key already names")})
+def create_job(body: s.NewJob):
+    spec = JobSpec(kind=body.kind, payload=body.payload, queue=body.queue,
+                   priority=body.priority, run_at=body.run_at, delay=body.delay,
+                   max_attempts=body.max_attempts, timeout=body.timeout,
+                   idempotency_key=body.idempotency_key, owner=g.principal.owner,
+                   metadata=body.metadata)
     client = resources().client
     try:
         job_id, created = client.enqueue_spec(spec)
     except InvalidJob as exc:
         message = str(exc).removeprefix("job 0: ")
         raise BadRequest(message, field=message.split(":", 1)[0]) from None
-    state = "waiting" if created and spec.delay is None and run_at is None else \
+    state = "waiting" if created and spec.delay is None and spec.run_at is None else \
         client.get(job_id).state
     response = jsonify(id=job_id, state=state, created=created)
     response.status_code = 201 if created else 200
@@ -163,14 +101,14 @@ def create_job():
 
 @bp.get("/jobs/<int:job_id>")
 @require("read")
-def get_job(job_id: int):
+@operation("A job with state, attempts, errors, result and progress", query=s.JobWait,
+           replies={200: Reply(s.Job, "The job")},
+           errors={404: "Not found (or not yours, or deleted while waited for)"})
+def get_job(job_id: int, query: s.JobWait):
     job = _visible_job(job_id)
-    wait = request.args.get("wait")
+    wait = query.wait  # checked: 0 to MAX_WAIT_SECONDS
     if wait is not None and not job.finished:
-        try:
-            seconds = min(MAX_WAIT_SECONDS, max(0.0, float(wait)))
-        except ValueError:
-            raise BadRequest("wait: must be a number of seconds", field="wait") from None
+        seconds = wait
         principal = g.principal
         return resources().streams.long_poll(
             principal.token_id, job_id, seconds, lambda job: _waited(job_id, job, principal))
@@ -185,6 +123,9 @@ def _waited(job_id: int, job, principal):
 
 @bp.post("/jobs/<int:job_id>/cancel")
 @require("write")
+@operation("Cancel (waiting: now; running: its worker stops it)",
+           replies={200: Reply(s.CancelOutcome, "{id, outcome}")},
+           errors=NOT_FOUND | {409: "The job has already finished"})
 def cancel_job(job_id: int):
     _visible_job(job_id)
     outcome = resources().client.cancel(job_id)
@@ -195,6 +136,8 @@ def cancel_job(job_id: int):
 
 @bp.post("/jobs/<int:job_id>/retry")
 @require("write")
+@operation("Run a dead or cancelled job again", replies={200: Reply(s.RetryOutcome, "{id, state}")},
+           errors=NOT_FOUND | {409: "The job is not dead or cancelled"})
 def retry_job(job_id: int):
     job = _visible_job(job_id)
     if not resources().client.retry(job_id):
@@ -205,6 +148,9 @@ def retry_job(job_id: int):
 
 @bp.get("/jobs/<int:job_id>/events")
 @require("read")
+@operation("Server-Sent Events of state and progress until the job finishes", replies={
+    200: Reply(None, "Events 'state' and 'done' carry the job as JSON; 'gone' if deleted",
+               ("text/event-stream",))}, errors=NOT_FOUND)
 def job_events(job_id: int):
     """Server-Sent Events: the job's state and progress as they change, until it finishes."""
     _visible_job(job_id)
@@ -217,38 +163,33 @@ def job_events(job_id: int):
 
 @bp.post("/batches")
 @require("write")
-def create_batch():
-    if request.mimetype == "multipart/form-data":
-        return _batch_from_upload()
-    body = _json_body("BATCH_MAX_BYTES")
-    unknown = set(body) - BATCH_FIELDS
-    if unknown:
-        field = sorted(unknown)[0]
-        raise BadRequest(f"{field}: unknown field (known: {', '.join(sorted(BATCH_FIELDS))})",
-                         field=field)
-    platform = _platform(body.get("platform"))
-    items = body.get("items")
-    if not isinstance(items, list) or not items:
-        raise BadRequest("items: required, a non-empty list of {prompt | messages, ...}",
-                         field="items")
+@operation("Create a batch of LLM jobs from JSON items or an uploaded CSV/JSONL",
+           body=s.NewBatch, form=s.BatchUpload, limit="BATCH_MAX_BYTES",
+           problems=(("items",), 422),
+           replies={201: Reply(s.BatchCreated, "{id, total, queue}")},
+           errors={422: "Rejected whole (nothing enqueued): an unknown platform, or items "
+                        "or lines at fault, listed in error.problems as items[i].field or "
+                        "FILE:LINE"})
+def create_batch(body: s.NewBatch | s.BatchUpload):
+    if isinstance(body, s.BatchUpload):
+        return _batch_from_upload(body)
+    platform = _platform(body.platform)
     rows, problems = [], []
-    for index, item in enumerate(items):
-        row, errs = batchfiles.check_object(item, index)
+    for index, item in enumerate(body.items):
+        # The model checked the item; check_object is the CLI's JSONL check (the two are held
+        # together by tests/integration/test_api_contract.py) and makes the row.
+        row, errs = batchfiles.check_object(item.model_dump(exclude_none=True), index)
         for field, text in errs:
             problems.append(f"items[{index}]" + (f".{field}" if field else "") + f": {text}")
         rows.append(row)
     if problems:
-        return _rejected(problems, field=problems[0].split(":", 1)[0])
-    return _submit(platform, rows, body.get("name"), source=None)
+        return Rejected(problems).response()
+    return _submit(platform, rows, body.name, source=None)
 
 
-def _batch_from_upload():
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        raise BadRequest("file: required, a CSV or JSONL file", field="file")
-    platform = _platform(request.form.get("platform"))
-    template = request.form.get("template") or None
-    fmt = request.form.get("format") or None
+def _batch_from_upload(form: s.BatchUpload):
+    upload, template, fmt = form.file, form.template, form.format
+    platform = _platform(form.platform)
     name = upload.filename
     suffix = os.path.splitext(name)[1].lower()
     with tempfile.NamedTemporaryFile(suffix=suffix) as tmp:
@@ -260,26 +201,20 @@ def _batch_from_upload():
                              field="file", status=413, code="too_large")
         report = batchfiles.validate(tmp.name, template=template, fmt=fmt)
         if not report.ok:
-            return _rejected([line.replace(tmp.name, name) for line in report.lines()],
-                             field="file")
+            return Rejected([line.replace(tmp.name, name) for line in report.lines()],
+                            field="file").response()
         rows = batchfiles.iter_rows(tmp.name, template=template, fmt=fmt)
-        return _submit(platform, rows, request.form.get("name") or name, source=name)
-
-
-def _rejected(problems: list[str], field: str):
-    response = api_error(422, "invalid_batch",
-                         f"{len(problems)} problem(s); nothing was enqueued: {problems[0]}",
-                         field=field)
-    body = response.get_json()
-    body["error"]["problems"] = problems[:100]
-    response.set_data(json.dumps(body))
-    return response
+        return _submit(platform, rows, form.name or name[:MAX_NAME_LENGTH], source=name)
 
 
 def _submit(platform, rows, name, source):
-    batch_id, total = resources().client.submit_batch(
-        (chat_spec(row, platform.max_attempts) for row in rows),
-        queue=platform.name, name=name, owner=g.principal.owner, source=source)
+    try:
+        batch_id, total = resources().client.submit_batch(
+            (chat_spec(row, platform.max_attempts) for row in rows),
+            queue=platform.name, name=name, owner=g.principal.owner, source=source)
+    except InvalidJob as exc:  # a limit only the job's own check knows ("job 3: payload...")
+        message = re.sub(r"^job (\d+): ", r"items[\1].", str(exc))
+        return Rejected([message]).response()
     response = jsonify(id=batch_id, total=total, queue=platform.name)
     response.status_code = 201
     response.headers["Location"] = f"/api/batches/{batch_id}"
@@ -295,6 +230,8 @@ def _visible_batch(batch_id: int) -> dict:
 
 @bp.get("/batches/<int:batch_id>")
 @require("read")
+@operation("A batch with counts by state", replies={200: Reply(s.Batch, "The batch")},
+           errors=NOT_FOUND)
 def get_batch(batch_id: int):
     found = _visible_batch(batch_id)
     found["created_at"] = found["created_at"].isoformat()
@@ -304,21 +241,18 @@ def get_batch(batch_id: int):
 
 @bp.get("/batches/<int:batch_id>/results")
 @require("read")
-def batch_results(batch_id: int):
+@operation("Results: a JSON page (?after, ?limit) or a download (?format)",
+           query=s.ResultsQuery, replies={200: Reply(
+               s.ResultsPage, "{items, next_after}; with ?format, a JSONL or CSV download",
+               ("application/json", "application/x-ndjson", "text/csv"))}, errors=NOT_FOUND)
+def batch_results(batch_id: int, query: s.ResultsQuery):
     """A page of results as JSON (?after=ID&limit=N), or the whole batch as a JSONL or CSV
     download (?format=jsonl|csv), streamed a page at a time."""
     _visible_batch(batch_id)
     client = resources().client
-    fmt = request.args.get("format")
-    if fmt in ("jsonl", "csv"):
-        return _download(client, batch_id, fmt)
-    if fmt is not None:
-        raise BadRequest("format: jsonl or csv", field="format")
-    try:
-        after = int(request.args.get("after", 0))
-        limit = min(1000, max(1, int(request.args.get("limit", 100))))
-    except ValueError:
-        raise BadRequest("after and limit: must be integers", field="after") from None
+    if query.format is not None:
+        return _download(client, batch_id, query.format)
+    after, limit = query.after, query.limit
     jobs = client.batch_jobs(batch_id, after=after, limit=limit)
     items = [batch_export.export_record(j) for j in jobs]
     next_after = jobs[-1]["id"] if len(jobs) == limit else None
@@ -336,12 +270,15 @@ def _download(client, batch_id: int, fmt: str):
 
 @bp.post("/documents")
 @require("write")
-def upload_document():
+@operation("Upload a text, Markdown or PDF document to analyze", form=s.DocumentUpload,
+           limit="DOCUMENT_MAX_BYTES", replies={201: Reply(s.DocumentCreated, "Queued")},
+           errors={413: "Over JOBQUEUE_DOCUMENT_MAX_BYTES",
+                   415: "Not multipart/form-data, or not a .txt, .md or .pdf file",
+                   422: "An unknown platform, or a text over JOBQUEUE_DOCUMENT_MAX_CHARS"})
+def upload_document(body: s.DocumentUpload):
     """Store a text, Markdown or PDF file and queue its analysis (extract, chunk, analyze)."""
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        raise BadRequest("file: required (multipart/form-data, field 'file')", field="file")
-    platform = _platform(request.form.get("platform"))
+    upload = body.file
+    platform = _platform(body.platform)
     suffix = os.path.splitext(upload.filename)[1].lower()
     content_type = DOCUMENT_TYPES.get(suffix)
     if content_type is None:
@@ -385,6 +322,8 @@ def upload_document():
 
 @bp.get("/documents/<int:doc_id>")
 @require("read")
+@operation("A document and its analysis job", replies={200: Reply(s.Document, "The document")},
+           errors=NOT_FOUND)
 def get_document(doc_id: int):
     client = resources().client
     with client.pool.connection() as conn:
@@ -399,6 +338,8 @@ def get_document(doc_id: int):
 
 @bp.delete("/documents/<int:doc_id>")
 @require("write")
+@operation("Delete a document, its bytes and text (its owner or an admin)",
+           replies={200: Reply(s.DocumentDeleted, "{id, deleted}")}, errors=NOT_FOUND)
 def delete_document(doc_id: int):
     """Delete a document, its bytes and its text (its owner's or, for an admin, anyone's).
     Its analysis job stays, as jobs do, until pruned with the finished ones."""
@@ -414,24 +355,26 @@ def delete_document(doc_id: int):
 
 @bp.get("/queues")
 @require("read")
+@operation("Queues with counts by state", replies={200: Reply(s.QueueList, "{queues}")})
 def list_queues():
     return jsonify(queues=resources().client.status())
 
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")
 @require("admin")
-def pause_queue(name: str, action: str):
+@operation("Pause or resume a queue (admin)", path=s.QueueName,
+           replies={200: Reply(s.QueuePaused, "{queue, paused}")})
+def queue(name: str, action: str):
     client = resources().client
     with client.pool.connection() as conn:
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
     return jsonify(queue=name, paused=action == "pause")
 
 
-QUEUE_SETTINGS_FIELDS = ("max_running", "max_running_per_owner", "fair")
-
-
 @bp.get("/queues/<name>/settings")
 @require("read")
+@operation("A queue's caps and fairness, and its running jobs", path=s.QueueName,
+           replies={200: Reply(s.QueueSettings, "The settings (defaults if never set)")})
 def get_queue_settings(name: str):
     """A queue's caps and fairness (defaults for a queue never set), and its running jobs."""
     with resources().client.pool.connection() as conn:
@@ -441,17 +384,16 @@ def get_queue_settings(name: str):
 
 @bp.patch("/queues/<name>/settings")
 @require("admin")
-def set_queue_settings(name: str):
+@operation("Change a queue's caps and fairness (admin); null removes a cap",
+           path=s.QueueName, body=s.QueueSettingsChange,
+           replies={200: Reply(s.QueueSettings, "The settings now")},
+           errors={409: "Enqueues held a change of fairness back; try again"})
+def set_queue_settings(name: str, body: s.QueueSettingsChange):
     """Change a queue's caps and fairness: `{"max_running": 30, "max_running_per_owner": 3,
     "fair": true}`; fields left out keep their value, null removes a cap."""
-    body = _json_body()
-    unknown = sorted(set(body) - set(QUEUE_SETTINGS_FIELDS))
-    if unknown:
-        raise BadRequest(f"{unknown[0]}: unknown field (allowed: "
-                         f"{', '.join(QUEUE_SETTINGS_FIELDS)})", field=unknown[0])
     try:
         with resources().client.pool.connection() as conn:
-            row = queue_settings.change(conn, name, **body)
+            row = queue_settings.change(conn, name, **body.model_dump(exclude_unset=True))
     except InvalidQueueSettings as exc:
         field = str(exc).split(":", 1)[0]
         raise BadRequest(str(exc), field=field) from None
@@ -468,6 +410,8 @@ def _settings_json(row: dict) -> dict:
 
 @bp.get("/sessions")
 @require("read")
+@operation("Dashboard sessions of the caller's owner (admin: all)",
+           replies={200: Reply(s.SessionList, "{sessions}")})
 def list_sessions():
     """The caller's owner's dashboard sessions (an admin's: everyone's), newest first."""
     with resources().client.pool.connection() as conn:
@@ -477,6 +421,8 @@ def list_sessions():
 
 @bp.delete("/sessions/<int:session_id>")
 @require("write")
+@operation("Revoke a dashboard session", replies={200: Reply(s.SessionRevoked, "{id, revoked}")},
+           errors=NOT_FOUND)
 def revoke_session(session_id: int):
     """End a dashboard session at once (its owner's or, for an admin, anyone's)."""
     with resources().client.pool.connection() as conn:
@@ -493,5 +439,6 @@ def _iso(value):
 
 @bp.get("/openapi.json")
 @require("read")
+@operation("This document", replies={200: Reply(s.OpenApiDocument, "OpenAPI 3.1")})
 def openapi():
-    return jsonify(OPENAPI)
+    return jsonify(document(current_app))

@@ -150,6 +150,7 @@ def require(scope: str):
             g.principal = principal
             return view(*args, **kwargs)
 
+        wrapped.required_scope = scope  # read by the OpenAPI document (web/openapi.py)
         return wrapped
 
     return decorate

@@ -36,6 +36,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from pydantic import ValidationError
 
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
@@ -45,7 +46,9 @@ from jobqueue.db.store import JobFilter
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
+from web.contract import describe
 from web.resources import resources
+from web.schemas import IdList, JobFilterArgs, QueueName
 
 bp = Blueprint("dashboard", __name__)
 
@@ -275,6 +278,7 @@ def _chart(minutes: list[dict], width: int = 1200, height: int = 150) -> dict:
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")
 def pause_queue(name: str, action: str):
+    _checked(QueueName, {"name": name})
     with resources().client.pool.connection() as conn:
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
     flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
@@ -308,21 +312,37 @@ def set_queue_settings(name: str):
 # -- jobs ------------------------------------------------------------------------------------
 
 
+def _checked(model, data: dict):
+    """`data` read by `model` (web/schemas.py), or 400 naming the field: a NUL, a name too
+    long for an index, an id beyond bigint never reach the database."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        abort(400, description=describe(exc.errors(include_url=False)[0]))
+
+
 def _filter_args(source) -> dict[str, str]:
-    """The filter as given (for forms and links): only the fields that are set."""
-    return {k: source.get(k, "").strip() for k in FILTERS if source.get(k, "").strip()}
+    """The filter as given (for forms and links): only the fields that are set; 400 for a
+    value no job could match."""
+    args = {k: source.get(k, "").strip() for k in FILTERS if source.get(k, "").strip()}
+    _checked(JobFilterArgs, args)
+    return args
+
+
+def _ids(source) -> IdList:
+    """The ids of a page or form (ids, upto, before), checked; absent ones are None."""
+    data = {"ids": [i for i in source.getlist("ids") if i.strip()]}
+    data |= {k: source[k] for k in ("upto", "before") if source.get(k, "").strip()}
+    return _checked(IdList, data)
 
 
 def _filter(args: dict[str, str]) -> JobFilter:
     """The filter as the store takes it; None means any."""
-    text = args.get("q")
-    batch = args.get("batch", "")
-    state = args.get("state")
+    checked = _checked(JobFilterArgs, args)
+    text = checked.q
     return JobFilter(
-        queue=args.get("queue") or None, kind=args.get("kind") or None,
-        owner=args.get("owner") or None,
-        batch_id=int(batch) if batch.isdigit() else None,
-        state=state if state in STATES else None,
+        queue=checked.queue, kind=checked.kind, owner=checked.owner, batch_id=checked.batch,
+        state=checked.state if checked.state in STATES else None,
         text="%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text) + "%" if text else None,
     )
 
@@ -330,7 +350,7 @@ def _filter(args: dict[str, str]) -> JobFilter:
 @bp.get("/jobs")
 def jobs():
     args = _filter_args(request.args)
-    before = request.args.get("before", type=int) or MAX_ID
+    before = _ids(request.args).before or MAX_ID
     scan = TEXT_SCAN if args.get("q") else SCAN
     window = _store(store.jobs_window, before, scan)
     floor = window["floor"] or 0
@@ -377,12 +397,12 @@ def bulk_confirm():
 @bp.post("/jobs/bulk")
 def bulk_action():
     action, args = _bulk_request(request.form)
-    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
-    if ids:  # the jobs ticked on the page, whatever the filter
-        where = JobFilter(ids=ids)
-    elif request.form.get("upto", "").isdigit():  # everything matching, as confirmed
+    chosen = _ids(request.form)
+    if chosen.ids:  # the jobs ticked on the page, whatever the filter
+        where = JobFilter(ids=chosen.ids)
+    elif chosen.upto is not None:  # everything matching, as confirmed
         where = _filter(args)
-        where.upto = int(request.form["upto"])
+        where.upto = chosen.upto
     else:
         flash("Select some jobs first.", "error")
         return redirect(url_for(".jobs", **args))
@@ -454,7 +474,8 @@ def job_action(job_id: int, action: str):
 
 @bp.get("/dead")
 def dead():
-    queue = request.args.get("queue") or None
+    queue = _checked(QueueName, {"name": request.args["queue"]}).name \
+        if request.args.get("queue") else None
     queues = [r for r in _store(store.queue_status) if r["dead"]]
     total = sum(r["dead"] for r in queues if queue in (None, r["queue"]))
     return _page("dead.html", title="Dead letters", queue=queue, queues=queues, total=total,
@@ -463,8 +484,9 @@ def dead():
 
 @bp.post("/dead/<any(retry, purge):action>")
 def dead_action(action: str):
-    queue = request.form.get("queue") or None
-    ids = [int(i) for i in request.form.getlist("ids") if i.isdigit()]
+    queue = _checked(QueueName, {"name": request.form["queue"]}).name \
+        if request.form.get("queue") else None
+    ids = _ids(request.form).ids
     back = redirect(url_for(".dead", queue=queue))
     if not ids and request.form.get("all") != "1":
         flash("Select some jobs first.", "error")
@@ -479,7 +501,7 @@ def dead_action(action: str):
 
 @bp.get("/batches")
 def batches():
-    before = request.args.get("before", type=int) or MAX_ID
+    before = _ids(request.args).before or MAX_ID
     rows = _store(store.batches_page, before, BATCH_PAGE)
     for row in rows:
         total = max(row["total"], sum(row[s] for s in STATES), 1)

@@ -1,207 +1,150 @@
-"""The OpenAPI 3.1 description of /api, served at /api/openapi.json."""
+"""The OpenAPI 3.1 description of /api, served at /api/openapi.json, built from the app itself:
+every route under /api in the Flask url_map, with its methods and path variables, and what its
+@operation (web/contract.py) declares: the pydantic models of its body, form and query (their
+JSON Schema) and its answers. Nothing here is written by hand per route."""
 
 from __future__ import annotations
 
+import re
+
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 from jobqueue import settings
-from jobqueue.jobs import STATES
+from web.contract import Operation, answers_of, operation_of
+from web.schemas import MAX_ID
+
+API_PREFIX = "/api"
+_VARIABLE = re.compile(r"<(?:(?P<converter>\w+)(?:\((?P<args>[^)]*)\))?:)?(?P<name>\w+)>")
+_CONVERTER_SCHEMAS = {"int": {"type": "integer", "minimum": 0, "maximum": MAX_ID},
+                      "float": {"type": "number", "minimum": 0}}
 
 
-def _ref(name: str) -> dict:
-    return {"$ref": f"#/components/schemas/{name}"}
+def document(app: Flask) -> dict:
+    """The document for `app`, built once per app (routes are fixed once it serves)."""
+    cached = app.extensions.get("openapi")
+    if cached is None:
+        cached = app.extensions["openapi"] = _build(app)
+    return cached
 
 
-def _json(schema: dict, description: str) -> dict:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def _build(app: Flask) -> dict:
+    routes = []  # (path, method, operation id, operation, path variables)
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        op = operation_of(app, rule.endpoint)
+        if not rule.rule.startswith(API_PREFIX + "/") or op is None:
+            continue
+        for path, fixed, variables in _expand(rule.rule.removeprefix(API_PREFIX)):
+            for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+                name = rule.endpoint.rsplit(".", 1)[-1]
+                op_id = _camel("_".join([name, *fixed]))
+                routes.append((path, method.lower(), op_id, op, variables,
+                               answers_of(app, rule.endpoint)))
+
+    models = {m for *_, op, _, answers in routes for m in _models(op, answers)}
+    refs, defs = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        ref_template="#/components/schemas/{model}")
+    paths: dict[str, dict] = {}
+    for path, method, op_id, op, variables, answers in routes:
+        paths.setdefault(path, {})[method] = _operation(op, op_id, variables, answers,
+                                                        lambda m: refs[(m, "validation")])
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "jobqueue", "version": settings.VERSION,
+                 "description": "A Postgres-only job system for LLM and API workloads. Every "
+                                "answer to an authenticated request carries X-RateLimit-Limit, "
+                                "-Remaining and -Reset."},
+        "servers": [{"url": API_PREFIX}],
+        "security": [{"bearer": []}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": defs.get("$defs", {})},
+        "paths": paths,
+    }
 
 
-ERRORS = {
-    "400": _json(_ref("Error"), "Bad input; error.field names the field"),
-    "401": _json(_ref("Error"), "Missing, unknown or revoked token"),
-    "403": _json(_ref("Error"), "The token lacks the scope"),
-    "404": _json(_ref("Error"), "Not found (or not yours)"),
-    "429": _json(_ref("Error"), "Over the token's rate limit; see Retry-After"),
-}
+def _models(op: Operation, answers: dict) -> list[type[BaseModel]]:
+    found = [m for m in (op.body, op.form, op.query, op.path) if m is not None]
+    return found + [r.model for r in answers.values() if r.model is not None]
 
-JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}
-BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 
-OPENAPI = {
-    "openapi": "3.1.0",
-    "info": {"title": "jobqueue", "version": settings.VERSION,
-             "description": "A Postgres-only job system for LLM and API workloads. Every "
-                            "answer carries X-RateLimit-Limit, -Remaining and -Reset."},
-    "servers": [{"url": "/api"}],
-    "security": [{"bearer": []}],
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-                "type": "object", "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                               "field": {"type": "string"},
-                               "problems": {"type": "array", "items": {"type": "string"}}}}}},
-            "NewJob": {"type": "object", "required": ["queue", "kind"],
-                       "additionalProperties": False, "properties": {
-                           "queue": {"type": "string", "minLength": 1},
-                           "kind": {"type": "string", "minLength": 1},
-                           "payload": {},
-                           "priority": {"oneOf": [{"type": "integer"}, {
-                               "enum": ["high", "normal", "low"]}]},
-                           "run_at": {"type": "string", "format": "date-time"},
-                           "delay": {"type": "number", "minimum": 0},
-                           "max_attempts": {"type": "integer", "minimum": 1},
-                           "timeout": {"type": "number", "exclusiveMinimum": 0},
-                           "idempotency_key": {"type": "string"},
-                           "metadata": {"type": "object"}}},
-            "Job": {"type": "object", "properties": {
-                "id": {"type": "integer"}, "queue": {"type": "string"},
-                "kind": {"type": "string"},
-                "state": {"enum": list(STATES)},
-                "payload": {}, "result": {}, "progress": {},
-                "attempts": {"type": "integer"}, "max_attempts": {"type": "integer"},
-                "errors": {"type": "array", "items": {"type": "object"}},
-                "metadata": {"type": "object"}, "batch_id": {"type": ["integer", "null"]},
-                "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
-                "finished_at": {"type": ["string", "null"]}}},
-            "BatchItem": {"type": "object", "additionalProperties": False, "properties": {
-                "prompt": {"type": "string"}, "messages": {"type": "array"},
-                "model": {"type": "string"}, "max_tokens": {"type": "integer"},
-                "temperature": {"type": "number"}, "priority": {},
-                "idempotency_key": {"type": "string"}, "metadata": {"type": "object"}}},
-            "Batch": {"type": "object", "properties": {
-                "id": {"type": "integer"}, "name": {"type": ["string", "null"]},
-                "queue": {"type": "string"}, "total": {"type": "integer"},
-                **{state: {"type": "integer"} for state in STATES},
-                "finished": {"type": "integer"}}},
-        },
-    },
-    "paths": {
-        "/jobs": {"post": {
-            "summary": "Enqueue a job", "operationId": "createJob",
-            "requestBody": {"required": True, "content": {
-                "application/json": {"schema": _ref("NewJob")}}},
-            "responses": {"201": _json({"type": "object"}, "Created: {id, state, created}"),
-                          "200": _json({"type": "object"}, "The job an idempotency key "
-                                       "already names"), **ERRORS}}},
-        "/jobs/{job_id}": {"get": {
-            "summary": "A job with state, attempts, errors, result and progress",
-            "operationId": "getJob",
-            "parameters": [JOB_ID, {"name": "wait", "in": "query", "schema": {
-                "type": "number", "minimum": 0, "maximum": 60},
-                "description": "Block up to this many seconds for the job to finish"}],
-            "responses": {"200": _json(_ref("Job"), "The job"), **ERRORS}}},
-        "/jobs/{job_id}/cancel": {"post": {
-            "summary": "Cancel (waiting: now; running: its worker stops it)",
-            "operationId": "cancelJob", "parameters": [JOB_ID],
-            "responses": {"200": _json({"type": "object"}, "{id, outcome}"), **ERRORS}}},
-        "/jobs/{job_id}/retry": {"post": {
-            "summary": "Run a dead or cancelled job again", "operationId": "retryJob",
-            "parameters": [JOB_ID],
-            "responses": {"200": _json({"type": "object"}, "{id, state}"), **ERRORS}}},
-        "/jobs/{job_id}/events": {"get": {
-            "summary": "Server-Sent Events of state and progress until the job finishes",
-            "operationId": "jobEvents", "parameters": [JOB_ID],
-            "responses": {"200": {"description": "text/event-stream; events 'state' and "
-                                                 "'done' carry the job as JSON"}, **ERRORS}}},
-        "/batches": {"post": {
-            "summary": "Create a batch of LLM jobs from JSON items or an uploaded CSV/JSONL",
-            "operationId": "createBatch",
-            "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {
-                    "type": "object", "required": ["platform", "items"],
-                    "properties": {"platform": {"type": "string"}, "name": {"type": "string"},
-                                   "items": {"type": "array", "items": _ref("BatchItem")}}}},
-                "multipart/form-data": {"schema": {
-                    "type": "object", "required": ["platform", "file"],
-                    "properties": {"platform": {"type": "string"},
-                                   "file": {"type": "string", "format": "binary"},
-                                   "template": {"type": "string"},
-                                   "format": {"enum": ["jsonl", "csv"]},
-                                   "name": {"type": "string"}}}}}},
-            "responses": {"201": _json({"type": "object"}, "{id, total, queue}"),
-                          "422": _json(_ref("Error"), "Rejected whole; problems list "
-                                       "FILE:LINE or items[i].field"), **ERRORS}}},
-        "/batches/{batch_id}": {"get": {
-            "summary": "A batch with counts by state", "operationId": "getBatch",
-            "parameters": [BATCH_ID],
-            "responses": {"200": _json(_ref("Batch"), "The batch"), **ERRORS}}},
-        "/batches/{batch_id}/results": {"get": {
-            "summary": "Results: a JSON page (?after, ?limit) or a download (?format)",
-            "operationId": "batchResults",
-            "parameters": [BATCH_ID,
-                           {"name": "after", "in": "query", "schema": {"type": "integer"}},
-                           {"name": "limit", "in": "query", "schema": {
-                               "type": "integer", "minimum": 1, "maximum": 1000}},
-                           {"name": "format", "in": "query", "schema": {
-                               "enum": ["jsonl", "csv"]}}],
-            "responses": {"200": _json({"type": "object"}, "{items, next_after}"),
-                          **ERRORS}}},
-        "/documents": {"post": {
-            "summary": "Upload a text, Markdown or PDF document to analyze",
-            "operationId": "uploadDocument",
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": ["file", "platform"],
-                "properties": {"file": {"type": "string", "format": "binary"},
-                               "platform": {"type": "string"}}}}}},
-            "responses": {"201": _json({"type": "object"}, "{id, job_id, state}"),
-                          "413": _json(_ref("Error"), "Too large"),
-                          "415": _json(_ref("Error"), "Not text, Markdown or PDF"),
-                          "422": _json(_ref("Error"), "A text over JOBQUEUE_DOCUMENT_MAX_CHARS"),
-                          **ERRORS}}},
-        "/documents/{document_id}": {"get": {
-            "summary": "A document and its analysis job", "operationId": "getDocument",
-            "parameters": [{"name": "document_id", "in": "path", "required": True,
-                            "schema": {"type": "integer"}}],
-            "responses": {"200": _json({"type": "object"}, "The document"), **ERRORS}},
-            "delete": {
-                "summary": "Delete a document, its bytes and text (its owner or an admin)",
-                "operationId": "deleteDocument",
-                "parameters": [{"name": "document_id", "in": "path", "required": True,
-                                "schema": {"type": "integer"}}],
-                "responses": {"200": _json({"type": "object"}, "{id, deleted}"), **ERRORS}}},
-        "/sessions": {"get": {
-            "summary": "Dashboard sessions of the caller's owner (admin: all)",
-            "operationId": "listSessions",
-            "responses": {"200": _json({"type": "object"}, "{sessions}"), **ERRORS}}},
-        "/sessions/{session_id}": {"delete": {
-            "summary": "Revoke a dashboard session", "operationId": "revokeSession",
-            "parameters": [{"name": "session_id", "in": "path", "required": True,
-                            "schema": {"type": "integer"}}],
-            "responses": {"200": _json({"type": "object"}, "{id, revoked}"), **ERRORS}}},
-        "/queues": {"get": {
-            "summary": "Queues with counts by state", "operationId": "listQueues",
-            "responses": {"200": _json({"type": "object"}, "{queues}"), **ERRORS}}},
-        "/queues/{name}/pause": {"post": {
-            "summary": "Pause a queue (admin)", "operationId": "pauseQueue",
-            "parameters": [{"name": "name", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "responses": {"200": _json({"type": "object"}, "{queue, paused}"), **ERRORS}}},
-        "/queues/{name}/settings": {
-            "get": {
-                "summary": "A queue's caps and fairness, and its running jobs",
-                "operationId": "getQueueSettings",
-                "parameters": [{"name": "name", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {"200": _json({"type": "object"}, "{queue, paused, max_running, "
-                                           "max_running_per_owner, fair, running}"),
-                              **ERRORS}},
-            "patch": {
-                "summary": "Change a queue's caps and fairness (admin); null removes a cap",
-                "operationId": "setQueueSettings",
-                "parameters": [{"name": "name", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "additionalProperties": False, "properties": {
-                        "max_running": {"type": ["integer", "null"], "minimum": 1},
-                        "max_running_per_owner": {"type": ["integer", "null"], "minimum": 1},
-                        "fair": {"type": "boolean"}}}}}},
-                "responses": {"200": _json({"type": "object"}, "the settings now"),
-                              "409": _json({"type": "object"}, "enqueues held a change of "
-                                           "fairness back; try again"), **ERRORS}}},
-        "/queues/{name}/resume": {"post": {
-            "summary": "Resume a queue (admin)", "operationId": "resumeQueue",
-            "parameters": [{"name": "name", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
-            "responses": {"200": _json({"type": "object"}, "{queue, paused}"), **ERRORS}}},
-    },
-}
+def _expand(rule: str):
+    """A werkzeug rule as OpenAPI paths: <int:job_id> is {job_id}; <any(a, b):x> is one path
+    per choice. Yields (path, the choices taken, {variable: schema})."""
+    choices = [m for m in _VARIABLE.finditer(rule) if m["converter"] == "any"]
+    combos: list[list[str]] = [[]]
+    for m in choices:
+        options = [o.strip().strip("'\"") for o in m["args"].split(",")]
+        combos = [[*c, o] for c in combos for o in options]
+    for combo in combos:
+        picked = iter(combo)
+        variables: dict[str, dict] = {}
+
+        def place(m, picked=picked, variables=variables):
+            if m["converter"] == "any":
+                return next(picked)
+            variables[m["name"]] = _CONVERTER_SCHEMAS.get(m["converter"], {"type": "string"})
+            return "{" + m["name"] + "}"
+
+        yield _VARIABLE.sub(place, rule), combo, variables
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(p.capitalize() for p in rest)
+
+
+def _parameters(model: type[BaseModel], where: str) -> list[dict]:
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": where, "required": name in required or where == "path",
+             "schema": _text_schema(prop),
+             **({"description": prop["description"]} if "description" in prop else {})}
+            for name, prop in schema["properties"].items()]
+
+
+def _text_schema(prop: dict) -> dict:
+    """A query or path variable's schema: a query string cannot say null, so "or null" (an
+    optional field's) goes, with the null default."""
+    schema = {k: v for k, v in prop.items() if k not in ("title", "description")}
+    options = [o for o in schema.pop("anyOf", []) if o != {"type": "null"}]
+    if len(options) == 1:
+        schema |= options[0]
+    elif options:
+        schema["anyOf"] = options
+    if schema.get("default", 0) is None:
+        del schema["default"]
+    return schema
+
+
+def _operation(op: Operation, op_id: str, variables: dict[str, dict], answers: dict,
+               ref) -> dict:
+    params = _parameters(op.path, "path") if op.path else []
+    named = {p["name"] for p in params}
+    params += [{"name": n, "in": "path", "required": True, "schema": s}
+               for n, s in variables.items() if n not in named]
+    if op.query:
+        params += _parameters(op.query, "query")
+    doc: dict = {"summary": op.summary, "operationId": op_id}
+    if op.description:
+        doc["description"] = op.description
+    if params:
+        doc["parameters"] = params
+    content = {}
+    if op.body:
+        content["application/json"] = {"schema": ref(op.body)}
+    if op.form:
+        content["multipart/form-data"] = {"schema": ref(op.form)}
+    if content:
+        doc["requestBody"] = {"required": True, "content": content}
+    doc["responses"] = {
+        str(status): {"description": reply.description or "",
+                      **({"content": {t: ({"schema": ref(reply.model)} if t ==
+                                          "application/json" and reply.model else {})
+                                      for t in reply.content_types}}
+                         if reply.content_types else {})}
+        for status, reply in sorted(answers.items())}
+    if 401 not in answers:  # no @require: no token
+        doc["security"] = []
+    return doc

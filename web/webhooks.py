@@ -2,13 +2,13 @@
 creation), their deliveries, and redelivery. Owners see and change only their own; admins
 everyone's, and only admins may subscribe to alert events.
 
-Bodies and answers are pydantic (v2) models (`MODELS`, for the OpenAPI document); a body
-that does not fit is a 400 or 422 naming the field, never a 5xx.
+Bodies and answers are pydantic (v2) models, declared with @operation (web/contract.py): the
+same declaration checks the request and puts it in /api/openapi.json. A body that does not
+fit is a 400 or 422 naming the field, never a 5xx.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Literal
 
@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from jobqueue.errors import InvalidWebhook
 from jobqueue.webhooks import EVENT_TYPES, subscriptions
 from web.auth import api_error, require
+from web.contract import Reply, operation
 from web.resources import resources
+from web.schemas import ResponseModel
 
 bp = Blueprint("webhooks", __name__)
 
@@ -75,6 +77,26 @@ class DeliveryQuery(BaseModel):
     limit: int = Field(50, ge=1, le=1000)
 
 
+class WebhookList(ResponseModel):
+    webhooks: list[Webhook]
+
+
+class DeliveryList(ResponseModel):
+    deliveries: list[Delivery]
+
+
+class WebhookDeleted(ResponseModel):
+    id: int
+    deleted: Literal[True]
+
+
+class Redelivered(ResponseModel):
+    id: int
+    state: Literal["pending"]
+
+
+NOT_FOUND = {404: "Not found (or not yours)"}
+
 MODELS = {"WebhookCreate": WebhookCreate, "Webhook": Webhook, "WebhookCreated": WebhookCreated,
           "Delivery": Delivery, "DeliveryQuery": DeliveryQuery}
 
@@ -103,27 +125,16 @@ def _validated(model: type[BaseModel], data) -> BaseModel:
         raise Refused(400, "invalid_request", f"{where}: {first['msg']}", field=where) from None
 
 
-def _json_body() -> dict:
-    if not request.is_json:
-        raise Refused(415, "unsupported_media_type",
-                      "body: send JSON with Content-Type: application/json")
-    try:
-        body = json.loads(request.get_data())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise Refused(400, "invalid_request", f"body: not valid JSON ({exc})", "body") from None
-    if not isinstance(body, dict):
-        raise Refused(400, "invalid_request", "body: must be a JSON object", "body")
-    return body
-
-
 def _out(model: type[BaseModel], row: dict) -> dict:
     return model.model_validate(row).model_dump(mode="json")
 
 
 @bp.post("/webhooks")
 @require("write")
-def create_webhook():
-    body = _validated(WebhookCreate, _json_body())
+@operation("Subscribe a URL to events (the signing secret is in this answer only)",
+           body=WebhookCreate, replies={201: Reply(WebhookCreated, "Created")},
+           errors={422: "A URL refused (scheme, private address) or an event for admins"})
+def create_webhook(body: WebhookCreate):
     principal = g.principal
     with resources().client.pool.connection() as conn:
         try:
@@ -141,6 +152,8 @@ def create_webhook():
 
 @bp.get("/webhooks")
 @require("read")
+@operation("Webhooks of the caller's owner (admin: all)",
+           replies={200: Reply(WebhookList, "{webhooks}")})
 def list_webhooks():
     with resources().client.pool.connection() as conn:
         rows = subscriptions.list_subscriptions(conn, g.principal.owner_filter())
@@ -157,12 +170,15 @@ def _visible(subscription_id: int) -> dict:
 
 @bp.get("/webhooks/<int:subscription_id>")
 @require("read")
+@operation("A webhook", replies={200: Reply(Webhook, "The webhook")}, errors=NOT_FOUND)
 def get_webhook(subscription_id: int):
     return jsonify(_out(Webhook, _visible(subscription_id)))
 
 
 @bp.delete("/webhooks/<int:subscription_id>")
 @require("write")
+@operation("Remove a webhook", replies={200: Reply(WebhookDeleted, "{id, deleted}")},
+           errors=NOT_FOUND)
 def delete_webhook(subscription_id: int):
     with resources().client.pool.connection() as conn:
         if not subscriptions.remove(conn, subscription_id, g.principal.owner_filter()):
@@ -180,20 +196,27 @@ def _deliveries(subscription_id: int | None):
 
 @bp.get("/webhooks/deliveries")
 @require("read")
-def list_deliveries():
+@operation("The newest deliveries the caller may see", query=DeliveryQuery,
+           replies={200: Reply(DeliveryList, "{deliveries}")})
+def list_deliveries(query: DeliveryQuery):
     """The newest deliveries of every webhook the caller may see (?state=&limit=)."""
     return _deliveries(None)
 
 
 @bp.get("/webhooks/<int:subscription_id>/deliveries")
 @require("read")
-def webhook_deliveries(subscription_id: int):
+@operation("A webhook's newest deliveries", query=DeliveryQuery,
+           replies={200: Reply(DeliveryList, "{deliveries}")}, errors=NOT_FOUND)
+def webhook_deliveries(subscription_id: int, query: DeliveryQuery):
     _visible(subscription_id)
     return _deliveries(subscription_id)
 
 
 @bp.post("/webhooks/deliveries/<int:delivery_id>/redeliver")
 @require("write")
+@operation("Send a delivery again (same body and event id)",
+           replies={202: Reply(Redelivered, "{id, state}")},
+           errors=NOT_FOUND | {409: "Its job is still queued or running"})
 def redeliver(delivery_id: int):
     """Send a delivery again: the same body and event id, a fresh attempt budget."""
     with resources().client.pool.connection() as conn:

@@ -19,7 +19,7 @@ from typing import Any
 
 from jobqueue.errors import BatchFileError as BatchFileError
 from jobqueue.errors import format_location
-from jobqueue.jobs import PRIORITIES, PRIORITY_RANGE
+from jobqueue.jobs import MAX_NAME_LENGTH, PRIORITIES, PRIORITY_RANGE
 
 FIELDS = ("prompt", "messages", "model", "max_tokens", "temperature", "priority",
           "idempotency_key", "metadata")
@@ -29,6 +29,9 @@ CSV_FIELDS = ("prompt", "messages", "model", "max_tokens", "temperature", "prior
               "idempotency_key")
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 PROGRESS_EVERY = 1000  # rows between on_progress calls
+# max_tokens as providers take it (a 32-bit integer); temperature as OpenAI's API bounds it.
+MAX_TOKENS_RANGE = (1, 2**31 - 1)
+TEMPERATURE_RANGE = (0, 2)
 
 _FIELD_SET = frozenset(FIELDS)
 _ROLE_SET = frozenset(ROLES)
@@ -312,12 +315,16 @@ def _row_from_object(obj: dict[str, Any], line: int,
     max_tokens = get("max_tokens")
     if max_tokens is not None and (type(max_tokens) is not int or max_tokens < 1):
         errs.append(("max_tokens", f"must be a positive integer, got {_show(max_tokens)}"))
+    elif max_tokens is not None and max_tokens > MAX_TOKENS_RANGE[1]:
+        errs.append(("max_tokens", f"must be at most {MAX_TOKENS_RANGE[1]}, got {max_tokens}"))
     temperature = get("temperature")
     if temperature is not None:
-        if type(temperature) in (int, float) and 0 <= temperature <= 2:
+        lo, hi = TEMPERATURE_RANGE
+        if type(temperature) in (int, float) and lo <= temperature <= hi:
             temperature = float(temperature)
         else:
-            errs.append(("temperature", f"must be a number from 0 to 2, got {_show(temperature)}"))
+            errs.append(("temperature", f"must be a number from {lo} to {hi}, "
+                                        f"got {_show(temperature)}"))
     priority = get("priority")
     if priority is not None:
         problem = _priority_problem(priority)
@@ -326,6 +333,8 @@ def _row_from_object(obj: dict[str, Any], line: int,
     key = get("idempotency_key")
     if key is not None and (type(key) is not str or not key):
         errs.append(("idempotency_key", f"must be a non-empty string, got {_show(key)}"))
+    elif key is not None and len(key) > MAX_NAME_LENGTH:
+        errs.append(("idempotency_key", f"longer than {MAX_NAME_LENGTH} characters"))
     metadata = get("metadata")
     if metadata is None:
         metadata = {}

@@ -79,7 +79,7 @@ class TestApi:
     @pytest.mark.parametrize(("body", "status", "field"), [
         ({"url": HOOK}, 400, "events"),
         ({"url": HOOK, "events": []}, 400, "events"),
-        ({"url": HOOK, "events": ["job.exploded"]}, 400, "events.0"),
+        ({"url": HOOK, "events": ["job.exploded"]}, 400, "events[0]"),  # as items[3] elsewhere
         ({"url": HOOK, "events": ["job.dead"], "max_attempts": 0}, 400, "max_attempts"),
         ({"url": HOOK, "events": ["job.dead"], "max_attempts": True}, 400, "max_attempts"),
         ({"url": HOOK, "events": ["job.dead"], "secret": "mine"}, 400, "secret"),

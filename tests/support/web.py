@@ -22,7 +22,8 @@ class Server:
     """The Flask app served by werkzeug's threaded server in a background thread."""
 
     def __init__(self, url: str, **config):
-        self.app = create_app({"DATABASE_URL": url, "SECRET_KEY": "test"} | config)
+        self.app = create_app({"DATABASE_URL": url, "SECRET_KEY": "test",
+                               "API_CHECK_RESPONSES": True} | config)
         self.httpd = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.base = f"http://127.0.0.1:{self.httpd.server_port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -239,8 +239,9 @@ class TestReadableOutput:
         batch_id, _ = client.submit_batch([JobSpec("echo", {}, queue="nobody")], queue="nobody")
         proc = jobqueue_cmd("batch", "wait", str(batch_id), url=db_url,
                             stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)  # nothing to await: the wait shows its first progress line meanwhile
+        first = proc.stderr.read(len(f"batch {batch_id}"))  # the progress bar is up: waiting
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
+        err = first + err
         assert proc.returncode == 130, err
         assert "stopped waiting" in err and "Traceback" not in err

@@ -272,7 +272,8 @@ class TestBatches:
             {"prompt": "fine"}, {"prompt": "x", "max_tokens": -1}]})
         assert r.status_code == 422
         assert r.json()["error"]["problems"] == [
-            "items[1].max_tokens: must be a positive integer, got -1"]
+            "items[1].max_tokens: input should be greater than or equal to 1, got -1"]
+        assert r.json()["error"]["field"] == "items[1].max_tokens"
         assert sql("SELECT count(*) AS n FROM jobqueue.jobs")[0]["n"] == 0
 
     def test_unknown_platform_is_422(self, alice):
@@ -587,6 +588,8 @@ def test_gunicorn_serves_the_app_with_the_shipped_config(db_url, make_token):
         ids = [api.post("/api/jobs", json={"queue": "g", "kind": "k"}).json()["id"]
                for _ in range(20)]
         assert len(set(ids)) == 20
+        # The 414 the OpenAPI document lists on every route comes from Gunicorn.
+        assert api.get("/api/queues?x=" + "a" * 5000).status_code == 414
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=40)
