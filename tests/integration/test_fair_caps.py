@@ -10,13 +10,13 @@ import uuid
 
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
 
 from jobqueue import JobSpec
-from jobqueue.client import insert_specs
 from jobqueue import queues as queue_settings
+from jobqueue.client import insert_specs
 from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidQueueSettings
