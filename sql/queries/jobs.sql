@@ -16,7 +16,14 @@
 -- array (unnest pads a shorter array with NULLs): 20,000 copies of "default" cost nothing.
 -- Rows of fair queues carry their round from jobqueue.fair_rounds (NULL, one lock and one probe,
 -- when no queue here is fair): written once, never numbered afterwards (0020). payload is
--- never sent as `_all`, so its length is the number of rows.
+-- never sent as `_all`, so its length is the number of rows. MATERIALIZED: computed once, never
+-- re-run as the inner side of a join.
+WITH f AS MATERIALIZED (
+    SELECT jobqueue.fair_rounds(cardinality(%(payload)s::text[]), %(queue)s::text[],
+                                %(queue_all)s::text, %(priority)s::smallint[],
+                                %(priority_all)s::smallint, %(owner)s::text[],
+                                %(owner_all)s::text) AS rounds
+)
 INSERT INTO jobqueue.jobs
     (queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
      metadata, fair_round)
@@ -32,10 +39,7 @@ FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[], %(priority
             %(owner)s::text[], %(batch_id)s::bigint[], %(metadata)s::text[]) WITH ORDINALITY
     AS t(queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
          metadata, ord),
-     (SELECT jobqueue.fair_rounds(cardinality(%(payload)s::text[]), %(queue)s::text[],
-                                  %(queue_all)s::text, %(priority)s::smallint[],
-                                  %(priority_all)s::smallint, %(owner)s::text[],
-                                  %(owner_all)s::text) AS rounds) AS f
+     f
 RETURNING id;
 
 
