@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # for type checkers and editors; `X as X` marks a re-export
     from jobqueue.errors import JobqueueError as JobqueueError
     from jobqueue.errors import NoUsableKey as NoUsableKey
     from jobqueue.errors import Permanent as Permanent
+    from jobqueue.errors import QuotaExceeded as QuotaExceeded
     from jobqueue.errors import Retry as Retry
     from jobqueue.errors import UnreadableDocument as UnreadableDocument
     from jobqueue.jobs import Job as Job
@@ -41,6 +42,7 @@ _HOMES = {
     "BatchFileError": "jobqueue.errors",
     "UnreadableDocument": "jobqueue.errors",
     "NoUsableKey": "jobqueue.errors",
+    "QuotaExceeded": "jobqueue.errors",
     "InvalidAnswer": "jobqueue.errors",
     "Retry": "jobqueue.errors",
     "Permanent": "jobqueue.errors",

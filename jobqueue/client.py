@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from jobqueue import db, routing
+from jobqueue import db, quotas, routing, workflows
 from jobqueue.db import migrate, store
 from jobqueue.db.queries import q
 from jobqueue.db.store import COPY_FROM, JobFilter
@@ -39,13 +40,18 @@ CHUNK = 5000
 
 
 class Client:
-    def __init__(self, url: str | None = None, *, min_size: int = 1, max_size: int = 4):
+    def __init__(self, url: str | None = None, *, min_size: int = 1, max_size: int = 4,
+                 read_only: bool = False):
+        """`read_only`: every transaction refuses writes (for a replica, or to be sure a read
+        path writes nothing); only the read methods then work."""
         self.url = url or db.database_url()
+        self.read_only = read_only
         self.pool = ConnectionPool(
             self.url,
             min_size=min_size,
             max_size=max_size,
-            kwargs=db.connect_kwargs() | {"row_factory": dict_row},
+            kwargs=db.connect_kwargs() | {"row_factory": dict_row}
+            | (db.read_only_kwargs(self.url) if read_only else {}),
             open=True,
             name="jobqueue-client",
         )
@@ -71,95 +77,158 @@ class Client:
         """Enqueue one job and return its id (the existing job's, for a known idempotency key).
 
         Options: queue, priority, run_at, delay, max_attempts, timeout, idempotency_key, owner,
-        batch_id, metadata.
+        batch_id, metadata; depends_on (job ids: the job stays `blocked` until they have all
+        ended) and on_parent_failure ("cancel", the default, or "run").
         """
         spec = JobSpec(kind=kind, payload={} if payload is None else payload, **options)
         return self.enqueue_many([spec])[0]
 
-    def enqueue_many(self, specs: Iterable[JobSpec | dict]) -> list[int]:
+    def enqueue_many(self, specs: Iterable[JobSpec | dict], *,
+                     partial: bool = False) -> list[int]:
         """Enqueue many jobs in as few round trips as possible, atomically; ids in input order.
 
         A spec that fails validation raises InvalidJob naming its index and field, and nothing
-        is enqueued.
+        is enqueued. A spec may wait for jobs (`depends_on`): ids, or the `ref` of an earlier
+        spec of the same call. Past an owner's quota (jobqueue/quotas.py) QuotaExceeded says
+        when to retry, and nothing is enqueued; with `partial`, the jobs that fit are enqueued
+        (the first ones, in order) and only their ids returned.
         """
         now, routes = datetime.now(UTC), routing.load()
-        return self._enqueue_rows([_validated(spec, index, now, routes)
-                                   for index, spec in enumerate(specs)])
+        specs = [_spec(spec, index) for index, spec in enumerate(specs)]
+        rows = [_validated(spec, index, now, routes) for index, spec in enumerate(specs)]
+        if any(spec.waits() for spec in specs):
+            with self.pool.connection() as conn, conn.transaction():
+                return _insert_workflow(conn, rows, specs, partial=partial)
+        return self._enqueue_rows(rows, partial)
 
-    def enqueue_payloads(self, kind: str, payloads: Iterable, **options) -> list[int]:
+    def enqueue_payloads(self, kind: str, payloads: Iterable, *, partial: bool = False,
+                         **options) -> list[int]:
         """Enqueue one `kind` job per payload, all with the same options, atomically; ids in
         payload order. The way to fan one task out: the options are checked once, not per
         job, and no JobSpec is built per job.
 
         Options: as for enqueue, except idempotency_key (a key names one job, not many).
         A payload that is not JSON raises InvalidJob naming its index, and nothing is enqueued.
+        Quotas: as for enqueue_many.
         """
         if "idempotency_key" in options:
             raise InvalidJob("idempotency_key: one key cannot name many jobs; use "
                              "enqueue_many with a key per JobSpec")
         if "payload" in options:
             raise InvalidJob("payload: pass the payloads as the second argument, one per job")
+        if "ref" in options:
+            raise InvalidJob("ref: one ref cannot name many jobs; use enqueue_many")
         now = datetime.now(UTC)
-        queue, kind, _, *rest = _row(JobSpec(kind=kind, **options), now, routing.load())
+        shared = JobSpec(kind=kind, **options)
+        queue, kind, _, *rest = _row(shared, now, routing.load())
+        if shared.depends_on:
+            shared.dependencies()  # InvalidJob naming the field
         rows = []
         for index, payload in enumerate(payloads):
             try:
                 rows.append((queue, kind, to_json(payload), *rest))
             except InvalidJob as exc:
                 raise InvalidJob(f"job {index}: {exc}") from None
-        return self._enqueue_rows(rows)
+        if shared.depends_on:  # every job waits for the same jobs
+            with self.pool.connection() as conn, conn.transaction():
+                return _insert_workflow(conn, rows, [shared] * len(rows), partial=partial)
+        return self._enqueue_rows(rows, partial)
 
-    def _enqueue_rows(self, rows: list[tuple]) -> list[int]:
+    def _enqueue_rows(self, rows: list[tuple], partial: bool = False) -> list[int]:
         if not rows:
             return []
         with self.pool.connection() as conn:
-            if len(rows) < COPY_FROM:  # one statement is atomic: no BEGIN/COMMIT round trips
+            if len(rows) < COPY_FROM and not quotas.applies(conn, rows):
+                # No quota concerns these jobs (a quota set meanwhile applies from the next
+                # enqueue); one statement is atomic: no BEGIN/COMMIT round trips.
                 return [job_id for job_id, _ in _insert(conn, rows)]
             with conn.transaction():
-                return [job_id for job_id, _ in _insert_chunked(conn, rows)]
+                inserted, _ = _insert_admitted(conn, rows, partial)
+                return [job_id for job_id, _ in inserted]
 
     def enqueue_spec(self, spec: JobSpec) -> tuple[int, bool]:
         """Enqueue one job; returns (id, created). `created` is False when an idempotency key
         matched an existing job, whose id is returned."""
+        created = self.create(spec)
+        return created.id, created.created
+
+    def create(self, spec: JobSpec) -> Created:
+        """Enqueue one job: its id, whether it is new (an idempotency key may name an existing
+        job), and the standing of the tightest quota it was charged to (None: no quota)."""
+        row = _validated(spec, 0, datetime.now(UTC), routing.load())
         with self.pool.connection() as conn:
-            return insert_specs(conn, [spec])[0]
+            if not quotas.applies(conn, [row]):  # one statement: no BEGIN/COMMIT
+                (job_id, created), = _insert(conn, [row])
+                return Created(job_id, created, None)
+            with conn.transaction():
+                inserted, admission = _insert_admitted(conn, [row])
+        (job_id, created), = inserted
+        return Created(job_id, created, admission.standing)
 
     def submit_batch(self, specs: Iterable[JobSpec], *, queue: str, name: str | None = None,
                      owner: str | None = None, source: str | None = None,
                      metadata: dict | None = None,
-                     on_progress: Callable[[int], None] | None = None) -> tuple[int, int]:
-        """Create a batch and enqueue every spec into it, streaming, in one transaction: a
-        failure part-way leaves nothing behind. Returns (batch id, jobs enqueued)."""
+                     on_progress: Callable[[int], None] | None = None,
+                     on_complete: JobSpec | None = None,
+                     partial: bool = False) -> Submitted:
+        """Create a batch and enqueue every spec into it, in one transaction: a failure
+        part-way leaves nothing behind. Returns (batch id, rows submitted) (a Submitted, which
+        also says how many a quota refused).
+
+        A row whose idempotency key already names a job (on this queue, for this owner)
+        makes no job: it is counted as a duplicate and points at that job. Specs may depend
+        on earlier ones by `ref`. `on_complete`: a job enqueued once every member has ended,
+        receiving {"batch_id", "counts"} in its payload. Past the owner's quota the whole
+        batch is refused (QuotaExceeded, nothing left behind); with `partial`, the first rows
+        that fit are enqueued, the rest counted in `refused` (QuotaExceeded still when not
+        even the first fits)."""
         now, routes = datetime.now(UTC), routing.load()
         check_text(name, "name", max_length=MAX_NAME_LENGTH)
         for field, value in (("source", source), ("owner", owner)):
             check_text(value, field)
         to_json(metadata or {}, "metadata")  # checked like a job's: InvalidJob naming the place
-        total = 0
+        callback = None
+        if on_complete is not None:
+            try:
+                callback = workflows.callback_row(on_complete, owner)
+            except InvalidJob as exc:
+                raise InvalidJob(f"on_complete: {exc}") from None
         with self.pool.connection() as conn, conn.transaction():
             batch_id = conn.execute(q("batch_create"), {
                 "name": name, "queue": queue, "owner": owner, "source": source,
                 "metadata": Jsonb(metadata or {})}).fetchone()["id"]
-            chunk: list[tuple] = []
+            rows, row_specs = [], []
             for index, spec in enumerate(specs):
                 spec.batch_id, spec.queue, spec.owner = batch_id, queue, owner
-                chunk.append(_validated(spec, index, now, routes))
-                if len(chunk) == CHUNK:
-                    total += len(_insert(conn, chunk))
-                    chunk = []
-                    if on_progress:
-                        on_progress(total)
-            if chunk:
-                total += len(_insert(conn, chunk))
+                rows.append(_validated(spec, index, now, routes))
+                row_specs.append(spec)
+            # The quota is charged for the whole batch at once (the rows are in memory by
+            # now), in this transaction: a refusal leaves nothing behind.
+            admission = quotas.admit(conn, rows, partial=partial)
+            refused = len(rows) - admission.count
+            inserter = workflows.Inserter(conn, batch_id)
+            for row, spec in zip(rows[:admission.count], row_specs, strict=False):
+                inserter.add(row, spec)
+                if on_progress and inserter.pending == 0:  # a chunk went in
+                    on_progress(len(inserter.ids))
+            inserter.flush()
+            total = len(inserter.ids)
             conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
+            if on_complete is not None:
+                workflows.attach_batch_callback(conn, batch_id, callback)
         if on_progress:
             on_progress(total)
-        return batch_id, total
+        return Submitted(batch_id, total, refused, admission.standing, admission.exceeded)
 
     def batch(self, batch_id: int) -> dict | None:
-        """A batch with its jobs counted by state."""
+        """A batch with its jobs counted by state, and what its LLM calls cost (`costs`)."""
+        from jobqueue.llm import costs
+
         with self.pool.connection() as conn:
-            return store.batch(conn, batch_id)
+            found = store.batch(conn, batch_id)
+            if found is not None:
+                found["costs"] = costs.batch_costs(conn, batch_id)
+            return found
 
     def batch_jobs(self, batch_id: int, after: int = 0, limit: int = 1000) -> list[dict]:
         """One page of a batch's jobs in id order; pass the last id seen as `after`."""
@@ -188,8 +257,14 @@ class Client:
             return conn.execute(q("rate_state"), {"platform": platform}).fetchall()
 
     def workers(self) -> list[dict]:
+        """Registered worker processes: queues served, in flight, connections held."""
         with self.pool.connection() as conn:
             return conn.execute(q("list_workers")).fetchall()
+
+    def db_connections(self) -> list[dict]:
+        """Connections to the database by application_name and state (pg_stat_activity)."""
+        with self.pool.connection() as conn:
+            return conn.execute(q("db_connections")).fetchall()
 
     # -- change -----------------------------------------------------------------------------
 
@@ -220,15 +295,51 @@ class Client:
             return store.revive(conn, JobFilter(ids=ids, queue=queue), states)
 
 
+def _spec(spec: JobSpec | dict, index: int) -> JobSpec:
+    if isinstance(spec, dict):
+        try:
+            return JobSpec(**spec)
+        except TypeError as exc:
+            raise InvalidJob(f"job {index}: {exc}") from None
+    return spec
+
+
+class Created(NamedTuple):
+    """One job enqueued: its id, whether it is new, and the tightest quota's standing."""
+
+    id: int
+    created: bool
+    quota: quotas.Standing | None
+
+
+class Submitted(tuple):
+    """(batch id, jobs enqueued), as submit_batch always returned; also `refused` (jobs a
+    quota turned away, with partial), `quota` (the tightest quota's standing after the charge)
+    and `exceeded` (the QuotaExceeded behind `refused`, for its retry time)."""
+
+    def __new__(cls, batch_id: int, total: int, refused: int = 0,
+                quota: quotas.Standing | None = None,
+                exceeded: quotas.QuotaExceeded | None = None):
+        self = super().__new__(cls, (batch_id, total))
+        self.refused, self.quota, self.exceeded = refused, quota, exceeded
+        return self
+
+    @property
+    def batch_id(self) -> int:
+        return self[0]
+
+    @property
+    def total(self) -> int:
+        return self[1]
+
+
 def _validated(spec: JobSpec | dict, index: int, now: datetime,
                routes: routing.Routes) -> tuple:
     """The insert row for a spec; InvalidJob names its index and field."""
-    if isinstance(spec, dict):
-        try:
-            spec = JobSpec(**spec)
-        except TypeError as exc:
-            raise InvalidJob(f"job {index}: {exc}") from None
+    spec = _spec(spec, index)
     try:
+        if spec.waits():
+            spec.dependencies()
         return _row(spec, now, routes)
     except InvalidJob as exc:
         raise InvalidJob(f"job {index}: {exc}") from None
@@ -243,10 +354,38 @@ def _row(spec: JobSpec, now: datetime, routes: routing.Routes) -> tuple:
 
 def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:
     """Enqueue specs inside the caller's transaction (so a job can be created atomically with
-    rows of the caller's own); returns (id, created) per spec, in order."""
+    rows of the caller's own); returns (id, created) per spec, in order. Charges the owners'
+    quotas: QuotaExceeded (raised before any insert) should roll the transaction back."""
     now, routes = datetime.now(UTC), routing.load()
-    return _insert_chunked(conn, [_validated(spec, i, now, routes)
-                                  for i, spec in enumerate(specs)])
+    rows = [_validated(spec, i, now, routes) for i, spec in enumerate(specs)]
+    if any(spec.waits() for spec in specs):
+        with conn.transaction():
+            return _insert_workflow(conn, rows, specs, created=True)
+    inserted, _ = _insert_admitted(conn, rows)
+    return inserted
+
+
+def _insert_workflow(conn, rows: list[tuple], specs: list[JobSpec], created: bool = False,
+                     partial: bool = False):
+    """Rows of which some wait for others (workflows.Inserter), after charging the owners'
+    quotas: ids in order, or (id, created) pairs. A row whose key matched an existing job is
+    not created."""
+    admission = quotas.admit(conn, rows, partial=partial)
+    inserter = workflows.Inserter(conn)
+    for row, spec in zip(rows[:admission.count], specs, strict=False):
+        inserter.add(row, spec)
+    inserter.flush()
+    if not created:
+        return inserter.ids
+    return list(zip(inserter.ids, inserter.created, strict=True))
+
+
+def _insert_admitted(conn, rows: list[tuple], partial: bool = False
+                     ) -> tuple[list[tuple[int, bool]], quotas.Admission]:
+    """Charge the owners' quotas for rows and insert those admitted (all, unless partial),
+    in the caller's transaction: the quota rows stay locked until it commits."""
+    admission = quotas.admit(conn, rows, partial=partial)
+    return _insert_chunked(conn, rows[:admission.count]), admission
 
 
 def _insert_chunked(conn, rows: list[tuple]) -> list[tuple[int, bool]]:

@@ -9,8 +9,10 @@
     ├── BatchFileError (ValueError)      FILE:LINE: field: what is wrong
     ├── UnreadableDocument (ValueError)  an uploaded document that cannot become text
     │   └── DocumentTooLarge             its text or its chunks pass a configured limit
+    ├── QuotaExceeded                    an owner's quota refuses new work; says when to retry
     ├── HandBack                         raised by a handler: give the job back unspent
-    │   └── NoUsableKey                  every key of a platform is disabled
+    │   ├── NoUsableKey                  every key of a platform is disabled
+    │   └── OverBudget                   an LLM call would pass a budget: the job pauses
     ├── InvalidAnswer                    a model's answer lacked the shape asked for
     ├── RedactedError                    an LLM call's error, its API keys scrubbed out
     ├── InvalidWebhook (ValueError)      a webhook URL, event or setting we refuse; names it
@@ -79,15 +81,49 @@ class DocumentTooLarge(UnreadableDocument):
     (JOBQUEUE_DOCUMENT_MAX_CHARS, JOBQUEUE_DOCUMENT_MAX_CHUNKS); the message names it."""
 
 
+class QuotaExceeded(JobqueueError):
+    """New work refused by a per-owner quota (jobqueue/quotas.py); nothing was enqueued.
+
+    `quota` names it ("kind:lesson"), `owner` whose it is, `budget` "jobs" or "tokens";
+    `limit` per `period_seconds`, `remaining` now, `reset_seconds` until the budget is full
+    again, and `retry_after` (seconds) / `retry_at` (a UTC datetime): when the refused work
+    would fit. `requested` is what was asked for (jobs or tokens)."""
+
+    def __init__(self, message: str, *, quota: str, owner: str, budget: str, limit: int,
+                 period_seconds: float, remaining: float, reset_seconds: float,
+                 retry_after: float, requested: float):
+        from datetime import UTC, datetime, timedelta
+
+        super().__init__(message)
+        self.quota, self.owner, self.budget = quota, owner, budget
+        self.limit, self.period_seconds = limit, period_seconds
+        self.remaining, self.reset_seconds = remaining, reset_seconds
+        self.retry_after, self.requested = retry_after, requested
+        self.retry_at = datetime.now(UTC) + timedelta(seconds=retry_after)
+
+
 class HandBack(JobqueueError):
     """Raise to give the job back as it was: it waits to be claimed again and the attempt is
-    not counted (nothing was tried that could have failed)."""
+    not counted (nothing was tried that could have failed). With `progress` (any JSON value,
+    saying why for people), the job is due again only after `delay` seconds."""
+
+    def __init__(self, message: str = "handed back", delay: float = 0.0,
+                 progress: object = None):
+        super().__init__(message)
+        self.delay = delay
+        self.progress = progress
 
 
 class NoUsableKey(HandBack):
     """Every key of the platform is disabled (rejected, or out of quota): the job goes back to
     waiting, attempts untouched, and the platform's workers stop claiming until a key is
     enabled again (`jobqueue keys enable`)."""
+
+
+class OverBudget(HandBack):
+    """An LLM call would pass a budget (per owner, batch or campaign): the job goes back to
+    waiting, attempts untouched, says "over budget" in its progress, and is looked at again
+    after a while, or at once when the budget is raised (`jobqueue budgets set`)."""
 
 
 class InvalidAnswer(JobqueueError):

@@ -13,12 +13,19 @@ from jobqueue import settings
 from jobqueue.errors import InvalidJob as InvalidJob
 
 # A job's visible states. They are derived in SQL only, by jobqueue.job_state (see
-# sql/migrations/0007_job_state.sql): waiting (runnable now), scheduled (run_at in the future,
-# never failed), retrying (run_at in the future after a failed attempt: its backoff), running
-# (leased), and the finished ones. Python never works a state out of a row's columns.
-HOT_STATES = ("waiting", "scheduled", "retrying", "running")
+# sql/migrations/0007_job_state.sql) and the view jobqueue.all_jobs: blocked (waiting for
+# the jobs it depends on: a row of jobqueue.blocked, 0015), waiting (runnable now), scheduled
+# (run_at in the future, never failed), retrying (run_at in the future after a failed
+# attempt: its backoff), running (leased), and the finished ones. Python never works a state
+# out of a row's columns. HOT_STATES are the unfinished ones.
+HOT_STATES = ("blocked", "waiting", "scheduled", "retrying", "running")
 FINISHED_STATES = ("succeeded", "dead", "cancelled")
 STATES = HOT_STATES + FINISHED_STATES
+
+# What a job that depends on others does when one of them ends dead or cancelled.
+PARENT_FAILURE_POLICIES = ("cancel", "run")
+# The most jobs one job may wait for (a batch's completion callback is not bound by it).
+MAX_PARENTS = 1000
 
 # Lower runs first. Names are for people; the column holds the number.
 PRIORITIES = {"high": -10, "normal": 0, "low": 10}
@@ -178,6 +185,42 @@ class JobSpec:
     owner: str | None = None
     batch_id: int | None = None
     metadata: dict | None = None
+    # Workflows: the ids of jobs to wait for (or, within one enqueue_many or batch, the
+    # `ref` of an earlier spec), what to do if one of them ends dead or cancelled, and a
+    # name later specs of the same call can depend on.
+    depends_on: list[int | str] | None = None
+    on_parent_failure: str | None = None
+    ref: str | None = None
+
+    def waits(self) -> bool:
+        """Whether this spec takes part in a workflow (waits, or may be waited for by name)."""
+        return bool(self.depends_on) or self.ref is not None
+
+    def dependencies(self, limit: int = MAX_PARENTS) -> tuple[list[int | str], str]:
+        """(depends_on, on_parent_failure), checked: InvalidJob names the field."""
+        parents = self.depends_on or []
+        if not isinstance(parents, list | tuple):
+            raise InvalidJob("depends_on: must be a list of job ids")
+        if len(parents) > limit:
+            raise InvalidJob(f"depends_on: at most {limit} jobs, got {len(parents)}")
+        for i, parent in enumerate(parents):
+            if isinstance(parent, str):
+                check_text(parent, f"depends_on[{i}]")
+                if not parent:
+                    raise InvalidJob(f"depends_on[{i}]: must be a job id or a non-empty ref")
+            elif (isinstance(parent, bool) or not isinstance(parent, int)
+                  or not 1 <= parent < 2**63):
+                raise InvalidJob(f"depends_on[{i}]: must be a job id (a positive integer), "
+                                 f"got {parent!r}")
+        policy = self.on_parent_failure or "cancel"
+        if policy not in PARENT_FAILURE_POLICIES:
+            raise InvalidJob(f"on_parent_failure: must be one of "
+                             f"{', '.join(PARENT_FAILURE_POLICIES)}, got {policy!r}")
+        if self.ref is not None:
+            check_text(self.ref, "ref")
+            if not self.ref:
+                raise InvalidJob("ref: must be a non-empty string")
+        return list(parents), policy
 
     def validated_row(self, default_queue: str, default_max_attempts: int, now: datetime):
         """The values the insert needs, checked; raises InvalidJob naming the bad field."""

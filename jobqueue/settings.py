@@ -223,6 +223,16 @@ JOBQUEUE_STREAMS_PER_PROCESS = _variable(
     "JOBQUEUE_STREAMS_PER_PROCESS", 1000, "SSE streams and `?wait=` long polls one web process "
     "holds open, all tokens together (each is a socket: keep it under the open-files limit); "
     "more get 429 with `Retry-After`", parse=parse_positive_int)
+JOBQUEUE_READ_DATABASE_URL = _variable(
+    "JOBQUEUE_READ_DATABASE_URL", None, "a streaming replica for the web app's reads (job, "
+    "batch and document pages, lists, exports, metrics), over read-only connections; writes, "
+    "sign-in, sessions, rate limits, `?wait=` and SSE stay on `DATABASE_URL`, and a row the "
+    "replica has not replayed yet is read there too", shown_default="none: reads use "
+    "`DATABASE_URL`")
+JOBQUEUE_READ_MAX_LAG_SECONDS = _variable(
+    "JOBQUEUE_READ_MAX_LAG_SECONDS", 10, "a read replica further behind than this (by WAL "
+    "position), or unreachable, is not read from until it catches up: reads go to "
+    "`DATABASE_URL`", parse=parse_positive_int)
 JOBQUEUE_DOCUMENT_MAX_BYTES = _variable(
     "JOBQUEUE_DOCUMENT_MAX_BYTES", 10 * MB, "largest uploaded document, in bytes",
     parse=parse_positive_int, shown_default="10485760 (10 MB)")

@@ -69,7 +69,7 @@ class JobContext:
         handlers only (see jobqueue/llm/clients.py)."""
         from jobqueue.llm.clients import client
 
-        return client(platform)
+        return client(platform, job_id=self.job_id)
 
     def set_progress(self, progress: Any) -> None:
         """Record progress (any JSON value, e.g. {"done": 3, "total": 10}); best effort."""

@@ -24,8 +24,11 @@ def hash_token(token: str) -> str:
 
 
 def create(conn: psycopg.Connection, owner: str, scopes: list[str],
-           rate_limit: int = DEFAULT_RATE_LIMIT, note: str | None = None) -> tuple[str, dict]:
-    """Create a token; returns (the token, its row). The token is not stored anywhere."""
+           rate_limit: int = DEFAULT_RATE_LIMIT, note: str | None = None,
+           write_rate_limit: int | None = None) -> tuple[str, dict]:
+    """Create a token; returns (the token, its row). The token is not stored anywhere.
+    `rate_limit` is its reads per minute (GET, SSE, ?wait); `write_rate_limit` its writes per
+    minute (None: the same as reads). Each is a bucket of its own."""
     if not owner:
         raise ValueError("owner: required")
     unknown = [s for s in scopes if s not in SCOPES]
@@ -33,10 +36,13 @@ def create(conn: psycopg.Connection, owner: str, scopes: list[str],
         raise ValueError(f"scopes: choose from {', '.join(SCOPES)} (got {', '.join(scopes)})")
     if rate_limit < 1:
         raise ValueError("rate_limit: must be at least 1 request per minute")
+    if write_rate_limit is not None and write_rate_limit < 1:
+        raise ValueError("write_rate_limit: must be at least 1 request per minute")
     token = "jq_" + secrets.token_urlsafe(32)
     row = conn.execute(q("token_create"), {
         "hash": hash_token(token), "prefix": token[:10], "owner": owner, "scopes": scopes,
-        "rate_limit": rate_limit, "note": note}).fetchone()
+        "rate_limit": rate_limit, "write_rate_limit": write_rate_limit,
+        "note": note}).fetchone()
     return token, row
 
 

@@ -142,7 +142,7 @@ def create_bare_app():
         if not isinstance(body, dict) or not body.get("queue") or not body.get("kind"):
             return jsonify(error="send a JSON object with queue and kind"), 400
         with pool().connection() as conn:
-            row = conn.execute(token_use, {"hash": token_hash}).fetchone()
+            row = conn.execute(token_use, {"hash": token_hash, "write": True}).fetchone()
             if row is None:
                 return jsonify(error="unauthorized"), 401
             if not row["allowed"]:

@@ -41,6 +41,8 @@ CREATE TABLE jobqueue.jobs (
     execution_id     uuid,
     -- The job's place in its owner's turn in a fair queue (0012); NULL in other queues.
     fair_round       bigint,
+    -- Some blocked job depends on this one (0015): its end runs the release step.
+    has_children     boolean     NOT NULL DEFAULT false,
     CHECK ((lease_owner IS NULL) = (lease_expires_at IS NULL))
 );
 
@@ -89,14 +91,16 @@ CREATE INDEX finished_batch_idx ON jobqueue.finished (batch_id) WHERE batch_id I
 CREATE INDEX finished_dead_idx ON jobqueue.finished (queue, finished_at DESC)
     WHERE state = 'dead';
 
--- Idempotency keys, unique per owner, across both job tables. A separate table because a
--- unique index cannot span `jobs` and `finished`; only keyed jobs pay for it.
+-- Idempotency keys, unique per (owner, queue), across the job tables. A separate table
+-- because a unique index cannot span `jobs`, `blocked` and `finished`; only keyed jobs pay
+-- for it. Scoped by queue (0015): one prompt file sent to two platforms makes two jobs.
 CREATE TABLE jobqueue.idempotency_keys (
     owner      text        NOT NULL DEFAULT '',
     key        text        NOT NULL,
     job_id     bigint      NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (owner, key)
+    queue      text        NOT NULL,
+    PRIMARY KEY (owner, queue, key)
 );
 CREATE INDEX idempotency_keys_job_idx ON jobqueue.idempotency_keys (job_id);
 
@@ -109,7 +113,10 @@ CREATE TABLE jobqueue.workers (
     concurrency  integer     NOT NULL,
     started_at   timestamptz NOT NULL DEFAULT now(),
     last_seen_at timestamptz NOT NULL DEFAULT now(),
-    in_flight    integer     NOT NULL DEFAULT 0
+    in_flight    integer     NOT NULL DEFAULT 0,
+    -- Connections the process holds open, reported with its heartbeat (0013): counted by the
+    -- process itself, so the figure is right behind PgBouncer too.
+    connections  integer     NOT NULL DEFAULT 0
 );
 
 -- Wake idle workers when runnable work arrives. Statement level, so a batch insert of 20,000
@@ -193,7 +200,9 @@ CREATE TABLE jobqueue.batches (
     total      integer     NOT NULL DEFAULT 0,
     source     text,                        -- the file it came from, for people
     created_at timestamptz NOT NULL DEFAULT now(),
-    metadata   jsonb       NOT NULL DEFAULT '{}'
+    metadata   jsonb       NOT NULL DEFAULT '{}',
+    on_complete_job bigint,   -- the blocked job that waits for every member (0015)
+    completed_at    timestamptz  -- when that job was released: the batch completed
 );
 
 
@@ -212,7 +221,13 @@ CREATE TABLE jobqueue.api_tokens (
     created_at   timestamptz NOT NULL DEFAULT now(),
     last_used_at timestamptz,
     revoked_at   timestamptz,
-    note         text
+    note         text,
+    -- Writes have a bucket of their own (0013): `level` above is for reads (GET, SSE, ?wait)
+    -- at `rate_limit` per minute; writes spend `write_level` at `write_rate_limit` per minute
+    -- (NULL: rate_limit). A client that exhausted its writes can still poll what it made.
+    write_rate_limit integer     CHECK (write_rate_limit > 0),
+    write_level      float8      NOT NULL DEFAULT 0,
+    write_updated_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- Uploaded documents, kept in Postgres (the only store). The text is extracted by a job.
@@ -304,6 +319,60 @@ CREATE FUNCTION jobqueue.dashboard_match(
             OR (payload::text || E'\n' || metadata::text || E'\n' || errors::text) ILIKE f_text)
 $$;
 
+-- Jobs waiting for other jobs (depends_on) to end. Kept out of `jobs` altogether, so the
+-- claim, its index and the hot table's vacuum never see them: 10,000 children of one parent
+-- cost the claim of unrelated work nothing. A row moves to `jobs` (released) inside the
+-- transaction that ends its last parent, or to `finished` as cancelled when a parent ended
+-- dead or cancelled and on_parent_failure is 'cancel'. Its id is drawn from the job sequence
+-- like any job's and stays its id after it moves.
+CREATE TABLE jobqueue.blocked (
+    id                bigint      PRIMARY KEY,
+    queue             text        NOT NULL,
+    kind              text        NOT NULL,
+    payload           jsonb       NOT NULL DEFAULT '{}',
+    priority          smallint    NOT NULL DEFAULT 0,
+    run_at            timestamptz,  -- NULL: runnable the moment it is released
+    max_attempts      integer     NOT NULL CHECK (max_attempts > 0),
+    timeout_seconds   real        CHECK (timeout_seconds > 0),
+    owner             text,
+    batch_id          bigint,
+    idempotency_key   text,
+    metadata          jsonb       NOT NULL DEFAULT '{}',
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    -- What a parent ending dead or cancelled does to this job: cancel it (at once), or let
+    -- it run anyway once every parent has ended.
+    on_parent_failure text        NOT NULL DEFAULT 'cancel'
+                                  CHECK (on_parent_failure IN ('cancel', 'run')),
+    waiting_on        integer     NOT NULL CHECK (waiting_on >= 0),  -- parents not ended yet
+    -- How its parents ended so far (a batch callback's counts come from these).
+    parents_succeeded integer     NOT NULL DEFAULT 0,
+    parents_dead      integer     NOT NULL DEFAULT 0,
+    parents_cancelled integer     NOT NULL DEFAULT 0,
+    has_children      boolean     NOT NULL DEFAULT false,  -- as in `jobs`
+    -- Set on a batch's on_complete job: released, it receives the batch id and counts.
+    completes_batch   bigint
+);
+CREATE INDEX blocked_batch_idx ON jobqueue.blocked (batch_id) WHERE batch_id IS NOT NULL;
+
+-- One row per (parent, child) while the parent has not ended. The release step deletes a
+-- parent's edges as it ends, so the table holds only pending waits.
+CREATE TABLE jobqueue.job_dependencies (
+    parent_id bigint NOT NULL,
+    child_id  bigint NOT NULL,
+    PRIMARY KEY (parent_id, child_id)
+);
+CREATE INDEX job_dependencies_child_idx ON jobqueue.job_dependencies (child_id);
+
+-- Batch rows whose idempotency key already named a job: no job was made; the row points at
+-- the existing one. `id` is the id drawn for the row (from the job sequence, in input
+-- order), so a batch's rows, jobs and duplicates together, page in input order by id.
+CREATE TABLE jobqueue.batch_duplicates (
+    id       bigint PRIMARY KEY,
+    batch_id bigint NOT NULL,
+    job_id   bigint NOT NULL  -- the existing job
+);
+CREATE INDEX batch_duplicates_batch_idx ON jobqueue.batch_duplicates (batch_id, id);
+
 -- A job's visible state and its move to `finished`, each defined once (see
 -- 0007_job_state.sql for the reasons).
 -- The state of a row of the hot table. The seven visible states:
@@ -330,7 +399,8 @@ CREATE FUNCTION jobqueue.job_state(
 $$;
 
 -- Every job, hot or finished, with its visible state: the one relation reads of "a job" or
--- "jobs matching X" go through (get_job, the dashboard's list and counts, batch pages).
+-- "jobs matching X" go through (get_job, the dashboard's list and counts, batch pages);
+-- blocked jobs (0015) are its third branch.
 -- A job moves between the tables inside one transaction, so one snapshot of the view sees it
 -- exactly once. UNION ALL of two plain selects: Postgres flattens it into an append of the two
 -- tables and pushes each condition into both, so `WHERE id = $1` or `WHERE batch_id = $1` is
@@ -346,7 +416,13 @@ UNION ALL
 SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
        state, result, errors, progress, owner, batch_id, idempotency_key, metadata,
        created_at, started_at, finished_at, NULL::uuid, false, execution_id
-FROM jobqueue.finished;
+FROM jobqueue.finished
+UNION ALL
+SELECT id, queue, kind, payload, priority, coalesce(run_at, created_at), 0, max_attempts,
+       timeout_seconds, 'blocked', NULL::jsonb, '[]'::jsonb, NULL::jsonb, owner, batch_id,
+       idempotency_key, metadata, created_at, NULL::timestamptz, NULL::timestamptz,
+       NULL::uuid, false, NULL::uuid
+FROM jobqueue.blocked;
 
 -- The move to `finished`, defined once: the `finished` row a deleted `jobs` row becomes, with
 -- its final state, result and the errors to append (a JSON array: '[]' for none). Every move
@@ -397,6 +473,92 @@ CREATE TABLE jobqueue.auth_failures (
     level      float8      NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Per-owner quotas, and the scaling signals' stable SQL contract (0013).
+
+-- A quota: at most `jobs` new jobs per `jobs_seconds`, and at most `tokens` estimated LLM
+-- tokens per `tokens_seconds`, for each owner, on one queue or one job kind. Either budget may
+-- be absent. `source` says who wrote the row: 'config' rows mirror jobqueue.toml's [quotas]
+-- (replaced on each `jobqueue migrate` / `jobqueue quotas apply`), 'api' rows were set with the
+-- CLI or the HTTP API and are left alone by a config apply.
+CREATE TABLE jobqueue.quotas (
+    scope          text        NOT NULL CHECK (scope IN ('queue', 'kind')),
+    name           text        NOT NULL,
+    jobs           integer     CHECK (jobs > 0),
+    jobs_seconds   real        CHECK (jobs_seconds > 0),
+    tokens         bigint      CHECK (tokens > 0),
+    tokens_seconds real        CHECK (tokens_seconds > 0),
+    source         text        NOT NULL DEFAULT 'api' CHECK (source IN ('config', 'api')),
+    updated_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, name),
+    CHECK ((jobs IS NULL) = (jobs_seconds IS NULL)),
+    CHECK ((tokens IS NULL) = (tokens_seconds IS NULL)),
+    CHECK (jobs IS NOT NULL OR tokens IS NOT NULL)
+);
+
+-- Each owner's use of a quota: two token buckets like the provider limiter's, refilled
+-- continuously from the database clock up to the quota's full budget (a whole period's worth:
+-- "10/min" lets 10 through at once, then one every 6 s). Rows appear on an owner's first
+-- enqueue and are pruned once full again (nothing to remember).
+CREATE TABLE jobqueue.quota_usage (
+    scope        text        NOT NULL,
+    name         text        NOT NULL,
+    owner        text        NOT NULL,
+    jobs_level   float8      NOT NULL,  -- jobs that may be created now
+    tokens_level float8      NOT NULL,  -- tokens that may be spent now (may go negative)
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, name, owner),
+    FOREIGN KEY (scope, name) REFERENCES jobqueue.quotas (scope, name)
+        ON DELETE CASCADE ON UPDATE CASCADE
+);
+
+-- The scaling contract (deploy/keda-scaledobject.yaml queries it): jobs of a queue that need
+-- a worker now, i.e. waiting (runnable, unleased) plus running (leased). Scheduled and
+-- retrying jobs are not counted: no worker can start them yet. Stable: its name, argument and
+-- meaning do not change without a new function name. Two index scans (the claim index for
+-- waiting rows, the lease index for running ones), so it stays cheap on a deep queue.
+CREATE FUNCTION jobqueue.queue_depth(queue_name text) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT (SELECT count(*) FROM jobqueue.jobs
+            WHERE queue = queue_name AND lease_owner IS NULL AND run_at <= now())
+         + (SELECT count(*) FROM jobqueue.jobs
+            WHERE queue = queue_name AND lease_owner IS NOT NULL)
+$$;
+
+-- Whether a queue is a platform whose provider has no headroom now: it has rate buckets and no
+-- key of any of its models could start a request this moment (disabled, blocked after a 429,
+-- or out of requests or tokens, levels refilled to now at the configured rate; updated_at may
+-- lie ahead, at the end of a block). A sample: under a steady saturating load the buckets
+-- hover near empty and this flips with each refill, which is the point: the queue goes as
+-- fast as the provider lets it. (The limiter's own slowed pace after 429s, rate_factor, is
+-- left out: a key it paces down still reads as having headroom a little sooner.)
+CREATE FUNCTION jobqueue.queue_rate_limited(queue_name text) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT EXISTS (SELECT 1 FROM jobqueue.rate_buckets WHERE platform = queue_name)
+       AND NOT EXISTS (
+           SELECT 1 FROM jobqueue.rate_buckets
+           WHERE platform = queue_name AND disabled_reason IS NULL
+             AND (blocked_until IS NULL OR blocked_until <= now())
+             AND req_level + greatest(0, extract(epoch FROM now() - updated_at)) * rpm / 60.0
+                 >= 1
+             AND tok_level + greatest(0, extract(epoch FROM now() - updated_at)) * tpm / 60.0
+                 > 0)
+$$;
+
+-- Age in seconds of the oldest job of a queue that could run now and waits for a worker
+-- (0 when none): the latency signal. Jobs waiting for a provider's rate limit hold their
+-- lease while they wait (jobqueue/llm/ratelimit.py), so they are running, not counted here;
+-- and while the queue's platform has no headroom on any key (see jobqueue.queue_rate_limited)
+-- the waiting jobs wait for the provider, not for a worker, and the latency is 0: more
+-- workers would not help. Stable like queue_depth.
+CREATE FUNCTION jobqueue.queue_latency(queue_name text) RETURNS float8
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN jobqueue.queue_rate_limited(queue_name) THEN 0
+                ELSE coalesce(extract(epoch FROM now() - (
+                         SELECT min(run_at) FROM jobqueue.jobs
+                         WHERE queue = queue_name AND lease_owner IS NULL
+                           AND run_at <= now()))::float8, 0) END
+$$;
 
 -- Fair shares and caps (see 0012_fair_caps.sql for the reasons).
 -- The round each owner's latest job got, per (queue, priority): the next job of the owner
@@ -572,6 +734,150 @@ BEGIN
 END;
 $$;
 
+-- The second half of the release step: of the blocked jobs `candidates`, those with no
+-- parent left to wait for move to `jobs` (the insert trigger wakes the workers). A batch's
+-- callback (completes_batch) receives the batch id and how its members ended, and this is
+-- the one place where a batch completes: batches.completed_at is set and
+-- `jobqueue_batch_completed` carries its id. Called by release_children, and directly for a
+-- job that waits for nothing (a callback of a batch whose rows were all duplicates).
+CREATE FUNCTION jobqueue.release_ready(candidates bigint[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    WITH ready AS (
+        DELETE FROM jobqueue.blocked b
+        WHERE b.id = ANY(candidates) AND b.waiting_on = 0
+        RETURNING b.*
+    ),
+    inserted AS (
+        INSERT INTO jobqueue.jobs
+            (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds,
+             owner, batch_id, idempotency_key, metadata, created_at, has_children)
+        SELECT r.id, r.queue, r.kind,
+               CASE WHEN r.completes_batch IS NULL THEN r.payload
+                    ELSE r.payload || jsonb_build_object(
+                        'batch_id', r.completes_batch,
+                        'counts', jsonb_build_object(
+                            'total', bt.total,
+                            'succeeded', r.parents_succeeded,
+                            'dead', r.parents_dead,
+                            'cancelled', r.parents_cancelled,
+                            'duplicates', (SELECT count(*) FROM jobqueue.batch_duplicates d
+                                           WHERE d.batch_id = r.completes_batch)))
+               END,
+               r.priority, coalesce(r.run_at, now()), r.max_attempts, r.timeout_seconds,
+               r.owner, r.batch_id, r.idempotency_key, r.metadata, r.created_at,
+               r.has_children
+        FROM ready r LEFT JOIN jobqueue.batches bt ON bt.id = r.completes_batch
+        RETURNING id
+    ),
+    completed AS (
+        UPDATE jobqueue.batches bt SET completed_at = now()
+        FROM ready r WHERE bt.id = r.completes_batch
+        RETURNING bt.id, pg_notify('jobqueue_batch_completed', bt.id::text)
+    )
+    SELECT count(*) INTO n
+    FROM inserted
+    LEFT JOIN (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
+               FROM inserted HAVING count(*) > 0) AS told ON true
+    LEFT JOIN (SELECT count(*) FROM completed) AS c ON true;
+    RETURN n;
+END;
+$$;
+
+-- The release step: the parents `parent_ids` ended in `parent_states` (succeeded, dead,
+-- cancelled); their children learn it. Called inside the statement (or transaction) that
+-- ends the parents, so a child is released exactly when its last parent's end commits: no
+-- polling, and never twice (each edge is deleted once; each child row is locked, in id
+-- order so two completions never deadlock, before its counts change).
+-- VOLATILE plpgsql: each statement inside takes a fresh snapshot, so it sees the edges of a
+-- child enqueued by a transaction that committed while the caller's statement waited for
+-- the parent's row lock (the enqueue sets the parent's has_children under that lock).
+-- A child cancelled here may have children of its own: the loop carries on with them.
+-- Returns how many children became runnable.
+CREATE FUNCTION jobqueue.release_children(parent_ids bigint[], parent_states text[])
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    ended_ids bigint[] := parent_ids;
+    ended_states text[] := parent_states;
+    children bigint[];
+    oks integer[];
+    deads integer[];
+    cancels integer[];
+    released integer := 0;
+BEGIN
+    WHILE cardinality(ended_ids) > 0 LOOP
+        WITH gone AS (
+            DELETE FROM jobqueue.job_dependencies d
+            USING unnest(ended_ids, ended_states) AS p(id, state)
+            WHERE d.parent_id = p.id
+            RETURNING d.child_id, p.state
+        )
+        SELECT array_agg(child_id ORDER BY child_id), array_agg(ok ORDER BY child_id),
+               array_agg(dead ORDER BY child_id), array_agg(cancelled ORDER BY child_id)
+        INTO children, oks, deads, cancels
+        FROM (SELECT child_id,
+                     count(*) FILTER (WHERE state = 'succeeded')::int AS ok,
+                     count(*) FILTER (WHERE state = 'dead')::int AS dead,
+                     count(*) FILTER (WHERE state NOT IN ('succeeded', 'dead'))::int
+                         AS cancelled
+              FROM gone GROUP BY child_id) AS t;
+        EXIT WHEN children IS NULL;
+
+        PERFORM 1 FROM jobqueue.blocked WHERE id = ANY(children) ORDER BY id FOR UPDATE;
+        UPDATE jobqueue.blocked b
+        SET waiting_on = b.waiting_on - (t.ok + t.dead + t.cancelled),
+            parents_succeeded = b.parents_succeeded + t.ok,
+            parents_dead = b.parents_dead + t.dead,
+            parents_cancelled = b.parents_cancelled + t.cancelled
+        FROM unnest(children, oks, deads, cancels) AS t(id, ok, dead, cancelled)
+        WHERE b.id = t.id;
+
+        -- A parent failed and the child's policy is cancel: cancelled now, even if other
+        -- parents are still running; its remaining edges go, and its own children follow.
+        WITH doomed AS (
+            DELETE FROM jobqueue.blocked b
+            WHERE b.id = ANY(children) AND b.on_parent_failure = 'cancel'
+              AND b.parents_dead + b.parents_cancelled > 0
+            RETURNING b.*
+        ),
+        moved AS (
+            INSERT INTO jobqueue.finished
+                (id, queue, kind, payload, priority, run_at, attempts, max_attempts,
+                 timeout_seconds, state, result, errors, progress, owner, batch_id,
+                 idempotency_key, metadata, created_at, started_at, execution_id)
+            SELECT id, queue, kind, payload, priority, coalesce(run_at, now()), 0,
+                   max_attempts, timeout_seconds, 'cancelled', NULL,
+                   jsonb_build_array(jsonb_build_object(
+                       'attempt', 0, 'at', now(), 'type', 'ParentFailed',
+                       'message', format('%s of the jobs it depends on ended dead, %s '
+                                         'cancelled (on_parent_failure: cancel)',
+                                         parents_dead, parents_cancelled))),
+                   NULL, owner, batch_id, idempotency_key, metadata, created_at, NULL, NULL
+            FROM doomed
+            RETURNING id
+        ),
+        unlinked AS (
+            DELETE FROM jobqueue.job_dependencies
+            WHERE child_id IN (SELECT id FROM doomed)
+        ),
+        told AS (
+            SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM moved
+            HAVING count(*) > 0
+        )
+        SELECT coalesce(array_agg(id) FILTER (WHERE has_children), '{}')
+        INTO ended_ids
+        FROM doomed LEFT JOIN told ON true;
+        ended_states := array_fill('cancelled'::text, ARRAY[cardinality(ended_ids)]);
+
+        -- Nothing left to wait for: runnable now.
+        released := released + jobqueue.release_ready(children);
+    END LOOP;
+    RETURN released;
+END;
+$$;
+
 -- Webhooks and alerts (see 0016_webhooks_alerts.sql for the reasons).
 -- A subscription: an owner's URL and the event types it wants. `owner` is the API token's
 -- owner ('' for jobs enqueued without one). Alert events (alert.firing, alert.resolved) have
@@ -657,6 +963,7 @@ $$;
 -- and reports the batch: one of them always does. (Both may, when the first committed
 -- between the other's delete and its lock; webhook_fan_out's unique event id keeps that to
 -- one delivery.) The one definition of "a batch completed" for the completion path.
+-- (0021: members still blocked, waiting for other jobs, keep a batch from completing.)
 CREATE FUNCTION jobqueue.batches_completed(batch_ids bigint[])
 RETURNS SETOF bigint LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
@@ -664,7 +971,8 @@ BEGIN
     RETURN QUERY
         SELECT b.id FROM jobqueue.batches b
         WHERE b.id = ANY(batch_ids)
-          AND NOT EXISTS (SELECT 1 FROM jobqueue.jobs j WHERE j.batch_id = b.id);
+          AND NOT EXISTS (SELECT 1 FROM jobqueue.jobs j WHERE j.batch_id = b.id)
+          AND NOT EXISTS (SELECT 1 FROM jobqueue.blocked k WHERE k.batch_id = b.id);
 END;
 $$;
 
@@ -748,3 +1056,55 @@ CREATE TABLE jobqueue.alert_rules (
     created_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (queue, metric)
 );
+
+-- The rollup of LLM spend: one row per UTC day, platform, model and scope (owner, batch,
+-- campaign), added to after every provider call and every cache hit. Sums per batch, owner,
+-- platform or day read a few rows instead of every job's result, and the job tables (the
+-- claim's hot path) are not touched. '' and 0 stand for "none" so the key has no NULLs.
+CREATE TABLE jobqueue.llm_spend (
+    day               date    NOT NULL,
+    platform          text    NOT NULL,
+    model             text    NOT NULL,             -- the model asked for (the priced one)
+    owner             text    NOT NULL DEFAULT '',
+    batch_id          bigint  NOT NULL DEFAULT 0,
+    campaign          text    NOT NULL DEFAULT '',  -- campaigns do not exist yet: always ''
+    calls             bigint  NOT NULL DEFAULT 0,   -- answered provider calls
+    fallback_calls    bigint  NOT NULL DEFAULT 0,   -- of those, answered by the fallback model
+    prompt_tokens     bigint  NOT NULL DEFAULT 0,   -- as the provider counted them
+    cached_tokens     bigint  NOT NULL DEFAULT 0,   -- of prompt_tokens, billed at cached price
+    completion_tokens bigint  NOT NULL DEFAULT 0,
+    cost_usd          numeric NOT NULL DEFAULT 0,   -- priced calls only
+    unpriced_calls    bigint  NOT NULL DEFAULT 0,   -- calls of models with no price: cost unknown
+    cache_hits        bigint  NOT NULL DEFAULT 0,   -- answers from the response cache (free)
+    saved_tokens      bigint  NOT NULL DEFAULT 0,   -- what those hits would have cost
+    saved_usd         numeric NOT NULL DEFAULT 0,
+    PRIMARY KEY (day, platform, model, owner, batch_id, campaign)
+);
+CREATE INDEX llm_spend_batch_idx ON jobqueue.llm_spend (batch_id) WHERE batch_id <> 0;
+CREATE INDEX llm_spend_owner_idx ON jobqueue.llm_spend (owner, day) WHERE owner <> '';
+
+-- Budgets: at most limit_usd per UTC day, calendar month or in total, for an owner, a batch
+-- (scope_id = the batch id as text) or a campaign. What was spent is read from llm_spend, so
+-- a budget set after spending starts counting from the right figure.
+CREATE TABLE jobqueue.llm_budgets (
+    scope      text        NOT NULL CHECK (scope IN ('owner', 'batch', 'campaign')),
+    scope_id   text        NOT NULL CHECK (scope_id <> ''),
+    period     text        NOT NULL CHECK (period IN ('day', 'month', 'total')),
+    limit_usd  numeric     NOT NULL CHECK (limit_usd >= 0),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (scope, scope_id, period)
+);
+
+-- Calls in flight under a budget: each reserved its estimated cost (an upper bound) before
+-- it was sent, under a lock on the budget rows, and is deleted when the call settles. A
+-- worker that dies leaves its row behind; expires_at (past the call's timeout) retires it.
+CREATE TABLE jobqueue.llm_reservations (
+    id         uuid        NOT NULL,
+    scope      text        NOT NULL,
+    scope_id   text        NOT NULL,
+    amount_usd numeric     NOT NULL CHECK (amount_usd >= 0),
+    expires_at timestamptz NOT NULL,
+    PRIMARY KEY (scope, scope_id, id)
+);
+CREATE INDEX llm_reservations_id_idx ON jobqueue.llm_reservations (id);

@@ -23,6 +23,7 @@ from jobqueue import db, tokens
 from jobqueue.client import Client
 from jobqueue.db import migrate
 from jobqueue.llm.platforms import Platform
+from jobqueue.llm.prices import PriceTable
 from jobqueue.llm.runtime import PlatformRuntime
 from jobqueue.sim.server import FakeOpenAI, Limits
 from jobqueue.tasks import Registry
@@ -34,6 +35,7 @@ from tests.support.helpers import (
     drop_database,
     new_database,
 )
+from tests.support.replica import replica_db, streaming_replica  # noqa: F401 (fixtures)
 
 # The tests are a development run: the web app (in process, under Gunicorn or honcho) may sign
 # its cookies with a secret stored in the database (web/__init__.py, JOBQUEUE_DEV).
@@ -143,10 +145,11 @@ def platform_worker(db_url):
     started = []
 
     def start(p: Platform, environ: dict | None = None, tasks: Registry | None = None,
-              **config) -> ThreadWorker:
+              prices=None, **config) -> ThreadWorker:
         """The platform's worker; with `tasks`, a worker of those tasks (on `queue`) whose
-        runtime for `p` serves their ctx.llm() calls."""
-        runtime = PlatformRuntime(p, db_url, environ=environ or KEYS)
+        runtime for `p` serves their ctx.llm() calls; `prices`: its PriceTable."""
+        runtime = PlatformRuntime(p, db_url, environ=environ or KEYS,
+                                  prices=prices or PriceTable())
         config = {"queue": p.name, "concurrency": 20, "poll_seconds": 0.2,
                   "retry_base_seconds": 0.05} | config
         tw = ThreadWorker(db_url, WorkerConfig(**config), tasks or runtime.registry(),

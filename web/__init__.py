@@ -70,6 +70,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_mapping(
         DATABASE_URL=settings.DATABASE_URL.get(),
         LISTEN_DATABASE_URL=settings.JOBQUEUE_LISTEN_DATABASE_URL.get(),
+        # Reads that may lag a moment go to this replica (web/resources.py); None: the primary.
+        READ_DATABASE_URL=settings.JOBQUEUE_READ_DATABASE_URL.get(),
+        READ_MAX_LAG_SECONDS=settings.JOBQUEUE_READ_MAX_LAG_SECONDS.get(),
         SECRET_KEY=settings.JOBQUEUE_SECRET_KEY.get(),
         # A development run may sign cookies with a secret kept in the database.
         DEV=settings.JOBQUEUE_DEV.get(),
@@ -105,13 +108,15 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, dashboard, dashboard_webhooks, health, webhooks
+    from web import api, costs, dashboard, dashboard_webhooks, health, quotas, webhooks
 
     dashboard_webhooks.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.register_blueprint(webhooks.bp, url_prefix="/api")
+    app.register_blueprint(quotas.bp, url_prefix="/api")
+    app.register_blueprint(costs.bp, url_prefix="/api")
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()

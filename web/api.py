@@ -14,7 +14,8 @@ import re
 import tempfile
 from datetime import datetime
 
-from flask import Blueprint, Response, current_app, g, jsonify, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from pydantic import ValidationError
 
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
@@ -25,6 +26,7 @@ from jobqueue.db.queries import q
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import MAX_NAME_LENGTH, InvalidJob, JobSpec
 from jobqueue.llm import platforms
+from web import quotas as quota_web
 from web import schemas as s
 from web.auth import api_error, require
 from web.contract import BadRequest, Rejected, Reply, operation
@@ -33,6 +35,8 @@ from web.resources import resources
 from web.schemas import MAX_WAIT_SECONDS as MAX_WAIT_SECONDS
 
 bp = Blueprint("api", __name__)
+QUOTA_429 = ("Over the token's rate limit, or over the owner's quota (error.code "
+             "quota_exceeded, with that quota's X-RateLimit-* headers); see Retry-After")
 
 DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/markdown",
                   ".markdown": "text/markdown", ".pdf": "application/pdf"}
@@ -65,8 +69,13 @@ def _public(job, principal) -> dict:
     return data
 
 
-def _visible_job(job_id: int):
-    job = resources().client.get(job_id)
+def _visible_job(job_id: int, fresh: bool = False):
+    """The job if the caller may see it, else 404. Read from the replica (the primary when
+    the replica has not got it yet); `fresh`: from the primary, before a change."""
+    if fresh:
+        job = resources().client.get(job_id)
+    else:
+        job = resources().read(lambda reader: reader.get(job_id))
     if job is None or not g.principal.can_see(job.owner):
         raise BadRequest(f"job {job_id}: not found", status=404, code="not_found")
     return job
@@ -78,24 +87,27 @@ def _visible_job(job_id: int):
 @require("write")
 @operation("Enqueue a job", body=s.NewJob, replies={
     201: Reply(s.JobCreated, "Created"),
-    200: Reply(s.JobCreated, "The job an idempotency key already names")})
+    200: Reply(s.JobCreated, "The job an idempotency key already names")},
+    errors={429: QUOTA_429})
 def create_job(body: s.NewJob):
     spec = JobSpec(kind=body.kind, payload=body.payload, queue=body.queue,
                    priority=body.priority, run_at=body.run_at, delay=body.delay,
                    max_attempts=body.max_attempts, timeout=body.timeout,
                    idempotency_key=body.idempotency_key, owner=g.principal.owner,
-                   metadata=body.metadata)
+                   metadata=body.metadata, depends_on=body.depends_on,
+                   on_parent_failure=body.on_parent_failure)
     client = resources().client
     try:
-        job_id, created = client.enqueue_spec(spec)
+        job_id, created, standing = client.create(spec)
     except InvalidJob as exc:
         message = str(exc).removeprefix("job 0: ")
         raise BadRequest(message, field=message.split(":", 1)[0]) from None
-    state = "waiting" if created and spec.delay is None and spec.run_at is None else \
-        client.get(job_id).state
+    state = "waiting" if (created and spec.delay is None and spec.run_at is None
+                          and not spec.depends_on) else client.get(job_id).state
     response = jsonify(id=job_id, state=state, created=created)
     response.status_code = 201 if created else 200
     response.headers["Location"] = f"/api/jobs/{job_id}"
+    response.headers.update(quota_web.standing_headers(standing))
     return response
 
 
@@ -105,10 +117,14 @@ def create_job(body: s.NewJob):
            replies={200: Reply(s.Job, "The job")},
            errors={404: "Not found (or not yours, or deleted while waited for)"})
 def get_job(job_id: int, query: s.JobWait):
-    job = _visible_job(job_id)
     wait = query.wait  # checked: 0 to MAX_WAIT_SECONDS
+    # A waiter wants the state as it is (a replica may still show a retried job dead): with
+    # ?wait= every read is the primary's.
+    job = _visible_job(job_id, fresh=wait is not None)
     if wait is not None and not job.finished:
         seconds = wait
+        # The streams re-read the primary (`client.get`): a notification can arrive before
+        # a replica has replayed the change it announces.
         principal = g.principal
         return resources().streams.long_poll(
             principal.token_id, job_id, seconds, lambda job: _waited(job_id, job, principal))
@@ -127,7 +143,7 @@ def _waited(job_id: int, job, principal):
            replies={200: Reply(s.CancelOutcome, "{id, outcome}")},
            errors=NOT_FOUND | {409: "The job has already finished"})
 def cancel_job(job_id: int):
-    _visible_job(job_id)
+    _visible_job(job_id, fresh=True)
     outcome = resources().client.cancel(job_id)
     if outcome == "finished":
         raise BadRequest(f"job {job_id}: already finished", status=409, code="conflict")
@@ -139,7 +155,7 @@ def cancel_job(job_id: int):
 @operation("Run a dead or cancelled job again", replies={200: Reply(s.RetryOutcome, "{id, state}")},
            errors=NOT_FOUND | {409: "The job is not dead or cancelled"})
 def retry_job(job_id: int):
-    job = _visible_job(job_id)
+    job = _visible_job(job_id, fresh=True)
     if not resources().client.retry(job_id):
         raise BadRequest(f"job {job_id}: is {job.state}; only dead or cancelled jobs retry",
                          status=409, code="conflict")
@@ -154,6 +170,7 @@ def retry_job(job_id: int):
 def job_events(job_id: int):
     """Server-Sent Events: the job's state and progress as they change, until it finishes."""
     _visible_job(job_id)
+    # The stream reads the primary: it follows notifications, which can overtake a replica.
     principal = g.principal
     return resources().streams.event_stream(principal.token_id, job_id,
                                             lambda job: _public(job, principal))
@@ -164,27 +181,48 @@ def job_events(job_id: int):
 @bp.post("/batches")
 @require("write")
 @operation("Create a batch of LLM jobs from JSON items or an uploaded CSV/JSONL",
-           body=s.NewBatch, form=s.BatchUpload, limit="BATCH_MAX_BYTES",
+           body=s.NewBatch, form=s.BatchUpload, query=s.BatchQuery, limit="BATCH_MAX_BYTES",
            problems=(("items",), 422),
-           replies={201: Reply(s.BatchCreated, "{id, total, queue}")},
-           errors={422: "Rejected whole (nothing enqueued): an unknown platform, or items "
+           replies={201: Reply(s.BatchCreated, "{id, total, queue, duplicates, "
+                                               "on_complete_job}")},
+           errors={429: QUOTA_429,
+                   422: "Rejected whole (nothing enqueued): an unknown platform, or items "
                         "or lines at fault, listed in error.problems as items[i].field or "
                         "FILE:LINE"})
-def create_batch(body: s.NewBatch | s.BatchUpload):
+def create_batch(body: s.NewBatch | s.BatchUpload, query: s.BatchQuery):
     if isinstance(body, s.BatchUpload):
         return _batch_from_upload(body)
     platform = _platform(body.platform)
+    on_complete = _on_complete(body.on_complete)
     rows, problems = [], []
+    refs = batchfiles.RefCheck()
     for index, item in enumerate(body.items):
         # The model checked the item; check_object is the CLI's JSONL check (the two are held
         # together by tests/integration/test_api_contract.py) and makes the row.
         row, errs = batchfiles.check_object(item.model_dump(exclude_none=True), index)
+        if row is not None:
+            errs = refs.problems(row)
         for field, text in errs:
             problems.append(f"items[{index}]" + (f".{field}" if field else "") + f": {text}")
         rows.append(row)
     if problems:
         return Rejected(problems).response()
-    return _submit(platform, rows, body.name, source=None)
+    return _submit(platform, rows, body.name, source=None, on_complete=on_complete)
+
+
+def _on_complete(value: s.OnComplete | None) -> JobSpec | None:
+    """A batch's completion callback as a job spec; the model checked its fields, the job's
+    own check the rest (a 400 naming the field; nothing is enqueued)."""
+    if value is None:
+        return None
+    spec = JobSpec(kind=value.kind, payload=value.payload, queue=value.queue,
+                   priority=value.priority, max_attempts=value.max_attempts,
+                   metadata=value.metadata)
+    try:
+        spec.validated_row("default", 1, datetime.now().astimezone())
+    except InvalidJob as exc:
+        raise BadRequest(f"on_complete.{exc}", field="on_complete") from None
+    return spec
 
 
 def _batch_from_upload(form: s.BatchUpload):
@@ -204,28 +242,57 @@ def _batch_from_upload(form: s.BatchUpload):
             return Rejected([line.replace(tmp.name, name) for line in report.lines()],
                             field="file").response()
         rows = batchfiles.iter_rows(tmp.name, template=template, fmt=fmt)
-        return _submit(platform, rows, form.name or name[:MAX_NAME_LENGTH], source=name)
+        on_complete = None
+        if form.on_complete:
+            try:
+                on_complete = s.OnComplete.model_validate_json(form.on_complete)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise BadRequest(f"on_complete{'.' + where if where else ''}: {first['msg']}",
+                                 field="on_complete") from None
+        return _submit(platform, rows, form.name or name[:MAX_NAME_LENGTH], source=name,
+                       on_complete=_on_complete(on_complete))
 
 
-def _submit(platform, rows, name, source):
+def _submit(platform, rows, name, source, on_complete: JobSpec | None = None):
+    """Over the owner's quota the batch is refused whole (429, see web/quotas.py), unless
+    ?partial=true: then the first items that fit are enqueued and `refused` counts the rest."""
+    partial = s.BatchQuery.model_validate(request.args.to_dict()).partial  # checked already
+    client = resources().client
     try:
-        batch_id, total = resources().client.submit_batch(
+        submitted = client.submit_batch(
             (chat_spec(row, platform.max_attempts) for row in rows),
-            queue=platform.name, name=name, owner=g.principal.owner, source=source)
-    except InvalidJob as exc:  # a limit only the job's own check knows ("job 3: payload...")
+            queue=platform.name, name=name, owner=g.principal.owner, source=source,
+            on_complete=on_complete, partial=partial)
+    except InvalidJob as exc:  # a limit only the job's own check knows ("job 3: payload..."),
+        # or a depends_on naming a job id that is not the caller's
         message = re.sub(r"^job (\d+): ", r"items[\1].", str(exc))
         return Rejected([message]).response()
-    response = jsonify(id=batch_id, total=total, queue=platform.name)
+    found = client.batch(submitted.batch_id)
+    body = {"id": submitted.batch_id, "total": submitted.total, "queue": platform.name,
+            "duplicates": found["duplicates"], "on_complete_job": found["on_complete_job"]}
+    if submitted.refused:
+        body |= {"refused": submitted.refused,
+                 "retry_after": submitted.exceeded.retry_after if submitted.exceeded else None}
+    response = jsonify(body)
     response.status_code = 201
-    response.headers["Location"] = f"/api/batches/{batch_id}"
+    response.headers["Location"] = f"/api/batches/{submitted.batch_id}"
+    response.headers.update(quota_web.standing_headers(submitted.quota))
     return response
 
 
 def _visible_batch(batch_id: int) -> dict:
-    found = resources().client.batch(batch_id)
+    return _batch_source(batch_id)[1]
+
+
+def _batch_source(batch_id: int):
+    """(the pool that has the batch: the replica's, or the primary's while the replica has
+    not got it yet; the batch), or 404."""
+    client, found = resources().source(lambda reader: reader.batch(batch_id))
     if found is None or not g.principal.can_see(found["owner"]):
         raise BadRequest(f"batch {batch_id}: not found", status=404, code="not_found")
-    return found
+    return client, found
 
 
 @bp.get("/batches/<int:batch_id>")
@@ -235,7 +302,10 @@ def _visible_batch(batch_id: int) -> dict:
 def get_batch(batch_id: int):
     found = _visible_batch(batch_id)
     found["created_at"] = found["created_at"].isoformat()
-    found["finished"] = found["succeeded"] + found["dead"] + found["cancelled"]
+    found["completed_at"] = found["completed_at"] and found["completed_at"].isoformat()
+    # Rows that were duplicates of existing jobs count as done (they point at those jobs).
+    found["finished"] = (found["succeeded"] + found["dead"] + found["cancelled"]
+                         + found["duplicates"])
     return jsonify(found)
 
 
@@ -248,14 +318,13 @@ def get_batch(batch_id: int):
 def batch_results(batch_id: int, query: s.ResultsQuery):
     """A page of results as JSON (?after=ID&limit=N), or the whole batch as a JSONL or CSV
     download (?format=jsonl|csv), streamed a page at a time."""
-    _visible_batch(batch_id)
-    client = resources().client
+    client, _ = _batch_source(batch_id)
     if query.format is not None:
         return _download(client, batch_id, query.format)
     after, limit = query.after, query.limit
     jobs = client.batch_jobs(batch_id, after=after, limit=limit)
     items = [batch_export.export_record(j) for j in jobs]
-    next_after = jobs[-1]["id"] if len(jobs) == limit else None
+    next_after = jobs[-1]["place"] if len(jobs) == limit else None
     return jsonify(items=json.loads(json.dumps(items, default=str)), next_after=next_after)
 
 
@@ -272,7 +341,7 @@ def _download(client, batch_id: int, fmt: str):
 @require("write")
 @operation("Upload a text, Markdown or PDF document to analyze", form=s.DocumentUpload,
            limit="DOCUMENT_MAX_BYTES", replies={201: Reply(s.DocumentCreated, "Queued")},
-           errors={413: "Over JOBQUEUE_DOCUMENT_MAX_BYTES",
+           errors={429: QUOTA_429, 413: "Over JOBQUEUE_DOCUMENT_MAX_BYTES",
                    415: "Not multipart/form-data, or not a .txt, .md or .pdf file",
                    422: "An unknown platform, or a text over JOBQUEUE_DOCUMENT_MAX_CHARS"})
 def upload_document(body: s.DocumentUpload):
@@ -325,15 +394,18 @@ def upload_document(body: s.DocumentUpload):
 @operation("A document and its analysis job", replies={200: Reply(s.Document, "The document")},
            errors=NOT_FOUND)
 def get_document(doc_id: int):
-    client = resources().client
-    with client.pool.connection() as conn:
-        doc = conn.execute(q("document_get"), {"id": doc_id}).fetchone()
+    doc = resources().read(lambda reader: _document(reader, doc_id))
     if doc is None or not g.principal.can_see(doc["owner"]):
         raise BadRequest(f"document {doc_id}: not found", status=404, code="not_found")
-    job = client.get(doc["job_id"]) if doc["job_id"] else None
+    job = resources().read(lambda reader: reader.get(doc["job_id"])) if doc["job_id"] else None
     doc["created_at"] = doc["created_at"].isoformat()
     doc["job"] = _public(job, g.principal) if job else None
     return jsonify(doc)
+
+
+def _document(client, doc_id: int) -> dict | None:
+    with client.pool.connection() as conn:
+        return conn.execute(q("document_get"), {"id": doc_id}).fetchone()
 
 
 @bp.delete("/documents/<int:doc_id>")
@@ -357,7 +429,7 @@ def delete_document(doc_id: int):
 @require("read")
 @operation("Queues with counts by state", replies={200: Reply(s.QueueList, "{queues}")})
 def list_queues():
-    return jsonify(queues=resources().client.status())
+    return jsonify(queues=resources().reader.status())
 
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")

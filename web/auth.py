@@ -2,8 +2,10 @@
 
 API requests carry `Authorization: Bearer TOKEN`. One statement (`token_use`) finds the token
 by its hash and charges its per-minute bucket, which every Gunicorn worker and instance shares.
-Every answer to an authenticated request carries X-RateLimit-Limit, -Remaining and -Reset
-(seconds until the bucket is full again); over the limit it is 429 with Retry-After.
+Reads (GET, HEAD: job status, SSE, ?wait) and writes spend separate buckets of the token, so
+a client that spent its writes can still poll what it made. Every answer to an authenticated
+request carries X-RateLimit-Limit, -Remaining and -Reset of the bucket it spent (seconds until
+that bucket is full again); over the limit it is 429 with Retry-After.
 
 The dashboard signs in with an admin token. A sign-in is a row of jobqueue.web_sessions
 (owner, token, created, expires, last seen, revoked); the signed cookie carries only that
@@ -11,6 +13,10 @@ session's random secret (the row keeps its SHA-256), so neither the token nor an
 database holds can be turned into a session. Each request checks the session and its token
 and charges the token like an API request; sign-out revokes the row, and owners list and
 revoke sessions at /api/sessions. Every form carries a CSRF token bound to the session.
+
+All of this writes, so all of it runs on the primary's pool (`resources().client`), never on
+the reader's: a request's reads can then come from a replica or a read-only connection, and
+a revoked token or session stops working at once, whatever the replica's lag.
 """
 
 from __future__ import annotations
@@ -60,12 +66,17 @@ class Denied(Exception):
         self.headers = headers or {}
 
 
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def check_token_hash(token_hash: str) -> Principal:
-    """Authenticate and charge one request; raises Denied (401 or 429)."""
+    """Authenticate and charge one request to the token's read bucket (GET, HEAD: reads,
+    SSE, ?wait) or its write bucket (everything else); raises Denied (401 or 429)."""
     from web.resources import resources
 
+    write = request.method not in READ_METHODS
     with resources().client.pool.connection() as conn:
-        row = conn.execute(q("token_use"), {"hash": token_hash}).fetchone()
+        row = conn.execute(q("token_use"), {"hash": token_hash, "write": write}).fetchone()
     if row is None:
         raise Denied(401, "unauthorized", "unknown or revoked token",
                      {"WWW-Authenticate": 'Bearer realm="jobqueue"'})
@@ -78,8 +89,10 @@ def check_token_hash(token_hash: str) -> Principal:
     }
     if not row["allowed"]:
         retry = max(1, math.ceil((1 - remaining) / per_second))
+        kind = "write" if write else "read"
         raise Denied(429, "rate_limited",
-                     f"rate limit of {limit} requests per minute exceeded; retry in {retry}s",
+                     f"rate limit of {limit} {kind} requests per minute exceeded; retry in "
+                     f"{retry}s" + ("; reads (GET) have a bucket of their own" if write else ""),
                      {"Retry-After": str(retry)})
     return Principal(row["id"], row["owner"], tuple(row["scopes"]))
 

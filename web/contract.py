@@ -111,7 +111,7 @@ class Operation:
         every token has."""
         statuses = dict(self.errors)
         if scope is not None:
-            statuses |= {s: STANDARD_ERRORS[s] for s in (401, 429)}
+            statuses = {s: STANDARD_ERRORS[s] for s in (401, 429)} | statuses
         if scope not in (None, "read"):
             statuses[403] = STANDARD_ERRORS[403]
         if self.body or self.form or self.query or self.path:

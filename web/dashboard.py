@@ -11,7 +11,11 @@ ids (see jobs_window in sql/queries/jobs.sql). Only the confirmation of a bulk a
 "everything matching" counts the whole match, under a statement timeout.
 
 Every job read and change goes through jobqueue/db/store.py, so a job's state here is the one
-every other surface reports; only workers, limits and the cache are read here directly.
+every other surface reports; only workers, limits and the cache are read here directly. Pages
+read through the reader (a replica when JOBQUEUE_READ_DATABASE_URL is set: web/resources.py);
+actions change jobs on the primary, and note the primary's WAL position in the session: until
+the replica has replayed it, this session's pages read the primary, so an operator always sees
+the result of their own action.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     stream_with_context,
     url_for,
 )
@@ -45,8 +50,10 @@ from jobqueue.db.queries import q
 from jobqueue.db.store import JobFilter
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
+from jobqueue.llm import costs
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
 from web.contract import describe
+from web.replica import wal_position
 from web.resources import resources
 from web.schemas import IdList, JobFilterArgs, QueueName
 
@@ -146,19 +153,52 @@ def _pretty_json(value) -> str:
 def _rows(name: str, params: dict | None = None) -> list[dict]:
     """Run one of the dashboard's own queries (workers, limits, cache) unprepared, so it is
     planned for the values it is given."""
-    with resources().client.pool.connection() as conn:
+    with _reader().pool.connection() as conn:
         return conn.execute(q(name), params or {}, prepare=False).fetchall()
 
 
 def _store(call, *args, timeout: str | None = None):
-    """Call a job store function on a pooled connection; with a timeout, inside a transaction
-    that carries it."""
-    with resources().client.pool.connection() as conn:
+    """Call a job store function that reads, on a connection of the reader; with a timeout,
+    inside a transaction that carries it."""
+    with _reader().pool.connection() as conn:
         if timeout is None:
             return call(conn, *args)
         with conn.transaction():
             conn.execute(q("dashboard_statement_timeout"), {"timeout": timeout})
             return call(conn, *args)
+
+
+def _change(call, *args):
+    """Call a store function that changes something (jobs, deliveries), on the primary."""
+    with resources().client.pool.connection() as conn:
+        done = call(conn, *args)
+    _changed()
+    return done
+
+
+# The session key of the primary's WAL position after this session's last change.
+WROTE_AT = "wrote_at"
+
+
+def _changed() -> None:
+    """After a change: this session reads on the primary until the replica has replayed it."""
+    if resources().replicated:
+        session[WROTE_AT] = wal_position(resources().client)
+
+
+def _wrote_at() -> int | None:
+    wrote_at = session.get(WROTE_AT)
+    return wrote_at if isinstance(wrote_at, int) else None
+
+
+def _reader():
+    """Where this request's pages read: the reader, or the primary while the replica has not
+    replayed this session's last change (then the note is dropped)."""
+    wrote_at = _wrote_at()
+    reader = resources().reader_after(wrote_at)
+    if wrote_at is not None and reader is not resources().client:
+        session.pop(WROTE_AT, None)
+    return reader
 
 
 def _page(template: str, **context):
@@ -248,8 +288,13 @@ def _last_hour() -> list[dict]:
     fresh = _store(store.finished_per_minute, since)
     now = fresh[-1]["minute"]
     hour = [now - timedelta(minutes=n) for n in range(59, -1, -1)]
+    # Read on a replica, a minute just over may still miss jobs it has not replayed: it is
+    # kept only once it ended longer ago than the replica may lag.
+    lag = timedelta(seconds=current_app.config["READ_MAX_LAG_SECONDS"]
+                    if resources().replicated else 0)
     with lock:
-        minutes.update((r["minute"], r) for r in fresh[:-1])
+        minutes.update((r["minute"], r) for r in fresh[:-1]
+                       if r["minute"] + timedelta(minutes=1) + lag <= now)
         for old in [m for m in minutes if m < hour[0]]:
             del minutes[old]
         empty = {"succeeded": 0, "dead": 0, "cancelled": 0}
@@ -281,6 +326,7 @@ def pause_queue(name: str, action: str):
     _checked(QueueName, {"name": name})
     with resources().client.pool.connection() as conn:
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
+    _changed()
     flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
     return redirect(url_for(".overview"))
 
@@ -299,6 +345,7 @@ def set_queue_settings(name: str):
                            or changes["max_running_per_owner"] is not None)
         with resources().client.pool.connection() as conn:
             row = queue_settings.change(conn, name, **changes)
+        _changed()
     except (InvalidQueueSettings, QueueBusy) as exc:
         flash(f"Queue {name}: {exc}", "error")
     else:
@@ -413,17 +460,17 @@ def bulk_action():
 def _run_action(action: str, where: JobFilter) -> str:
     """Run a bulk action; returns what it did, in words."""
     if action == "retry":
-        return f"Retried {len(_store(store.revive, where, ACTIONS['retry']))} job(s)."
+        return f"Retried {len(_change(store.revive, where, ACTIONS['retry']))} job(s)."
     if action == "cancel":
-        done = _store(store.cancel, where)
+        done = _change(store.cancel, where)
         return (f"Cancelled {done['cancelled']} job(s); asked the workers of "
                 f"{done['requested']} running job(s) to stop.")
-    return f"Deleted {_store(store.delete, where)} job(s)."
+    return f"Deleted {_change(store.delete, where)} job(s)."
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    found = resources().client.get(job_id)
+    found = resources().read(lambda reader: reader.get(job_id), after=_wrote_at())
     if found is None:
         abort(404, description=f"job {job_id}: not found (deleted, or pruned after retention)")
     return _page("job.html", title=f"Job {job_id}", job=found, timeline=_timeline(found))
@@ -466,6 +513,7 @@ def job_action(job_id: int, action: str):
     else:
         flash(_run_action("delete", JobFilter(ids=[job_id])))
         return redirect(url_for(".jobs"))
+    _changed()
     return redirect(url_for(".job", job_id=job_id))
 
 
@@ -495,7 +543,7 @@ def dead_action(action: str):
     if action == "retry":
         flash(_run_action("retry", where))
     else:
-        flash(f"Purged {_store(store.delete, where)} dead job(s).")
+        flash(f"Purged {_change(store.delete, where)} dead job(s).")
     return back
 
 
@@ -504,20 +552,34 @@ def batches():
     before = _ids(request.args).before or MAX_ID
     rows = _store(store.batches_page, before, BATCH_PAGE)
     for row in rows:
-        total = max(row["total"], sum(row[s] for s in STATES), 1)
-        row["done"] = sum(row[s] for s in FINISHED_STATES)
-        row["segments"] = [(s, row[s], 100.0 * row[s] / total) for s in STATES if row[s]]
+        total = max(row["total"], sum(row[s] for s in STATES) + row["duplicates"], 1)
+        # Rows that were duplicates of existing jobs are done (they point at those jobs).
+        row["done"] = sum(row[s] for s in FINISHED_STATES) + row["duplicates"]
+        row["segments"] = [(s, row[s], 100.0 * row[s] / total)
+                           for s in (*STATES, "duplicates") if row[s]]
+    spent = _store(costs.batches_costs, [r["id"] for r in rows])
+    for row in rows:
+        row["costs"] = spent.get(row["id"])
     older = rows[-1]["id"] if len(rows) == BATCH_PAGE else None
     return _page("batches.html", title="Batches", rows=rows, newest=before == MAX_ID,
                  older=older)
+
+
+@bp.get("/costs")
+def costs_page():
+    """What LLM work cost: the last 30 days per day, owner, batch and model, and budgets."""
+    views = {by: _store(costs.summary, by, 30) for by in ("day", "owner", "batch", "model")}
+    return _page("costs.html", title="Costs", views=views,
+                 budgets=_store(costs.list_budgets))
 
 
 @bp.get("/batches/<int:batch_id>/results.<any(jsonl, csv):fmt>")
 def batch_download(batch_id: int, fmt: str):
     """A batch's results as a file, streamed a page of jobs at a time (the API's download
     needs a bearer token, which a browser session does not carry)."""
-    client = resources().client
-    if client.batch(batch_id) is None:
+    client, found = resources().source(lambda reader: reader.batch(batch_id),
+                                       after=_wrote_at())
+    if found is None:
         abort(404, description=f"batch {batch_id}: not found")
 
     mimetype = "application/x-ndjson" if fmt == "jsonl" else "text/csv"

@@ -39,9 +39,10 @@ def webhooks_page():
 
 
 def webhook_redeliver(delivery_id: int):
-    from web.dashboard import _store
+    from web.dashboard import _change
 
-    outcome = _store(subscriptions.redeliver, delivery_id, None)
+    # A change: on the primary (_store reads, on a replica when there is one).
+    outcome = _change(subscriptions.redeliver, delivery_id, None)
     messages = {"queued": (f"Delivery {delivery_id} queued again.", "message"),
                 "busy": (f"Delivery {delivery_id} is still queued or running.", "error"),
                 "not_found": (f"Delivery {delivery_id} does not exist.", "error")}

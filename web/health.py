@@ -1,4 +1,8 @@
-"""/healthz (the process is up), /readyz (database reachable, migrations applied), /metrics."""
+"""/healthz (the process is up), /readyz (database reachable, migrations applied), /metrics.
+
+With a read replica, /readyz also says whether reads use it and how far behind it is; a
+replica that lags or is down does not make the app unready (reads then go to the primary).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +28,11 @@ def readyz():
         return jsonify(status="unavailable", error=str(exc).strip()[:200]), 503
     if missing:
         return jsonify(status="migrations pending", pending=missing), 503
+    res = resources()
+    if res.replicated:
+        used = res.reader is res.replica
+        return jsonify(status="ready", read_replica={
+            "used": used, "lag_seconds": round(res.freshness.lag_seconds, 3)})
     return jsonify(status="ready")
 
 
@@ -43,5 +52,9 @@ def metrics():
             check_token_hash(hash_token(token))
         except Denied as denied:
             return Response(denied.message + "\n", status=denied.status, headers=denied.headers)
-    body, content_type = render(resources().client, held=resources().held_requests())
+    res = resources()
+    pools = {"primary": res.client} | ({"read": res.replica} if res.replicated else {})
+    lag = res.freshness.lag_seconds if res.replicated else None
+    body, content_type = render(res.reader, held=res.held_requests(), pools=pools,
+                                replica_lag=lag)
     return Response(body, content_type=content_type)

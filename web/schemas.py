@@ -38,6 +38,8 @@ from jobqueue.jobs import (
     ATTEMPTS_RANGE,
     MAX_DELAY_SECONDS,
     MAX_NAME_LENGTH,
+    MAX_PARENTS,
+    PARENT_FAILURE_POLICIES,
     PRIORITIES,
     PRIORITY_RANGE,
     STATES,
@@ -129,6 +131,7 @@ JsonObject = Annotated[dict[str, Any], AfterValidator(_json_value)]
 Upload = Annotated[FileStorage, PlainValidator(_upload),
                    WithJsonSchema({"type": "string", "format": "binary"})]
 Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+JobId = Annotated[int, Field(ge=1, le=MAX_ID)]  # job ids start at 1
 
 _lo, _hi = PRIORITY_RANGE
 Priority = Annotated[
@@ -169,6 +172,11 @@ class NewJob(RequestModel):
     idempotency_key: Name | None = Field(
         None, description="A second job with the same key (and owner) returns the first")
     metadata: JsonObject | None = None
+    depends_on: Annotated[list[JobId], Field(max_length=MAX_PARENTS)] | None = Field(
+        None, description="Ids of jobs (the caller's own) it waits for: it is `blocked` until "
+                          "they have ended")
+    on_parent_failure: Literal[tuple(PARENT_FAILURE_POLICIES)] | None = Field(
+        None, description="When a parent ends dead or cancelled: cancel (default) or run")
 
     # What JobSpec refuses (delay or run_at, not both), as JSON Schema says it.
     model_config = ConfigDict(json_schema_extra={"not": {
@@ -235,6 +243,10 @@ class BatchItem(RequestModel):
     priority: Priority | None = None
     idempotency_key: Name | None = None
     metadata: JsonObject | None = None
+    ref: Filled | None = Field(None, description="A name later items can wait for")
+    depends_on: Annotated[list[Filled | JobId], Field(max_length=MAX_PARENTS)] | None = Field(
+        None, description="Refs of earlier items, or ids of existing jobs, it waits for")
+    on_parent_failure: Literal[tuple(PARENT_FAILURE_POLICIES)] | None = None
 
     @model_validator(mode="after")
     def _prompt_or_messages(self):
@@ -244,12 +256,25 @@ class BatchItem(RequestModel):
         return self
 
 
+class OnComplete(RequestModel):
+    """A job to enqueue once every member of the batch has ended; its payload gets the
+    batch id and counts added."""
+
+    kind: Name
+    queue: Name | None = None
+    payload: JsonObject = Field(default_factory=dict)
+    priority: Priority | None = None
+    max_attempts: Annotated[int, Field(ge=ATTEMPTS_RANGE[0], le=ATTEMPTS_RANGE[1])] | None = None
+    metadata: JsonObject | None = None
+
+
 class NewBatch(RequestModel):
     """POST /api/batches as JSON."""
 
     platform: Name
     name: Annotated[Text, Field(max_length=MAX_NAME_LENGTH)] | None = None
     items: Annotated[list[BatchItem], Field(min_length=1)]
+    on_complete: OnComplete | None = None
 
 
 class BatchUpload(TextModel):
@@ -262,6 +287,8 @@ class BatchUpload(TextModel):
     format: Literal["jsonl", "ndjson", "csv"] | None = Field(
         None, description="Else told by the file name's extension")
     name: Annotated[Text, Field(max_length=MAX_NAME_LENGTH)] | None = None
+    on_complete: Annotated[Text, Field(max_length=100_000)] | None = Field(
+        None, description="An OnComplete object as JSON text")
 
 
 class DocumentUpload(TextModel):
@@ -354,6 +381,16 @@ class BatchCreated(ResponseModel):
     id: int
     total: int
     queue: str
+    duplicates: int = Field(0, description="Rows whose idempotency key named an existing job")
+    on_complete_job: int | None = None
+    refused: int | None = Field(None, description="With ?partial=true: items over the "
+                                                  "owner's quota, not enqueued")
+    retry_after: float | None = Field(None, description="Seconds until the quota has room")
+
+
+class BatchQuery(TextModel):
+    partial: bool = Field(False, description="Over the owner's quota, enqueue the first items "
+                                             "that fit (default: refuse the batch whole, 429)")
 
 
 class Batch(ResponseModel):
@@ -370,6 +407,9 @@ class Batch(ResponseModel):
     succeeded: int
     dead: int
     cancelled: int
+    blocked: int = Field(0, description="Members waiting for the jobs they depend on")
+    duplicates: int = Field(0, description="Rows whose idempotency key named an existing job")
+    on_complete_job: int | None = None
 
 
 class ResultsPage(ResponseModel):

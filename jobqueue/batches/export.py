@@ -16,13 +16,16 @@ from collections.abc import Iterator
 
 
 def export_record(job: dict) -> dict:
-    """One line of the export: what went in, what came out, and why it failed if it did."""
+    """One line of the export: what went in, what came out, and why it failed if it did. A
+    row that was a duplicate of an existing job (state "duplicate") shows that job: its id in
+    `duplicate_of`, and its input and answer, once it has one."""
     result = job["result"] or {}
     payload = job["payload"] or {}
     error = job["last_error"] or {}
     return {
         "id": job["id"],
         "state": job["state"],
+        "duplicate_of": job.get("duplicate_of"),
         "metadata": job["metadata"],
         "messages": payload.get("messages") or ([{"role": "user", "content": payload["prompt"]}]
                                                  if "prompt" in payload else None),
@@ -37,8 +40,9 @@ def export_record(job: dict) -> dict:
     }
 
 
+# duplicate_of last: columns existing readers know keep their places.
 CSV_COLUMNS = ("id", "state", "prompt", "answer", "model", "fallback", "cached",
-               "total_tokens", "attempts", "error")
+               "total_tokens", "attempts", "error", "duplicate_of")
 
 
 def export_lines(client, batch_id: int, fmt: str) -> Iterator[str]:
@@ -89,11 +93,12 @@ def _csv_field(value) -> str:
 
 
 def pages(client, batch_id: int, page: int = 1000) -> Iterator[dict]:
-    """Every job of a batch, in id order, a page at a time (constant memory)."""
+    """Every row of a batch (its jobs, and duplicates pointing at existing jobs), in input
+    order, a page at a time (constant memory)."""
     after = 0
     while True:
         rows = client.batch_jobs(batch_id, after=after, limit=page)
         if not rows:
             return
         yield from rows
-        after = rows[-1]["id"]
+        after = rows[-1]["place"]

@@ -19,14 +19,23 @@ from typing import Any
 
 from jobqueue.errors import BatchFileError as BatchFileError
 from jobqueue.errors import format_location
-from jobqueue.jobs import MAX_NAME_LENGTH, PRIORITIES, PRIORITY_RANGE
+from jobqueue.jobs import (
+    MAX_NAME_LENGTH,
+    MAX_PARENTS,
+    PARENT_FAILURE_POLICIES,
+    PRIORITIES,
+    PRIORITY_RANGE,
+)
 
+# Workflows: `ref` names a row; `depends_on` lists the refs of earlier rows (or ids of
+# existing jobs) the row's job waits for; `on_parent_failure` is cancel (default) or run.
+DEPENDENCY_FIELDS = ("ref", "depends_on", "on_parent_failure")
 FIELDS = ("prompt", "messages", "model", "max_tokens", "temperature", "priority",
-          "idempotency_key", "metadata")
+          "idempotency_key", "metadata", *DEPENDENCY_FIELDS)
 ROLES = ("system", "user", "assistant", "tool", "developer")
 # Columns a CSV without a template parses into fields; any other column becomes metadata.
 CSV_FIELDS = ("prompt", "messages", "model", "max_tokens", "temperature", "priority",
-              "idempotency_key")
+              "idempotency_key", *DEPENDENCY_FIELDS)
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 PROGRESS_EVERY = 1000  # rows between on_progress calls
 # max_tokens as providers take it (a 32-bit integer); temperature as OpenAI's API bounds it.
@@ -54,6 +63,9 @@ class BatchRow:
     priority: int | str | None = None
     idempotency_key: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    ref: str | None = None
+    depends_on: list[str | int] | None = None
+    on_parent_failure: str | None = None
 
 
 @dataclass
@@ -115,6 +127,26 @@ def iter_rows(path: str | os.PathLike[str], template: str | None = None,
             yield item
         else:
             raise BatchFileError(name, *item)
+
+
+class RefCheck:
+    """A batch's `ref` names: each unique, and `depends_on` naming only earlier rows (so the
+    rows stream into the enqueue in one pass)."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+
+    def problems(self, row: BatchRow) -> list[tuple[str | None, str]]:
+        errs: list[tuple[str | None, str]] = []
+        for i, name in enumerate(row.depends_on or ()):
+            if isinstance(name, str) and name not in self.seen:
+                errs.append((f"depends_on[{i}]", f"no earlier row has the ref {_show(name)} "
+                                                 "(a row can only wait for rows above it)"))
+        if row.ref is not None:
+            if row.ref in self.seen:
+                errs.append(("ref", f"{_show(row.ref)} is the ref of an earlier row already"))
+            self.seen.add(row.ref)
+        return errs
 
 
 def check_object(obj: Any, line: int = 0) -> tuple[BatchRow | None, list[tuple[str | None, str]]]:
@@ -196,9 +228,18 @@ def _scan(path: str, template: str | None, fmt: str | None, on_progress: Progres
         return
     try:
         if kind == "jsonl":
-            yield from _scan_jsonl(f, on_progress, counts or _Counts())
+            scanned = _scan_jsonl(f, on_progress, counts or _Counts())
         else:
-            yield from _scan_csv(f, plan, on_progress, counts or _Counts())
+            scanned = _scan_csv(f, plan, on_progress, counts or _Counts())
+        refs = RefCheck()
+        for item in scanned:
+            if type(item) is BatchRow and (item.ref is not None or item.depends_on):
+                problems = refs.problems(item)
+                if problems:
+                    for fld, msg in problems:
+                        yield (item.line, fld, msg)
+                    continue
+            yield item
     finally:
         f.close()
 
@@ -340,9 +381,35 @@ def _row_from_object(obj: dict[str, Any], line: int,
         metadata = {}
     elif type(metadata) is not dict:
         errs.append(("metadata", f"must be an object, got {_show(metadata)}"))
+    ref, depends_on, policy = get("ref"), get("depends_on"), get("on_parent_failure")
+    if ref is not None or depends_on is not None or policy is not None:
+        _check_dependencies(ref, depends_on, policy, errs)
     if errs:
         return None
-    return BatchRow(line, messages, model, max_tokens, temperature, priority, key, metadata)
+    return BatchRow(line, messages, model, max_tokens, temperature, priority, key, metadata,
+                    ref, depends_on, policy)
+
+
+def _check_dependencies(ref: Any, depends_on: Any, policy: Any,
+                        errs: list[tuple[str | None, str]]) -> None:
+    if ref is not None and (type(ref) is not str or not ref or ref.isspace()):
+        errs.append(("ref", f"must be a non-empty string, got {_show(ref)}"))
+    if depends_on is not None:
+        if type(depends_on) is not list:
+            errs.append(("depends_on", "must be a list of refs of earlier rows (or job ids), "
+                                       f"got {_show(depends_on)}"))
+        elif len(depends_on) > MAX_PARENTS:
+            errs.append(("depends_on", f"at most {MAX_PARENTS} entries, got {len(depends_on)}"))
+        else:
+            for i, parent in enumerate(depends_on):
+                if not ((type(parent) is str and parent and not parent.isspace())
+                        or (type(parent) is int and parent > 0)):
+                    errs.append((f"depends_on[{i}]", "must be the ref of an earlier row or a "
+                                                     f"job id, got {_show(parent)}"))
+    if policy is not None and policy not in PARENT_FAILURE_POLICIES:
+        errs.append(("on_parent_failure", f"must be one of "
+                                          f"{', '.join(PARENT_FAILURE_POLICIES)}, got "
+                                          f"{_show(policy)}"))
 
 
 def _priority_problem(value: Any) -> str | None:
@@ -583,7 +650,9 @@ def _template_row(header: list[str], template: list[tuple[str, str | None]], use
                   + ("" if name is None else f"{{{index[name]}}}")
                   for lit, name in template)
     fill = fmt.format
-    meta = [(name, i) for i, name in enumerate(header) if name not in used]
+    meta = [(name, i) for i, name in enumerate(header)
+            if name not in used and name not in DEPENDENCY_FIELDS]
+    dependencies = _dependency_cells(header)
 
     def row(cells: list[str], line: int, errs: list[tuple[str | None, str]]) -> BatchRow | None:
         prompt = fill(*cells)
@@ -591,8 +660,12 @@ def _template_row(header: list[str], template: list[tuple[str, str | None]], use
             errs.append(("prompt", "must not be empty or only whitespace (after filling the "
                                    "template)"))
             return None
+        ref, depends_on, policy = dependencies(cells, errs)
+        if errs:
+            return None
         return BatchRow(line, [{"role": "user", "content": prompt}],
-                        metadata={name: cells[i] for name, i in meta})
+                        metadata={name: cells[i] for name, i in meta}, ref=ref,
+                        depends_on=depends_on, on_parent_failure=policy)
 
     return row
 
@@ -607,6 +680,7 @@ def _plain_row(header: list[str]):
     pr = index.get("priority")
     ik = index.get("idempotency_key")
     meta = [(name, i) for i, name in enumerate(header) if name not in CSV_FIELDS]
+    dependencies = _dependency_cells(header)
 
     def row(cells: list[str], line: int, errs: list[tuple[str | None, str]]) -> BatchRow | None:
         prompt = cells[pi] if pi is not None else ""
@@ -666,9 +740,30 @@ def _plain_row(header: list[str]):
                     errs.append(("priority", problem))
         if ik is not None:
             key = cells[ik].strip() or None
+        ref, depends_on, policy = dependencies(cells, errs)
         if errs:
             return None
         return BatchRow(line, messages, model, max_tokens, temperature, priority, key,
-                        {name: cells[i] for name, i in meta})
+                        {name: cells[i] for name, i in meta}, ref, depends_on, policy)
 
     return row
+
+
+def _dependency_cells(header: list[str]):
+    """The CSV columns ref, depends_on (refs or job ids, separated by spaces or commas) and
+    on_parent_failure, parsed and checked as the JSONL fields; empty cells mean absent."""
+    index = {name: header.index(name) for name in DEPENDENCY_FIELDS if name in header}
+    if not index:
+        return lambda cells, errs: (None, None, None)
+
+    def parse(cells: list[str], errs: list[tuple[str | None, str]]):
+        values = {name: cells[i].strip() or None for name, i in index.items()}
+        depends_on = None
+        if values.get("depends_on"):
+            depends_on = [int(t) if t.isdigit() else t
+                          for t in re.split(r"[\s,]+", values["depends_on"]) if t]
+        _check_dependencies(values.get("ref"), depends_on, values.get("on_parent_failure"),
+                            errs)
+        return values.get("ref"), depends_on, values.get("on_parent_failure")
+
+    return parse

@@ -13,4 +13,5 @@ def chat_spec(row: BatchRow, max_attempts: int) -> JobSpec:
         if value is not None:
             payload[name] = value
     return JobSpec("chat", payload, priority=row.priority, max_attempts=max_attempts,
-                   idempotency_key=row.idempotency_key, metadata=row.metadata)
+                   idempotency_key=row.idempotency_key, metadata=row.metadata, ref=row.ref,
+                   depends_on=row.depends_on, on_parent_failure=row.on_parent_failure)

@@ -1,6 +1,6 @@
 """The `jobqueue` command: the root group and its entry point; each command group lives in a
-module of its own beside this one (worker, jobs, batch, status, tokens, admin, demo, bench, db,
-webhooks, alerts, queues).
+module of its own beside this one (worker, jobs, batch, status, tokens, quotas, admin, demo,
+bench, db, webhooks, alerts, queues).
 
 Every option can also come from the environment: JOBQUEUE_<COMMAND>_<OPTION>, e.g.
 JOBQUEUE_WORKER_CONCURRENCY=50 (click's auto_envvar_prefix); the defaults come from
@@ -35,6 +35,8 @@ COMMANDS = {
     "batch": "jobqueue.cli.batch:batch",
     "tokens": "jobqueue.cli.tokens:tokens",
     "keys": "jobqueue.cli.keys:keys",
+    "quotas": "jobqueue.cli.quotas:quotas_group",
+    "budgets": "jobqueue.cli.budgets:budgets",
     "demo": "jobqueue.cli.demo:demo_command",
     "bench": "jobqueue.cli.bench:bench_command",
     "db": "jobqueue.cli.db:db_group",

@@ -16,13 +16,21 @@ from jobqueue.cli.common import (
 
 @click.command()
 def migrate() -> None:
-    """Create or update the schema (safe to run concurrently)."""
+    """Create or update the schema (safe to run concurrently), then apply jobqueue.toml's
+    [quotas] when the file exists (see `jobqueue quotas apply`)."""
+    from jobqueue import config, quotas
     from jobqueue.db import migrate
 
     url = db.database_url()
     with db.connect(url) as conn:
         ran = migrate.migrate(conn)
+        applied = None
+        if config.config_path().exists():
+            applied = quotas.apply_config(conn, quotas.load())
     click.echo(f"applied {len(ran)} migration(s)" if ran else "schema is up to date")
+    if applied and (applied["set"] or applied["removed"]):
+        click.echo(f"quotas from {config.config_path()}: {len(applied['set'])} set"
+                   + (f", removed {', '.join(applied['removed'])}" if applied["removed"] else ""))
 
 
 @click.command()

@@ -31,13 +31,29 @@ def batch() -> None:
               help="Default: from the file's extension.")
 @click.option("--name", default=None, help="A name for people (default: the file's name).")
 @click.option("--owner", default=None)
-def batch_submit(file, platform, template, fmt, name, owner) -> None:
+@click.option("--dry-run", is_flag=True,
+              help="Check the file and print the estimated tokens, cost and time at the "
+                   "platform's limits; enqueue nothing.")
+@click.option("--on-complete", "on_complete", default=None, metavar="KIND",
+              help="A job (task KIND) to enqueue once every job of the batch has ended; its "
+                   "payload gets the batch id and counts.")
+@click.option("--on-complete-queue", default=None, help="Its queue (default: the task's).")
+@click.option("--on-complete-payload", default=None, metavar="JSON",
+              help="Its payload, a JSON object (batch_id and counts are added).")
+@click.option("--partial", is_flag=True,
+              help="Over the owner's quota, enqueue the first rows that fit (default: none).")
+def batch_submit(file, platform, template, fmt, name, owner, dry_run, on_complete,
+                 on_complete_queue, on_complete_payload, partial) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
-    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued."""
+    A bad line is reported as FILE:LINE: what is wrong, and nothing is enqueued. Rows may
+    wait for earlier rows (`ref`, `depends_on`); a row whose idempotency key already names a
+    job on this platform is a duplicate: done, pointing at that job. Past the owner's quota
+    nothing is enqueued either, unless --partial."""
     from jobqueue.batches import files as batchfiles
     from jobqueue.batches.specs import chat_spec
 
+    callback = _callback(on_complete, on_complete_queue, on_complete_payload)
     settings = load_platform(platform)
     size = max(1, os.path.getsize(file)) if os.path.exists(file) else 1
     with _bytes_bar(size, "checking ") as progress:
@@ -46,6 +62,9 @@ def batch_submit(file, platform, template, fmt, name, owner) -> None:
         for line in report.lines():
             click.echo(line, err=True)
         raise UserError(f"{file}: {report.error_count} problem(s); nothing was enqueued")
+    if dry_run:
+        _print_estimate(file, template, fmt, settings)
+        return
     with open_client() as jq, click.progressbar(length=report.rows, label="enqueuing",
                                             file=sys.stderr) as bar:
         done = 0
@@ -56,12 +75,71 @@ def batch_submit(file, platform, template, fmt, name, owner) -> None:
             done = total
 
         rows = batchfiles.iter_rows(file, template=template, fmt=fmt)
-        batch_id, total = jq.submit_batch(
+        submitted = jq.submit_batch(
             (chat_spec(row, settings.max_attempts) for row in rows), queue=platform,
             name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
-            on_progress=advance)
-    click.echo(f"batch {batch_id}: {total} job(s) on {platform}", err=True)
+            on_progress=advance, on_complete=callback, partial=partial)
+        batch_id, total = submitted
+        duplicates = jq.batch(batch_id)["duplicates"]
+    click.echo(f"batch {batch_id}: {total - duplicates} job(s) on {platform}"
+               + (f", {duplicates} duplicate(s) of existing jobs (done already)"
+                  if duplicates else ""), err=True)
+    if submitted.refused:
+        retry = submitted.exceeded.retry_after if submitted.exceeded else 0
+        click.echo(f"{submitted.refused} row(s) over {owner}'s quota were not enqueued "
+                   f"(retry in {retry:.0f}s)", err=True)
     click.echo(batch_id)
+
+
+def _print_estimate(file, template, fmt, platform) -> None:
+    """`--dry-run`: what the file would cost and take, nothing enqueued."""
+    from jobqueue.batches import files as batchfiles
+    from jobqueue.batches.specs import chat_spec
+    from jobqueue.llm import prices
+    from jobqueue.llm.payloads import chat_request
+
+    try:
+        table = prices.load()
+    except prices.ConfigError as exc:
+        raise UserError(str(exc)) from None
+    requests = (chat_request(chat_spec(row, 1).payload, platform)
+                for row in batchfiles.iter_rows(file, template=template, fmt=fmt))
+    keys = len(platform.api_key_env)
+    e = prices.estimate(requests, platform.rpm, platform.tpm, keys, table)
+    if e.cost_usd is None:
+        cost = (f"unknown: no price for {', '.join(e.unpriced)} (add [prices.\"MODEL\"] to "
+                "jobqueue.toml)")
+    else:
+        cost = (f"at most ${e.cost_usd:,.4f} (${e.batch_api_cost_usd:,.4f} through the Batch "
+                f"API); list prices of {prices.PRICES_AS_OF} unless jobqueue.toml sets them")
+    minutes, seconds = divmod(round(e.seconds), 60)
+    click.echo(f"dry run of {file} on {platform.name}: nothing was enqueued\n"
+               f"  jobs:   {e.calls:,}\n"
+               f"  tokens: {e.prompt_tokens:,} prompt (characters / 4) + at most "
+               f"{e.max_output_tokens:,} output (max_tokens)\n"
+               f"  cost:   {cost}\n"
+               f"  time:   at least {minutes}m {seconds:02d}s at {keys} key(s) x "
+               f"{platform.rpm:,} RPM / {platform.tpm:,} TPM ({e.bound_by} bind)")
+
+
+def _callback(kind, queue, payload):
+    """The --on-complete job, checked before anything is read or enqueued."""
+    import json
+
+    from jobqueue.jobs import JobSpec
+
+    if kind is None:
+        if queue is not None or payload is not None:
+            raise UserError("--on-complete-queue/--on-complete-payload: give --on-complete "
+                            "KIND too")
+        return None
+    try:
+        data = json.loads(payload) if payload is not None else {}
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--on-complete-payload: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError("--on-complete-payload: must be a JSON object")
+    return JobSpec(kind, data, queue=queue)
 
 
 def _bytes_bar(size: int, label: str):
@@ -91,7 +169,8 @@ def _batch_or_fail(jq, batch_id: int) -> dict:
 @batch.command("show")
 @click.argument("batch_id", type=int)
 def batch_show(batch_id: int) -> None:
-    """A batch with its jobs counted by state (JSON)."""
+    """A batch with its jobs counted by state and what its LLM calls cost (JSON): tokens,
+    cost_usd, cache hits and what they saved, the fallback share, and jobs over budget."""
     with open_client() as jq:
         print_json(_batch_or_fail(jq, batch_id))
 
@@ -106,12 +185,16 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
 
     def counts(b: dict) -> str:
         return (f"{b['succeeded']} ok, {b['dead']} dead, {b['running']} running, "
-                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting")
+                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting"
+                + (f", {b['blocked']} blocked" if b["blocked"] else "")
+                + (f", {b['duplicates']} duplicates" if b["duplicates"] else ""))
 
     deadline = time.monotonic() + timeout if timeout is not None else None
     with open_client() as jq:
         b = _batch_or_fail(jq, batch_id)
-        finished = lambda x: x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+        # A duplicate row is done: it points at the job that already had its key.
+        finished = lambda x: (x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
+                              + x["duplicates"])
         try:
             with click.progressbar(length=max(1, b["total"]), label=f"batch {batch_id}",
                                    show_eta=True, show_percent=True, file=sys.stderr,

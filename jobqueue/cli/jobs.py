@@ -34,8 +34,13 @@ from jobqueue.jobs import STATES, InvalidJob
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
 @click.option("--idempotency-key", default=None)
 @click.option("--owner", default=None)
+@click.option("--depends-on", "depends_on", type=click.IntRange(1), multiple=True,
+              metavar="ID", help="Wait for this job to end (repeatable): blocked until then.")
+@click.option("--on-parent-failure", type=click.Choice(["cancel", "run"]), default=None,
+              help="If a job it waits for ends dead or cancelled (default: cancel).")
 def enqueue(kind, payload, platform, prompt, model, max_tokens, queue, priority, delay,
-            max_attempts, timeout, idempotency_key, owner) -> None:
+            max_attempts, timeout, idempotency_key, owner, depends_on,
+            on_parent_failure) -> None:
     """Enqueue one job and print its id."""
     try:
         data = json.loads(payload) if payload is not None else {}
@@ -67,7 +72,9 @@ def enqueue(kind, payload, platform, prompt, model, max_tokens, queue, priority,
         try:
             job_id = jq.enqueue(kind, data, queue=queue, priority=priority, delay=delay,
                                 max_attempts=max_attempts, timeout=timeout,
-                                idempotency_key=idempotency_key, owner=owner)
+                                idempotency_key=idempotency_key, owner=owner,
+                                depends_on=list(depends_on) or None,
+                                on_parent_failure=on_parent_failure)
         except InvalidJob as exc:
             raise UserError(str(exc).removeprefix("job 0: ")) from None
     click.echo(job_id)

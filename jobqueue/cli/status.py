@@ -17,22 +17,24 @@ from jobqueue.cli.common import (
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
-    """Per queue: waiting, scheduled, retrying, running, succeeded, dead, cancelled; oldest
-    wait."""
+    """Per queue: blocked, waiting, scheduled, retrying, running, succeeded, dead, cancelled;
+    latency (the oldest job waiting for a worker), throughput, live workers; each worker
+    process with its Postgres connections."""
     where = db.describe()  # before open_client, which sets DATABASE_URL for the embedded server
     with open_client() as jq:
         rows = jq.status()
         workers = jq.workers()
         limits = jq.rate_limits()
         cache = jq.cache_stats()
+        connections = jq.db_connections()
     if as_json:
         print_json({"queues": rows, "workers": workers, "rate_limits": limits,
-                     "cache": cache})
+                     "cache": cache, "db_connections": connections})
         return
-    columns = ("queue", "waiting", "scheduled", "retrying", "running", "succeeded", "dead",
-               "cancelled", "oldest_waiting_seconds", "finished_last_minute")
-    headers = ("QUEUE", "WAITING", "SCHEDULED", "RETRYING", "RUNNING", "SUCCEEDED", "DEAD",
-               "CANCELLED", "OLDEST WAIT", "DONE/MIN")
+    columns = ("queue", "blocked", "waiting", "scheduled", "retrying", "running", "succeeded",
+               "dead", "cancelled", "latency_seconds", "finished_last_minute", "workers")
+    headers = ("QUEUE", "BLOCKED", "WAITING", "SCHEDULED", "RETRYING", "RUNNING", "SUCCEEDED",
+               "DEAD", "CANCELLED", "LATENCY", "DONE/MIN", "WORKERS")
     click.echo(f"database: {where}")
     table = [headers] + [tuple(cell(r[c]) for c in columns) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
@@ -40,9 +42,18 @@ def status(as_json: bool) -> None:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
     if not rows:
         click.echo("(no jobs yet)")
-    click.echo(f"\n{len(workers)} worker process(es)" + "".join(
-        f"\n  {w['queue']}: pid {w['pid']} on {w['host']}, {w['in_flight']} in flight"
-        for w in workers))
+    limited = [r["queue"] for r in rows if r["rate_limited"]]
+    if limited:
+        click.echo(f"rate limited now (latency 0: waiting for the provider): "
+                   f"{', '.join(limited)}")
+    click.echo(f"\n{len(workers)} worker process(es), "
+               f"{sum(w['connections'] for w in workers)} Postgres connection(s)" + "".join(
+        f"\n  {w['queue']}: pid {w['pid']} on {w['host']}, {w['in_flight']} in flight, "
+        f"{w['connections']} connection(s)" for w in workers))
+    by_app: dict[str, int] = {}
+    for r in connections:
+        by_app[r["application_name"]] = by_app.get(r["application_name"], 0) + r["count"]
+    click.echo("database connections: " + ", ".join(f"{app} {n}" for app, n in by_app.items()))
     for r in limits:
         state = (f"disabled ({r['disabled_reason']})" if r["disabled_reason"]
                  else "blocked" if r["blocked_until"] and r["blocked_until"] > datetime.now(

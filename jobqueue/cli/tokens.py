@@ -19,20 +19,25 @@ def tokens() -> None:
 @tokens.command("create")
 @click.option("--owner", required=True, help="Whose jobs the token creates and sees.")
 @click.option("--scopes", default="read,write", help="Comma-separated: read, write, admin.")
-@click.option("--rate-limit", type=click.IntRange(1), default=300, help="Requests per minute.")
+@click.option("--rate-limit", type=click.IntRange(1), default=300,
+              help="Read requests (GET, SSE, ?wait) per minute.")
+@click.option("--write-rate-limit", type=click.IntRange(1), default=None,
+              help="Write requests per minute, a bucket of their own.  [default: --rate-limit]")
 @click.option("--note", default=None)
-def tokens_create(owner, scopes, rate_limit, note) -> None:
+def tokens_create(owner, scopes, rate_limit, write_rate_limit, note) -> None:
     """Create a token and print it (it cannot be shown again)."""
     from jobqueue import tokens as token_store
 
     with open_client() as jq, jq.pool.connection() as conn:
         try:
             token, row = token_store.create(conn, owner, [s.strip() for s in scopes.split(",")
-                                                         if s.strip()], rate_limit, note)
+                                                         if s.strip()], rate_limit, note,
+                                      write_rate_limit)
         except ValueError as exc:
             raise UserError(str(exc)) from None
     click.echo(f"token {row['id']} for {owner} ({', '.join(row['scopes'])}, "
-               f"{rate_limit}/min); keep it now, it is not shown again:", err=True)
+               f"{rate_limit}/min reads, {write_rate_limit or rate_limit}/min writes); keep it "
+               "now, it is not shown again:", err=True)
     click.echo(token)
 
 

@@ -201,7 +201,8 @@ def worker(ctx, profile, **params) -> None:
                 await runtime.stop()
 
     run_worker(url, config, tasks, on_start=on_start, on_stop=on_stop,
-               gates={name: runtime.claim_gate for name, runtime in runtimes.items()})
+               gates={name: runtime.claim_gate for name, runtime in runtimes.items()},
+               extra_connections=lambda: sum(r.connections() for r in runtimes.values()))
     # The loop is closed and its signal handlers gone: a late signal must not kill us now.
     signals.install_early()
     with contextlib.suppress(OSError):  # a supervisor that died took our stderr with it

@@ -5,6 +5,7 @@ The names re-exported here are the connection helpers most modules need.
 """
 
 from jobqueue.db.connect import (
+    WORKER_APPLICATION_NAME,
     behind_pgbouncer,
     connect,
     connect_async,
@@ -13,9 +14,12 @@ from jobqueue.db.connect import (
     describe,
     int_array,
     listen_url,
+    read_only_kwargs,
     redact,
     text_array,
 )
 
-__all__ = ["behind_pgbouncer", "connect", "connect_async", "connect_kwargs", "database_url",
-           "describe", "int_array", "listen_url", "redact", "text_array"]
+__all__ = ["WORKER_APPLICATION_NAME", "behind_pgbouncer", "connect", "connect_async",
+           "connect_kwargs", "database_url", "describe", "int_array", "listen_url",
+           "read_only_kwargs", "redact",
+           "text_array"]

@@ -72,6 +72,11 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
               "keepalives_count": 3, "tcp_user_timeout": 20_000, "connect_timeout": 10}
 
 
+# application_name of a worker process's connections (its links, LISTEN and a platform's
+# pool); other processes use "jobqueue". /metrics counts pg_stat_activity by it.
+WORKER_APPLICATION_NAME = "jobqueue-worker"
+
+
 def connect_kwargs() -> dict:
     # prepare_threshold=0 prepares hot statements on first use; None disables preparing.
     return {
@@ -79,6 +84,23 @@ def connect_kwargs() -> dict:
         "prepare_threshold": None if behind_pgbouncer() else 0,
         "application_name": "jobqueue",
     } | KEEPALIVES
+
+
+# Every transaction of a connection opened with this is read-only: a write fails with
+# "cannot execute ... in a read-only transaction" instead of happening.
+READ_ONLY_OPTION = "-c default_transaction_read_only=on"
+
+
+def read_only_kwargs(url: str) -> dict:
+    """Connection arguments that make every transaction read-only, added to any `options`
+    the URL already carries. Nothing behind PgBouncer, which refuses startup options it does
+    not know (a replica refuses writes by itself)."""
+    if behind_pgbouncer():
+        return {}
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = str(conninfo_to_dict(url).get("options") or "")
+    return {"options": f"{given} {READ_ONLY_OPTION}".strip()}
 
 
 def connect(url: str | None = None, **overrides) -> psycopg.Connection:

@@ -7,9 +7,12 @@ This module is the only place that changes a job's state or says what it is. Two
 - everyone else's (synchronous): enqueue, read one job, lists and counts by state, cancel,
   revive, delete; for the Client, the CLI, the web API, the dashboard, batch export and
   /metrics.
-A job's visible state (waiting, scheduled, retrying, running, succeeded, dead, cancelled) is
-derived in SQL only, by jobqueue.job_state (sql/migrations/0007_job_state.sql), so no two
-surfaces can disagree about it. Functions run on a connection the caller holds (so callers
+A job's visible state (blocked, waiting, scheduled, retrying, running, succeeded, dead,
+cancelled) is derived in SQL only, by jobqueue.job_state (sql/migrations/0007_job_state.sql)
+and the view jobqueue.all_jobs (blocked jobs: 0015), so no two surfaces can disagree about
+it. Jobs that wait for other jobs live in jobqueue.blocked until the transaction that ends
+their last parent releases them (jobqueue.release_children, run by every path that ends
+jobs). Functions run on a connection the caller holds (so callers
 choose the transaction); they run SQL and shape parameters, decide nothing about retries,
 backoff or timeouts (the worker's executor does), and never open connections of their own.
 """
@@ -34,7 +37,8 @@ from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS
 @dataclass(slots=True)
 class Outcome:
     """What became of one execution: "finish" (state succeeded, dead or cancelled, with a
-    result or an error), "retry" (after `delay` seconds) or "hand_back" (not run; shutdown)."""
+    result or an error), "retry" (after `delay` seconds) or "hand_back" (not run: shutdown,
+    or the handler gave it back; with `progress`, due again after `delay` seconds)."""
 
     job_id: int
     execution_id: str
@@ -43,6 +47,7 @@ class Outcome:
     result: str | None = None  # JSON text
     error: str | None = None  # JSON text of the attempt's error object
     delay: float = 0.0
+    progress: str | None = None  # JSON text: why a job handed back until later waits
 
 
 # -- claim ------------------------------------------------------------------------------------
@@ -103,7 +108,8 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
     then are recognised by their execution ids instead of being taken for lost leases."""
     finish = [o for o in outcomes if o.action == "finish"]
     retry = [o for o in outcomes if o.action == "retry"]
-    back = [o.job_id for o in outcomes if o.action == "hand_back"]
+    back = [o.job_id for o in outcomes if o.action == "hand_back" and o.progress is None]
+    later = [o for o in outcomes if o.action == "hand_back" and o.progress is not None]
     recorded: set[int] = set()
     # prepare=False: a cached generic plan of these unnest joins degrades to a nested loop
     # that rescans the arrays for every row (10x slower at 500 rows).
@@ -125,6 +131,11 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
     if back:
         await conn.execute(q("hand_back"), {"ids": back, "worker": worker})
         recorded.update(back)
+    if later:
+        await conn.execute(q("hand_back_later"), {
+            "ids": int_array(o.job_id for o in later), "delays": [o.delay for o in later],
+            "progress": text_array(o.progress for o in later), "worker": worker})
+        recorded.update(o.job_id for o in later)
     if resent:
         missing = [o for o in finish + retry if o.job_id not in recorded]
         if missing:
@@ -240,11 +251,19 @@ def insert_rows(conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[int, 
     """Insert validated rows (JobSpec.validated_row) in the caller's transaction; returns
     (id, created) in order. `created` is False where an idempotency key matched an existing
     job, whose id is returned. Chunking is the caller's."""
+    return [(job_id, created) for job_id, created, _ in insert_rows_placed(conn, rows)]
+
+
+def insert_rows_placed(conn: psycopg.Connection,
+                       rows: list[tuple]) -> list[tuple[int, bool, int]]:
+    """insert_rows, also returning the id drawn for each row (its place in a batch: a row
+    whose key matched an existing job keeps it, see record_batch_duplicates)."""
     if len(rows) >= COPY_FROM and not any(r[10] for r in rows):
-        return _copy(conn, rows)
+        return [(job_id, True, job_id) for job_id, _ in _copy(conn, rows)]
     if len(rows) == 1 and not rows[0][10]:
         row = _execute(conn, "insert_job", dict(zip(_COLUMNS[:10], rows[0], strict=False)))
-        return [(row.fetchone()["id"], True)]
+        job_id = row.fetchone()["id"]
+        return [(job_id, True, job_id)]
     columns = {name: list(values)
                for name, values in zip(_COLUMNS, zip(*rows, strict=True), strict=True)}
     if not any(columns["idempotency_key"]):
@@ -258,16 +277,22 @@ def insert_rows(conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[int, 
                 params[name], params[f"{name}_all"] = text_array(values), None
             else:
                 params[name], params[f"{name}_all"] = values, None
-        return [(r["id"], True) for r in _execute(conn, "insert_jobs", params).fetchall()]
-    result = _execute(conn, "insert_jobs_idempotent", columns).fetchall()
+        return [(r["id"], True, r["id"])
+                for r in _execute(conn, "insert_jobs", params).fetchall()]
+    return _keyed(conn, _execute(conn, "insert_jobs_idempotent", columns).fetchall(), rows)
+
+
+def _keyed(conn: psycopg.Connection, result: list[dict],
+           rows: list[tuple]) -> list[tuple[int, bool, int]]:
+    """(id, created, place) from an insert that claims idempotency keys."""
     out = []
     for row, values in zip(result, rows, strict=True):
         job_id = row["id"]
         if job_id is None:  # the key was taken by a transaction that committed meanwhile
-            owner, key = values[7] or "", values[10]
-            job_id = _execute(conn, "find_idempotent",
-                              {"owner": owner, "key": key}).fetchone()["job_id"]
-        out.append((job_id, row["created"]))
+            job_id = _execute(conn, "find_idempotent", {
+                "owner": values[7] or "", "queue": values[0],
+                "key": values[10]}).fetchone()["job_id"]
+        out.append((job_id, row["created"], row["new_id"]))
     return out
 
 
@@ -344,9 +369,13 @@ def cancel_job(conn: psycopg.Connection, job_id: int) -> str:
 # -- many jobs: change ------------------------------------------------------------------------
 
 def cancel(conn: psycopg.Connection, where: JobFilter) -> dict:
-    """Cancel the matching hot jobs: {"cancelled": moved to finished now, "requested":
-    running ones whose workers were told to stop}."""
-    return _execute(conn, "cancel_jobs", where.params(), prepare=_UNPREPARED).fetchone()
+    """Cancel the matching hot and blocked jobs: {"cancelled": moved to finished now,
+    "requested": running ones whose workers were told to stop}. Jobs waiting for the
+    cancelled ones follow their on_parent_failure policy, in the same transaction."""
+    with conn.transaction():
+        done = _execute(conn, "cancel_jobs", where.params(), prepare=_UNPREPARED).fetchone()
+        release_children(conn, done.pop("parents"), "cancelled")
+    return done
 
 
 def revive(conn: psycopg.Connection, where: JobFilter,
@@ -359,9 +388,12 @@ def revive(conn: psycopg.Connection, where: JobFilter,
 
 
 def delete(conn: psycopg.Connection, where: JobFilter) -> int:
-    """Delete the matching jobs, finished or not running, with their idempotency keys."""
-    return _execute(conn, "delete_jobs", where.params(), prepare=_UNPREPARED).fetchone()[
-        "deleted"]
+    """Delete the matching jobs, finished or not running, with their idempotency keys. Jobs
+    waiting for a deleted one are told it was cancelled (they follow their policy)."""
+    with conn.transaction():
+        done = _execute(conn, "delete_jobs", where.params(), prepare=_UNPREPARED).fetchone()
+        release_children(conn, done["parents"], "cancelled")
+    return done["deleted"]
 
 
 def purge_queue(conn: psycopg.Connection, queue: str) -> int:
@@ -417,6 +449,19 @@ def batch(conn: psycopg.Connection, batch_id: int) -> dict | None:
     return rows[0] if rows else None
 
 
+def batch_over_budget(conn: psycopg.Connection, batch_id: int) -> int:
+    """How many of a batch's jobs wait paused over an LLM budget."""
+    return _execute(conn, "batch_over_budget", {"batch_id": batch_id}).fetchone()["over_budget"]
+
+
+def resume_over_budget(conn: psycopg.Connection, scope: str, scope_id: str) -> int:
+    """Make the jobs paused over a budget of this scope due now (the budget was raised or
+    removed); returns how many."""
+    batch_id = int(scope_id) if scope == "batch" and scope_id.isdigit() else None
+    return _execute(conn, "resume_over_budget", {"scope": scope, "scope_id": scope_id,
+                                                 "batch_id": batch_id}).fetchone()["resumed"]
+
+
 def batch_jobs(conn: psycopg.Connection, batch_id: int, after: int = 0,
                limit: int = 1000) -> list[dict]:
     """One page of a batch's jobs in id order, with state, result and last error."""
@@ -431,7 +476,82 @@ def batches_page(conn: psycopg.Connection, before: int, limit: int) -> list[dict
 
 
 def metrics(conn: psycopg.Connection) -> dict[str, list[dict]]:
-    """What /metrics reports about jobs: {"jobs": [{queue, state, count}], "oldest":
-    [{queue, seconds}], "recent": [{queue, state, duration, wait}] (finished in 5 min)}."""
-    return {name: _execute(conn, f"metrics_{name}").fetchall()
-            for name in ("jobs", "oldest", "recent")}
+    """What /metrics reports about jobs: {"queues": queue_status's rows (every known queue,
+    its counts at 0 where it has none), "recent": [{queue, state, duration, wait}] (finished
+    in the last 5 minutes)}."""
+    return {"queues": queue_status(conn),
+            "recent": _execute(conn, "metrics_recent").fetchall()}
+
+
+# -- workflows (0015): jobs that wait for others, batch duplicates ------------------------------
+
+def lock_parents(conn: psycopg.Connection, ids: Sequence[int]) -> dict[int, dict]:
+    """Find the jobs `ids` where they are now and lock the unfinished ones for the caller's
+    transaction (their end will release the caller's new children): {id: {"owner", "state"}},
+    state None for a hot job, "blocked", or a finished state. Ids that exist nowhere are
+    missing from the answer. A job that moved between tables while the statement ran is
+    looked for again (a few times: each move is one short transaction)."""
+    found: dict[int, dict] = {}
+    wanted = sorted(set(ids))
+    for _ in range(5):
+        for row in _execute(conn, "lock_parents", {"ids": wanted}).fetchall():
+            found[row["id"]] = row
+        wanted = [i for i in wanted if i not in found]
+        if not wanted:
+            break
+    return found
+
+
+def insert_blocked(conn: psycopg.Connection, rows: list[tuple],
+                   waits: list[tuple[int, str, int | None]]) -> list[tuple[int, bool, int]]:
+    """Insert validated rows that wait, with (parents to wait for, on_parent_failure,
+    completes_batch) each; returns (id, created, place) as insert_rows_placed."""
+    columns = {name: list(values)
+               for name, values in zip(_COLUMNS, zip(*rows, strict=True), strict=True)}
+    columns["waiting_on"] = [w[0] for w in waits]
+    columns["on_parent_failure"] = [w[1] for w in waits]
+    columns["completes_batch"] = [w[2] for w in waits]
+    return _keyed(conn, _execute(conn, "insert_blocked", columns).fetchall(), rows)
+
+
+def add_edges(conn: psycopg.Connection, edges: list[tuple[int, int]]) -> None:
+    """Record (parent, child) waits."""
+    if edges:
+        _execute(conn, "add_edges", {"parent": [p for p, _ in edges],
+                                     "child": [c for _, c in edges]})
+
+
+def release_children(conn: psycopg.Connection, ids: Sequence[int],
+                     states: Sequence[str] | str) -> int:
+    """Tell the children of the ended jobs `ids` how they ended (a state each, or one for
+    all): released when nothing is left to wait for, cancelled when a parent failed and
+    their policy says so. Returns how many became runnable."""
+    if not ids:
+        return 0
+    if isinstance(states, str):
+        states = [states] * len(ids)
+    return _execute(conn, "release_children", {"ids": list(ids),
+                                               "states": list(states)}).fetchone()["released"]
+
+
+def record_batch_duplicates(conn: psycopg.Connection,
+                            entries: list[tuple[int, int, int]]) -> None:
+    """Batch rows (place, batch id, existing job id) whose key named an existing job."""
+    if entries:
+        _execute(conn, "record_batch_duplicates", {
+            "id": [e[0] for e in entries], "batch_id": [e[1] for e in entries],
+            "job_id": [e[2] for e in entries]})
+
+
+def batch_members(conn: psycopg.Connection, batch_id: int) -> list[int]:
+    """The ids of every job of a batch (hot, blocked or finished)."""
+    return [r["id"] for r in _execute(conn, "batch_members", {"batch_id": batch_id})]
+
+
+def set_batch_callback(conn: psycopg.Connection, batch_id: int, job_id: int) -> None:
+    _execute(conn, "batch_set_callback", {"batch_id": batch_id, "job_id": job_id})
+
+
+def release_ready(conn: psycopg.Connection, ids: Sequence[int]) -> int:
+    """Move the blocked jobs `ids` that wait for nothing to `jobs`; returns how many."""
+    return _execute(conn, "release_ready", {"ids": list(ids)}).fetchone()["released"]

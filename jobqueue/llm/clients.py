@@ -73,8 +73,9 @@ async def runtime_for(name: str):
 class LLMClient:
     """An openai-SDK-shaped client whose calls pass through jobqueue's shared limiter."""
 
-    def __init__(self, platform: str):
+    def __init__(self, platform: str, job_id: int | None = None):
         self.platform = platform
+        self.job_id = job_id  # whose scope (owner, batch) the calls are charged to
         self.chat = _Chat(self)
         self.embeddings = _Embeddings(self)
 
@@ -107,12 +108,15 @@ class _Completions:
                     **(request | {"model": grant.model}))
 
             completion, grant, _ = await runtime.limited_call(
-                cost, request["model"], use_fallback, send)
+                cost, request["model"], use_fallback, send, job_id=self._client.job_id,
+                max_output=request["max_tokens"])
             return completion.model_dump(mode="json"), grant.model == request["model"]
 
         if is_deterministic(request):
             key = "sdk:" + cache_key(p.base_url, request)
-            data, _hit = await runtime.cache.get_or_call(key, call)
+            data, hit = await runtime.cache.get_or_call(key, call)
+            if hit:  # the provider was not called: no tokens, no cost (the rollup has it)
+                data = await _cache_hit(runtime, self._client.job_id, request["model"], data)
         else:
             data, _ = await call()
         return ChatCompletion.model_validate(data)
@@ -136,9 +140,26 @@ class _Embeddings:
             return await sdk.embeddings.with_raw_response.create(
                 model=grant.model, input=input, **params)
 
-        response, _, _ = await runtime.limited_call(cost, model, None, send)
+        response, _, _ = await runtime.limited_call(cost, model, None, send,
+                                                    job_id=self._client.job_id)
         return response
 
 
-def client(platform: str) -> LLMClient:
-    return LLMClient(platform)
+async def _cache_hit(runtime, job_id: int | None, model: str, data: dict) -> dict:
+    """Record a cached answer as saved spend, and return it with zero usage."""
+    from jobqueue.llm.spend import Usage
+
+    usage = data.get("usage") or {}
+    saved = runtime.spend.cost(model, Usage(
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0))
+    await runtime.spend.cache_hit(await runtime.spend.scope(job_id), model,
+                                  usage.get("total_tokens") or 0, saved)
+    if usage:
+        data = data | {"usage": {"prompt_tokens": 0, "completion_tokens": 0,
+                                 "total_tokens": 0}}
+    return data
+
+
+def client(platform: str, job_id: int | None = None) -> LLMClient:
+    return LLMClient(platform, job_id)

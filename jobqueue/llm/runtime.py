@@ -25,7 +25,7 @@ import openai
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from jobqueue import db, settings
+from jobqueue import db, quotas, settings
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidAnswer as InvalidAnswer
 from jobqueue.errors import NoUsableKey
@@ -41,8 +41,10 @@ from jobqueue.llm.payloads import (
     embed_tokens,
 )
 from jobqueue.llm.platforms import ApiKey, Platform
+from jobqueue.llm.prices import PriceTable
 from jobqueue.llm.ratelimit import Grant, Limiter, estimate_tokens, retry_after_seconds
 from jobqueue.llm.redact import Redactor
+from jobqueue.llm.spend import Spend, Usage
 from jobqueue.tasks import JobContext, Permanent, Registry
 
 log = structlog.get_logger("jobqueue.llm")
@@ -73,8 +75,10 @@ def validate_analysis(text: str) -> dict:
 class PlatformRuntime:
     """Everything a worker process needs to run one platform's jobs."""
 
-    def __init__(self, platform: Platform, url: str, environ: dict[str, str] | None = None):
+    def __init__(self, platform: Platform, url: str, environ: dict[str, str] | None = None,
+                 prices: PriceTable | None = None):
         self.platform = platform
+        self.prices = prices  # default: jobqueue.toml's [prices] over the defaults (start())
         self.url = url
         self.keys: list[ApiKey] = platform.keys(environ)  # fails early, naming the variable
         self.redact = Redactor(k.secret for k in self.keys)
@@ -82,6 +86,7 @@ class PlatformRuntime:
         self.pool: AsyncConnectionPool | None = None
         self.limiter: Limiter | None = None
         self.cache: ResponseCache | None = None
+        self.spend: Spend | None = None
         self._usable = True  # some key of the platform is enabled (claim_gate)
         self._incident = ""  # which loss of every key the current alert is about
         self._usable_checked = -GATE_SECONDS
@@ -113,7 +118,9 @@ class PlatformRuntime:
 
     async def start(self) -> None:
         self.pool = AsyncConnectionPool(self.url, min_size=1, max_size=4, open=False,
-                                        kwargs=db.connect_kwargs(), name="jobqueue-llm")
+                                        kwargs=db.connect_kwargs() | {
+                                            "application_name": db.WORKER_APPLICATION_NAME},
+                                        name="jobqueue-llm")
         await self.pool.open()
         self.limiter = Limiter(self.platform, self.keys, self.pool)
         await self.limiter.ensure()
@@ -122,10 +129,19 @@ class PlatformRuntime:
         clients.use(self, self.url)
         self.cache = ResponseCache(self.pool, self.platform.cache_ttl,
                                    pending_seconds=self.platform.timeout * 2)
+        if self.prices is None:
+            from jobqueue.llm import prices
+
+            self.prices = prices.load()
+        self.spend = Spend(self.pool, self.platform.name, self.prices, self.platform.timeout)
         for key in self.keys:
             self.clients[key.key_id] = openai.AsyncOpenAI(
                 api_key=key.secret, base_url=self.platform.base_url, max_retries=0,
                 timeout=self.platform.timeout)
+
+    def connections(self) -> int:
+        """Connections its pool holds open now (for the worker's heartbeat)."""
+        return self.pool.get_stats().get("pool_size", 0) if self.pool is not None else 0
 
     async def claim_gate(self) -> float:
         """Asked by the worker before each claim: seconds to hold off. While every key of the
@@ -209,7 +225,8 @@ class PlatformRuntime:
             row = await cur.fetchone()
         if row is None:
             raise Permanent(f"document {doc_id}: not found")
-        filename, content_type, data, text = row
+        filename, content_type, data, text, owner = row
+        extracted_now = text is None
         max_chars = settings.JOBQUEUE_DOCUMENT_MAX_CHARS.get()
         max_chunks = settings.JOBQUEUE_DOCUMENT_MAX_CHUNKS.get()
         if text is None:  # else an earlier attempt extracted it (and may have dropped data)
@@ -231,6 +248,12 @@ class PlatformRuntime:
         # reserve for each chunk (prompt characters / 4 plus max_tokens).
         estimate = sum(estimate_tokens(self._analyze_request({"text": p})["messages"],
                                        self.platform.max_tokens) for p in pieces)
+        # The owner's token quotas learn the estimate now, once per document (the attempt
+        # that extracted it): never refused, possibly into debt (jobqueue/quotas.py).
+        charge = quotas.debit(owner=owner, queue=ctx.queue, kind=ctx.kind, tokens=estimate)
+        if extracted_now and charge is not None:
+            async with self.pool.connection() as conn:
+                await conn.execute(*charge)
         done = 0
 
         async def analyze_piece(piece: str) -> dict:
@@ -250,6 +273,7 @@ class PlatformRuntime:
             "analysis": documents.merge([r["analysis"] for r in results]),
             "models": sorted({r["model"] for r in results}),
             "usage": {"total_tokens": sum(r["usage"]["total_tokens"] or 0 for r in results)},
+            "cost_usd": _total_cost(results),
         }
 
     async def _run(self, request: dict, payload: dict, ctx: JobContext, validate) -> dict:
@@ -258,9 +282,10 @@ class PlatformRuntime:
             use_cache = is_deterministic(request)
 
         allow_fallback = payload.get("fallback") is not False
+        job_id = ctx.job_id if ctx is not None else None
 
         async def call() -> tuple[dict, bool]:
-            result = await self._call(request, allow_fallback)
+            result = await self._call(request, allow_fallback, job_id)
             if validate is not None:
                 validate(result["text"])
             return result, not result["fallback"]  # a fallback's answer is not the model's
@@ -270,9 +295,15 @@ class PlatformRuntime:
             return result | {"cached": False}
         key = cache_key(self.platform.base_url, request)
         result, hit = await self.cache.get_or_call(key, call)
-        return result | {"cached": hit}
+        if not hit:
+            return result | {"cached": False}
+        await self.spend.cache_hit(await self.spend.scope(job_id), request["model"],
+                                   result["usage"].get("total_tokens") or 0,
+                                   result.get("cost_usd"))
+        return cached_result(result)
 
-    async def _call(self, request: dict, allow_fallback: bool = True) -> dict:
+    async def _call(self, request: dict, allow_fallback: bool = True,
+                    job_id: int | None = None) -> dict:
         p = self.platform
         cost = estimate_tokens(request["messages"], request["max_tokens"])
         fallback = p.fallback_model if request["model"] == p.model and allow_fallback else None
@@ -283,28 +314,44 @@ class PlatformRuntime:
                 **(request | {"model": grant.model}))
 
         completion, grant, throttled = await self.limited_call(
-            cost, request["model"], fallback, send)
+            cost, request["model"], fallback, send, job_id=job_id,
+            max_output=request["max_tokens"])
         # the call's own latency: the time spent waiting for budget is reported apart
         seconds = max(0.0, time.monotonic() - started - grant.waited)
-        return _result(request, grant, completion, seconds, throttled)
+        result = _result(request, grant, completion, seconds, throttled)
+        result["cost_usd"] = self.spend.cost(grant.model, Usage.of(completion))
+        return result
 
-    async def limited_call(self, cost: int, model: str, fallback: str | None, send):
+    async def limited_call(self, cost: int, model: str, fallback: str | None, send, *,
+                           job_id: int | None = None, max_output: int = 0):
         """One provider call through the shared limiter: reserve `cost` tokens on `model`
         (or `fallback` while the provider limits it), `send(client, grant)` the request, and
         settle with the usage and headers. 429s block the key and try again (up to
         max_429_retries); a rejected or exhausted key is disabled and another one tried.
+        The call is charged to job `job_id`'s scope (spend.py): before it is sent, its most
+        possible cost (`cost` tokens, of which `max_output` are output) is reserved on the
+        scope's budgets, and OverBudget pauses the job when one has no room.
         Returns (parsed response, grant, 429s absorbed)."""
         p = self.platform
         throttled = 0
+        scope = await self.spend.scope(job_id)
+        estimate = self.spend.estimate([model] + ([fallback] if fallback else []),
+                                       max(0, cost - max_output), max_output)
+        await self.spend.check(scope, estimate, model)
         while True:
             try:
                 grant = await self.limiter.acquire(cost, model, fallback, p.latency_budget)
             except NoUsableKey:
                 self._usable_checked = -GATE_SECONDS  # the next claim asks the database
                 raise
+            try:
+                reservation = await self.spend.reserve(scope, estimate, model)
+            except BaseException:
+                await asyncio.shield(self.limiter.release(grant))
+                raise
             client = self.clients[grant.key.key_id]
             try:
-                raw = await send(client, grant)
+                raw = await self._send(send, client, grant, reservation)
             except openai.RateLimitError as exc:
                 if _error_code(exc) == "insufficient_quota":
                     await self.limiter.release(grant)
@@ -337,7 +384,20 @@ class PlatformRuntime:
             usage = getattr(parsed, "usage", None)
             actual = getattr(usage, "total_tokens", None) or cost
             await self.limiter.settle(grant, actual, raw.headers)
+            await asyncio.shield(self.spend.settle(scope, reservation, grant.model,
+                                                   grant.model != model, Usage.of(parsed),
+                                                   max(0, cost - max_output)))
             return parsed, grant, throttled
+
+    async def _send(self, send, client: openai.AsyncOpenAI, grant: Grant,
+                    reservation: str | None):
+        """`send(client, grant)`; a call that is not answered frees its budget reservation
+        (providers do not charge for refused or failed requests)."""
+        try:
+            return await send(client, grant)
+        except BaseException:
+            await asyncio.shield(self.spend.release(reservation))
+            raise
 
     async def embed(self, payload: Any, ctx: JobContext) -> dict:
         """Vectors for `input` (a string or a list), in as few calls as the limits allow: at
@@ -347,6 +407,7 @@ class PlatformRuntime:
         per_call_tokens = max(1, int(p.tpm * p.burst_seconds / 60))
         vectors: list[list[float]] = []
         tokens = calls = 0
+        usd: float | None = 0.0
         for group in embed_groups(inputs, p.embed_batch, per_call_tokens):
             cost = sum(embed_tokens(text) for text in group)
             extra = {"dimensions": dimensions} if dimensions else {}
@@ -355,18 +416,41 @@ class PlatformRuntime:
                 return await client.embeddings.with_raw_response.create(
                     model=grant.model, input=group, **extra)
 
-            response, _, _ = await self.limited_call(cost, model, None, send)
+            response, _, _ = await self.limited_call(cost, model, None, send,
+                                                     job_id=ctx.job_id)
             vectors += [d.embedding for d in sorted(response.data, key=lambda d: d.index)]
             tokens += response.usage.total_tokens if response.usage else cost
+            call_cost = self.spend.cost(model, Usage.of(response))
+            usd = None if usd is None or call_cost is None else usd + call_cost
             calls += 1
             ctx.set_progress({"done": len(vectors), "total": len(inputs)})
         return {"model": model, "embeddings": vectors, "calls": calls,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+                "cost_usd": None if usd is None else round(usd, 10)}
 
     def _said(self, exc: openai.APIStatusError) -> str:
         """The provider's error message, scrubbed before it is cut to length (a cut key would
         no longer match)."""
         return self.redact.text(_error_message(exc))[:300]
+
+
+def cached_result(result: dict) -> dict:
+    """A result answered from the cache: the provider was not called, so no tokens and no
+    cost; what the original call used and cost is kept apart as what the hit saved."""
+    usage = result.get("usage") or {}
+    return result | {
+        "cached": True,
+        "usage": dict.fromkeys(usage or ("prompt_tokens", "completion_tokens",
+                                         "total_tokens"), 0),
+        "cost_usd": 0.0,
+        "saved": {"usage": usage, "cost_usd": result.get("cost_usd")},
+    }
+
+
+def _total_cost(results: list[dict]) -> float | None:
+    """The sum of the parts' costs; None (unknown) if any part's is."""
+    costs = [r.get("cost_usd") for r in results]
+    return None if any(c is None for c in costs) else round(sum(costs), 10)
 
 
 def _result(request: dict, grant: Grant, completion, seconds: float, throttled: int) -> dict:

@@ -54,14 +54,19 @@ class Worker:
                  tasks: Registry | Mapping[str, Registry] = registry,
                  on_start: Callable[[], Awaitable[None]] | None = None,
                  on_stop: Callable[[], Awaitable[None]] | None = None,
-                 gates: Mapping[str, Callable[[], Awaitable[float]]] | None = None):
+                 gates: Mapping[str, Callable[[], Awaitable[float]]] | None = None,
+                 extra_connections: Callable[[], int] | None = None):
         """`tasks`: one registry for every queue, or one per queue name. `on_start`/`on_stop`
         run on the worker's loop around its work (e.g. a platform's HTTP clients and pools,
         which must live on that loop). `gates`: per queue name, asked before each claim how
-        long to hold off (a platform with no usable key says so)."""
+        long to hold off (a platform with no usable key says so). `extra_connections`: how
+        many database connections the process holds besides the worker's own (a platform's
+        pool), for its heartbeat."""
         self.gates = dict(gates or {})
         self.url = url
         self.on_start, self.on_stop = on_start, on_stop
+        self.extra_connections = extra_connections
+        self._links: dict[str, Link] = {}
         self.config = config or WorkerConfig()
         self.tasks = tasks
         self.id = uuid.uuid4()
@@ -93,6 +98,14 @@ class Worker:
     @property
     def finished(self) -> int:
         return self.completer.finished if self.completer else 0
+
+    def connections(self) -> int:
+        """Database connections this process holds open now: the worker's links, its LISTEN
+        connection, and what extra_connections reports (reported with each heartbeat)."""
+        own = sum(1 for link in self._links.values()
+                  if link.conn is not None and not link.conn.closed)
+        extra = self.extra_connections() if self.extra_connections else 0
+        return own + (1 if self.listening.is_set() else 0) + extra
 
     @property
     def _in_flight(self) -> dict:
@@ -299,7 +312,7 @@ class Worker:
     def _worker_row(self) -> dict:
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
                 "queue": self.config.queue, "concurrency": self.config.concurrency,
-                "in_flight": len(self._in_flight)}
+                "in_flight": len(self._in_flight), "connections": self.connections()}
 
 
 # Young-generation collections in a worker process: one per this many allocations (Python's

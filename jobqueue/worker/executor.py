@@ -168,8 +168,10 @@ class Executor:
             outcome = Outcome(r.id, r.execution_id, "finish", "cancelled",
                               error=self._error(r, exc))
         except HandBack as exc:
-            log.warning("job_handed_back", job_id=r.id, reason=str(exc))
-            outcome = Outcome(r.id, r.execution_id, "hand_back")
+            log.warning("job_handed_back", job_id=r.id, reason=str(exc), delay=exc.delay)
+            progress = json.dumps(exc.progress) if exc.progress is not None else None
+            outcome = Outcome(r.id, r.execution_id, "hand_back", delay=exc.delay,
+                              progress=progress)
         except Exception as exc:
             outcome = self._failure(r, exc, time.monotonic() - started)
         else:

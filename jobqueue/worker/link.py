@@ -39,7 +39,8 @@ class Link:
             while True:
                 try:
                     if self.conn is None or self.conn.closed:
-                        self.conn = await db.connect_async(self.url)
+                        self.conn = await db.connect_async(
+                            self.url, application_name=db.WORKER_APPLICATION_NAME)
                         if self.session_sql and not db.behind_pgbouncer():
                             await self.conn.execute(self.session_sql)
                     return await fn(self.conn)

@@ -35,7 +35,8 @@ class Listener:
         while not closing():
             conn = None
             try:
-                conn = await db.connect_async(self.url)
+                conn = await db.connect_async(
+                    self.url, application_name=db.WORKER_APPLICATION_NAME)
                 for channel in self.channels:
                     await conn.execute(f"LISTEN {channel}")
                 delay = 0.05

@@ -1,7 +1,10 @@
 """Cluster maintenance, run by every worker and done by one at a time: rescue expired leases
-(dead-letter those out of attempts), prune old finished jobs and dead worker rows, evaluate
-the alert rules and prune old webhook deliveries (jobqueue/webhooks/alerts.py), and run the
-prune hooks that extensions register (the LLM response cache registers its own).
+(dead-letter those out of attempts), prune old finished jobs, dead worker rows and full quota
+buckets (jobqueue/quotas.py), evaluate the alert rules and prune old webhook deliveries
+(jobqueue/webhooks/alerts.py), and run the prune hooks that extensions register (the LLM
+response cache registers its own). The dashboard's sessions are pruned by a hook registered
+here, so every worker of any queue runs it: the web app writes them, and a web process may
+have nothing but replicas to read from.
 
 Leadership is a transaction-level advisory lock that each maintenance statement takes itself
 (see sql/queries/jobs.sql, rescue_dead): no lock is held across a round trip, so a worker cut
@@ -35,6 +38,22 @@ def register_prune_hook(name: str, hook: PruneHook) -> None:
     _prune_hooks[name] = hook
 
 
+# Dashboard sessions that can no longer be used stay this long (an owner's list shows them),
+# then the maintenance deletes them.
+SESSION_KEEP_SECONDS = 86400.0
+
+
+async def prune_web_sessions(conn: psycopg.AsyncConnection) -> int:
+    """Delete a slice of the dashboard sessions (jobqueue.web_sessions) that expired or were
+    signed out over a day ago (leader-gated in SQL)."""
+    cur = await conn.execute(q("prune_sessions"), {"keep_seconds": SESSION_KEEP_SECONDS,
+                                                   "limit": 1000})
+    return cur.rowcount
+
+
+register_prune_hook("web_sessions", prune_web_sessions)
+
+
 class Maintenance:
     def __init__(self, link: Link, config: WorkerConfig, bound_log=log):
         self.link, self.config, self.log = link, config, bound_log
@@ -55,6 +74,9 @@ class Maintenance:
             "stale_seconds": max(60.0, 10 * cfg.heartbeat_seconds)})
         deliveries = await alerts.maintain(conn, cfg.retention_seconds)
         hooks = {"webhook_deliveries": deliveries} if deliveries else {}
+        if random.random() < 1 / 12:  # about once a minute: full quota buckets (a scan)
+            cur = await conn.execute(q("quota_usage_prune"))
+            hooks["quota_usage"] = cur.rowcount
         for name, hook in list(_prune_hooks.items()):
             hooks[name] = await hook(conn)
         if dead or rescued or pruned or any(hooks.values()):

@@ -18,7 +18,7 @@ FROM jobqueue.documents WHERE id = %(id)s;
 
 -- name: document_data
 -- A retried job reuses the text an earlier attempt extracted (the bytes may be gone).
-SELECT filename, content_type, data, text FROM jobqueue.documents WHERE id = %(id)s;
+SELECT filename, content_type, data, text, owner FROM jobqueue.documents WHERE id = %(id)s;
 
 
 -- name: document_set_text

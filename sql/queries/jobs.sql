@@ -83,7 +83,9 @@ COPY jobqueue.jobs ({columns}) FROM STDIN;
 -- so a key can be claimed for its row before the row exists; a row whose key is already held
 -- (by an earlier job, or an earlier row of this batch) is not inserted and reports the holder.
 -- `held_by` is NULL only when a concurrent transaction took the key after this statement's
--- snapshot; the caller then reads it again.
+-- snapshot; the caller then reads it again. Keys are unique per (owner, queue) (0015).
+-- `new_id` is the id drawn for the row: a batch row that was a duplicate keeps it as its
+-- place in the batch (jobqueue.batch_duplicates).
 WITH input AS MATERIALIZED (
     SELECT t.*, nextval('jobqueue.job_id_seq') AS new_id
     FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[],
@@ -94,12 +96,12 @@ WITH input AS MATERIALIZED (
                              timeout_seconds, owner, batch_id, metadata, idempotency_key, ord)
 ),
 claimed AS (
-    INSERT INTO jobqueue.idempotency_keys (owner, key, job_id)
-    SELECT coalesce(owner, ''), idempotency_key, new_id FROM input
+    INSERT INTO jobqueue.idempotency_keys (owner, queue, key, job_id)
+    SELECT coalesce(owner, ''), queue, idempotency_key, new_id FROM input
     WHERE idempotency_key IS NOT NULL
     ORDER BY ord
     ON CONFLICT DO NOTHING
-    RETURNING owner, key, job_id
+    RETURNING owner, queue, key, job_id
 ),
 -- Only the rows that will be written take rounds (a duplicate must not push its owner back).
 kept AS MATERIALIZED (
@@ -124,17 +126,19 @@ inserted AS (
 )
 SELECT i.ord,
        coalesce(ins.id, c.job_id, k.job_id) AS id,
-       ins.id IS NOT NULL AS created
+       ins.id IS NOT NULL AS created, i.new_id
 FROM input i
 LEFT JOIN inserted ins ON ins.id = i.new_id
-LEFT JOIN claimed c ON c.owner = coalesce(i.owner, '') AND c.key = i.idempotency_key
+LEFT JOIN claimed c ON c.owner = coalesce(i.owner, '') AND c.queue = i.queue
+                   AND c.key = i.idempotency_key
 LEFT JOIN jobqueue.idempotency_keys k
-       ON k.owner = coalesce(i.owner, '') AND k.key = i.idempotency_key
+       ON k.owner = coalesce(i.owner, '') AND k.queue = i.queue AND k.key = i.idempotency_key
 ORDER BY i.ord;
 
 
 -- name: find_idempotent
-SELECT job_id FROM jobqueue.idempotency_keys WHERE owner = %(owner)s AND key = %(key)s;
+SELECT job_id FROM jobqueue.idempotency_keys
+WHERE owner = %(owner)s AND queue = %(queue)s AND key = %(key)s;
 
 
 -- name: get_job
@@ -410,7 +414,7 @@ WITH done AS (
     RETURNING j.id, j.queue, j.kind, j.payload, j.priority, j.run_at, j.attempts,
               j.max_attempts, j.timeout_seconds, d.state, d.result, j.errors, d.error,
               j.progress, j.owner, j.batch_id, j.idempotency_key, j.metadata, j.created_at,
-              j.started_at, j.execution_id
+              j.started_at, j.execution_id, j.has_children
 ),
 moved AS (
     INSERT INTO jobqueue.finished
@@ -428,8 +432,17 @@ moved AS (
 announced AS MATERIALIZED (
     SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM moved
     HAVING count(*) > 0
+),
+released AS MATERIALIZED (
+    -- Jobs other jobs wait for (0015: depends_on, batch callbacks) release or cancel them
+    -- here, in the transaction that ends them. Only flagged rows get this far: without any,
+    -- the aggregate has no group, so the function is not called and a drain of plain jobs
+    -- pays a scan of `done`'s booleans.
+    SELECT jobqueue.release_children(array_agg(id), array_agg(state)) AS n
+    FROM done WHERE has_children
+    HAVING count(*) > 0
 )
-SELECT m.id FROM moved m CROSS JOIN announced;
+SELECT m.id FROM moved m CROSS JOIN announced LEFT JOIN released ON true;
 
 
 -- name: retry_jobs
@@ -482,6 +495,48 @@ SELECT count(*) AS released,
        count(pg_notify('jobqueue_insert', queue)) AS notified,
        count(pg_notify('jobqueue_events', id || '-' || id)) AS announced
 FROM released;
+
+
+-- name: hand_back_later
+-- A handler gave its job back until later (HandBack with a delay: an LLM job over its
+-- budget): not counted as an attempt, due again after `delay` seconds (so a paused job is not
+-- claimed again in a tight loop), with `progress` saying why it waits, for people.
+WITH released AS (
+    UPDATE jobqueue.jobs j
+    SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(j.attempts - 1, 0),
+        run_at = now() + make_interval(secs => b.delay), progress = b.progress::jsonb
+    FROM unnest(%(ids)s::bigint[], %(delays)s::float8[], %(progress)s::text[])
+        AS b(id, delay, progress)
+    WHERE j.id = b.id AND j.lease_owner = %(worker)s
+    RETURNING j.id
+)
+SELECT count(*) AS released,
+       count(pg_notify('jobqueue_events', id || '-' || id)) AS announced
+FROM released;
+
+
+-- name: resume_over_budget
+-- A budget was raised or removed: its scope's jobs paused over budget are due now, and no
+-- longer say they are paused. (Still over another budget, they pause again on their next
+-- call.) Uses jobs_batch_idx for a batch; an owner's scope reads the owner's waiting jobs.
+WITH resumed AS (
+    UPDATE jobqueue.jobs
+    SET run_at = now(), progress = NULL
+    WHERE lease_owner IS NULL AND progress ->> 'paused' = 'over budget'
+      AND ((%(scope)s = 'batch' AND batch_id = %(batch_id)s)
+           OR (%(scope)s = 'owner' AND owner = %(scope_id)s))
+    RETURNING id, queue
+)
+SELECT count(*) AS resumed,
+       count(pg_notify('jobqueue_insert', queue)) AS notified
+FROM resumed;
+
+
+-- name: batch_over_budget
+-- How many of a batch's jobs wait paused over a budget.
+SELECT count(*) AS over_budget FROM jobqueue.jobs
+WHERE batch_id = %(batch_id)s AND lease_owner IS NULL
+  AND progress ->> 'paused' = 'over budget';
 
 
 -- name: renew_leases
@@ -540,15 +595,24 @@ expired AS (
                      AND attempts >= max_attempts AND (SELECT ok FROM leader)
                    FOR UPDATE SKIP LOCKED)
     RETURNING j AS job
+),
+moved AS (
+    INSERT INTO jobqueue.finished
+    SELECT (jobqueue.finished_row(job, 'dead', NULL, jsonb_build_array(jsonb_build_object(
+               'attempt', (job).attempts, 'at', now(), 'type', 'LeaseExpired',
+               'message', 'worker ' || (job).lease_owner || ' stopped renewing its lease',
+               'worker', (job).lease_owner,
+               'execution_id', (job).id || ':' || (job).execution_id)))).*
+    FROM expired
+    RETURNING id, pg_notify('jobqueue_events', id || '-' || id)
+),
+released AS MATERIALIZED (
+    -- Their children (0015) follow their policy, in this transaction (see finish_jobs).
+    SELECT jobqueue.release_children(array_agg((job).id), array_agg('dead'::text)) AS n
+    FROM expired WHERE (job).has_children
+    HAVING count(*) > 0
 )
-INSERT INTO jobqueue.finished
-SELECT (jobqueue.finished_row(job, 'dead', NULL, jsonb_build_array(jsonb_build_object(
-           'attempt', (job).attempts, 'at', now(), 'type', 'LeaseExpired',
-           'message', 'worker ' || (job).lease_owner || ' stopped renewing its lease',
-           'worker', (job).lease_owner,
-           'execution_id', (job).id || ':' || (job).execution_id)))).*
-FROM expired
-RETURNING id, pg_notify('jobqueue_events', id || '-' || id);
+SELECT m.id FROM moved m LEFT JOIN released ON true;
 
 
 -- name: rescue_retry
@@ -599,11 +663,14 @@ SELECT count(*) FROM doomed;
 -- name: cancel_jobs
 -- Cancel the hot jobs matching a filter (jobqueue.dashboard_match, 0005; a NULL parameter
 -- means any; `ids` selects jobs, `upto` bounds a confirmed bulk action): waiting, retrying
--- and scheduled ones move to `finished` as cancelled at once; running ones are flagged and
--- their workers told (they end the job as cancelled, or hear of it at their next heartbeat).
+-- and scheduled ones move to `finished` as cancelled at once, and so do blocked ones (0015);
+-- running ones are flagged and their workers told (they end the job as cancelled, or hear
+-- of it at their next heartbeat).
 -- The matching rows are locked first, so a job claimed meanwhile is either seen running (and
 -- flagged) or not matched at all: never moved from under its worker, never missed.
--- Client.cancel (one id), the API, the CLI and the dashboard's bulk action all run this.
+-- Client.cancel (one id), the API, the CLI and the dashboard's bulk action all run this,
+-- then release_children for `parents` (jobs others wait for) in the same transaction (a
+-- statement of its own: see store.cancel).
 WITH hot AS MATERIALIZED (
     SELECT j.id, j.lease_owner
     FROM jobqueue.jobs j
@@ -616,6 +683,18 @@ WITH hot AS MATERIALIZED (
     ORDER BY j.id  -- one lock order for every canceller: two bulk cancels cannot deadlock
     FOR UPDATE
 ),
+held AS MATERIALIZED (
+    SELECT b.id
+    FROM jobqueue.blocked b
+    WHERE (%(state)s::text IS NULL OR %(state)s::text = 'blocked')
+      AND jobqueue.dashboard_match(
+        b.id, b.queue, b.kind, b.owner, b.batch_id, 'blocked', b.payload, b.metadata,
+        '[]'::jsonb, %(ids)s::bigint[], %(upto)s::bigint,
+        %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+        %(state)s::text, %(text)s::text)
+    ORDER BY b.id
+    FOR UPDATE
+),
 gone AS (
     DELETE FROM jobqueue.jobs j
     WHERE j.id IN (SELECT id FROM hot WHERE lease_owner IS NULL)
@@ -626,15 +705,38 @@ moved AS (
     SELECT (jobqueue.finished_row(job, 'cancelled', NULL, '[]')).* FROM gone
     RETURNING id
 ),
+unblocked AS (
+    DELETE FROM jobqueue.blocked b WHERE b.id IN (SELECT id FROM held)
+    RETURNING b.*
+),
+unblocked_moved AS (
+    INSERT INTO jobqueue.finished
+        (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
+         state, result, errors, progress, owner, batch_id, idempotency_key, metadata,
+         created_at, started_at, execution_id)
+    SELECT id, queue, kind, payload, priority, coalesce(run_at, now()), 0, max_attempts,
+           timeout_seconds, 'cancelled', NULL, '[]', NULL, owner, batch_id, idempotency_key,
+           metadata, created_at, NULL, NULL
+    FROM unblocked
+    RETURNING id
+),
+unlinked AS (
+    -- A cancelled blocked job waits for nothing any more.
+    DELETE FROM jobqueue.job_dependencies WHERE child_id IN (SELECT id FROM unblocked)
+),
 flagged AS (
     UPDATE jobqueue.jobs SET cancel_requested = true
     WHERE id IN (SELECT id FROM hot WHERE lease_owner IS NOT NULL)
     RETURNING id
 )
-SELECT (SELECT count(*) FROM moved) AS cancelled,
+SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM unblocked_moved) AS cancelled,
        (SELECT count(pg_notify('jobqueue_cancel', id::text)) FROM flagged) AS requested,
        (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
-                              FROM moved HAVING count(*) > 0) AS n) AS announced;
+                              FROM (SELECT id FROM moved UNION ALL
+                                    SELECT id FROM unblocked_moved) AS m
+                              HAVING count(*) > 0) AS n) AS announced,
+       ARRAY(SELECT (job).id FROM gone WHERE (job).has_children
+             UNION ALL SELECT id FROM unblocked WHERE has_children) AS parents;
 
 
 -- name: revive_jobs
@@ -707,18 +809,38 @@ hot AS (
           j.metadata, j.errors, %(ids)s::bigint[], %(upto)s::bigint,
           %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
           %(state)s::text, %(text)s::text)
-    RETURNING id
+    RETURNING id, has_children
+),
+held AS (
+    -- Blocked jobs (0015) go too, with what they waited for.
+    DELETE FROM jobqueue.blocked b
+    WHERE (%(state)s::text IS NULL OR %(state)s::text = 'blocked')
+      AND jobqueue.dashboard_match(
+          b.id, b.queue, b.kind, b.owner, b.batch_id, 'blocked', b.payload, b.metadata,
+          '[]'::jsonb, %(ids)s::bigint[], %(upto)s::bigint,
+          %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
+          %(state)s::text, %(text)s::text)
+    RETURNING id, has_children
+),
+unlinked AS (
+    DELETE FROM jobqueue.job_dependencies WHERE child_id IN (SELECT id FROM held)
 ),
 keys AS (
     DELETE FROM jobqueue.idempotency_keys
-    WHERE job_id IN (SELECT id FROM cold UNION ALL SELECT id FROM hot)
+    WHERE job_id IN (SELECT id FROM cold UNION ALL SELECT id FROM hot
+                     UNION ALL SELECT id FROM held)
 )
 -- Followers of these jobs (SSE, ?wait=) are told at once that something changed: they find
--- the job gone.
-SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot) AS deleted,
+-- the job gone. `parents`: deleted jobs others waited for; store.delete ends their waits as
+-- if they were cancelled (their children follow their policy).
+SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot)
+           + (SELECT count(*) FROM held) AS deleted,
        (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
-                              FROM (SELECT id FROM cold UNION ALL SELECT id FROM hot) AS d
-                              HAVING count(*) > 0) AS n) AS announced;
+                              FROM (SELECT id FROM cold UNION ALL SELECT id FROM hot
+                                    UNION ALL SELECT id FROM held) AS d
+                              HAVING count(*) > 0) AS n) AS announced,
+       ARRAY(SELECT id FROM hot WHERE has_children
+             UNION ALL SELECT id FROM held WHERE has_children) AS parents;
 
 
 -- name: list_dead
@@ -744,11 +866,18 @@ LIMIT %(limit)s;
 -- One row per queue known anywhere: depth by state and the oldest waiting job's age from the
 -- hot table (states from jobqueue.job_state); finished counts from the trigger-kept
 -- finished_counts (never a count over all of `finished`, which grows to millions); how many
--- finished in the last minute (a bounded scan through the BRIN index); and whether the queue
--- is paused. Used by `jobqueue status`, /api/queues and the dashboard.
+-- finished in the last minute (a bounded scan through the BRIN index); whether the queue
+-- is paused; and the scaling signals (0013): `latency_seconds`, the oldest waiting job's age
+-- unless the queue's provider has no headroom (jobqueue.queue_latency explains why), whether
+-- it is `rate_limited`, and the `workers` alive for it (heartbeat in the last minute).
+-- A queue is known when it has jobs or finished counts, is paused, is served by a registered
+-- worker or is a platform with rate buckets: every known queue gets a row, its counts at 0.
+-- Used by `jobqueue status`, /api/queues, /metrics and the dashboard.
 WITH states AS (
     SELECT queue, run_at, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state
     FROM jobqueue.jobs
+    UNION ALL
+    SELECT queue, NULL, 'blocked' FROM jobqueue.blocked  -- waiting for other jobs (0015)
 ),
 hot AS (
     SELECT queue,
@@ -756,6 +885,7 @@ hot AS (
            count(*) FILTER (WHERE state = 'retrying') AS retrying,
            count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
            count(*) FILTER (WHERE state = 'running') AS running,
+           count(*) FILTER (WHERE state = 'blocked') AS blocked,
            extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'waiting'))::float8
                AS oldest_waiting_seconds
     FROM states GROUP BY queue
@@ -773,18 +903,32 @@ recent AS (
     FROM jobqueue.finished WHERE finished_at > now() - interval '1 minute'
     GROUP BY queue
 ),
+served AS (
+    -- A worker row's `queue` lists the queues it serves, comma-separated.
+    SELECT s.queue, count(*) FILTER (WHERE w.last_seen_at > now() - interval '1 minute')
+               AS workers
+    FROM jobqueue.workers w, unnest(string_to_array(w.queue, ',')) AS s(queue)
+    GROUP BY s.queue
+),
 names AS (
     SELECT queue FROM hot UNION SELECT queue FROM cold
     UNION SELECT name FROM jobqueue.queues WHERE paused
+    UNION SELECT queue FROM served
+    UNION SELECT platform FROM jobqueue.rate_buckets
 )
 SELECT n.queue,
        coalesce(h.waiting, 0) AS waiting, coalesce(h.retrying, 0) AS retrying,
        coalesce(h.scheduled, 0) AS scheduled, coalesce(h.running, 0) AS running,
-       coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
+       coalesce(h.blocked, 0) AS blocked, coalesce(c.succeeded, 0) AS succeeded, coalesce(c.dead, 0) AS dead,
        coalesce(c.cancelled, 0) AS cancelled,
        h.oldest_waiting_seconds, coalesce(r.finished_last_minute, 0) AS finished_last_minute,
-       coalesce(p.paused, false) AS paused, p.paused_at
+       coalesce(p.paused, false) AS paused, p.paused_at,
+       CASE WHEN l.rate_limited THEN 0 ELSE coalesce(h.oldest_waiting_seconds, 0) END
+           AS latency_seconds,
+       l.rate_limited, coalesce(s.workers, 0) AS workers
 FROM names n
+CROSS JOIN LATERAL (SELECT jobqueue.queue_rate_limited(n.queue) AS rate_limited) AS l
+LEFT JOIN served s ON s.queue = n.queue
 LEFT JOIN hot h ON h.queue = n.queue
 LEFT JOIN cold c ON c.queue = n.queue
 LEFT JOIN recent r ON r.queue = n.queue
@@ -801,8 +945,10 @@ ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, paused_at = excluded.
 -- name: purge_queue
 -- Remove every job of a queue, hot and finished (jobqueue bench cleans up its scratch queue).
 WITH hot AS (DELETE FROM jobqueue.jobs WHERE queue = %(queue)s RETURNING id),
-     cold AS (DELETE FROM jobqueue.finished WHERE queue = %(queue)s RETURNING id)
-SELECT (SELECT count(*) FROM hot) + (SELECT count(*) FROM cold) AS deleted;
+     cold AS (DELETE FROM jobqueue.finished WHERE queue = %(queue)s RETURNING id),
+     held AS (DELETE FROM jobqueue.blocked WHERE queue = %(queue)s RETURNING id)
+SELECT (SELECT count(*) FROM hot) + (SELECT count(*) FROM cold)
+           + (SELECT count(*) FROM held) AS deleted;
 
 
 -- name: jobs_window
@@ -887,30 +1033,53 @@ ORDER BY m.minute;
 
 
 -- name: batch_jobs
--- One page of a batch's jobs in id order (keyset pagination: `after` is the last id seen),
--- with the state every other surface reports (jobqueue.all_jobs).
-SELECT id, state, payload, metadata, result, attempts, errors -> -1 AS last_error, finished_at
-FROM jobqueue.all_jobs
-WHERE batch_id = %(id)s AND id > %(after)s
-ORDER BY id
+-- One page of a batch's rows in input order (keyset pagination on `place`: pass the last
+-- one seen as `after`), with the state every other surface reports (jobqueue.all_jobs).
+-- A row that was a duplicate (0015) comes back as state 'duplicate' with `duplicate_of`,
+-- the existing job, whose payload, result and last error it shows: the answer is there
+-- already, or will be.
+SELECT place, id, state, duplicate_of, payload, metadata, result, attempts, last_error,
+       finished_at
+FROM (
+    (SELECT id AS place, id, state, NULL::bigint AS duplicate_of, payload, metadata, result,
+            attempts, errors -> -1 AS last_error, finished_at
+     FROM jobqueue.all_jobs
+     WHERE batch_id = %(id)s AND id > %(after)s
+     ORDER BY id LIMIT %(limit)s)
+    UNION ALL
+    (SELECT d.id, j.id, 'duplicate', j.id, j.payload, j.metadata, j.result, j.attempts,
+            j.errors -> -1, j.finished_at
+     FROM jobqueue.batch_duplicates d
+     JOIN jobqueue.all_jobs j ON j.id = d.job_id
+     WHERE d.batch_id = %(id)s AND d.id > %(after)s
+     ORDER BY d.id LIMIT %(limit)s)
+) AS rows
+ORDER BY place
 LIMIT %(limit)s;
 
 
 -- name: batches_page
 -- A page of batches, newest first (or the one batch `only`), each with its jobs counted by
--- state through the batch indexes of both tables (jobqueue.all_jobs).
+-- state through the batch indexes of the job tables (jobqueue.all_jobs), and its rows that
+-- were duplicates of existing jobs (0015: done already, pointing at those jobs).
 WITH page AS (
-    SELECT id, name, queue, owner, total, source, created_at, metadata
+    SELECT id, name, queue, owner, total, source, created_at, metadata, completed_at,
+           on_complete_job
     FROM jobqueue.batches
     WHERE id < %(before)s AND (%(only)s::bigint IS NULL OR id = %(only)s::bigint)
     ORDER BY id DESC
     LIMIT %(limit)s
 )
 SELECT p.id, p.name, p.queue, p.owner, p.total, p.source, p.created_at, p.metadata,
-       c.waiting, c.retrying, c.scheduled, c.running, c.succeeded, c.dead, c.cancelled
+       p.completed_at, p.on_complete_job,
+       c.blocked, c.waiting, c.retrying, c.scheduled, c.running, c.succeeded, c.dead,
+       c.cancelled,
+       (SELECT count(*) FROM jobqueue.batch_duplicates d WHERE d.batch_id = p.id)
+           AS duplicates
 FROM page p
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE state = 'waiting') AS waiting,
+    SELECT count(*) FILTER (WHERE state = 'blocked') AS blocked,
+           count(*) FILTER (WHERE state = 'waiting') AS waiting,
            count(*) FILTER (WHERE state = 'retrying') AS retrying,
            count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
            count(*) FILTER (WHERE state = 'running') AS running,
@@ -920,26 +1089,6 @@ CROSS JOIN LATERAL (
     FROM jobqueue.all_jobs WHERE batch_id = p.id
 ) AS c
 ORDER BY p.id DESC;
-
-
--- name: metrics_jobs
--- Jobs by queue and state for /metrics: the hot table counted (jobqueue.job_state), finished
--- states from the trigger-kept counts (never a scan of `finished`).
-SELECT queue, state, count FROM (
-    SELECT queue, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state,
-           count(*) AS count
-    FROM jobqueue.jobs GROUP BY 1, 2
-    UNION ALL
-    SELECT queue, state, count FROM jobqueue.finished_counts
-) AS t ORDER BY queue, state;
-
-
--- name: metrics_oldest
--- Age of the oldest waiting job per queue. `lease_owner IS NULL AND run_at <= now()` is
--- jobqueue.job_state's 'waiting' written out, so the claim's partial index can serve it.
-SELECT queue, extract(epoch FROM now() - min(run_at))::float8 AS seconds
-FROM jobqueue.jobs WHERE lease_owner IS NULL AND run_at <= now()
-GROUP BY queue;
 
 
 -- name: metrics_recent

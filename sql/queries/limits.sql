@@ -195,7 +195,8 @@ SELECT platform, model, key_id, rpm, tpm, rpm_configured, tpm_configured,
              tok_level + greatest(0, extract(epoch FROM now() - updated_at))
                          * tpm * rate_factor / 60.0)) AS tok_available,
        rate_factor, in_flight_requests,
-       blocked_until, disabled_reason, requests_total, tokens_total, throttled_total
+       blocked_until, disabled_reason, requests_total, tokens_total, throttled_total,
+       burst_seconds
 FROM jobqueue.rate_buckets
 WHERE (%(platform)s::text IS NULL OR platform = %(platform)s::text)
 ORDER BY platform, model, key_id;

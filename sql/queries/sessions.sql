@@ -73,3 +73,17 @@ RETURNING level;
 -- name: auth_failures_prune
 -- Addresses whose bucket has long been full again: their rows say nothing.
 DELETE FROM jobqueue.auth_failures WHERE updated_at < now() - interval '1 hour';
+
+
+-- name: prune_sessions
+-- A maintenance hook (jobqueue/worker/maintenance.py): sessions that can no longer be used
+-- (expired, or revoked at sign-out) stay keep_seconds (a day), so an owner's list shows
+-- today's sign-outs, then go, a slice at a time, gated by the maintenance leader's lock like
+-- the queue's own pruning. Sessions whose token was revoked go once they expire (12 h);
+-- a deleted token's sessions go with it (ON DELETE CASCADE).
+DELETE FROM jobqueue.web_sessions
+WHERE id IN (SELECT id FROM jobqueue.web_sessions
+             WHERE least(expires_at, revoked_at)
+                   < now() - make_interval(secs => %(keep_seconds)s)
+               AND pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance'))
+             LIMIT %(limit)s);

@@ -1,15 +1,18 @@
 -- Worker processes: registration, heartbeat, the maintenance lock, pruning stale rows.
 
 -- name: register_worker
-INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency)
-VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s)
+INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency, connections)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s, %(connections)s)
 ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
 
 
 -- name: touch_worker
-INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency, in_flight)
-VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s, %(in_flight)s)
-ON CONFLICT (id) DO UPDATE SET last_seen_at = now(), in_flight = excluded.in_flight;
+-- The heartbeat: in flight and connections held are the process's own counts, so they are
+-- right behind PgBouncer too (where pg_stat_activity shows the pooler's connections).
+INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency, in_flight, connections)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s, %(in_flight)s, %(connections)s)
+ON CONFLICT (id) DO UPDATE
+SET last_seen_at = now(), in_flight = excluded.in_flight, connections = excluded.connections;
 
 
 -- name: unregister_worker
@@ -17,7 +20,8 @@ DELETE FROM jobqueue.workers WHERE id = %(id)s;
 
 
 -- name: list_workers
-SELECT id, host, pid, queue, concurrency, started_at, last_seen_at, in_flight
+-- `queue` is the comma-separated list of the queues the process serves.
+SELECT id, host, pid, queue, concurrency, started_at, last_seen_at, in_flight, connections
 FROM jobqueue.workers ORDER BY queue, started_at;
 
 

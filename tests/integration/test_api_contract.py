@@ -263,6 +263,40 @@ class TestEveryDocumentedStatusIsAnswered:
                 403: lambda: reader.delete(f"/api/webhooks/{hook['id']}"),
                 200: lambda: alice.delete(f"/api/webhooks/{hook['id']}"),
                 404: lambda: alice.delete(f"/api/webhooks/{hook['id']}")},
+            ("/costs", "get"): {
+                200: lambda: alice.get("/api/costs"),
+                400: lambda: alice.get("/api/costs?by=colour")},
+            ("/budgets", "get"): {200: lambda: alice.get("/api/budgets")},
+            ("/budgets/{scope}/{scope_id}/{period}", "put"): {
+                200: lambda: alice.put(f"/api/budgets/batch/{batch}/total", json={"usd": 1}),
+                400: lambda: alice.put(f"/api/budgets/batch/{batch}/total", json={"usd": -1}),
+                403: lambda: reader.put(f"/api/budgets/batch/{batch}/total", json={"usd": 1}),
+                404: lambda: alice.put("/api/budgets/batch/987654321/total", json={"usd": 1}),
+                413: lambda: alice.put(f"/api/budgets/batch/{batch}/total", data=big,
+                                       headers=json_type),
+                415: lambda: alice.put(f"/api/budgets/batch/{batch}/total", data="x")},
+            ("/budgets/{scope}/{scope_id}/{period}", "delete"): {
+                200: lambda: alice.delete(f"/api/budgets/batch/{batch}/total"),
+                403: lambda: reader.delete(f"/api/budgets/batch/{batch}/total"),
+                404: lambda: alice.delete("/api/budgets/batch/987654321/total")},
+            ("/budgets/{scope}/{scope_id}", "delete"): {
+                200: lambda: (alice.put(f"/api/budgets/batch/{batch}/day", json={"usd": 1}),
+                              alice.delete(f"/api/budgets/batch/{batch}"))[1],
+                403: lambda: reader.delete(f"/api/budgets/batch/{batch}"),
+                404: lambda: alice.delete("/api/budgets/batch/987654321")},
+            ("/quotas", "get"): {200: lambda: alice.get("/api/quotas")},
+            ("/quotas/{scope}/{name}", "put"): {
+                200: lambda: admin.put("/api/quotas/kind/x", json={"jobs": "1/min"}),
+                400: lambda: admin.put("/api/quotas/kind/x", json={"jobs": "ten"}),
+                403: lambda: alice.put("/api/quotas/kind/x", json={"jobs": "1/min"}),
+                404: lambda: admin.put("/api/quotas/owner/x", json={"jobs": "1/min"}),
+                413: lambda: admin.put("/api/quotas/kind/x", data=big, headers=json_type),
+                415: lambda: admin.put("/api/quotas/kind/x", data="x")},
+            ("/quotas/{scope}/{name}", "delete"): {
+                200: lambda: admin.delete("/api/quotas/kind/x"),
+                400: lambda: admin.delete("/api/quotas/kind/%00"),
+                403: lambda: alice.delete("/api/quotas/kind/x"),
+                404: lambda: admin.delete("/api/quotas/kind/x")},
         }
         # Not practical to provoke here: a change of fairness that enqueues hold back (409)
         # needs a race (tests/integration/test_fair_caps.py covers the store's side).

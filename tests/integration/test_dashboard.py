@@ -164,8 +164,8 @@ class TestPages:
     def test_overview_counts_states_per_queue_and_charts_the_last_hour(self, admin, worked):
         html = admin.page("/")
         totals = dict(re.findall(r'data-state="(\w+)">([\d,]+)<', html))
-        assert totals == {"waiting": "2", "scheduled": "0", "retrying": "0", "running": "0",
-                          "succeeded": "3", "dead": "2", "cancelled": "0"}
+        assert totals == {"blocked": "0", "waiting": "2", "scheduled": "0", "retrying": "0",
+                          "running": "0", "succeeded": "3", "dead": "2", "cancelled": "0"}
         assert "3 succeeded, 2 dead" in html  # the chart's total for the hour
         assert 1 <= len(re.findall(r'<rect [^>]*class="ok"', html)) <= 2  # a busy minute
         assert 1 <= len(re.findall(r'<rect [^>]*class="dead"', html)) <= 2  # (or two)

@@ -1,4 +1,4 @@
-"""One job in each of the seven states, and every surface reporting each the same way.
+"""One job in each of the eight states, and every surface reporting each the same way.
 
 A job's state is derived in one place (jobqueue.job_state, sql/migrations/0007_job_state.sql)
 and every read goes through jobqueue/db/store.py. These tests put real jobs in every state
@@ -33,7 +33,8 @@ def seven(client, start_worker, sql) -> dict:
     """{"batch": id, "jobs": {job id: (queue, expected state)}}: one job per state, all in
     one batch. A worker on "work" runs four of them (one succeeds, one dies, one asks to be
     retried in an hour, one keeps running); "idle", which no worker serves, holds a waiting
-    job, one scheduled in an hour, and one cancelled while it waited."""
+    job, one scheduled in an hour, one cancelled while it waited, and one blocked: it
+    depends on the job that keeps running."""
 
     async def hold(payload):
         await asyncio.sleep(3600)
@@ -49,14 +50,16 @@ def seven(client, start_worker, sql) -> dict:
                        "hold": hold}.items():
         tasks.register(name, func)
     batch_id, _ = client.submit_batch([], queue=WORK, name="seven")
-    ok, dead, retrying, running, waiting, scheduled, cancelled = client.enqueue_many([
+    ok, dead, retrying, running, waiting, scheduled, cancelled, blocked = client.enqueue_many([
         JobSpec("ok", {"prompt": "succeeds"}, queue=WORK, batch_id=batch_id),
         JobSpec("fail", {"prompt": "dies"}, queue=WORK, batch_id=batch_id, max_attempts=3),
         JobSpec("later", {"prompt": "retries"}, queue=WORK, batch_id=batch_id),
-        JobSpec("hold", {"prompt": "runs"}, queue=WORK, batch_id=batch_id),
+        JobSpec("hold", {"prompt": "runs"}, queue=WORK, batch_id=batch_id, ref="runs"),
         JobSpec("ok", {"prompt": "waits"}, queue=IDLE, batch_id=batch_id),
         JobSpec("ok", {"prompt": "is scheduled"}, queue=IDLE, batch_id=batch_id, delay=3600),
         JobSpec("ok", {"prompt": "is cancelled"}, queue=IDLE, batch_id=batch_id),
+        JobSpec("ok", {"prompt": "is blocked"}, queue=IDLE, batch_id=batch_id,
+                depends_on=["runs"]),
     ])
     assert client.cancel(cancelled) == "cancelled"
     start_worker(tasks, queue=WORK)
@@ -73,7 +76,8 @@ def seven(client, start_worker, sql) -> dict:
     wait_until(settled, message="the worker's jobs to settle")
     jobs = {ok: (WORK, "succeeded"), dead: (WORK, "dead"), retrying: (WORK, "retrying"),
             running: (WORK, "running"), waiting: (IDLE, "waiting"),
-            scheduled: (IDLE, "scheduled"), cancelled: (IDLE, "cancelled")}
+            scheduled: (IDLE, "scheduled"), cancelled: (IDLE, "cancelled"),
+            blocked: (IDLE, "blocked")}
     assert sorted(state for _, state in jobs.values()) == sorted(STATES)
     return {"batch": batch_id, "jobs": jobs}
 
@@ -274,5 +278,5 @@ def test_the_state_list_is_the_one_the_database_uses(sql):
              unnest(ARRAY[0, 1]) AS a, unnest(ARRAY['[]', '[{}]']::jsonb[]) AS e""")}
     check = sql("SELECT pg_get_constraintdef(oid) AS c FROM pg_constraint "
                 "WHERE conrelid = 'jobqueue.finished'::regclass AND contype = 'c'")[0]["c"]
-    assert hot == set(HOT_STATES)
+    assert hot == set(HOT_STATES) - {"blocked"}  # blocked jobs are rows of jobqueue.blocked
     assert set(re.findall(r"'(\w+)'", check)) == set(STATES) - set(HOT_STATES)

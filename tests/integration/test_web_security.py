@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from jobqueue.jobs import JobSpec
 from jobqueue.tokens import hash_token
-from tests.support.helpers import ROOT
+from tests.support.helpers import ROOT, wait_until
 from tests.support.web import Api, Dashboard, Server
 from web import create_app
 
@@ -334,6 +334,52 @@ class TestDashboardSessions:
         assert d.get("/", allow_redirects=False).status_code == 200
         sql("UPDATE jobqueue.api_tokens SET revoked_at = now()")
         assert d.get("/", allow_redirects=False).status_code == 302
+
+    def test_the_workers_maintenance_prunes_sessions_over_for_a_day(self, server, admin_token,
+                                                                    sql, start_worker):
+        """Expired or signed-out sessions stay a day (the owner's list shows them), then
+        every worker's maintenance, whatever its queue, deletes them; live ones stay."""
+        from jobqueue.tasks import Registry
+
+        for _ in range(5):
+            signed_in(server, admin_token)
+        ids = [r["id"] for r in sql("SELECT id FROM jobqueue.web_sessions ORDER BY id")]
+        sql("UPDATE jobqueue.web_sessions SET expires_at = now() - interval '25 hours' "
+            "WHERE id = %s", (ids[0],))
+        sql("UPDATE jobqueue.web_sessions SET revoked_at = now() - interval '25 hours' "
+            "WHERE id = %s", (ids[1],))
+        sql("UPDATE jobqueue.web_sessions SET expires_at = now() - interval '1 hour' "
+            "WHERE id = %s", (ids[2],))
+        sql("UPDATE jobqueue.web_sessions SET revoked_at = now() - interval '1 hour' "
+            "WHERE id = %s", (ids[3],))
+        start_worker(Registry(), queue="anything", maintenance_seconds=0.05)
+        wait_until(lambda: len(sql("SELECT id FROM jobqueue.web_sessions")) == 3,
+                   message="the expired sessions to be pruned")
+        assert [r["id"] for r in sql("SELECT id FROM jobqueue.web_sessions ORDER BY id")] == \
+            ids[2:]
+
+    def test_the_session_prune_runs_only_as_the_maintenance_leader(self, sql):
+        import asyncio
+
+        import psycopg
+
+        from jobqueue.worker import maintenance
+
+        assert maintenance._prune_hooks["web_sessions"] is maintenance.prune_web_sessions
+        token = sql("INSERT INTO jobqueue.api_tokens (token_hash, prefix, owner, scopes) "
+                    "VALUES ('h', 'p', 'ops', '{admin}') RETURNING id")[0]["id"]
+        sql("INSERT INTO jobqueue.web_sessions (secret_hash, token_id, owner, expires_at) "
+            "VALUES ('s', %s, 'ops', now() - interval '2 days')", (token,))
+
+        async def prune() -> int:
+            async with await psycopg.AsyncConnection.connect(sql.url,
+                                                             autocommit=True) as conn:
+                return await maintenance.prune_web_sessions(conn)
+
+        with psycopg.connect(sql.url) as leader:
+            leader.execute("SELECT pg_advisory_xact_lock(hashtext('jobqueue.maintenance'))")
+            assert asyncio.run(prune()) == 0
+        assert asyncio.run(prune()) == 1
 
 
 class TestSigningSecret:

@@ -190,7 +190,7 @@ def test_pgbouncer_mode_works_without_listen(cluster, db_url):
     wait_until(lambda: cluster.registered() == 1, timeout=30)
     pids = [r["pid"] for r in cluster.query(
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND application_name = 'jobqueue'")]
+        "AND application_name = 'jobqueue-worker'")]
     assert pids, "the worker's sessions were not found"
     wait_until(lambda: cluster.succeeded() == len(ids), timeout=30)
     # No session of the worker listens or holds a prepared statement.

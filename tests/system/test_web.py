@@ -54,6 +54,7 @@ class TestAuth:
         assert len(routes) >= 12
         for rule in routes:
             path = re.sub(r"<int:\w+>", "1", rule.rule).replace("<name>", "q") \
+                .replace("<scope>", "kind").replace("<path:name>", "x") \
                 .replace("<any(pause, resume):action>", "pause")
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 r = getattr(anon, method.lower())(path)
@@ -122,7 +123,8 @@ class TestRateLimits:
         inserts, which must be durable) keeps synchronous_commit on."""
         with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
             token, _ = tokens.create(conn, "dave", ["read"], rate_limit=10)
-            used = conn.execute(q("token_use"), {"hash": tokens.hash_token(token)}).fetchone()
+            used = conn.execute(q("token_use"), {"hash": tokens.hash_token(token),
+                                                 "write": False}).fetchone()
             assert used["allowed"] and used["remaining"] == 9
             assert conn.execute("SHOW synchronous_commit").fetchone()["synchronous_commit"] \
                 == "on"

@@ -7,6 +7,8 @@ import time
 import tracemalloc
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobqueue.batches.files import BatchFileError, BatchRow, Report, iter_rows, validate
 
@@ -134,7 +136,7 @@ def test_explicit_format_overrides_extension(tmp_path):
     ('{"promt": "hi"}', 'promt: unknown field (did you mean "prompt"?)'),
     ('{"prompt": "hi", "zzz": 1}',
      "zzz: unknown field (allowed: prompt, messages, model, max_tokens, temperature, priority, "
-     "idempotency_key, metadata)"),
+     "idempotency_key, metadata, ref, depends_on, on_parent_failure)"),
     ('{"model": "m"}', 'needs "prompt" or "messages"'),
     ('{"prompt": "a", "messages": []}', 'give "prompt" or "messages", not both'),
     ('{"prompt": ""}', "prompt: must not be empty or only whitespace"),
@@ -423,3 +425,55 @@ def test_timing_100k_lines(tmp_path, capsys):
         lines.append(f"{path.name}: validate {t1 - t0:.2f}s, iter_rows {t2 - t1:.2f}s")
     with capsys.disabled():
         print("\n" + "\n".join(lines))
+
+
+class TestDependencies:
+    """Rows that wait for earlier rows: `ref`, `depends_on`, `on_parent_failure`."""
+
+    def test_jsonl_refs_to_earlier_rows_and_job_ids(self, tmp_path):
+        path = write(tmp_path, "w.jsonl", jsonl(
+            {"prompt": "a", "ref": "a"},
+            {"prompt": "b", "depends_on": ["a", 42], "on_parent_failure": "run"}))
+        assert validate(path).ok
+        rows = list(iter_rows(path))
+        assert (rows[0].ref, rows[1].depends_on, rows[1].on_parent_failure) == (
+            "a", ["a", 42], "run")
+
+    def test_a_ref_must_name_an_earlier_row_once(self, tmp_path):
+        path = write(tmp_path, "w.jsonl", jsonl(
+            {"prompt": "a", "depends_on": ["b"]}, {"prompt": "b", "ref": "b"},
+            {"prompt": "c", "ref": "b"}))
+        assert errors_of(path) == [
+            f'{path}:1: depends_on[0]: no earlier row has the ref "b" (a row can only wait '
+            "for rows above it)",
+            f'{path}:3: ref: "b" is the ref of an earlier row already']
+
+    def test_csv_columns_with_and_without_a_template(self, tmp_path):
+        plain = write(tmp_path, "p.csv", "prompt,ref,depends_on,segment\n"
+                                         "a,x,,s1\nb,,\"x, 7\",s2\n")
+        rows = list(iter_rows(plain))
+        assert rows[1].depends_on == ["x", 7] and rows[1].metadata == {"segment": "s2"}
+        templated = write(tmp_path, "t.csv", "segment,ref,depends_on,on_parent_failure\n"
+                                             "smb,q1,,\nent,,q1,run\n")
+        rows = list(iter_rows(templated, template="CRM for {segment}?"))
+        assert rows[1].depends_on == ["q1"] and rows[1].on_parent_failure == "run"
+        assert rows[1].metadata == {}  # the template used the one other column
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.fixed_dictionaries({"prompt": st.just("p")}, optional={
+        "ref": st.one_of(st.text(max_size=3), st.integers(), st.none()),
+        "depends_on": st.one_of(st.lists(st.one_of(st.text(max_size=3), st.integers(
+            min_value=-3, max_value=5), st.booleans(), st.floats()), max_size=3),
+            st.text(max_size=3), st.integers()),
+        "on_parent_failure": st.one_of(st.sampled_from(["cancel", "run", "CANCEL", ""]),
+                                       st.integers())}), min_size=1, max_size=6))
+    def test_any_dependency_fields_are_rows_or_file_line_errors(self, tmp_path_factory, objs):
+        """Whatever the values, validation reports FILE:LINE: field problems (never an
+        exception), and a file it passes streams completely."""
+        path = write(tmp_path_factory.mktemp("h"), "h.jsonl", jsonl(*objs))
+        report = validate(path)
+        for line in report.errors:
+            assert line.startswith(f"{path}:")
+            assert line[len(str(path)) + 1:].split(":")[0].isdigit(), line
+        if report.ok:
+            assert len(list(iter_rows(path))) == len(objs)

@@ -17,7 +17,8 @@ CORE = ("jobqueue/db", "jobqueue/worker", "jobqueue/llm", "jobqueue/batches", "j
 CORE_FILES = ("jobqueue/jobs.py", "jobqueue/tasks.py", "jobqueue/client.py",
               "jobqueue/errors.py", "jobqueue/config.py", "jobqueue/routing.py",
               "jobqueue/profiles.py", "jobqueue/logs.py", "jobqueue/tokens.py",
-              "jobqueue/builtin_tasks.py", "jobqueue/settings.py", "jobqueue/signals.py")
+              "jobqueue/builtin_tasks.py", "jobqueue/settings.py", "jobqueue/signals.py",
+              "jobqueue/workflows.py")
 
 
 def imports(path: Path) -> set[str]:
