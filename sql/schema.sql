@@ -699,21 +699,96 @@ CREATE TABLE jobqueue.fair_owners (
 -- The round to start from when nothing of a (queue, priority) is waiting: the latest given.
 CREATE INDEX fair_owners_last_idx ON jobqueue.fair_owners (queue, priority, last_round);
 
--- Rounds for the rows an INSERT (or COPY) put into fair queues, in the same transaction.
+-- Rounds for the rows an INSERT (or COPY) puts into fair queues, in the same transaction.
 -- Every insert takes the shared side of one advisory lock first; turning fairness on or off
 -- (jobqueue/queues.py) takes the exclusive side and numbers (or clears) the queue's existing
 -- rows under it. So no row can commit into a fair queue without a round (it would be invisible
--- to the fair claim), whichever commits first. Then, as a VOLATILE function, each query here
--- runs on a fresh snapshot and sees a change that committed while it waited for the lock.
--- With no fair queue at all this costs an insert statement one lock and one probe of
--- `queues`; rows of fair queues are written twice (inserted, then numbered).
+-- to the fair claim), whichever commits first. The enqueue statements (sql/queries/jobs.sql)
+-- get their rows' rounds from jobqueue.fair_rounds and write them with the rows (one row
+-- version per job); the statement trigger after it numbers, with an UPDATE, any row another
+-- INSERT left without one (0020_fair_rounds_at_insert.sql).
 -- The floor (the round being served) is the lowest round still runnable in the (queue,
 -- priority), or, when none is, the latest round given there: so a new owner starts level with
 -- the others, and an owner back after a pause does not jump ahead by its old count.
+-- Rounds for n rows about to be inserted, in input order: element i is row i's round, or
+-- NULL where row i's queue is not fair; the whole result is NULL when no row's queue is fair
+-- (the common case: one lock and one probe of `queues`). A column with the same value in every
+-- row may come as `<column>_all` with an empty array, as in insert_jobs.
+-- Takes the shared side of the fairness lock (0012) and holds it to commit, so the queue
+-- cannot turn fair or unfair between this answer and the rows' commit; as a VOLATILE
+-- PL/pgSQL function its queries take a fresh snapshot after the lock, and see a change of
+-- fairness that committed while the caller's statement waited for it.
+-- The floor (the round being served) is as in 0012: the lowest round still runnable in the
+-- (queue, priority), or, when none is, the latest round given there.
+CREATE FUNCTION jobqueue.fair_rounds(
+    n integer, each_queue text[], queue_all text, each_priority smallint[],
+    priority_all smallint, each_owner text[], owner_all text
+) RETURNS bigint[] LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    rounds bigint[];
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(hashtext('jobqueue.fairness'));
+    IF NOT EXISTS (SELECT 1 FROM jobqueue.queues
+                   WHERE fair AND (name = queue_all OR name = ANY(each_queue))) THEN
+        RETURN NULL;
+    END IF;
+    -- Every row, by position (unnest pads the shorter arrays with NULLs up to n; a
+    -- subscript each_owner[i] would walk the text array from its start, quadratic). nth is
+    -- the row's place among its owner's rows of this statement; used for fair rows only.
+    WITH fresh AS MATERIALIZED (
+        SELECT r.ord, r.queue, r.priority, r.owner,
+               r.queue IN (SELECT name FROM jobqueue.queues WHERE fair) AS fair,
+               row_number() OVER (PARTITION BY r.queue, r.priority, r.owner ORDER BY r.ord)
+                   AS nth
+        FROM (SELECT t.ord, coalesce(t.queue, queue_all) AS queue,
+                     coalesce(t.priority, priority_all, 0::smallint) AS priority,
+                     coalesce(t.owner, owner_all, '') AS owner
+              FROM unnest(each_queue, each_priority, each_owner, array_fill(0, ARRAY[n]))
+                   WITH ORDINALITY AS t(queue, priority, owner, pad, ord)) AS r
+    ),
+    floors AS MATERIALIZED (
+        SELECT l.queue, l.priority,
+               coalesce((SELECT j.fair_round - 1 FROM jobqueue.jobs j
+                         WHERE j.queue = l.queue AND j.priority = l.priority
+                           AND j.lease_owner IS NULL AND j.fair_round IS NOT NULL
+                           AND j.run_at <= now()
+                         ORDER BY j.fair_round LIMIT 1),
+                        (SELECT max(o.last_round) FROM jobqueue.fair_owners o
+                         WHERE o.queue = l.queue AND o.priority = l.priority),
+                        0) AS floor
+        FROM (SELECT DISTINCT queue, priority FROM fresh WHERE fair) AS l
+    ),
+    bases AS (
+        INSERT INTO jobqueue.fair_owners AS o (queue, priority, owner, last_round, last_count)
+        SELECT f.queue, f.priority, f.owner, fl.floor + count(*), count(*)
+        FROM fresh f JOIN floors fl ON fl.queue = f.queue AND fl.priority = f.priority
+        GROUP BY f.queue, f.priority, f.owner, fl.floor
+        ORDER BY f.queue, f.priority, f.owner  -- one lock order for concurrent enqueues
+        ON CONFLICT (queue, priority, owner) DO UPDATE
+        SET last_round = greatest(o.last_round, excluded.last_round - excluded.last_count)
+                         + excluded.last_count,
+            last_count = excluded.last_count
+        RETURNING o.queue, o.priority, o.owner, o.last_round - o.last_count AS base
+    )
+    SELECT array_agg(b.base + f.nth ORDER BY f.ord) INTO rounds
+    FROM fresh f
+    LEFT JOIN bases b ON f.fair AND b.queue = f.queue AND b.priority = f.priority
+                     AND b.owner = f.owner;
+    RETURN rounds;
+END;
+$$;
+
+-- The net: rows an INSERT or COPY put into a fair queue without a round (statements other
+-- than the enqueue queries) are numbered here, as 0012 did for every row; rows that came with
+-- their round are left alone, so the enqueue path writes each row once. Same lock as
+-- fair_rounds; with no fair queue it costs one lock and one probe of `queues`.
 CREATE FUNCTION jobqueue.assign_fair_rounds() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock_shared(hashtext('jobqueue.fairness'));
-    IF NOT EXISTS (SELECT 1 FROM jobqueue.queues WHERE fair) THEN
+    IF NOT EXISTS (SELECT 1 FROM jobqueue.queues WHERE fair)
+       OR NOT EXISTS (SELECT 1 FROM inserted i
+                      WHERE i.fair_round IS NULL
+                        AND i.queue IN (SELECT name FROM jobqueue.queues WHERE fair)) THEN
         RETURN NULL;
     END IF;
     WITH fresh AS MATERIALIZED (
@@ -721,7 +796,7 @@ BEGIN
                row_number() OVER (PARTITION BY i.queue, i.priority, coalesce(i.owner, '')
                                   ORDER BY i.id) AS nth
         FROM inserted i
-        WHERE i.queue IN (SELECT name FROM jobqueue.queues WHERE fair)
+        WHERE i.fair_round IS NULL AND i.queue IN (SELECT name FROM jobqueue.queues WHERE fair)
     ),
     floors AS MATERIALIZED (
         SELECT l.queue, l.priority,
@@ -747,8 +822,6 @@ BEGIN
             last_count = excluded.last_count
         RETURNING o.queue, o.priority, o.owner, o.last_round - o.last_count AS base
     )
-    -- In claim order: the new row versions then lie in the heap in the order the fair claim
-    -- reads them (a claim of 500 touches a few heap pages, not 500).
     UPDATE jobqueue.jobs j SET fair_round = o.round
     FROM (SELECT f.id, b.base + f.nth AS round
           FROM fresh f JOIN bases b ON b.queue = f.queue AND b.priority = f.priority

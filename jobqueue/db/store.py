@@ -19,7 +19,7 @@ backoff or timeouts (the worker's executor does), and never open connections of 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from operator import itemgetter
@@ -298,9 +298,9 @@ def _keyed(conn: psycopg.Connection, result: list[dict],
 
 def _copy(conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[int, bool]]:
     """Load rows without idempotency keys with COPY; ids are drawn first, in input order."""
-    found = _execute(conn, "reserve_job_ids", {"n": len(rows)}).fetchone()
-    now, ids = found["now"], found["ids"]
     by_column = list(zip(*rows, strict=True))
+    found = _execute(conn, "reserve_job_ids", {"n": len(rows)} | _fair_keys(by_column)).fetchone()
+    now, ids, rounds = found["now"], found["ids"], found["rounds"]
     positions = [0, 1, 2]
     columns = ["id", "queue", "kind", "payload"]
     for name, position, default in _COPY_OPTIONAL:
@@ -310,12 +310,41 @@ def _copy(conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[int, bool]]
     if 4 in positions:  # some rows give run_at: the others get the transaction's time
         rows = [r if r[4] is not None else (*r[:4], now, *r[5:]) for r in rows]
     values = itemgetter(*positions)
+    numbered = zip(ids, rows, strict=True)
+    if rounds is not None:  # some rows are in fair queues: each comes with its round
+        columns.append("fair_round")
+        values = _with_round(values)
+        # Written in the fair claim's order, so a claim reads a few heap pages, not one per row.
+        numbered = sorted(((job_id, (*r, rnd)) for job_id, r, rnd in zip(ids, rows, rounds,
+                                                                        strict=True)),
+                          key=lambda pair: (pair[1][0], pair[1][3], pair[1][-1] or 0, pair[0]))
     statement = sql.SQL(q("copy_jobs")).format(
         columns=sql.SQL(", ").join(map(sql.Identifier, columns)))
     with conn.cursor().copy(statement) as copy:
-        for job_id, r in zip(ids, rows, strict=True):
+        for job_id, r in numbered:
             copy.write_row((job_id, *values(r)))
     return [(job_id, True) for job_id in ids]
+
+
+def _fair_keys(by_column: list[tuple]) -> dict:
+    """reserve_job_ids' queue, priority and owner columns, each sent once as `<name>_all` when
+    every row holds the same value (as insert_jobs does): what fair_rounds needs."""
+    params: dict = {}
+    for name, position in (("queue", 0), ("priority", 3), ("owner", 7)):
+        values = by_column[position]
+        if values.count(values[0]) == len(values):
+            params[name], params[f"{name}_all"] = [], values[0]
+        elif name in _TEXT_COLUMNS:
+            params[name], params[f"{name}_all"] = text_array(values), None
+        else:
+            params[name], params[f"{name}_all"] = list(values), None
+    return params
+
+
+def _with_round(values: Callable) -> Callable:
+    """The COPY row of a row with its round appended last (the rows' eleventh field is the
+    idempotency key, always empty here, so the round sits at index 11)."""
+    return lambda r: (*values(r), r[11])
 
 
 # -- one job ----------------------------------------------------------------------------------

@@ -14,41 +14,60 @@
 -- insert_job, batches of 1,000 or more COPY).
 -- A column with the same value in every row is sent once as `<column>_all` with an empty
 -- array (unnest pads a shorter array with NULLs): 20,000 copies of "default" cost nothing.
+-- Rows of fair queues carry their round from jobqueue.fair_rounds (NULL, one lock and one probe,
+-- when no queue here is fair): written once, never numbered afterwards (0020). payload is
+-- never sent as `_all`, so its length is the number of rows. MATERIALIZED: computed once, never
+-- re-run as the inner side of a join.
+WITH f AS MATERIALIZED (
+    SELECT jobqueue.fair_rounds(cardinality(%(payload)s::text[]), %(queue)s::text[],
+                                %(queue_all)s::text, %(priority)s::smallint[],
+                                %(priority_all)s::smallint, %(owner)s::text[],
+                                %(owner_all)s::text) AS rounds
+)
 INSERT INTO jobqueue.jobs
     (queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
-     metadata)
+     metadata, fair_round)
 SELECT coalesce(queue, %(queue_all)s::text), coalesce(kind, %(kind_all)s::text),
        payload::jsonb, coalesce(priority, %(priority_all)s::smallint),
        coalesce(run_at, %(run_at_all)s::timestamptz, now()),
        coalesce(max_attempts, %(max_attempts_all)s::int),
        coalesce(timeout_seconds, %(timeout_seconds_all)s::real),
        coalesce(owner, %(owner_all)s::text), coalesce(batch_id, %(batch_id_all)s::bigint),
-       coalesce(metadata, %(metadata_all)s::text)::jsonb
+       coalesce(metadata, %(metadata_all)s::text)::jsonb, f.rounds[t.ord]
 FROM unnest(%(queue)s::text[], %(kind)s::text[], %(payload)s::text[], %(priority)s::smallint[],
             %(run_at)s::timestamptz[], %(max_attempts)s::int[], %(timeout_seconds)s::real[],
-            %(owner)s::text[], %(batch_id)s::bigint[], %(metadata)s::text[])
+            %(owner)s::text[], %(batch_id)s::bigint[], %(metadata)s::text[]) WITH ORDINALITY
     AS t(queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
-         metadata)
+         metadata, ord),
+     f
 RETURNING id;
 
 
 -- name: insert_job
 -- One job without an idempotency key (Client.enqueue, the web API's POST): plain VALUES, so
--- neither side builds or unpacks arrays for a single row.
+-- neither side builds or unpacks arrays for a single row. Its round, in a fair queue, as in
+-- insert_jobs.
 INSERT INTO jobqueue.jobs
     (queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner, batch_id,
-     metadata)
+     metadata, fair_round)
 VALUES (%(queue)s, %(kind)s, %(payload)s::jsonb, %(priority)s,
         coalesce(%(run_at)s::timestamptz, now()), %(max_attempts)s, %(timeout_seconds)s,
-        %(owner)s, %(batch_id)s, %(metadata)s::jsonb)
+        %(owner)s, %(batch_id)s, %(metadata)s::jsonb,
+        (jobqueue.fair_rounds(1, '{}', %(queue)s::text, '{}', %(priority)s::smallint, '{}',
+                              %(owner)s::text))[1])
 RETURNING id;
 
 
 -- name: reserve_job_ids
--- Large batches load with COPY, which returns nothing: draw their ids first (in input order),
--- with the database's clock for rows that give no run_at.
+-- Large batches load with COPY, which returns nothing and computes nothing: draw their ids
+-- first (in input order), with the database's clock for rows that give no run_at, and the
+-- rounds of rows in fair queues (NULL when none is: see insert_jobs), which COPY then writes
+-- with the rows. fair_rounds' lock is held to commit, so they stay right until the COPY's.
 -- Sorted, so rows keep their input order in the claim's (priority, run_at, id) order.
-SELECT now() AS now, array_agg(id ORDER BY id) AS ids
+SELECT now() AS now, array_agg(id ORDER BY id) AS ids,
+       jobqueue.fair_rounds(%(n)s, %(queue)s::text[], %(queue_all)s::text,
+                            %(priority)s::smallint[], %(priority_all)s::smallint,
+                            %(owner)s::text[], %(owner_all)s::text) AS rounds
 FROM (SELECT nextval('jobqueue.job_id_seq') AS id FROM generate_series(1, %(n)s)) AS drawn;
 
 
@@ -84,14 +103,25 @@ claimed AS (
     ON CONFLICT DO NOTHING
     RETURNING owner, queue, key, job_id
 ),
+-- Only the rows that will be written take rounds (a duplicate must not push its owner back).
+kept AS MATERIALIZED (
+    SELECT input.*, row_number() OVER (ORDER BY ord) AS nth FROM input
+    WHERE idempotency_key IS NULL OR new_id IN (SELECT job_id FROM claimed)
+),
+rounds AS MATERIALIZED (
+    SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
+                                array_agg(priority ORDER BY nth), NULL,
+                                array_agg(owner ORDER BY nth), NULL) AS rounds
+    FROM kept
+),
 inserted AS (
     INSERT INTO jobqueue.jobs
         (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner,
-         batch_id, idempotency_key, metadata)
+         batch_id, idempotency_key, metadata, fair_round)
     SELECT new_id, queue, kind, payload::jsonb, priority, coalesce(run_at, now()),
-           max_attempts, timeout_seconds, owner, batch_id, idempotency_key, metadata::jsonb
-    FROM input
-    WHERE idempotency_key IS NULL OR new_id IN (SELECT job_id FROM claimed)
+           max_attempts, timeout_seconds, owner, batch_id, idempotency_key, metadata::jsonb,
+           r.rounds[nth]
+    FROM kept, rounds r
     RETURNING id
 )
 SELECT i.ord,
@@ -726,13 +756,24 @@ WITH revived AS (
     RETURNING id, queue, kind, payload, priority, max_attempts, timeout_seconds, errors,
               progress, owner, batch_id, idempotency_key, metadata, created_at
 ),
+-- Revived rows of fair queues take rounds as new ones do (insert_jobs), oldest first.
+numbered AS MATERIALIZED (
+    SELECT revived.*, row_number() OVER (ORDER BY id) AS nth FROM revived
+),
+rounds AS MATERIALIZED (
+    SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
+                                array_agg(priority ORDER BY nth), NULL,
+                                array_agg(owner ORDER BY nth), NULL) AS rounds
+    FROM numbered
+),
 inserted AS (
     INSERT INTO jobqueue.jobs
         (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
-         errors, progress, owner, batch_id, idempotency_key, metadata, created_at)
+         errors, progress, owner, batch_id, idempotency_key, metadata, created_at, fair_round)
     SELECT id, queue, kind, payload, priority, now(), 0, max_attempts, timeout_seconds,
-           errors, progress, owner, batch_id, idempotency_key, metadata, created_at
-    FROM revived
+           errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
+           r.rounds[nth]
+    FROM numbered, rounds r
     RETURNING id
 ),
 announced AS MATERIALIZED (

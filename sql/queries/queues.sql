@@ -35,9 +35,10 @@ WHERE name = %(name)s;
 
 -- name: fairness_exclusive
 -- Turning fairness on or off: wait for every enqueue in flight to commit (each holds the
--- shared side of this lock, taken by jobqueue.assign_fair_rounds) and keep new ones out
--- until this transaction commits, so no row enters the queue unnumbered (see 0012). The
--- caller bounds the wait with lock_timeout: enqueues queue up behind a waiting change.
+-- shared side of this lock, taken by jobqueue.fair_rounds and jobqueue.assign_fair_rounds)
+-- and keep new ones out until this transaction commits, so no row enters the queue
+-- unnumbered (see 0012 and 0020). The caller bounds the wait with lock_timeout:
+-- enqueues queue up behind a waiting change.
 SELECT pg_advisory_xact_lock(hashtext('jobqueue.fairness'));
 
 

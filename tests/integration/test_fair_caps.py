@@ -12,9 +12,11 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.rows import dict_row
 
 from jobqueue import JobSpec
 from jobqueue import queues as queue_settings
+from jobqueue.client import insert_specs
 from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidQueueSettings
@@ -91,6 +93,39 @@ class TestFairOrder:
         assert all(r["fair_round"] is None for r in rows if r["queue"] == "other")
         a_rounds = sorted(r["fair_round"] for r in rows if r["owner"] == "A" and r["queue"] == "q")
         assert a_rounds == [1, 2, 3, 4]
+
+    def test_every_enqueue_path_writes_each_row_of_a_fair_queue_once(self, client, db_url):
+        """Rows of a fair queue are written with their round (one row version each), never
+        numbered by an UPDATE afterwards: dead versions slow the drain until vacuum. The
+        transaction's own counters (pg_stat_xact_user_tables) see every insert and update;
+        a raw INSERT, which no enqueue statement numbers, shows that they would."""
+        setting(client, "q", fair=True)
+        cancelled = client.enqueue("k", queue="q", owner="D")
+        assert client.cancel(cancelled) == "cancelled"
+        counters = ("SELECT n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables"
+                    " WHERE relid = 'jobqueue.jobs'::regclass")
+        with psycopg.connect(db_url, row_factory=dict_row) as conn:  # one transaction
+            insert_specs(conn, [JobSpec(kind="k", queue="q", owner="A")])  # insert_job
+            insert_specs(conn, [JobSpec(kind="k", queue="q", owner=o)
+                                for o in ("A", "B", None)])  # insert_jobs
+            insert_specs(conn, [JobSpec(kind="k", queue="q", owner=f"o{i % 7}")
+                                for i in range(1500)])  # COPY
+            insert_specs(conn, [JobSpec(kind="k", queue="q", owner="C",
+                                        idempotency_key=f"k{i % 2}")
+                                for i in range(3)])  # insert_jobs_idempotent, one duplicate
+            assert store.revive(conn, store.JobFilter(ids=[cancelled]), ["cancelled"])
+            assert conn.execute(counters).fetchone() == {
+                "n_tup_ins": 1 + 3 + 1500 + 2 + 1, "n_tup_upd": 0, "n_tup_hot_upd": 0}
+            conn.execute("INSERT INTO jobqueue.jobs (queue, kind, owner) VALUES ('q', 'k', 'E')")
+            assert conn.execute(counters).fetchone()["n_tup_upd"] == 1  # numbered by the net
+            unnumbered = conn.execute("SELECT count(*) AS n FROM jobqueue.jobs"
+                                      " WHERE fair_round IS NULL").fetchone()
+            assert unnumbered["n"] == 0
+            rounds = conn.execute("SELECT owner, array_agg(fair_round ORDER BY id) AS r"
+                                  " FROM jobqueue.jobs WHERE owner IN ('A', 'C') GROUP BY owner"
+                                  " ORDER BY owner").fetchall()
+        # From round 2 (D's cancelled job took round 1); a duplicate takes no round.
+        assert [r["r"] for r in rounds] == [[2, 3], [2, 3]]
 
     def test_turning_fairness_on_numbers_the_backlog_and_off_clears_it(
             self, client, sql, db_url):
