@@ -55,6 +55,9 @@ class ScheduleBody(BaseModel):
                                                 "stored with the schedule")
     format: Literal["jsonl", "csv"] | None = None
     template: str | None = Field(None, description="CSV: a prompt with {column} placeholders")
+    on_complete: dict[str, Any] | None = Field(
+        None, description="batch schedules: a job {kind, queue?, payload?, priority?, "
+                          "max_attempts?} enqueued when every job of a fire's batch has ended")
 
 
 class NewScheduleBody(ScheduleBody):

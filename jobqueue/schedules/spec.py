@@ -30,7 +30,8 @@ MAX_BATCH_BYTES = 16 * 1024 * 1024
 # The fields a flat definition (a TOML table, an HTTP body, CLI options) may carry.
 JOB_FIELDS = ("kind", "queue", "platform", "payload", "priority", "max_attempts", "timeout",
               "metadata")
-BATCH_FIELDS = ("batch", "batch_file", "format", "template")
+BATCH_FIELDS = ("batch", "batch_file", "format", "template", "on_complete")
+ON_COMPLETE_FIELDS = ("kind", "queue", "payload", "priority", "max_attempts")
 COMMON_FIELDS = ("cron", "timezone", "misfire", "max_lateness", "owner", "paused")
 FIELDS = COMMON_FIELDS + JOB_FIELDS + BATCH_FIELDS
 
@@ -99,16 +100,50 @@ def build(name: str, fields: dict[str, Any], *, origin: str = "api",
                         max_lateness=float(lateness) if lateness is not None else None)
     if "batch" in given or "batch_file" in given:
         extra = sorted(set(given) & {"kind", "queue", "payload", "max_attempts", "timeout"})
+        if extra == [] and "on_complete" in given:
+            _on_complete(given["on_complete"])
         if extra:
             raise InvalidSchedule(f"{extra[0]}: a batch schedule takes platform, batch_file "
                                   "(or batch), format and template; not job fields")
         spec.target, spec.batch_content = _batch_target(given, base_dir, platforms)
     else:
-        stray = sorted(set(given) & {"format", "template"})
+        stray = sorted(set(given) & {"format", "template", "on_complete"})
         if stray:
             raise InvalidSchedule(f"{stray[0]}: goes with batch_file (or batch)")
         spec.target = _job_target(given, platforms)
     return spec
+
+
+def _on_complete(value: Any) -> None:
+    """A batch schedule's callback: a job {kind, queue?, payload?, priority?, max_attempts?}
+    enqueued once every job of a fire's batch has ended (it gets the batch id and counts)."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise InvalidSchedule('on_complete: must be a table/object like {kind = "summarise"}')
+    unknown = sorted(set(value) - set(ON_COMPLETE_FIELDS))
+    if unknown:
+        raise InvalidSchedule(f"on_complete.{unknown[0]}: unknown field (known: "
+                              f"{', '.join(ON_COMPLETE_FIELDS)})")
+    if not isinstance(value.get("kind"), str) or not value["kind"].strip():
+        raise InvalidSchedule("on_complete.kind: required, the task to run")
+    if not isinstance(value.get("payload", {}), dict):
+        raise InvalidSchedule("on_complete.payload: must be an object")
+    try:
+        on_complete_spec(value, None, "check", datetime.now(UTC)).validated_row(
+            "default", 1, datetime.now(UTC))
+    except ValueError as exc:
+        raise InvalidSchedule(f"on_complete.{exc}") from None
+
+
+def on_complete_spec(value: dict, owner: str | None, schedule: str,
+                     fire_at: datetime) -> JobSpec:
+    """The callback job of one fire's batch (its payload names the schedule and fire)."""
+    return JobSpec(kind=value["kind"], queue=value.get("queue"),
+                   payload=dict(value.get("payload") or {}) | {
+                       "schedule": schedule, "fire_at": fire_at.isoformat()},
+                   priority=value.get("priority"), max_attempts=value.get("max_attempts"),
+                   owner=owner)
 
 
 def _text(value: Any, where: str) -> None:
@@ -204,6 +239,8 @@ def _batch_target(given: dict[str, Any], base_dir: str | None,
         source, fmt = None, fmt or "jsonl"
     target = {"type": "batch", "platform": given["platform"], "format": fmt,
               "template": template, "source": source}
+    if given.get("on_complete") is not None:
+        target["on_complete"] = given["on_complete"]
     with stored_file(content, fmt) as path:
         from jobqueue.batches import files as batchfiles
         report = batchfiles.validate(path, template=template, fmt=fmt)

@@ -265,7 +265,9 @@ def _enqueue(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: s
             queue=target["platform"], owner=row["owner"], source=target.get("source"),
             name=spec.batch_name(row["name"], fire_at, row["timezone"]),
             metadata={"schedule": row["name"], "fire_at": fire_at.isoformat(),
-                      "decision": decision})
+                      "decision": decision},
+            on_complete=spec.on_complete_spec(target["on_complete"], row["owner"], row["name"],
+                                              fire_at) if target.get("on_complete") else None)
     return {"batch_id": batch_id}
 
 

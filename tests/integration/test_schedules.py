@@ -216,6 +216,42 @@ class TestBatchSchedules:
         assert latest["batch_id"] == batches[1]["id"]
         assert latest["batch_name"] == batches[1]["name"] and latest["outcome"] == "running"
 
+    def test_a_fires_batch_runs_its_on_complete_job_when_every_member_has_ended(
+            self, conn, sql, config_file, monkeypatch, tmp_path):
+        monkeypatch.setenv("JOBQUEUE_CONFIG", config_file)
+        prompts = tmp_path / "prompts.jsonl"
+        prompts.write_text('{"prompt": "a"}\n{"prompt": "b"}\n')
+        fields = {"cron": "@daily", "platform": "sim", "batch_file": str(prompts),
+                  "on_complete": {"kind": "summarise", "queue": "reports"}}
+        store.save(conn, spec.build("nightly", fields), at(2026, 5, 1))
+        tick.tick(conn, at(2026, 5, 2, 0, 0, 5))
+        (batch,) = sql("SELECT id, on_complete_job FROM jobqueue.batches")
+        assert batch["on_complete_job"], "the fire's batch has no callback"
+        (callback,) = sql("SELECT queue, kind, payload FROM jobqueue.blocked WHERE id = %s",
+                          (batch["on_complete_job"],))
+        assert (callback["queue"], callback["kind"]) == ("reports", "summarise")
+        assert callback["payload"]["schedule"] == "nightly"
+        # Every member ends: the callback is released with the batch's id and counts.
+        sql("UPDATE jobqueue.jobs SET lease_owner = NULL")
+        from jobqueue.client import Client
+        members = [r["id"] for r in sql("SELECT id FROM jobqueue.jobs WHERE batch_id = %s",
+                                        (batch["id"],))]
+        with Client(conn.info.dsn) as jq:
+            for job_id in members:
+                jq.cancel(job_id)
+        (released,) = sql("SELECT payload FROM jobqueue.jobs WHERE id = %s",
+                          (batch["on_complete_job"],))
+        assert released["payload"]["batch_id"] == batch["id"]
+        assert released["payload"]["counts"]["cancelled"] == 2
+
+    def test_on_complete_is_for_batch_schedules_and_is_checked(self):
+        with pytest.raises(InvalidSchedule, match="on_complete: goes with batch_file"):
+            spec.build("j", {"cron": "@daily", "kind": "k", "on_complete": {"kind": "x"}})
+        with pytest.raises(InvalidSchedule, match="on_complete.colour: unknown field"):
+            spec._on_complete({"kind": "x", "colour": 1})
+        with pytest.raises(InvalidSchedule, match="on_complete.kind: required"):
+            spec._on_complete({"queue": "q"})
+
     def test_a_refused_enqueue_is_a_failed_run_emits_schedule_failed_and_calls_the_hook(
             self, conn, sql, config_file, monkeypatch, tmp_path):
         monkeypatch.setenv("JOBQUEUE_CONFIG", config_file)
