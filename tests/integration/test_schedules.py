@@ -247,9 +247,9 @@ class TestBatchSchedules:
     def test_on_complete_is_for_batch_schedules_and_is_checked(self):
         with pytest.raises(InvalidSchedule, match="on_complete: goes with batch_file"):
             spec.build("j", {"cron": "@daily", "kind": "k", "on_complete": {"kind": "x"}})
-        with pytest.raises(InvalidSchedule, match="on_complete.colour: unknown field"):
+        with pytest.raises(InvalidSchedule, match=r"on_complete\.colour: unknown field"):
             spec._on_complete({"kind": "x", "colour": 1})
-        with pytest.raises(InvalidSchedule, match="on_complete.kind: required"):
+        with pytest.raises(InvalidSchedule, match=r"on_complete\.kind: required"):
             spec._on_complete({"queue": "q"})
 
     def test_a_refused_enqueue_is_a_failed_run_emits_schedule_failed_and_calls_the_hook(
