@@ -155,8 +155,13 @@ class Client:
     def create(self, spec: JobSpec) -> Created:
         """Enqueue one job: its id, whether it is new (an idempotency key may name an existing
         job), and the standing of the tightest quota it was charged to (None: no quota)."""
+        spec = _spec(spec, 0)
         row = _validated(spec, 0, datetime.now(UTC), routing.load())
         with self.pool.connection() as conn:
+            if spec.waits():  # depends_on: blocked until its parents end (workflows.py)
+                with conn.transaction():
+                    (job_id, created), = _insert_workflow(conn, [row], [spec], created=True)
+                return Created(job_id, created, None)
             if not quotas.applies(conn, [row]):  # one statement: no BEGIN/COMMIT
                 (job_id, created), = _insert(conn, [row])
                 return Created(job_id, created, None)

@@ -434,7 +434,9 @@ def test_many_concurrent_requests_with_latency() -> None:
     assert len(contents) == count
     assert stats["keys"]["k1"]["ok"] == count
     assert stats["max_in_flight"] >= count // 2
-    assert elapsed < latency * 5
+    # Served one after another, 300 answers would take 120 s; concurrently about 0.4 s, and a
+    # few seconds on a machine busy with other test processes.
+    assert elapsed < latency * 15
 
 
 def test_async_sdk_client(make_sim) -> None:
