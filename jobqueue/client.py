@@ -373,6 +373,14 @@ def insert_batch(conn, specs: Iterable[JobSpec], *, queue: str, name: str | None
     conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
     if callback is not None:
         workflows.attach_batch_callback(conn, batch_id, callback)
+    if total and inserter.created and not any(inserter.created):
+        # Every row named an existing job: the batch is done at once, and nothing will reach
+        # `finished` to announce it; say so here, as the finish trigger would have.
+        from jobqueue import webhooks
+
+        webhooks.emit(conn, "batch.completed", owner, {"batch": {
+            "id": batch_id, "name": name, "queue": queue, "owner": owner, "total": total,
+            "counts": {"duplicate": total}}}, event_id=f"batch.completed:{batch_id}")
     if on_progress:
         on_progress(total)
     return Submitted(batch_id, total, refused, admission.standing, admission.exceeded)

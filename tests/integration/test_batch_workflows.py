@@ -26,6 +26,17 @@ def keyed(n: int, prefix: str = "row") -> list[JobSpec]:
 
 
 class TestDuplicates:
+    def test_a_batch_of_only_duplicates_announces_its_completion(self, client, sql):
+        """Nothing of it reaches `finished`, where batch.completed usually arises: the
+        submit says it, once, to the owner's webhooks."""
+        sql("INSERT INTO jobqueue.webhook_subscriptions (owner, url, events, secret) "
+            "VALUES ('alice', 'http://127.0.0.1:9/hook', ARRAY['batch.completed'], 's')")
+        client.submit_batch(keyed(3), queue="openai", owner="alice")
+        again, _ = client.submit_batch(keyed(3), queue="openai", owner="alice")
+        events = sql("SELECT event_id, body FROM jobqueue.webhook_deliveries")
+        assert [e["event_id"] for e in events] == [f"batch.completed:{again}"]
+        assert events[0]["body"]["data"]["batch"]["counts"] == {"duplicate": 3}
+
     def test_a_resubmitted_batch_counts_duplicates_and_is_done_at_once(self, client, db_url):
         """Re-firing a batch used to hang `batch wait` and export an empty file while
         saying "total 300". Now its rows are duplicates: done, pointing at the old jobs."""
