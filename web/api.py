@@ -25,7 +25,8 @@ from jobqueue.client import insert_specs
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import MAX_NAME_LENGTH, InvalidJob, JobSpec
-from jobqueue.llm import platforms
+from jobqueue.llm import payloads, platforms
+from jobqueue.tasks import Permanent
 from web import quotas as quota_web
 from web import schemas as s
 from web.auth import api_error, require
@@ -90,6 +91,7 @@ def _visible_job(job_id: int, fresh: bool = False):
     200: Reply(s.JobCreated, "The job an idempotency key already names")},
     errors={429: QUOTA_429})
 def create_job(body: s.NewJob):
+    _check_llm_payload(body.kind, body.queue, body.payload)
     spec = JobSpec(kind=body.kind, payload=body.payload, queue=body.queue,
                    priority=body.priority, run_at=body.run_at, delay=body.delay,
                    max_attempts=body.max_attempts, timeout=body.timeout,
@@ -208,7 +210,23 @@ def create_batch(body: s.NewBatch | s.BatchUpload, query: s.BatchQuery):
     if problems:
         return Rejected(problems).response()
     return _submit(targets, body.samples, rows, body.name, source=None,
-                   on_complete=on_complete)
+                   on_complete=on_complete, fallback=body.fallback)
+
+
+def _check_llm_payload(kind: str, queue: str, payload) -> None:
+    """A built-in LLM kind sent to a platform's queue: its payload is checked now (a chat
+    without prompt or messages is a 400 naming the payload), not left to die on the worker."""
+    if kind not in payloads.CHECKED_KINDS:
+        return
+    try:
+        found = platforms.load(current_app.config.get("JOBQUEUE_CONFIG"))
+    except platforms.ConfigError:
+        return  # no platforms here: the job is for a queue of the user's own
+    if queue in found:
+        try:
+            payloads.check(kind, payload, found[queue])
+        except Permanent as exc:
+            raise BadRequest(str(exc), field="payload") from None
 
 
 def _on_complete(value: s.OnComplete | None) -> JobSpec | None:
@@ -287,7 +305,7 @@ def _target(platform) -> batch_specs.Target:
 
 
 def _submit(targets: list[batch_specs.Target], samples: int, rows, name, source,
-            on_complete: JobSpec | None = None):
+            on_complete: JobSpec | None = None, fallback: bool = True):
     """One batch of a job per (row, platform, sample): a fan-out when there are several.
     Over the owner's quota the batch is refused whole (429, see web/quotas.py), unless
     ?partial=true: then the first items that fit are enqueued and `refused` counts the rest."""
@@ -297,7 +315,8 @@ def _submit(targets: list[batch_specs.Target], samples: int, rows, name, source,
     fanout = len(targets) > 1 or samples > 1
     try:
         submitted = client.submit_batch(
-            batch_specs.fanout_specs(rows, targets, samples),
+            batch_specs.fanout_specs(rows, targets, samples) if fallback else
+            batch_specs.without_fallback(batch_specs.fanout_specs(rows, targets, samples)),
             queue=queue, name=name, owner=g.principal.owner, source=source,
             metadata={"platforms": [t.platform for t in targets], "samples": samples}
             if fanout else None, on_complete=on_complete, partial=partial)

@@ -286,6 +286,8 @@ class NewBatch(RequestModel):
     name: Annotated[Text, Field(max_length=MAX_NAME_LENGTH)] | None = None
     items: Annotated[list[BatchItem], Field(min_length=1)]
     on_complete: OnComplete | None = None
+    fallback: bool = Field(True, description="false: never answer with the platform's "
+                                             "fallback model (jobs wait for the main one)")
 
 
 class BatchUpload(TextModel):

@@ -23,6 +23,14 @@ def chat_spec(row: BatchRow, max_attempts: int) -> JobSpec:
                    depends_on=row.depends_on, on_parent_failure=row.on_parent_failure)
 
 
+def without_fallback(specs: Iterable[JobSpec]) -> Iterator[JobSpec]:
+    """A batch that forbids the platform's fallback model: every job waits for the main
+    model, however long the provider limits it (the payload's `"fallback": false`)."""
+    for spec in specs:
+        spec.payload["fallback"] = False
+        yield spec
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """One platform a batch fans out to: its queue name and its jobs' attempt budget."""

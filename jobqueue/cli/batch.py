@@ -56,9 +56,12 @@ def batch() -> None:
               help="Its payload, a JSON object (batch_id and counts are added).")
 @click.option("--partial", is_flag=True,
               help="Over the owner's quota, enqueue the first rows that fit (default: none).")
+@click.option("--fallback/--no-fallback", default=True, show_default=True,
+              help="--no-fallback: never answer with the platform's fallback model; jobs wait "
+                   "for the main one.")
 def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_expiry,
                  dry_run, on_complete, on_complete_queue, on_complete_payload,
-                 partial) -> None:
+                 partial, fallback) -> None:
     """Check the whole file, then enqueue it as one batch; print the batch id.
 
     With several platforms or --samples N, the batch has one job per (row, platform, sample).
@@ -109,7 +112,9 @@ def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_ex
 
         try:
             submitted = jq.submit_batch(
-                specs.fanout_specs(rows, targets, samples), queue=queue,
+                (specs.fanout_specs(rows, targets, samples) if fallback else
+                 specs.without_fallback(specs.fanout_specs(rows, targets, samples))),
+                queue=queue,
                 name=name or os.path.basename(file), owner=owner, source=os.path.abspath(file),
                 metadata=metadata, on_progress=advance, on_complete=callback,
                 partial=partial, before_commit=hold)

@@ -121,6 +121,9 @@ def embed_groups(inputs: list[str], per_call: int, max_tokens: int) -> list[list
     return groups
 
 
+CHECKED_KINDS = ("chat", "analyze", "embed")
+
+
 def check(kind: str, payload: Any, platform: Platform) -> None:
     """Permanent if `payload` cannot make a call of this built-in kind; other kinds (the
     user's own tasks on a platform's queue, `document`) are not checked here."""

@@ -125,3 +125,12 @@ def test_bad_fanout_options_exit_2_and_enqueue_nothing(db_url, config, tmp_path,
     assert out.returncode == 2
     assert expected in out.stderr
     assert sql("SELECT count(*) AS n FROM jobqueue.batches")[0]["n"] == 0
+
+
+def test_no_fallback_is_written_into_every_job(db_url, config, tmp_path, sql):
+    lines = tmp_path / "p.jsonl"
+    lines.write_text('{"prompt": "x"}\n{"prompt": "y"}\n')
+    out = submit(db_url, config, lines, "--platform", "alpha,beta", "--no-fallback")
+    assert out.returncode == 0, out.stderr
+    payloads = [r["payload"] for r in sql("SELECT payload FROM jobqueue.jobs")]
+    assert len(payloads) == 4 and all(p["fallback"] is False for p in payloads)

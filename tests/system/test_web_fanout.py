@@ -93,3 +93,22 @@ def test_any_fanout_options_give_201_or_4xx(alice, platforms, samples):
     if r.status_code != 201:
         field = r.json()["error"]["field"]  # "platforms[0]" names the list's item
         assert field.split("[")[0] in ("platform", "platforms", "samples"), r.text
+
+
+def test_a_batch_can_forbid_the_fallback_model(alice, sql):
+    r = alice.post("/api/batches", json={"platform": "alpha", "fallback": False,
+                                         "items": [{"prompt": "a"}, {"prompt": "b"}]})
+    assert r.status_code == 201, r.text
+    payloads = [row["payload"] for row in sql("SELECT payload FROM jobqueue.jobs")]
+    assert len(payloads) == 2 and all(p["fallback"] is False for p in payloads)
+
+
+def test_a_chat_job_without_a_prompt_is_refused_at_enqueue(alice, sql):
+    r = alice.post("/api/jobs", json={"queue": "alpha", "kind": "chat",
+                                      "payload": {"temperature": 0}})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "payload", r.text
+    assert "prompt or messages" in r.json()["error"]["message"]
+    assert sql("SELECT count(*) AS n FROM jobqueue.jobs") == [{"n": 0}]
+    # The same kind on a queue that is no platform is the user's own task: accepted.
+    assert alice.post("/api/jobs", json={"queue": "mine", "kind": "chat",
+                                         "payload": {}}).status_code == 201
