@@ -79,12 +79,28 @@ class Scheduler:
 
     # -- the service -----------------------------------------------------------------------
 
+    async def _anything_to_sync(self, link: Link) -> bool:
+        """Whether the start-up sync has work: schedules declared in jobqueue.toml or on
+        tasks, or ones declared before that may have to go (asked on the claim link)."""
+        from jobqueue.schedules import declared
+
+        merged = Registry()
+        for registry in self.registries:
+            merged = merged.merged_with(registry)
+        if declared.load() or declared.from_tasks(merged):
+            return True
+        rows = await link.execute(q("schedules_declared_exist"))
+        return bool(rows and rows[0][0])
+
     async def run(self, link: Link, poll_seconds: float) -> None:
         """Sync, then tick whenever the earliest schedule is due (checked every poll). A
         database error is logged and tried again at the next poll; a wrong jobqueue.toml
         (ConfigError) stops the worker, naming the table and field."""
         while not self.synced:
             try:
+                if not await self._anything_to_sync(link):
+                    self.synced = True  # no connection of its own for nothing (budget: 3)
+                    break
                 await asyncio.to_thread(self.sync)
             except psycopg.Error as exc:
                 self.log.warning("scheduler_sync_failed", error=str(exc).strip())

@@ -145,3 +145,9 @@ WHERE id IN (SELECT id FROM jobqueue.schedule_runs
              WHERE decided_at < now() - make_interval(days => %(days)s)
                AND (SELECT ok FROM leader)
              LIMIT %(limit)s);
+
+
+-- name: schedules_declared_exist
+-- Whether a worker with nothing declared must still sync at start (to remove schedules that
+-- jobqueue.toml or a task declared before); else the sync opens no connection at all.
+SELECT EXISTS (SELECT 1 FROM jobqueue.schedules WHERE origin IN ('config', 'task'));
