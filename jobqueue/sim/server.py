@@ -734,10 +734,10 @@ class FakeOpenAI:
                    if k.lower() not in ("content-type", "content-length")}
         return web.json_response(body, status=response.status, headers=headers)
 
-    async def _embeddings_inner(self, request: web.Request, started: float) -> web.Response:
-        """``POST /v1/embeddings``: deterministic unit vectors (a hash of each input), counted
-        against the same limits as chat: 1 request and ceil(chars / 4) tokens per input."""
-        headers = {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-organization": ORG}
+    async def _opened(self, request: web.Request, headers: dict[str, str]
+                      ) -> tuple[str, dict, str] | web.Response:
+        """(key, body, model) of an authenticated JSON request naming a model, or the error
+        answer a provider gives (401, or 400 for a body that is not a JSON object)."""
         key = self._auth(request, headers)
         if isinstance(key, web.Response):
             return key
@@ -750,6 +750,16 @@ class FakeOpenAI:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             return self._bad_request("you must provide a model parameter", headers)
+        return key, body, model
+
+    async def _embeddings_inner(self, request: web.Request, started: float) -> web.Response:
+        """``POST /v1/embeddings``: deterministic unit vectors (a hash of each input), counted
+        against the same limits as chat: 1 request and ceil(chars / 4) tokens per input."""
+        headers = {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-organization": ORG}
+        opened = await self._opened(request, headers)
+        if isinstance(opened, web.Response):
+            return opened
+        key, body, model = opened
         inputs = body.get("input")
         if isinstance(inputs, str):
             inputs = [inputs]
@@ -786,18 +796,10 @@ class FakeOpenAI:
 
     async def _chat_inner(self, request: web.Request, started: float) -> web.Response:
         headers = {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-organization": ORG}
-        key = self._auth(request, headers)
-        if isinstance(key, web.Response):
-            return key
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            return self._bad_request("We could not parse the JSON body of your request.", headers)
-        if not isinstance(body, dict):
-            return self._bad_request("The request body must be a JSON object.", headers)
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return self._bad_request("you must provide a model parameter", headers)
+        opened = await self._opened(request, headers)
+        if isinstance(opened, web.Response):
+            return opened
+        key, body, model = opened
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return self._bad_request(
