@@ -67,6 +67,7 @@ def _without_dependencies(body: dict) -> dict:
     for item in body.get("items") or []:
         if isinstance(item, dict):
             item.pop("depends_on", None)
+            item.pop("ref", None)  # two items with one ref is refused (a ref names one row)
     return body
 
 

@@ -45,12 +45,14 @@ class TestUsersOwnCode:
         assert all(j.state == "succeeded" for j in jobs), [j.errors for j in jobs]
         assert all(j.result["dims"] == [8, 8] for j in jobs)
         stats = sim.stats()
-        # 10 + 1 chat calls (the 5 deterministic ones share one), 15 embeddings calls: every
-        # one of them reserved from the shared buckets first.
+        # 10 + 1 chat calls: the 5 deterministic ones share one (the cache); and every call,
+        # chat or embeddings, reserved from the shared buckets first. (Embeddings: one per
+        # attempt, so 15, or more if a busy machine made an attempt fail and run again.)
+        assert stats["models"]["sim-main"]["ok"] == 10 + 1
+        assert stats["models"]["text-embedding-3-small"]["ok"] >= 15
         reserved = sum(r["requests_total"] for r in sql(
             "SELECT requests_total FROM jobqueue.rate_buckets"))
-        assert stats["totals"]["ok"] == 10 + 1 + 15
-        assert reserved == 10 + 1 + 15
+        assert reserved == stats["totals"]["ok"]
 
 
 class TestEmbedKind:
