@@ -204,5 +204,7 @@ class TestScopes:
         # one chat call (the others were cache hits, with zero usage) and three embeddings
         assert sorted(j.result["tokens"] > 0 for j in jobs) == [False, False, True]
         figures = client.batch(batch_id)["costs"]
-        assert (figures["calls"], figures["cache_hits"]) == (1 + 3, 2)
+        # Calls exactly; cache hits at least 2 (an attempt run again on a busy machine hits
+        # the cache again).
+        assert figures["calls"] == 1 + 3 and figures["cache_hits"] >= 2
         assert figures["cost_usd"] > 0 and figures["unpriced_calls"] == 0

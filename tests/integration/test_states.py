@@ -183,6 +183,10 @@ class TestStateDefinition:
         """`retrying` is a failed job waiting out its backoff; once due it is runnable, and
         runnable jobs are `waiting` (the whole backlog the claim takes from)."""
         retrying = next(i for i, (_, s) in seven["jobs"].items() if s == "retrying")
+        # The fixture's worker serves "work": paused, it cannot claim the job once it is due
+        # (on a busy machine it did, between the update and the read).
+        sql("INSERT INTO jobqueue.queues (name, paused) VALUES ('work', true) "
+            "ON CONFLICT (name) DO UPDATE SET paused = true")
         sql("UPDATE jobqueue.jobs SET run_at = now() - interval '1 second' WHERE id = %s",
             (retrying,))
         assert client.get(retrying).state == "waiting"
