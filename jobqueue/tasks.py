@@ -14,6 +14,7 @@ Its return value (JSON-serialisable) is the job's result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class JobContext:
     # per job cost a tenth of the worker's CPU in a drain of no-op jobs.
     _cancelled: bool = field(default=False, repr=False)
     _report_progress: Callable[[int, str, Any], None] | None = field(default=None, repr=False)
+    _lent: Any = field(default=None, repr=False)  # the worker's LinkPool (worker/link.py)
 
     @property
     def cancelled(self) -> bool:
@@ -73,10 +75,29 @@ class JobContext:
 
         return client(platform, job_id=self.job_id)
 
+    def connection(self):
+        """`async with ctx.connection() as conn:` a database connection for a few short
+        statements (autocommit; `conn.transaction()` for several together): the worker's own,
+        borrowed between its outcome batches, so a task needing the database opens no
+        connection of its own and the process stays within its three. Hold it for
+        statements only, never across a network call. Async handlers only. Outside a worker
+        (a handler called directly) it opens a connection to DATABASE_URL for the block."""
+        if self._lent is not None:
+            return self._lent.connection()
+        return _own_connection()
+
     def set_progress(self, progress: Any) -> None:
         """Record progress (any JSON value, e.g. {"done": 3, "total": 10}); best effort."""
         if self._report_progress is not None:
             self._report_progress(self.job_id, self.execution_id, progress)
+
+
+@contextlib.asynccontextmanager
+async def _own_connection():
+    from jobqueue import db
+
+    async with await db.connect_async(db.database_url()) as conn:
+        yield conn
 
 
 class Registry:

@@ -188,12 +188,14 @@ def worker(ctx, profile, **params) -> None:
     for name, runtime in runtimes.items():
         tasks[name] = runtime.registry().merged_with(registry)
 
-    async def on_start() -> None:
+    async def on_start(lent) -> None:
         # run_worker calls on_start once its loop handles SIGTERM/SIGINT: a stop requested
         # while the process started reaches the worker now.
         signals.replay()
         for runtime in runtimes.values():
-            await runtime.start()  # also lends itself to ctx.llm(name) in the user's tasks
+            # Every platform borrows the worker's finish connection (`lent`): no pool of its
+            # own. It also lends itself to ctx.llm(name) in the user's tasks.
+            await runtime.start(lent)
 
     async def on_stop() -> None:
         for runtime in runtimes.values():

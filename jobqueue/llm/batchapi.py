@@ -44,6 +44,7 @@ from jobqueue.llm import platforms as platform_config
 from jobqueue.llm.payloads import chat_request
 from jobqueue.llm.platforms import Platform
 from jobqueue.llm.redact import Redactor
+from jobqueue.worker import link
 from jobqueue.worker.maintenance import register_prune_hook
 
 log = structlog.get_logger("jobqueue.batchapi")
@@ -403,9 +404,19 @@ async def maintenance_hook(conn: psycopg.AsyncConnection) -> int:
     due = await cur.fetchone()
     if not due or not due[0]:
         return 0
-    _pass = asyncio.get_running_loop().create_task(asyncio.to_thread(run_due))
+    _pass = asyncio.get_running_loop().create_task(_run_in_place(link.current.get()))
     _pass.add_done_callback(_log_failure)
     return 1
+
+
+async def _run_in_place(lent) -> None:
+    """The pass in a thread, its connection in place of the worker's finish link (closed
+    meanwhile, so the process stays within three connections; outcomes wait for the pass)."""
+    if lent is None:
+        await asyncio.to_thread(run_due)
+        return
+    async with lent.vacated():
+        await asyncio.to_thread(run_due)
 
 
 def _log_failure(task: asyncio.Task) -> None:

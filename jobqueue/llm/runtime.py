@@ -86,7 +86,8 @@ class PlatformRuntime:
         self.keys: list[ApiKey] = platform.keys(environ)  # fails early, naming the variable
         self.redact = Redactor(k.secret for k in self.keys)
         self.clients: dict[str, openai.AsyncOpenAI] = {}
-        self.pool: AsyncConnectionPool | None = None
+        self.pool: Any = None  # an AsyncConnectionPool, or the worker's LinkPool
+        self._own_pool = False
         self.limiter: Limiter | None = None
         self.cache: ResponseCache | None = None
         self.spend: Spend | None = None
@@ -119,12 +120,20 @@ class PlatformRuntime:
 
         return run
 
-    async def start(self) -> None:
-        self.pool = AsyncConnectionPool(self.url, min_size=1, max_size=4, open=False,
-                                        kwargs=db.connect_kwargs() | {
-                                            "application_name": db.WORKER_APPLICATION_NAME},
-                                        name="jobqueue-llm")
-        await self.pool.open()
+    async def start(self, lent: Any = None) -> None:
+        """Open what the platform needs on the running loop. `lent`: the worker's LinkPool
+        (jobqueue/worker/link.py), which the limiter, cache and accounting then borrow, so
+        the process opens no connection for its platforms; without one (a runtime outside a
+        worker) a small pool of its own."""
+        if lent is not None:
+            self.pool, self._own_pool = lent, False
+        else:
+            self.pool = AsyncConnectionPool(
+                self.url, min_size=1, max_size=4, open=False,
+                kwargs=db.connect_kwargs() | {"application_name": db.WORKER_APPLICATION_NAME},
+                name="jobqueue-llm")
+            self._own_pool = True
+            await self.pool.open()
         self.limiter = Limiter(self.platform, self.keys, self.pool)
         await self.limiter.ensure()
         from jobqueue.llm import clients  # ctx.llm(name) on this loop shares this runtime
@@ -144,7 +153,9 @@ class PlatformRuntime:
 
     def connections(self) -> int:
         """Connections its pool holds open now (for the worker's heartbeat)."""
-        return self.pool.get_stats().get("pool_size", 0) if self.pool is not None else 0
+        if self.pool is None or not self._own_pool:
+            return 0  # a borrowed link is counted as the worker's own
+        return self.pool.get_stats().get("pool_size", 0)
 
     async def claim_gate(self) -> float:
         """Asked by the worker before each claim: seconds to hold off. While every key of the
@@ -192,7 +203,7 @@ class PlatformRuntime:
         clients.forget(self)
         for client in self.clients.values():
             await client.close()
-        if self.pool is not None:
+        if self.pool is not None and self._own_pool:
             await self.pool.close()
 
     # -- tasks ------------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 HTTP POST and record how it went. Registered by jobqueue/builtin_tasks.py, so any worker
 serving the `webhooks` queue runs it (`jobqueue worker --queue webhooks`).
 
-One attempt: read the delivery and its subscription (a connection of its own, not held
-during the request), check the URL and every address of its host (addresses.py), connect to
-a checked address, POST the body with its signature, read the status line. 2xx is success;
-anything else, a redirect included (never followed), a timeout or a refused connection is a
-failed attempt, which the worker retries with its usual backoff until the subscription's
-max_attempts, then dead-letters. A 429 or 503 with Retry-After waits that long instead (at
-most an hour). An address the operator does not allow fails the delivery at once, unsent.
-The whole request (connect, send, read the answer's head) is bounded by
+One attempt: read the delivery and its subscription (on the worker's connection, borrowed
+for the statement, not held during the request), check the URL and every address of its host
+(addresses.py), connect to a checked address, POST the body with its signature, read the
+status line. 2xx is success; anything else, a redirect included (never followed), a timeout
+or a refused connection is a failed attempt, which the worker retries with its usual backoff
+until the subscription's max_attempts, then dead-letters. A 429 or 503 with Retry-After waits
+that long instead (at most an hour). An address the operator does not allow fails the delivery
+at once, unsent. The whole request (connect, send, read the answer's head) is bounded by
 JOBQUEUE_WEBHOOK_TIMEOUT_SECONDS.
 """
 
@@ -26,7 +26,7 @@ import psycopg
 import structlog
 from psycopg.rows import dict_row
 
-from jobqueue import db, settings
+from jobqueue import settings
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidWebhook, Permanent, Retry, WebhookFailed, WebhookRefused
 from jobqueue.webhooks import addresses, signing
@@ -53,8 +53,7 @@ async def deliver(payload, ctx):
     delivery_id = payload.get("delivery_id") if isinstance(payload, dict) else None
     if not isinstance(delivery_id, int) or isinstance(delivery_id, bool):
         raise Permanent("payload: delivery_id must be an integer")
-    url = db.database_url()
-    row = await _one(url, "webhook_delivery_load", {"id": delivery_id, "job_id": ctx.job_id})
+    row = await _one(ctx, "webhook_delivery_load", {"id": delivery_id, "job_id": ctx.job_id})
     if row is None:
         return {"skipped": "the delivery or its subscription was removed"}
     if not row["current"]:
@@ -63,15 +62,15 @@ async def deliver(payload, ctx):
     try:
         answer = await send(row, ctx.attempt)
     except (InvalidWebhook, WebhookRefused) as exc:
-        await _record(url, row, ctx, "dead", None, str(exc))
+        await _record(row, ctx, "dead", None, str(exc))
         raise Permanent(str(exc)) from None
     except (OSError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError,
             asyncio.LimitOverrunError, ValueError) as exc:
         problem = _describe(exc)
-        await _record(url, row, ctx, "dead" if last else "retrying", None, problem)
+        await _record(row, ctx, "dead" if last else "retrying", None, problem)
         raise WebhookFailed(problem) from None
     if 200 <= answer.status < 300:
-        await _record(url, row, ctx, "succeeded", answer.status, None)
+        await _record(row, ctx, "succeeded", answer.status, None)
         return {"status": answer.status}
     problem = f"HTTP {answer.status} {answer.reason}".strip()
     if 300 <= answer.status < 400:
@@ -79,7 +78,7 @@ async def deliver(payload, ctx):
                     "(webhooks never follow redirects; subscribe the final URL)")
     elif answer.snippet:
         problem += f": {answer.snippet}"
-    await _record(url, row, ctx, "dead" if last else "retrying", answer.status, problem)
+    await _record(row, ctx, "dead" if last else "retrying", answer.status, problem)
     wait = _retry_after(answer)
     if wait is not None and not last:
         raise Retry(problem, delay=wait)
@@ -186,17 +185,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def _one(url: str, name: str, params: dict) -> dict | None:
-    async with await db.connect_async(url, row_factory=dict_row) as conn:
-        cur = await conn.execute(q(name), params)
+async def _one(ctx, name: str, params: dict) -> dict | None:
+    async with ctx.connection() as conn:  # the worker's, borrowed (not held for the request)
+        cur = await conn.cursor(row_factory=dict_row).execute(q(name), params)
         return await cur.fetchone()
 
 
-async def _record(url: str, row: dict, ctx, state: str, code: int | None,
+async def _record(row: dict, ctx, state: str, code: int | None,
                   error: str | None) -> None:
     """Best effort: the job's own outcome (result or error) says the same if this fails."""
     try:
-        async with await db.connect_async(url) as conn:
+        async with ctx.connection() as conn:
             await conn.execute(q("webhook_delivery_record"), {
                 "id": row["id"], "job_id": ctx.job_id, "state": state,
                 "response_code": code, "error": error[:1000] if error else None})

@@ -38,11 +38,12 @@ from jobqueue import db
 from jobqueue.db.queries import q
 from jobqueue.errors import WorkerFailed
 from jobqueue.tasks import Registry, registry
+from jobqueue.worker import link as link_module
 from jobqueue.worker.completer import Completer
 from jobqueue.worker.config import WorkerConfig
 from jobqueue.worker.executor import Executor
 from jobqueue.worker.leases import Leases
-from jobqueue.worker.link import Link, opened
+from jobqueue.worker.link import Link, LinkPool, opened
 from jobqueue.worker.listener import Listener
 from jobqueue.worker.maintenance import Maintenance
 from jobqueue.worker.producer import Producer
@@ -54,16 +55,17 @@ log = structlog.get_logger("jobqueue.worker")
 class Worker:
     def __init__(self, url: str, config: WorkerConfig | None = None, *,
                  tasks: Registry | Mapping[str, Registry] = registry,
-                 on_start: Callable[[], Awaitable[None]] | None = None,
+                 on_start: Callable[[LinkPool], Awaitable[None]] | None = None,
                  on_stop: Callable[[], Awaitable[None]] | None = None,
                  gates: Mapping[str, Callable[[], Awaitable[float]]] | None = None,
                  extra_connections: Callable[[], int] | None = None):
         """`tasks`: one registry for every queue, or one per queue name. `on_start`/`on_stop`
-        run on the worker's loop around its work (e.g. a platform's HTTP clients and pools,
-        which must live on that loop). `gates`: per queue name, asked before each claim how
-        long to hold off (a platform with no usable key says so). `extra_connections`: how
-        many database connections the process holds besides the worker's own (a platform's
-        pool), for its heartbeat."""
+        run on the worker's loop around its work (e.g. a platform's HTTP clients, which must
+        live on that loop); on_start receives the LinkPool that lends the worker's finish
+        connection (a platform's limiter borrows it instead of opening connections).
+        `gates`: per queue name, asked before each claim how long to hold off (a platform with
+        no usable key says so). `extra_connections`: how many database connections the
+        process holds besides the worker's own (a platform's own pool), for its heartbeat."""
         self.gates = dict(gates or {})
         self.url = url
         self.on_start, self.on_stop = on_start, on_stop
@@ -166,12 +168,16 @@ class Worker:
             # which array_nulls = off (a legacy setting) would read as the string 'NULL'.
             "finish": Link(self.url, "finish", self._give_up, "SET array_nulls = on"),
         }
+        # What the process's platforms and its tasks borrow (ctx.connection()) instead of
+        # opening connections: the finish link, between outcome batches.
+        self.lent = LinkPool(links["finish"])
+        link_module.current.set(self.lent)  # for maintenance hooks (the Batch API pass)
         claim_lock = asyncio.Lock()
         self.completer = Completer(links["finish"], self.id, cfg.queue, self._written)
         for queue in cfg.queues:
             tasks = self.tasks if isinstance(self.tasks, Registry) else self.tasks[queue.name]
             executor = Executor(self.id, queue, cfg, tasks, self.completer.record,
-                                self.completer.report_progress, loop, debug)
+                                self.completer.report_progress, loop, debug, self.lent)
             self.executors.append(executor)
             producer = Producer(links["claim"], self.id, queue, cfg, executor, claim_lock)
             if cfg.until_idle:
@@ -190,7 +196,7 @@ class Worker:
         completer: asyncio.Task | None = None
         try:
             if self.on_start is not None:
-                await self.on_start()
+                await self.on_start(self.lent)
             # The claim and finish connections open while the worker registers: the first
             # claim then goes out as soon as the worker row exists.
             try:
@@ -209,7 +215,8 @@ class Worker:
             background = [self._service(leases.run(), "leases"),
                           self._service(maintenance.run(), "maintenance")]
             if cfg.schedules:  # every worker ticks; a fire's unique run row decides
-                scheduler = Scheduler(self.url, self._registries(), bound_log=self.log)
+                scheduler = Scheduler(self.url, self._registries(), bound_log=self.log,
+                                      lent=self.lent)
                 background.append(self._service(
                     scheduler.run(links["claim"], max(cfg.poll_seconds, 5.0)), "scheduler"))
             if cfg.listen:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,18 +33,22 @@ class Link:
         self.conn: psycopg.AsyncConnection | None = None
         self.lock = asyncio.Lock()
 
+    async def _open(self) -> psycopg.AsyncConnection:
+        """The connection, opened if it is not (the caller holds the lock)."""
+        if self.conn is None or self.conn.closed:
+            self.conn = await db.connect_async(
+                self.url, application_name=db.WORKER_APPLICATION_NAME)
+            if self.session_sql and not db.behind_pgbouncer():
+                await self.conn.execute(self.session_sql)
+        return self.conn
+
     async def run(self, fn: Callable[[psycopg.AsyncConnection], Awaitable[Any]]) -> Any:
         delay = 0.05
         warned = 0.0
         async with self.lock:
             while True:
                 try:
-                    if self.conn is None or self.conn.closed:
-                        self.conn = await db.connect_async(
-                            self.url, application_name=db.WORKER_APPLICATION_NAME)
-                        if self.session_sql and not db.behind_pgbouncer():
-                            await self.conn.execute(self.session_sql)
-                    return await fn(self.conn)
+                    return await fn(await self._open())
                 except psycopg.OperationalError as exc:
                     await self.close()
                     if self.give_up():
@@ -69,6 +74,47 @@ class Link:
             with contextlib.suppress(Exception):
                 await self.conn.close()
             self.conn = None
+
+
+class LinkPool:
+    """A pool-shaped view of a Link (psycopg_pool's `async with pool.connection() as conn`):
+    what a platform's limiter, cache and spend accounting, and tasks that need the database
+    (`ctx.connection()`), borrow instead of opening connections of their own, so a worker
+    process keeps to its three connections however many queues and platforms it serves.
+    A block holds the link (its lock) for its statements: keep it to a few short statements,
+    never a provider call. The connection is in autocommit, as a pool's are here; use
+    `conn.transaction()` for several statements that go together. A lost connection fails
+    the block (the caller's error path, as with a pool) and is opened again by the next."""
+
+    def __init__(self, link: Link):
+        self.link = link
+
+    @contextlib.asynccontextmanager
+    async def vacated(self):
+        """Hold the link closed for the block, so that synchronous code (a thread: a
+        schedule's fire, a Batch API pass) may open one connection of its own in its place
+        and the process still holds no more than three. Outcomes wait meanwhile; the link
+        opens again on its next use."""
+        async with self.link.lock:
+            await self.link.close()
+            yield
+
+    @contextlib.asynccontextmanager
+    async def connection(self):
+        async with self.link.lock:
+            conn = await self.link._open()
+            try:
+                yield conn
+            except psycopg.OperationalError:
+                await self.link.close()
+                raise
+
+
+# The LinkPool of the worker whose loop runs the current task (set by Worker.run, inherited
+# by every task it starts): for code without a handle on the worker, such as maintenance
+# hooks. None outside a worker.
+current: contextvars.ContextVar[LinkPool | None] = contextvars.ContextVar(
+    "jobqueue_worker_lent", default=None)
 
 
 async def opened(conn: psycopg.AsyncConnection) -> None:

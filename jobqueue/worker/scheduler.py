@@ -6,8 +6,9 @@ transaction, makes it happen once however many workers tick at the same moment, 
 is up during a rolling restart picks up where the others stopped. While nothing is due it
 costs one short query per poll on the worker's claim connection; a due fire (and the start-up
 sync) open a connection of their own for the tick, in a thread (the enqueue path, batch files
-included, is synchronous), and close it after. Runs older than RUNS_RETENTION_DAYS are pruned
-by maintenance (a prune hook registered here).
+included, is synchronous), in place of the worker's finish link, closed meanwhile (outcomes
+wait for the tick), so the process never holds more than three connections. Runs older than
+RUNS_RETENTION_DAYS are pruned by maintenance (a prune hook registered here).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import structlog
 from jobqueue import db
 from jobqueue.db.queries import q
 from jobqueue.tasks import Registry
-from jobqueue.worker.link import Link
+from jobqueue.worker.link import Link, LinkPool
 from jobqueue.worker.maintenance import register_prune_hook
 
 log = structlog.get_logger("jobqueue.worker")
@@ -50,8 +51,9 @@ def utc_now() -> datetime:
 
 class Scheduler:
     def __init__(self, url: str, registries: Iterable[Registry], *, clock: Clock = utc_now,
-                 bound_log=log):
+                 bound_log=log, lent: LinkPool | None = None):
         self.url, self.clock, self.log = url, clock, bound_log
+        self.lent = lent  # the worker's finish link, vacated while a thread works in its place
         self.registries = list(registries)
         self.synced = False
 
@@ -92,6 +94,15 @@ class Scheduler:
         rows = await link.execute(q("schedules_declared_exist"))
         return bool(rows and rows[0][0])
 
+    async def _in_place(self, work: Callable[[], object]) -> None:
+        """Run a synchronous pass in a thread, its connection taking the place of the
+        worker's finish link (closed meanwhile): the process stays within three."""
+        if self.lent is None:
+            await asyncio.to_thread(work)
+            return
+        async with self.lent.vacated():
+            await asyncio.to_thread(work)
+
     async def run(self, link: Link, poll_seconds: float) -> None:
         """Sync, then tick whenever the earliest schedule is due (checked every poll). A
         database error is logged and tried again at the next poll; a wrong jobqueue.toml
@@ -101,7 +112,7 @@ class Scheduler:
                 if not await self._anything_to_sync(link):
                     self.synced = True  # no connection of its own for nothing (budget: 3)
                     break
-                await asyncio.to_thread(self.sync)
+                await self._in_place(self.sync)
             except psycopg.Error as exc:
                 self.log.warning("scheduler_sync_failed", error=str(exc).strip())
                 await asyncio.sleep(poll_seconds)
@@ -113,7 +124,7 @@ class Scheduler:
                 if due is not None:
                     wait = min(poll_seconds, max(0.0, (due - self.clock()).total_seconds()))
                     if wait <= 0:
-                        await asyncio.to_thread(self.tick)
+                        await self._in_place(self.tick)
                         continue
             except psycopg.Error as exc:
                 self.log.warning("scheduler_failed", error=str(exc).strip())

@@ -64,3 +64,15 @@ async def whoami(payload):
 async def nap(payload):
     """Take payload["seconds"] and nothing else (no writes: the caps and fairness tests)."""
     await asyncio.sleep(float(payload.get("seconds", 0)))
+
+
+@task("budget_probe")
+async def budget_probe(payload, ctx):
+    """Uses the database (ctx.connection()) and a platform (ctx.llm) from a user's task: both
+    borrow what the worker process already holds (the connection budget test)."""
+    async with ctx.connection() as conn:
+        cur = await conn.execute("SELECT pg_backend_pid()")
+        (backend,) = await cur.fetchone()
+    answer = await ctx.llm(payload["platform"]).chat.completions.create(
+        messages=[{"role": "user", "content": f"probe {ctx.job_id}"}])
+    return {"backend": backend, "answer": answer.choices[0].message.content}
