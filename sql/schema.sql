@@ -432,11 +432,14 @@ CREATE INDEX batch_duplicates_batch_idx ON jobqueue.batch_duplicates (batch_id, 
 -- A one-expression SQL function, STABLE (now()), not STRICT: the planner inlines it, so it
 -- costs what the CASE written out would. Columns rather than the whole row, so a scan of
 -- `jobs` does not build a composite value per row to call it.
+-- A job paused over budget (progress.paused, 0025) is waiting too, though its run_at (when it
+-- is looked at again) lies ahead.
 CREATE FUNCTION jobqueue.job_state(
-    lease_owner uuid, run_at timestamptz, attempts integer, errors jsonb
+    lease_owner uuid, run_at timestamptz, attempts integer, errors jsonb, progress jsonb
 ) RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN lease_owner IS NOT NULL THEN 'running'
                 WHEN run_at <= now() THEN 'waiting'
+                WHEN progress ? 'paused' THEN 'waiting'
                 WHEN attempts > 0 AND errors <> '[]'::jsonb THEN 'retrying'
                 ELSE 'scheduled' END
 $$;
@@ -450,7 +453,7 @@ $$;
 -- an index probe on each table, as when written by hand.
 CREATE VIEW jobqueue.all_jobs AS
 SELECT id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
-       jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state,
+       jobqueue.job_state(lease_owner, run_at, attempts, errors, progress) AS state,
        NULL::jsonb AS result, errors, progress, owner, batch_id, idempotency_key, metadata,
        created_at, started_at, NULL::timestamptz AS finished_at, lease_owner,
        cancel_requested, execution_id

@@ -676,7 +676,8 @@ WITH hot AS MATERIALIZED (
     FROM jobqueue.jobs j
     WHERE jobqueue.dashboard_match(
         j.id, j.queue, j.kind, j.owner, j.batch_id,
-        jobqueue.job_state(j.lease_owner, j.run_at, j.attempts, j.errors), j.payload,
+        jobqueue.job_state(j.lease_owner, j.run_at, j.attempts, j.errors,
+                           j.progress), j.payload,
         j.metadata, j.errors, %(ids)s::bigint[], %(upto)s::bigint,
         %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
         %(state)s::text, %(text)s::text)
@@ -805,7 +806,8 @@ hot AS (
       AND j.lease_owner IS NULL
       AND jobqueue.dashboard_match(
           j.id, j.queue, j.kind, j.owner, j.batch_id,
-          jobqueue.job_state(j.lease_owner, j.run_at, j.attempts, j.errors), j.payload,
+          jobqueue.job_state(j.lease_owner, j.run_at, j.attempts, j.errors,
+                           j.progress), j.payload,
           j.metadata, j.errors, %(ids)s::bigint[], %(upto)s::bigint,
           %(queue)s::text, %(kind)s::text, %(owner)s::text, %(batch_id)s::bigint,
           %(state)s::text, %(text)s::text)
@@ -874,7 +876,8 @@ LIMIT %(limit)s;
 -- worker or is a platform with rate buckets: every known queue gets a row, its counts at 0.
 -- Used by `jobqueue status`, /api/queues, /metrics and the dashboard.
 WITH states AS (
-    SELECT queue, run_at, jobqueue.job_state(lease_owner, run_at, attempts, errors) AS state
+    SELECT queue, run_at,
+           jobqueue.job_state(lease_owner, run_at, attempts, errors, progress) AS state
     FROM jobqueue.jobs
     UNION ALL
     SELECT queue, NULL, 'blocked' FROM jobqueue.blocked  -- waiting for other jobs (0015)

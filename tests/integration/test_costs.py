@@ -115,6 +115,9 @@ class TestBudgets:
         assert paused and all(j.attempts == 0 and not j.errors for j in paused)
         assert all(j.progress["paused"] == "over budget" for j in paused)
         assert "batch" in paused[0].progress["reason"]
+        # Paused, they read as waiting (not `scheduled`), in the job and in the counts.
+        assert {j.state for j in paused} == {"waiting"}
+        assert b["waiting"] == len(paused) and b.get("scheduled", 0) == 0
         assert sim.stats()["totals"]["ok"] == b["succeeded"]
 
         # Raising the budget resumes them at once (not after the pause delay).

@@ -277,9 +277,10 @@ class TestTheMoveToFinished:
 def test_the_state_list_is_the_one_the_database_uses(sql):
     """jobqueue.jobs.STATES names exactly what jobqueue.job_state and `finished` can hold."""
     hot = {r["s"] for r in sql("""
-        SELECT DISTINCT jobqueue.job_state(o, now() + d * interval '1 hour', a, e) AS s
+        SELECT DISTINCT jobqueue.job_state(o, now() + d * interval '1 hour', a, e, p) AS s
         FROM unnest(ARRAY[NULL, gen_random_uuid()]) AS o, unnest(ARRAY[-1, 1]) AS d,
-             unnest(ARRAY[0, 1]) AS a, unnest(ARRAY['[]', '[{}]']::jsonb[]) AS e""")}
+             unnest(ARRAY[0, 1]) AS a, unnest(ARRAY['[]', '[{}]']::jsonb[]) AS e,
+             unnest(ARRAY[NULL, '{"paused": "over budget"}']::jsonb[]) AS p""")}
     check = sql("SELECT pg_get_constraintdef(oid) AS c FROM pg_constraint "
                 "WHERE conrelid = 'jobqueue.finished'::regclass AND contype = 'c'")[0]["c"]
     assert hot == set(HOT_STATES) - {"blocked"}  # blocked jobs are rows of jobqueue.blocked
