@@ -183,6 +183,9 @@ LOG_FORMAT = _variable(
 LOG_LEVEL = _variable(
     "LOG_LEVEL", "INFO", "`DEBUG` logs every job; `INFO` logs failures, retries, lifecycle",
     parse=_log_level, shown_default="`INFO`")
+NO_COLOR = _variable(
+    "NO_COLOR", None, "any value: no colour in the CLI's tables even on a terminal "
+    "(no-color.org); without it colour is used on a terminal only", shown_default="unset")
 
 # -- the web app ----------------------------------------------------------------------------
 PORT = _variable("PORT", 8000, "the web server's port", parse=parse_positive_int)

@@ -11,6 +11,7 @@ import click
 from jobqueue.cli.common import (
     UserError,
     WorkFailed,
+    duration,
     load_platform,
     open_client,
     print_json,
@@ -136,7 +137,7 @@ def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_ex
     if submitted.refused:
         retry = submitted.exceeded.retry_after if submitted.exceeded else 0
         click.echo(f"{submitted.refused} row(s) over {owner}'s quota were not enqueued "
-                   f"(retry in {retry:.0f}s)", err=True)
+                   f"(retry in {duration(retry)})", err=True)
     click.echo(batch_id)
 
 
@@ -339,8 +340,8 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
                     if shown >= b["total"]:
                         break
                     if deadline is not None and time.monotonic() > deadline:
-                        raise WorkFailed(f"batch {batch_id}: not finished after {timeout}s "
-                                         f"({counts(b)})")
+                        raise WorkFailed(f"batch {batch_id}: not finished after "
+                                         f"{duration(timeout)} ({counts(b)})")
                     time.sleep(interval)
         except KeyboardInterrupt:
             # Not "some jobs dead" (1): the wait was interrupted and the batch goes on.

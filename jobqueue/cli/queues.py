@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.cli.common import (
+    Column,
+    UserError,
+    open_client,
+    print_json,
+    state_colour,
+    table,
+)
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 
 
@@ -37,8 +44,16 @@ def queues_list(as_json) -> None:
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        click.echo("no queue has settings yet (`jobqueue queues set|pause NAME`)")
+        return
     for row in rows:
-        click.echo(_describe(row))
+        row["order"] = "fair" if row["fair"] else "fifo"
+        row["state"] = "paused" if row["paused"] else "active"
+    click.echo(table(rows, [
+        Column("queue", "QUEUE", "text"), Column("state", "STATE", "text", state_colour),
+        Column("running", "RUNNING"), Column("max_running", "MAX RUNNING"),
+        Column("max_running_per_owner", "PER OWNER"), Column("order", "ORDER", "text")]))
 
 
 @queues.command("set")

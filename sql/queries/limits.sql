@@ -196,7 +196,10 @@ SELECT platform, model, key_id, rpm, tpm, rpm_configured, tpm_configured,
                          * tpm * rate_factor / 60.0)) AS tok_available,
        rate_factor, in_flight_requests,
        blocked_until, disabled_reason, requests_total, tokens_total, throttled_total,
-       burst_seconds
+       burst_seconds,
+       -- Seconds since the key last took a reservation (or a worker started on it): `status`
+       -- shows the keys used in the last hour. Negative while a block's end is ahead.
+       extract(epoch FROM now() - updated_at)::float8 AS idle_seconds
 FROM jobqueue.rate_buckets
 WHERE (%(platform)s::text IS NULL OR platform = %(platform)s::text)
 ORDER BY platform, model, key_id;
