@@ -514,7 +514,8 @@ class TestOperations:
         r = alice.get("/api/queues/lessons/settings")
         assert r.status_code == 200 and r.json() == {
             "queue": "lessons", "paused": False, "max_running": None,
-            "max_running_per_owner": None, "fair": False, "updated_at": None, "running": 0}
+            "max_running_per_owner": None, "fair": False, "retry_order": "first",
+            "updated_at": None, "running": 0}
         assert alice.patch("/api/queues/lessons/settings",
                            json={"max_running": 3}).status_code == 403
         r = admin.patch("/api/queues/lessons/settings",
@@ -524,10 +525,13 @@ class TestOperations:
             == (30, 3, True)
         r = admin.patch("/api/queues/lessons/settings", json={"max_running": None})
         assert (r.json()["max_running"], r.json()["max_running_per_owner"]) == (None, 3)
+        r = admin.patch("/api/queues/lessons/settings", json={"retry_order": "last"})
+        assert (r.json()["retry_order"], r.json()["max_running_per_owner"]) == ("last", 3)
         for body, field in (({"max_running": 0}, "max_running"),
                             ({"max_running": "5"}, "max_running"),
                             ({"max_running_per_owner": 2.5}, "max_running_per_owner"),
                             ({"fair": "yes"}, "fair"),
+                            ({"retry_order": "sideways"}, "retry_order"),
                             ({"fair": False}, "fair"),  # the per-owner cap needs it
                             ({"max_runing": 3}, "max_runing")):
             r = admin.patch("/api/queues/lessons/settings", json=body)
