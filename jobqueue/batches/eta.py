@@ -110,7 +110,7 @@ class BatchEta:
     def eta(self) -> float | None:
         """Seconds until every platform's jobs have finished (the slowest platform's)."""
         etas = [self._per_platform[n].eta(r) for n, r in self._remaining.items()]
-        if any(e is None for e in etas):
+        if not etas or any(e is None for e in etas):  # nothing observed or measured yet
             return None
         return max(etas, default=0.0)
 

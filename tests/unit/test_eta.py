@@ -81,6 +81,9 @@ class TestRateLimited:
         est.observe(40, 440, limited=False, budget=20.0)  # 2/s measured since
         assert not est.limited() and est.rate() < 20
 
+    def test_no_eta_before_the_first_observation(self):
+        assert BatchEta().eta() is None
+
     def test_fan_out_batch_takes_the_slowest_platform(self):
         """Two platforms: the batch ends when the slower one does; the limited one's ETA is
         its budget's."""
