@@ -3,8 +3,11 @@ readable colour on one; ISO UTC timestamps; ids bound with contextvars ride alon
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
+from collections.abc import Iterator
 from contextvars import ContextVar
 
 import structlog
@@ -26,14 +29,26 @@ def add_job_context(logger, method_name, event_dict):
     return event_dict
 
 
+# Log lines held back while a progress bar owns the terminal line (see `held_back`): None
+# when lines go straight out.
+_held: list[str] | None = None
+_held_lock = threading.Lock()
+
+
 class _Stderr:
     """Where log lines go: sys.stderr, except that a line nobody can read any more is dropped.
     A worker of `worker --processes` writes into a pipe to its supervisor; if the supervisor
     dies (the worker then gets SIGTERM), a BrokenPipeError from a log call must not stop the
-    worker from finishing its jobs and handing the rest back."""
+    worker from finishing its jobs and handing the rest back. While `held_back` is in force,
+    lines wait in memory instead."""
 
     # try/except, not contextlib.suppress: this runs for every log line.
     def write(self, text: str) -> None:
+        if _held is not None:
+            with _held_lock:
+                if _held is not None:
+                    _held.append(text)
+                    return
         try:  # noqa: SIM105
             sys.stderr.write(text)
         except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
@@ -70,3 +85,26 @@ def configure(level: str | None = None, fmt: str | None = None) -> tuple[str, st
         cache_logger_on_first_use=True,
     )
     return level_name, fmt
+
+
+@contextlib.contextmanager
+def held_back(limit: int = 10_000) -> Iterator[None]:
+    """Hold this process's log lines (every thread's) while a progress bar draws its line, and
+    write them to stderr when the block ends, after the bar has finished its line: a log line
+    never lands in the middle of the bar when both share a terminal or a pipe. At most `limit`
+    lines are kept (the newest are dropped past it, and counted)."""
+    global _held
+    lines: list[str] = []
+    with _held_lock:
+        _held = lines
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held = None
+        out = _Stderr()
+        for text in lines[:limit]:
+            out.write(text)
+        if len(lines) > limit:
+            out.write(f"({len(lines) - limit} more log lines dropped)\n")
+        out.flush()

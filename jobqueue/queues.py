@@ -1,6 +1,8 @@
 """Queue settings an operator changes at run time, kept in Postgres and obeyed by every
-worker on every host: pausing, fleet-wide caps on running jobs (in all and per owner) and
-fair shares between owners. Reading and validating them, and changing them safely (turning
+worker on every host: pausing, fleet-wide caps on running jobs (in all and per owner), fair
+shares between owners, and where retries go in the claim order (`retry_order`: before new
+work of the same priority, the default, or after it; sql/migrations/0024_retry_order.sql).
+Reading and validating them, and changing them safely (turning
 fairness on numbers the queue's waiting jobs). The claim statement enforces them
 (sql/queries/jobs.sql `claim`); the CLI (`jobqueue queues`), the API and the dashboard call
 this module. Functions run on a connection the caller holds and never open their own.
@@ -32,6 +34,10 @@ class QueueSettings:
     max_running: int | None = None
     max_running_per_owner: int | None = None
     fair: bool = False
+    retry_order: str = "first"
+
+
+RETRY_ORDERS = ("first", "last")
 
 
 def check_name(name: Any) -> str:
@@ -64,7 +70,8 @@ def parse_cap(field: str, text: str) -> int | None:
 
 
 def resolve(current: QueueSettings, max_running: Any = UNCHANGED,
-            max_running_per_owner: Any = UNCHANGED, fair: Any = UNCHANGED) -> QueueSettings:
+            max_running_per_owner: Any = UNCHANGED, fair: Any = UNCHANGED,
+            retry_order: Any = UNCHANGED) -> QueueSettings:
     """The settings after a change. A per-owner cap needs the fair order, so setting one turns
     fairness on; turning fairness off while a per-owner cap stays is refused."""
     new_max = current.max_running if max_running is UNCHANGED else check_cap(
@@ -80,7 +87,13 @@ def resolve(current: QueueSettings, max_running: Any = UNCHANGED,
             "fair: a per-owner cap needs fair shares; remove max_running_per_owner first")
     else:
         new_fair = fair
-    return QueueSettings(new_max, new_per_owner, new_fair)
+    if retry_order is UNCHANGED:
+        retry_order = current.retry_order
+    elif retry_order not in RETRY_ORDERS:
+        raise InvalidQueueSettings(
+            f"retry_order: {' or '.join(RETRY_ORDERS)} is required (first: retries go before "
+            "new work of the same priority; last: after it)")
+    return QueueSettings(new_max, new_per_owner, new_fair, retry_order)
 
 
 def list_settings(conn: psycopg.Connection, name: str | None = None) -> list[dict]:
@@ -90,8 +103,9 @@ def list_settings(conn: psycopg.Connection, name: str | None = None) -> list[dic
 
 
 def change(conn: psycopg.Connection, name: str, *, max_running: Any = UNCHANGED,
-           max_running_per_owner: Any = UNCHANGED, fair: Any = UNCHANGED) -> dict:
-    """Change a queue's caps and fairness in one transaction and return its settings.
+           max_running_per_owner: Any = UNCHANGED, fair: Any = UNCHANGED,
+           retry_order: Any = UNCHANGED) -> dict:
+    """Change a queue's caps, fairness and retry order in one transaction and return its settings.
     Turning fairness on numbers the queue's jobs in turns per owner (time in proportion to
     them; enqueues everywhere wait meanwhile); turning it off drops the numbers. Raises
     InvalidQueueSettings for bad values, QueueBusy when enqueues in flight held the change
@@ -101,7 +115,7 @@ def change(conn: psycopg.Connection, name: str, *, max_running: Any = UNCHANGED,
         with conn.cursor(row_factory=dict_row) as cur:
             current = QueueSettings(**cur.execute(q("queue_settings_lock"),
                                                   {"name": name}).fetchone())
-        new = resolve(current, max_running, max_running_per_owner, fair)
+        new = resolve(current, max_running, max_running_per_owner, fair, retry_order)
         if new.fair != current.fair:
             conn.execute("SELECT set_config('lock_timeout', %s, true)",
                          (FAIRNESS_LOCK_TIMEOUT,))
@@ -117,7 +131,8 @@ def change(conn: psycopg.Connection, name: str, *, max_running: Any = UNCHANGED,
                 conn.execute(q("fairness_number_rows"), {"name": name})
         conn.execute(q("queue_settings_store"), {
             "name": name, "max_running": new.max_running,
-            "max_running_per_owner": new.max_running_per_owner, "fair": new.fair})
+            "max_running_per_owner": new.max_running_per_owner, "fair": new.fair,
+            "retry_order": new.retry_order})
     return list_settings(conn, name)[0]
 
 

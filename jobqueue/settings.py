@@ -183,6 +183,14 @@ LOG_FORMAT = _variable(
 LOG_LEVEL = _variable(
     "LOG_LEVEL", "INFO", "`DEBUG` logs every job; `INFO` logs failures, retries, lifecycle",
     parse=_log_level, shown_default="`INFO`")
+NO_COLOR = _variable(
+    "NO_COLOR", None, "any value: no colour in the CLI's tables even on a terminal "
+    "(no-color.org); without it colour is used on a terminal only", shown_default="unset")
+
+HONCHO_PROCESS_NAME = _variable(
+    "HONCHO_PROCESS_NAME", None, "set by `honcho start` for each Procfile process: the "
+    "`release` line (`jobqueue migrate`) then stays up after migrating until honcho stops it, "
+    "since honcho stops every process when one exits", shown_default="unset")
 
 # -- the web app ----------------------------------------------------------------------------
 PORT = _variable("PORT", 8000, "the web server's port", parse=parse_positive_int)

@@ -43,12 +43,15 @@ CREATE TABLE jobqueue.jobs (
     fair_round       bigint,
     -- Some blocked job depends on this one (0015): its end runs the release step.
     has_children     boolean     NOT NULL DEFAULT false,
+    -- Where the claim takes it within its priority (0024): 0 a retry placed before new work
+    -- (its queue's retry_order 'first'), 1 everything else.
+    lane             smallint    NOT NULL DEFAULT 1 CONSTRAINT jobs_lane CHECK (lane IN (0, 1)),
     CHECK ((lease_owner IS NULL) = (lease_expires_at IS NULL))
 );
 
 -- The claim: `WHERE queue = $1 AND lease_owner IS NULL AND run_at <= now()
--- ORDER BY priority, run_at, id`. Partial, so running rows never bloat it.
-CREATE INDEX jobs_claim_idx ON jobqueue.jobs (queue, priority, run_at, id)
+-- ORDER BY priority, lane, run_at, id` (lane: 0024). Partial, so running rows never bloat it.
+CREATE INDEX jobs_claim_idx ON jobqueue.jobs (queue, priority, lane, run_at, id)
     WHERE lease_owner IS NULL;
 -- Heartbeats, hand-backs and the rescuer find running rows by owner and by expiry.
 CREATE INDEX jobs_lease_idx ON jobqueue.jobs (lease_owner, lease_expires_at)
@@ -298,6 +301,10 @@ CREATE TABLE jobqueue.queues (
     max_running_per_owner integer     CHECK (max_running_per_owner > 0),
     fair                  boolean     NOT NULL DEFAULT false,
     updated_at            timestamptz,
+    -- Where retries go in the plain claim's order (0024): 'first' before new work of the same
+    -- priority, 'last' after it.
+    retry_order           text        NOT NULL DEFAULT 'first'
+        CONSTRAINT queues_retry_order CHECK (retry_order IN ('first', 'last')),
     CONSTRAINT queues_per_owner_cap_is_fair CHECK (max_running_per_owner IS NULL OR fair)
 );
 

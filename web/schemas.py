@@ -339,6 +339,9 @@ class QueueSettingsChange(RequestModel):
     max_running_per_owner: Annotated[int, Field(ge=1, le=MAX_CAP)] | None = None
     fair: bool = Field(False, description="Fair shares between owners (a per-owner cap needs "
                                           "it)")
+    retry_order: Literal["first", "last"] = Field(
+        "first", description="Where retries go in the claim order: before new work of the "
+                             "same priority (first) or after it (last)")
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -483,6 +486,7 @@ class QueueSettings(ResponseModel):
     max_running: int | None
     max_running_per_owner: int | None
     fair: bool
+    retry_order: str
 
 
 class OpenApiDocument(ResponseModel):

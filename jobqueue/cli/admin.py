@@ -17,7 +17,8 @@ from jobqueue.cli.common import (
 @click.command()
 def migrate() -> None:
     """Create or update the schema (safe to run concurrently), then apply jobqueue.toml's
-    [quotas] when the file exists (see `jobqueue quotas apply`)."""
+    [quotas] when the file exists (see `jobqueue quotas apply`). As the Procfile's `release`
+    line under `honcho start`, it then stays up until honcho stops it."""
     from jobqueue import config, quotas
     from jobqueue.db import migrate
 
@@ -31,6 +32,26 @@ def migrate() -> None:
     if applied and (applied["set"] or applied["removed"]):
         click.echo(f"quotas from {config.config_path()}: {len(applied['set'])} set"
                    + (f", removed {', '.join(applied['removed'])}" if applied["removed"] else ""))
+    if settings.HONCHO_PROCESS_NAME.get():
+        _hold_until_stopped(settings.HONCHO_PROCESS_NAME.get())
+
+
+def _hold_until_stopped(name: str) -> None:
+    """`honcho start` runs the Procfile's `release` line as one of its processes, and stops
+    every process as soon as one exits: a release step that exits after migrating took web
+    and the workers down a second after they started. On a host (Heroku's release phase) the
+    line exits as it should; under honcho (which names each process in HONCHO_PROCESS_NAME)
+    it stays up, doing nothing, until honcho stops it, and then exits 0."""
+    import signal
+
+    from jobqueue.signals import STOP_SIGNALS
+
+    # Blocked, then waited for: no window in which a stop signal could be missed.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    click.echo(f"{name}: migrations done; staying up while honcho runs the other processes "
+               "(on a host the release phase ends here)")
+    got = signal.sigwait(set(STOP_SIGNALS))
+    click.echo(f"{name}: stopped by {signal.Signals(got).name}")
 
 
 @click.command()

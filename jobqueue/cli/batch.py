@@ -11,6 +11,7 @@ import click
 from jobqueue.cli.common import (
     UserError,
     WorkFailed,
+    duration,
     load_platform,
     open_client,
     print_json,
@@ -136,7 +137,7 @@ def batch_submit(file, platform, samples, template, fmt, name, owner, via, on_ex
     if submitted.refused:
         retry = submitted.exceeded.retry_after if submitted.exceeded else 0
         click.echo(f"{submitted.refused} row(s) over {owner}'s quota were not enqueued "
-                   f"(retry in {retry:.0f}s)", err=True)
+                   f"(retry in {duration(retry)})", err=True)
     click.echo(batch_id)
 
 
@@ -317,30 +318,43 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
 
     def counts(b: dict) -> str:
         return (f"{b['succeeded']} ok, {b['dead']} dead, {b['running']} running, "
-                f"{b['waiting'] + b['scheduled'] + b['retrying']} waiting"
+                f"{b['waiting'] + b['scheduled']} waiting"
+                + (f", {b['retrying']} retrying" if b["retrying"] else "")
                 + (f", {b['blocked']} blocked" if b["blocked"] else "")
                 + (f", {b['duplicates']} duplicates" if b["duplicates"] else ""))
 
+    from jobqueue.batches.eta import BatchEta, finished, platform_budgets
+
     deadline = time.monotonic() + timeout if timeout is not None else None
+    estimate = BatchEta()
+
+    def shown(b: dict) -> str:
+        eta = estimate.eta()
+        left = b["total"] - finished(b)
+        return counts(b) + ("" if not left else f", eta {duration(eta)}" if eta is not None
+                            else ", eta -")
+
     with open_client() as jq:
         b = _batch_or_fail(jq, batch_id)
-        # A duplicate row is done: it points at the job that already had its key.
-        finished = lambda x: (x["succeeded"] + x["dead"] + x["cancelled"]  # noqa: E731
-                              + x["duplicates"])
         try:
+            # click's own ETA divides by the last few updates' pace and swings with each
+            # poll (1:09 -> 3:54 -> 0:45): the smoothed one (jobqueue/batches/eta.py) instead.
             with click.progressbar(length=max(1, b["total"]), label=f"batch {batch_id}",
-                                   show_eta=True, show_percent=True, file=sys.stderr,
-                                   item_show_func=lambda _: counts(b)) as bar:
-                shown = 0
+                                   show_eta=False, show_percent=True, file=sys.stderr,
+                                   item_show_func=lambda _: shown(b)) as bar:
+                shown_done = 0
                 while True:
                     b = jq.batch(batch_id)
-                    bar.update(finished(b) - shown, b)
-                    shown = finished(b)
-                    if shown >= b["total"]:
+                    with jq.pool.connection() as conn:
+                        budgets = platform_budgets(conn, list(b["platforms"]))
+                    estimate.observe(time.monotonic(), b["platforms"], budgets)
+                    bar.update(finished(b) - shown_done, b)
+                    shown_done = finished(b)
+                    if shown_done >= b["total"]:
                         break
                     if deadline is not None and time.monotonic() > deadline:
-                        raise WorkFailed(f"batch {batch_id}: not finished after {timeout}s "
-                                         f"({counts(b)})")
+                        raise WorkFailed(f"batch {batch_id}: not finished after "
+                                         f"{duration(timeout)} ({counts(b)})")
                     time.sleep(interval)
         except KeyboardInterrupt:
             # Not "some jobs dead" (1): the wait was interrupted and the batch goes on.

@@ -5,6 +5,9 @@ as arguments for a child process, output helpers."""
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import click
 
@@ -104,20 +107,70 @@ def print_json(value) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
 
 
+class Column(NamedTuple):
+    """A column of `table`: the row key, its heading, and how its values read.
 
-def table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
-    """`rows` as an aligned text table under a header: columns (key, heading); numbers are
-    right-aligned, everything else left-aligned, None shown as "-"."""
-    texts = [[cell(r.get(key)) for key, _ in columns] for r in rows]
-    numeric = [all(isinstance(r.get(key), int | float) and not isinstance(r.get(key), bool)
-                   for r in rows if r.get(key) is not None) for key, _ in columns]
-    widths = [max([len(h)] + [len(t[i]) for t in texts]) for i, (_, h) in enumerate(columns)]
+    kind: "auto" (numbers right-aligned, the rest left-aligned), "duration" (seconds shown
+    as `8m17s`, right-aligned), "text" (left-aligned whatever the values). `style`, when
+    given, names a colour per value (e.g. a state), used on a terminal only."""
 
-    def line(values: list[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w)
-                         for v, w, num in zip(values, widths, numeric, strict=True)).rstrip()
+    key: str
+    heading: str
+    kind: str = "auto"
+    style: Callable[[Any], str | None] | None = None
 
-    return "\n".join([line([h for _, h in columns])] + [line(t) for t in texts])
+
+def use_colour(stream=None) -> bool:
+    """Colour on a terminal only, and never with NO_COLOR set (https://no-color.org)."""
+    stream = stream or sys.stdout
+    return (not settings.NO_COLOR.get() and hasattr(stream, "isatty") and stream.isatty())
+
+
+def table(rows: list[dict], columns: list, colour: bool | None = None) -> str:
+    """`rows` as an aligned text table under a header, the one table of the CLI. `columns`
+    are `Column`s or (key, heading[, kind]) tuples. Numbers and durations are right-aligned,
+    everything else left-aligned, None shown as "-". Colour (a bold header, `style`d cells)
+    only on a terminal unless `colour` says otherwise; widths are measured without it."""
+    cols = [c if isinstance(c, Column) else Column(*c) for c in columns]
+    colour = use_colour() if colour is None else colour
+
+    def shown(value, col: Column) -> str:
+        if col.kind == "duration":
+            return "-" if value is None else duration(value)
+        return cell(value)
+
+    texts = [[shown(r.get(c.key), c) for c in cols] for r in rows]
+    right = [c.kind == "duration" or (c.kind == "auto" and all(
+        _is_number(r.get(c.key)) for r in rows if r.get(c.key) is not None)) for c in cols]
+    widths = [max([len(c.heading)] + [len(t[i]) for t in texts]) for i, c in enumerate(cols)]
+
+    def line(values: list[str], styles: list[str | None], bold: bool = False) -> str:
+        parts = []
+        for v, w, r, st in zip(values, widths, right, styles, strict=True):
+            text = v.rjust(w) if r else v.ljust(w)
+            if colour and (st or bold):
+                text = click.style(text, fg=st, bold=bold)
+            parts.append(text)
+        return "  ".join(parts).rstrip()
+
+    out = [line([c.heading for c in cols], [None] * len(cols), bold=True)]
+    for r, t in zip(rows, texts, strict=True):
+        out.append(line(t, [c.style(r.get(c.key)) if c.style else None for c in cols]))
+    return "\n".join(out)
+
+
+STATE_COLOURS = {"succeeded": "green", "dead": "red", "retrying": "yellow",
+                 "running": "cyan", "cancelled": "bright_black", "paused": "yellow",
+                 "rate-limited": "magenta", "disabled": "red", "blocked": "yellow"}
+
+
+def state_colour(value) -> str | None:
+    """The colour of a state word (dead red, succeeded green, ...), for `Column.style`."""
+    return STATE_COLOURS.get(str(value).split(":")[0]) if value is not None else None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def duration(seconds: float | None) -> str:
@@ -138,9 +191,9 @@ def duration(seconds: float | None) -> str:
 
 
 def cell(value) -> str:
+    """A value as table text: None "-", floats with one decimal (durations use `duration`)."""
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.1f}s"
+        return f"{value:.1f}"
     return str(value)
-

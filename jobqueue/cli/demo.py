@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sys
 import threading
 import time
 
@@ -57,14 +59,7 @@ def run(url: str, jobs: int = 40, rpm: int = 600, port: int | None = None,
                                               name="demo")
             click.echo(f"batch {batch_id}: {total} chat jobs on platform 'demo' "
                        f"(2 keys x {rpm} rpm, shared limiter in Postgres)")
-            with click.progressbar(length=total, label="running", show_eta=True) as bar:
-                shown = 0
-                while shown < total:
-                    b = jq.batch(batch_id)
-                    done = b["succeeded"] + b["dead"] + b["cancelled"]
-                    bar.update(done - shown)
-                    shown = done
-                    time.sleep(0.2)
+            _watch(jq, batch_id, total)
             b = jq.batch(batch_id)
             sample = jq.batch_jobs(batch_id, limit=3)
             click.echo(f"done: {b['succeeded']} succeeded, {b['dead']} dead")
@@ -77,9 +72,10 @@ def run(url: str, jobs: int = 40, rpm: int = 600, port: int | None = None,
                            f"{r['throttled_total']} throttled")
             click.echo(f"export it: jobqueue batch export {batch_id} -o results.csv")
             if web is not None and linger:
-                click.echo("the dashboard stays up until Ctrl-C")
+                click.echo("the dashboard stays up until Ctrl-C (--no-stay: exit now)")
                 with contextlib.suppress(KeyboardInterrupt):
                     threading.Event().wait()
+                click.echo("stopped")
             return b["total"] - b["succeeded"]
     finally:
         if web is not None:
@@ -87,6 +83,35 @@ def run(url: str, jobs: int = 40, rpm: int = 600, port: int | None = None,
         worker.stop()
         thread.join(30)
         sim.stop()
+
+
+def _watch(jq, batch_id: int, total: int) -> None:
+    """The batch's progress bar on stdout, with the smoothed ETA (jobqueue/batches/eta.py).
+    Log lines (the worker's, in this process) wait until the bar has finished its line, so
+    none lands in the middle of it on a terminal or in a pipe shared with stderr."""
+    from jobqueue import logs
+    from jobqueue.batches.eta import BatchEta, finished, platform_budgets
+    from jobqueue.cli.common import duration
+
+    estimate = BatchEta()
+
+    def eta_text(_) -> str:
+        eta = estimate.eta()
+        return f"eta {duration(eta)}" if eta is not None else ""
+
+    with logs.held_back(), click.progressbar(length=total, label="running", show_eta=False,
+                                             item_show_func=eta_text) as bar:
+        shown = 0
+        while shown < total:
+            b = jq.batch(batch_id)
+            with jq.pool.connection() as conn:
+                budgets = platform_budgets(conn, list(b["platforms"]))
+            estimate.observe(time.monotonic(), b["platforms"], budgets)
+            done = finished(b)
+            bar.update(done - shown)
+            shown = done
+            if shown < total:
+                time.sleep(0.2)
 
 
 def _start_web(url: str, port: int | None):
@@ -100,6 +125,8 @@ def _start_web(url: str, port: int | None):
 
     with db.connect(url) as conn:
         token, _ = tokens.create(conn, "demo", ["admin"], note="jobqueue demo")
+    # werkzeug's request lines would go to stderr past the log hold of the progress bar.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # A development run: the cookie-signing secret may live in the database.
     server = make_server("127.0.0.1", port or 0, create_app({"DATABASE_URL": url, "DEV": True}),
                          threaded=True)
@@ -113,11 +140,19 @@ def _start_web(url: str, port: int | None):
 @click.option("--jobs", type=click.IntRange(1, 100000), default=40)
 @click.option("--port", type=click.IntRange(0, 65535), default=None,
               help="Dashboard port (default: a free one; 0: no web app).")
-@click.option("--stay", is_flag=True, help="Keep the dashboard up after the batch (Ctrl-C).")
-def demo_command(jobs: int, port, stay: bool) -> None:
+@click.option("--stay/--no-stay", default=None,
+              show_default="stay when standard output is a terminal",
+              help="Keep the dashboard up after the batch, until Ctrl-C.")
+def demo_command(jobs: int, port, stay: bool | None) -> None:
     """Everything on this machine: embedded Postgres, a simulated provider, a worker, the web
-    app and a batch."""
-    failed = run(database_url(), jobs=jobs, port=port, linger=stay)
+    app and a batch. On a terminal the dashboard then stays up until Ctrl-C."""
+    if stay is None:
+        stay = sys.stdout.isatty()
+    try:
+        failed = run(database_url(), jobs=jobs, port=port, linger=stay)
+    except KeyboardInterrupt:
+        click.echo("\ndemo interrupted", err=True)
+        sys.exit(130)
     if failed:
         raise WorkFailed(f"{failed} job(s) did not succeed")
 

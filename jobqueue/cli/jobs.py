@@ -9,11 +9,13 @@ from datetime import datetime
 import click
 
 from jobqueue.cli.common import (
+    Column,
     UserError,
     duration,
     load_platform,
     open_client,
     print_json,
+    state_colour,
     table,
 )
 from jobqueue.jobs import STATES, InvalidJob
@@ -169,7 +171,8 @@ def jobs_list(queue, state, kind, owner, batch_id, limit, as_json) -> None:
         r["created"] = _when(r["created_at"])
         r["attempt"] = f"{r['attempts']}/{r['max_attempts']}"
     click.echo(table(rows, [("id", "ID"), ("queue", "QUEUE"), ("kind", "KIND"),
-                            ("state", "STATE"), ("attempt", "ATTEMPT"), ("owner", "OWNER"),
+                            Column("state", "STATE", "text", state_colour),
+                            ("attempt", "ATTEMPT"), ("owner", "OWNER"),
                             ("batch_id", "BATCH"), ("created", "CREATED"),
                             ("error_type", "LAST ERROR")]))
 

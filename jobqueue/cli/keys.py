@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.cli.common import (
+    Column,
+    UserError,
+    open_client,
+    print_json,
+    state_colour,
+    table,
+)
 from jobqueue.db.queries import q
 
 
@@ -33,9 +40,13 @@ def keys_list(platform, as_json) -> None:
         click.echo("no keys yet: a platform's keys appear once a worker has started on it")
         return
     for r in rows:
-        state = f"disabled: {r['disabled_reason']}" if r["disabled_reason"] else "usable"
-        click.echo(f"{r['platform']}  {r['model']}  {r['key_id']}  {state}  "
-                   f"{r['requests_total']} requests, {r['throttled_total']} 429s")
+        r["state"] = f"disabled: {r['disabled_reason']}" if r["disabled_reason"] else "usable"
+        r["idle_seconds"] = max(0.0, r.get("idle_seconds") or 0.0)
+    click.echo(table(rows, [
+        Column("platform", "PLATFORM", "text"), Column("model", "MODEL", "text"),
+        Column("key_id", "KEY", "text"), Column("requests_total", "REQUESTS"),
+        Column("throttled_total", "429S"), Column("idle_seconds", "LAST USED", "duration"),
+        Column("state", "STATE", "text", state_colour)]))
 
 
 def _set(name: str, platform: str | None, reason: str | None) -> list[dict]:

@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.cli.common import (
+    Column,
+    UserError,
+    open_client,
+    print_json,
+    state_colour,
+    table,
+)
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 
 
 @click.group()
 def queues() -> None:
-    """Queue settings: caps on running jobs, fairness between owners, pause."""
+    """Queue settings: caps on running jobs, fairness between owners, retry order, pause."""
 
 
 def _describe(row: dict) -> str:
@@ -23,7 +30,7 @@ def _describe(row: dict) -> str:
         caps.append(f"per owner {row['max_running_per_owner']}")
     return (f"{row['queue']}  running {row['running']}  "
             f"{', '.join(caps) or 'no caps'}  {'fair' if row['fair'] else 'fifo'}"
-            f"{'  paused' if row['paused'] else ''}")
+            f"  retries {row['retry_order']}{'  paused' if row['paused'] else ''}")
 
 
 @queues.command("list")
@@ -37,8 +44,17 @@ def queues_list(as_json) -> None:
     if as_json:
         print_json(rows)
         return
+    if not rows:
+        click.echo("no queue has settings yet (`jobqueue queues set|pause NAME`)")
+        return
     for row in rows:
-        click.echo(_describe(row))
+        row["order"] = "fair" if row["fair"] else "fifo"
+        row["state"] = "paused" if row["paused"] else "active"
+    click.echo(table(rows, [
+        Column("queue", "QUEUE", "text"), Column("state", "STATE", "text", state_colour),
+        Column("running", "RUNNING"), Column("max_running", "MAX RUNNING"),
+        Column("max_running_per_owner", "PER OWNER"), Column("order", "ORDER", "text"),
+        Column("retry_order", "RETRIES", "text")]))
 
 
 @queues.command("set")
@@ -49,10 +65,14 @@ def queues_list(as_json) -> None:
               help="The same per owner (implies --fair).")
 @click.option("--fair/--no-fair", default=None,
               help="Round robin between owners within a priority level.")
+@click.option("--retries", "retry_order", type=click.Choice(["first", "last"]), default=None,
+              help="Where retries go in the claim order: before new work of the same "
+                   "priority (first, the default: failures surface early) or after it (last). "
+                   "Applies to retries scheduled from now on.")
 @click.option("--json", "as_json", is_flag=True)
-def queues_set(name, max_running, max_running_per_owner, fair, as_json) -> None:
-    """Change a queue's caps and fairness; options left out keep their value. Workers apply
-    the change at their next claim."""
+def queues_set(name, max_running, max_running_per_owner, fair, retry_order, as_json) -> None:
+    """Change a queue's caps, fairness and retry order; options left out keep their value.
+    Workers apply the change at their next claim."""
     from jobqueue import queues as settings
 
     changes = {}
@@ -64,6 +84,8 @@ def queues_set(name, max_running, max_running_per_owner, fair, as_json) -> None:
                 "--max-running-per-owner", max_running_per_owner)
         if fair is not None:
             changes["fair"] = fair
+        if retry_order is not None:
+            changes["retry_order"] = retry_order
         with open_client() as jq, jq.pool.connection() as conn:
             row = settings.change(conn, name, **changes)
     except InvalidQueueSettings as exc:

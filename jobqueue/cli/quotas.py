@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.cli.common import UserError, duration, open_client, print_json
 
 
 @click.group("quotas")
@@ -104,6 +104,6 @@ def quotas_usage(owner: str, as_json: bool) -> None:
         return
     for r in rows:
         click.echo(f"{r['quota']} {r['budget']}: {r['remaining']} of {r['per']} left, full in "
-                   f"{r['reset_seconds']}s")
+                   f"{duration(r['reset_seconds'])}")
     if not rows:
         click.echo(f"{owner}: no quota used lately (every budget full)")

@@ -1,4 +1,5 @@
-"""`jobqueue status`: per queue counts and rates."""
+"""`jobqueue status`: per queue counts, state (paused, rate limited) and latency; the worker
+processes; the platform keys used in the last hour (`--all`: every key)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,69 @@ import click
 
 from jobqueue import db
 from jobqueue.cli.common import (
-    cell,
+    Column,
     open_client,
     print_json,
+    state_colour,
+    table,
 )
+
+RECENT_SECONDS = 3600  # keys idle longer than this are left out unless --all
+
+
+def queue_state(row: dict) -> str:
+    """One word for a queue: paused, rate limited (latency 0: waiting for the provider) or
+    active."""
+    if row.get("paused"):
+        return "paused"
+    if row.get("rate_limited"):
+        return "rate-limited"
+    return "active"
+
+
+def key_state(row: dict) -> str:
+    if row["disabled_reason"]:
+        return f"disabled: {row['disabled_reason']}"
+    blocked = row["blocked_until"]
+    if blocked and blocked > datetime.now(blocked.tzinfo):
+        return "blocked"
+    return "ok"
+
+
+QUEUE_COLUMNS = [
+    Column("queue", "QUEUE", "text"), Column("state", "STATE", "text", state_colour),
+    Column("blocked", "BLOCKED"), Column("waiting", "WAITING"),
+    Column("scheduled", "SCHEDULED"), Column("retrying", "RETRYING", style=lambda v: (
+        "yellow" if v else None)),
+    Column("running", "RUNNING"), Column("succeeded", "SUCCEEDED"),
+    Column("dead", "DEAD", style=lambda v: "red" if v else None),
+    Column("cancelled", "CANCELLED"), Column("latency_seconds", "LATENCY", "duration"),
+    Column("finished_last_minute", "DONE/MIN"), Column("workers", "WORKERS"),
+]
+
+KEY_COLUMNS = [
+    Column("platform", "PLATFORM", "text"), Column("model", "MODEL", "text"),
+    Column("key_id", "KEY", "text"), Column("rpm", "RPM"), Column("tpm", "TPM"),
+    Column("requests_total", "REQUESTS"), Column("throttled_total", "THROTTLED"),
+    Column("idle_seconds", "LAST USED", "duration"),
+    Column("state", "STATE", "text", state_colour),
+]
+
+WORKER_COLUMNS = [
+    Column("queue", "QUEUES", "text"), Column("pid", "PID"), Column("host", "HOST", "text"),
+    Column("in_flight", "IN FLIGHT"), Column("connections", "CONNECTIONS"),
+]
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json: bool) -> None:
-    """Per queue: blocked, waiting, scheduled, retrying, running, succeeded, dead, cancelled;
-    latency (the oldest job waiting for a worker), throughput, live workers; each worker
-    process with its Postgres connections."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every key).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Every platform key, not only those used in the last hour.")
+def status(as_json: bool, show_all: bool) -> None:
+    """Per queue: state (active, paused, rate limited), blocked, waiting, scheduled,
+    retrying, running, succeeded, dead, cancelled; latency (the age of the oldest job waiting
+    for a worker), throughput, live workers; each worker process with its Postgres
+    connections; the platform keys used in the last hour."""
     where = db.describe()  # before open_client, which sets DATABASE_URL for the embedded server
     with open_client() as jq:
         rows = jq.status()
@@ -31,36 +83,37 @@ def status(as_json: bool) -> None:
         print_json({"queues": rows, "workers": workers, "rate_limits": limits,
                      "cache": cache, "db_connections": connections})
         return
-    columns = ("queue", "blocked", "waiting", "scheduled", "retrying", "running", "succeeded",
-               "dead", "cancelled", "latency_seconds", "finished_last_minute", "workers")
-    headers = ("QUEUE", "BLOCKED", "WAITING", "SCHEDULED", "RETRYING", "RUNNING", "SUCCEEDED",
-               "DEAD", "CANCELLED", "LATENCY", "DONE/MIN", "WORKERS")
-    click.echo(f"database: {where}")
-    table = [headers] + [tuple(cell(r[c]) for c in columns) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-    if not rows:
-        click.echo("(no jobs yet)")
-    limited = [r["queue"] for r in rows if r["rate_limited"]]
-    if limited:
-        click.echo(f"rate limited now (latency 0: waiting for the provider): "
-                   f"{', '.join(limited)}")
-    click.echo(f"\n{len(workers)} worker process(es), "
-               f"{sum(w['connections'] for w in workers)} Postgres connection(s)" + "".join(
-        f"\n  {w['queue']}: pid {w['pid']} on {w['host']}, {w['in_flight']} in flight, "
-        f"{w['connections']} connection(s)" for w in workers))
+    click.echo(render(where, rows, workers, limits, cache, connections, show_all))
+
+
+def render(where: str, rows, workers, limits, cache, connections, show_all: bool) -> str:
+    """The text of `jobqueue status` (without colour when stdout is not a terminal)."""
+    out = [f"database: {where}"]
+    for r in rows:
+        r["state"] = queue_state(r)
+    out.append(table(rows, QUEUE_COLUMNS) if rows else "(no jobs yet)")
+    if any(r["rate_limited"] for r in rows):
+        out.append("rate limited: waiting for the provider's budget (latency shown as 0)")
+    out.append(f"\n{len(workers)} worker process(es), "
+               f"{sum(w['connections'] for w in workers)} Postgres connection(s)")
+    if workers:
+        out.append(table(workers, WORKER_COLUMNS))
     by_app: dict[str, int] = {}
     for r in connections:
         by_app[r["application_name"]] = by_app.get(r["application_name"], 0) + r["count"]
-    click.echo("database connections: " + ", ".join(f"{app} {n}" for app, n in by_app.items()))
-    for r in limits:
-        state = (f"disabled ({r['disabled_reason']})" if r["disabled_reason"]
-                 else "blocked" if r["blocked_until"] and r["blocked_until"] > datetime.now(
-                     r["blocked_until"].tzinfo) else "ok")
-        click.echo(f"  {r['platform']}/{r['model']} {r['key_id']}: {r['rpm']} rpm, "
-                   f"{r['tpm']} tpm; {r['requests_total']} requests, "
-                   f"{r['throttled_total']} throttled; {state}")
+    out.append("database connections: "
+               + (", ".join(f"{app} {n}" for app, n in by_app.items()) or "none"))
+    recent = [r for r in limits
+              if show_all or (r.get("idle_seconds") or 0) <= RECENT_SECONDS]
+    for r in recent:
+        r["state"] = key_state(r)
+        r["idle_seconds"] = max(0.0, r.get("idle_seconds") or 0.0)
+    hidden = len(limits) - len(recent)
+    if recent:
+        out.append("\nplatform keys" + ("" if show_all else " used in the last hour") + ":")
+        out.append(table(recent, KEY_COLUMNS))
+    if hidden:
+        out.append(f"({hidden} key(s) unused for over an hour not shown; --all shows them)")
     if cache["entries"] or cache["hits"]:
-        click.echo(f"cache: {cache['entries']} entries, {cache['hits']} hits")
-
+        out.append(f"cache: {cache['entries']} entries, {cache['hits']} hits")
+    return "\n".join(out)

@@ -177,7 +177,10 @@ picked AS MATERIALIZED (
     SELECT id FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
       AND (SELECT NOT (paused OR capped OR fair) FROM queue)
-    ORDER BY priority, run_at, id
+    -- lane (0024): a retry of a queue whose retry_order is 'first' has lane 0 and goes
+    -- before new work of its priority. The order is jobs_claim_idx's, so this stays one
+    -- ordered index scan (Index Cond: queue, run_at <= now()), stopping after `limit` rows.
+    ORDER BY priority, lane, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
@@ -259,7 +262,7 @@ FROM queue WHERE capped OR NOT fair;
 -- is right whatever the settings became since the worker chose it). Three sources of rows,
 -- of which the settings pick one by a one-time filter (Postgres checks a condition on
 -- `allowed` alone once, and skips the source's index when it is false):
---   plain      no fairness: (priority, run_at, id) through jobs_claim_idx;
+--   plain      no fairness: (priority, lane, run_at, id) through jobs_claim_idx;
 --   fair       fair order, no per-owner cap: (priority, fair_round, id), jobs_fair_idx;
 --   per_owner  a per-owner cap (which implies fairness): the next `4 * limit + 100` rows in
 --              fair order, unlocked, each owner's numbered in turn; those within the owner's
@@ -308,7 +311,7 @@ plain AS MATERIALIZED (
     SELECT id FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
       AND (SELECT NOT fair AND per_owner IS NULL AND n > 0 FROM allowed)
-    ORDER BY priority, run_at, id
+    ORDER BY priority, lane, run_at, id  -- as in `claim` (0024)
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
@@ -449,10 +452,15 @@ SELECT m.id FROM moved m CROSS JOIN announced LEFT JOIN released ON true;
 -- Failed attempts that will be tried again: release the lease, keep the error, and schedule
 -- the next attempt after the backoff the worker computed. Fenced like finish_jobs. The
 -- execution id stays on the row until the next claim: outcomes_recorded looks for it.
+-- `lane` places the retry in the claim order by its queue's retry_order (0024): before new
+-- work of its priority (0, the default: no row in `queues`) or after it (1). One primary-key
+-- probe of the small `queues` table per row.
 WITH retried AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
         run_at = now() + make_interval(secs => f.delay),
+        lane = CASE WHEN (SELECT s.retry_order FROM jobqueue.queues s WHERE s.name = j.queue)
+                         = 'last' THEN 1 ELSE 0 END,
         errors = j.errors || jsonb_build_array(f.error::jsonb)
     FROM unnest(%(id)s::bigint[], %(execution)s::uuid[], %(delay)s::float8[], %(error)s::text[])
         AS f(id, execution, delay, error)
@@ -617,13 +625,16 @@ SELECT m.id FROM moved m LEFT JOIN released ON true;
 
 -- name: rescue_retry
 -- Expired leases with attempts left: the worker is gone (crash, kill -9, partition); make the
--- job runnable now and wake the workers of its queue.
+-- job runnable now and wake the workers of its queue. Placed in the claim order as a retry
+-- (lane: see retry_jobs).
 WITH leader AS MATERIALIZED (
     SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
 ),
 rescued AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
+        lane = CASE WHEN (SELECT s.retry_order FROM jobqueue.queues s WHERE s.name = j.queue)
+                         = 'last' THEN 1 ELSE 0 END,
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
             'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',

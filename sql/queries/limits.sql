@@ -196,7 +196,10 @@ SELECT platform, model, key_id, rpm, tpm, rpm_configured, tpm_configured,
                          * tpm * rate_factor / 60.0)) AS tok_available,
        rate_factor, in_flight_requests,
        blocked_until, disabled_reason, requests_total, tokens_total, throttled_total,
-       burst_seconds
+       burst_seconds,
+       -- Seconds since the key last took a reservation (or a worker started on it): `status`
+       -- shows the keys used in the last hour. Negative while a block's end is ahead.
+       extract(epoch FROM now() - updated_at)::float8 AS idle_seconds
 FROM jobqueue.rate_buckets
 WHERE (%(platform)s::text IS NULL OR platform = %(platform)s::text)
 ORDER BY platform, model, key_id;
@@ -221,3 +224,16 @@ SET disabled_reason = %(reason)s
 WHERE (key_id = %(name)s OR split_part(key_id, ':', 1) = %(name)s)
   AND (%(platform)s::text IS NULL OR platform = %(platform)s::text)
 RETURNING platform, model, key_id;
+
+
+-- name: platform_budgets
+-- The ETA of a batch on a rate-limited platform (jobqueue/batches/eta.py): per platform,
+-- whether it is limited now and the requests per second its usable keys allow: per key the
+-- largest of its models' RPM times the AIMD pace (a key's models share the key in the
+-- worst case, limit_scope = "key"), summed over the keys, over 60.
+SELECT p.platform, jobqueue.queue_rate_limited(p.platform) AS rate_limited,
+       (SELECT sum(k.rpm) / 60.0 FROM (
+            SELECT max(b.rpm * b.rate_factor) AS rpm FROM jobqueue.rate_buckets b
+            WHERE b.platform = p.platform AND b.disabled_reason IS NULL
+            GROUP BY b.key_id) AS k)::float8 AS requests_per_second
+FROM unnest(%(platforms)s::text[]) AS p(platform);

@@ -8,7 +8,8 @@
 -- Every queue with settings, or the one named (with the defaults if it has none), with its
 -- running jobs (the number the caps are held to) counted from the table.
 SELECT n.name AS queue, coalesce(s.paused, false) AS paused, s.max_running,
-       s.max_running_per_owner, coalesce(s.fair, false) AS fair, s.updated_at,
+       s.max_running_per_owner, coalesce(s.fair, false) AS fair,
+       coalesce(s.retry_order, 'first') AS retry_order, s.updated_at,
        (SELECT count(*) FROM jobqueue.jobs j
         WHERE j.lease_owner IS NOT NULL AND j.queue = n.name) AS running
 FROM (SELECT name FROM jobqueue.queues WHERE %(name)s::text IS NULL
@@ -23,13 +24,13 @@ ORDER BY n.name;
 -- of one queue do not interleave; returns the settings in force.
 INSERT INTO jobqueue.queues AS s (name) VALUES (%(name)s)
 ON CONFLICT (name) DO UPDATE SET name = s.name
-RETURNING s.max_running, s.max_running_per_owner, s.fair;
+RETURNING s.max_running, s.max_running_per_owner, s.fair, s.retry_order;
 
 
 -- name: queue_settings_store
 UPDATE jobqueue.queues
 SET max_running = %(max_running)s, max_running_per_owner = %(max_running_per_owner)s,
-    fair = %(fair)s, updated_at = now()
+    fair = %(fair)s, retry_order = %(retry_order)s, updated_at = now()
 WHERE name = %(name)s;
 
 

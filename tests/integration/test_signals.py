@@ -115,8 +115,9 @@ class TestStatusCommand:
         assert out.returncode == 0, out.stderr
         assert "LATENCY" in out.stdout and "WORKERS" in out.stdout
         line = next(x for x in out.stdout.splitlines() if x.startswith("slow"))
-        assert "9" in line.split()[9]  # 90.xs (after the BLOCKED column)
-        assert "pid 4242 on host1, 0 in flight, 3 connection(s)" in out.stdout
+        assert line.split()[10].startswith("1m3")  # 1m30s, after STATE and BLOCKED
+        worker = next(x for x in out.stdout.splitlines() if " 4242 " in x).split()
+        assert worker == ["slow", "4242", "host1", "0", "3"]
         assert "3 Postgres connection(s)" in out.stdout
         data = json.loads(run_cli("status", "--json", url=db_url).stdout)
         slow = next(r for r in data["queues"] if r["queue"] == "slow")

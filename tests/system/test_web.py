@@ -514,7 +514,8 @@ class TestOperations:
         r = alice.get("/api/queues/lessons/settings")
         assert r.status_code == 200 and r.json() == {
             "queue": "lessons", "paused": False, "max_running": None,
-            "max_running_per_owner": None, "fair": False, "updated_at": None, "running": 0}
+            "max_running_per_owner": None, "fair": False, "retry_order": "first",
+            "updated_at": None, "running": 0}
         assert alice.patch("/api/queues/lessons/settings",
                            json={"max_running": 3}).status_code == 403
         r = admin.patch("/api/queues/lessons/settings",
@@ -524,10 +525,13 @@ class TestOperations:
             == (30, 3, True)
         r = admin.patch("/api/queues/lessons/settings", json={"max_running": None})
         assert (r.json()["max_running"], r.json()["max_running_per_owner"]) == (None, 3)
+        r = admin.patch("/api/queues/lessons/settings", json={"retry_order": "last"})
+        assert (r.json()["retry_order"], r.json()["max_running_per_owner"]) == ("last", 3)
         for body, field in (({"max_running": 0}, "max_running"),
                             ({"max_running": "5"}, "max_running"),
                             ({"max_running_per_owner": 2.5}, "max_running_per_owner"),
                             ({"fair": "yes"}, "fair"),
+                            ({"retry_order": "sideways"}, "retry_order"),
                             ({"fair": False}, "fair"),  # the per-owner cap needs it
                             ({"max_runing": 3}, "max_runing")):
             r = admin.patch("/api/queues/lessons/settings", json=body)
@@ -597,33 +601,6 @@ def test_gunicorn_serves_the_app_with_the_shipped_config(db_url, make_token):
         _, err = proc.communicate(timeout=40)
     assert proc.returncode == 0, err[-2000:]
     assert "gthread" in err or "Booting worker" in err
-
-
-def test_procfile_runs_under_honcho(db_url, make_token, client):
-    """The Procfile as a host runs it: release migrates, web serves on $PORT, a worker works,
-    and SIGTERM stops them all cleanly."""
-    port = _free_port()
-    env = os.environ | {"DATABASE_URL": db_url, "PORT": str(port), "LOG_FORMAT": "json",
-                        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    honcho = os.path.join(os.path.dirname(sys.executable), "honcho")
-    release = subprocess.run([honcho, "run", "jobqueue", "migrate"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60)
-    assert release.returncode == 0 and "up to date" in release.stdout, release.stderr
-    proc = subprocess.Popen([honcho, "start", "web", "worker_default"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        base = f"http://127.0.0.1:{port}"
-
-        _wait_http(base + "/readyz", timeout=60, message="web up under honcho")
-        api = Api(base, make_token())
-        job_id = api.post("/api/jobs", json={"queue": "default", "kind": "echo",
-                                             "payload": {"hi": 1}}).json()["id"]
-        assert api.get(f"/api/jobs/{job_id}?wait=20").json()["result"] == {"hi": 1}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    assert "worker_stopped" in out and "Shutting down" in out, out[-3000:]
 
 
 def test_jobqueue_web_command_serves_with_gunicorn(db_url, make_token):

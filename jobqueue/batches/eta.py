@@ -1,0 +1,129 @@
+"""A batch's time to completion that does not swing: what `batch wait` and `demo` print.
+
+`RateEstimator` turns a series of (time, jobs finished) observations into a rate smoothed
+exponentially over a time window (`window` seconds: an observation's weight halves every
+`window * ln 2`), so a poll that happens to see many or few jobs finish moves the ETA a little,
+not by half. Until one window has passed it uses the plain average since the first
+observation, which is already steady.
+
+While a platform is rate limited its throughput is the limiter's budget, not what the last
+polls saw (they see bursts as buckets refill): the ETA then comes from that budget, the
+requests per second of the platform's usable keys (the sum of each key's RPM times its AIMD
+pace, `jobqueue.rate_buckets`; see `platform_budgets`). A platform counts as limited for one
+window after it was last seen limited, so a limiter hovering at the edge of its budget does
+not flip the ETA between the two sources at every poll. The budget is shared with whatever
+else runs on the platform, so for a batch that shares it the ETA is a lower bound.
+
+`BatchEta` keeps one estimator per platform of a batch; the batch's ETA is the longest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from jobqueue.db.queries import q
+
+DEFAULT_WINDOW = 30.0  # seconds
+
+
+@dataclass
+class RateEstimator:
+    """Finished jobs per second, smoothed; and the time left for `remaining` jobs."""
+
+    window: float = DEFAULT_WINDOW
+    _first: tuple[float, int] | None = None
+    _last: tuple[float, int] | None = None
+    _rate: float | None = None
+    _limited_until: float = -math.inf
+    _budget: float | None = None
+
+    def observe(self, t: float, done: int, *, limited: bool = False,
+                budget: float | None = None) -> None:
+        """At time `t` (seconds, monotonic), `done` jobs have finished; `limited` and
+        `budget` (requests per second) say whether the platform is rate limited now and
+        what its keys allow."""
+        if budget is not None and budget > 0:
+            self._budget = budget
+        if limited:
+            self._limited_until = t + self.window
+        if self._first is None:
+            self._first = self._last = (t, done)
+            return
+        t0, done0 = self._last
+        dt = t - t0
+        if dt <= 0:
+            return
+        first_t, first_done = self._first
+        if t - first_t < self.window:
+            # Warming up: the average since the first poll, which also seeds the smoothing,
+            # so the switch at the end of the first window does not jump.
+            self._rate = max(0, done - first_done) / (t - first_t)
+        else:
+            instant = max(0, done - done0) / dt
+            alpha = 1 - math.exp(-dt / self.window)
+            self._rate += alpha * (instant - self._rate)
+        self._last = (t, done)
+
+    def limited(self) -> bool:
+        """Whether the platform was seen rate limited within the last window."""
+        return self._last is not None and self._last[0] < self._limited_until
+
+    def rate(self) -> float | None:
+        """Jobs per second: the limiter's budget while limited, else the smoothed rate (the
+        average since the first observation during the first window); None before any
+        measure."""
+        if self.limited() and self._budget:
+            return self._budget
+        return self._rate
+
+    def eta(self, remaining: int) -> float | None:
+        """Seconds until `remaining` more jobs have finished; 0 when none remain; None while
+        nothing has finished to measure from."""
+        if remaining <= 0:
+            return 0.0
+        rate = self.rate()
+        if not rate:
+            return None
+        return remaining / rate
+
+
+@dataclass
+class BatchEta:
+    """One `RateEstimator` per platform of a batch, fed with the batch's counts."""
+
+    window: float = DEFAULT_WINDOW
+    _per_platform: dict[str, RateEstimator] = field(default_factory=dict)
+    _remaining: dict[str, int] = field(default_factory=dict)
+
+    def observe(self, t: float, platforms: dict[str, dict],
+                budgets: dict[str, tuple[bool, float | None]] | None = None) -> None:
+        """`platforms`: the batch's counts per platform (`store.batch`'s "platforms");
+        `budgets`: per platform (rate limited now, requests per second of its keys)."""
+        for name, counts in platforms.items():
+            done = finished(counts)
+            est = self._per_platform.setdefault(name, RateEstimator(self.window))
+            limited, budget = (budgets or {}).get(name, (False, None))
+            est.observe(t, done, limited=limited, budget=budget)
+            self._remaining[name] = counts["total"] - done
+
+    def eta(self) -> float | None:
+        """Seconds until every platform's jobs have finished (the slowest platform's)."""
+        etas = [self._per_platform[n].eta(r) for n, r in self._remaining.items()]
+        if not etas or any(e is None for e in etas):  # nothing observed or measured yet
+            return None
+        return max(etas, default=0.0)
+
+
+def finished(counts: dict) -> int:
+    """Jobs of a batch (or of one of its platforms) that have ended; a duplicate row is done
+    (it points at the job that already had its key)."""
+    return (counts["succeeded"] + counts["dead"] + counts["cancelled"]
+            + counts.get("duplicates", 0))
+
+
+def platform_budgets(conn, platforms: list[str]) -> dict[str, tuple[bool, float | None]]:
+    """Per platform: whether it is rate limited now (jobqueue.queue_rate_limited) and the
+    requests per second its usable keys allow (None: no keys known)."""
+    rows = conn.execute(q("platform_budgets"), {"platforms": platforms}).fetchall()
+    return {r["platform"]: (bool(r["rate_limited"]), r["requests_per_second"]) for r in rows}

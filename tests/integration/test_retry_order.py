@@ -1,0 +1,118 @@
+"""Where retries go in the claim order (0024, issue 15): by default before new work of the
+same priority, so a failing job's retries (and its death) show while a backlog still runs;
+with a queue's retry_order 'last', after the backlog, as before. The claim keeps its index."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from jobqueue import queues
+from jobqueue.db.queries import q
+from jobqueue.errors import InvalidQueueSettings
+from jobqueue.tasks import Registry
+from tests.support.helpers import run_cli, wait_until
+
+BACKLOG = 1000
+
+
+def run_backlog(client, start_worker, retry_order: str | None) -> tuple[list, list[int]]:
+    """A failing job (3 attempts) enqueued first, then 1,000 new jobs of the same priority,
+    drained by one worker; returns (the start order of every execution as ("F", attempt) or
+    ("B", n), the failing job's final state)."""
+    started: list = []
+    lock = threading.Lock()
+    reg = Registry()
+
+    async def flaky(payload):
+        with lock:
+            started.append(("F", None))
+        raise RuntimeError("always fails")
+
+    async def work(payload):
+        with lock:
+            started.append(("B", payload["n"]))
+        await asyncio.sleep(0.002)
+
+    reg.register("flaky", flaky)
+    reg.register("work", work)
+    if retry_order is not None:
+        with client.pool.connection() as conn:
+            queues.change(conn, "q", retry_order=retry_order)
+    failing = client.enqueue("flaky", {}, queue="q", max_attempts=3)
+    client.enqueue_payloads("work", [{"n": i} for i in range(BACKLOG)], queue="q")
+    start_worker(reg, queue="q", concurrency=4, retry_base_seconds=0.01,
+                 retry_max_seconds=0.05)
+    wait_until(lambda: client.get(failing).state == "dead"
+               and len([s for s in started if s[0] == "B"]) == BACKLOG, timeout=60)
+    return started, failing
+
+
+def positions(started: list) -> tuple[list[int], int]:
+    """Where the failing job's executions started, and where the last backlog job did."""
+    fails = [i for i, s in enumerate(started) if s[0] == "F"]
+    last_backlog = max(i for i, s in enumerate(started) if s[0] == "B")
+    return fails, last_backlog
+
+
+class TestRetryOrder:
+    def test_default_retries_run_before_the_backlog_ends(self, client, start_worker):
+        """Default ('first'): all three attempts start while most of the backlog waits; the
+        job is dead long before the last backlog job starts."""
+        started, _ = run_backlog(client, start_worker, None)
+        fails, last_backlog = positions(started)
+        assert len(fails) == 3
+        assert fails[-1] < BACKLOG // 2, fails  # a backoff of ~10-50 ms against ~0.5 s+
+        assert fails[-1] < last_backlog
+
+    def test_last_puts_retries_after_the_backlog(self, client, start_worker):
+        """retry_order 'last': the retries start only after every backlog job started."""
+        started, _ = run_backlog(client, start_worker, "last")
+        fails, last_backlog = positions(started)
+        assert len(fails) == 3
+        assert fails[0] < 10  # the first attempt was the first job enqueued
+        assert fails[1] > last_backlog and fails[2] > last_backlog, (fails, last_backlog)
+
+    def test_rescued_jobs_are_retries_too(self, client, sql):
+        """A job whose worker vanished comes back in the retry lane of its queue's order."""
+        job = client.enqueue("k", queue="q")
+        sql("UPDATE jobqueue.jobs SET lease_owner = gen_random_uuid(), attempts = 1, "
+            "lease_expires_at = now() - interval '1 second' WHERE id = %(id)s", {"id": job})
+        sql(q("rescue_retry"))
+        assert sql("SELECT lane FROM jobqueue.jobs WHERE id = %(id)s", {"id": job}) == [
+            {"lane": 0}]
+
+
+class TestSetting:
+    def test_set_list_and_refuse(self, client):
+        with client.pool.connection() as conn:
+            assert queues.list_settings(conn, "q")[0]["retry_order"] == "first"
+            assert queues.change(conn, "q", retry_order="last")["retry_order"] == "last"
+            with pytest.raises(InvalidQueueSettings, match="retry_order: first or last"):
+                queues.change(conn, "q", retry_order="sideways")
+            # Other changes keep it.
+            assert queues.change(conn, "q", max_running=5)["retry_order"] == "last"
+
+    def test_cli_sets_and_lists_it(self, db_url):
+        out = run_cli("queues", "set", "q", "--retries", "last", url=db_url)
+        assert out.returncode == 0 and "retries last" in out.stdout, out.stderr
+        listed = run_cli("queues", "list", url=db_url).stdout.splitlines()
+        assert listed[0].split()[-1] == "RETRIES" and listed[1].split()[-1] == "last"
+        bad = run_cli("queues", "set", "q", "--retries", "sideways", url=db_url)
+        assert bad.returncode == 2 and "--retries" in bad.stderr
+
+
+class TestClaimPlan:
+    def test_the_claim_is_one_ordered_scan_of_the_claim_index(self, client, sql):
+        """With retries in both lanes, the plain claim's rows come from jobs_claim_idx in
+        its order (no Sort node): the lane costs the claim nothing."""
+        client.enqueue_payloads("k", [{}] * 2000, queue="q")
+        sql("UPDATE jobqueue.jobs SET lane = 0 WHERE id % 7 = 0")
+        sql("ANALYZE jobqueue.jobs")
+        plan = "\n".join(r["QUERY PLAN"] for r in sql(
+            "EXPLAIN " + q("claim").replace("%(queue)s", "'q'").replace("%(limit)s", "10")
+            .replace("%(worker)s", "gen_random_uuid()").replace("%(lease_seconds)s", "30")))
+        picked = plan[plan.index("CTE picked"):plan.index("CTE claimed")]
+        assert "jobs_claim_idx" in picked and "Sort" not in picked, plan
