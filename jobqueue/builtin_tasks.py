@@ -7,9 +7,15 @@ import asyncio
 
 from jobqueue.tasks import task
 from jobqueue.webhooks import TASK as WEBHOOK_TASK
-from jobqueue.webhooks.delivery import deliver
 
-task(WEBHOOK_TASK)(deliver)
+
+@task(WEBHOOK_TASK)
+async def deliver_webhook(payload, ctx):
+    """Send one webhook delivery. Its module (HTTP, signing, address checks) is imported on
+    first use: most workers never deliver one, and every worker's start-up would pay it."""
+    from jobqueue.webhooks.delivery import deliver
+
+    return await deliver(payload, ctx)
 
 
 @task("noop")

@@ -81,15 +81,19 @@ class Scheduler:
 
     # -- the service -----------------------------------------------------------------------
 
-    async def _anything_to_sync(self, link: Link) -> bool:
-        """Whether the start-up sync has work: schedules declared in jobqueue.toml or on
-        tasks, or ones declared before that may have to go (asked on the claim link)."""
+    def _declared_here(self) -> bool:
+        """Whether jobqueue.toml or this process's tasks declare schedules."""
         from jobqueue.schedules import declared
 
         merged = Registry()
         for registry in self.registries:
             merged = merged.merged_with(registry)
-        if declared.load() or declared.from_tasks(merged):
+        return bool(declared.load() or declared.from_tasks(merged))
+
+    async def _anything_to_sync(self, link: Link) -> bool:
+        """Whether the start-up sync has work: schedules declared in jobqueue.toml or on
+        tasks, or ones declared before that may have to go (asked on the claim link)."""
+        if await asyncio.to_thread(self._declared_here):
             return True
         rows = await link.execute(q("schedules_declared_exist"))
         return bool(rows and rows[0][0])
@@ -109,6 +113,8 @@ class Scheduler:
         (ConfigError) stops the worker, naming the table and field."""
         while not self.synced:
             try:
+                # Reading jobqueue.toml and importing the schedules package (cron parsing)
+                # run in a thread, so the worker's first claim does not wait for them.
                 if not await self._anything_to_sync(link):
                     self.synced = True  # no connection of its own for nothing (budget: 3)
                     break
