@@ -10,6 +10,7 @@ from jobqueue.webhooks import TASK as WEBHOOK_TASK
 from jobqueue.webhooks.delivery import deliver
 
 task(WEBHOOK_TASK)(deliver)
+import jobqueue.campaigns.extract  # noqa: E402,F401 (registers campaign.extract)
 
 
 @task("noop")
