@@ -113,6 +113,9 @@ def create_app(config: dict | None = None) -> Flask:
     from web import api, costs, dashboard, dashboard_webhooks, health, quotas, schedules, webhooks
 
     dashboard_webhooks.attach(dashboard.bp)
+    from web import campaigns, dashboard_campaigns  # AI-visibility campaigns (issue 14.2)
+
+    dashboard_campaigns.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
@@ -120,6 +123,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(quotas.bp, url_prefix="/api")
     app.register_blueprint(costs.bp, url_prefix="/api")
     app.register_blueprint(schedules.bp, url_prefix="/api/schedules")
+    app.register_blueprint(campaigns.bp, url_prefix="/api/campaigns")
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()

@@ -131,6 +131,13 @@ class TestRun:
         assert all(b["payload"]["campaign_id"] == found["id"] for b in blocked)
         assert [r["batch_id"] for r in store.runs(conn, "crm")] == [run["batch_id"]]
 
+    def test_a_run_whose_platform_is_gone_is_refused_naming_platforms(self, conn):
+        save(conn)
+        with pytest.raises(model.InvalidCampaign) as caught:
+            runs.run(conn, "crm", NOW, platforms={})
+        assert caught.value.field == "platforms"
+        assert conn.execute("SELECT count(*) AS n FROM jobqueue.batches").fetchone()["n"] == 0
+
     def test_a_schedule_fire_runs_the_campaign(self, conn, monkeypatch, tmp_path):
         """The campaign's schedule, when due, submits the run in the fire's transaction."""
         cfg = tmp_path / "jobqueue.toml"
