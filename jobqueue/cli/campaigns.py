@@ -190,8 +190,8 @@ def format_report(data: dict, spend: list[dict]) -> str:
         rows.append({"platform": t["platform"] or "all", "brand": t["brand"]
                      + (" (competitor)" if t["competitor"] else ""),
                      "answers": t["answers"], "visibility": _pct(t["visibility"]),
-                     "sov": _pct(t["share_of_voice"]), "position": t["avg_position"],
-                     "sentiment": t["sentiment"],
+                     "sov": _pct(t["share_of_voice"]), "position": _num(t["avg_position"]),
+                     "sentiment": _num(t["sentiment"], signed=True),
                      "change": _pct(t["change"]["visibility"], signed=True)})
     lines = [f"campaign {data['campaign']}: {data['from']} .. {data['to']} "
              f"(change against {data['previous']['from']} .. {data['previous']['to']})",
@@ -208,6 +208,10 @@ def format_report(data: dict, spend: list[dict]) -> str:
         lines.append(f"cost: ${total:.4f} over {calls} LLM call(s) (" + ", ".join(
             f"{s['platform']} ${float(s['cost_usd'] or 0):.4f}" for s in spend) + ")")
     return "\n".join(lines)
+
+
+def _num(value, signed: bool = False) -> str | None:
+    return None if value is None else f"{value:+.2f}" if signed else f"{value:.2f}"
 
 
 def _pct(value, signed: bool = False) -> str | None:

@@ -121,3 +121,17 @@ def test_a_campaign_run_is_answered_extracted_and_reported(db_url, setup):
     assert cli("report", "crm", "--from", "2020-13-01").returncode == 2
     # extract's matcher agrees with the simulator's lists on every stored answer
     assert extract.Matcher([{"name": b} for b in POOL]).find("1. Acme: x") == [("Acme", 3, 7)]
+
+
+def test_the_demo_shows_a_campaign_on_two_platforms_with_its_report_and_cost(db_url):
+    out = run_cli("--log-level", "WARNING", "demo", "--jobs", "4", "--port", "0", url=db_url)
+    assert out.returncode == 0, out.stderr
+    assert "campaign demo-crm: 4 prompts x 2 simulated platforms x 2 samples = 16 answers" \
+        in out.stdout
+    lines = out.stdout.splitlines()
+    acme = [ln for ln in lines if ln.startswith("all") and "Acme CRM" in ln]
+    assert acme and "%" in acme[0]
+    assert any(ln.startswith("demo-gemini") for ln in lines)
+    assert "top cited domains: " in out.stdout
+    cost = next(ln for ln in lines if ln.startswith("cost: $"))
+    assert "16 LLM call(s)" in cost and float(cost.split("$")[1].split()[0]) > 0
