@@ -8,6 +8,7 @@ campaign tests and the demo get meaningful visibility numbers from it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import re
 
@@ -42,3 +43,36 @@ def answer(prompt: str, model: str, pool: list[str]) -> str | None:
         lines.append(f"{rank}. {brand}: {rng.choice(VERDICTS)}. Source: {url}")
     lines.append("The right pick depends on your team's size and budget.")
     return "\n".join(lines)
+
+
+EXTRACTION_SCHEMA = "brand_mentions"  # jobqueue/campaigns/extract.py's schema name
+_URL = re.compile(r"https?://[^\s<>()\[\]{}\"'`|\\^]+")
+
+
+def extraction(user: str) -> str | None:
+    """An answer to the extract step's request ({"tracked_brands", "answer"} as the user
+    message; the JSON schema `brand_mentions`): each brand mentioned or not, its rank in
+    order of first mention, a sentiment of 0.5, and the URLs in the answer. None when the
+    request is not one."""
+    try:
+        request = json.loads(user)
+        brands, text = request["tracked_brands"], request["answer"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(text, str) or not isinstance(brands, list):
+        return None
+    cited = _URL.findall(text)
+    plain = _URL.sub(" ", text).casefold()
+    first = {}
+    for b in brands:
+        names = [b.get("name", ""), *(b.get("aliases") or [])]
+        hits = [m.start() for n in names if n
+                for m in re.finditer(rf"(?<!\w){re.escape(n.casefold())}(?!\w)", plain)]
+        if hits:
+            first[b.get("name")] = min(hits)
+    ranks = {n: i + 1 for i, n in enumerate(sorted(first, key=first.__getitem__))}
+    return json.dumps({"brands": [{"name": b.get("name"), "mentioned": b.get("name") in ranks,
+                                   "position": ranks.get(b.get("name")),
+                                   "sentiment": 0.5 if b.get("name") in ranks else None}
+                                  for b in brands],
+                       "citations": [u.rstrip(".,;:!?") for u in cited]})

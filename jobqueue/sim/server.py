@@ -894,8 +894,12 @@ class FakeOpenAI:
             )
 
         content, finish = _answer(messages, json_mode, max_tokens)
-        listed = None if json_mode else brand_answers.answer(_last_user(messages), model,
-                                                             self.brands)
+        if json_mode and isinstance(fmt, dict) and isinstance(fmt.get("json_schema"), dict) \
+                and fmt["json_schema"].get("name") == brand_answers.EXTRACTION_SCHEMA:
+            listed = brand_answers.extraction(_last_user(messages))
+        else:
+            listed = None if json_mode else brand_answers.answer(_last_user(messages), model,
+                                                                 self.brands)
         if listed is not None:
             content, finish = _fit(listed, max_tokens)
         if garble:

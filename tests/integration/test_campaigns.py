@@ -257,3 +257,41 @@ class TestBudget:
         wait_until(lambda: conn.execute(
             "SELECT count(*) AS n FROM jobqueue.all_jobs WHERE batch_id = %s AND state = "
             "'succeeded'", (run["batch_id"],)).fetchone()["n"] == 30, timeout=60)
+
+
+class TestExtractJobs:
+    @pytest.mark.parametrize("garble, method", [(0.0, "llm"), (1.0, "rules")])
+    def test_answers_are_analysed_by_the_llm_or_by_the_fallback(
+            self, conn, sim, platform_worker, db_url, monkeypatch, garble, method):
+        """With extract = {platform}, each extract job asks the LLM (JSON schema, charged
+        to the campaign); an answer that is not valid JSON falls back to string matching.
+        Either way the mentions are those the answer's text holds."""
+        from jobqueue.tasks import Registry
+
+        monkeypatch.setenv("DATABASE_URL", db_url)
+        sim.configure(brands=["Acme", "Globex", "Initech"], invalid_json_rate=garble)
+        save(conn, platforms=["openai"], samples=1, extract={"platform": "openai"},
+             prompts=["Which CRM is best?", "Top CRM tools for startups?", "Say hi."])
+        run = runs.run(conn, "crm", NOW, platforms=platforms_of(sim))
+        p = platform(sim, name="openai", max_tokens=300)
+        platform_worker(p)
+        tasks = Registry()
+        tasks.register("campaign.extract", extract.extract_task)
+        platform_worker(p, tasks=tasks, queue="default")
+        wait_until(lambda: conn.execute("SELECT count(*) AS n FROM jobqueue.campaign_answers"
+                                        ).fetchone()["n"] == 3, timeout=60)
+        assert {r["method"] for r in conn.execute(
+            "SELECT method FROM jobqueue.campaign_answers")} == {method}
+        brands = store.get(conn, "crm")["brands"]
+        for answer in conn.execute("SELECT id, result ->> 'text' AS text FROM "
+                                   "jobqueue.finished WHERE batch_id = %s",
+                                   (run["batch_id"],)).fetchall():
+            expected = {m.brand: m.position for m in extract.analyse(answer["text"],
+                                                                     brands).mentions}
+            stored = {r["brand"]: r["position"] for r in conn.execute(
+                "SELECT brand, position FROM jobqueue.campaign_mentions WHERE job_id = %s",
+                (answer["id"],))}
+            assert stored == expected
+        calls = conn.execute("SELECT sum(calls) AS n FROM jobqueue.llm_spend "
+                             "WHERE campaign = 'crm'").fetchone()["n"]
+        assert calls == 6  # 3 answers + 3 extract calls, all charged to the campaign
