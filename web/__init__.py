@@ -41,7 +41,9 @@ SECURITY_HEADERS = {
 BODY_LIMITS = {"api.upload_document": ("DOCUMENT_MAX_BYTES", 64 * 1024),
                "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024),
                "schedules.create_schedule": ("BATCH_MAX_BYTES", 1),
-               "schedules.put_schedule": ("BATCH_MAX_BYTES", 1)}
+               "schedules.put_schedule": ("BATCH_MAX_BYTES", 1),
+               "campaigns.create_campaign": ("BATCH_MAX_BYTES", 1),
+               "campaigns.put_campaign": ("BATCH_MAX_BYTES", 1)}
 
 
 SECRET_MISSING = (

@@ -99,7 +99,11 @@ def _public(row: dict) -> dict:
 
 
 def _visible(conn, name: str) -> dict:
+    """The campaign named `name` (or, failing a name, whose id it is), if the caller may
+    see it; 404 otherwise."""
     found = store.get(conn, name)
+    if found is None and name.isdigit() and len(name) < 19:
+        found = store.get(conn, campaign_id=int(name))
     if found is None or not g.principal.can_see(found["owner"]):
         raise BadRequest(f"campaign {name}: not found", status=404, code="not_found")
     return found
@@ -175,8 +179,8 @@ def put_campaign(name: str, body: CampaignBody):
 def get_campaign(name: str):
     with resources().client.pool.connection() as conn:
         row = _visible(conn, name)
-        extra = {"runs": [_public(r) for r in store.runs(conn, name)],
-                 "spend": [_public(r) for r in store.spend(conn, name)]}
+        extra = {"runs": [_public(r) for r in store.runs(conn, row["name"])],
+                 "spend": [_public(r) for r in store.spend(conn, row["name"])]}
     return jsonify(_public(row) | extra)
 
 
@@ -189,9 +193,9 @@ def run_campaign(name: str):
     from web.schedules import configured_platforms
 
     with resources().client.pool.connection() as conn:
-        _visible(conn, name)
+        found = _visible(conn, name)
         try:
-            run = runs.run_now(conn, name, datetime.now(UTC), configured_platforms())
+            run = runs.run_now(conn, found["name"], datetime.now(UTC), configured_platforms())
         except model.InvalidCampaign as exc:
             raise BadRequest(str(exc), field=exc.field, status=422,
                              code="invalid_campaign") from None
@@ -215,7 +219,7 @@ def campaign_report(name: str, query: ReportQuery):
             raise BadRequest(str(exc), field=str(exc).partition(":")[0]) from None
     if query.format == "csv":
         return Response(iter([report.to_csv(data)]), mimetype="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="campaign-{name}.csv"'})
+            "Content-Disposition": f'attachment; filename="campaign-{campaign["name"]}.csv"'})
     return jsonify(data)
 
 
@@ -225,6 +229,6 @@ def campaign_report(name: str, query: ReportQuery):
            replies={200: Reply(Removed, "{name, removed}")}, errors=NOT_FOUND)
 def delete_campaign(name: str):
     with resources().client.pool.connection() as conn:
-        _visible(conn, name)
-        store.remove(conn, name)
-    return jsonify(name=name, removed=True)
+        found = _visible(conn, name)
+        store.remove(conn, found["name"])
+    return jsonify(name=found["name"], removed=True)

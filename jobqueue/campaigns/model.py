@@ -298,7 +298,9 @@ def load_file(path: str, platforms: dict | None = None,
         raise InvalidCampaign(f"{path}:{line}: {exc}") from None
 
 
-class _Syntax(Exception):
+class _Syntax(JobqueueError):
+    """A campaign file that does not parse (turned into InvalidCampaign with its line)."""
+
     def __init__(self, line: int, message: str):
         super().__init__(message)
         self.line, self.message = line, message

@@ -98,6 +98,8 @@ class TestApi:
         assert t[("openai", "Globex")]["share_of_voice"] == pytest.approx(2 / 3, abs=1e-4)
         assert t[("", "Acme")]["visibility"] == pytest.approx(1 / 3, abs=1e-4)
         assert rep.json()["domains"][0]["domain"] == "g2.com"
+        by_id = alice.get(f"/api/campaigns/{saved['id']}/report?from=2026-03-01&to=2026-03-02")
+        assert by_id.status_code == 200 and by_id.json() == rep.json()  # <name> or <id>
         csv = alice.get("/api/campaigns/crm/report?from=2026-03-01&to=2026-03-02&format=csv")
         assert csv.headers["Content-Type"].startswith("text/csv")
         assert "2026-03-01..2026-03-02,,openai,Acme,2,1,0.5," in csv.text
