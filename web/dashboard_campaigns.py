@@ -68,11 +68,14 @@ def visibility_chart(data: dict, colours: dict, width: int = 900, height: int = 
     step = width / max(1, len(days) - 1)
     lines = []
     for brand in data["brands"]:
-        points = []
+        points, dots = [], []
         for i, day in enumerate(days):
             mentions, answers = per_day[day].get(brand, [0, 0])
             if answers:
-                y = height - mentions / answers * height
-                points.append(f"{round(i * step, 1)},{round(y, 1)}")
-        lines.append({"brand": brand, "colour": colours[brand], "points": " ".join(points)})
+                x = round(i * step if len(days) > 1 else width / 2, 1)
+                y = round(height - mentions / answers * height, 1)
+                points.append(f"{x},{y}")
+                dots.append((x, y, f"{brand} {day}: {mentions / answers:.1%} of {answers}"))
+        lines.append({"brand": brand, "colour": colours[brand], "points": points,
+                      "dots": dots})
     return {"width": width, "height": height, "lines": lines, "days": days}
