@@ -159,3 +159,24 @@ class TestDashboard:
             or "cdn" not in page.text.lower()
         assert admin.get("/campaigns/nope").status_code == 404
         assert admin.get("/campaigns/crm?from=bad").status_code == 400
+
+
+class TestScheduled:
+    def test_a_scheduled_campaign_runs_from_its_schedule_in_the_api_and_dashboard(
+            self, alice, admin, sql):
+        """Its schedule `campaign:NAME` is listed with the others; run now (API or
+        campaigns/run) records a manual run whose batch is the campaign's."""
+        r = alice.post("/api/campaigns", json=CRM | {"schedule": {"cron": "0 6 * * *",
+                                                                   "timezone": "UTC"}})
+        assert r.status_code == 201 and r.json()["cron"] == "0 6 * * *"
+        listed = alice.get("/api/schedules").json()["schedules"]
+        assert [s["name"] for s in listed] == ["campaign:crm"]
+        run = alice.post("/api/schedules/campaign:crm/run")
+        assert run.status_code == 201 and run.json()["decision"] == "manual", run.text
+        again = alice.post("/api/campaigns/crm/run")
+        assert again.status_code == 201 and again.json()["run_id"] > run.json()["id"]
+        names = [b["name"] for b in sql("SELECT name FROM jobqueue.batches ORDER BY id")]
+        assert len(names) == 2 and all(n.startswith("campaign crm @ ") for n in names)
+        page = admin.get("/schedules/campaign:crm")
+        assert page.status_code == 200 and "a run of campaign" in page.text
+        assert admin.get("/schedules").status_code == 200
