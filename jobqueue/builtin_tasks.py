@@ -18,6 +18,9 @@ async def deliver_webhook(payload, ctx):
     return await deliver(payload, ctx)
 
 
+import jobqueue.campaigns.extract  # noqa: E402,F401 (registers campaign.extract)
+
+
 @task("noop")
 async def noop(payload):
     """Does nothing: measures the queue itself."""

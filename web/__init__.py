@@ -41,7 +41,9 @@ SECURITY_HEADERS = {
 BODY_LIMITS = {"api.upload_document": ("DOCUMENT_MAX_BYTES", 64 * 1024),
                "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024),
                "schedules.create_schedule": ("BATCH_MAX_BYTES", 1),
-               "schedules.put_schedule": ("BATCH_MAX_BYTES", 1)}
+               "schedules.put_schedule": ("BATCH_MAX_BYTES", 1),
+               "campaigns.create_campaign": ("BATCH_MAX_BYTES", 1),
+               "campaigns.put_campaign": ("BATCH_MAX_BYTES", 1)}
 
 
 SECRET_MISSING = (
@@ -113,6 +115,9 @@ def create_app(config: dict | None = None) -> Flask:
     from web import api, costs, dashboard, dashboard_webhooks, health, quotas, schedules, webhooks
 
     dashboard_webhooks.attach(dashboard.bp)
+    from web import campaigns, dashboard_campaigns  # AI-visibility campaigns (issue 14.2)
+
+    dashboard_campaigns.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
@@ -120,6 +125,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(quotas.bp, url_prefix="/api")
     app.register_blueprint(costs.bp, url_prefix="/api")
     app.register_blueprint(schedules.bp, url_prefix="/api/schedules")
+    app.register_blueprint(campaigns.bp, url_prefix="/api/campaigns")
     app.register_blueprint(dashboard.bp)
 
     app.session_interface = SharedSecretSessions()

@@ -638,7 +638,8 @@ def schedule_action(name: str, action: str):
         found = _store(schedule_store.get, name)
         if found is None:
             abort(404, description=f"schedule {name}: not found")
-        platforms = configured_platforms() if found["target"]["type"] == "batch" else None
+        platforms = (configured_platforms() if found["target"]["type"] in ("batch", "campaign")
+                     else None)
         run = _store(tick.run_now, name, now, platforms)
         if run is None:
             abort(404, description=f"schedule {name}: not found")

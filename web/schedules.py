@@ -230,7 +230,8 @@ def run_schedule(name: str):
     """Run now: one manual fire, outside the cron times."""
     with resources().client.pool.connection() as conn:
         found = _visible(conn, name)
-        platforms = configured_platforms() if found["target"]["type"] == "batch" else None
+        platforms = (configured_platforms() if found["target"]["type"] in ("batch", "campaign")
+                     else None)
         run = tick.run_now(conn, name, datetime.now(UTC), platforms)
     status = 422 if run["decision"] == "failed" else 201
     return jsonify(_public(run)), status

@@ -41,6 +41,7 @@ COMMANDS = {
     "bench": "jobqueue.cli.bench:bench_command",
     "db": "jobqueue.cli.db:db_group",
     "schedules": "jobqueue.cli.schedules:schedules",
+    "campaigns": "jobqueue.cli.campaigns:campaigns",
     "webhooks": "jobqueue.cli.webhooks:webhooks",
     "alerts": "jobqueue.cli.alerts:alerts",
     "queues": "jobqueue.cli.queues:queues",

@@ -32,7 +32,7 @@ SEGMENTS = ["law firms", "dentists", "bakeries", "startups", "schools", "hotels"
 
 
 def run(url: str, jobs: int = 40, rpm: int = 600, port: int | None = None,
-        linger: bool = False) -> int:
+        linger: bool = False, campaign: bool = True) -> int:
     """Run the demo; returns the number of jobs that did not succeed."""
     sim = FakeOpenAI(keys={"sk-demo-1": Limits(rpm=rpm, tpm=100_000),
                            "sk-demo-2": Limits(rpm=rpm, tpm=100_000)}, latency=0.2, jitter=0.1)
@@ -71,6 +71,11 @@ def run(url: str, jobs: int = 40, rpm: int = 600, port: int | None = None,
                 click.echo(f"  key {r['key_id']}: {r['requests_total']} requests, "
                            f"{r['throttled_total']} throttled")
             click.echo(f"export it: jobqueue batch export {batch_id} -o results.csv")
+            if campaign:  # an AI-visibility campaign over two simulated platforms
+                from jobqueue.cli import demo_campaign
+
+                demo_campaign.run(url, sim, {"DEMO_KEY_1": "sk-demo-1",
+                                             "DEMO_KEY_2": "sk-demo-2"})
             if web is not None and linger:
                 click.echo("the dashboard stays up until Ctrl-C (--no-stay: exit now)")
                 with contextlib.suppress(KeyboardInterrupt):
@@ -143,13 +148,16 @@ def _start_web(url: str, port: int | None):
 @click.option("--stay/--no-stay", default=None,
               show_default="stay when standard output is a terminal",
               help="Keep the dashboard up after the batch, until Ctrl-C.")
-def demo_command(jobs: int, port, stay: bool | None) -> None:
+@click.option("--campaign/--no-campaign", default=True, show_default=True,
+              help="Then run a small AI-visibility campaign on two simulated platforms.")
+def demo_command(jobs: int, port, stay: bool | None, campaign: bool) -> None:
     """Everything on this machine: embedded Postgres, a simulated provider, a worker, the web
-    app and a batch. On a terminal the dashboard then stays up until Ctrl-C."""
+    app, a batch and an AI-visibility campaign with its report. On a terminal the dashboard
+    then stays up until Ctrl-C."""
     if stay is None:
         stay = sys.stdout.isatty()
     try:
-        failed = run(database_url(), jobs=jobs, port=port, linger=stay)
+        failed = run(database_url(), jobs=jobs, port=port, linger=stay, campaign=campaign)
     except KeyboardInterrupt:
         click.echo("\ndemo interrupted", err=True)
         sys.exit(130)

@@ -37,7 +37,8 @@ _SCOPES_KEPT = 10_000  # job id -> scope lookups remembered per process
 
 @dataclass(frozen=True)
 class Scope:
-    """Whom a call is charged to. '' and 0 mean none; campaigns do not exist yet."""
+    """Whom a call is charged to. '' and 0 mean none. A campaign's jobs name it in their
+    metadata (jobqueue/campaigns/runs.py)."""
 
     owner: str = ""
     batch_id: int = 0
@@ -106,7 +107,7 @@ class Spend:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(q("spend_job_scope"), {"id": job_id})
                 row = await cur.fetchone()
-            found = Scope(owner=row[0], batch_id=row[1]) if row else NO_SCOPE
+            found = Scope(owner=row[0], batch_id=row[1], campaign=row[2]) if row else NO_SCOPE
             self._scopes[job_id] = found
             if len(self._scopes) > _SCOPES_KEPT:
                 self._scopes.popitem(last=False)

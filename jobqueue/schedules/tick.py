@@ -241,6 +241,11 @@ def _enqueue(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: s
     from jobqueue.client import insert_batch, insert_specs  # the pool is not the worker's
 
     target = row["target"]
+    if target["type"] == "campaign":  # a campaign's run (jobqueue/campaigns/runs.py)
+        from jobqueue.campaigns.runs import run
+
+        return {"batch_id": run(conn, target["campaign"], fire_at, decision,
+                                platforms)["batch_id"]}
     if target["type"] == "job":
         job = spec.job_spec(target, row["name"], fire_at, row["owner"])
         (job_id, _), = insert_specs(conn, [job])

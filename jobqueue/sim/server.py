@@ -47,6 +47,7 @@ from typing import Any
 from aiohttp import web
 
 from jobqueue.sim import batches as batch_api
+from jobqueue.sim import brands as brand_answers
 
 __all__ = ["FakeOpenAI", "Limits", "format_duration", "main", "token_cost"]
 
@@ -237,6 +238,13 @@ def _fit(text: str, max_tokens: int | None) -> tuple[str, str]:
     return text[: max_tokens * 4], "length"
 
 
+def _last_user(messages: list[Any]) -> str:
+    for m in reversed(messages):
+        if isinstance(m, Mapping) and m.get("role") == "user":
+            return _content_text(m.get("content"))
+    return ""
+
+
 def _answer(messages: list[Any], json_mode: bool, max_tokens: int | None) -> tuple[str, str]:
     """Deterministic reply content and finish_reason for a request."""
     user = ""
@@ -401,6 +409,7 @@ class FakeOpenAI:
         clock: Callable[[], float] | None = None,
         limit_scope: str = "model",
         refused_spend: bool = True,
+        brands: Iterable[str] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -419,6 +428,7 @@ class FakeOpenAI:
         self.echo_authorization = False
         self.limit_scope = "model"
         self.refused_spend = True
+        self.brands: list[str] = []  # a pool for brand-list answers (sim/brands.py)
         self.quota_exhausted_keys: set[str] = set()
         self.models: list[str] | None = list(models) if models is not None else None
         if not isinstance(keys, Mapping):
@@ -438,6 +448,7 @@ class FakeOpenAI:
             default_max_tokens=default_max_tokens,
             limit_scope=limit_scope,
             refused_spend=refused_spend,
+            brands=list(brands),
         )
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -477,6 +488,7 @@ class FakeOpenAI:
             "remove_keys",
             "model_limits",
             "key_model_limits",
+            "brands",
             *batch_api.SETTINGS,
         }
         unknown = set(changes) - known
@@ -485,6 +497,9 @@ class FakeOpenAI:
         if "echo_authorization" in changes and not isinstance(changes["echo_authorization"],
                                                               bool):
             raise ValueError("echo_authorization must be true or false")
+        if "brands" in changes and not (isinstance(changes["brands"], list) and all(
+                isinstance(b, str) and b.strip() for b in changes["brands"])):
+            raise ValueError("brands must be a list of brand names")
         if "refused_spend" in changes and not isinstance(changes["refused_spend"], bool):
             raise ValueError("refused_spend must be true or false")
         if changes.get("limit_scope", "model") not in ("model", "key"):
@@ -525,6 +540,8 @@ class FakeOpenAI:
                 setattr(self, name, value)
             if "refused_spend" in changes:
                 self.refused_spend = changes["refused_spend"]
+            if "brands" in changes:
+                self.brands = list(changes["brands"])
             if changes.get("limit_scope", self.limit_scope) != self.limit_scope:
                 self.limit_scope = changes["limit_scope"]
                 self._pairs.clear()  # the buckets are counted another way from now on
@@ -554,6 +571,7 @@ class FakeOpenAI:
             "echo_authorization": self.echo_authorization,
             "limit_scope": self.limit_scope,
             "refused_spend": self.refused_spend,
+            "brands": list(self.brands),
             "quota_exhausted_keys": sorted(self.quota_exhausted_keys),
             "models": self.models,
             "keys": {k: v.as_dict() for k, v in self._keys.items()},
@@ -876,6 +894,14 @@ class FakeOpenAI:
             )
 
         content, finish = _answer(messages, json_mode, max_tokens)
+        if json_mode and isinstance(fmt, dict) and isinstance(fmt.get("json_schema"), dict) \
+                and fmt["json_schema"].get("name") == brand_answers.EXTRACTION_SCHEMA:
+            listed = brand_answers.extraction(_last_user(messages))
+        else:
+            listed = None if json_mode else brand_answers.answer(_last_user(messages), model,
+                                                                 self.brands)
+        if listed is not None:
+            content, finish = _fit(listed, max_tokens)
         if garble:
             content = "Sure! Here is the JSON you asked for: " + content[: len(content) // 2]
         prompt_tokens = math.ceil(prompt_chars(messages) / 4)
@@ -1224,6 +1250,8 @@ def main(argv: list[str] | None = None) -> None:
         "--model", action="append", default=None, help="only accept these models (default: any)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--brand", action="append", default=[],
+                        help="a brand for brand-list answers to recommendation prompts")
     parser.add_argument("--limit-scope", choices=("model", "key"), default="model",
                         help="limits per (key, model), or one budget per key for every model")
     parser.add_argument("--refused-spend", action=argparse.BooleanOptionalAction, default=True,
@@ -1245,6 +1273,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         limit_scope=args.limit_scope,
         refused_spend=args.refused_spend,
+        brands=args.brand,
     )
     for key, limits in keys.items():
         print(f"key {key}: rpm={limits.rpm or 'unlimited'} tpm={limits.tpm or 'unlimited'}")

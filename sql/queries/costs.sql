@@ -4,10 +4,14 @@
 -- name: spend_job_scope
 -- The scope a job's calls are charged to. Finished jobs are looked up too: a user's own code
 -- may call on behalf of a job id it was given.
-SELECT coalesce(owner, '') AS owner, coalesce(batch_id, 0) AS batch_id
+-- A campaign's jobs (its answers and their extract calls) carry the campaign's name in
+-- their metadata (jobqueue/campaigns/runs.py).
+SELECT coalesce(owner, '') AS owner, coalesce(batch_id, 0) AS batch_id,
+       coalesce(metadata ->> 'campaign', '') AS campaign
 FROM jobqueue.jobs WHERE id = %(id)s
 UNION ALL
-SELECT coalesce(owner, ''), coalesce(batch_id, 0) FROM jobqueue.finished WHERE id = %(id)s
+SELECT coalesce(owner, ''), coalesce(batch_id, 0), coalesce(metadata ->> 'campaign', '')
+FROM jobqueue.finished WHERE id = %(id)s
 LIMIT 1;
 
 

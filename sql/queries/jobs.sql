@@ -532,7 +532,8 @@ WITH resumed AS (
     SET run_at = now(), progress = NULL
     WHERE lease_owner IS NULL AND progress ->> 'paused' = 'over budget'
       AND ((%(scope)s = 'batch' AND batch_id = %(batch_id)s)
-           OR (%(scope)s = 'owner' AND owner = %(scope_id)s))
+           OR (%(scope)s = 'owner' AND owner = %(scope_id)s)
+           OR (%(scope)s = 'campaign' AND metadata ->> 'campaign' = %(scope_id)s))
     RETURNING id, queue
 )
 SELECT count(*) AS resumed,

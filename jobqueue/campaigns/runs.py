@@ -1,0 +1,97 @@
+"""A campaign run: one fan-out batch (a chat job per prompt x platform x sample, named after
+the campaign and the fire time, each carrying the campaign in its metadata so its spend is
+charged to it) and, for each answer, a `campaign.extract` job that depends on it. All in the
+caller's transaction: a schedule's fire (jobqueue/schedules/tick.py, target type
+'campaign') records its run row in the same one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+import structlog
+
+from jobqueue.campaigns import store
+from jobqueue.campaigns.model import InvalidCampaign
+from jobqueue.jobs import JobSpec
+
+log = structlog.get_logger("jobqueue.campaigns")
+
+EXTRACT_TASK = "campaign.extract"
+
+
+def batch_name(campaign: str, fire_at: datetime) -> str:
+    return f"campaign {campaign} @ {fire_at:%Y-%m-%d %H:%M}Z"
+
+
+def chat_specs(campaign: dict, max_attempts: dict[str, int]):
+    """The run's chat jobs, in prompt, platform, sample order."""
+    samples = campaign["samples"]
+    for index, prompt in enumerate(campaign["prompts"]):
+        for platform in campaign["platforms"]:
+            for sample in range(1, samples + 1):
+                payload = {"messages": prompt["messages"]}
+                for key in ("model", "max_tokens", "temperature"):
+                    if key in prompt:
+                        payload[key] = prompt[key]
+                if samples > 1:  # independent answers: numbered, never from the cache
+                    payload |= {"sample": sample, "cache": False}
+                yield JobSpec("chat", payload, queue=platform,
+                              max_attempts=max_attempts[platform],
+                              metadata=dict(prompt.get("metadata") or {}) | {
+                                  "campaign": campaign["name"], "prompt": index,
+                                  "sample": sample})
+
+
+def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = "manual",
+        platforms: dict | None = None) -> dict:
+    """Submit one run of campaign `name` in the caller's transaction: {"batch_id", "jobs",
+    "extracts"}. InvalidCampaign when there is no such campaign or a platform is gone."""
+    from jobqueue.client import insert_batch, insert_specs
+    from jobqueue.db import store as jobs_store
+    from jobqueue.errors import InvalidSchedule
+    from jobqueue.schedules.spec import platform_settings
+
+    campaign = store.get(conn, name)
+    if campaign is None:
+        raise InvalidCampaign(f"campaign: no campaign {name!r}")
+    try:
+        attempts = {p: platform_settings(p, platforms).max_attempts
+                    for p in campaign["platforms"]}
+    except InvalidSchedule as exc:
+        raise InvalidCampaign(f"platforms: {str(exc).partition(': ')[2]}") from None
+    with conn.transaction():
+        submitted = insert_batch(
+            conn, chat_specs(campaign, attempts), queue=campaign["platforms"][0],
+            owner=campaign["owner"], name=batch_name(name, fire_at),
+            metadata={"campaign": name, "campaign_id": campaign["id"],
+                      "fire_at": fire_at.isoformat(), "decision": decision})
+        answers = jobs_store.batch_members(conn, submitted.batch_id)
+        extracts = [JobSpec(EXTRACT_TASK, {"campaign_id": campaign["id"], "answer": job_id},
+                            depends_on=[job_id], owner=campaign["owner"],
+                            metadata={"campaign": name})
+                    for job_id in answers]
+        if extracts:
+            insert_specs(conn, extracts)
+    log.info("campaign_run", campaign=name, batch_id=submitted.batch_id, jobs=len(answers),
+             fire_at=fire_at.isoformat(), decision=decision)
+    return {"batch_id": submitted.batch_id, "jobs": len(answers), "extracts": len(extracts)}
+
+
+def run_now(conn: psycopg.Connection, name: str, now: datetime,
+            platforms: dict | None = None) -> dict:
+    """`campaigns run`: a scheduled campaign fires its schedule (a manual run row records
+    it); one without a schedule runs directly. {"batch_id", ...} or InvalidCampaign."""
+    from jobqueue.schedules import tick
+
+    campaign = store.get(conn, name)
+    if campaign is None:
+        raise InvalidCampaign(f"campaign: no campaign {name!r}")
+    if campaign["cron"] is None:
+        with conn.transaction():
+            return run(conn, name, now, "manual", platforms)
+    fired = tick.run_now(conn, store.schedule_name(name), now, platforms)
+    if fired is None or fired["decision"] == "failed":
+        raise InvalidCampaign(f"campaign: the run failed ({(fired or {}).get('reason')})")
+    return {"batch_id": fired["batch_id"], "run_id": fired["id"]}
