@@ -110,9 +110,20 @@ def create_app(config: dict | None = None) -> Flask:
                                            app.config["JSON_MAX_BYTES"]) + MB
     app.extensions["jobqueue"] = Resources(app)
 
-    from web import api, costs, dashboard, dashboard_webhooks, health, quotas, schedules, webhooks
+    from web import (
+        api,
+        costs,
+        dashboard,
+        dashboard_batches,
+        dashboard_webhooks,
+        health,
+        quotas,
+        schedules,
+        webhooks,
+    )
 
     dashboard_webhooks.attach(dashboard.bp)
+    dashboard_batches.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")

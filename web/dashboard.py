@@ -103,7 +103,9 @@ def _signed_in_admin():
 
 @bp.context_processor
 def _template_helpers() -> dict:
-    return {"csrf_token": csrf_token, "principal": g.get("principal"), "STATES": STATES}
+    principal = g.get("principal")
+    return {"csrf_token": csrf_token, "principal": principal, "STATES": STATES,
+            "can_act": bool(principal and principal.admin)}
 
 
 def _time(value) -> datetime | None:
