@@ -79,12 +79,13 @@ def batch_page(batch_id: int):
 
 
 def batch_action(batch_id: int, action: str):
-    from web.dashboard import _change, _store
+    from web.dashboard import _audit, _change, _store
 
     if _store(store.batch, batch_id) is None:
         abort(404, description=f"batch {batch_id}: not found")
     if action == "retry-dead":
         revived = _change(store.revive, JobFilter(batch_id=batch_id, state="dead"), ("dead",))
+        _audit(revived, "retry", f"batch {batch_id}: retry all dead")
         flash(f"Batch {batch_id}: retried {len(revived)} dead job(s).")
     else:
         done = _change(store.cancel, JobFilter(batch_id=batch_id))

@@ -430,6 +430,27 @@ def jobs_page(conn: psycopg.Connection, where: JobFilter, before: int, floor: in
         "before": before, "floor": floor, "limit": limit}, prepare=_UNPREPARED).fetchall()
 
 
+def jobs_page_sorted(conn: psycopg.Connection, where: JobFilter, floor: int, sort: str,
+                     descending: bool, limit: int, offset: int) -> list[dict]:
+    """The matching jobs with ids from `floor` up, in `sort` order (one of the keys
+    jobs_page_sorted in sql/queries/job_list.sql knows; the caller checks it), a page."""
+    return _execute(conn, "jobs_page_sorted", where.params() | {
+        "floor": floor, "sort": sort, "dir": -1 if descending else 1, "limit": limit,
+        "offset": offset}, prepare=_UNPREPARED).fetchall()
+
+
+def window_count(conn: psycopg.Connection, where: JobFilter, floor: int) -> int:
+    """How many jobs with ids from `floor` up match."""
+    return _execute(conn, "jobs_window_count", where.params() | {"floor": floor},
+                    prepare=_UNPREPARED).fetchone()["count"]
+
+
+def batch_match_count(conn: psycopg.Connection, where: JobFilter, cap: int) -> int:
+    """How many jobs of where.batch_id match, counted up to `cap`."""
+    return _execute(conn, "jobs_batch_count", where.params() | {"cap": cap},
+                    prepare=_UNPREPARED).fetchone()["count"]
+
+
 def match_counts(conn: psycopg.Connection, where: JobFilter) -> list[dict]:
     """The matching jobs counted by state, with the newest id of each: [{state, count,
     upto}]. Counts every match: run it under a statement timeout."""

@@ -1,0 +1,97 @@
+"""The job list's order and count, and the job timeline's manual actions (web/dashboard.py
+renders the list and the job page; this module decides what they show beyond the default).
+
+Order: the list is newest first by id, paged by id (an index scan). Any other order (created,
+queue wait, run time, runs at, priority, attempts; either direction) is a whitelisted key
+the query turns into a CASE branch (bound parameters, fixed SQL text) and applies within the
+newest jobs' window (see jobs_window), paged by offset up to MAX_SORTED_PAGES: it stays a
+bounded sort, and the page says which jobs it sorted.
+
+Count: exact where it is cheap (queue and state alone, from the counts the overview uses; a
+batch, through its index, up to EXACT_UP_TO), exact when the window holds every job, and
+otherwise an estimate from the window, labelled as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import abort
+
+from jobqueue.db import store
+from jobqueue.db.store import JobFilter
+from jobqueue.jobs import PRIORITIES, STATES
+
+# key: (heading, default direction descending?)
+SORTS = {
+    "created": ("Created", True), "wait": ("Queue wait", True), "run": ("Run time", True),
+    "runs_at": ("Runs at", False), "priority": ("Priority", False),
+    "attempts": ("Attempts", True),
+}
+MAX_SORTED_PAGES = 100
+EXACT_UP_TO = 10_000
+_PRIORITY_NAMES = {value: name for name, value in PRIORITIES.items()}
+
+
+def priority_name(value: int | None) -> str:
+    """high / normal / low for the documented values, else the number."""
+    if value is None:
+        return "—"
+    return _PRIORITY_NAMES.get(value, str(value))
+
+
+@dataclass(frozen=True)
+class Sort:
+    key: str | None       # None: the default, newest first by id
+    descending: bool
+    page: int             # 0-based, for sorted pages
+
+
+def parse_sort(args) -> Sort:
+    """?sort=KEY&dir=asc|desc&page=N, checked: 400 naming the field."""
+    key = args.get("sort", "").strip() or None
+    if key is not None and key not in SORTS:
+        abort(400, description=f"sort: one of {', '.join(SORTS)}")
+    direction = args.get("dir", "").strip()
+    if direction not in ("", "asc", "desc"):
+        abort(400, description="dir: asc or desc")
+    raw_page = args.get("page", "").strip() or "0"
+    if not raw_page.isdigit() or int(raw_page) >= MAX_SORTED_PAGES:
+        abort(400, description=f"page: a whole number below {MAX_SORTED_PAGES}")
+    descending = SORTS[key][1] if key and not direction else direction == "desc"
+    return Sort(key, descending, int(raw_page))
+
+
+@dataclass(frozen=True)
+class Count:
+    value: int
+    exact: bool
+    note: str = ""
+
+    def label(self) -> str:
+        if self.exact:
+            return f"{self.value:,} job{'s' if self.value != 1 else ''}"
+        return f"about {self.value:,} jobs ({self.note})"
+
+
+def count(store_call, where: JobFilter, args: dict, window: dict, scan: int,
+          queues: list[dict]) -> Count:
+    """The number of jobs matching the filter, exact where cheap, else estimated from the
+    window (`window`: jobs_window's row for the newest jobs; `queues`: queue_status)."""
+    only = set(args) - {"queue", "state"}
+    if not only:
+        state = args.get("state")
+        states = [state] if state in STATES else list(STATES)  # unknown: any, as the list
+        rows = [r for r in queues if args.get("queue") in (None, r["queue"])]
+        return Count(sum(r[s] for r in rows for s in states), True)
+    if where.batch_id is not None:
+        n = store_call(store.batch_match_count, where, EXACT_UP_TO + 1)
+        if n <= EXACT_UP_TO:
+            return Count(n, True)
+        return Count(EXACT_UP_TO, False, "more than that in this batch; not counted further")
+    in_window = store_call(store.window_count, where, window["floor"] or 0)
+    if window["scanned"] < scan:  # the window holds every job
+        return Count(in_window, True)
+    total = sum(r[s] for r in queues for s in STATES)
+    estimate = round(in_window * total / max(1, window["scanned"]))
+    return Count(estimate, False, f"estimated from the newest {scan:,} jobs")
