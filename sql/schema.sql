@@ -1289,3 +1289,25 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                 WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN
                     greatest(0, extract(epoch FROM finished_at - started_at))::float8 END
 $$;
+
+-- Rows leaving `finished` (0023): a retry moves a dead job back to `jobs`, deletes and pruning
+-- remove rows. The dashboard keeps the per-minute counts of minutes that are over (they do
+-- not change while nothing leaves `finished`) and reads this sequence to know when one may
+-- have: then it reads them again, so its charts agree with the tables after retries (a job
+-- retried and dead again counts once). A sequence, not a counter row: deleting statements
+-- never wait on each other for it. Read on the primary (a standby sees sequences in steps).
+CREATE SEQUENCE jobqueue.finished_removals;
+
+CREATE FUNCTION jobqueue.note_finished_removal() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM gone) THEN
+        PERFORM nextval('jobqueue.finished_removals');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER finished_removal_noted
+    AFTER DELETE ON jobqueue.finished
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION jobqueue.note_finished_removal();

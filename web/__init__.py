@@ -115,6 +115,7 @@ def create_app(config: dict | None = None) -> Flask:
         costs,
         dashboard,
         dashboard_batches,
+        dashboard_charts,
         dashboard_webhooks,
         health,
         quotas,
@@ -124,6 +125,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     dashboard_webhooks.attach(dashboard.bp)
     dashboard_batches.attach(dashboard.bp)
+    dashboard_charts.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")

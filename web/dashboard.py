@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
-from threading import Lock
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import psycopg
@@ -31,7 +30,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -52,7 +50,7 @@ from jobqueue.db.store import JobFilter
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from jobqueue.llm import costs
-from web import dashboard_jobs
+from web import dashboard_charts, dashboard_jobs
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
 from web.contract import describe
 from web.replica import wal_position
@@ -271,7 +269,8 @@ def overview():
     queues = _store(store.queue_status)
     totals = {state: sum(r[state] for r in queues) for state in STATES}
     return _page("overview.html", title="Overview", queues=queues, totals=totals,
-                 total=sum(totals.values()), chart=_chart(_last_hour()))
+                 total=sum(totals.values()),
+                 chart=dashboard_charts.throughput(dashboard_charts.buckets("1h"), "1h"))
 
 
 @bp.get("/queues")
@@ -285,50 +284,6 @@ def queues():
             "max_running_per_owner": None, "fair": False, "running": status["running"]})
     return _page("queues.html", title="Queues", queues=[settings[n] for n in sorted(settings)],
                  still=True)
-
-
-def _last_hour() -> list[dict]:
-    """Finished per minute over the last hour. A minute that is over does not change (jobs
-    finish at now()), so the app keeps the complete minutes it has read and asks the database
-    only for the newer ones: a refresh counts one minute of rows, not sixty. (Retrying or
-    deleting jobs later does not redraw the minutes they finished in.)"""
-    minutes, lock = current_app.extensions.setdefault("dashboard.minutes", ({}, Lock()))
-    with lock:
-        since = max(minutes) + timedelta(minutes=1) if minutes else None
-    fresh = _store(store.finished_per_minute, since)
-    now = fresh[-1]["minute"]
-    hour = [now - timedelta(minutes=n) for n in range(59, -1, -1)]
-    # Read on a replica, a minute just over may still miss jobs it has not replayed: it is
-    # kept only once it ended longer ago than the replica may lag.
-    lag = timedelta(seconds=current_app.config["READ_MAX_LAG_SECONDS"]
-                    if resources().replicated else 0)
-    with lock:
-        minutes.update((r["minute"], r) for r in fresh[:-1]
-                       if r["minute"] + timedelta(minutes=1) + lag <= now)
-        for old in [m for m in minutes if m < hour[0]]:
-            del minutes[old]
-        empty = {"succeeded": 0, "dead": 0, "cancelled": 0}
-        return [minutes.get(m) or {"minute": m, **empty} for m in hour[:-1]] + fresh[-1:]
-
-
-def _chart(minutes: list[dict], width: int = 1200, height: int = 150) -> dict:
-    """Bars per minute for an inline SVG: succeeded at the bottom, dead stacked on top,
-    scaled to the busiest minute."""
-    peak = max([m["succeeded"] + m["dead"] for m in minutes] + [1])
-    slot = width / max(1, len(minutes))
-    bars = []
-    for i, m in enumerate(minutes):
-        ok, dead = m["succeeded"] * height / peak, m["dead"] * height / peak
-        bars.append({
-            "x": round(i * slot + 1, 1), "w": round(max(1.0, slot - 2), 1),
-            "ok_y": round(height - ok, 1), "ok_h": round(ok, 1),
-            "dead_y": round(height - ok - dead, 1), "dead_h": round(dead, 1),
-            "label": f"{m['minute'].astimezone(UTC):%H:%M} UTC: {m['succeeded']} succeeded, "
-                     f"{m['dead']} dead, {m['cancelled']} cancelled",
-        })
-    return {"width": width, "height": height, "peak": peak, "bars": bars,
-            "succeeded": sum(m["succeeded"] for m in minutes),
-            "dead": sum(m["dead"] for m in minutes)}
 
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")
