@@ -116,6 +116,7 @@ def create_app(config: dict | None = None) -> Flask:
         dashboard,
         dashboard_batches,
         dashboard_charts,
+        dashboard_controls,
         dashboard_webhooks,
         health,
         quotas,
@@ -126,6 +127,7 @@ def create_app(config: dict | None = None) -> Flask:
     dashboard_webhooks.attach(dashboard.bp)
     dashboard_batches.attach(dashboard.bp)
     dashboard_charts.attach(dashboard.bp)
+    dashboard_controls.attach(dashboard.bp)
 
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp, url_prefix="/api")

@@ -1,9 +1,10 @@
-"""The dashboard: server-rendered pages for operators who sign in with an admin token.
+"""The dashboard: server-rendered pages for operators who sign in with an admin token, or a
+read-only one (the read scope alone: every page, no buttons, every POST refused with 403).
 
-Every page needs a signed-in admin (others are sent to /login) and every POST the session's
-CSRF token. Each page's changing part is the template block `live`; static/dashboard.js
-fetches it again every two seconds (`?partial=1`) and swaps it in, so pages follow the queue
-without reloading, with a pause control in the header.
+Every page needs a signed-in session (others are sent to /login) and every POST an admin and
+the session's CSRF token. Each page's changing part is the template block `live`;
+static/dashboard.js fetches it again every two seconds (`?partial=1`) and swaps it in, so
+pages follow the queue without reloading, with a pause control in the header.
 
 No page view scans the `finished` table without a bound: counts come from finished_counts,
 the chart from the minutes it has not seen yet (BRIN), lists from indexes or from a window of
@@ -97,6 +98,9 @@ def _signed_in_admin():
         return redirect(url_for(".login", next=request.full_path.rstrip("?")))
     g.principal = principal
     if request.method == "POST":
+        if not principal.admin and request.endpoint != "dashboard.logout":
+            return Response("read-only: this token may look, not change anything (sign in "
+                            "with an admin token to act)", status=403, mimetype="text/plain")
         check_csrf()
     return None
 
@@ -105,7 +109,8 @@ def _signed_in_admin():
 def _template_helpers() -> dict:
     principal = g.get("principal")
     return {"csrf_token": csrf_token, "principal": principal, "STATES": STATES,
-            "can_act": bool(principal and principal.admin)}
+            "can_act": bool(principal and principal.admin),
+            "priority_name": dashboard_jobs.priority_name}
 
 
 def _time(value) -> datetime | None:
@@ -393,7 +398,7 @@ def jobs():
                  window=window, scan=scan, newest=before == MAX_ID,
                  limited=len(rows) < PAGE and older is not None,
                  queues=[r["queue"] for r in queues], sort=sort, sorts=dashboard_jobs.SORTS,
-                 more=more, total=total, priority_name=dashboard_jobs.priority_name)
+                 more=more, total=total)
 
 
 def _bulk_request(values) -> tuple[str, dict[str, str]]:

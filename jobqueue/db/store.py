@@ -378,6 +378,12 @@ def cancel(conn: psycopg.Connection, where: JobFilter) -> dict:
     return done
 
 
+def run_now(conn: psycopg.Connection, job_id: int) -> bool:
+    """Make a scheduled or retrying job due now (its workers are woken); False if it is not
+    one (running, finished, already due, or gone)."""
+    return _execute(conn, "job_run_now", {"id": job_id}).fetchone() is not None
+
+
 def revive(conn: psycopg.Connection, where: JobFilter,
            states: Sequence[str] = ("dead", "cancelled")) -> list[int]:
     """Run the matching finished jobs in `states` again with a fresh attempt budget (their

@@ -1117,3 +1117,15 @@ SELECT queue, state,
 FROM jobqueue.finished
 WHERE finished_at > now() - interval '5 minutes' AND started_at IS NOT NULL
 LIMIT 100000;
+
+
+-- name: job_run_now
+-- An operator runs a scheduled or retrying job now (the dashboard's "Run now"): due at once,
+-- its attempts and errors untouched, and the workers of its queue woken. Only a job waiting
+-- for its time (run_at ahead, no lease): a running or finished job is left alone.
+WITH due AS (
+    UPDATE jobqueue.jobs SET run_at = now()
+    WHERE id = %(id)s AND lease_owner IS NULL AND run_at > now()
+    RETURNING id, queue
+)
+SELECT id, pg_notify('jobqueue_insert', queue) IS NOT NULL AS woken FROM due;
