@@ -24,7 +24,7 @@ from jobqueue.db.queries import q
 # window: (seconds, bucket seconds, x tick every N buckets, label)
 WINDOWS = {"1h": (3600, 60, 10, "last hour"), "24h": (86400, 600, 24, "last 24 hours")}
 MAX_CACHED = 64        # (window, queue, kind) series kept at most
-WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 1200, 150, 56, 20, 8
+WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 1200, 150, 56, 20, 22
 _EMPTY = {"succeeded": 0, "dead": 0, "cancelled": 0, "wait_sum": 0.0, "wait_n": 0,
           "wait_max": 0.0, "tokens": 0, "cost_usd": 0.0}
 
