@@ -34,7 +34,7 @@ BATCH = re.compile(r"batch (\d+): ")
 DONE = re.compile(r"stays up until Ctrl-C")
 
 
-def start_demo(jobs: int) -> tuple[subprocess.Popen, "queue.Queue[str]"]:
+def start_demo(jobs: int) -> tuple[subprocess.Popen, queue.Queue[str]]:
     """`jobqueue demo --stay` in its own process group, its output lines in a queue."""
     demo = subprocess.Popen(
         [sys.executable, "-m", "jobqueue", "demo", "--jobs", str(jobs), "--stay"],
@@ -52,7 +52,7 @@ def start_demo(jobs: int) -> tuple[subprocess.Popen, "queue.Queue[str]"]:
     return demo, lines
 
 
-def wait_for(lines: "queue.Queue[str]", found: dict, timeout: float = 300.0) -> None:
+def wait_for(lines: queue.Queue[str], found: dict, timeout: float = 300.0) -> None:
     """Read the demo's output until it printed the dashboard, its batch and the end of it."""
     deadline = time.monotonic() + timeout
     while not DONE.search(found.get("last", "")) or "base" not in found or "batch" not in found:
