@@ -392,7 +392,8 @@ def jobs():
             older = floor
         else:
             older = None
-    total = dashboard_jobs.count(_store, where, args, window, scan, queues) \
+    total = dashboard_jobs.count(_store, where, args, window, scan, queues,
+                                 None if sort.key else len(rows), PAGE) \
         if before == MAX_ID else None
     return _page("jobs.html", title="Jobs", rows=rows, args=args, before=before, older=older,
                  window=window, scan=scan, newest=before == MAX_ID,

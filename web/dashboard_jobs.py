@@ -64,20 +64,27 @@ def parse_sort(args) -> Sort:
 
 @dataclass(frozen=True)
 class Count:
+    """A match count: exact, an estimate (`note` says from what), or a lower bound."""
+
     value: int
     exact: bool
     note: str = ""
+    at_least: bool = False
 
     def label(self) -> str:
         if self.exact:
             return f"{self.value:,} job{'s' if self.value != 1 else ''}"
+        if self.at_least:
+            return f"more than {self.value:,} jobs ({self.note})"
         return f"about {self.value:,} jobs ({self.note})"
 
 
 def count(store_call, where: JobFilter, args: dict, window: dict, scan: int,
-          queues: list[dict]) -> Count:
+          queues: list[dict], page_rows: int | None = None, page_size: int = 50) -> Count:
     """The number of jobs matching the filter, exact where cheap, else estimated from the
-    window (`window`: jobs_window's row for the newest jobs; `queues`: queue_status)."""
+    window (`window`: jobs_window's row for the newest jobs; `queues`: queue_status;
+    `page_rows`: how many the newest page found, when it was not sorted: fewer than a page
+    means it saw every match of the window, so they need no counting)."""
     only = set(args) - {"queue", "state"}
     if not only:
         state = args.get("state")
@@ -88,9 +95,17 @@ def count(store_call, where: JobFilter, args: dict, window: dict, scan: int,
         n = store_call(store.batch_match_count, where, EXACT_UP_TO + 1)
         if n <= EXACT_UP_TO:
             return Count(n, True)
-        return Count(EXACT_UP_TO, False, "more than that in this batch; not counted further")
-    in_window = store_call(store.window_count, where, window["floor"] or 0)
-    if window["scanned"] < scan:  # the window holds every job
+        return Count(EXACT_UP_TO, False, "in this batch; not counted further", at_least=True)
+    whole = window["scanned"] < scan  # the window holds every job
+    if page_rows is not None and page_rows < page_size:
+        in_window = page_rows
+    else:
+        in_window = store_call(store.window_count, where, window["floor"] or 0,
+                               EXACT_UP_TO + 1)
+        if in_window > EXACT_UP_TO:
+            return Count(EXACT_UP_TO, False, f"among the newest {scan:,} jobs; not counted "
+                                             "further", at_least=True)
+    if whole:
         return Count(in_window, True)
     total = sum(r[s] for r in queues for s in STATES)
     estimate = round(in_window * total / max(1, window["scanned"]))

@@ -445,9 +445,9 @@ def jobs_page_sorted(conn: psycopg.Connection, where: JobFilter, floor: int, sor
         "offset": offset}, prepare=_UNPREPARED).fetchall()
 
 
-def window_count(conn: psycopg.Connection, where: JobFilter, floor: int) -> int:
-    """How many jobs with ids from `floor` up match."""
-    return _execute(conn, "jobs_window_count", where.params() | {"floor": floor},
+def window_count(conn: psycopg.Connection, where: JobFilter, floor: int, cap: int) -> int:
+    """How many jobs with ids from `floor` up match, counted up to `cap`."""
+    return _execute(conn, "jobs_window_count", where.params() | {"floor": floor, "cap": cap},
                     prepare=_UNPREPARED).fetchone()["count"]
 
 
