@@ -1311,4 +1311,3 @@ CREATE TABLE jobqueue.llm_reservations (
     PRIMARY KEY (scope, scope_id, id)
 );
 CREATE INDEX llm_reservations_id_idx ON jobqueue.llm_reservations (id);
-
