@@ -46,7 +46,7 @@ def _search_args() -> tuple[int, str | None]:
     raw_after = request.args.get("after", "").strip()
     after = 0
     if raw_after:
-        if not raw_after.isdigit() or int(raw_after) > MAX_ID:
+        if not (raw_after.isascii() and raw_after.isdigit()) or int(raw_after) > MAX_ID:
             abort(400, description="after: a job id (a whole number ≥ 0)")
         after = int(raw_after)
     text = request.args.get("q", "").strip() or None

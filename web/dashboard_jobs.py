@@ -56,7 +56,7 @@ def parse_sort(args) -> Sort:
     if direction not in ("", "asc", "desc"):
         abort(400, description="dir: asc or desc")
     raw_page = args.get("page", "").strip() or "0"
-    if not raw_page.isdigit() or int(raw_page) >= MAX_SORTED_PAGES:
+    if not (raw_page.isascii() and raw_page.isdigit()) or int(raw_page) >= MAX_SORTED_PAGES:
         abort(400, description=f"page: a whole number below {MAX_SORTED_PAGES}")
     descending = SORTS[key][1] if key and not direction else direction == "desc"
     return Sort(key, descending, int(raw_page))
