@@ -86,7 +86,9 @@ CREATE TABLE jobqueue.finished (
 );
 -- Rows arrive in finished_at order, so a BRIN index serves pruning for almost nothing.
 CREATE INDEX finished_finished_at_brin ON jobqueue.finished USING brin (finished_at);
-CREATE INDEX finished_batch_idx ON jobqueue.finished (batch_id) WHERE batch_id IS NOT NULL;
+-- (batch_id, id) since 0023: a batch's jobs in id order (the batch page's answers).
+CREATE INDEX finished_batch_id_idx ON jobqueue.finished (batch_id, id)
+    WHERE batch_id IS NOT NULL;
 -- The dead-letter view lists dead jobs per queue, newest first.
 CREATE INDEX finished_dead_idx ON jobqueue.finished (queue, finished_at DESC)
     WHERE state = 'dead';

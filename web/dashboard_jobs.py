@@ -1,15 +1,16 @@
-"""The job list's order and count, and the job timeline's manual actions (web/dashboard.py
-renders the list and the job page; this module decides what they show beyond the default).
+"""The job list's order and count (web/dashboard.py renders the list; this module decides
+what it shows beyond the default).
 
 Order: the list is newest first by id, paged by id (an index scan). Any other order (created,
 queue wait, run time, runs at, priority, attempts; either direction) is a whitelisted key
 the query turns into a CASE branch (bound parameters, fixed SQL text) and applies within the
-newest jobs' window (see jobs_window), paged by offset up to MAX_SORTED_PAGES: it stays a
-bounded sort, and the page says which jobs it sorted.
+newest jobs' window (SORT_SCAN of web/dashboard.py; see jobs_window), paged by offset up to
+MAX_SORTED_PAGES: it stays a bounded sort, and the page says which jobs it sorted.
 
 Count: exact where it is cheap (queue and state alone, from the counts the overview uses; a
-batch, through its index, up to EXACT_UP_TO), exact when the window holds every job, and
-otherwise an estimate from the window, labelled as such.
+batch, through its index, up to EXACT_UP_TO; a newest page that saw every match of its
+window, when the window holds every job), otherwise an estimate from the window or a lower
+bound, labelled as such.
 """
 
 from __future__ import annotations

@@ -130,6 +130,8 @@ def answers(conn: psycopg.Connection, batch_id: int, after: int = 0, text: str |
     """A page of the batch's answers after id `after`: {"rows": [{id, queue, state, prompt,
     answer, model, fallback, error, attempts}], "next": the cursor of the next page or None,
     "scanned": jobs examined}. With `text`, only jobs whose payload or result contains it."""
+    if not text:  # every job of the window is on the page: examine only a page's worth
+        scan = limit
     found = conn.cursor(row_factory=dict_row).execute(q("batch_answers"), {
         "batch_id": batch_id, "after": after, "scan": scan, "limit": limit,
         "text": like_pattern(text) if text else None}).fetchall()

@@ -1,6 +1,6 @@
 -- A batch's progress for its dashboard page (jobqueue/batches/progress.py): how fast its jobs
 -- finish, what the limiter allows its platforms, and its answers. Every query goes through
--- the batch indexes of the job tables (jobs_batch_idx, finished_batch_idx, blocked_batch_idx),
+-- the batch indexes of the job tables (jobs_batch_idx, finished_batch_id_idx, blocked_batch_idx),
 -- so it reads the batch's rows only, never the whole table.
 
 
@@ -45,11 +45,13 @@ GROUP BY platform;
 
 -- name: batch_answers
 -- One page of a batch's answers in id order after `after`, optionally only those whose
--- payload or result contains `text` (an ILIKE pattern; the caller escapes its wildcards). At most
--- `scan` of the batch's jobs are examined per page (the window: its ids after `after`, in
--- order), so a search over a large batch stays bounded; `window_end` is the last id examined
--- and `scanned` how many, for the next page's cursor.
-WITH w AS (
+-- payload or result contains `text` (an ILIKE pattern; the caller escapes its wildcards). At
+-- most `scan` of the batch's jobs are examined per page (the window: its ids after `after`,
+-- in order, through the batch indexes), so a search over a large batch stays bounded;
+-- `window_end` is the last id examined and `scanned` how many, for the next page's cursor.
+-- Each job of the window is then read by its id (LATERAL: a primary-key lookup per table),
+-- never by a range of ids, which would walk other batches' rows too.
+WITH w AS MATERIALIZED (
     SELECT id FROM (
         (SELECT id FROM jobqueue.jobs WHERE batch_id = %(batch_id)s AND id > %(after)s
          ORDER BY id LIMIT %(scan)s)
@@ -62,17 +64,20 @@ WITH w AS (
     ) AS ids
     ORDER BY id LIMIT %(scan)s
 ),
-bounds AS (SELECT max(id) AS window_end, count(*) AS scanned FROM w)
-SELECT b.window_end, b.scanned, p.*
-FROM bounds b
-LEFT JOIN LATERAL (
+bounds AS (SELECT max(id) AS window_end, count(*) AS scanned FROM w),
+page AS (
     SELECT j.id, j.queue, j.state, j.payload, j.result, j.attempts,
            j.errors -> -1 AS last_error
-    FROM jobqueue.all_jobs j
-    WHERE j.batch_id = %(batch_id)s AND j.id > %(after)s AND j.id <= b.window_end
-      AND (%(text)s::text IS NULL OR j.payload::text ILIKE %(text)s
-           OR j.result::text ILIKE %(text)s)
-    ORDER BY j.id
+    FROM w
+    -- OFFSET 0 keeps the subquery a lookup per id: flattened, the planner merges the
+    -- window with a walk of the whole primary key.
+    CROSS JOIN LATERAL (SELECT * FROM jobqueue.all_jobs a WHERE a.id = w.id OFFSET 0) AS j
+    WHERE %(text)s::text IS NULL OR j.payload::text ILIKE %(text)s
+          OR j.result::text ILIKE %(text)s
+    ORDER BY w.id
     LIMIT %(limit)s
-) AS p ON true
+)
+SELECT b.window_end, b.scanned, p.*
+FROM bounds b
+LEFT JOIN page p ON true
 ORDER BY p.id;
