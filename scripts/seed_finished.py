@@ -57,7 +57,7 @@ FROM (
                 ELSE 'succeeded' END AS state,
            CASE WHEN i %% 50 = 0 THEN 3 ELSE 1 END AS attempts,
            now() - make_interval(secs => (%(rows)s - i) * %(span)s / %(rows)s) AS fin
-    FROM generate_series(%(low)s, %(high)s) AS i
+    FROM generate_series(%(low)s::bigint, %(high)s::bigint) AS i
 ) AS s
 """
 
@@ -107,9 +107,13 @@ def time_pages(url: str, repeat: int) -> None:
     assert client.post("/login", data={"token": token, "csrf_token": csrf}).status_code == 302
     paths = ["/", "/?partial=1", "/jobs", "/jobs?state=dead", "/jobs?queue=llm&kind=chat",
              "/jobs?owner=bob", f"/jobs?batch={batch}", "/jobs?q=row+12345",
-             "/jobs?q=no+such+text", "/jobs?kind=missing", f"/jobs?before={newest - 500_000}",
+             "/jobs?q=no+such+text", "/jobs?kind=missing",
+             f"/jobs?before={max(1, newest - 500_000)}",
              f"/jobs/{newest}", f"/jobs/{dead}", "/dead", "/dead?queue=llm", "/batches",
-             "/workers", "/limits", "/jobs/bulk?action=retry&state=dead&queue=llm"]
+             "/workers", "/limits", "/jobs/bulk?action=retry&state=dead&queue=llm",
+             f"/batches/{batch}", f"/batches/{batch}?q=document+12", "/jobs?sort=run",
+             "/jobs?sort=priority&dir=desc", "/jobs?kind=chat", "/charts",
+             "/charts?window=24h", "/charts?window=24h&by=kind&queue=llm"]
     print(f"{'page':<48} {'first ms':>9} {'median ms':>10} {'max ms':>8}")
     for path in paths:
         times = []

@@ -89,7 +89,9 @@ CREATE TABLE jobqueue.finished (
 );
 -- Rows arrive in finished_at order, so a BRIN index serves pruning for almost nothing.
 CREATE INDEX finished_finished_at_brin ON jobqueue.finished USING brin (finished_at);
-CREATE INDEX finished_batch_idx ON jobqueue.finished (batch_id) WHERE batch_id IS NOT NULL;
+-- (batch_id, id) since 0023: a batch's jobs in id order (the batch page's answers).
+CREATE INDEX finished_batch_id_idx ON jobqueue.finished (batch_id, id)
+    WHERE batch_id IS NOT NULL;
 -- The dead-letter view lists dead jobs per queue, newest first.
 CREATE INDEX finished_dead_idx ON jobqueue.finished (queue, finished_at DESC)
     WHERE state = 'dead';
@@ -119,8 +121,86 @@ CREATE TABLE jobqueue.workers (
     in_flight    integer     NOT NULL DEFAULT 0,
     -- Connections the process holds open, reported with its heartbeat (0013): counted by the
     -- process itself, so the figure is right behind PgBouncer too.
-    connections  integer     NOT NULL DEFAULT 0
+    connections  integer     NOT NULL DEFAULT 0,
+    -- An operator's request (0023): 'quiet' (claim nothing more) or 'stop' (finish in-flight
+    -- work and exit), read by the worker's heartbeat; and who asked.
+    control      text        CHECK (control IN ('quiet', 'stop')),
+    control_by   text
 );
+
+-- Manual actions on jobs (0023): retry, cancel, run now, ... with who did them, for the job's
+-- timeline (jobqueue/audit.py). Not a foreign key: a job moves between tables under one id.
+CREATE TABLE jobqueue.job_actions (
+    id      bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id  bigint      NOT NULL,
+    action  text        NOT NULL CHECK (action <> ''),
+    actor   text        NOT NULL,
+    via     text        NOT NULL CHECK (via IN ('dashboard', 'api', 'cli')),
+    at      timestamptz NOT NULL DEFAULT now(),
+    detail  text
+);
+CREATE INDEX job_actions_job_idx ON jobqueue.job_actions (job_id, id);
+
+-- What the job list shows of a job's payload (0023): an LLM job's prompt, i.e. its last user
+-- message (a chat's `messages`) or its `prompt`; NULL for other payloads, which the list shows
+-- as JSON. A content given as parts comes back as their JSON.
+CREATE FUNCTION jobqueue.prompt_preview(payload jsonb) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(
+        (SELECT CASE jsonb_typeof(m -> 'content') WHEN 'string' THEN m ->> 'content'
+                                                  ELSE (m -> 'content')::text END
+         FROM jsonb_array_elements(CASE jsonb_typeof(payload -> 'messages')
+                                       WHEN 'array' THEN payload -> 'messages'
+                                       ELSE '[]'::jsonb END) WITH ORDINALITY AS e(m, n)
+         WHERE jsonb_typeof(m) = 'object' AND m ->> 'role' = 'user'
+         ORDER BY n DESC LIMIT 1),
+        CASE jsonb_typeof(payload -> 'prompt') WHEN 'string' THEN payload ->> 'prompt' END)
+$$;
+
+-- A job's queue wait and run time in seconds, for the job list (0023): the wait runs from
+-- run_at (when it could start) to its start, or to now while it waits for a worker; the run
+-- time from its start to its end, or to now while it runs. NULL where there is none yet (a
+-- scheduled job's wait, a waiting job's run time, a job cancelled before it started).
+CREATE FUNCTION jobqueue.queue_wait_seconds(state text, run_at timestamptz,
+                                           started_at timestamptz) RETURNS float8
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN state IN ('waiting', 'retrying') THEN
+                    greatest(0, extract(epoch FROM now() - run_at))::float8
+                WHEN state IN ('running', 'succeeded', 'dead', 'cancelled')
+                     AND started_at IS NOT NULL THEN
+                    greatest(0, extract(epoch FROM started_at - run_at))::float8 END
+$$;
+
+CREATE FUNCTION jobqueue.run_seconds(state text, started_at timestamptz,
+                                    finished_at timestamptz) RETURNS float8
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN state = 'running' THEN
+                    greatest(0, extract(epoch FROM now() - started_at))::float8
+                WHEN finished_at IS NOT NULL AND started_at IS NOT NULL THEN
+                    greatest(0, extract(epoch FROM finished_at - started_at))::float8 END
+$$;
+
+-- Rows leaving `finished` (0023): a retry moves a dead job back to `jobs`, deletes and pruning
+-- remove rows. The dashboard keeps the per-minute counts of minutes that are over (they do
+-- not change while nothing leaves `finished`) and reads this sequence to know when one may
+-- have: then it reads them again, so its charts agree with the tables after retries (a job
+-- retried and dead again counts once). A sequence, not a counter row: deleting statements
+-- never wait on each other for it. Read on the primary (a standby sees sequences in steps).
+CREATE SEQUENCE jobqueue.finished_removals;
+
+CREATE FUNCTION jobqueue.note_finished_removal() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM gone) THEN
+        PERFORM nextval('jobqueue.finished_removals');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER finished_removal_noted
+    AFTER DELETE ON jobqueue.finished
+    REFERENCING OLD TABLE AS gone
+    FOR EACH STATEMENT EXECUTE FUNCTION jobqueue.note_finished_removal();
 
 -- Wake idle workers when runnable work arrives. Statement level, so a batch insert of 20,000
 -- rows sends one notification per queue, not 20,000 (Postgres also folds duplicates within a

@@ -68,6 +68,14 @@ class IdConverter(IntegerConverter):
         super().__init__(map, *args, **kwargs)
 
 
+def _dashboard_pages() -> tuple:
+    """The dashboard's batch page, charts and controls (issue 15): modules that add their
+    routes to the dashboard's blueprint (`attach`)."""
+    from web import dashboard_batches, dashboard_charts, dashboard_controls
+
+    return dashboard_batches, dashboard_charts, dashboard_controls
+
+
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
     app.url_map.converters["int"] = IdConverter  # before any route is added
@@ -114,6 +122,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     from web import api, costs, dashboard, dashboard_webhooks, health, quotas, schedules, webhooks
 
+    for pages in _dashboard_pages():
+        pages.attach(dashboard.bp)
     dashboard_webhooks.attach(dashboard.bp)
     from web import campaigns, dashboard_campaigns  # AI-visibility campaigns (issue 14.2)
 

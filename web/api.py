@@ -17,6 +17,7 @@ from datetime import datetime
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from pydantic import ValidationError
 
+from jobqueue import audit
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
 from jobqueue.batches import files as batchfiles
@@ -149,6 +150,7 @@ def cancel_job(job_id: int):
     outcome = resources().client.cancel(job_id)
     if outcome == "finished":
         raise BadRequest(f"job {job_id}: already finished", status=409, code="conflict")
+    _audit(job_id, "cancel")
     return jsonify(id=job_id, outcome=outcome)
 
 
@@ -161,7 +163,14 @@ def retry_job(job_id: int):
     if not resources().client.retry(job_id):
         raise BadRequest(f"job {job_id}: is {job.state}; only dead or cancelled jobs retry",
                          status=409, code="conflict")
+    _audit(job_id, "retry")
     return jsonify(id=job_id, state="waiting")
+
+
+def _audit(job_id: int, action: str) -> None:
+    """Record a manual action on a job with the token's owner (the job's timeline shows it)."""
+    with resources().client.pool.connection() as conn:
+        audit.record(conn, [job_id], action, g.principal.owner, "api")
 
 
 @bp.get("/jobs/<int:job_id>/events")

@@ -7,12 +7,14 @@ a client that spent its writes can still poll what it made. Every answer to an a
 request carries X-RateLimit-Limit, -Remaining and -Reset of the bucket it spent (seconds until
 that bucket is full again); over the limit it is 429 with Retry-After.
 
-The dashboard signs in with an admin token. A sign-in is a row of jobqueue.web_sessions
-(owner, token, created, expires, last seen, revoked); the signed cookie carries only that
-session's random secret (the row keeps its SHA-256), so neither the token nor anything the
-database holds can be turned into a session. Each request checks the session and its token
-and charges the token like an API request; sign-out revokes the row, and owners list and
-revoke sessions at /api/sessions. Every form carries a CSRF token bound to the session.
+The dashboard signs in with an admin token, or a read-only one (the read scope alone: every
+page, no action; web/dashboard.py refuses its POSTs with 403). A sign-in is a row of
+jobqueue.web_sessions (owner, token, created, expires, last seen, revoked); the signed
+cookie carries only that session's random secret (the row keeps its SHA-256), so neither the
+token nor anything the database holds can be turned into a session. Each request checks the
+session and its token and charges the token like an API request; sign-out revokes the row,
+and owners list and revoke sessions at /api/sessions. Every form carries a CSRF token bound
+to the session.
 
 All of this writes, so all of it runs on the primary's pool (`resources().client`), never on
 the reader's: a request's reads can then come from a replica or a read-only connection, and
@@ -45,6 +47,12 @@ class Principal:
     @property
     def admin(self) -> bool:
         return "admin" in self.scopes
+
+    @property
+    def read_only(self) -> bool:
+        """A token with the read scope alone: the dashboard's read-only role (every page,
+        no action)."""
+        return set(self.scopes) == {"read"}
 
     def allows(self, scope: str) -> bool:
         # admin implies write implies read
@@ -191,10 +199,12 @@ def _session_hash(secret: str) -> str:
 
 
 def sign_in(token: str) -> Principal:
-    """Check an admin token for the dashboard and open a server-side session for it."""
+    """Check a token for the dashboard and open a server-side session for it: an admin token,
+    or a read-only one (the read scope alone: it sees every page and changes nothing)."""
     principal = authenticate(token)
-    if not principal.admin:
-        raise Denied(403, "forbidden", "the dashboard needs a token with the admin scope")
+    if not (principal.admin or principal.read_only):
+        raise Denied(403, "forbidden", "the dashboard needs a token with the admin scope, or "
+                                       "one with only the read scope (read-only)")
     from web.resources import resources
 
     secret = secrets.token_urlsafe(32)
@@ -237,7 +247,7 @@ def session_principal() -> Principal | None:
             session.clear()
             return None
         raise
-    return principal if principal.admin else None
+    return principal if principal.admin or principal.read_only else None
 
 
 def csrf_token() -> str:

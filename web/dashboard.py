@@ -1,9 +1,10 @@
-"""The dashboard: server-rendered pages for operators who sign in with an admin token.
+"""The dashboard: server-rendered pages for operators who sign in with an admin token, or a
+read-only one (the read scope alone: every page, no buttons, every POST refused with 403).
 
-Every page needs a signed-in admin (others are sent to /login) and every POST the session's
-CSRF token. Each page's changing part is the template block `live`; static/dashboard.js
-fetches it again every two seconds (`?partial=1`) and swaps it in, so pages follow the queue
-without reloading, with a pause control in the header.
+Every page needs a signed-in session (others are sent to /login) and every POST an admin and
+the session's CSRF token. Each page's changing part is the template block `live`;
+static/dashboard.js fetches it again every two seconds (`?partial=1`) and swaps it in, so
+pages follow the queue without reloading, with a pause control in the header.
 
 No page view scans the `finished` table without a bound: counts come from finished_counts,
 the chart from the minutes it has not seen yet (BRIN), lists from indexes or from a window of
@@ -22,8 +23,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
-from threading import Lock
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import psycopg
@@ -31,7 +31,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -43,6 +42,7 @@ from flask import (
 )
 from pydantic import ValidationError
 
+from jobqueue import audit
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
 from jobqueue.db import store
@@ -51,6 +51,7 @@ from jobqueue.db.store import JobFilter
 from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from jobqueue.llm import costs
+from web import dashboard_charts, dashboard_jobs
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
 from web.contract import describe
 from web.replica import wal_position
@@ -64,6 +65,7 @@ PAGE = 50             # jobs per page of the list
 # a million finished rows, about 15 ms of index scan and filtering, or 50-70 ms of text search.
 SCAN = 50_000
 TEXT_SCAN = 20_000
+SORT_SCAN = 10_000  # a sorted page sorts the newest this many (a top-N sort: ~25 ms at 10,000)
 BATCH_PAGE = 25
 DEAD_PAGE = 100
 MAX_ID = 2**63 - 1    # "no cursor yet": newer than every id
@@ -97,13 +99,19 @@ def _signed_in_admin():
         return redirect(url_for(".login", next=request.full_path.rstrip("?")))
     g.principal = principal
     if request.method == "POST":
+        if not principal.admin and request.endpoint != "dashboard.logout":
+            return Response("read-only: this token may look, not change anything (sign in "
+                            "with an admin token to act)", status=403, mimetype="text/plain")
         check_csrf()
     return None
 
 
 @bp.context_processor
 def _template_helpers() -> dict:
-    return {"csrf_token": csrf_token, "principal": g.get("principal"), "STATES": STATES}
+    principal = g.get("principal")
+    return {"csrf_token": csrf_token, "principal": principal, "STATES": STATES,
+            "can_act": bool(principal and principal.admin),
+            "priority_name": dashboard_jobs.priority_name}
 
 
 def _time(value) -> datetime | None:
@@ -137,6 +145,12 @@ def _age(seconds) -> str:
     if s < 86400:
         return f"{s // 3600}h {s % 3600 // 60:02d}m"
     return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+@bp.app_template_filter("until")
+def _until(value) -> str:
+    """The time left until a moment (0s once it passed)."""
+    return _age((value - datetime.now(UTC)).total_seconds()) if value else "—"
 
 
 @bp.app_template_filter("since")
@@ -261,7 +275,8 @@ def overview():
     queues = _store(store.queue_status)
     totals = {state: sum(r[state] for r in queues) for state in STATES}
     return _page("overview.html", title="Overview", queues=queues, totals=totals,
-                 total=sum(totals.values()), chart=_chart(_last_hour()))
+                 total=sum(totals.values()),
+                 chart=dashboard_charts.throughput(dashboard_charts.buckets("1h"), "1h"))
 
 
 @bp.get("/queues")
@@ -275,50 +290,6 @@ def queues():
             "max_running_per_owner": None, "fair": False, "running": status["running"]})
     return _page("queues.html", title="Queues", queues=[settings[n] for n in sorted(settings)],
                  still=True)
-
-
-def _last_hour() -> list[dict]:
-    """Finished per minute over the last hour. A minute that is over does not change (jobs
-    finish at now()), so the app keeps the complete minutes it has read and asks the database
-    only for the newer ones: a refresh counts one minute of rows, not sixty. (Retrying or
-    deleting jobs later does not redraw the minutes they finished in.)"""
-    minutes, lock = current_app.extensions.setdefault("dashboard.minutes", ({}, Lock()))
-    with lock:
-        since = max(minutes) + timedelta(minutes=1) if minutes else None
-    fresh = _store(store.finished_per_minute, since)
-    now = fresh[-1]["minute"]
-    hour = [now - timedelta(minutes=n) for n in range(59, -1, -1)]
-    # Read on a replica, a minute just over may still miss jobs it has not replayed: it is
-    # kept only once it ended longer ago than the replica may lag.
-    lag = timedelta(seconds=current_app.config["READ_MAX_LAG_SECONDS"]
-                    if resources().replicated else 0)
-    with lock:
-        minutes.update((r["minute"], r) for r in fresh[:-1]
-                       if r["minute"] + timedelta(minutes=1) + lag <= now)
-        for old in [m for m in minutes if m < hour[0]]:
-            del minutes[old]
-        empty = {"succeeded": 0, "dead": 0, "cancelled": 0}
-        return [minutes.get(m) or {"minute": m, **empty} for m in hour[:-1]] + fresh[-1:]
-
-
-def _chart(minutes: list[dict], width: int = 1200, height: int = 150) -> dict:
-    """Bars per minute for an inline SVG: succeeded at the bottom, dead stacked on top,
-    scaled to the busiest minute."""
-    peak = max([m["succeeded"] + m["dead"] for m in minutes] + [1])
-    slot = width / max(1, len(minutes))
-    bars = []
-    for i, m in enumerate(minutes):
-        ok, dead = m["succeeded"] * height / peak, m["dead"] * height / peak
-        bars.append({
-            "x": round(i * slot + 1, 1), "w": round(max(1.0, slot - 2), 1),
-            "ok_y": round(height - ok, 1), "ok_h": round(ok, 1),
-            "dead_y": round(height - ok - dead, 1), "dead_h": round(dead, 1),
-            "label": f"{m['minute'].astimezone(UTC):%H:%M} UTC: {m['succeeded']} succeeded, "
-                     f"{m['dead']} dead, {m['cancelled']} cancelled",
-        })
-    return {"width": width, "height": height, "peak": peak, "bars": bars,
-            "succeeded": sum(m["succeeded"] for m in minutes),
-            "dead": sum(m["dead"] for m in minutes)}
 
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")
@@ -396,22 +367,42 @@ def _filter(args: dict[str, str]) -> JobFilter:
 
 @bp.get("/jobs")
 def jobs():
+    """The job list: newest first by id (paged by id), or sorted by a column within the
+    newest jobs' window (paged by number; web/dashboard_jobs.py), with the match count."""
     args = _filter_args(request.args)
+    sort = dashboard_jobs.parse_sort(request.args)
     before = _ids(request.args).before or MAX_ID
+    if sort.key:
+        before = MAX_ID
     scan = TEXT_SCAN if args.get("q") else SCAN
+    if sort.key:
+        scan = min(scan, SORT_SCAN)
     window = _store(store.jobs_window, before, scan)
     floor = window["floor"] or 0
-    rows = _store(store.jobs_page, _filter(args), before, floor, PAGE)
-    if len(rows) == PAGE:
-        older = rows[-1]["id"]
-    elif window["scanned"] == scan:  # the window ended before the table did: go on below it
-        older = floor
+    where = _filter(args)
+    queues = _store(store.queue_status)
+    if sort.key:
+        rows = _store(store.jobs_page_sorted, where, floor, sort.key, sort.descending, PAGE + 1,
+                      sort.page * PAGE)
+        more = len(rows) > PAGE and sort.page + 1 < dashboard_jobs.MAX_SORTED_PAGES
+        rows, older = rows[:PAGE], None
     else:
-        older = None
+        rows = _store(store.jobs_page, where, before, floor, PAGE)
+        more = False
+        if len(rows) == PAGE:
+            older = rows[-1]["id"]
+        elif window["scanned"] == scan:  # the window ended before the table did: go below
+            older = floor
+        else:
+            older = None
+    total = dashboard_jobs.count(_store, where, args, window, scan, queues,
+                                 None if sort.key else len(rows), PAGE) \
+        if before == MAX_ID else None
     return _page("jobs.html", title="Jobs", rows=rows, args=args, before=before, older=older,
                  window=window, scan=scan, newest=before == MAX_ID,
                  limited=len(rows) < PAGE and older is not None,
-                 queues=[r["queue"] for r in _store(store.queue_status)])
+                 queues=[r["queue"] for r in queues], sort=sort, sorts=dashboard_jobs.SORTS,
+                 more=more, total=total)
 
 
 def _bulk_request(values) -> tuple[str, dict[str, str]]:
@@ -460,9 +451,13 @@ def bulk_action():
 def _run_action(action: str, where: JobFilter) -> str:
     """Run a bulk action; returns what it did, in words."""
     if action == "retry":
-        return f"Retried {len(_change(store.revive, where, ACTIONS['retry']))} job(s)."
+        revived = _change(store.revive, where, ACTIONS["retry"])
+        _audit(revived, "retry")
+        return f"Retried {len(revived)} job(s)."
     if action == "cancel":
         done = _change(store.cancel, where)
+        if where.ids:  # ticked jobs: known ids (a cancel by filter is not recorded per job)
+            _audit(where.ids, "cancel")
         return (f"Cancelled {done['cancelled']} job(s); asked the workers of "
                 f"{done['requested']} running job(s) to stop.")
     return f"Deleted {_change(store.delete, where)} job(s)."
@@ -473,28 +468,56 @@ def job(job_id: int):
     found = resources().read(lambda reader: reader.get(job_id), after=_wrote_at())
     if found is None:
         abort(404, description=f"job {job_id}: not found (deleted, or pruned after retention)")
-    return _page("job.html", title=f"Job {job_id}", job=found, timeline=_timeline(found))
+    actions = _store(audit.of_job, job_id)
+    return _page("job.html", title=f"Job {job_id}", job=found,
+                 timeline=_timeline(found, actions))
 
 
-def _timeline(job) -> list[dict]:
-    """What happened to a job and when, oldest first, with the time since it was created.
-    Events at the same instant keep their natural order (started before failed)."""
+def _timeline(job, actions: list[dict] = ()) -> list[dict]:
+    """What happened to a job and when, oldest first, with the time since it was created:
+    attempts, failures, the end, and the manual actions recorded with who did them (a manual
+    retry starts the attempts again from 1: each retry begins a new "run", named on the
+    attempts after it). Events at the same instant keep their natural order (started before
+    failed)."""
     events = [(job.created_at, 0, "created", "")]
+    retries = sorted(a["at"] for a in actions if a["action"] in ("retry", "run-now"))
+
+    def run_of(at) -> str:
+        n = sum(1 for r in retries if r <= at)
+        return f" (run {n + 1})" if retries and n else ""
+
     if job.run_at != job.created_at:
         events.append((job.run_at, 1, "runnable from",
                        job.state if job.state in ("scheduled", "retrying") else ""))
     if job.started_at:
-        events.append((job.started_at, 2, f"attempt {job.attempts} started", ""))
+        events.append((job.started_at, 2,
+                       f"attempt {job.attempts} started{run_of(job.started_at)}", ""))
     for error in job.errors:
         if at := _time(error.get("at")):
-            events.append((at, 3, f"attempt {error.get('attempt', '?')} failed",
+            events.append((at, 3, f"attempt {error.get('attempt', '?')} failed{run_of(at)}",
                            f"{error.get('type')}: {error.get('message')}"))
     if job.finished_at:
         events.append((job.finished_at, 4, job.state, ""))
+    for a in actions:
+        verb = ACTION_WORDS.get(a["action"], a["action"])
+        detail = f"via {a['via']}" + (f": {a['detail']}" if a["detail"] else "")
+        events.append((a["at"], 5, f"{verb} by {a['actor']}", detail))
     events.sort(key=lambda e: e[:2])
     return [{"at": at, "what": what, "detail": detail,
              "offset": (at - job.created_at).total_seconds()}
             for at, _, what, detail in events]
+
+
+ACTION_WORDS = {"retry": "retried", "cancel": "cancel asked", "delete": "deleted",
+                "run-now": "run now"}
+
+
+def _audit(job_ids, action: str, detail: str | None = None) -> None:
+    """Record a manual action on jobs with who did it (the signed-in token's owner)."""
+    if not job_ids:
+        return
+    with resources().client.pool.connection() as conn:
+        audit.record(conn, list(job_ids), action, g.principal.owner, "dashboard", detail)
 
 
 @bp.post("/jobs/<int:job_id>/<any(retry, cancel, delete):action>")
@@ -502,16 +525,21 @@ def job_action(job_id: int, action: str):
     client = resources().client
     if action == "retry":
         if client.retry(job_id):
+            _audit([job_id], "retry")
             flash(f"Job {job_id} queued again.")
         else:
             flash(f"Job {job_id} was not retried: only dead or cancelled jobs retry.", "error")
     elif action == "cancel":
+        outcome = client.cancel(job_id)
+        if outcome in ("cancelled", "requested"):
+            _audit([job_id], "cancel")
         flash({"cancelled": f"Job {job_id} cancelled.",
                "requested": f"Job {job_id} is running: its worker was asked to stop it.",
                "finished": f"Job {job_id} had already finished.",
-               "not_found": f"Job {job_id} does not exist."}[client.cancel(job_id)])
+               "not_found": f"Job {job_id} does not exist."}[outcome])
     else:
         flash(_run_action("delete", JobFilter(ids=[job_id])))
+        _audit([job_id], "delete")
         return redirect(url_for(".jobs"))
     _changed()
     return redirect(url_for(".job", job_id=job_id))

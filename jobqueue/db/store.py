@@ -378,6 +378,12 @@ def cancel(conn: psycopg.Connection, where: JobFilter) -> dict:
     return done
 
 
+def run_now(conn: psycopg.Connection, job_id: int) -> bool:
+    """Make a scheduled or retrying job due now (its workers are woken); False if it is not
+    one (running, finished, already due, or gone)."""
+    return _execute(conn, "job_run_now", {"id": job_id}).fetchone() is not None
+
+
 def revive(conn: psycopg.Connection, where: JobFilter,
            states: Sequence[str] = ("dead", "cancelled")) -> list[int]:
     """Run the matching finished jobs in `states` again with a fresh attempt budget (their
@@ -428,6 +434,27 @@ def jobs_page(conn: psycopg.Connection, where: JobFilter, before: int, floor: in
     """The matching jobs with ids in [floor, before), newest first, at most `limit`."""
     return _execute(conn, "jobs_page", where.params() | {
         "before": before, "floor": floor, "limit": limit}, prepare=_UNPREPARED).fetchall()
+
+
+def jobs_page_sorted(conn: psycopg.Connection, where: JobFilter, floor: int, sort: str,
+                     descending: bool, limit: int, offset: int) -> list[dict]:
+    """The matching jobs with ids from `floor` up, in `sort` order (one of the keys
+    jobs_page_sorted in sql/queries/job_list.sql knows; the caller checks it), a page."""
+    return _execute(conn, "jobs_page_sorted", where.params() | {
+        "floor": floor, "sort": sort, "dir": -1 if descending else 1, "limit": limit,
+        "offset": offset}, prepare=_UNPREPARED).fetchall()
+
+
+def window_count(conn: psycopg.Connection, where: JobFilter, floor: int, cap: int) -> int:
+    """How many jobs with ids from `floor` up match, counted up to `cap`."""
+    return _execute(conn, "jobs_window_count", where.params() | {"floor": floor, "cap": cap},
+                    prepare=_UNPREPARED).fetchone()["count"]
+
+
+def batch_match_count(conn: psycopg.Connection, where: JobFilter, cap: int) -> int:
+    """How many jobs of where.batch_id match, counted up to `cap`."""
+    return _execute(conn, "jobs_batch_count", where.params() | {"cap": cap},
+                    prepare=_UNPREPARED).fetchone()["count"]
 
 
 def match_counts(conn: psycopg.Connection, where: JobFilter) -> list[dict]:

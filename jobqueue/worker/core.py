@@ -5,7 +5,7 @@
   own slots);
 - completer: writes every queue's outcomes in batches;
 - leases: the heartbeat; stops jobs whose lease is lost or that were cancelled, hands back
-  claims it never heard of;
+  claims it never heard of, and reads an operator's request to quiet or stop the worker;
 - listener: one LISTEN for new work and cancellations, for every queue;
 - maintenance: rescue and pruning, one process at a time;
 - scheduler: declared schedules saved at start, due fires enqueued (every worker ticks).
@@ -80,6 +80,7 @@ class Worker:
         self.listener = Listener(db.listen_url(url), {}, lambda: None, self.log)
         self.listening = self.listener.listening  # set while LISTEN is in place
         self._stopping = False  # warm stop: claim nothing more
+        self._quiet = False  # an operator's quiet (0023): claim nothing more, keep running
         self._hard = False  # hard stop: hand everything back now
         self._closing = False  # the claim loop has ended; write what is left and go
         self._started = False  # registered: the database answered once
@@ -182,10 +183,10 @@ class Worker:
             producer = Producer(links["claim"], self.id, queue, cfg, executor, claim_lock)
             if cfg.until_idle:
                 producer.on_short_claim = self._idle_check
-            producer.gate = self.gates.get(queue.name)
+            producer.gate = self._quiet_gate(self.gates.get(queue.name))
             self.producers[queue.name] = producer
         leases = Leases(links["claim"], self.id, cfg, self.executors, claim_lock,
-                        self._worker_row, self._wake_all)
+                        self._worker_row, self._wake_all, self._on_control)
         self.listener.channels = {"jobqueue_insert": self._inserted,
                                   "jobqueue_cancel": self._cancel_notified}
         self.listener.on_connected = lambda: (self._wake_all(), leases.beat_now.set())
@@ -320,6 +321,27 @@ class Worker:
         producer = self.producers.get(payload.partition(" ")[0])
         if producer is not None:
             producer.inserted(payload)
+
+    def _on_control(self, control: str) -> None:
+        """An operator's request read by the heartbeat (the dashboard's Workers page): 'stop'
+        is a warm stop (finish in-flight work, exit); 'quiet' claims nothing more and keeps
+        running what it holds, until stopped."""
+        if control == "stop" and not self._stopping:
+            self.log.info("worker_stop_requested", in_flight=len(self._in_flight))
+            self.stop()
+        elif control == "quiet" and not self._quiet:
+            self.log.info("worker_quiet_requested", in_flight=len(self._in_flight))
+            self._quiet = True
+
+    def _quiet_gate(self, gate: Callable[[], Awaitable[float]] | None):
+        """A queue's gate (asked before each claim: seconds to hold off) that also holds
+        off while the worker is quiet."""
+        async def quiet_or(gate=gate) -> float:
+            if self._quiet:
+                return self.config.heartbeat_seconds
+            return await gate() if gate is not None else 0.0
+
+        return quiet_or
 
     def _cancel_notified(self, payload: str) -> None:
         for executor in self.executors:

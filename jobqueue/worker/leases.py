@@ -1,8 +1,9 @@
 """Leases: the heartbeat that keeps a worker's claims alive, and what it learns on the way.
 
 Every `heartbeat_seconds` it renews the leases of the jobs this worker runs (and refreshes
-the worker's row). Only jobs the worker knows of are renewed; any other row leased to it (a
-claim whose reply was lost) is handed back at once. Jobs whose lease is gone (rescued after
+the worker's row, reading back an operator's request to quiet or stop it). Only jobs the
+worker knows of are renewed; any other row leased to it (a claim whose reply was lost) is
+handed back at once. Jobs whose lease is gone (rescued after
 an outage) are stopped, and jobs someone cancelled are stopped as cancelled. The renewal is
 sent while no claim of this worker is in flight (`claim_lock`), so "known" is complete.
 It never claims or writes outcomes.
@@ -32,10 +33,12 @@ class Leases:
     def __init__(self, link: Link, worker_id: UUID, config: WorkerConfig,
                  executors: list[Executor],
                  claim_lock: asyncio.Lock, worker_row: Callable[[], dict],
-                 on_released: Callable[[], None]):
+                 on_released: Callable[[], None],
+                 on_control: Callable[[str], None] | None = None):
         self.link, self.worker_id, self.config = link, worker_id, config
         self.executors, self.claim_lock, self.worker_row = executors, claim_lock, worker_row
         self.on_released = on_released  # rows went back to the queue: look at it again
+        self.on_control = on_control  # an operator asked to 'quiet' or 'stop' (0023)
         self.log = log.bind(worker=str(worker_id), queue=config.queue)
         self.beat_now = asyncio.Event()
 
@@ -56,7 +59,9 @@ class Leases:
             known = [job_id for e in self.executors for job_id in e.in_flight]
             held, released = await self.link.run(lambda conn: store.renew_leases(
                 conn, self.worker_id, known, self.config.lease_seconds))
-        await self.link.execute(q("touch_worker"), self.worker_row())
+        touched = await self.link.execute(q("touch_worker"), self.worker_row())
+        if touched and touched[0][0] and self.on_control is not None:
+            self.on_control(touched[0][0])
         if released:
             self.log.warning("unknown_leases_released", count=len(released), job_ids=released[:20],
                              note="claimed by a claim whose reply was lost; back in the queue")

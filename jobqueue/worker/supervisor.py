@@ -13,9 +13,10 @@ the supervisor's global options (--log-level, --log-format) and worker options.
   `CRASH_SECONDS` of starting `MAX_CRASHES` times in a row stops everything: the supervisor
   logs the child's exit code and the last lines it wrote to stderr, and exits 1.
 - Output: a child's stderr passes through the supervisor line by line (keeping the tail).
-- `--until-idle` (`until_idle=True`): each child drains and exits 0 by itself; such a child
-  is done, not restarted (one that fails is still restarted), and the supervisor exits 0 once
-  every child has exited 0.
+- A child that exits 0 by itself left after a warm stop: `--until-idle` (`until_idle=True`,
+  it drained), or an operator's stop (the dashboard's Stop, or a SIGTERM to that child
+  alone). It is done, not restarted (one that fails is still restarted), and the supervisor
+  exits 0 once every child has exited 0.
 - Exit: 0 only when every child exited 0 after a stop (or, until idle, by itself).
 """
 
@@ -129,8 +130,11 @@ def supervise(child_args: list[str], processes: int, *, until_idle: bool = False
                 continue
             if stopping:
                 continue
-            if until_idle and code == 0 and restart_at[i] is None:
-                continue  # it found nothing more to do and left: done
+            if code == 0 and restart_at[i] is None:
+                # It left by itself after a warm stop: until idle, it found nothing more to
+                # do; else an operator stopped it (the dashboard's Stop, or a SIGTERM to the
+                # child alone). Done, not restarted.
+                continue
             if restart_at[i] is None and code == 2:
                 # Bad usage or configuration (e.g. a task that disagrees with the routing
                 # table): the same command would fail the same way, so do not restart it.
@@ -152,7 +156,7 @@ def supervise(child_args: list[str], processes: int, *, until_idle: bool = False
             alive = True
         if failed is not None:
             break
-        if not alive and (stopping or until_idle):
+        if not alive:  # every child stopped (and none is waiting to restart)
             break
         time.sleep(0.05)
     if failed is not None:

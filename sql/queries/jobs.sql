@@ -989,10 +989,16 @@ FROM (
 -- name: jobs_page
 -- One page of the job list, newest first, from both tables (jobqueue.all_jobs), inside the
 -- window found above. Run unprepared, so dashboard_match's `NULL IS NULL OR ...` folds away.
+-- The same columns as jobs_page_sorted (sql/queries/job_list.sql): queue wait is run_at to
+-- start (to now while it waits), run time start to finish (to now while it runs).
 SELECT j.id, j.queue, j.kind, j.state, j.attempts, j.max_attempts, j.owner, j.batch_id,
        j.created_at, j.finished_at, j.errors -> -1 ->> 'type' AS error_type,
        left(j.errors -> -1 ->> 'message', 200) AS error_message,
-       left(j.payload::text, 200) AS preview
+       left(j.payload::text, 200) AS preview,
+       j.priority, j.run_at, j.started_at,
+       left(jobqueue.prompt_preview(j.payload), 200) AS prompt,
+       jobqueue.queue_wait_seconds(j.state, j.run_at, j.started_at) AS wait_seconds,
+       jobqueue.run_seconds(j.state, j.started_at, j.finished_at) AS run_seconds
 FROM jobqueue.all_jobs j
 WHERE j.id < %(before)s AND j.id >= %(floor)s
   AND jobqueue.dashboard_match(
@@ -1126,3 +1132,15 @@ SELECT queue, state,
 FROM jobqueue.finished
 WHERE finished_at > now() - interval '5 minutes' AND started_at IS NOT NULL
 LIMIT 100000;
+
+
+-- name: job_run_now
+-- An operator runs a scheduled or retrying job now (the dashboard's "Run now"): due at once,
+-- its attempts and errors untouched, and the workers of its queue woken. Only a job waiting
+-- for its time (run_at ahead, no lease): a running or finished job is left alone.
+WITH due AS (
+    UPDATE jobqueue.jobs SET run_at = now()
+    WHERE id = %(id)s AND lease_owner IS NULL AND run_at > now()
+    RETURNING id, queue
+)
+SELECT id, pg_notify('jobqueue_insert', queue) IS NOT NULL AS woken FROM due;

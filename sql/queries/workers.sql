@@ -12,7 +12,9 @@ ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
 INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency, in_flight, connections)
 VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s, %(in_flight)s, %(connections)s)
 ON CONFLICT (id) DO UPDATE
-SET last_seen_at = now(), in_flight = excluded.in_flight, connections = excluded.connections;
+SET last_seen_at = now(), in_flight = excluded.in_flight, connections = excluded.connections
+-- An operator's request (0023, the dashboard's Workers page): 'quiet' or 'stop'.
+RETURNING control;
 
 
 -- name: unregister_worker
@@ -31,3 +33,13 @@ FROM jobqueue.workers ORDER BY queue, started_at;
 DELETE FROM jobqueue.workers
 WHERE last_seen_at < now() - make_interval(secs => %(stale_seconds)s)
   AND pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance'));
+
+
+-- name: worker_control
+-- The dashboard asks a worker to quiet (claim nothing more) or stop (finish in-flight work
+-- and exit); its heartbeat reads the column. A stop is never turned back into a quiet.
+UPDATE jobqueue.workers
+SET control = CASE WHEN control = 'stop' THEN 'stop' ELSE %(control)s END,
+    control_by = %(by)s
+WHERE id = %(id)s
+RETURNING id, control;

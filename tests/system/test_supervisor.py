@@ -192,3 +192,27 @@ def test_sigterm_in_the_first_moments_is_a_clean_stop(db_url, delay, launcher_bl
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+
+
+def test_a_child_an_operator_stopped_is_not_restarted(db_url, conn):
+    """The dashboard's Stop (workers.control = 'stop', read by the heartbeat) ends one child
+    warm; the supervisor does not start it again, and exits 0 once the last one is stopped."""
+    proc = jobqueue_cmd("worker", "-p", "2", "--queue", "q", "--lease-seconds", "1.5", *TASKS,
+                        url=db_url, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: scalar(conn, "SELECT count(*) FROM jobqueue.workers") == 2,
+                   timeout=30, message="two workers")
+        first = scalar(conn, "SELECT min(pid) FROM jobqueue.workers")
+        conn.execute("UPDATE jobqueue.workers SET control = 'stop' WHERE pid = %s", (first,))
+        wait_until(lambda: scalar(conn, "SELECT count(*) FROM jobqueue.workers") == 1,
+                   timeout=30, message="the stopped child gone")
+        time.sleep(1.5)  # longer than the first restart's backoff (0.5 s): nothing comes back
+        assert scalar(conn, "SELECT count(*) FROM jobqueue.workers") == 1
+        assert proc.poll() is None
+        conn.execute("UPDATE jobqueue.workers SET control = 'stop'")
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "worker_process_died" not in err
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,83 @@
+-- A batch's progress for its dashboard page (jobqueue/batches/progress.py): how fast its jobs
+-- finish, what the limiter allows its platforms, and its answers. Every query goes through
+-- the batch indexes of the job tables (jobs_batch_idx, finished_batch_id_idx, blocked_batch_idx),
+-- so it reads the batch's rows only, never the whole table.
+
+
+-- name: batch_finished_per_minute
+-- The batch's jobs finished per minute over the last `minutes` minutes (current minute
+-- included, zeros included), with the seconds elapsed of the current one. Finished rows only
+-- (a hot job has not finished); the batch index bounds the scan to the batch's rows.
+WITH span AS (
+    SELECT date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1) AS since,
+           date_trunc('minute', now()) AS current
+)
+SELECT m.minute, coalesce(f.finished, 0) AS finished,
+       extract(epoch FROM now() - span.current)::float8 AS current_elapsed
+FROM span
+CROSS JOIN generate_series(span.since, span.current, interval '1 minute') AS m(minute)
+LEFT JOIN (
+    SELECT date_trunc('minute', finished_at) AS minute, count(*) AS finished
+    FROM jobqueue.finished
+    WHERE batch_id = %(batch_id)s
+      AND finished_at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1)
+    GROUP BY 1
+) AS f ON f.minute = m.minute
+ORDER BY m.minute;
+
+
+-- name: batch_platform_budgets
+-- Requests per minute the limiter allows each of `platforms` now: per model, the sum over
+-- its keys that are not disabled of the rate in force (rpm, scaled by the AIMD factor), and
+-- of those the largest model (the main model; a fallback runs only while it is limited).
+-- `limited`: no key has headroom now (jobqueue.queue_rate_limited).
+SELECT platform, max(per_model)::float8 AS rpm, bool_or(limited) AS limited
+FROM (
+    SELECT platform, model,
+           sum(rpm * rate_factor) FILTER (WHERE disabled_reason IS NULL) AS per_model,
+           jobqueue.queue_rate_limited(platform) AS limited
+    FROM jobqueue.rate_buckets
+    WHERE platform = ANY(%(platforms)s)
+    GROUP BY platform, model
+) AS m
+GROUP BY platform;
+
+
+-- name: batch_answers
+-- One page of a batch's answers in id order after `after`, optionally only those whose
+-- payload or result contains `text` (an ILIKE pattern; the caller escapes its wildcards). At
+-- most `scan` of the batch's jobs are examined per page (the window: its ids after `after`,
+-- in order, through the batch indexes), so a search over a large batch stays bounded;
+-- `window_end` is the last id examined and `scanned` how many, for the next page's cursor.
+-- Each job of the window is then read by its id (LATERAL: a primary-key lookup per table),
+-- never by a range of ids, which would walk other batches' rows too.
+WITH w AS MATERIALIZED (
+    SELECT id FROM (
+        (SELECT id FROM jobqueue.jobs WHERE batch_id = %(batch_id)s AND id > %(after)s
+         ORDER BY id LIMIT %(scan)s)
+        UNION ALL
+        (SELECT id FROM jobqueue.finished WHERE batch_id = %(batch_id)s AND id > %(after)s
+         ORDER BY id LIMIT %(scan)s)
+        UNION ALL
+        (SELECT id FROM jobqueue.blocked WHERE batch_id = %(batch_id)s AND id > %(after)s
+         ORDER BY id LIMIT %(scan)s)
+    ) AS ids
+    ORDER BY id LIMIT %(scan)s
+),
+bounds AS (SELECT max(id) AS window_end, count(*) AS scanned FROM w),
+page AS (
+    SELECT j.id, j.queue, j.state, j.payload, j.result, j.attempts,
+           j.errors -> -1 AS last_error
+    FROM w
+    -- OFFSET 0 keeps the subquery a lookup per id: flattened, the planner merges the
+    -- window with a walk of the whole primary key.
+    CROSS JOIN LATERAL (SELECT * FROM jobqueue.all_jobs a WHERE a.id = w.id OFFSET 0) AS j
+    WHERE %(text)s::text IS NULL OR j.payload::text ILIKE %(text)s
+          OR j.result::text ILIKE %(text)s
+    ORDER BY w.id
+    LIMIT %(limit)s
+)
+SELECT b.window_end, b.scanned, p.*
+FROM bounds b
+LEFT JOIN page p ON true
+ORDER BY p.id;
