@@ -15,7 +15,7 @@ import psycopg
 
 from jobqueue.db.queries import q
 
-SCOPES = ("read", "write", "admin")
+SCOPES = ("read", "write", "admin", "viewer")  # viewer: the dashboard, read-only
 DEFAULT_RATE_LIMIT = 300  # requests per minute
 
 

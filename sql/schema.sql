@@ -340,7 +340,8 @@ CREATE TABLE jobqueue.api_tokens (
     token_hash   text        NOT NULL UNIQUE,
     prefix       text        NOT NULL,          -- the first characters, to tell tokens apart
     owner        text        NOT NULL,
-    scopes       text[]      NOT NULL CHECK (scopes <@ ARRAY['read', 'write', 'admin']),
+    -- viewer (0026): signs in to the dashboard read-only; adds nothing in the API
+    scopes       text[]      NOT NULL CHECK (scopes <@ ARRAY['read', 'write', 'admin', 'viewer']),
     rate_limit   integer     NOT NULL DEFAULT 300 CHECK (rate_limit > 0),  -- per minute
     level        float8      NOT NULL DEFAULT 0,  -- requests available; refills rate_limit/min
     updated_at   timestamptz NOT NULL DEFAULT now(),

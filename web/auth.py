@@ -7,8 +7,9 @@ a client that spent its writes can still poll what it made. Every answer to an a
 request carries X-RateLimit-Limit, -Remaining and -Reset of the bucket it spent (seconds until
 that bucket is full again); over the limit it is 429 with Retry-After.
 
-The dashboard signs in with an admin token, or a read-only one (the read scope alone: every
-page, no action; web/dashboard.py refuses its POSTs with 403). A sign-in is a row of
+The dashboard signs in with an admin token, or a `viewer` one (read-only: every page, no
+action; web/dashboard.py refuses its POSTs with 403). A token with `read` alone does not
+sign in: the dashboard shows every owner's jobs. A sign-in is a row of
 jobqueue.web_sessions (owner, token, created, expires, last seen, revoked); the signed
 cookie carries only that session's random secret (the row keeps its SHA-256), so neither the
 token nor anything the database holds can be turned into a session. Each request checks the
@@ -50,14 +51,15 @@ class Principal:
 
     @property
     def read_only(self) -> bool:
-        """A token with the read scope alone: the dashboard's read-only role (every page,
-        no action)."""
-        return set(self.scopes) == {"read"}
+        """The dashboard's read-only role (every page, every owner's jobs, no action): a
+        token given the `viewer` scope on purpose, never one that merely holds `read` (an
+        application's users hold those, for their own jobs)."""
+        return "viewer" in self.scopes and not self.admin
 
     def allows(self, scope: str) -> bool:
-        # admin implies write implies read
+        # admin implies write implies read; viewer adds nothing in the API
         rank = {"read": 0, "write": 1, "admin": 2}
-        return any(rank[s] >= rank[scope] for s in self.scopes)
+        return any(rank.get(s, -1) >= rank[scope] for s in self.scopes)
 
     def owner_filter(self) -> str | None:
         """The owner whose jobs this principal may see; None means every owner (admin)."""
@@ -200,11 +202,11 @@ def _session_hash(secret: str) -> str:
 
 def sign_in(token: str) -> Principal:
     """Check a token for the dashboard and open a server-side session for it: an admin token,
-    or a read-only one (the read scope alone: it sees every page and changes nothing)."""
+    or a `viewer` one (read-only: it sees every page and changes nothing)."""
     principal = authenticate(token)
     if not (principal.admin or principal.read_only):
         raise Denied(403, "forbidden", "the dashboard needs a token with the admin scope, or "
-                                       "one with only the read scope (read-only)")
+                                       "the viewer scope (read-only)")
     from web.resources import resources
 
     secret = secrets.token_urlsafe(32)

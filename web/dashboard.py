@@ -1,5 +1,5 @@
 """The dashboard: server-rendered pages for operators who sign in with an admin token, or a
-read-only one (the read scope alone: every page, no buttons, every POST refused with 403).
+`viewer` one (read-only: every page, no buttons, every POST refused with 403).
 
 Every page needs a signed-in session (others are sent to /login) and every POST an admin and
 the session's CSRF token. Each page's changing part is the template block `live`;

@@ -18,7 +18,8 @@ def tokens() -> None:
 
 @tokens.command("create")
 @click.option("--owner", required=True, help="Whose jobs the token creates and sees.")
-@click.option("--scopes", default="read,write", help="Comma-separated: read, write, admin.")
+@click.option("--scopes", default="read,write",
+              help="Comma-separated: read, write, admin, viewer (the dashboard, read-only).")
 @click.option("--rate-limit", type=click.IntRange(1), default=300,
               help="Read requests (GET, SSE, ?wait) per minute.")
 @click.option("--write-rate-limit", type=click.IntRange(1), default=None,

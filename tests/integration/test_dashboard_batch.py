@@ -86,9 +86,10 @@ class TestBatchPage:
     def test_rate_eta_tokens_cost_and_fallback_share(self, admin, fanout):
         batch_id, _ = fanout
         text = text_of(admin.page(f"/batches/{batch_id}"))
-        # 3 finished a minute ago, 1 now: the smoothed rate is 3 jobs/min or a little more
+        # 3 finished a minute ago, 1 now: the smoothed rate is about 3 jobs/min (less when
+        # the page is read a few seconds later on a busy machine: the window has moved on)
         rate = float(re.search(r"Rate ([\d.]+) jobs/min", text).group(1))
-        assert 2.5 <= rate <= 10, text
+        assert 1.5 <= rate <= 10, text
         eta = re.search(r"ETA (\S+)", text).group(1)
         assert eta.endswith("s") and eta != "unknown"
         assert "Tokens 200 (140 in, 60 out, 3 calls)" in text

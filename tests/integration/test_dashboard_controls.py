@@ -8,6 +8,7 @@ import re
 import threading
 
 import pytest
+import requests
 
 from jobqueue.tasks import Registry
 from tests.integration.test_dashboard import dashboard_rules, finished_job
@@ -33,7 +34,7 @@ def admin(server, make_token) -> Dashboard:
 @pytest.fixture
 def viewer(server, make_token) -> Dashboard:
     d = Dashboard(server.base)
-    assert d.sign_in(make_token("auditor", ["read"])).status_code == 302
+    assert d.sign_in(make_token("auditor", ["read", "viewer"])).status_code == 302
     d.get("/jobs")
     return d
 
@@ -93,6 +94,22 @@ class TestReadOnly:
     def test_a_read_only_session_signs_out(self, viewer):
         assert viewer.post("/logout", allow_redirects=False).headers["Location"] == "/login"
         assert viewer.get("/", allow_redirects=False).status_code == 302
+
+    def test_a_token_with_read_alone_cannot_sign_in(self, server, make_token):
+        """An application's users hold read tokens for their own jobs: the dashboard, which
+        shows every owner's, needs the viewer scope given on purpose."""
+        r = Dashboard(server.base).sign_in(make_token("alice", ["read"]))
+        assert r.status_code == 403 and "viewer" in r.text
+
+    def test_viewer_adds_nothing_in_the_api(self, server, make_token, client):
+        """A viewer token sees its own owner's jobs through the API, as read does."""
+        mine = client.enqueue("k", owner="auditor")
+        theirs = client.enqueue("k", owner="someone-else")
+        token = make_token("auditor", ["read", "viewer"])
+        headers = {"Authorization": f"Bearer {token}"}
+        assert requests.get(f"{server.base}/api/jobs/{mine}", headers=headers).status_code == 200
+        assert requests.get(f"{server.base}/api/jobs/{theirs}",
+                            headers=headers).status_code == 404
 
     def test_read_and_write_without_admin_is_still_refused(self, server, make_token):
         r = Dashboard(server.base).sign_in(make_token("alice", ["read", "write"]))

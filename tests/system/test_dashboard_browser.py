@@ -280,7 +280,7 @@ def test_read_only_role_has_no_buttons_and_a_forged_post_is_refused(
     from playwright.sync_api import expect
 
     page = open_page()
-    sign_in(page, server.base, make_token("auditor", ["read"]))
+    sign_in(page, server.base, make_token("auditor", ["read", "viewer"]))
     expect(page.locator("#read-only")).to_be_visible()
     for path in ("/", f"/batches/{fleet['batch']}", f"/jobs/{fleet['retrying']}",
                  f"/jobs/{fleet['later']}", "/jobs", "/dead", "/workers", "/limits",
