@@ -456,8 +456,7 @@ def _run_action(action: str, where: JobFilter) -> str:
         return f"Retried {len(revived)} job(s)."
     if action == "cancel":
         done = _change(store.cancel, where)
-        if where.ids:  # ticked jobs: known ids (a cancel by filter is not recorded per job)
-            _audit(where.ids, "cancel")
+        _audit(done["ids"], "cancel")  # ticked or matched by the filter: each job it reached
         return (f"Cancelled {done['cancelled']} job(s); asked the workers of "
                 f"{done['requested']} running job(s) to stop.")
     return f"Deleted {_change(store.delete, where)} job(s)."

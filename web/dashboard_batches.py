@@ -89,6 +89,7 @@ def batch_action(batch_id: int, action: str):
         flash(f"Batch {batch_id}: retried {len(revived)} dead job(s).")
     else:
         done = _change(store.cancel, JobFilter(batch_id=batch_id))
+        _audit(done["ids"], "cancel", f"batch {batch_id}: cancel")
         flash(f"Batch {batch_id}: cancelled {done['cancelled']} job(s); asked the workers of "
               f"{done['requested']} running job(s) to stop.")
     return redirect(url_for(".batch", batch_id=batch_id))

@@ -370,8 +370,8 @@ def cancel_job(conn: psycopg.Connection, job_id: int) -> str:
 
 def cancel(conn: psycopg.Connection, where: JobFilter) -> dict:
     """Cancel the matching hot and blocked jobs: {"cancelled": moved to finished now,
-    "requested": running ones whose workers were told to stop}. Jobs waiting for the
-    cancelled ones follow their on_parent_failure policy, in the same transaction."""
+    "requested": running ones whose workers were told to stop, "ids": both}. Jobs waiting
+    for the cancelled ones follow their on_parent_failure policy, in the same transaction."""
     with conn.transaction():
         done = _execute(conn, "cancel_jobs", where.params(), prepare=_UNPREPARED).fetchone()
         release_children(conn, done.pop("parents"), "cancelled")

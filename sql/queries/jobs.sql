@@ -749,7 +749,10 @@ SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM unblocked_moved) AS 
                                     SELECT id FROM unblocked_moved) AS m
                               HAVING count(*) > 0) AS n) AS announced,
        ARRAY(SELECT (job).id FROM gone WHERE (job).has_children
-             UNION ALL SELECT id FROM unblocked WHERE has_children) AS parents;
+             UNION ALL SELECT id FROM unblocked WHERE has_children) AS parents,
+       -- every job cancelled or asked to stop, for the record of who did it (audit)
+       ARRAY(SELECT id FROM moved UNION ALL SELECT id FROM unblocked_moved
+             UNION ALL SELECT id FROM flagged) AS ids;
 
 
 -- name: revive_jobs

@@ -151,6 +151,18 @@ class TestTimeline:
         stamps = [i.split(" +")[0] for i in items]
         assert stamps == sorted(stamps)
 
+    def test_a_cancel_of_everything_matching_is_recorded_on_each_job(self, admin, client, sql):
+        """A bulk cancel chosen by filter (not by ticked jobs) names each job it reached."""
+        ids = [client.enqueue("k", queue="bulkq") for _ in range(3)]
+        other = client.enqueue("k", queue="elsewhere")
+        html = admin.page("/jobs/bulk?action=cancel&queue=bulkq")
+        upto = int(re.search(r'name="upto" value="(\d+)"', html).group(1))
+        admin.post("/jobs/bulk", {"action": "cancel", "queue": "bulkq", "upto": upto})
+        rows = sql("SELECT job_id, action, actor, via FROM jobqueue.job_actions ORDER BY job_id")
+        assert [(r["job_id"], r["action"], r["actor"], r["via"]) for r in rows] == [
+            (i, "cancel", "ops", "dashboard") for i in ids]
+        assert client.get(other).state == "waiting"
+
     def test_the_timeline_reads_in_order_after_a_retry(self):
         """After a manual retry the attempts start from 1 again: the retry sits between them
         and the later attempts are named as the next run."""
