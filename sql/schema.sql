@@ -125,7 +125,10 @@ CREATE TABLE jobqueue.workers (
     -- An operator's request (0023): 'quiet' (claim nothing more) or 'stop' (finish in-flight
     -- work and exit), read by the worker's heartbeat; and who asked.
     control      text        CHECK (control IN ('quiet', 'stop')),
-    control_by   text
+    control_by   text,
+    -- Jobs claimed and outcomes written since the process started (0027), with each heartbeat.
+    claimed      bigint      NOT NULL DEFAULT 0,
+    finished     bigint      NOT NULL DEFAULT 0
 );
 
 -- Manual actions on jobs (0023): retry, cancel, run now, ... with who did them, for the job's

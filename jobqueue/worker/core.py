@@ -350,7 +350,8 @@ class Worker:
     def _worker_row(self) -> dict:
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(),
                 "queue": self.config.queue, "concurrency": self.config.concurrency,
-                "in_flight": len(self._in_flight), "connections": self.connections()}
+                "in_flight": len(self._in_flight), "connections": self.connections(),
+                "claimed": self.claimed, "finished": self.finished}
 
 
 # Young-generation collections in a worker process: one per this many allocations (Python's

@@ -11,8 +11,9 @@ SELECT set_config('statement_timeout', %(timeout)s, true);
 -- name: dashboard_workers
 -- Worker processes with their heartbeat's age (database clock) and the leases they hold now.
 -- `control`: an operator asked it to quiet or stop (0023), `control_by` who.
+-- `claimed`, `finished`: the process's counters since it started (0027), `connections` held.
 SELECT w.id, w.host, w.pid, w.queue, w.concurrency, w.in_flight, w.started_at, w.last_seen_at,
-       w.control, w.control_by,
+       w.control, w.control_by, w.claimed, w.finished, w.connections,
        extract(epoch FROM now() - w.last_seen_at)::float8 AS heartbeat_age,
        (SELECT count(*) FROM jobqueue.jobs j WHERE j.lease_owner = w.id) AS leased
 FROM jobqueue.workers w

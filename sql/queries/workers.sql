@@ -9,10 +9,14 @@ ON CONFLICT (id) DO UPDATE SET last_seen_at = now();
 -- name: touch_worker
 -- The heartbeat: in flight and connections held are the process's own counts, so they are
 -- right behind PgBouncer too (where pg_stat_activity shows the pooler's connections).
-INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency, in_flight, connections)
-VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s, %(in_flight)s, %(connections)s)
+-- Claimed and finished (0027): the process's counters since it started.
+INSERT INTO jobqueue.workers (id, host, pid, queue, concurrency, in_flight, connections,
+                              claimed, finished)
+VALUES (%(id)s, %(host)s, %(pid)s, %(queue)s, %(concurrency)s, %(in_flight)s, %(connections)s,
+        %(claimed)s, %(finished)s)
 ON CONFLICT (id) DO UPDATE
-SET last_seen_at = now(), in_flight = excluded.in_flight, connections = excluded.connections
+SET last_seen_at = now(), in_flight = excluded.in_flight, connections = excluded.connections,
+    claimed = excluded.claimed, finished = excluded.finished
 -- An operator's request (0023, the dashboard's Workers page): 'quiet' or 'stop'.
 RETURNING control;
 

@@ -161,6 +161,10 @@ class TestWorkerControls:
         running = client.enqueue("hold", queue="w")
         assert started.wait(10)
         worker_id = str(worker.worker.id)
+        # per-worker counters, from its heartbeat: 1 claimed, 0 finished, 3 connections
+        wait_until(lambda: re.search(r"<td class=\"num\">1</td><td class=\"num\">0</td>\s*"
+                                     r"<td class=\"num\">3</td>", admin.page("/workers")),
+                   message="the Workers page shows claimed 1, finished 0, 3 connections")
         assert f"/workers/{worker_id}/stop" in admin.page("/workers")
         r = admin.post(f"/workers/{worker_id}/stop")
         assert "asked to stop" in r.text

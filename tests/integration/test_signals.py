@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from jobqueue.tasks import Registry
-from tests.support.helpers import run_cli, wait_until
+from tests.support.helpers import run_cli, wait_finished, wait_until
 
 
 def status_of(client, queue: str) -> dict:
@@ -103,6 +103,18 @@ class TestWorkerConnections:
                   if r["application_name"] == "jobqueue-worker"}
         assert by_app == {"jobqueue-worker": 3}
         assert status_of(client, "q")["workers"] == 1
+
+
+    def test_the_heartbeat_reports_jobs_claimed_and_finished(self, client, sql, start_worker):
+        """Per-worker counters (the dashboard's Workers page): claimed and finished since the
+        process started, as the process counts them."""
+        tasks = Registry()
+        tasks.register("k", lambda payload: None)
+        ids = [client.enqueue("k", queue="q") for _ in range(7)]
+        start_worker(tasks, queue="q", heartbeat_seconds=0.1)
+        wait_finished(client, ids)
+        wait_until(lambda: sql("SELECT claimed, finished FROM jobqueue.workers") == [
+            {"claimed": 7, "finished": 7}], message="the heartbeat reports 7 and 7")
 
 
 class TestStatusCommand:
