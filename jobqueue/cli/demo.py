@@ -34,6 +34,8 @@ SEGMENTS = ["law firms", "dentists", "bakeries", "startups", "schools", "hotels"
 def run(url: str, jobs: int = 40, rpm: int = 600, port: int | None = None,
         linger: bool = False, campaign: bool = True) -> int:
     """Run the demo; returns the number of jobs that did not succeed."""
+    with Client(url) as jq:  # a fresh DATABASE_URL too, not only the embedded server
+        jq.migrate()
     sim = FakeOpenAI(keys={"sk-demo-1": Limits(rpm=rpm, tpm=100_000),
                            "sk-demo-2": Limits(rpm=rpm, tpm=100_000)}, latency=0.2, jitter=0.1)
     base_url = sim.start()
