@@ -118,8 +118,10 @@ class Gunicorn:
             if self.proc.poll() is not None:
                 raise AssertionError(f"gunicorn exited: {self.proc.stderr.read()[-2000:]}")
             try:
-                return requests.get(self.base + "/healthz", timeout=2).status_code == 200
-            except requests.ConnectionError:
+                return requests.get(self.base + "/healthz", timeout=5).status_code == 200
+            except (requests.ConnectionError, requests.Timeout):
+                # not listening yet, or its first request still importing and connecting
+                # (slow on a busy machine): ask again
                 return False
 
         wait_until(up, timeout=timeout, message="gunicorn up")

@@ -12,7 +12,11 @@ from psycopg.rows import dict_row
 
 from jobqueue.campaigns import extract, model, store
 from tests.support.web import Server
-from tests.system.test_dashboard_browser import page  # noqa: F401 (the fixture)
+from tests.system.test_dashboard_browser import (  # noqa: F401 (the fixtures)
+    browser,
+    open_page,
+    page,
+)
 
 
 @pytest.fixture
