@@ -78,8 +78,8 @@ def test_honcho_start_runs_web_and_worker_until_stopped(db_url, client, tmp_path
 
         def up():
             try:
-                return requests.get(base + "/healthz", timeout=2).status_code == 200
-            except requests.ConnectionError:
+                return requests.get(base + "/healthz", timeout=5).status_code == 200
+            except (requests.ConnectionError, requests.Timeout):  # slow first answer
                 return False
 
         wait_until(up, timeout=60, message="web up under honcho")

@@ -567,8 +567,8 @@ def _wait_http(url: str, timeout: float, message: str) -> None:
 
     def up():
         try:
-            return requests.get(url, timeout=2).status_code == 200
-        except requests.ConnectionError:
+            return requests.get(url, timeout=5).status_code == 200
+        except (requests.ConnectionError, requests.Timeout):  # not up, or a slow first answer
             return False
 
     wait_until(up, timeout=timeout, message=message)
