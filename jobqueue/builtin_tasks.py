@@ -1,5 +1,6 @@
-"""Tasks every worker knows: for smoke tests, benchmarks and the demo; and `webhook.deliver`,
-which sends webhook deliveries (jobqueue/webhooks/delivery.py) on the `webhooks` queue."""
+"""Tasks every worker knows: for smoke tests, benchmarks and the demo; `webhook.deliver`,
+which sends webhook deliveries (jobqueue/webhooks/delivery.py) on the `webhooks` queue; and
+`campaign.extract`, which analyses a campaign's answers (jobqueue/campaigns/extract.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ async def deliver_webhook(payload, ctx):
     return await deliver(payload, ctx)
 
 
-import jobqueue.campaigns.extract  # noqa: E402,F401 (registers campaign.extract)
+@task("campaign.extract")
+async def extract_campaign_answer(payload, ctx):
+    """Analyse one campaign answer (jobqueue/campaigns/extract.py), imported on first use like
+    the webhook task: a worker's start-up pays for neither."""
+    from jobqueue.campaigns.extract import extract_task
+
+    return await extract_task(payload, ctx)
 
 
 @task("noop")

@@ -55,7 +55,6 @@ class JobContext:
     # per job cost a tenth of the worker's CPU in a drain of no-op jobs.
     _cancelled: bool = field(default=False, repr=False)
     _report_progress: Callable[[int, str, Any], None] | None = field(default=None, repr=False)
-    _lent: Any = field(default=None, repr=False)  # the worker's LinkPool (worker/link.py)
 
     @property
     def cancelled(self) -> bool:
@@ -82,9 +81,10 @@ class JobContext:
         connection of its own and the process stays within its three. Hold it for
         statements only, never across a network call. Async handlers only. Outside a worker
         (a handler called directly) it opens a connection to DATABASE_URL for the block."""
-        if self._lent is not None:
-            return self._lent.connection()
-        return _own_connection()
+        from jobqueue.worker import link
+
+        lent = link.current.get()  # the LinkPool of the worker running this job
+        return lent.connection() if lent is not None else _own_connection()
 
     def set_progress(self, progress: Any) -> None:
         """Record progress (any JSON value, e.g. {"done": 3, "total": 10}); best effort."""

@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from psycopg.rows import dict_row
+
 from jobqueue.db.queries import q
 
 DEFAULT_WINDOW = 30.0  # seconds
@@ -123,7 +125,9 @@ def finished(counts: dict) -> int:
 
 
 def platform_budgets(conn, platforms: list[str]) -> dict[str, tuple[bool, float | None]]:
-    """Per platform: whether it is rate limited now (jobqueue.queue_rate_limited) and the
+    """The limiter's budget, for every ETA (`batch wait`, the dashboard's batch page). Per
+    platform: whether it is rate limited now (jobqueue.queue_rate_limited) and the
     requests per second its usable keys allow (None: no keys known)."""
-    rows = conn.execute(q("platform_budgets"), {"platforms": platforms}).fetchall()
+    rows = conn.cursor(row_factory=dict_row).execute(
+        q("platform_budgets"), {"platforms": platforms}).fetchall()
     return {r["platform"]: (bool(r["rate_limited"]), r["requests_per_second"]) for r in rows}

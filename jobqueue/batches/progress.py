@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import dict_row
 
+from jobqueue.batches.eta import platform_budgets
 from jobqueue.db.queries import q
 
 RATE_MINUTES = 15      # minutes of history the smoothed rate looks at
@@ -80,11 +81,12 @@ def pace(conn: psycopg.Connection, batch_id: int, remaining: int,
     if rows and elapsed >= MIN_PARTIAL:
         series.append(counts[-1] * 60.0 / elapsed)
     rate = smoothed_rate(series)
-    budgets = cur.execute(q("batch_platform_budgets"),
-                          {"platforms": list(platforms)}).fetchall() if platforms else []
-    limited = [b["platform"] for b in budgets if b["limited"]]
+    # The limiter's budget, as `batch wait` reads it (one query for both: eta.py).
+    budgets = platform_budgets(conn, list(platforms)) if platforms else {}
+    limited = [name for name, (is_limited, _) in budgets.items() if is_limited]
     if limited and remaining > 0:
-        budget = sum(b["rpm"] or 0.0 for b in budgets if b["limited"])
+        budget = sum((per_second or 0.0) * 60 for is_limited, per_second in budgets.values()
+                     if is_limited)
         # The limiter's budget is shared with other work on the platform: the measured rate,
         # when lower, is the better guess.
         paced = min(budget, rate) if rate else budget

@@ -13,7 +13,8 @@ With `extract = {platform = NAME}` an LLM call (a JSON schema, through ctx.llm s
 the campaign's budget apply) does the analysis instead; its answer is validated
 (from_llm), and anything invalid falls back to the deterministic pass.
 
-The task `campaign.extract` runs as a dependent job of each answer (jobqueue/campaigns/runs.py).
+The task `campaign.extract` (extract_task, registered by jobqueue/builtin_tasks.py) runs as a
+dependent job of each answer (jobqueue/campaigns/runs.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from psycopg.rows import dict_row
 
 from jobqueue.db.queries import q
 from jobqueue.errors import Permanent
-from jobqueue.tasks import task
 
 log = structlog.get_logger("jobqueue.campaigns")
 
@@ -285,7 +285,6 @@ def answer_text(result: Any) -> str:
     return ""
 
 
-@task("campaign.extract")
 async def extract_task(payload, ctx):
     """payload {"campaign_id", "answer"}: analyse the answer job's text (after it ended)."""
     if not isinstance(payload, dict) or not all(

@@ -32,7 +32,7 @@ MODELS = {"demo-gpt": ("sim-gpt", Price(input=0.40, output=1.60)),
 def run(url: str, sim: FakeOpenAI, keys: dict[str, str]) -> None:
     """Save the campaign `demo-crm`, run it once, wait for every answer to be analysed and
     print the report and the cost."""
-    from jobqueue.campaigns import extract, model, report, runs, store
+    from jobqueue.campaigns import model, report, runs, store
     from jobqueue.cli.campaigns import format_report
 
     sim.configure(brands=BRANDS)
@@ -47,7 +47,7 @@ def run(url: str, sim: FakeOpenAI, keys: dict[str, str]) -> None:
         workers.append(Worker(url, WorkerConfig(queue=platform.name, concurrency=20),
                               tasks=runtime.registry(), on_start=runtime.start,
                               on_stop=runtime.stop))
-    assert extract.extract_task  # registers campaign.extract in the default registry
+    from jobqueue import builtin_tasks  # noqa: F401 (registers campaign.extract)
     workers.append(Worker(url, WorkerConfig(queue="default", concurrency=10)))
     threads = [threading.Thread(target=lambda w=w: asyncio.run(w.run()), daemon=True)
                for w in workers]

@@ -188,14 +188,14 @@ def worker(ctx, profile, **params) -> None:
     for name, runtime in runtimes.items():
         tasks[name] = runtime.registry().merged_with(registry)
 
-    async def on_start(lent) -> None:
+    async def on_start() -> None:
         # run_worker calls on_start once its loop handles SIGTERM/SIGINT: a stop requested
         # while the process started reaches the worker now.
         signals.replay()
         for runtime in runtimes.values():
-            # Every platform borrows the worker's finish connection (`lent`): no pool of its
-            # own. It also lends itself to ctx.llm(name) in the user's tasks.
-            await runtime.start(lent)
+            # Every platform borrows the worker's finish connection: no pool of its own. It
+            # also lends itself to ctx.llm(name) in the user's tasks.
+            await runtime.start()
 
     async def on_stop() -> None:
         for runtime in runtimes.values():
@@ -203,8 +203,7 @@ def worker(ctx, profile, **params) -> None:
                 await runtime.stop()
 
     run_worker(url, config, tasks, on_start=on_start, on_stop=on_stop,
-               gates={name: runtime.claim_gate for name, runtime in runtimes.items()},
-               extra_connections=lambda: sum(r.connections() for r in runtimes.values()))
+               gates={name: runtime.claim_gate for name, runtime in runtimes.items()})
     # The loop is closed and its signal handlers gone: a late signal must not kill us now.
     signals.install_early()
     with contextlib.suppress(OSError):  # a supervisor that died took our stderr with it

@@ -65,11 +65,7 @@ async def runtime_for(name: str):
                 raise KeyError(f"ctx.llm({name!r}): no platform of that name in "
                                f"jobqueue.toml (known: {', '.join(sorted(known))})")
             runtime = PlatformRuntime(known[name], _url or db.database_url())
-            # In a worker, borrow its finish connection (no pool of its own: the process
-            # stays within three connections); elsewhere a small pool.
-            from jobqueue.worker import link
-
-            await runtime.start(link.current.get())
+            await runtime.start()  # in a worker, it borrows the worker's connection
             _runtimes[key] = runtime
         return _runtimes[key]
 

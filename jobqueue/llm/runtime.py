@@ -120,11 +120,13 @@ class PlatformRuntime:
 
         return run
 
-    async def start(self, lent: Any = None) -> None:
-        """Open what the platform needs on the running loop. `lent`: the worker's LinkPool
-        (jobqueue/worker/link.py), which the limiter, cache and accounting then borrow, so
-        the process opens no connection for its platforms; without one (a runtime outside a
-        worker) a small pool of its own."""
+    async def start(self) -> None:
+        """Open what the platform needs on the running loop. In a worker, the limiter, cache
+        and accounting borrow the worker's finish connection (jobqueue.worker.link.current),
+        so the process opens no connection for its platforms; elsewhere a small pool."""
+        from jobqueue.worker import link
+
+        lent = link.current.get()
         if lent is not None:
             self.pool, self._own_pool = lent, False
         else:
@@ -150,12 +152,6 @@ class PlatformRuntime:
             self.clients[key.key_id] = openai.AsyncOpenAI(
                 api_key=key.secret, base_url=self.platform.base_url, max_retries=0,
                 timeout=self.platform.timeout)
-
-    def connections(self) -> int:
-        """Connections its pool holds open now (for the worker's heartbeat)."""
-        if self.pool is None or not self._own_pool:
-            return 0  # a borrowed link is counted as the worker's own
-        return self.pool.get_stats().get("pool_size", 0)
 
     async def claim_gate(self) -> float:
         """Asked by the worker before each claim: seconds to hold off. While every key of the

@@ -55,21 +55,18 @@ log = structlog.get_logger("jobqueue.worker")
 class Worker:
     def __init__(self, url: str, config: WorkerConfig | None = None, *,
                  tasks: Registry | Mapping[str, Registry] = registry,
-                 on_start: Callable[[LinkPool], Awaitable[None]] | None = None,
+                 on_start: Callable[[], Awaitable[None]] | None = None,
                  on_stop: Callable[[], Awaitable[None]] | None = None,
-                 gates: Mapping[str, Callable[[], Awaitable[float]]] | None = None,
-                 extra_connections: Callable[[], int] | None = None):
+                 gates: Mapping[str, Callable[[], Awaitable[float]]] | None = None):
         """`tasks`: one registry for every queue, or one per queue name. `on_start`/`on_stop`
         run on the worker's loop around its work (e.g. a platform's HTTP clients, which must
-        live on that loop); on_start receives the LinkPool that lends the worker's finish
-        connection (a platform's limiter borrows it instead of opening connections).
+        live on that loop). Code on that loop borrows the worker's finish connection through
+        `jobqueue.worker.link.current` instead of opening connections (a platform's limiter).
         `gates`: per queue name, asked before each claim how long to hold off (a platform with
-        no usable key says so). `extra_connections`: how many database connections the
-        process holds besides the worker's own (a platform's own pool), for its heartbeat."""
+        no usable key says so)."""
         self.gates = dict(gates or {})
         self.url = url
         self.on_start, self.on_stop = on_start, on_stop
-        self.extra_connections = extra_connections
         self._links: dict[str, Link] = {}
         self.config = config or WorkerConfig()
         self.tasks = tasks
@@ -105,12 +102,12 @@ class Worker:
         return self.completer.finished if self.completer else 0
 
     def connections(self) -> int:
-        """Database connections this process holds open now: the worker's links, its LISTEN
-        connection, and what extra_connections reports (reported with each heartbeat)."""
+        """Database connections this process holds open now: the worker's links and its
+        LISTEN connection (reported with each heartbeat). Platforms and tasks borrow the
+        links (LinkPool), so there is nothing else to count."""
         own = sum(1 for link in self._links.values()
                   if link.conn is not None and not link.conn.closed)
-        extra = self.extra_connections() if self.extra_connections else 0
-        return own + (1 if self.listening.is_set() else 0) + extra
+        return own + (1 if self.listening.is_set() else 0)
 
     @property
     def _in_flight(self) -> dict:
@@ -172,13 +169,15 @@ class Worker:
         # What the process's platforms and its tasks borrow (ctx.connection()) instead of
         # opening connections: the finish link, between outcome batches.
         self.lent = LinkPool(links["finish"])
-        link_module.current.set(self.lent)  # for maintenance hooks (the Batch API pass)
+        # Everything on this loop borrows it through link.current: a platform's runtime, a
+        # task's ctx.connection(), a maintenance hook (the Batch API pass).
+        link_module.current.set(self.lent)
         claim_lock = asyncio.Lock()
         self.completer = Completer(links["finish"], self.id, cfg.queue, self._written)
         for queue in cfg.queues:
             tasks = self.tasks if isinstance(self.tasks, Registry) else self.tasks[queue.name]
             executor = Executor(self.id, queue, cfg, tasks, self.completer.record,
-                                self.completer.report_progress, loop, debug, self.lent)
+                                self.completer.report_progress, loop, debug)
             self.executors.append(executor)
             producer = Producer(links["claim"], self.id, queue, cfg, executor, claim_lock)
             if cfg.until_idle:
@@ -197,7 +196,7 @@ class Worker:
         completer: asyncio.Task | None = None
         try:
             if self.on_start is not None:
-                await self.on_start(self.lent)
+                await self.on_start()
             # The claim and finish connections open while the worker registers: the first
             # claim then goes out as soon as the worker row exists.
             try:

@@ -75,13 +75,12 @@ class Executor:
                  tasks: Registry,
                  record: Callable[[Outcome], None],
                  report_progress: Callable[[int, str, Any], None],
-                 loop: asyncio.AbstractEventLoop, debug: bool, lent: Any = None):
+                 loop: asyncio.AbstractEventLoop, debug: bool):
         self.worker_id, self.worker_name = worker_id, str(worker_id)
         self.queue, self.config, self.tasks = queue.name, config, tasks
         self.concurrency = queue.concurrency
         self.record, self.report_progress = record, report_progress
         self.loop, self.debug = loop, debug
-        self.lent = lent  # the worker's LinkPool: what ctx.connection() borrows
         self.log = log.bind(worker=self.worker_name, queue=queue.name)
         self.in_flight: dict[int, Running] = {}
         self.slots = asyncio.Event()  # set whenever a slot frees
@@ -155,8 +154,7 @@ class Executor:
                 r.ctx = JobContext(job_id=r.id, queue=self.queue, kind=r.kind,
                                    attempt=r.attempt, max_attempts=r.max_attempts,
                                    execution_id=f"{r.id}:{r.execution_id}",
-                                   _report_progress=self.report_progress,
-                                   _lent=self.lent)
+                                   _report_progress=self.report_progress)
                 args = (payload, r.ctx)
             else:
                 args = (payload,)

@@ -33,7 +33,7 @@ class Link:
         self.conn: psycopg.AsyncConnection | None = None
         self.lock = asyncio.Lock()
 
-    async def _open(self) -> psycopg.AsyncConnection:
+    async def ensure_open(self) -> psycopg.AsyncConnection:
         """The connection, opened if it is not (the caller holds the lock)."""
         if self.conn is None or self.conn.closed:
             self.conn = await db.connect_async(
@@ -48,7 +48,7 @@ class Link:
         async with self.lock:
             while True:
                 try:
-                    return await fn(await self._open())
+                    return await fn(await self.ensure_open())
                 except psycopg.OperationalError as exc:
                     await self.close()
                     if self.give_up():
@@ -102,7 +102,7 @@ class LinkPool:
     @contextlib.asynccontextmanager
     async def connection(self):
         async with self.link.lock:
-            conn = await self.link._open()
+            conn = await self.link.ensure_open()
             try:
                 yield conn
             except psycopg.OperationalError:

@@ -26,23 +26,6 @@ LEFT JOIN (
 ORDER BY m.minute;
 
 
--- name: batch_platform_budgets
--- Requests per minute the limiter allows each of `platforms` now: per model, the sum over
--- its keys that are not disabled of the rate in force (rpm, scaled by the AIMD factor), and
--- of those the largest model (the main model; a fallback runs only while it is limited).
--- `limited`: no key has headroom now (jobqueue.queue_rate_limited).
-SELECT platform, max(per_model)::float8 AS rpm, bool_or(limited) AS limited
-FROM (
-    SELECT platform, model,
-           sum(rpm * rate_factor) FILTER (WHERE disabled_reason IS NULL) AS per_model,
-           jobqueue.queue_rate_limited(platform) AS limited
-    FROM jobqueue.rate_buckets
-    WHERE platform = ANY(%(platforms)s)
-    GROUP BY platform, model
-) AS m
-GROUP BY platform;
-
-
 -- name: batch_answers
 -- One page of a batch's answers in id order after `after`, optionally only those whose
 -- payload or result contains `text` (an ILIKE pattern; the caller escapes its wildcards). At
