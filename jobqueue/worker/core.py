@@ -218,7 +218,10 @@ class Worker:
                 scheduler = Scheduler(self.url, self._registries(), bound_log=self.log,
                                       lent=self.lent)
                 background.append(self._service(
-                    scheduler.run(links["claim"], max(cfg.poll_seconds, 5.0)), "scheduler"))
+                    scheduler.run(links["claim"], max(cfg.poll_seconds, 5.0),
+                                  # a cron host's run (--until-idle) fires what is due first
+                                  start_delay=0.0 if cfg.until_idle else 1.0),
+                    "scheduler"))
             if cfg.listen:
                 background.append(self._service(
                     self.listener.run(lambda: self._closing), "listener"))

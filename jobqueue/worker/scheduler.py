@@ -107,10 +107,14 @@ class Scheduler:
         async with self.lent.vacated():
             await asyncio.to_thread(work)
 
-    async def run(self, link: Link, poll_seconds: float) -> None:
+    async def run(self, link: Link, poll_seconds: float, start_delay: float = 0.0) -> None:
         """Sync, then tick whenever the earliest schedule is due (checked every poll). A
         database error is logged and tried again at the next poll; a wrong jobqueue.toml
-        (ConfigError) stops the worker, naming the table and field."""
+        (ConfigError) stops the worker, naming the table and field. `start_delay`: seconds
+        to leave the worker's first claims to themselves (the sync reads jobqueue.toml and
+        imports the cron parser; schedules fire by the minute, so a second costs nothing)."""
+        if start_delay > 0:
+            await asyncio.sleep(start_delay)
         while not self.synced:
             try:
                 # Reading jobqueue.toml and importing the schedules package (cron parsing)
