@@ -132,17 +132,30 @@ class Client:
         if shared.depends_on:  # every job waits for the same jobs
             with self.pool.connection() as conn, conn.transaction():
                 return _insert_workflow(conn, rows, [shared] * len(rows), partial=partial)
-        return self._enqueue_rows(rows, partial)
+        return self._enqueue_rows(rows, partial, owned=shared.owner is not None)
 
-    def _enqueue_rows(self, rows: list[tuple], partial: bool = False) -> list[int]:
+    def _enqueue_rows(self, rows: list[tuple], partial: bool = False,
+                      owned: bool | None = None) -> list[int]:
+        """Insert validated rows, charging their owners' quotas; ids in order. `owned`: whether
+        any row has an owner, when the caller knows (None: look), since only owned rows can
+        meet a quota."""
         if not rows:
             return []
+        if owned is None:
+            owned = quotas.owned(rows)
         with self.pool.connection() as conn:
-            if len(rows) < COPY_FROM and not quotas.applies(conn, rows):
+            if len(rows) < COPY_FROM and not (owned and quotas.applies(conn, rows)):
                 # No quota concerns these jobs (a quota set meanwhile applies from the next
                 # enqueue); one statement is atomic: no BEGIN/COMMIT round trips.
                 return [job_id for job_id, _ in _insert(conn, rows)]
             with conn.transaction():
+                if not owned and not any(row[10] for row in rows):
+                    # The bulk path (enqueue_payloads of thousands): no quota, no key, so
+                    # straight to COPY, chunk by chunk, with no (id, created) pairs built.
+                    ids: list[int] = []
+                    for start in range(0, len(rows), CHUNK):
+                        ids += store.copy_rows(conn, rows[start : start + CHUNK])
+                    return ids
                 inserted, _ = _insert_admitted(conn, rows, partial)
                 return [job_id for job_id, _ in inserted]
 

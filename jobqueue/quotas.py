@@ -221,6 +221,11 @@ class Standing:
     reset_seconds: float
 
 
+def owned(rows: list[tuple]) -> bool:
+    """Whether any of `rows` has an owner: only those can meet a quota."""
+    return any(row[_OWNER] is not None for row in rows)
+
+
 def applies(conn, rows: list[tuple]) -> bool:
     """Whether any quota could apply to `rows` (one indexed lookup; False at once when no
     row has an owner): lets an enqueue that no quota concerns skip the transaction."""

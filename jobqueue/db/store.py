@@ -251,6 +251,8 @@ def insert_rows(conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[int, 
     """Insert validated rows (JobSpec.validated_row) in the caller's transaction; returns
     (id, created) in order. `created` is False where an idempotency key matched an existing
     job, whose id is returned. Chunking is the caller's."""
+    if len(rows) >= COPY_FROM and not any(r[10] for r in rows):
+        return [(job_id, True) for job_id in copy_rows(conn, rows)]
     return [(job_id, created) for job_id, created, _ in insert_rows_placed(conn, rows)]
 
 
@@ -259,7 +261,7 @@ def insert_rows_placed(conn: psycopg.Connection,
     """insert_rows, also returning the id drawn for each row (its place in a batch: a row
     whose key matched an existing job keeps it, see record_batch_duplicates)."""
     if len(rows) >= COPY_FROM and not any(r[10] for r in rows):
-        return [(job_id, True, job_id) for job_id, _ in _copy(conn, rows)]
+        return [(job_id, True, job_id) for job_id in copy_rows(conn, rows)]
     if len(rows) == 1 and not rows[0][10]:
         row = _execute(conn, "insert_job", dict(zip(_COLUMNS[:10], rows[0], strict=False)))
         job_id = row.fetchone()["id"]
@@ -296,8 +298,9 @@ def _keyed(conn: psycopg.Connection, result: list[dict],
     return out
 
 
-def _copy(conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[int, bool]]:
-    """Load rows without idempotency keys with COPY; ids are drawn first, in input order."""
+def copy_rows(conn: psycopg.Connection, rows: list[tuple]) -> list[int]:
+    """Load rows without idempotency keys with COPY, in the caller's transaction; returns their
+    ids, drawn first, in input order (all are created: no key can match)."""
     by_column = list(zip(*rows, strict=True))
     found = _execute(conn, "reserve_job_ids", {"n": len(rows)} | _fair_keys(by_column)).fetchone()
     now, ids, rounds = found["now"], found["ids"], found["rounds"]
@@ -323,7 +326,7 @@ def _copy(conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[int, bool]]
     with conn.cursor().copy(statement) as copy:
         for job_id, r in numbered:
             copy.write_row((job_id, *values(r)))
-    return [(job_id, True) for job_id in ids]
+    return ids
 
 
 def _fair_keys(by_column: list[tuple]) -> dict:
