@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobqueue import Client, JobSpec, QuotaExceeded, quotas
+from jobqueue.db import store
 from jobqueue.errors import ConfigError
 
 
@@ -54,6 +55,26 @@ class TestPythonApi:
         with pytest.raises(QuotaExceeded):
             client.enqueue("lesson", owner="a")
         assert count_jobs(sql, kind="lesson") == 8
+
+    def test_bulk_payloads_are_charged_whole_or_loaded_whole(self, client, sql):
+        """enqueue_payloads at COPY size (store.COPY_FROM and over): with an owner the batch
+        is charged to its quota and refused whole when over it (partial takes what fits);
+        without one it skips the quota and loads every row, ids in payload order."""
+        n = store.COPY_FROM + 500
+        set_quota(client, "kind:bulk", f"{n - 1}/hour")
+        with pytest.raises(QuotaExceeded):
+            client.enqueue_payloads("bulk", [{"i": i} for i in range(n)], owner="o")
+        assert count_jobs(sql, kind="bulk") == 0
+        taken = client.enqueue_payloads("bulk", [{"i": i} for i in range(n)], owner="o",
+                                        partial=True)
+        assert len(taken) == n - 1
+        ids = client.enqueue_payloads("bulk", [{"i": i} for i in range(n)])
+        rows = sql("SELECT id, payload, owner FROM jobqueue.jobs WHERE id = ANY(%(ids)s)",
+                   {"ids": ids})
+        by_id = {r["id"]: r for r in rows}
+        assert [by_id[i]["payload"]["i"] for i in ids] == list(range(n))
+        assert all(r["owner"] is None for r in rows) and ids == sorted(ids)
+        assert count_jobs(sql, kind="bulk") == 2 * n - 1
 
     def test_queue_quota_counts_every_kind_on_the_queue(self, client):
         set_quota(client, "queue:uploads", "3/min")
