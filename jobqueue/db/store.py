@@ -158,11 +158,14 @@ async def set_progress(conn: psycopg.AsyncConnection, worker: UUID,
 # -- leases -----------------------------------------------------------------------------------
 
 async def renew_leases(conn: psycopg.AsyncConnection, worker: UUID, known: Sequence[int],
-                       lease_seconds: float) -> tuple[dict[int, bool], list[int]]:
-    """Extend the leases of the `known` jobs; hand back any other row leased to `worker`.
+                       lease_seconds: float, renew_after: float = 0.0
+                       ) -> tuple[dict[int, bool], list[int]]:
+    """Extend to `lease_seconds` the leases of the `known` jobs that were set at least
+    `renew_after` seconds ago; hand back any other row leased to `worker`.
     Returns ({known job id still held: cancel requested}, [ids handed back])."""
     cur = await conn.execute(q("renew_leases"), {"worker": worker, "known": int_array(known),
-                                                 "lease_seconds": lease_seconds})
+                                                 "lease_seconds": lease_seconds,
+                                                 "renew_after": renew_after})
     held: dict[int, bool] = {}
     released: list[int] = []
     for job_id, cancel, was_released in await cur.fetchall():

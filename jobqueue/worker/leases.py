@@ -1,7 +1,8 @@
 """Leases: the heartbeat that keeps a worker's claims alive, and what it learns on the way.
 
-Every `heartbeat_seconds` it renews the leases of the jobs this worker runs (and refreshes
-the worker's row, reading back an operator's request to quiet or stop it). Only jobs the
+Every `heartbeat_seconds` it renews the leases of the jobs this worker runs, those set over
+half a beat ago (a job claimed since is renewed at the next beat), and refreshes
+the worker's row, reading back an operator's request to quiet or stop it. Only jobs the
 worker knows of are renewed; any other row leased to it (a claim whose reply was lost) is
 handed back at once. Jobs whose lease is gone (rescued after
 an outage) are stopped, and jobs someone cancelled are stopped as cancelled. The renewal is
@@ -57,8 +58,12 @@ class Leases:
         async with self.claim_lock:
             started = time.monotonic()
             known = [job_id for e in self.executors for job_id in e.in_flight]
+            # A lease set less than half a beat ago is left as it is (the beat on LISTEN's
+            # connection comes right after the first claims): renewed at the next beat, it
+            # still has lease - 1.5 beats left (15 s by default) when renewed.
             held, released = await self.link.run(lambda conn: store.renew_leases(
-                conn, self.worker_id, known, self.config.lease_seconds))
+                conn, self.worker_id, known, self.config.lease_seconds,
+                renew_after=self.config.heartbeat_seconds / 2))
         touched = await self.link.execute(q("touch_worker"), self.worker_row())
         if touched and touched[0][0] and self.on_control is not None:
             self.on_control(touched[0][0])

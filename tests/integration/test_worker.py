@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -330,6 +330,33 @@ class TestLeases:
         start_worker(registry(long=long), lease_seconds=0.5, maintenance_seconds=0.1)
         job = wait_finished(client, [client.enqueue("long")], timeout=10)[0]
         assert (job.state, job.attempts, job.errors) == ("succeeded", 1, [])
+
+    def test_a_beat_renews_only_leases_set_over_renew_after_ago(self, client, sql):
+        """renew_leases leaves a lease set moments ago as it is (no row rewritten: the beat
+        right after the first claims costs no write), still reports it held with its cancel
+        flag, extends the older ones, and hands back unknown rows however fresh."""
+        worker = uuid.uuid4()
+        client.enqueue_many([JobSpec("x", queue="q") for _ in range(4)])
+        ids = sorted(r["id"] for r in sql(q("claim"), {"queue": "q", "limit": 4,
+                                                       "worker": worker, "lease_seconds": 30}))
+        fresh, old, unknown = ids[:2], ids[2], ids[3]
+        sql("UPDATE jobqueue.jobs SET cancel_requested = true WHERE id = %(id)s",
+            {"id": fresh[0]})
+        sql("UPDATE jobqueue.jobs SET lease_expires_at = now() + interval '20 seconds' "
+            "WHERE id = %(id)s", {"id": old})
+        before = {r["id"]: (r["xmin"], r["lease_expires_at"]) for r in sql(
+            "SELECT id, xmin::text, lease_expires_at FROM jobqueue.jobs")}
+        answer = sql(q("renew_leases"), {"worker": worker, "known": [*fresh, old],
+                                         "lease_seconds": 30, "renew_after": 5})
+        assert {r["id"]: (r["cancel_requested"], r["released"]) for r in answer} == {
+            fresh[0]: (True, False), fresh[1]: (False, False), old: (False, False),
+            unknown: (False, True)}
+        after = {r["id"]: (r["xmin"], r["lease_expires_at"], r["lease_owner"]) for r in sql(
+            "SELECT id, xmin::text, lease_expires_at, lease_owner FROM jobqueue.jobs")}
+        for job_id in fresh:
+            assert after[job_id][:2] == before[job_id]  # not rewritten
+        assert after[old][1] > before[old][1] + timedelta(seconds=9)  # 20 s left -> 30 s
+        assert after[unknown][2] is None  # back in the queue
 
     def test_a_stale_worker_cannot_overwrite_the_new_owners_outcome(self, client, sql):
         """Fencing: once a lease expired and another worker took the job over, the first
