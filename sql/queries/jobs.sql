@@ -557,35 +557,39 @@ WHERE batch_id = %(batch_id)s AND lease_owner IS NULL
 -- Only leases set at least `renew_after` seconds ago are extended: a busy worker's jobs
 -- mostly finish before their first renewal, and the beat a worker makes as soon as its
 -- LISTEN is in place (to catch up on cancellations) would otherwise rewrite every row it has
--- just claimed (~30 ms of Postgres CPU per 2,000 rows). The others are read, not locked:
--- their lease has more than `lease_seconds - renew_after` left, so no rescue can take them
--- meanwhile; each UPDATE re-checks the owner, so a row rescued or finished since this
--- statement's snapshot is left alone (and missing from the answer: a lease lost).
+-- just claimed (~30 ms of Postgres CPU per 2,000 rows). Those are read (`fresh`), not
+-- locked: their lease has more than `lease_seconds - renew_after` left, so no rescue can take
+-- them meanwhile. The rows to renew or hand back are locked first (`mine`), as before.
 -- Returns the known rows with their cancellation flag (so the worker learns of cancellations
 -- without LISTEN, and of leases it lost: ids missing), and released = true for the others.
 WITH mine AS MATERIALIZED (
-    SELECT id, id = ANY(%(known)s::bigint[]) AS known, cancel_requested,
-           lease_expires_at < now() + make_interval(secs => %(lease_seconds)s - %(renew_after)s)
-               AS due
-    FROM jobqueue.jobs
+    SELECT id, id = ANY(%(known)s::bigint[]) AS known FROM jobqueue.jobs
     WHERE lease_owner = %(worker)s
+      AND (lease_expires_at < now() + make_interval(secs => %(lease_seconds)s - %(renew_after)s)
+           OR NOT id = ANY(%(known)s::bigint[]))
+    FOR UPDATE
+),
+fresh AS (
+    SELECT id, cancel_requested FROM jobqueue.jobs
+    WHERE lease_owner = %(worker)s AND id = ANY(%(known)s::bigint[])
+      AND lease_expires_at >= now() + make_interval(secs => %(lease_seconds)s - %(renew_after)s)
 ),
 renewed AS (
     UPDATE jobqueue.jobs j
     SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-    FROM mine WHERE j.id = mine.id AND mine.known AND mine.due AND j.lease_owner = %(worker)s
+    FROM mine WHERE j.id = mine.id AND mine.known
     RETURNING j.id, j.cancel_requested
 ),
 released AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(j.attempts - 1, 0),
         run_at = now()
-    FROM mine WHERE j.id = mine.id AND NOT mine.known AND j.lease_owner = %(worker)s
+    FROM mine WHERE j.id = mine.id AND NOT mine.known
     RETURNING j.id, j.queue
 )
 SELECT id, cancel_requested, false AS released FROM renewed
 UNION ALL
-SELECT id, cancel_requested, false FROM mine WHERE known AND NOT due
+SELECT id, cancel_requested, false FROM fresh
 UNION ALL
 SELECT id, false, pg_notify('jobqueue_insert', queue) IS NOT NULL FROM released;
 
