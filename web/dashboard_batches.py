@@ -70,7 +70,7 @@ def batch_page(batch_id: int):
         finished = sum(counts.get(s, 0) for s in FINISHED_STATES)
         platforms.append({"name": name, "counts": counts, "total": counts["total"],
                           "done": finished, "segments": _segments(counts, counts["total"])})
-    pace = _store(progress.pace, batch_id, total - done, [p["name"] for p in platforms])
+    pace = _store(progress.pace, batch_id, found["platforms"])
     page = _store(progress.answers, batch_id, after, text)
     return _page("batch.html", title=f"Batch {batch_id}", b=found, total=total, done=done,
                  segments=_segments(found, total), platforms=platforms, pace=pace,

@@ -1,11 +1,6 @@
-"""A batch's progress as an operator reads it: how fast its jobs finish (a smoothed rate),
-when it will be done (a stable ETA), and its answers (prompt → answer), a page at a time.
-
-The rate is an exponentially weighted average of the jobs finished per minute over the last
-minutes, so one slow or busy minute moves it a little, not wildly (`batch wait`'s ETA swung
-1:09 → 3:54 → 0:45 from instantaneous rates). While every key of a platform the batch runs
-on is at its limit, finishing is paced by the limiter, not by the workers: the ETA then
-comes from the limiter's requests-per-minute budget of those platforms.
+"""A batch's progress as an operator reads it: how fast its jobs finish and when it will be
+done (`jobqueue.batches.eta.recent`, the ETA `batch wait` shows too), and its answers
+(prompt → answer), a page at a time.
 
 The reads use the batch indexes (sql/queries/batch_progress.sql): a page costs the batch's
 rows, never a scan of the job tables.
@@ -14,84 +9,39 @@ rows, never a scan of the job tables.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import time
 from dataclasses import dataclass
 
 import psycopg
 from psycopg.rows import dict_row
 
-from jobqueue.batches.eta import platform_budgets
+from jobqueue.batches import eta
 from jobqueue.db.queries import q
 
-RATE_MINUTES = 15      # minutes of history the smoothed rate looks at
-ALPHA = 0.3            # weight of the newest minute in the average
-MIN_PARTIAL = 10.0     # seconds of the current minute before it counts (scaled to a minute)
 ANSWERS_PAGE = 25
 ANSWERS_SCAN = 5_000   # jobs of the batch one answers page examines at most
 _LIKE_SPECIAL = re.compile(r"[\\%_]")
 
 
-def smoothed_rate(per_minute: Sequence[float], alpha: float = ALPHA) -> float | None:
-    """Exponentially weighted average of per-minute counts, oldest first; None when there
-    is no minute to go by. Leading zero minutes (before the batch's first finish) are left
-    out, so a batch that started two minutes ago is not averaged with thirteen idle ones."""
-    values = list(per_minute)
-    while values and values[0] == 0:
-        values.pop(0)
-    if not values:
-        return None
-    rate = values[0]
-    for value in values[1:]:
-        rate = alpha * value + (1 - alpha) * rate
-    return rate
-
-
-def eta_seconds(remaining: int, rate_per_minute: float | None) -> float | None:
-    """Seconds until `remaining` jobs are done at `rate_per_minute`; 0 when none remain,
-    None when no rate is known (nothing finished yet, or nothing finishing)."""
-    if remaining <= 0:
-        return 0.0
-    if not rate_per_minute or rate_per_minute <= 0:
-        return None
-    return remaining * 60.0 / rate_per_minute
-
-
 @dataclass(frozen=True)
 class Pace:
-    """A batch's pace: jobs finished per minute (smoothed), where the ETA's rate came from
-    ("measured" or "rate limit"), and the ETA in seconds (None if unknown)."""
+    """A batch's pace: jobs finished per minute (smoothed, or the limiter's budget), where
+    it came from ("measured" or "rate limit"), the ETA in seconds (None if unknown), and the
+    platforms whose limiter paces it."""
 
     rate: float | None
     basis: str
     eta: float | None
-    per_minute: list[int]
     limited: list[str]
 
 
-def pace(conn: psycopg.Connection, batch_id: int, remaining: int,
-         platforms: Sequence[str]) -> Pace:
-    """The batch's smoothed rate and ETA. The current minute counts once MIN_PARTIAL seconds
-    of it have passed, scaled to a full minute."""
-    cur = conn.cursor(row_factory=dict_row)
-    rows = cur.execute(q("batch_finished_per_minute"),
-                       {"batch_id": batch_id, "minutes": RATE_MINUTES}).fetchall()
-    counts = [int(r["finished"]) for r in rows]
-    series: list[float] = [float(c) for c in counts[:-1]]
-    elapsed = rows[-1]["current_elapsed"] if rows else 0.0
-    if rows and elapsed >= MIN_PARTIAL:
-        series.append(counts[-1] * 60.0 / elapsed)
-    rate = smoothed_rate(series)
-    # The limiter's budget, as `batch wait` reads it (one query for both: eta.py).
-    budgets = platform_budgets(conn, list(platforms)) if platforms else {}
-    limited = [name for name, (is_limited, _) in budgets.items() if is_limited]
-    if limited and remaining > 0:
-        budget = sum((per_second or 0.0) * 60 for is_limited, per_second in budgets.values()
-                     if is_limited)
-        # The limiter's budget is shared with other work on the platform: the measured rate,
-        # when lower, is the better guess.
-        paced = min(budget, rate) if rate else budget
-        return Pace(paced, "rate limit", eta_seconds(remaining, paced), counts, limited)
-    return Pace(rate, "measured", eta_seconds(remaining, rate), counts, limited)
+def pace(conn: psycopg.Connection, batch_id: int, platforms: dict[str, dict]) -> Pace:
+    """The batch's pace and ETA from its last minutes (`eta.recent`); `platforms`: its
+    counts per platform (`store.batch`'s "platforms")."""
+    estimate = eta.recent(conn, batch_id, platforms, time.monotonic())
+    rate, limited = estimate.rate(), estimate.limited()
+    return Pace(None if rate is None else rate * 60, "rate limit" if limited else "measured",
+                estimate.eta(), limited)
 
 
 def like_pattern(text: str) -> str:

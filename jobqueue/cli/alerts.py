@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.cli.common import UserError, connection, lines, print_rows
 
 
 @click.group()
@@ -38,7 +38,7 @@ def alerts_set(queue, depth_over, latency_over, dead_over) -> None:
         raise UserError(str(exc).replace("latency:", "--latency-over:", 1)) from None
     if not wanted:
         raise UserError("give at least one of --depth-over, --latency-over, --dead-over")
-    with open_client() as jq, jq.pool.connection() as conn, conn.transaction():
+    with connection() as conn, conn.transaction():
         for metric, threshold in wanted.items():
             rules.set_rule(conn, queue, metric, threshold)
     click.echo(f"alerts for {queue}: " + ", ".join(
@@ -52,20 +52,16 @@ def alerts_list(as_json) -> None:
     """Every alert rule: queue, measure, threshold, and whether it is firing."""
     from jobqueue.webhooks import alerts as rules
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = rules.list_rules(conn)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        unit = "s" if r["metric"] == "latency" else ""
-        state = f"FIRING since {r['firing_since']:%Y-%m-%d %H:%M:%S}" if r["firing_since"] \
-            else "ok"
-        last = "-" if r["last_value"] is None else f"{r['last_value']:g}{unit}"
-        click.echo(f"{r['queue']}  {r['metric']} over {r['threshold']:g}{unit}  {state}  "
-                   f"last {last}")
-    if not rows:
-        click.echo("no alerts")
+    print_rows(rows, as_json, "no alerts", lines(_rule_line))
+
+
+def _rule_line(r: dict) -> str:
+    unit = "s" if r["metric"] == "latency" else ""
+    state = f"FIRING since {r['firing_since']:%Y-%m-%d %H:%M:%S}" if r["firing_since"] else "ok"
+    last = "-" if r["last_value"] is None else f"{r['last_value']:g}{unit}"
+    return f"{r['queue']}  {r['metric']} over {r['threshold']:g}{unit}  {state}  last {last}"
 
 
 @alerts.command("remove")
@@ -76,7 +72,7 @@ def alerts_remove(queue, metric) -> None:
     """Remove the rule on QUEUE (one measure with --metric, else all of them)."""
     from jobqueue.webhooks import alerts as rules
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         removed = rules.remove_rules(conn, queue, metric)
     if not removed:
         raise UserError(f"alerts for {queue}: none set")

@@ -323,10 +323,9 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
                 + (f", {b['blocked']} blocked" if b["blocked"] else "")
                 + (f", {b['duplicates']} duplicates" if b["duplicates"] else ""))
 
-    from jobqueue.batches.eta import BatchEta, finished, platform_budgets
+    from jobqueue.batches.eta import finished, platform_budgets, recent
 
     deadline = time.monotonic() + timeout if timeout is not None else None
-    estimate = BatchEta()
 
     def shown(b: dict) -> str:
         eta = estimate.eta()
@@ -336,6 +335,9 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
 
     with open_client() as jq:
         b = _batch_or_fail(jq, batch_id)
+        with jq.pool.connection() as conn:
+            # From the batch's last minutes, as its dashboard page shows it; then each poll.
+            estimate = recent(conn, batch_id, b["platforms"], time.monotonic())
         try:
             # click's own ETA divides by the last few updates' pace and swings with each
             # poll (1:09 -> 3:54 -> 0:45): the smoothed one (jobqueue/batches/eta.py) instead.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.cli.common import UserError, connection, lines, print_rows
 from jobqueue.errors import InvalidJob
 from jobqueue.llm import costs
 
@@ -29,7 +29,7 @@ def budgets() -> None:
               help="The period the budget covers (UTC days and calendar months).")
 def budgets_set(scope, scope_id, usd, period) -> None:
     """Allow SCOPE ID (an owner's name, a batch id) USD per period; resumes paused jobs."""
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         try:
             budget = costs.set_budget(conn, scope, scope_id, period, usd)
         except InvalidJob as exc:
@@ -44,16 +44,11 @@ def budgets_set(scope, scope_id, usd, period) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def budgets_list(scope, as_json) -> None:
     """Every budget with what its period has spent."""
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = costs.list_budgets(conn, scope)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no budgets")
-    for b in rows:
-        click.echo(f"{b['scope']} {b['id']}  per {b['period']}  ${b['spent_usd']:,.4f} of "
-                   f"${b['limit_usd']:,.4f} spent  (${b['remaining_usd']:,.4f} left)")
+    print_rows(rows, as_json, "no budgets", lines(
+        lambda b: f"{b['scope']} {b['id']}  per {b['period']}  ${b['spent_usd']:,.4f} of "
+                  f"${b['limit_usd']:,.4f} spent  (${b['remaining_usd']:,.4f} left)"))
 
 
 @budgets.command("remove")
@@ -62,7 +57,7 @@ def budgets_list(scope, as_json) -> None:
 @click.option("--per", "period", type=PERIOD, default=None, help="Only this period's.")
 def budgets_remove(scope, scope_id, period) -> None:
     """Remove SCOPE ID's budget(s); its paused jobs resume."""
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         try:
             result = costs.remove_budget(conn, scope, scope_id, period)
         except InvalidJob as exc:

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json, table
+from jobqueue.cli.common import UserError, connection, print_json, print_rows, table
 
 
 @click.group()
@@ -67,7 +67,7 @@ def campaigns_create(file, name, owner, prompts, prompt_file, template, platform
             spec = model.build({k: v for k, v in overrides.items() if v is not None})
     except model.InvalidCampaign as exc:
         raise UserError(str(exc)) from None
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         outcome = store.save(conn, spec, datetime.now(UTC), replace=replace)
     if outcome is None:
         raise UserError(f"campaign {spec.name}: exists (--replace replaces it)")
@@ -85,21 +85,19 @@ def campaigns_list(as_json, owner) -> None:
     """Campaigns with their platforms, prompts, brands and schedule."""
     from jobqueue.campaigns import store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = store.listing(conn, owner=owner)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("(no campaigns)")
-        return
+    print_rows(rows, as_json, "(no campaigns)", _listing_table)
+
+
+def _listing_table(rows: list[dict]) -> str:
     for r in rows:
         r["platforms_"] = ",".join(r["platforms"])
         r["brands_"] = ",".join(b["name"] for b in r["brands"])
         r["schedule"] = r["cron"] or "-"
-    click.echo(table(rows, [("name", "NAME"), ("owner", "OWNER"), ("prompts", "PROMPTS"),
-                            ("platforms_", "PLATFORMS"), ("samples", "SAMPLES"),
-                            ("brands_", "BRANDS"), ("schedule", "SCHEDULE")]))
+    return table(rows, [("name", "NAME"), ("owner", "OWNER"), ("prompts", "PROMPTS"),
+                        ("platforms_", "PLATFORMS"), ("samples", "SAMPLES"),
+                        ("brands_", "BRANDS"), ("schedule", "SCHEDULE")])
 
 
 def _get(conn, name: str) -> dict:
@@ -117,7 +115,7 @@ def campaigns_show(name) -> None:
     """A campaign as stored, with its latest runs and spend (JSON)."""
     from jobqueue.campaigns import store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         found = _get(conn, name)
         print_json(found | {"runs": store.runs(conn, name), "spend": store.spend(conn, name)})
 
@@ -129,7 +127,7 @@ def campaigns_run(name) -> None:
     batch id (`jobqueue batch wait ID` follows it)."""
     from jobqueue.campaigns import model, runs
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         _get(conn, name)
         try:
             run = runs.run_now(conn, name, datetime.now(UTC))
@@ -161,7 +159,7 @@ def campaigns_report(name, start, end, csv_file, as_json) -> None:
     from jobqueue.campaigns import report, store
 
     first, last = _day(start, "--from"), _day(end, "--to")
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         campaign = _get(conn, name)
         try:
             data = report.build(conn, campaign, first, last)
@@ -226,7 +224,7 @@ def campaigns_remove(name) -> None:
     """Remove a campaign, its schedule and its analysed answers (its jobs stay)."""
     from jobqueue.campaigns import store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         if not store.remove(conn, name):
             raise UserError(f"campaign {name}: not found")
     click.echo(f"campaign {name}: removed")

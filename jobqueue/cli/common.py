@@ -1,12 +1,14 @@
 """What every command shares: errors for people (exit codes 1 and 2), the database URL (the
-embedded server when there is none), a client, the configured platforms, the global options
-as arguments for a child process, output helpers."""
+embedded server when there is none), a client or one of its connections, the configured
+platforms, the global options as arguments for a child process, output helpers (JSON, the
+table, a list command's output)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import click
@@ -80,6 +82,13 @@ def open_client():
     return Client(url, max_size=2)
 
 
+@contextlib.contextmanager
+def connection() -> Iterator:
+    """A connection of a fresh client (`open_client`), for a command that only runs queries."""
+    with open_client() as jq, jq.pool.connection() as conn:
+        yield conn
+
+
 def load_platform(name: str):
     from jobqueue.llm import platforms
 
@@ -105,6 +114,25 @@ def platform_runtime(name: str):
 
 def print_json(value) -> None:
     click.echo(json.dumps(value, indent=2, default=str))
+
+
+def print_rows(rows: list[dict], as_json: bool, empty: str | None,
+               render: Callable[[list[dict]], str]) -> None:
+    """A list command's output: the rows as JSON with --json (as read, whatever `render`
+    adds), else `empty` when there are none (nothing when None), else `render(rows)` (a
+    `table`, or `lines`)."""
+    if as_json:
+        print_json(rows)
+    elif not rows:
+        if empty is not None:
+            click.echo(empty)
+    else:
+        click.echo(render(rows))
+
+
+def lines(line: Callable[[dict], str]) -> Callable[[list[dict]], str]:
+    """A `print_rows` render of one line per row."""
+    return lambda rows: "\n".join(line(r) for r in rows)
 
 
 class Column(NamedTuple):

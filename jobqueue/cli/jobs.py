@@ -11,10 +11,12 @@ import click
 from jobqueue.cli.common import (
     Column,
     UserError,
+    connection,
     duration,
     load_platform,
     open_client,
     print_json,
+    print_rows,
     state_colour,
     table,
 )
@@ -158,23 +160,21 @@ def jobs_list(queue, state, kind, owner, batch_id, limit, as_json) -> None:
 
     where = store.JobFilter(queue=queue, kind=kind, owner=owner, batch_id=batch_id,
                             state=state)
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         window = store.jobs_window(conn, 2**63 - 1, 50_000)
         rows = store.jobs_page(conn, where, 2**63 - 1, window["floor"] or 0, limit)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no jobs match")
-        return
+    print_rows(rows, as_json, "no jobs match", _jobs_table)
+
+
+def _jobs_table(rows: list[dict]) -> str:
     for r in rows:
         r["created"] = _when(r["created_at"])
         r["attempt"] = f"{r['attempts']}/{r['max_attempts']}"
-    click.echo(table(rows, [("id", "ID"), ("queue", "QUEUE"), ("kind", "KIND"),
-                            Column("state", "STATE", "text", state_colour),
-                            ("attempt", "ATTEMPT"), ("owner", "OWNER"),
-                            ("batch_id", "BATCH"), ("created", "CREATED"),
-                            ("error_type", "LAST ERROR")]))
+    return table(rows, [("id", "ID"), ("queue", "QUEUE"), ("kind", "KIND"),
+                        Column("state", "STATE", "text", state_colour),
+                        ("attempt", "ATTEMPT"), ("owner", "OWNER"),
+                        ("batch_id", "BATCH"), ("created", "CREATED"),
+                        ("error_type", "LAST ERROR")])
 
 
 @jobs.command("retry")
@@ -214,19 +214,16 @@ def dead_list(queue, limit, as_json) -> None:
     """The newest dead jobs with their last error."""
     with open_client() as jq:
         rows = jq.dead(queue, limit)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no dead jobs")
-        return
+    print_rows(rows, as_json, "no dead jobs", _dead_table)
+
+
+def _dead_table(rows: list[dict]) -> str:
     for r in rows:
         err = r["last_error"] or {}
         r["died"] = _when(r["finished_at"])
         r["error"] = f"{err.get('type', '?')}: {err.get('message', '')}"[:100]
-    click.echo(table(rows, [("id", "ID"), ("queue", "QUEUE"), ("kind", "KIND"),
-                            ("attempts", "ATTEMPTS"), ("died", "DIED"),
-                            ("error", "LAST ERROR")]))
+    return table(rows, [("id", "ID"), ("queue", "QUEUE"), ("kind", "KIND"),
+                        ("attempts", "ATTEMPTS"), ("died", "DIED"), ("error", "LAST ERROR")])
 
 
 @dead.command("retry")

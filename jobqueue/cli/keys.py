@@ -13,8 +13,9 @@ import click
 from jobqueue.cli.common import (
     Column,
     UserError,
+    connection,
     open_client,
-    print_json,
+    print_rows,
     state_colour,
     table,
 )
@@ -33,24 +34,24 @@ def keys_list(platform, as_json) -> None:
     """Each key per platform and model: usable or why not, and its totals."""
     with open_client() as jq:
         rows = jq.rate_limits(platform)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no keys yet: a platform's keys appear once a worker has started on it")
-        return
+    print_rows(rows, as_json,
+               "no keys yet: a platform's keys appear once a worker has started on it",
+               _keys_table)
+
+
+def _keys_table(rows: list[dict]) -> str:
     for r in rows:
         r["state"] = f"disabled: {r['disabled_reason']}" if r["disabled_reason"] else "usable"
         r["idle_seconds"] = max(0.0, r.get("idle_seconds") or 0.0)
-    click.echo(table(rows, [
+    return table(rows, [
         Column("platform", "PLATFORM", "text"), Column("model", "MODEL", "text"),
         Column("key_id", "KEY", "text"), Column("requests_total", "REQUESTS"),
         Column("throttled_total", "429S"), Column("idle_seconds", "LAST USED", "duration"),
-        Column("state", "STATE", "text", state_colour)]))
+        Column("state", "STATE", "text", state_colour)])
 
 
 def _set(name: str, platform: str | None, reason: str | None) -> list[dict]:
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = conn.execute(q("rate_key_set_disabled"), {
             "name": name, "platform": platform, "reason": reason}).fetchall()
     if not rows:

@@ -9,8 +9,9 @@ import click
 from jobqueue.cli.common import (
     Column,
     UserError,
-    open_client,
+    connection,
     print_json,
+    print_rows,
     state_colour,
     table,
 )
@@ -39,22 +40,21 @@ def queues_list(as_json) -> None:
     """Queues with settings, and how many of their jobs run now."""
     from jobqueue import queues as settings
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = settings.list_settings(conn)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("no queue has settings yet (`jobqueue queues set|pause NAME`)")
-        return
+    print_rows(rows, as_json, "no queue has settings yet (`jobqueue queues set|pause NAME`)",
+               _settings_table)
+
+
+def _settings_table(rows: list[dict]) -> str:
     for row in rows:
         row["order"] = "fair" if row["fair"] else "fifo"
         row["state"] = "paused" if row["paused"] else "active"
-    click.echo(table(rows, [
+    return table(rows, [
         Column("queue", "QUEUE", "text"), Column("state", "STATE", "text", state_colour),
         Column("running", "RUNNING"), Column("max_running", "MAX RUNNING"),
         Column("max_running_per_owner", "PER OWNER"), Column("order", "ORDER", "text"),
-        Column("retry_order", "RETRIES", "text")]))
+        Column("retry_order", "RETRIES", "text")])
 
 
 @queues.command("set")
@@ -86,7 +86,7 @@ def queues_set(name, max_running, max_running_per_owner, fair, retry_order, as_j
             changes["fair"] = fair
         if retry_order is not None:
             changes["retry_order"] = retry_order
-        with open_client() as jq, jq.pool.connection() as conn:
+        with connection() as conn:
             row = settings.change(conn, name, **changes)
     except InvalidQueueSettings as exc:
         raise UserError(str(exc).replace("max_running_per_owner", "--max-running-per-owner")
@@ -118,7 +118,7 @@ def _pause(name: str, paused: bool) -> None:
     from jobqueue import queues as settings
 
     try:
-        with open_client() as jq, jq.pool.connection() as conn:
+        with connection() as conn:
             settings.pause(conn, name, paused)
     except InvalidQueueSettings as exc:
         raise UserError(str(exc)) from None

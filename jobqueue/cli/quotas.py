@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, duration, open_client, print_json
+from jobqueue.cli.common import UserError, connection, duration, lines, print_rows
 
 
 @click.group("quotas")
@@ -39,7 +39,7 @@ def quotas_set(target: str, jobs: str | None, tokens: str | None) -> None:
                              tokens=quotas.parse_rate(tokens, "--tokens") if tokens else None)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         quotas.store(conn, quota)
     click.echo(f"quota {quota.key}: " + ", ".join(
         f"{rate} {what}" for rate, what in ((quota.jobs, "jobs"), (quota.tokens, "tokens"))
@@ -52,16 +52,11 @@ def quotas_list(as_json: bool) -> None:
     """Every quota, and where it was set (config: jobqueue.toml; api: CLI or HTTP)."""
     from jobqueue import quotas
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = quotas.listed(conn)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        click.echo(f"{r['scope']}:{r['name']}  jobs {r['jobs'] or '-'}  tokens "
-                   f"{r['tokens'] or '-'}  ({r['source']})")
-    if not rows:
-        click.echo("(no quotas)")
+    print_rows(rows, as_json, "(no quotas)", lines(
+        lambda r: f"{r['scope']}:{r['name']}  jobs {r['jobs'] or '-'}  tokens "
+                  f"{r['tokens'] or '-'}  ({r['source']})"))
 
 
 @quotas_group.command("remove")
@@ -71,7 +66,7 @@ def quotas_remove(target: str) -> None:
     from jobqueue import quotas
 
     scope, name = _key(target)
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         if not quotas.remove(conn, scope, name):
             raise UserError(f"quota {target}: not found (see `jobqueue quotas list`)")
     click.echo(f"removed quota {target}")
@@ -84,7 +79,7 @@ def quotas_apply() -> None:
     from jobqueue import quotas
 
     wanted = quotas.load()
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         done = quotas.apply_config(conn, wanted)
     click.echo(f"{len(done['set'])} quota(s) set from the config"
                + (f"; removed {', '.join(done['removed'])}" if done["removed"] else ""))
@@ -97,13 +92,8 @@ def quotas_usage(owner: str, as_json: bool) -> None:
     """An owner's standing: what is left of each quota it used lately, and when it is full."""
     from jobqueue import quotas
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = quotas.usage(conn, owner)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        click.echo(f"{r['quota']} {r['budget']}: {r['remaining']} of {r['per']} left, full in "
-                   f"{duration(r['reset_seconds'])}")
-    if not rows:
-        click.echo(f"{owner}: no quota used lately (every budget full)")
+    print_rows(rows, as_json, f"{owner}: no quota used lately (every budget full)", lines(
+        lambda r: f"{r['quota']} {r['budget']}: {r['remaining']} of {r['per']} left, full in "
+                  f"{duration(r['reset_seconds'])}"))

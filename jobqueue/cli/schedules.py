@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.cli.common import (
+    Column,
+    UserError,
+    connection,
+    print_json,
+    print_rows,
+    table,
+)
 from jobqueue.errors import InvalidSchedule
 
 
@@ -65,7 +72,7 @@ def schedules_add(name, cron_expr, timezone, kind, queue, payload, platform, pro
         field, _, problem = str(exc).partition(": ")
         where = "NAME" if field == "name" else "--" + field.replace("_", "-")
         raise UserError(f"{where}: {problem}") from None
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         outcome = store.save(conn, definition, datetime.now(UTC), replace=replace)
         if outcome == "kept":
             raise UserError(f"schedule {name}: exists (--replace to change it)")
@@ -81,24 +88,21 @@ def schedules_list(as_json, owner) -> None:
     """Every schedule: cron, zone, next fire, last run and its outcome, paused."""
     from jobqueue.schedules import store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = store.listing(conn, owner=owner)
-    if as_json:
-        print_json(rows)
-        return
-    if not rows:
-        click.echo("(no schedules)")
-        return
-    table = [("NAME", "CRON", "ZONE", "NEXT FIRE (UTC)", "LAST RUN", "OUTCOME", "STATE")]
-    for r in rows:
-        last = (f"{r['last_fire_at']:%Y-%m-%d %H:%M} {r['last_decision']}"
-                if r["last_fire_at"] else "-")
-        table.append((r["name"], r["cron"], r["timezone"],
-                      f"{r['next_fire_at']:%Y-%m-%d %H:%M}" if not r["paused"] else "-",
-                      last, r["last_outcome"] or "-", "paused" if r["paused"] else "active"))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_rows(rows, as_json, "(no schedules)", _listing_table)
+
+
+def _listing_table(rows: list[dict]) -> str:
+    shown = [{"name": r["name"], "cron": r["cron"], "zone": r["timezone"],
+              "next": None if r["paused"] else f"{r['next_fire_at']:%Y-%m-%d %H:%M}",
+              "last": (f"{r['last_fire_at']:%Y-%m-%d %H:%M} {r['last_decision']}"
+                       if r["last_fire_at"] else None),
+              "outcome": r["last_outcome"], "state": "paused" if r["paused"] else "active"}
+             for r in rows]
+    return table(shown, [Column(key, heading, "text") for key, heading in (
+        ("name", "NAME"), ("cron", "CRON"), ("zone", "ZONE"), ("next", "NEXT FIRE (UTC)"),
+        ("last", "LAST RUN"), ("outcome", "OUTCOME"), ("state", "STATE"))])
 
 
 @schedules.command("show")
@@ -109,7 +113,7 @@ def schedules_show(name, limit) -> None:
     """A schedule, its next fires and its recent runs with their jobs or batches (JSON)."""
     from jobqueue.schedules import store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = store.listing(conn, name=name)
         if not rows:
             raise UserError(f"schedule {name}: no such schedule")
@@ -119,7 +123,7 @@ def schedules_show(name, limit) -> None:
 def _set_paused(name: str, paused: bool) -> None:
     from jobqueue.schedules import store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         row = store.set_paused(conn, name, paused, datetime.now(UTC))
     if row is None:
         raise UserError(f"schedule {name}: no such schedule")
@@ -147,7 +151,7 @@ def schedules_run_now(name) -> None:
     """Enqueue one run now (its next fire is unchanged); print the job or batch id."""
     from jobqueue.schedules import tick
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         run = tick.run_now(conn, name, datetime.now(UTC))
     if run is None:
         raise UserError(f"schedule {name}: no such schedule")
@@ -164,7 +168,7 @@ def schedules_remove(name) -> None:
     """Delete a schedule and its runs list (its jobs and batches stay)."""
     from jobqueue.schedules import store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         if not store.remove(conn, name):
             raise UserError(f"schedule {name}: no such schedule")
     click.echo(f"schedule {name}: removed")

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import (
-    UserError,
-    open_client,
-    print_json,
-)
+from jobqueue.cli.common import UserError, connection, lines, print_rows
 
 
 @click.group()
@@ -29,7 +25,7 @@ def tokens_create(owner, scopes, rate_limit, write_rate_limit, note) -> None:
     """Create a token and print it (it cannot be shown again)."""
     from jobqueue import tokens as token_store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         try:
             token, row = token_store.create(conn, owner, [s.strip() for s in scopes.split(",")
                                                          if s.strip()], rate_limit, note,
@@ -49,15 +45,12 @@ def tokens_list(as_json) -> None:
     token itself, which is stored only hashed)."""
     from jobqueue import tokens as token_store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = token_store.list_tokens(conn)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        state = "revoked" if r["revoked_at"] else "active"
-        click.echo(f"{r['id']}  {r['prefix']}...  {r['owner']}  {','.join(r['scopes'])}  "
-                   f"{r['rate_limit']}/min  {state}  last used {r['last_used_at'] or 'never'}")
+    print_rows(rows, as_json, None, lines(
+        lambda r: f"{r['id']}  {r['prefix']}...  {r['owner']}  {','.join(r['scopes'])}  "
+                  f"{r['rate_limit']}/min  {'revoked' if r['revoked_at'] else 'active'}  "
+                  f"last used {r['last_used_at'] or 'never'}"))
 
 
 @tokens.command("revoke")
@@ -66,7 +59,7 @@ def tokens_revoke(token_id: int) -> None:
     """Revoke token TOKEN_ID: requests with it are refused from now on."""
     from jobqueue import tokens as token_store
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         if not token_store.revoke(conn, token_id):
             raise UserError(f"token {token_id}: no such active token")
     click.echo(f"token {token_id}: revoked")

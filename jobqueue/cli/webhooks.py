@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, open_client, print_json
+from jobqueue.cli.common import UserError, connection, lines, print_rows
 
 
 @click.group()
@@ -36,7 +36,7 @@ def webhooks_add(url, events, owner, fmt, max_attempts, description) -> None:
     from jobqueue.errors import InvalidWebhook
     from jobqueue.webhooks import subscriptions
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         try:
             row = subscriptions.create(conn, owner, url, list(events), format=fmt,
                                        max_attempts=max_attempts, description=description,
@@ -55,16 +55,11 @@ def webhooks_list(owner, as_json) -> None:
     """The subscriptions (of --owner): id, URL, events, format (never the secret)."""
     from jobqueue.webhooks import subscriptions
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = subscriptions.list_subscriptions(conn, owner)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        click.echo(f"{r['id']}  {r['owner'] or '-'}  {r['url']}  {','.join(r['events'])}  "
-                   f"{r['format']}  max_attempts={r['max_attempts']}")
-    if not rows:
-        click.echo("no webhooks")
+    print_rows(rows, as_json, "no webhooks", lines(
+        lambda r: f"{r['id']}  {r['owner'] or '-'}  {r['url']}  {','.join(r['events'])}  "
+                  f"{r['format']}  max_attempts={r['max_attempts']}"))
 
 
 @webhooks.command("remove")
@@ -73,7 +68,7 @@ def webhooks_remove(subscription_id) -> None:
     """Remove a subscription and its deliveries (queued ones are not sent)."""
     from jobqueue.webhooks import subscriptions
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         if not subscriptions.remove(conn, subscription_id, None):
             raise UserError(f"webhook {subscription_id}: no such webhook")
     click.echo(f"webhook {subscription_id}: removed")
@@ -88,17 +83,12 @@ def webhooks_deliveries(subscription_id, state, limit, as_json) -> None:
     """The newest deliveries (of one webhook): state, attempts, last response code."""
     from jobqueue.webhooks import subscriptions
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         rows = subscriptions.deliveries(conn, None, subscription_id, state, limit)
-    if as_json:
-        print_json(rows)
-        return
-    for r in rows:
-        click.echo(f"{r['id']}  webhook {r['subscription_id']}  {r['event_type']}  "
-                   f"{r['state']}  attempts={r['attempts']}  "
-                   f"code={r['response_code'] or '-'}  {r['last_error'] or ''}".rstrip())
-    if not rows:
-        click.echo("no deliveries")
+    print_rows(rows, as_json, "no deliveries", lines(
+        lambda r: f"{r['id']}  webhook {r['subscription_id']}  {r['event_type']}  "
+                  f"{r['state']}  attempts={r['attempts']}  "
+                  f"code={r['response_code'] or '-'}  {r['last_error'] or ''}".rstrip()))
 
 
 @webhooks.command("redeliver")
@@ -107,7 +97,7 @@ def webhooks_redeliver(delivery_id) -> None:
     """Send a delivery again: same body, same event id, a fresh attempt budget."""
     from jobqueue.webhooks import subscriptions
 
-    with open_client() as jq, jq.pool.connection() as conn:
+    with connection() as conn:
         outcome = subscriptions.redeliver(conn, delivery_id, None)
     if outcome == "not_found":
         raise UserError(f"delivery {delivery_id}: no such delivery")

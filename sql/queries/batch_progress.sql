@@ -1,29 +1,22 @@
 -- A batch's progress for its dashboard page (jobqueue/batches/progress.py): how fast its jobs
--- finish, what the limiter allows its platforms, and its answers. Every query goes through
--- the batch indexes of the job tables (jobs_batch_idx, finished_batch_id_idx, blocked_batch_idx),
--- so it reads the batch's rows only, never the whole table.
+-- finish (read by jobqueue/batches/eta.py, whose ETA `batch wait` shares), and its answers.
+-- Every query goes through the batch indexes of the job tables (jobs_batch_idx,
+-- finished_batch_id_idx, blocked_batch_idx), so it reads the batch's rows only, never the
+-- whole table.
 
 
--- name: batch_finished_per_minute
--- The batch's jobs finished per minute over the last `minutes` minutes (current minute
--- included, zeros included), with the seconds elapsed of the current one. Finished rows only
--- (a hot job has not finished); the batch index bounds the scan to the batch's rows.
-WITH span AS (
-    SELECT date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1) AS since,
-           date_trunc('minute', now()) AS current
-)
-SELECT m.minute, coalesce(f.finished, 0) AS finished,
-       extract(epoch FROM now() - span.current)::float8 AS current_elapsed
-FROM span
-CROSS JOIN generate_series(span.since, span.current, interval '1 minute') AS m(minute)
-LEFT JOIN (
-    SELECT date_trunc('minute', finished_at) AS minute, count(*) AS finished
-    FROM jobqueue.finished
-    WHERE batch_id = %(batch_id)s
-      AND finished_at >= date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1)
-    GROUP BY 1
-) AS f ON f.minute = m.minute
-ORDER BY m.minute;
+-- name: batch_finished_history
+-- The batch's jobs finished in the last `seconds`, per platform (queue) and step of `step`
+-- seconds counted back from now (0: the newest), for the ETA of the batch page and `batch
+-- wait` (jobqueue/batches/eta.py, `recent`). Finished rows only (a hot job has not finished);
+-- the batch index bounds the scan to the batch's rows.
+SELECT queue AS platform,
+       floor(extract(epoch FROM now() - finished_at) / %(step)s)::int AS ago,
+       count(*)::int AS finished
+FROM jobqueue.finished
+WHERE batch_id = %(batch_id)s
+  AND finished_at >= now() - make_interval(secs => %(seconds)s)
+GROUP BY 1, 2;
 
 
 -- name: batch_answers

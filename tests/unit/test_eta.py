@@ -95,3 +95,35 @@ class TestRateLimited:
                         {"slow": (True, 1.0), "fast": (False, 50.0)})
         # fast: 10/s measured, 610 left -> 61 s; slow: limited at 1 req/s, 922 left -> 922 s
         assert eta.eta() == 922
+
+
+class TestBatchPace:
+    def test_the_pace_is_the_budget_of_the_limited_platforms_with_work_left(self):
+        """A limited platform paces the batch while it has jobs left; one that has finished
+        them, limited or not, does not."""
+        counts = lambda done, total: {"succeeded": done, "dead": 0,  # noqa: E731
+                                      "cancelled": 0, "duplicates": 0, "total": total}
+        eta = BatchEta(window=30)
+        for t in range(0, 10):
+            eta.observe(t, {"done": counts(10, 10), "slow": counts(t, 100)},
+                        {"done": (True, 5.0), "slow": (True, 2.0)})
+        assert eta.limited() == ["slow"] and eta.rate() == 2.0
+
+    def test_unlimited_the_pace_is_what_every_platform_finishes(self):
+        counts = lambda done, total: {"succeeded": done, "dead": 0,  # noqa: E731
+                                      "cancelled": 0, "duplicates": 0, "total": total}
+        eta = BatchEta(window=30)
+        for t in range(0, 10):
+            eta.observe(t, {"a": counts(min(4 * t, 20), 20), "b": counts(t, 100)})
+        assert eta.limited() == [] and eta.rate() == (20 / 9) + 1.0
+        assert BatchEta().rate() is None
+
+    def test_platforms_not_limited_share_what_they_finish(self):
+        """A fan-out whose fast platform has finished: its workers' pace goes to the jobs
+        left on the other one (the dashboard's ETA always read the batch as a whole)."""
+        counts = lambda done, total: {"succeeded": done, "dead": 0,  # noqa: E731
+                                      "cancelled": 0, "duplicates": 0, "total": total}
+        eta = BatchEta(window=30)
+        for t in range(0, 11):
+            eta.observe(t, {"fast": counts(9 * t, 90), "slow": counts(t, 30)})
+        assert eta.rate() == 10.0 and eta.eta() == 20 / 10.0
