@@ -219,8 +219,13 @@ def run_claim_cost(args) -> None:
             for rnd in range(args.rounds * 2):
                 which = ("this", "base")[(rnd + rnd // 2) % 2]  # this, base, base, this, ...
                 queue = which
-                conn.execute("INSERT INTO jobqueue.jobs (queue, kind) SELECT %s, 'noop' "
-                             "FROM generate_series(1, %s)", (queue, args.jobs))
+                # Rounds come with the rows (nothing numbers them afterwards since 0028).
+                conn.execute("WITH f AS MATERIALIZED (SELECT jobqueue.fair_rounds(%(n)s, '{}',"
+                             " %(queue)s, '{}', NULL, '{}', NULL) AS rounds)"
+                             " INSERT INTO jobqueue.jobs (queue, kind, fair_round)"
+                             " SELECT %(queue)s, 'noop', f.rounds[g]"
+                             " FROM generate_series(1, %(n)s) AS g, f",
+                             {"queue": queue, "n": args.jobs})
                 conn.execute("VACUUM ANALYZE jobqueue.jobs")
                 worker, total, n = uuid.uuid4(), 0.0, 0
                 params = {"queue": queue, "limit": args.limit, "worker": worker,

@@ -797,10 +797,12 @@ CREATE INDEX fair_owners_last_idx ON jobqueue.fair_owners (queue, priority, last
 -- Every insert takes the shared side of one advisory lock first; turning fairness on or off
 -- (jobqueue/queues.py) takes the exclusive side and numbers (or clears) the queue's existing
 -- rows under it. So no row can commit into a fair queue without a round (it would be invisible
--- to the fair claim), whichever commits first. The enqueue statements (sql/queries/jobs.sql)
--- get their rows' rounds from jobqueue.fair_rounds and write them with the rows (one row
--- version per job); the statement trigger after it numbers, with an UPDATE, any row another
--- INSERT left without one (0020_fair_rounds_at_insert.sql).
+-- to the fair claim), whichever commits first. Every INSERT into jobqueue.jobs gets its rows'
+-- rounds from jobqueue.fair_rounds and writes them with the rows (one row version per job):
+-- the enqueue statements (sql/queries/jobs.sql, 0020_fair_rounds_at_insert.sql), released
+-- children (release_ready), webhook deliveries (webhook_fan_out, webhook_redeliver). There is
+-- no net after the insert (0028_fair_rounds_everywhere.sql): raw SQL that inserts into a fair
+-- queue must call fair_rounds itself, as those do.
 -- The floor (the round being served) is the lowest round still runnable in the (queue,
 -- priority), or, when none is, the latest round given there: so a new owner starts level with
 -- the others, and an owner back after a pause does not jump ahead by its old count.
@@ -872,66 +874,6 @@ BEGIN
 END;
 $$;
 
--- The net: rows an INSERT or COPY put into a fair queue without a round (statements other
--- than the enqueue queries) are numbered here, as 0012 did for every row; rows that came with
--- their round are left alone, so the enqueue path writes each row once. Same lock as
--- fair_rounds; with no fair queue it costs one lock and one probe of `queues`.
-CREATE FUNCTION jobqueue.assign_fair_rounds() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_advisory_xact_lock_shared(hashtext('jobqueue.fairness'));
-    IF NOT EXISTS (SELECT 1 FROM jobqueue.queues WHERE fair)
-       OR NOT EXISTS (SELECT 1 FROM inserted i
-                      WHERE i.fair_round IS NULL
-                        AND i.queue IN (SELECT name FROM jobqueue.queues WHERE fair)) THEN
-        RETURN NULL;
-    END IF;
-    WITH fresh AS MATERIALIZED (
-        SELECT i.id, i.queue, i.priority, coalesce(i.owner, '') AS owner,
-               row_number() OVER (PARTITION BY i.queue, i.priority, coalesce(i.owner, '')
-                                  ORDER BY i.id) AS nth
-        FROM inserted i
-        WHERE i.fair_round IS NULL AND i.queue IN (SELECT name FROM jobqueue.queues WHERE fair)
-    ),
-    floors AS MATERIALIZED (
-        SELECT l.queue, l.priority,
-               coalesce((SELECT j.fair_round - 1 FROM jobqueue.jobs j
-                         WHERE j.queue = l.queue AND j.priority = l.priority
-                           AND j.lease_owner IS NULL AND j.fair_round IS NOT NULL
-                           AND j.run_at <= now()
-                         ORDER BY j.fair_round LIMIT 1),
-                        (SELECT max(o.last_round) FROM jobqueue.fair_owners o
-                         WHERE o.queue = l.queue AND o.priority = l.priority),
-                        0) AS floor
-        FROM (SELECT DISTINCT queue, priority FROM fresh) AS l
-    ),
-    bases AS (
-        INSERT INTO jobqueue.fair_owners AS o (queue, priority, owner, last_round, last_count)
-        SELECT f.queue, f.priority, f.owner, fl.floor + count(*), count(*)
-        FROM fresh f JOIN floors fl ON fl.queue = f.queue AND fl.priority = f.priority
-        GROUP BY f.queue, f.priority, f.owner, fl.floor
-        ORDER BY f.queue, f.priority, f.owner  -- one lock order for concurrent enqueues
-        ON CONFLICT (queue, priority, owner) DO UPDATE
-        SET last_round = greatest(o.last_round, excluded.last_round - excluded.last_count)
-                         + excluded.last_count,
-            last_count = excluded.last_count
-        RETURNING o.queue, o.priority, o.owner, o.last_round - o.last_count AS base
-    )
-    UPDATE jobqueue.jobs j SET fair_round = o.round
-    FROM (SELECT f.id, b.base + f.nth AS round
-          FROM fresh f JOIN bases b ON b.queue = f.queue AND b.priority = f.priority
-                                   AND b.owner = f.owner
-          ORDER BY f.queue, f.priority, b.base + f.nth, f.id) AS o
-    WHERE j.id = o.id;
-    RETURN NULL;
-END;
-$$;
-
-
-CREATE TRIGGER jobs_fair_rounds
-    AFTER INSERT ON jobqueue.jobs
-    REFERENCING NEW TABLE AS inserted
-    FOR EACH STATEMENT EXECUTE FUNCTION jobqueue.assign_fair_rounds();
-
 -- Running jobs of a queue by owner, for the claim of a capped queue. The claim statement
 -- first locks the queue's row (so claims of a capped queue take turns) and then calls this:
 -- PL/pgSQL and VOLATILE, so its query takes a fresh snapshot and counts the rows the
@@ -953,8 +895,9 @@ BEGIN
 END;
 $$;
 
--- The second half of the release step: of the blocked jobs `candidates`, those with no
--- parent left to wait for move to `jobs` (the insert trigger wakes the workers). A batch's
+-- The second half of the release step (0015): of the blocked jobs `candidates`, those with
+-- no parent left to wait for move to `jobs` (the insert trigger wakes the workers), those of
+-- fair queues with their rounds, oldest first, as new jobs get them (insert_jobs). A batch's
 -- callback (completes_batch) receives the batch id and how its members ended, and this is
 -- the one place where a batch completes: batches.completed_at is set and
 -- `jobqueue_batch_completed` carries its id. Called by release_children, and directly for a
@@ -969,10 +912,19 @@ BEGIN
         WHERE b.id = ANY(candidates) AND b.waiting_on = 0
         RETURNING b.*
     ),
+    numbered AS MATERIALIZED (
+        SELECT ready.*, row_number() OVER (ORDER BY ready.id) AS nth FROM ready
+    ),
+    rounds AS MATERIALIZED (
+        SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
+                                    array_agg(priority ORDER BY nth), NULL,
+                                    array_agg(owner ORDER BY nth), NULL) AS rounds
+        FROM numbered HAVING count(*) > 0  -- nothing released: no call, no lock
+    ),
     inserted AS (
         INSERT INTO jobqueue.jobs
             (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds,
-             owner, batch_id, idempotency_key, metadata, created_at, has_children)
+             owner, batch_id, idempotency_key, metadata, created_at, has_children, fair_round)
         SELECT r.id, r.queue, r.kind,
                CASE WHEN r.completes_batch IS NULL THEN r.payload
                     ELSE r.payload || jsonb_build_object(
@@ -987,8 +939,9 @@ BEGIN
                END,
                r.priority, coalesce(r.run_at, now()), r.max_attempts, r.timeout_seconds,
                r.owner, r.batch_id, r.idempotency_key, r.metadata, r.created_at,
-               r.has_children
-        FROM ready r LEFT JOIN jobqueue.batches bt ON bt.id = r.completes_batch
+               r.has_children, f.rounds[r.nth]
+        FROM numbered r CROSS JOIN rounds f
+        LEFT JOIN jobqueue.batches bt ON bt.id = r.completes_batch
         RETURNING id
     ),
     completed AS (
@@ -1143,11 +1096,12 @@ CREATE TABLE jobqueue.webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_recent_idx ON jobqueue.webhook_deliveries (created_at);
 
--- Send events to the subscriptions that want them: one delivery row and one job on the
--- `webhooks` queue each (the job's payload names the delivery; the worker's built-in
--- `webhook.deliver` task sends it). Arrays in, so one call serves a whole finish statement.
--- An event whose owner is NULL (alerts) goes to every subscription naming its type. Returns
--- the deliveries made. Callable by anyone's SQL: jobqueue.webhooks.emit() wraps it.
+-- Send events to the subscriptions that want them (0016): one delivery row and one job on
+-- the `webhooks` queue each (the job's payload names the delivery; the worker's built-in
+-- `webhook.deliver` task sends it), with its round when that queue is fair. Arrays in, so
+-- one call serves a whole finish statement. An event whose owner is NULL (alerts) goes to
+-- every subscription naming its type. Returns the deliveries made. Callable by anyone's
+-- SQL: jobqueue.webhooks.emit() wraps it.
 CREATE FUNCTION jobqueue.webhook_fan_out(
     event_ids text[], event_types text[], owners text[], data jsonb[]
 ) RETURNS integer LANGUAGE sql VOLATILE AS $$
@@ -1165,11 +1119,22 @@ CREATE FUNCTION jobqueue.webhook_fan_out(
         ON CONFLICT (subscription_id, event_id) DO NOTHING
         RETURNING id, subscription_id, job_id
     ),
-    queued AS (
-        INSERT INTO jobqueue.jobs (id, queue, kind, payload, max_attempts)
-        SELECT d.job_id, 'webhooks', 'webhook.deliver', jsonb_build_object('delivery_id', d.id),
-               s.max_attempts
+    -- Every job goes to one queue, at the default priority, without an owner: fair_rounds
+    -- takes those as `_all` values.
+    numbered AS MATERIALIZED (
+        SELECT d.id, d.job_id, s.max_attempts, row_number() OVER (ORDER BY d.job_id) AS nth
         FROM delivered d JOIN jobqueue.webhook_subscriptions s ON s.id = d.subscription_id
+    ),
+    rounds AS MATERIALIZED (
+        SELECT jobqueue.fair_rounds(count(*)::int, '{}', 'webhooks', '{}', NULL, '{}', NULL)
+                   AS rounds
+        FROM numbered HAVING count(*) > 0  -- no delivery: no call, no lock
+    ),
+    queued AS (
+        INSERT INTO jobqueue.jobs (id, queue, kind, payload, max_attempts, fair_round)
+        SELECT n.job_id, 'webhooks', 'webhook.deliver', jsonb_build_object('delivery_id', n.id),
+               n.max_attempts, r.rounds[n.nth]
+        FROM numbered n, rounds r
         RETURNING id
     )
     SELECT count(*)::integer FROM queued

@@ -36,7 +36,7 @@ WHERE name = %(name)s;
 
 -- name: fairness_exclusive
 -- Turning fairness on or off: wait for every enqueue in flight to commit (each holds the
--- shared side of this lock, taken by jobqueue.fair_rounds and jobqueue.assign_fair_rounds)
+-- shared side of this lock, taken by jobqueue.fair_rounds: every insert into jobs calls it)
 -- and keep new ones out until this transaction commits, so no row enters the queue
 -- unnumbered (see 0012 and 0020). The caller bounds the wait with lock_timeout:
 -- enqueues queue up behind a waiting change.

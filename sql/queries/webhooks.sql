@@ -1,7 +1,8 @@
 -- Webhooks: subscriptions, their deliveries, redelivery and events raised from Python
 -- (jobqueue/webhooks/). The fan-out itself (events -> deliveries -> jobs on the `webhooks`
--- queue) is the SQL function jobqueue.webhook_fan_out (0016_webhooks_alerts.sql), which the
--- finished-jobs trigger calls too. An owner of NULL in a filter means every owner (admins).
+-- queue) is the SQL function jobqueue.webhook_fan_out (0016_webhooks_alerts.sql; the jobs'
+-- rounds in a fair queue since 0028), which the finished-jobs trigger calls too. An owner of
+-- NULL in a filter means every owner (admins).
 
 
 -- name: webhook_create
@@ -71,10 +72,13 @@ renewed AS (
     WHERE d.id = t.id AND NOT EXISTS (SELECT 1 FROM jobqueue.jobs j WHERE j.id = d.job_id)
     RETURNING d.id, d.job_id, t.max_attempts
 ),
+-- Its round when the webhooks queue is fair, as jobqueue.webhook_fan_out gives them (no
+-- call, and no lock, when the redelivery is refused).
 queued AS (
-    INSERT INTO jobqueue.jobs (id, queue, kind, payload, max_attempts)
+    INSERT INTO jobqueue.jobs (id, queue, kind, payload, max_attempts, fair_round)
     SELECT job_id, 'webhooks', 'webhook.deliver', jsonb_build_object('delivery_id', id),
-           max_attempts
+           max_attempts,
+           (jobqueue.fair_rounds(1, '{}', 'webhooks', '{}', NULL, '{}', NULL))[1]
     FROM renewed
     RETURNING id
 )

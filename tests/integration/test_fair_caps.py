@@ -1,6 +1,7 @@
 """Fleet-wide caps and fair shares between owners, at the claim statement: which rows a claim
 takes under each setting, that concurrent claimers never pass a cap, that every insert path
-numbers the rows of a fair queue, and that changing the settings is validated and safe."""
+numbers the rows of a fair queue (enqueue, released children, webhook deliveries), and that
+changing the settings is validated and safe."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from jobqueue import JobSpec
+from jobqueue import JobSpec, webhooks
 from jobqueue import queues as queue_settings
 from jobqueue.client import insert_specs
 from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidQueueSettings
+from jobqueue.webhooks import subscriptions
 from tests.support.helpers import wait_until
 
 
@@ -48,6 +50,43 @@ def setting(client, queue: str, **changes) -> dict:
 def enqueue(client, owner: str | None, n: int, queue: str = "q", **options) -> list[int]:
     return client.enqueue_many([JobSpec(kind="k", queue=queue, owner=owner, **options)
                                 for _ in range(n)])
+
+
+PLAIN_WORKER = "00000000-0000-0000-0000-0000000fa1e5"
+
+
+def run_plain(sql, queue: str) -> list[int]:
+    """Claim every runnable job of a plain queue and finish it (succeeded) in one statement,
+    as a worker's completer does: the statement that releases children and raises
+    job.succeeded. Returns the finished ids."""
+    running = {r["id"]: r["execution_id"] for r in sql(q("claim"), {
+        "queue": queue, "limit": 1000, "worker": PLAIN_WORKER, "lease_seconds": 30})}
+    ids = sorted(running)
+    sql(q("finish_jobs"), {
+        "id": ids, "execution": [running[i] for i in ids], "state": ["succeeded"] * len(ids),
+        "result": ["{}"] * len(ids), "error": [None] * len(ids), "worker": PLAIN_WORKER})
+    return ids
+
+
+def subscribe(client, monkeypatch, owner: str) -> None:
+    """A job.succeeded subscription of `owner` (to a loopback address nothing listens on:
+    these tests only queue deliveries, they never send them)."""
+    monkeypatch.setenv("JOBQUEUE_WEBHOOK_ALLOW_PRIVATE", "127.0.0.0/8")
+    with client.pool.connection() as conn:
+        subscriptions.create(conn, owner, "http://127.0.0.1:9/hook", ["job.succeeded"])
+
+
+def rounds_of(sql, queue: str) -> dict:
+    """{owner: [round of each waiting row, by id]} of a queue's waiting rows."""
+    return {r["owner"]: r["rounds"] for r in sql(
+        "SELECT coalesce(owner, '') AS owner, array_agg(fair_round ORDER BY id) AS rounds"
+        " FROM jobqueue.jobs WHERE queue = %s AND lease_owner IS NULL GROUP BY 1", (queue,))}
+
+
+UNNUMBERED = """
+    SELECT count(*) FILTER (WHERE j.fair_round IS NULL) AS unnumbered, count(*) AS waiting
+    FROM jobqueue.jobs j JOIN jobqueue.queues qs ON qs.name = j.queue
+    WHERE qs.fair AND j.lease_owner IS NULL"""
 
 
 class TestFairOrder:
@@ -98,7 +137,8 @@ class TestFairOrder:
         """Rows of a fair queue are written with their round (one row version each), never
         numbered by an UPDATE afterwards: dead versions slow the drain until vacuum. The
         transaction's own counters (pg_stat_xact_user_tables) see every insert and update;
-        a raw INSERT, which no enqueue statement numbers, shows that they would."""
+        a raw INSERT that brings no round shows that nothing numbers rows afterwards (the
+        net trigger is gone since 0028: every insert path writes its rounds itself)."""
         setting(client, "q", fair=True)
         cancelled = client.enqueue("k", queue="q", owner="D")
         assert client.cancel(cancelled) == "cancelled"
@@ -116,11 +156,13 @@ class TestFairOrder:
             assert store.revive(conn, store.JobFilter(ids=[cancelled]), ["cancelled"])
             assert conn.execute(counters).fetchone() == {
                 "n_tup_ins": 1 + 3 + 1500 + 2 + 1, "n_tup_upd": 0, "n_tup_hot_upd": 0}
-            conn.execute("INSERT INTO jobqueue.jobs (queue, kind, owner) VALUES ('q', 'k', 'E')")
-            assert conn.execute(counters).fetchone()["n_tup_upd"] == 1  # numbered by the net
             unnumbered = conn.execute("SELECT count(*) AS n FROM jobqueue.jobs"
                                       " WHERE fair_round IS NULL").fetchone()
             assert unnumbered["n"] == 0
+            conn.execute("INSERT INTO jobqueue.jobs (queue, kind, owner) VALUES ('q', 'k', 'E')")
+            assert conn.execute(counters).fetchone()["n_tup_upd"] == 0  # no net numbers it
+            raw = conn.execute("SELECT fair_round FROM jobqueue.jobs WHERE owner = 'E'")
+            assert raw.fetchone() == {"fair_round": None}
             rounds = conn.execute("SELECT owner, array_agg(fair_round ORDER BY id) AS r"
                                   " FROM jobqueue.jobs WHERE owner IN ('A', 'C') GROUP BY owner"
                                   " ORDER BY owner").fetchall()
@@ -148,6 +190,98 @@ class TestFairOrder:
         enqueue(client, "A", 4)
         enqueue(client, "B", 2)
         assert owners_of(sql, claim(db_url, "q", 6)) == ["A"] * 4 + ["B"] * 2
+
+
+
+class TestRoundsOnEveryInsert:
+    """Rows that enter `jobs` other than by enqueue (released children, webhook deliveries)
+    bring their rounds too: nothing numbers a row after its insert (0028)."""
+
+    def test_released_children_get_rounds_and_take_turns(self, client, sql, db_url):
+        """A's 4 children are released by their parent's end, then B's 2 by theirs: each
+        child gets its round as it leaves `blocked`, B's from the round being served, so the
+        fair claim interleaves A and B instead of serving A's first."""
+        setting(client, "c", fair=True)
+        parent_a = client.enqueue("k", queue="pa", owner="A")
+        parent_b = client.enqueue("k", queue="pb", owner="B")
+        enqueue(client, "A", 4, queue="c", depends_on=[parent_a])
+        enqueue(client, "B", 2, queue="c", depends_on=[parent_b])
+        assert rounds_of(sql, "c") == {}  # all blocked
+        assert run_plain(sql, "pa") == [parent_a]
+        assert run_plain(sql, "pb") == [parent_b]
+        assert rounds_of(sql, "c") == {"A": [1, 2, 3, 4], "B": [1, 2]}
+        assert owners_of(sql, claim(db_url, "c", 4)) == ["A", "A", "B", "B"]
+        assert owners_of(sql, claim(db_url, "c", 4)) == ["A", "A"]
+
+    def test_webhook_deliveries_in_a_fair_webhooks_queue_get_rounds(
+            self, client, sql, db_url, monkeypatch):
+        """Deliveries queued by the finish statement's fan-out and by emit() are numbered as
+        they are written, and the fair claim serves them."""
+        setting(client, "webhooks", fair=True)
+        subscribe(client, monkeypatch, "alice")
+        subscribe(client, monkeypatch, "bob")
+        client.enqueue("k", queue="p", owner="alice")
+        client.enqueue("k", queue="p", owner="bob")
+        assert len(run_plain(sql, "p")) == 2  # job.succeeded twice: two deliveries
+        with client.pool.connection() as conn:
+            assert webhooks.emit(conn, "job.succeeded", "alice", {"x": 1}) == 1
+        assert rounds_of(sql, "webhooks") == {"": [1, 2, 3]}
+        assert len(claim(db_url, "webhooks", 10)) == 3
+
+    def test_a_redelivered_webhook_gets_a_round(self, client, sql, db_url, monkeypatch):
+        setting(client, "webhooks", fair=True)
+        subscribe(client, monkeypatch, "alice")
+        with client.pool.connection() as conn:
+            assert webhooks.emit(conn, "job.succeeded", "alice", {"x": 1}) == 1
+            (delivery,) = subscriptions.deliveries(conn, "alice")
+        assert client.cancel(delivery["job_id"]) == "cancelled"
+        with client.pool.connection() as conn:
+            assert subscriptions.redeliver(conn, delivery["id"], "alice") == "queued"
+        assert rounds_of(sql, "webhooks") == {"": [2]}  # round 1 went to the cancelled job
+        assert len(claim(db_url, "webhooks", 10)) == 1
+
+    def test_no_insert_path_leaves_a_waiting_row_of_a_fair_queue_unnumbered(
+            self, client, sql, db_url, monkeypatch):
+        """After each path that writes into `jobs`, every waiting row of a fair queue has a
+        round (it would be invisible to the fair claim otherwise), and the path did add
+        one."""
+        setting(client, "q", fair=True)
+        setting(client, "webhooks", fair=True)
+        subscribe(client, monkeypatch, "A")
+        seen = [0]
+
+        def check(path: str) -> None:
+            found = sql(UNNUMBERED)[0]
+            assert found["unnumbered"] == 0, path
+            assert found["waiting"] > seen[0], path
+            seen[0] = found["waiting"]
+
+        cancelled = client.enqueue("k", queue="q", owner="A")
+        check("insert_job")
+        assert client.cancel(cancelled) == "cancelled"
+        seen[0] -= 1
+        enqueue(client, "B", 3)
+        check("insert_jobs")
+        enqueue(client, "C", 1500)
+        check("COPY")
+        client.enqueue_many([JobSpec(kind="k", queue="q", owner="D", idempotency_key=f"k{i}")
+                             for i in range(3)])
+        check("insert_jobs_idempotent")
+        assert client.retry(cancelled)
+        check("revive_jobs")
+        parent = client.enqueue("k", queue="p", owner="A")
+        enqueue(client, "A", 2, depends_on=[parent])
+        run_plain(sql, "p")  # releases two children and queues a job.succeeded delivery
+        check("release_ready, webhook_fan_out from the finish statement")
+        with client.pool.connection() as conn:
+            assert webhooks.emit(conn, "job.succeeded", "A", {}) == 1
+            delivery = subscriptions.deliveries(conn, "A")[0]
+        check("webhook_fan_out from emit()")
+        assert client.cancel(delivery["job_id"]) == "cancelled"
+        seen[0] -= 1
+        with client.pool.connection() as conn:
+            assert subscriptions.redeliver(conn, delivery["id"], "A") == "queued"
+        check("webhook_redeliver")
 
 
 class TestStatements:
