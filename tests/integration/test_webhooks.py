@@ -182,6 +182,9 @@ class TestDelivery:
         receiver.wait(1)
         wait_until(lambda: latest_state(client) == "succeeded")
         delivery = deliveries(client)[0]
+        # The delivery reads succeeded from inside its job; a redelivery is refused ("busy")
+        # until that job's own outcome is written, so wait for that too.
+        wait_until(lambda: client.get(delivery["job_id"]).state == "succeeded")
         with client.pool.connection() as conn:
             assert subscriptions.redeliver(conn, delivery["id"], "bob") == "not_found"
             assert subscriptions.redeliver(conn, delivery["id"], "alice") == "queued"
