@@ -61,6 +61,7 @@ from web.dashboard_support import (
     render,
     wrote_at,
 )
+from web.llm_platforms import configured_platforms
 from web.resources import resources
 from web.schemas import IdList, JobFilterArgs, QueueName
 
@@ -597,8 +598,6 @@ def schedule_action(name: str, action: str):
 
     now = datetime.now(UTC)
     if action == "run":
-        from web.schedules import configured_platforms
-
         found = read(schedule_store.get, name)
         if found is None:
             abort(404, description=f"schedule {name}: not found")
