@@ -485,10 +485,15 @@ def job_action(job_id: int, action: str):
 # -- dead letters, batches, workers, limits -------------------------------------------------
 
 
+def _dead_queue(source) -> str | None:
+    """The queue the dead letters are narrowed to (query string or form), checked; None:
+    every queue."""
+    return checked(QueueName, {"name": source["queue"]}).name if source.get("queue") else None
+
+
 @bp.get("/dead")
 def dead():
-    queue = checked(QueueName, {"name": request.args["queue"]}).name \
-        if request.args.get("queue") else None
+    queue = _dead_queue(request.args)
     queues = [r for r in read(store.queue_status) if r["dead"]]
     total = sum(r["dead"] for r in queues if queue in (None, r["queue"]))
     return render("dead.html", title="Dead letters", queue=queue, queues=queues, total=total,
@@ -497,8 +502,7 @@ def dead():
 
 @bp.post("/dead/<any(retry, purge):action>")
 def dead_action(action: str):
-    queue = checked(QueueName, {"name": request.form["queue"]}).name \
-        if request.form.get("queue") else None
+    queue = _dead_queue(request.form)
     ids = _ids(request.form).ids
     back = redirect(url_for(".dead", queue=queue))
     if not ids and request.form.get("all") != "1":
