@@ -32,6 +32,7 @@ from web import quotas as quota_web
 from web import schemas as s
 from web.auth import api_error, require
 from web.contract import BadRequest, Rejected, Reply, operation
+from web.llm_platforms import configured_platforms
 from web.openapi import document
 from web.resources import resources
 from web.schemas import MAX_WAIT_SECONDS as MAX_WAIT_SECONDS
@@ -45,17 +46,11 @@ DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/mark
 NOT_FOUND = {404: "Not found (or not yours)"}
 
 
-@bp.errorhandler(BadRequest)
-def _bad_request(exc: BadRequest):
-    return exc.response()
+bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 def _platform(name: str) -> platforms.Platform:
-    try:
-        found = platforms.load(current_app.config.get("JOBQUEUE_CONFIG"))
-    except platforms.ConfigError as exc:
-        raise BadRequest(f"platform: the server has no usable platform config ({exc})",
-                         field="platform", status=422) from None
+    found = configured_platforms()
     if name not in found:
         raise BadRequest(f"platform: unknown platform {name!r} (known: "
                          f"{', '.join(sorted(found))})", field="platform", status=422)

@@ -15,8 +15,10 @@ from flask import Blueprint, Response, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobqueue.campaigns import model, report, runs, store
-from web.auth import api_error, require
+from web.auth import require
 from web.contract import BadRequest, Reply, operation
+from web.llm_platforms import configured_platforms
+from web.owned import Removed, as_json, check_not_others, taken, with_owner
 from web.resources import resources
 from web.schemas import ResponseModel, TextModel
 
@@ -66,11 +68,6 @@ class RunReply(ResponseModel):
     batch_id: int
 
 
-class Removed(ResponseModel):
-    name: str
-    removed: Literal[True]
-
-
 class Report(ResponseModel):
     campaign: str
     totals: list[dict[str, Any]]
@@ -88,14 +85,7 @@ SAVE_ERRORS = {403: "Only an admin token may name another owner",
                422: "The campaign cannot be run as given (platforms, brands, schedule...)"}
 
 
-@bp.errorhandler(BadRequest)
-def _bad_request(exc: BadRequest):
-    return api_error(exc.status, exc.code, exc.message, field=exc.field)
-
-
-def _public(row: dict) -> dict:
-    return {k: v.isoformat() if isinstance(v, datetime | date) else v
-            for k, v in row.items()}
+bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 def _visible(conn, name: str) -> dict:
@@ -110,30 +100,23 @@ def _visible(conn, name: str) -> dict:
 
 
 def _save(name: str, body: CampaignBody, replace: bool):
-    from web.schedules import configured_platforms
-
-    fields = body.model_dump(exclude={"name"}, exclude_none=True) | {"name": name}
-    if not g.principal.admin:
-        if "owner" in fields and fields["owner"] != g.principal.owner:
-            raise BadRequest("owner: only an admin token may name another owner", "owner", 403,
-                             "forbidden")
-        fields["owner"] = g.principal.owner
+    try:
+        model.check_name(name)
+    except model.InvalidCampaign as exc:
+        raise BadRequest(str(exc), field="name") from None
+    fields = with_owner(body.model_dump(exclude={"name"}, exclude_none=True) | {"name": name})
     try:
         spec = model.build(fields, platforms=configured_platforms())
     except model.InvalidCampaign as exc:
         raise BadRequest(str(exc), field=exc.field, status=422,
                          code="invalid_campaign") from None
     with resources().client.pool.connection() as conn:
-        existing = store.get(conn, name)
-        if existing is not None and not g.principal.can_see(existing["owner"]):
-            raise BadRequest(f"campaign {name}: exists", field="name", status=409,
-                             code="conflict")
+        check_not_others("campaign", name, store.get(conn, name))
         outcome = store.save(conn, spec, datetime.now(UTC), replace=replace)
         if outcome is None:
-            raise BadRequest(f"campaign {name}: exists (PUT /api/campaigns/{name} replaces "
-                             "it)", field="name", status=409, code="conflict")
+            raise taken("campaign", name)
         row = store.get(conn, name)
-    return jsonify(_public(row)), 201 if outcome == "created" else 200
+    return jsonify(as_json(row)), 201 if outcome == "created" else 200
 
 
 @bp.get("")
@@ -143,7 +126,7 @@ def _save(name: str, body: CampaignBody, replace: bool):
 def list_campaigns():
     with resources().client.pool.connection() as conn:
         rows = store.listing(conn, owner=g.principal.owner_filter())
-    return jsonify(campaigns=[_public(r) for r in rows])
+    return jsonify(campaigns=[as_json(r) for r in rows])
 
 
 @bp.post("")
@@ -151,10 +134,6 @@ def list_campaigns():
 @operation("Save a new campaign", body=NewCampaignBody, limit="BATCH_MAX_BYTES",
            replies={201: Reply(Campaign, "Created")}, errors=SAVE_ERRORS)
 def create_campaign(body: NewCampaignBody):
-    try:
-        model.check_name(body.name)
-    except model.InvalidCampaign as exc:
-        raise BadRequest(str(exc), field="name") from None
     return _save(body.name, body, replace=False)
 
 
@@ -165,10 +144,6 @@ def create_campaign(body: NewCampaignBody):
                                              200: Reply(Campaign, "Replaced")},
            errors=SAVE_ERRORS)
 def put_campaign(name: str, body: CampaignBody):
-    try:
-        model.check_name(name)
-    except model.InvalidCampaign as exc:
-        raise BadRequest(str(exc), field="name") from None
     return _save(name, body, replace=True)
 
 
@@ -179,9 +154,9 @@ def put_campaign(name: str, body: CampaignBody):
 def get_campaign(name: str):
     with resources().client.pool.connection() as conn:
         row = _visible(conn, name)
-        extra = {"runs": [_public(r) for r in store.runs(conn, row["name"])],
-                 "spend": [_public(r) for r in store.spend(conn, row["name"])]}
-    return jsonify(_public(row) | extra)
+        extra = {"runs": [as_json(r) for r in store.runs(conn, row["name"])],
+                 "spend": [as_json(r) for r in store.spend(conn, row["name"])]}
+    return jsonify(as_json(row) | extra)
 
 
 @bp.post("/<name>/run")
@@ -190,8 +165,6 @@ def get_campaign(name: str):
            replies={201: Reply(RunReply, "{batch_id, ...}")},
            errors={**NOT_FOUND, 422: "The run failed (a platform is gone, say)"})
 def run_campaign(name: str):
-    from web.schedules import configured_platforms
-
     with resources().client.pool.connection() as conn:
         found = _visible(conn, name)
         try:

@@ -36,9 +36,7 @@ class BudgetBody(BaseModel):
     usd: float = Field(ge=0, le=costs.MAX_BUDGET_USD)
 
 
-@bp.errorhandler(BadRequest)
-def _bad_request(exc: BadRequest):
-    return api_error(exc.status, exc.code, exc.message, field=exc.field)
+bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 @bp.errorhandler(InvalidJob)

@@ -36,11 +36,9 @@ from flask import (
     redirect,
     render_template,
     request,
-    session,
     stream_with_context,
     url_for,
 )
-from pydantic import ValidationError
 
 from jobqueue import audit
 from jobqueue import queues as queue_settings
@@ -53,8 +51,17 @@ from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from jobqueue.llm import costs
 from web import dashboard_charts, dashboard_jobs
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
-from web.contract import describe
-from web.replica import wal_position
+from web.dashboard_support import (
+    change,
+    checked,
+    note_change,
+    read,
+    reader,
+    record_action,
+    render,
+    wrote_at,
+)
+from web.llm_platforms import configured_platforms
 from web.resources import resources
 from web.schemas import IdList, JobFilterArgs, QueueName
 
@@ -167,60 +174,8 @@ def _pretty_json(value) -> str:
 def _rows(name: str, params: dict | None = None) -> list[dict]:
     """Run one of the dashboard's own queries (workers, limits, cache) unprepared, so it is
     planned for the values it is given."""
-    with _reader().pool.connection() as conn:
+    with reader().pool.connection() as conn:
         return conn.execute(q(name), params or {}, prepare=False).fetchall()
-
-
-def _store(call, *args, timeout: str | None = None):
-    """Call a job store function that reads, on a connection of the reader; with a timeout,
-    inside a transaction that carries it."""
-    with _reader().pool.connection() as conn:
-        if timeout is None:
-            return call(conn, *args)
-        with conn.transaction():
-            conn.execute(q("dashboard_statement_timeout"), {"timeout": timeout})
-            return call(conn, *args)
-
-
-def _change(call, *args):
-    """Call a store function that changes something (jobs, deliveries), on the primary."""
-    with resources().client.pool.connection() as conn:
-        done = call(conn, *args)
-    _changed()
-    return done
-
-
-# The session key of the primary's WAL position after this session's last change.
-WROTE_AT = "wrote_at"
-
-
-def _changed() -> None:
-    """After a change: this session reads on the primary until the replica has replayed it."""
-    if resources().replicated:
-        session[WROTE_AT] = wal_position(resources().client)
-
-
-def _wrote_at() -> int | None:
-    wrote_at = session.get(WROTE_AT)
-    return wrote_at if isinstance(wrote_at, int) else None
-
-
-def _reader():
-    """Where this request's pages read: the reader, or the primary while the replica has not
-    replayed this session's last change (then the note is dropped)."""
-    wrote_at = _wrote_at()
-    reader = resources().reader_after(wrote_at)
-    if wrote_at is not None and reader is not resources().client:
-        session.pop(WROTE_AT, None)
-    return reader
-
-
-def _page(template: str, **context):
-    """A full page, or only its `live` block when the page's script asks for an update."""
-    partial = bool(request.args.get("partial"))
-    response = Response(render_template(f"dashboard/{template}", partial=partial, **context))
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 # Characters a browser drops from a URL or reads as something else (WHATWG URL parser): C0
@@ -272,32 +227,32 @@ def logout():
 
 @bp.get("/")
 def overview():
-    queues = _store(store.queue_status)
+    queues = read(store.queue_status)
     totals = {state: sum(r[state] for r in queues) for state in STATES}
-    return _page("overview.html", title="Overview", queues=queues, totals=totals,
-                 total=sum(totals.values()),
-                 chart=dashboard_charts.throughput(dashboard_charts.buckets("1h"), "1h"))
+    return render("overview.html", title="Overview", queues=queues, totals=totals,
+                  total=sum(totals.values()),
+                  chart=dashboard_charts.throughput(dashboard_charts.buckets("1h"), "1h"))
 
 
 @bp.get("/queues")
 def queues():
     """Every queue with its fleet-wide caps and fairness, each in a form (not refreshed live,
     so a value being typed stays)."""
-    settings = {r["queue"]: r for r in _store(queue_settings.list_settings)}
-    for status in _store(store.queue_status):
+    settings = {r["queue"]: r for r in read(queue_settings.list_settings)}
+    for status in read(store.queue_status):
         settings.setdefault(status["queue"], {
             "queue": status["queue"], "paused": status["paused"], "max_running": None,
             "max_running_per_owner": None, "fair": False, "running": status["running"]})
-    return _page("queues.html", title="Queues", queues=[settings[n] for n in sorted(settings)],
-                 still=True)
+    return render("queues.html", title="Queues", queues=[settings[n] for n in sorted(settings)],
+                  still=True)
 
 
 @bp.post("/queues/<name>/<any(pause, resume):action>")
 def pause_queue(name: str, action: str):
-    _checked(QueueName, {"name": name})
+    checked(QueueName, {"name": name})
     with resources().client.pool.connection() as conn:
         conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
-    _changed()
+    note_change()
     flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
     return redirect(url_for(".overview"))
 
@@ -316,7 +271,7 @@ def set_queue_settings(name: str):
                            or changes["max_running_per_owner"] is not None)
         with resources().client.pool.connection() as conn:
             row = queue_settings.change(conn, name, **changes)
-        _changed()
+        note_change()
     except (InvalidQueueSettings, QueueBusy) as exc:
         flash(f"Queue {name}: {exc}", "error")
     else:
@@ -330,20 +285,11 @@ def set_queue_settings(name: str):
 # -- jobs ------------------------------------------------------------------------------------
 
 
-def _checked(model, data: dict):
-    """`data` read by `model` (web/schemas.py), or 400 naming the field: a NUL, a name too
-    long for an index, an id beyond bigint never reach the database."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        abort(400, description=describe(exc.errors(include_url=False)[0]))
-
-
 def _filter_args(source) -> dict[str, str]:
     """The filter as given (for forms and links): only the fields that are set; 400 for a
     value no job could match."""
     args = {k: source.get(k, "").strip() for k in FILTERS if source.get(k, "").strip()}
-    _checked(JobFilterArgs, args)
+    checked(JobFilterArgs, args)
     return args
 
 
@@ -351,16 +297,16 @@ def _ids(source) -> IdList:
     """The ids of a page or form (ids, upto, before), checked; absent ones are None."""
     data = {"ids": [i for i in source.getlist("ids") if i.strip()]}
     data |= {k: source[k] for k in ("upto", "before") if source.get(k, "").strip()}
-    return _checked(IdList, data)
+    return checked(IdList, data)
 
 
 def _filter(args: dict[str, str]) -> JobFilter:
     """The filter as the store takes it; None means any."""
-    checked = _checked(JobFilterArgs, args)
-    text = checked.q
+    given = checked(JobFilterArgs, args)
+    text = given.q
     return JobFilter(
-        queue=checked.queue, kind=checked.kind, owner=checked.owner, batch_id=checked.batch,
-        state=checked.state if checked.state in STATES else None,
+        queue=given.queue, kind=given.kind, owner=given.owner, batch_id=given.batch,
+        state=given.state if given.state in STATES else None,
         text="%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text) + "%" if text else None,
     )
 
@@ -377,17 +323,17 @@ def jobs():
     scan = TEXT_SCAN if args.get("q") else SCAN
     if sort.key:
         scan = min(scan, SORT_SCAN)
-    window = _store(store.jobs_window, before, scan)
+    window = read(store.jobs_window, before, scan)
     floor = window["floor"] or 0
     where = _filter(args)
-    queues = _store(store.queue_status)
+    queues = read(store.queue_status)
     if sort.key:
-        rows = _store(store.jobs_page_sorted, where, floor, sort.key, sort.descending, PAGE + 1,
-                      sort.page * PAGE)
+        rows = read(store.jobs_page_sorted, where, floor, sort.key, sort.descending, PAGE + 1,
+                    sort.page * PAGE)
         more = len(rows) > PAGE and sort.page + 1 < dashboard_jobs.MAX_SORTED_PAGES
         rows, older = rows[:PAGE], None
     else:
-        rows = _store(store.jobs_page, where, before, floor, PAGE)
+        rows = read(store.jobs_page, where, before, floor, PAGE)
         more = False
         if len(rows) == PAGE:
             older = rows[-1]["id"]
@@ -395,14 +341,14 @@ def jobs():
             older = floor
         else:
             older = None
-    total = dashboard_jobs.count(_store, where, args, window, scan, queues,
+    total = dashboard_jobs.count(read, where, args, window, scan, queues,
                                  None if sort.key else len(rows), PAGE) \
         if before == MAX_ID else None
-    return _page("jobs.html", title="Jobs", rows=rows, args=args, before=before, older=older,
-                 window=window, scan=scan, newest=before == MAX_ID,
-                 limited=len(rows) < PAGE and older is not None,
-                 queues=[r["queue"] for r in queues], sort=sort, sorts=dashboard_jobs.SORTS,
-                 more=more, total=total)
+    return render("jobs.html", title="Jobs", rows=rows, args=args, before=before, older=older,
+                  window=window, scan=scan, newest=before == MAX_ID,
+                  limited=len(rows) < PAGE and older is not None,
+                  queues=[r["queue"] for r in queues], sort=sort, sorts=dashboard_jobs.SORTS,
+                  more=more, total=total)
 
 
 def _bulk_request(values) -> tuple[str, dict[str, str]]:
@@ -418,18 +364,18 @@ def bulk_confirm():
     """Before acting on everything matching a filter: how many jobs that is, by state."""
     action, args = _bulk_request(request.args)
     try:
-        found = _store(store.match_counts, _filter(args), timeout=COUNT_TIMEOUT)
+        found = read(store.match_counts, _filter(args), timeout=COUNT_TIMEOUT)
     except psycopg.errors.QueryCanceled:
         abort(503, description=f"counting the matching jobs took over {COUNT_TIMEOUT}: "
                                "narrow the filter")
     counts = {r["state"]: r["count"] for r in found}
     states = ACTIONS[action]
-    return _page("confirm.html", title=f"{action.capitalize()} all matching jobs",
-                 action=action, args=args, counts=counts,
-                 states=", ".join(states[:-1]) + " or " + states[-1],
-                 upto=max((r["upto"] for r in found), default=None),
-                 affected=sum(counts.get(s, 0) for s in states),
-                 matching=sum(counts.values()))
+    return render("confirm.html", title=f"{action.capitalize()} all matching jobs",
+                  action=action, args=args, counts=counts,
+                  states=", ".join(states[:-1]) + " or " + states[-1],
+                  upto=max((r["upto"] for r in found), default=None),
+                  affected=sum(counts.get(s, 0) for s in states),
+                  matching=sum(counts.values()))
 
 
 @bp.post("/jobs/bulk")
@@ -451,25 +397,25 @@ def bulk_action():
 def _run_action(action: str, where: JobFilter) -> str:
     """Run a bulk action; returns what it did, in words."""
     if action == "retry":
-        revived = _change(store.revive, where, ACTIONS["retry"])
-        _audit(revived, "retry")
+        revived = change(store.revive, where, ACTIONS["retry"])
+        record_action(revived, "retry")
         return f"Retried {len(revived)} job(s)."
     if action == "cancel":
-        done = _change(store.cancel, where)
-        _audit(done["ids"], "cancel")  # ticked or matched by the filter: each job it reached
+        done = change(store.cancel, where)
+        record_action(done["ids"], "cancel")  # ticked or matched by the filter: each job it reached
         return (f"Cancelled {done['cancelled']} job(s); asked the workers of "
                 f"{done['requested']} running job(s) to stop.")
-    return f"Deleted {_change(store.delete, where)} job(s)."
+    return f"Deleted {change(store.delete, where)} job(s)."
 
 
 @bp.get("/jobs/<int:job_id>")
 def job(job_id: int):
-    found = resources().read(lambda reader: reader.get(job_id), after=_wrote_at())
+    found = resources().read(lambda pool: pool.get(job_id), after=wrote_at())
     if found is None:
         abort(404, description=f"job {job_id}: not found (deleted, or pruned after retention)")
-    actions = _store(audit.of_job, job_id)
-    return _page("job.html", title=f"Job {job_id}", job=found,
-                 timeline=_timeline(found, actions))
+    actions = read(audit.of_job, job_id)
+    return render("job.html", title=f"Job {job_id}", job=found,
+                  timeline=_timeline(found, actions))
 
 
 def _timeline(job, actions: list[dict] = ()) -> list[dict]:
@@ -511,56 +457,52 @@ ACTION_WORDS = {"retry": "retried", "cancel": "cancel asked", "delete": "deleted
                 "run-now": "run now"}
 
 
-def _audit(job_ids, action: str, detail: str | None = None) -> None:
-    """Record a manual action on jobs with who did it (the signed-in token's owner)."""
-    if not job_ids:
-        return
-    with resources().client.pool.connection() as conn:
-        audit.record(conn, list(job_ids), action, g.principal.owner, "dashboard", detail)
-
-
 @bp.post("/jobs/<int:job_id>/<any(retry, cancel, delete):action>")
 def job_action(job_id: int, action: str):
     client = resources().client
     if action == "retry":
         if client.retry(job_id):
-            _audit([job_id], "retry")
+            record_action([job_id], "retry")
             flash(f"Job {job_id} queued again.")
         else:
             flash(f"Job {job_id} was not retried: only dead or cancelled jobs retry.", "error")
     elif action == "cancel":
         outcome = client.cancel(job_id)
         if outcome in ("cancelled", "requested"):
-            _audit([job_id], "cancel")
+            record_action([job_id], "cancel")
         flash({"cancelled": f"Job {job_id} cancelled.",
                "requested": f"Job {job_id} is running: its worker was asked to stop it.",
                "finished": f"Job {job_id} had already finished.",
                "not_found": f"Job {job_id} does not exist."}[outcome])
     else:
         flash(_run_action("delete", JobFilter(ids=[job_id])))
-        _audit([job_id], "delete")
+        record_action([job_id], "delete")
         return redirect(url_for(".jobs"))
-    _changed()
+    note_change()
     return redirect(url_for(".job", job_id=job_id))
 
 
 # -- dead letters, batches, workers, limits -------------------------------------------------
 
 
+def _dead_queue(source) -> str | None:
+    """The queue the dead letters are narrowed to (query string or form), checked; None:
+    every queue."""
+    return checked(QueueName, {"name": source["queue"]}).name if source.get("queue") else None
+
+
 @bp.get("/dead")
 def dead():
-    queue = _checked(QueueName, {"name": request.args["queue"]}).name \
-        if request.args.get("queue") else None
-    queues = [r for r in _store(store.queue_status) if r["dead"]]
+    queue = _dead_queue(request.args)
+    queues = [r for r in read(store.queue_status) if r["dead"]]
     total = sum(r["dead"] for r in queues if queue in (None, r["queue"]))
-    return _page("dead.html", title="Dead letters", queue=queue, queues=queues, total=total,
-                 rows=_store(store.dead_jobs, queue, DEAD_PAGE))
+    return render("dead.html", title="Dead letters", queue=queue, queues=queues, total=total,
+                  rows=read(store.dead_jobs, queue, DEAD_PAGE))
 
 
 @bp.post("/dead/<any(retry, purge):action>")
 def dead_action(action: str):
-    queue = _checked(QueueName, {"name": request.form["queue"]}).name \
-        if request.form.get("queue") else None
+    queue = _dead_queue(request.form)
     ids = _ids(request.form).ids
     back = redirect(url_for(".dead", queue=queue))
     if not ids and request.form.get("all") != "1":
@@ -570,42 +512,42 @@ def dead_action(action: str):
     if action == "retry":
         flash(_run_action("retry", where))
     else:
-        flash(f"Purged {_change(store.delete, where)} dead job(s).")
+        flash(f"Purged {change(store.delete, where)} dead job(s).")
     return back
 
 
 @bp.get("/batches")
 def batches():
     before = _ids(request.args).before or MAX_ID
-    rows = _store(store.batches_page, before, BATCH_PAGE)
+    rows = read(store.batches_page, before, BATCH_PAGE)
     for row in rows:
         total = max(row["total"], sum(row[s] for s in STATES) + row["duplicates"], 1)
         # Rows that were duplicates of existing jobs are done (they point at those jobs).
         row["done"] = sum(row[s] for s in FINISHED_STATES) + row["duplicates"]
         row["segments"] = [(s, row[s], 100.0 * row[s] / total)
                            for s in (*STATES, "duplicates") if row[s]]
-    spent = _store(costs.batches_costs, [r["id"] for r in rows])
+    spent = read(costs.batches_costs, [r["id"] for r in rows])
     for row in rows:
         row["costs"] = spent.get(row["id"])
     older = rows[-1]["id"] if len(rows) == BATCH_PAGE else None
-    return _page("batches.html", title="Batches", rows=rows, newest=before == MAX_ID,
-                 older=older)
+    return render("batches.html", title="Batches", rows=rows, newest=before == MAX_ID,
+                  older=older)
 
 
 @bp.get("/costs")
 def costs_page():
     """What LLM work cost: the last 30 days per day, owner, batch and model, and budgets."""
-    views = {by: _store(costs.summary, by, 30) for by in ("day", "owner", "batch", "model")}
-    return _page("costs.html", title="Costs", views=views,
-                 budgets=_store(costs.list_budgets))
+    views = {by: read(costs.summary, by, 30) for by in ("day", "owner", "batch", "model")}
+    return render("costs.html", title="Costs", views=views,
+                  budgets=read(costs.list_budgets))
 
 
 @bp.get("/batches/<int:batch_id>/results.<any(jsonl, csv):fmt>")
 def batch_download(batch_id: int, fmt: str):
     """A batch's results as a file, streamed a page of jobs at a time (the API's download
     needs a bearer token, which a browser session does not carry)."""
-    client, found = resources().source(lambda reader: reader.batch(batch_id),
-                                       after=_wrote_at())
+    client, found = resources().source(lambda pool: pool.batch(batch_id),
+                                       after=wrote_at())
     if found is None:
         abort(404, description=f"batch {batch_id}: not found")
 
@@ -617,15 +559,15 @@ def batch_download(batch_id: int, fmt: str):
 
 @bp.get("/workers")
 def workers():
-    return _page("workers.html", title="Workers", rows=_rows("dashboard_workers"))
+    return render("workers.html", title="Workers", rows=_rows("dashboard_workers"))
 
 
 @bp.get("/limits")
 def limits():
     (cache,) = _rows("dashboard_cache")
     calls = cache["hits"] + cache["stored"]
-    return _page("limits.html", title="Rate limits and cache", rows=_rows("dashboard_limits"),
-                 cache=cache, hit_rate=cache["hits"] / calls if calls else None)
+    return render("limits.html", title="Rate limits and cache", rows=_rows("dashboard_limits"),
+                  cache=cache, hit_rate=cache["hits"] / calls if calls else None)
 
 
 # -- schedules -------------------------------------------------------------------------------
@@ -635,8 +577,8 @@ def limits():
 def schedules():
     from jobqueue.schedules import store as schedule_store
 
-    return _page("schedules.html", title="Schedules",
-                 rows=_store(schedule_store.listing))
+    return render("schedules.html", title="Schedules",
+                  rows=read(schedule_store.listing))
 
 
 @bp.get("/schedules/<name>")
@@ -644,13 +586,13 @@ def schedule(name: str):
     from jobqueue.schedules import store as schedule_store
 
     before = request.args.get("before", type=int)
-    rows = _store(schedule_store.listing, None, name)
+    rows = read(schedule_store.listing, None, name)
     if not rows:
         abort(404, description=f"schedule {name}: not found")
-    runs = _store(schedule_store.runs, name, before, BATCH_PAGE)
+    runs = read(schedule_store.runs, name, before, BATCH_PAGE)
     older = runs[-1]["id"] if len(runs) == BATCH_PAGE else None
-    return _page("schedule.html", title=f"Schedule {name}", s=rows[0], runs=runs,
-                 older=older, newest=before is None)
+    return render("schedule.html", title=f"Schedule {name}", s=rows[0], runs=runs,
+                  older=older, newest=before is None)
 
 
 @bp.post("/schedules/<name>/<any(pause, resume, run):action>")
@@ -660,14 +602,12 @@ def schedule_action(name: str, action: str):
 
     now = datetime.now(UTC)
     if action == "run":
-        from web.schedules import configured_platforms
-
-        found = _store(schedule_store.get, name)
+        found = read(schedule_store.get, name)
         if found is None:
             abort(404, description=f"schedule {name}: not found")
         platforms = (configured_platforms() if found["target"]["type"] in ("batch", "campaign")
                      else None)
-        run = _store(tick.run_now, name, now, platforms)
+        run = read(tick.run_now, name, now, platforms)
         if run is None:
             abort(404, description=f"schedule {name}: not found")
         what = (f"job {run['job_id']}" if run["job_id"] else
@@ -675,7 +615,7 @@ def schedule_action(name: str, action: str):
         flash(f"Schedule {name}: run {run['id']} {run['decision']}: {what}.",
               "error" if run["decision"] == "failed" else "message")
     else:
-        if _store(schedule_store.set_paused, name, action == "pause", now) is None:
+        if read(schedule_store.set_paused, name, action == "pause", now) is None:
             abort(404, description=f"schedule {name}: not found")
         flash(f"Schedule {name} {'paused' if action == 'pause' else 'resumed'}.")
     return redirect(url_for(".schedule", name=name) if request.form.get("back") == "one"

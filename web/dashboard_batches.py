@@ -17,17 +17,16 @@ from jobqueue.db import store
 from jobqueue.db.store import JobFilter
 from jobqueue.jobs import FINISHED_STATES, STATES
 from jobqueue.llm import costs
+from web.dashboard_support import attach_once, change, read, record_action, render
 
 MAX_SEARCH = 200          # characters of an answers search
 MAX_ID = 2**63 - 1
 
 
+@attach_once
 def attach(bp: Blueprint) -> None:
     """Add the batch page and its actions to the dashboard blueprint (once, before it is
     registered)."""
-    if getattr(bp, "_batch_page_attached", False):
-        return
-    bp._batch_page_attached = True
     bp.add_url_rule("/batches/<int:batch_id>", "batch", batch_page, methods=["GET"])
     for action in ("retry-dead", "cancel"):
         bp.add_url_rule(f"/batches/<int:batch_id>/{action}", "batch_action", batch_action,
@@ -56,10 +55,8 @@ def _search_args() -> tuple[int, str | None]:
 
 
 def batch_page(batch_id: int):
-    from web.dashboard import _page, _store
-
     after, text = _search_args()
-    found = _store(store.batch, batch_id)
+    found = read(store.batch, batch_id)
     if found is None:
         abort(404, description=f"batch {batch_id}: not found")
     counted = sum(found[s] for s in STATES) + found["duplicates"]
@@ -70,26 +67,24 @@ def batch_page(batch_id: int):
         finished = sum(counts.get(s, 0) for s in FINISHED_STATES)
         platforms.append({"name": name, "counts": counts, "total": counts["total"],
                           "done": finished, "segments": _segments(counts, counts["total"])})
-    pace = _store(progress.pace, batch_id, found["platforms"])
-    page = _store(progress.answers, batch_id, after, text)
-    return _page("batch.html", title=f"Batch {batch_id}", b=found, total=total, done=done,
-                 segments=_segments(found, total), platforms=platforms, pace=pace,
-                 spent=_store(costs.batch_costs, batch_id), answers=page, after=after,
-                 q=text or "", scan=progress.ANSWERS_SCAN)
+    pace = read(progress.pace, batch_id, found["platforms"])
+    page = read(progress.answers, batch_id, after, text)
+    return render("batch.html", title=f"Batch {batch_id}", b=found, total=total, done=done,
+                  segments=_segments(found, total), platforms=platforms, pace=pace,
+                  spent=read(costs.batch_costs, batch_id), answers=page, after=after,
+                  q=text or "", scan=progress.ANSWERS_SCAN)
 
 
 def batch_action(batch_id: int, action: str):
-    from web.dashboard import _audit, _change, _store
-
-    if _store(store.batch, batch_id) is None:
+    if read(store.batch, batch_id) is None:
         abort(404, description=f"batch {batch_id}: not found")
     if action == "retry-dead":
-        revived = _change(store.revive, JobFilter(batch_id=batch_id, state="dead"), ("dead",))
-        _audit(revived, "retry", f"batch {batch_id}: retry all dead")
+        revived = change(store.revive, JobFilter(batch_id=batch_id, state="dead"), ("dead",))
+        record_action(revived, "retry", f"batch {batch_id}: retry all dead")
         flash(f"Batch {batch_id}: retried {len(revived)} dead job(s).")
     else:
-        done = _change(store.cancel, JobFilter(batch_id=batch_id))
-        _audit(done["ids"], "cancel", f"batch {batch_id}: cancel")
+        done = change(store.cancel, JobFilter(batch_id=batch_id))
+        record_action(done["ids"], "cancel", f"batch {batch_id}: cancel")
         flash(f"Batch {batch_id}: cancelled {done['cancelled']} job(s); asked the workers of "
               f"{done['requested']} running job(s) to stop.")
     return redirect(url_for(".batch", batch_id=batch_id))

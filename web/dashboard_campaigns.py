@@ -8,24 +8,23 @@ from datetime import date
 
 from flask import Blueprint, abort, request
 
+from web.dashboard_support import attach_once, read, render
+
 PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777",
            "#65a30d", "#475569", "#ea580c")
 
 
+@attach_once
 def attach(bp: Blueprint) -> None:
     """Add the pages to the dashboard blueprint (once, before it is registered)."""
-    if getattr(bp, "_campaigns_attached", False):
-        return
-    bp._campaigns_attached = True
     bp.add_url_rule("/campaigns", "campaigns", campaigns_page, methods=["GET"])
     bp.add_url_rule("/campaigns/<name>", "campaign", campaign_page, methods=["GET"])
 
 
 def campaigns_page():
     from jobqueue.campaigns import store
-    from web.dashboard import _page, _store
 
-    return _page("campaigns.html", title="Campaigns", rows=_store(store.listing))
+    return render("campaigns.html", title="Campaigns", rows=read(store.listing))
 
 
 def _day(name: str) -> date | None:
@@ -40,21 +39,20 @@ def _day(name: str) -> date | None:
 
 def campaign_page(name: str):
     from jobqueue.campaigns import report, store
-    from web.dashboard import _page, _store
 
-    campaign = _store(store.get, name)
+    campaign = read(store.get, name)
     if campaign is None:
         abort(404, description=f"campaign {name}: not found")
     try:
-        data = _store(report.build, campaign, _day("from"), _day("to"))
+        data = read(report.build, campaign, _day("from"), _day("to"))
     except ValueError as exc:
         abort(400, description=str(exc))
-    spend = _store(store.spend, name)
+    spend = read(store.spend, name)
     colours = {b: PALETTE[i % len(PALETTE)] for i, b in enumerate(data["brands"])}
-    return _page("campaign.html", title=f"Campaign {name}", c=campaign, r=data,
-                 colours=colours, lines=visibility_chart(data, colours),
-                 bars=[t for t in data["totals"] if t["platform"] == ""],
-                 spend=spend, cost=sum(float(s["cost_usd"] or 0) for s in spend))
+    return render("campaign.html", title=f"Campaign {name}", c=campaign, r=data,
+                  colours=colours, lines=visibility_chart(data, colours),
+                  bars=[t for t in data["totals"] if t["platform"] == ""],
+                  spend=spend, cost=sum(float(s["cost_usd"] or 0) for s in spend))
 
 
 def visibility_chart(data: dict, colours: dict, width: int = 900, height: int = 180) -> dict:

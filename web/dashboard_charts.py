@@ -20,6 +20,7 @@ from threading import Lock
 from flask import Blueprint, abort, current_app, request
 
 from jobqueue.db.queries import q
+from web.dashboard_support import attach_once, checked, read, render
 
 # window: (seconds, bucket seconds, x tick every N buckets, label)
 WINDOWS = {"1h": (3600, 60, 10, "last hour"), "24h": (86400, 600, 24, "last 24 hours")}
@@ -29,11 +30,9 @@ _EMPTY = {"succeeded": 0, "dead": 0, "cancelled": 0, "wait_sum": 0.0, "wait_n": 
           "wait_max": 0.0, "tokens": 0, "cost_usd": 0.0}
 
 
+@attach_once
 def attach(bp: Blueprint) -> None:
     """Add the charts page to the dashboard blueprint (once, before it is registered)."""
-    if getattr(bp, "_charts_attached", False):
-        return
-    bp._charts_attached = True
     bp.add_url_rule("/charts", "charts", charts_page, methods=["GET"])
 
 
@@ -56,7 +55,6 @@ def _removals() -> int:
 def buckets(window: str, queue: str | None = None, kind: str | None = None) -> list[dict]:
     """Every bucket of the window, oldest first, zeros included: {bucket, succeeded, dead,
     cancelled, wait_sum, wait_n, wait_max, tokens, cost_usd}."""
-    from web.dashboard import _store
     from web.resources import resources
 
     seconds, step, _, _ = WINDOWS[window]
@@ -72,11 +70,11 @@ def buckets(window: str, queue: str | None = None, kind: str | None = None) -> l
             kept = _Kept(removals)
         since = max([first, *[b + timedelta(seconds=step) for b in kept.buckets]])
 
-    def read(conn):
+    def newer_buckets(conn):
         return conn.execute(q("chart_buckets"), {"since": since, "step": step, "queue": queue,
                                                  "kind": kind}, prepare=False).fetchall()
 
-    fresh = {r["bucket"]: r for r in _store(read)}
+    fresh = {r["bucket"]: r for r in read(newer_buckets)}
     # Read on a replica, a bucket just over may still miss rows it has not replayed: kept
     # only once it ended longer ago than the replica may lag.
     lag = timedelta(seconds=current_app.config["READ_MAX_LAG_SECONDS"]
@@ -200,7 +198,6 @@ def cost(rows: list[dict], window: str) -> dict:
 
 def _args() -> tuple[str, str | None, str | None, str]:
     """?window=1h|24h&queue=&kind=&by=queue|kind, checked (400 naming the field)."""
-    from web.dashboard import _checked
     from web.schemas import QueueName
 
     window = request.args.get("window", "1h")
@@ -214,8 +211,8 @@ def _args() -> tuple[str, str | None, str | None, str]:
         value = request.args.get(name, "").strip() or None
         if value is not None:
             try:
-                value = _checked(QueueName, {"name": value}).name
-            except Exception as exc:  # _checked aborts with 400 "name: ..."; say which field
+                value = checked(QueueName, {"name": value}).name
+            except Exception as exc:  # checked aborts with 400 "name: ..."; say which field
                 description = getattr(exc, "description", "invalid")
                 abort(400, description=f"{name}: {description}")
         names[name] = value
@@ -223,8 +220,6 @@ def _args() -> tuple[str, str | None, str | None, str]:
 
 
 def charts_page():
-    from web.dashboard import _page, _store
-
     window, queue, kind, by = _args()
     rows = buckets(window, queue, kind)
     since = rows[0]["bucket"]
@@ -233,9 +228,9 @@ def charts_page():
         return conn.execute(q("chart_groups"), {"since": since, "by": by},
                             prepare=False).fetchall()
 
-    return _page("charts.html", title="Charts", window=window, windows=WINDOWS, queue=queue,
-                 kind=kind, by=by, groups=_store(groups),
-                 charts=[("Finished per minute", "throughput", throughput(rows, window)),
+    return render("charts.html", title="Charts", window=window, windows=WINDOWS, queue=queue,
+                  kind=kind, by=by, groups=read(groups),
+                  charts=[("Finished per minute", "throughput", throughput(rows, window)),
                          ("Queue wait of the jobs finished", "latency", latency(rows, window)),
                          ("LLM tokens", "tokens", tokens(rows, window)),
                          ("LLM cost", "cost", cost(rows, window))])

@@ -15,13 +15,12 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 
 from jobqueue.db import store
 from jobqueue.db.queries import q
+from web.dashboard_support import attach_once, change, note_change, record_action
 
 
+@attach_once
 def attach(bp: Blueprint) -> None:
     """Add the controls to the dashboard blueprint (once, before it is registered)."""
-    if getattr(bp, "_controls_attached", False):
-        return
-    bp._controls_attached = True
     bp.add_url_rule("/jobs/<int:job_id>/run-now", "job_run_now", job_run_now,
                     methods=["POST"])
     bp.add_url_rule("/workers/<worker_id>/<any(quiet, stop):control>", "worker_control",
@@ -30,10 +29,8 @@ def attach(bp: Blueprint) -> None:
 
 
 def job_run_now(job_id: int):
-    from web.dashboard import _audit, _change
-
-    if _change(store.run_now, job_id):
-        _audit([job_id], "run-now")
+    if change(store.run_now, job_id):
+        record_action([job_id], "run-now")
         flash(f"Job {job_id} is due now: the next free worker of its queue runs it.")
     else:
         flash(f"Job {job_id} was not made due: only a scheduled or retrying job waits for its "
@@ -67,7 +64,6 @@ def worker_control(worker_id: str, control: str):
 def key_enable():
     """Use a disabled API key again (as `jobqueue keys enable`): running workers pick it up
     at their next reservation."""
-    from web.dashboard import _changed
     from web.resources import resources
 
     platform = request.form.get("platform", "").strip()
@@ -78,7 +74,7 @@ def key_enable():
     with resources().client.pool.connection() as conn:
         rows = conn.execute(q("rate_key_set_disabled"), {
             "name": key_id, "platform": platform, "reason": None}).fetchall()
-    _changed()
+    note_change()
     if not rows:
         abort(404, description=f"key {key_id}: no such key on platform {platform}")
     flash(f"Key {key_id} on {platform} enabled: workers use it from their next call.")

@@ -56,18 +56,18 @@ class _Collector:
         # at 0 where there is nothing: an alert on "no worker" or a KEDA trigger must see a
         # 0, not a missing series.
         names = [r["queue"] for r in queues]
-        g = GaugeMetricFamily("jobqueue_jobs", "Jobs by queue and state (finished ones until "
-                              "pruned).", labels=["queue", "state"])
-        for r in queues:
-            for state in STATES:
-                g.add_metric([r["queue"], state], r[state])
-        yield g
-        finished = CounterMetricFamily("jobqueue_jobs_finished", "Jobs finished, by outcome "
-                                       "(retained rows).", labels=["queue", "outcome"])
-        for r in queues:
-            for state in FINISHED_STATES:
-                finished.add_metric([r["queue"], state], r[state])
-        yield finished
+        by_state = (
+            (GaugeMetricFamily("jobqueue_jobs", "Jobs by queue and state (finished ones until "
+                               "pruned).", labels=["queue", "state"]), STATES),
+            (CounterMetricFamily("jobqueue_jobs_finished", "Jobs finished, by outcome "
+                                 "(retained rows).", labels=["queue", "outcome"]),
+             FINISHED_STATES),
+        )
+        for family, states in by_state:
+            for r in queues:
+                for state in states:
+                    family.add_metric([r["queue"], state], r[state])
+            yield family
         per_queue = (
             ("jobqueue_queue_depth", "Jobs that need a worker now: waiting plus running "
              "(jobqueue.queue_depth(name), the KEDA query).",

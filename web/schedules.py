@@ -13,13 +13,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from flask import Blueprint, current_app, g, jsonify
+from flask import Blueprint, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobqueue.errors import InvalidSchedule
 from jobqueue.schedules import spec, store, tick
-from web.auth import api_error, require
+from web.auth import require
 from web.contract import BadRequest, Reply, operation
+from web.llm_platforms import configured_platforms
+from web.owned import Removed, as_json, check_not_others, taken, with_owner
 from web.resources import resources
 from web.schemas import ResponseModel, TextModel
 
@@ -66,9 +68,7 @@ class NewScheduleBody(ScheduleBody):
     name: str = Field(max_length=100)
 
 
-@bp.errorhandler(BadRequest)
-def _bad_request(exc: BadRequest):
-    return api_error(exc.status, exc.code, exc.message, field=exc.field)
+bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 class Schedule(ResponseModel):
@@ -90,11 +90,6 @@ class Run(ResponseModel):
     decision: str
 
 
-class Removed(ResponseModel):
-    name: str
-    removed: Literal[True]
-
-
 class RunsQuery(TextModel):
     before: int | None = Field(None, ge=0, le=2**63 - 1, description="The last run id seen")
     limit: int = Field(50, ge=1, le=MAX_RUNS_PAGE)
@@ -107,12 +102,7 @@ SAVE_ERRORS = {403: "Only an admin token may name another owner",
 
 
 def _save(name: str, body: ScheduleBody, replace: bool):
-    fields = body.model_dump(exclude={"name"}, exclude_none=True)
-    if not g.principal.admin:
-        if "owner" in fields and fields["owner"] != g.principal.owner:
-            raise BadRequest("owner: only an admin token may name another owner", "owner", 403,
-                             "forbidden")
-        fields["owner"] = g.principal.owner
+    fields = with_owner(body.model_dump(exclude={"name"}, exclude_none=True))
     try:
         definition = spec.build(name, fields,
                                 platforms=configured_platforms() if "platform" in fields else None)
@@ -120,31 +110,16 @@ def _save(name: str, body: ScheduleBody, replace: bool):
         field = str(exc).partition(":")[0]
         raise BadRequest(str(exc), field=field, status=422, code="invalid_schedule") from None
     with resources().client.pool.connection() as conn:
-        existing = store.get(conn, name)
-        if existing is not None and not g.principal.can_see(existing["owner"]):
-            raise BadRequest(f"schedule {name}: exists", field="name", status=409,
-                             code="conflict")
+        check_not_others("schedule", name, store.get(conn, name))
         outcome = store.save(conn, definition, datetime.now(UTC), replace=replace)
         if outcome == "kept":
-            raise BadRequest(f"schedule {name}: exists (PUT /api/schedules/{name} replaces "
-                             "it)", field="name", status=409, code="conflict")
+            raise taken("schedule", name)
         (row,) = store.listing(conn, name=name)
     return jsonify(_public(row)), 201 if outcome == "created" else 200
 
 
-def configured_platforms():
-    from jobqueue.llm import platforms
-
-    try:
-        return platforms.load(current_app.config.get("JOBQUEUE_CONFIG"))
-    except platforms.ConfigError as exc:
-        raise BadRequest(f"platform: the server has no usable platform config ({exc})",
-                         field="platform", status=422) from None
-
-
 def _public(row: dict) -> dict:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()} | {
-        "next_fires": [t.isoformat() for t in row.get("next_fires", [])]}
+    return as_json(row) | {"next_fires": [t.isoformat() for t in row.get("next_fires", [])]}
 
 
 def _visible(conn, name: str) -> dict:

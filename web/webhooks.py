@@ -12,13 +12,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from flask import Blueprint, g, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from flask import Blueprint, g, jsonify
+from pydantic import BaseModel, ConfigDict, Field
 
 from jobqueue.errors import InvalidWebhook
 from jobqueue.webhooks import EVENT_TYPES, subscriptions
-from web.auth import api_error, require
-from web.contract import Reply, operation
+from web.auth import require
+from web.contract import BadRequest, Reply, operation
 from web.resources import resources
 from web.schemas import ResponseModel
 
@@ -101,28 +101,7 @@ MODELS = {"WebhookCreate": WebhookCreate, "Webhook": Webhook, "WebhookCreated": 
           "Delivery": Delivery, "DeliveryQuery": DeliveryQuery}
 
 
-class Refused(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-
-
-@bp.errorhandler(Refused)
-def _refused(exc: Refused):
-    return api_error(exc.status, exc.code, exc.message, field=exc.field)
-
-
-def _field(error: dict) -> str:
-    return ".".join(str(part) for part in error["loc"]) or "body"
-
-
-def _validated(model: type[BaseModel], data) -> BaseModel:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = _field(first)
-        raise Refused(400, "invalid_request", f"{where}: {first['msg']}", field=where) from None
+bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 def _out(model: type[BaseModel], row: dict) -> dict:
@@ -143,7 +122,7 @@ def create_webhook(body: WebhookCreate):
                                        description=body.description, admin=principal.admin)
         except InvalidWebhook as exc:
             field = str(exc).split(":", 1)[0]
-            raise Refused(422, "invalid_webhook", str(exc), field) from None
+            raise BadRequest(str(exc), field=field, status=422, code="invalid_webhook") from None
     response = jsonify(_out(WebhookCreated, row))
     response.status_code = 201
     response.headers["Location"] = f"/api/webhooks/{row['id']}"
@@ -164,7 +143,7 @@ def _visible(subscription_id: int) -> dict:
     with resources().client.pool.connection() as conn:
         row = subscriptions.get(conn, subscription_id, g.principal.owner_filter())
     if row is None:
-        raise Refused(404, "not_found", f"webhook {subscription_id}: not found")
+        raise BadRequest(f"webhook {subscription_id}: not found", status=404, code="not_found")
     return row
 
 
@@ -182,12 +161,12 @@ def get_webhook(subscription_id: int):
 def delete_webhook(subscription_id: int):
     with resources().client.pool.connection() as conn:
         if not subscriptions.remove(conn, subscription_id, g.principal.owner_filter()):
-            raise Refused(404, "not_found", f"webhook {subscription_id}: not found")
+            raise BadRequest(f"webhook {subscription_id}: not found", status=404,
+                             code="not_found")
     return jsonify(id=subscription_id, deleted=True)
 
 
-def _deliveries(subscription_id: int | None):
-    query = _validated(DeliveryQuery, request.args.to_dict())
+def _deliveries(subscription_id: int | None, query: DeliveryQuery):
     with resources().client.pool.connection() as conn:
         rows = subscriptions.deliveries(conn, g.principal.owner_filter(), subscription_id,
                                         query.state, query.limit)
@@ -200,7 +179,7 @@ def _deliveries(subscription_id: int | None):
            replies={200: Reply(DeliveryList, "{deliveries}")})
 def list_deliveries(query: DeliveryQuery):
     """The newest deliveries of every webhook the caller may see (?state=&limit=)."""
-    return _deliveries(None)
+    return _deliveries(None, query)
 
 
 @bp.get("/webhooks/<int:subscription_id>/deliveries")
@@ -209,7 +188,7 @@ def list_deliveries(query: DeliveryQuery):
            replies={200: Reply(DeliveryList, "{deliveries}")}, errors=NOT_FOUND)
 def webhook_deliveries(subscription_id: int, query: DeliveryQuery):
     _visible(subscription_id)
-    return _deliveries(subscription_id)
+    return _deliveries(subscription_id, query)
 
 
 @bp.post("/webhooks/deliveries/<int:delivery_id>/redeliver")
@@ -222,10 +201,10 @@ def redeliver(delivery_id: int):
     with resources().client.pool.connection() as conn:
         outcome = subscriptions.redeliver(conn, delivery_id, g.principal.owner_filter())
     if outcome == "not_found":
-        raise Refused(404, "not_found", f"delivery {delivery_id}: not found")
+        raise BadRequest(f"delivery {delivery_id}: not found", status=404, code="not_found")
     if outcome == "busy":
-        raise Refused(409, "conflict",
-                      f"delivery {delivery_id}: its job is still queued or running")
+        raise BadRequest(f"delivery {delivery_id}: its job is still queued or running",
+                         status=409, code="conflict")
     response = jsonify(id=delivery_id, state="pending")
     response.status_code = 202
     return response

@@ -80,3 +80,16 @@ def test_a_worker_process_does_not_import_the_demo_web_or_llm_stacks():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == ""
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if p.parts[0] == "web"], ids=str)
+def test_no_web_module_reaches_into_another_modules_privates(path):
+    """A helper two modules share has a public home (web/dashboard_support.py, say): no web
+    module imports an underscore name from another module of the project."""
+    bad = []
+    for node in ast.walk(ast.parse((ROOT / path).read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module \
+                and node.module.startswith(("web", "jobqueue")):
+            bad += [f"{node.module}.{a.name}" for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not bad, f"{path} imports private names {bad}"
