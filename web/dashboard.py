@@ -607,7 +607,7 @@ def schedule_action(name: str, action: str):
             abort(404, description=f"schedule {name}: not found")
         platforms = (configured_platforms() if found["target"]["type"] in ("batch", "campaign")
                      else None)
-        run = read(tick.run_now, name, now, platforms)
+        run = change(tick.run_now, name, now, platforms)
         if run is None:
             abort(404, description=f"schedule {name}: not found")
         what = (f"job {run['job_id']}" if run["job_id"] else
@@ -615,7 +615,7 @@ def schedule_action(name: str, action: str):
         flash(f"Schedule {name}: run {run['id']} {run['decision']}: {what}.",
               "error" if run["decision"] == "failed" else "message")
     else:
-        if read(schedule_store.set_paused, name, action == "pause", now) is None:
+        if change(schedule_store.set_paused, name, action == "pause", now) is None:
             abort(404, description=f"schedule {name}: not found")
         flash(f"Schedule {name} {'paused' if action == 'pause' else 'resumed'}.")
     return redirect(url_for(".schedule", name=name) if request.form.get("back") == "one"

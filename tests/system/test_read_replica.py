@@ -245,6 +245,13 @@ class TestReadOnlyReadPath:
             r = dashboard.post(f"/jobs/{ids[0]}/cancel", allow_redirects=False)
             assert r.status_code == 302, r.text[:300]
             assert api.get(f"/api/jobs/{ids[0]}").json()["state"] == "cancelled"
+            assert api.post("/api/schedules", json={
+                "name": "daily", "cron": "30 2 * * *", "kind": "report"}).status_code == 201
+            for action in ("pause", "resume", "run"):
+                r = dashboard.post(f"/schedules/daily/{action}", allow_redirects=False)
+                assert r.status_code == 302, (action, r.text[:300])
+            runs = api.get("/api/schedules/daily").json()["runs"]
+            assert [r["decision"] for r in runs] == ["manual"]
             reader = server.app.extensions["jobqueue"].reader
             assert reader is not server.app.extensions["jobqueue"].client
             with reader.pool.connection() as conn, pytest.raises(
