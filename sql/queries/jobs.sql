@@ -443,14 +443,15 @@ SELECT m.id FROM moved m CROSS JOIN announced LEFT JOIN released ON true;
 -- the next attempt after the backoff the worker computed. Fenced like finish_jobs. The
 -- execution id stays on the row until the next claim: outcomes_recorded looks for it.
 -- `lane` places the retry in the claim order by its queue's retry_order (0024): before new
--- work of its priority (0, the default: no row in `queues`) or after it (1). One primary-key
--- probe of the small `queues` table per row.
+-- work of its priority (0, the default: no row in `queues`) or after it (1). The queues whose
+-- retries go last are read once per statement, into a hash the rows look up (a hashed
+-- SubPlan), not with a probe of `queues` per row.
 WITH retried AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
         run_at = now() + make_interval(secs => f.delay),
-        lane = CASE WHEN (SELECT s.retry_order FROM jobqueue.queues s WHERE s.name = j.queue)
-                         = 'last' THEN 1 ELSE 0 END,
+        lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
+                                     WHERE retry_order = 'last') THEN 1 ELSE 0 END,
         errors = j.errors || jsonb_build_array(f.error::jsonb)
     FROM unnest(%(id)s::bigint[], %(execution)s::uuid[], %(delay)s::float8[], %(error)s::text[])
         AS f(id, execution, delay, error)
@@ -624,8 +625,8 @@ WITH leader AS MATERIALIZED (
 rescued AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
-        lane = CASE WHEN (SELECT s.retry_order FROM jobqueue.queues s WHERE s.name = j.queue)
-                         = 'last' THEN 1 ELSE 0 END,
+        lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
+                                     WHERE retry_order = 'last') THEN 1 ELSE 0 END,
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
             'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',
