@@ -109,6 +109,17 @@ LEFT JOIN jobqueue.idempotency_keys k
 ORDER BY i.ord
 
 
+-- part: kept_rounds
+-- The rounds in fair queues (NULL when none is: see insert_jobs) of the rows an insert writes,
+-- its CTE `kept` numbered `nth` in their order: one call of jobqueue.fair_rounds for all.
+rounds AS MATERIALIZED (
+    SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
+                                array_agg(priority ORDER BY nth), NULL,
+                                array_agg(owner ORDER BY nth), NULL) AS rounds
+    FROM kept
+),
+
+
 -- name: insert_jobs_idempotent
 -- The same insert for batches where some rows carry an idempotency key. Ids are drawn first
 -- so a key can be claimed for its row before the row exists; a row whose key is already held
@@ -132,12 +143,7 @@ kept AS MATERIALIZED (
     SELECT input.*, row_number() OVER (ORDER BY ord) AS nth FROM input
     WHERE idempotency_key IS NULL OR new_id IN (SELECT job_id FROM claimed)
 ),
-rounds AS MATERIALIZED (
-    SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
-                                array_agg(priority ORDER BY nth), NULL,
-                                array_agg(owner ORDER BY nth), NULL) AS rounds
-    FROM kept
-),
+-- include: kept_rounds
 inserted AS (
     INSERT INTO jobqueue.jobs
         (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner,
@@ -764,15 +770,10 @@ WITH revived AS (
               progress, owner, batch_id, idempotency_key, metadata, created_at
 ),
 -- Revived rows of fair queues take rounds as new ones do (insert_jobs), oldest first.
-numbered AS MATERIALIZED (
+kept AS MATERIALIZED (
     SELECT revived.*, row_number() OVER (ORDER BY id) AS nth FROM revived
 ),
-rounds AS MATERIALIZED (
-    SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
-                                array_agg(priority ORDER BY nth), NULL,
-                                array_agg(owner ORDER BY nth), NULL) AS rounds
-    FROM numbered
-),
+-- include: kept_rounds
 inserted AS (
     INSERT INTO jobqueue.jobs
         (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
@@ -780,7 +781,7 @@ inserted AS (
     SELECT id, queue, kind, payload, priority, now(), 0, max_attempts, timeout_seconds,
            errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
            r.rounds[nth]
-    FROM numbered, rounds r
+    FROM kept, rounds r
     RETURNING id
 ),
 announced AS MATERIALIZED (
