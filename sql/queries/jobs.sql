@@ -2,7 +2,8 @@
 -- revive, delete, progress; and every read of a job's state (one job, lists, counts, batch
 -- pages, metrics). Only jobqueue/db/store.py runs these. Loaded by jobqueue/db/queries.py; each
 -- query starts with a `-- name: NAME` line; parameters are psycopg's named placeholders,
--- always bound.
+-- always bound. SQL that several statements share is a `-- part: NAME` section, which a
+-- statement takes with a line `-- include: NAME` (replaced by the part when the file loads).
 -- A job's visible state is derived in one place, jobqueue.job_state (with the view
 -- jobqueue.all_jobs over both tables), and every move from `jobs` to `finished` writes the
 -- row jobqueue.finished_row builds (finish_jobs, the hot path, writes the same columns out by
