@@ -98,7 +98,8 @@ class Client:
         rows = [_validated(spec, index, now, routes) for index, spec in enumerate(specs)]
         if any(spec.waits() for spec in specs):
             with self.pool.connection() as conn, conn.transaction():
-                return _insert_workflow(conn, rows, specs, partial=partial)
+                inserter, _ = _insert_workflow(conn, rows, specs, partial=partial)
+            return inserter.ids
         return self._enqueue_rows(rows, partial)
 
     def enqueue_payloads(self, kind: str, payloads: Iterable, *, partial: bool = False,
@@ -131,7 +132,9 @@ class Client:
                 raise InvalidJob(f"job {index}: {exc}") from None
         if shared.depends_on:  # every job waits for the same jobs
             with self.pool.connection() as conn, conn.transaction():
-                return _insert_workflow(conn, rows, [shared] * len(rows), partial=partial)
+                inserter, _ = _insert_workflow(conn, rows, [shared] * len(rows),
+                                               partial=partial)
+            return inserter.ids
         return self._enqueue_rows(rows, partial, owned=shared.owner is not None)
 
     def _enqueue_rows(self, rows: list[tuple], partial: bool = False,
@@ -173,8 +176,8 @@ class Client:
         with self.pool.connection() as conn:
             if spec.waits():  # depends_on: blocked until its parents end (workflows.py)
                 with conn.transaction():
-                    (job_id, created), = _insert_workflow(conn, [row], [spec], created=True)
-                return Created(job_id, created, None)
+                    inserter, admission = _insert_workflow(conn, [row], [spec])
+                return Created(inserter.ids[0], inserter.created[0], admission.standing)
             if not quotas.applies(conn, [row]):  # one statement: no BEGIN/COMMIT
                 (job_id, created), = _insert(conn, [row])
                 return Created(job_id, created, None)
@@ -374,14 +377,9 @@ def insert_batch(conn, specs: Iterable[JobSpec], *, queue: str, name: str | None
         row_specs.append(spec)
     # The quota is charged for the whole batch at once (the rows are in memory by now), in
     # this transaction: a refusal leaves nothing behind.
-    admission = quotas.admit(conn, rows, partial=partial)
+    inserter, admission = _insert_workflow(conn, rows, row_specs, partial=partial,
+                                           batch_id=batch_id, on_progress=on_progress)
     refused = len(rows) - admission.count
-    inserter = workflows.Inserter(conn, batch_id)
-    for row, spec in zip(rows[:admission.count], row_specs, strict=False):
-        inserter.add(row, spec)
-        if on_progress and inserter.pending == 0:  # a chunk went in
-            on_progress(len(inserter.ids))
-    inserter.flush()
     total = len(inserter.ids)
     conn.execute(q("batch_set_total"), {"id": batch_id, "total": total})
     if callback is not None:
@@ -407,24 +405,29 @@ def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:
     rows = [_validated(spec, i, now, routes) for i, spec in enumerate(specs)]
     if any(spec.waits() for spec in specs):
         with conn.transaction():
-            return _insert_workflow(conn, rows, specs, created=True)
+            inserter, _ = _insert_workflow(conn, rows, specs)
+        return list(zip(inserter.ids, inserter.created, strict=True))
     inserted, _ = _insert_admitted(conn, rows)
     return inserted
 
 
-def _insert_workflow(conn, rows: list[tuple], specs: list[JobSpec], created: bool = False,
-                     partial: bool = False):
-    """Rows of which some wait for others (workflows.Inserter), after charging the owners'
-    quotas: ids in order, or (id, created) pairs. A row whose key matched an existing job is
-    not created."""
+def _insert_workflow(conn, rows: list[tuple], specs: list[JobSpec], *, partial: bool = False,
+                     batch_id: int | None = None,
+                     on_progress: Callable[[int], None] | None = None
+                     ) -> tuple[workflows.Inserter, quotas.Admission]:
+    """Charge the owners' quotas for rows with their specs (some may wait for others, or be
+    a batch's: `batch_id`) and insert those admitted through a workflows.Inserter, in the
+    caller's transaction: the flushed Inserter (ids and `created` in order; a row whose key
+    matched an existing job is not created) and the Admission. `on_progress(n)` after each
+    chunk. The other insert route, for rows without specs, is _insert_admitted."""
     admission = quotas.admit(conn, rows, partial=partial)
-    inserter = workflows.Inserter(conn)
+    inserter = workflows.Inserter(conn, batch_id)
     for row, spec in zip(rows[:admission.count], specs, strict=False):
         inserter.add(row, spec)
+        if on_progress and inserter.pending == 0:  # a chunk went in
+            on_progress(len(inserter.ids))
     inserter.flush()
-    if not created:
-        return inserter.ids
-    return list(zip(inserter.ids, inserter.created, strict=True))
+    return inserter, admission
 
 
 def _insert_admitted(conn, rows: list[tuple], partial: bool = False

@@ -2,7 +2,8 @@
 -- revive, delete, progress; and every read of a job's state (one job, lists, counts, batch
 -- pages, metrics). Only jobqueue/db/store.py runs these. Loaded by jobqueue/db/queries.py; each
 -- query starts with a `-- name: NAME` line; parameters are psycopg's named placeholders,
--- always bound.
+-- always bound. SQL that several statements share is a `-- part: NAME` section, which a
+-- statement takes with a line `-- include: NAME` (replaced by the part when the file loads).
 -- A job's visible state is derived in one place, jobqueue.job_state (with the view
 -- jobqueue.all_jobs over both tables), and every move from `jobs` to `finished` writes the
 -- row jobqueue.finished_row builds (finish_jobs, the hot path, writes the same columns out by
@@ -78,6 +79,48 @@ FROM (SELECT nextval('jobqueue.job_id_seq') AS id FROM generate_series(1, %(n)s)
 COPY jobqueue.jobs ({columns}) FROM STDIN;
 
 
+-- part: idempotency_claim
+-- Of the inserts with idempotency keys (insert_jobs_idempotent, and insert_blocked in
+-- workflows.sql), after their CTE `input` (one row per job: its columns, `new_id` drawn from
+-- job_id_seq, `ord` its place): claim each key for its row, in input order; a key already
+-- held (by an earlier job, or an earlier row of this batch) claims nothing, and that row is
+-- not inserted.
+claimed AS (
+    INSERT INTO jobqueue.idempotency_keys (owner, queue, key, job_id)
+    SELECT coalesce(owner, ''), queue, idempotency_key, new_id FROM input
+    WHERE idempotency_key IS NOT NULL
+    ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING owner, queue, key, job_id
+),
+
+
+-- part: idempotency_answer
+-- Their answer, after their CTE `inserted` (RETURNING id): per input row in order, the job
+-- that holds its key (`created` when that is the row itself), and the id drawn for it.
+SELECT i.ord,
+       coalesce(ins.id, c.job_id, k.job_id) AS id,
+       ins.id IS NOT NULL AS created, i.new_id
+FROM input i
+LEFT JOIN inserted ins ON ins.id = i.new_id
+LEFT JOIN claimed c ON c.owner = coalesce(i.owner, '') AND c.queue = i.queue
+                   AND c.key = i.idempotency_key
+LEFT JOIN jobqueue.idempotency_keys k
+       ON k.owner = coalesce(i.owner, '') AND k.queue = i.queue AND k.key = i.idempotency_key
+ORDER BY i.ord
+
+
+-- part: kept_rounds
+-- The rounds in fair queues (NULL when none is: see insert_jobs) of the rows an insert writes,
+-- its CTE `kept` numbered `nth` in their order: one call of jobqueue.fair_rounds for all.
+rounds AS MATERIALIZED (
+    SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
+                                array_agg(priority ORDER BY nth), NULL,
+                                array_agg(owner ORDER BY nth), NULL) AS rounds
+    FROM kept
+),
+
+
 -- name: insert_jobs_idempotent
 -- The same insert for batches where some rows carry an idempotency key. Ids are drawn first
 -- so a key can be claimed for its row before the row exists; a row whose key is already held
@@ -95,25 +138,13 @@ WITH input AS MATERIALIZED (
         WITH ORDINALITY AS t(queue, kind, payload, priority, run_at, max_attempts,
                              timeout_seconds, owner, batch_id, metadata, idempotency_key, ord)
 ),
-claimed AS (
-    INSERT INTO jobqueue.idempotency_keys (owner, queue, key, job_id)
-    SELECT coalesce(owner, ''), queue, idempotency_key, new_id FROM input
-    WHERE idempotency_key IS NOT NULL
-    ORDER BY ord
-    ON CONFLICT DO NOTHING
-    RETURNING owner, queue, key, job_id
-),
+-- include: idempotency_claim
 -- Only the rows that will be written take rounds (a duplicate must not push its owner back).
 kept AS MATERIALIZED (
     SELECT input.*, row_number() OVER (ORDER BY ord) AS nth FROM input
     WHERE idempotency_key IS NULL OR new_id IN (SELECT job_id FROM claimed)
 ),
-rounds AS MATERIALIZED (
-    SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
-                                array_agg(priority ORDER BY nth), NULL,
-                                array_agg(owner ORDER BY nth), NULL) AS rounds
-    FROM kept
-),
+-- include: kept_rounds
 inserted AS (
     INSERT INTO jobqueue.jobs
         (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner,
@@ -124,16 +155,7 @@ inserted AS (
     FROM kept, rounds r
     RETURNING id
 )
-SELECT i.ord,
-       coalesce(ins.id, c.job_id, k.job_id) AS id,
-       ins.id IS NOT NULL AS created, i.new_id
-FROM input i
-LEFT JOIN inserted ins ON ins.id = i.new_id
-LEFT JOIN claimed c ON c.owner = coalesce(i.owner, '') AND c.queue = i.queue
-                   AND c.key = i.idempotency_key
-LEFT JOIN jobqueue.idempotency_keys k
-       ON k.owner = coalesce(i.owner, '') AND k.queue = i.queue AND k.key = i.idempotency_key
-ORDER BY i.ord;
+-- include: idempotency_answer
 
 
 -- name: find_idempotent
@@ -149,19 +171,9 @@ SELECT id, queue, kind, state, payload, priority, run_at, attempts, max_attempts
 FROM jobqueue.all_jobs WHERE id = %(id)s;
 
 
--- name: claim
--- The worker's claim: lock up to `limit` runnable rows, skipping rows other workers hold, and
--- lease them in the same statement. The MATERIALIZED CTE keeps the planner from pushing the
--- LIMIT below the lock and updating more rows than asked for. A paused queue yields nothing.
--- Each claim draws one random token (see 0006_execution_ids.sql) for all the rows it leases:
--- with the job id it names one execution (a handler sees "job id:token"), the fencing
--- token of this execution. The claimed id range is announced on jobqueue_events (running).
--- Three claim statements, one per kind of queue (0012_fair_caps.sql): this one for queues
--- without caps or fairness (most), claim_fair, claim_capped. Each reads the queue's settings
--- and takes nothing from a queue that needs another: it answers one row with a NULL id and
--- the other statement's name instead, and the worker (db/store.py) runs that one. So a change
--- of settings applies at the next claim, whichever statement a worker last used, and this
--- one costs what it did before the settings existed: one probe of `queues`.
+-- part: claim_queue
+-- The first CTEs of `claim` and `claim_fair`: the claim's fencing token, drawn once, and the
+-- queue's settings (no row in `queues`: not paused, plain), read with one probe.
 WITH token AS MATERIALIZED (
     -- once per claim, not per row: gen_random_uuid() per row cost ~2 µs of Postgres CPU a job
     SELECT gen_random_uuid() AS t
@@ -173,17 +185,13 @@ queue AS MATERIALIZED (
            coalesce(bool_or(fair), false) AS fair
     FROM jobqueue.queues WHERE name = %(queue)s
 ),
-picked AS MATERIALIZED (
-    SELECT id FROM jobqueue.jobs
-    WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
-      AND (SELECT NOT (paused OR capped OR fair) FROM queue)
-    -- lane (0024): a retry of a queue whose retry_order is 'first' has lane 0 and goes
-    -- before new work of its priority. The order is jobs_claim_idx's, so this stays one
-    -- ordered index scan (Index Cond: queue, run_at <= now()), stopping after `limit` rows.
-    ORDER BY priority, lane, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-),
+
+
+-- part: claim_lease
+-- The end of all three claim statements, after their CTE `picked` (the ids they locked):
+-- lease those rows (owner, expiry, one more attempt, the claim's `token` as execution id),
+-- announce the leased id range on jobqueue_events, and answer the leased rows; each statement
+-- appends its marker rows (UNION ALL).
 claimed AS (
     -- id = ANY(ARRAY(...)) probes the primary key per picked id; a join with `picked` would
     -- hash the whole table.
@@ -205,6 +213,34 @@ announced AS MATERIALIZED (
     HAVING count(*) > 0
 )
 SELECT c.* FROM claimed c CROSS JOIN announced
+
+
+-- name: claim
+-- The worker's claim: lock up to `limit` runnable rows, skipping rows other workers hold, and
+-- lease them in the same statement. The MATERIALIZED CTE keeps the planner from pushing the
+-- LIMIT below the lock and updating more rows than asked for. A paused queue yields nothing.
+-- Each claim draws one random token (see 0006_execution_ids.sql) for all the rows it leases:
+-- with the job id it names one execution (a handler sees "job id:token"), the fencing
+-- token of this execution. The claimed id range is announced on jobqueue_events (running).
+-- Three claim statements, one per kind of queue (0012_fair_caps.sql): this one for queues
+-- without caps or fairness (most), claim_fair, claim_capped. Each reads the queue's settings
+-- and takes nothing from a queue that needs another: it answers one row with a NULL id and
+-- the other statement's name instead, and the worker (db/store.py) runs that one. So a change
+-- of settings applies at the next claim, whichever statement a worker last used, and this
+-- one costs what it did before the settings existed: one probe of `queues`.
+-- include: claim_queue
+picked AS MATERIALIZED (
+    SELECT id FROM jobqueue.jobs
+    WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
+      AND (SELECT NOT (paused OR capped OR fair) FROM queue)
+    -- lane (0024): a retry of a queue whose retry_order is 'first' has lane 0 and goes
+    -- before new work of its priority. The order is jobs_claim_idx's, so this stays one
+    -- ordered index scan (Index Cond: queue, run_at <= now()), stopping after `limit` rows.
+    ORDER BY priority, lane, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+-- include: claim_lease
 UNION ALL
 SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim_fair' END,
        NULL, NULL, NULL, NULL, NULL
@@ -216,16 +252,7 @@ FROM queue WHERE capped OR fair;
 -- owners within a priority level: (priority, fair_round, id) through jobs_fair_idx, one
 -- ordered index scan of the rows it takes, as the plain claim's. The rounds are fixed at
 -- insert (0012_fair_caps.sql), so nothing here counts or ranks owners over the backlog.
-WITH token AS MATERIALIZED (
-    SELECT gen_random_uuid() AS t
-),
-queue AS MATERIALIZED (
-    SELECT coalesce(bool_or(paused), false) AS paused,
-           coalesce(bool_or(max_running IS NOT NULL OR max_running_per_owner IS NOT NULL),
-                    false) AS capped,
-           coalesce(bool_or(fair), false) AS fair
-    FROM jobqueue.queues WHERE name = %(queue)s
-),
+-- include: claim_queue
 picked AS MATERIALIZED (
     SELECT id FROM jobqueue.jobs
     WHERE queue = %(queue)s AND lease_owner IS NULL AND fair_round IS NOT NULL
@@ -235,22 +262,7 @@ picked AS MATERIALIZED (
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ),
-claimed AS (
-    UPDATE jobqueue.jobs j
-    SET lease_owner = %(worker)s,
-        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-        attempts = j.attempts + 1,
-        started_at = now(),
-        execution_id = (SELECT t FROM token)
-    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
-              j.execution_id::text
-),
-announced AS MATERIALIZED (
-    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
-    HAVING count(*) > 0
-)
-SELECT c.* FROM claimed c CROSS JOIN announced
+-- include: claim_lease
 UNION ALL
 SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim' END,
        NULL, NULL, NULL, NULL, NULL
@@ -357,22 +369,7 @@ picked AS MATERIALIZED (
     UNION ALL
     SELECT id FROM per_owner
 ),
-claimed AS (
-    UPDATE jobqueue.jobs j
-    SET lease_owner = %(worker)s,
-        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-        attempts = j.attempts + 1,
-        started_at = now(),
-        execution_id = (SELECT t FROM token)
-    WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
-              j.execution_id::text
-),
-announced AS MATERIALIZED (
-    SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
-    HAVING count(*) > 0
-)
-SELECT c.* FROM claimed c CROSS JOIN announced
+-- include: claim_lease
 UNION ALL
 -- Held back: fewer places than asked for, or candidates over their owner's cap, while more
 -- runnable rows wait than this claim took (counted through the claim index, at most one past
@@ -453,14 +450,15 @@ SELECT m.id FROM moved m CROSS JOIN announced LEFT JOIN released ON true;
 -- the next attempt after the backoff the worker computed. Fenced like finish_jobs. The
 -- execution id stays on the row until the next claim: outcomes_recorded looks for it.
 -- `lane` places the retry in the claim order by its queue's retry_order (0024): before new
--- work of its priority (0, the default: no row in `queues`) or after it (1). One primary-key
--- probe of the small `queues` table per row.
+-- work of its priority (0, the default: no row in `queues`) or after it (1). The queues whose
+-- retries go last are read once per statement, into a hash the rows look up (a hashed
+-- SubPlan), not with a probe of `queues` per row.
 WITH retried AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
         run_at = now() + make_interval(secs => f.delay),
-        lane = CASE WHEN (SELECT s.retry_order FROM jobqueue.queues s WHERE s.name = j.queue)
-                         = 'last' THEN 1 ELSE 0 END,
+        lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
+                                     WHERE retry_order = 'last') THEN 1 ELSE 0 END,
         errors = j.errors || jsonb_build_array(f.error::jsonb)
     FROM unnest(%(id)s::bigint[], %(execution)s::uuid[], %(delay)s::float8[], %(error)s::text[])
         AS f(id, execution, delay, error)
@@ -649,8 +647,8 @@ WITH leader AS MATERIALIZED (
 rescued AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
-        lane = CASE WHEN (SELECT s.retry_order FROM jobqueue.queues s WHERE s.name = j.queue)
-                         = 'last' THEN 1 ELSE 0 END,
+        lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
+                                     WHERE retry_order = 'last') THEN 1 ELSE 0 END,
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
             'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',
@@ -788,15 +786,10 @@ WITH revived AS (
               progress, owner, batch_id, idempotency_key, metadata, created_at
 ),
 -- Revived rows of fair queues take rounds as new ones do (insert_jobs), oldest first.
-numbered AS MATERIALIZED (
+kept AS MATERIALIZED (
     SELECT revived.*, row_number() OVER (ORDER BY id) AS nth FROM revived
 ),
-rounds AS MATERIALIZED (
-    SELECT jobqueue.fair_rounds(count(*)::int, array_agg(queue ORDER BY nth), NULL,
-                                array_agg(priority ORDER BY nth), NULL,
-                                array_agg(owner ORDER BY nth), NULL) AS rounds
-    FROM numbered
-),
+-- include: kept_rounds
 inserted AS (
     INSERT INTO jobqueue.jobs
         (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
@@ -804,7 +797,7 @@ inserted AS (
     SELECT id, queue, kind, payload, priority, now(), 0, max_attempts, timeout_seconds,
            errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
            r.rounds[nth]
-    FROM numbered, rounds r
+    FROM kept, rounds r
     RETURNING id
 ),
 announced AS MATERIALIZED (

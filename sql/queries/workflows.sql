@@ -54,14 +54,7 @@ WITH input AS MATERIALIZED (
                              timeout_seconds, owner, batch_id, metadata, idempotency_key,
                              waiting_on, on_parent_failure, completes_batch, ord)
 ),
-claimed AS (
-    INSERT INTO jobqueue.idempotency_keys (owner, queue, key, job_id)
-    SELECT coalesce(owner, ''), queue, idempotency_key, new_id FROM input
-    WHERE idempotency_key IS NOT NULL
-    ORDER BY ord
-    ON CONFLICT DO NOTHING
-    RETURNING owner, queue, key, job_id
-),
+-- include: idempotency_claim
 inserted AS (
     INSERT INTO jobqueue.blocked
         (id, queue, kind, payload, priority, run_at, max_attempts, timeout_seconds, owner,
@@ -73,16 +66,7 @@ inserted AS (
     WHERE idempotency_key IS NULL OR new_id IN (SELECT job_id FROM claimed)
     RETURNING id
 )
-SELECT i.ord,
-       coalesce(ins.id, c.job_id, k.job_id) AS id,
-       ins.id IS NOT NULL AS created, i.new_id
-FROM input i
-LEFT JOIN inserted ins ON ins.id = i.new_id
-LEFT JOIN claimed c ON c.owner = coalesce(i.owner, '') AND c.queue = i.queue
-                   AND c.key = i.idempotency_key
-LEFT JOIN jobqueue.idempotency_keys k
-       ON k.owner = coalesce(i.owner, '') AND k.queue = i.queue AND k.key = i.idempotency_key
-ORDER BY i.ord;
+-- include: idempotency_answer
 
 
 -- name: add_edges

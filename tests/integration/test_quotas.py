@@ -45,6 +45,18 @@ class TestPythonApi:
         assert exc.remaining < 1 and "kind:lesson" in str(exc) and "retry in" in str(exc)
         assert count_jobs(sql, kind="lesson") == 10
 
+    def test_create_reports_the_standing_of_a_job_that_waits(self, client):
+        """A job that waits (depends_on) is charged like any other, and Client.create says
+        where its owner stands after the charge, as for a plain job (the web API's X-Quota
+        headers come from it)."""
+        set_quota(client, "kind:lesson", "10/hour")
+        parent = client.enqueue("other", owner="u1")
+        plain = client.create(JobSpec("lesson", owner="u1"))
+        waiting = client.create(JobSpec("lesson", owner="u1", depends_on=[parent]))
+        assert plain.quota is not None and waiting.quota is not None
+        assert waiting.quota.quota == "kind:lesson"
+        assert waiting.quota.remaining == pytest.approx(plain.quota.remaining - 1, abs=0.01)
+
     def test_quotas_are_per_owner_and_per_kind(self, client, sql):
         """Another owner, another kind, and jobs without an owner are not charged."""
         set_quota(client, "kind:lesson", "2/hour")

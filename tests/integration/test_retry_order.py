@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 
 import pytest
 
@@ -116,3 +117,55 @@ class TestClaimPlan:
             .replace("%(worker)s", "gen_random_uuid()").replace("%(lease_seconds)s", "30")))
         picked = plan[plan.index("CTE picked"):plan.index("CTE claimed")]
         assert "jobs_claim_idx" in picked and "Sort" not in picked, plan
+
+
+def queue_reads(sql, statement: str, params: dict | None = None) -> list[dict]:
+    """Run `statement` under EXPLAIN ANALYZE: its plan nodes that read jobqueue.queues."""
+    plan = sql("EXPLAIN (ANALYZE, FORMAT JSON) " + q(statement), params)[0]["QUERY PLAN"]
+    nodes, found = [plan[0]["Plan"]], []
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.get("Plans", []))
+        if node.get("Relation Name") == "queues":
+            found.append(node)
+    return found
+
+
+class TestLaneLookup:
+    """retry_jobs and rescue_retry read the queues' retry_order once per statement, not with
+    a probe of `queues` for every row they put back."""
+
+    def leased(self, client, sql) -> tuple[list[int], uuid.UUID]:
+        """Five jobs of two queues ('late': retry_order last; 'early': no settings row),
+        leased by one worker whose lease has expired."""
+        with client.pool.connection() as conn:
+            queues.change(conn, "late", retry_order="last")
+        ids = [client.enqueue("k", queue=name)
+               for name in ("late", "early", "late", "early", "late")]
+        worker = uuid.uuid4()
+        sql("UPDATE jobqueue.jobs SET lease_owner = %(worker)s, attempts = 1, "
+            "execution_id = gen_random_uuid(), lease_expires_at = now() - interval '1 second' "
+            "WHERE id = ANY(%(ids)s)", {"worker": worker, "ids": ids})
+        return ids, worker
+
+    def lanes(self, sql, ids: list[int]) -> set[tuple[str, int]]:
+        return {(r["queue"], r["lane"]) for r in sql(
+            "SELECT queue, lane FROM jobqueue.jobs WHERE id = ANY(%(ids)s) "
+            "AND lease_owner IS NULL", {"ids": ids})}
+
+    def test_retry_jobs_reads_the_settings_once(self, client, sql):
+        ids, worker = self.leased(client, sql)
+        executions = [r["e"] for r in sql(
+            "SELECT execution_id::text AS e FROM jobqueue.jobs WHERE id = ANY(%(ids)s) "
+            "ORDER BY array_position(%(ids)s, id)", {"ids": ids})]
+        reads = queue_reads(sql, "retry_jobs", {
+            "id": ids, "execution": executions, "delay": [0.0] * len(ids),
+            "error": ['{"type": "E"}'] * len(ids), "worker": worker})
+        assert [node["Actual Loops"] for node in reads] == [1], reads
+        assert self.lanes(sql, ids) == {("late", 1), ("early", 0)}
+
+    def test_rescue_retry_reads_the_settings_once(self, client, sql):
+        ids, _ = self.leased(client, sql)
+        reads = queue_reads(sql, "rescue_retry")
+        assert [node["Actual Loops"] for node in reads] == [1], reads
+        assert self.lanes(sql, ids) == {("late", 1), ("early", 0)}
