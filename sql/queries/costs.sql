@@ -67,14 +67,7 @@ FOR UPDATE;
 -- Step 2, under the locks: each budget over the scopes with what its period has spent (from
 -- the rollup) and what calls in flight have reserved (unexpired reservations).
 SELECT b.scope, b.scope_id, b.period, b.limit_usd,
-       (SELECT coalesce(sum(s.cost_usd), 0) FROM jobqueue.llm_spend s
-        WHERE CASE b.scope WHEN 'owner' THEN s.owner = b.scope_id
-                           WHEN 'batch' THEN s.batch_id::text = b.scope_id
-                           ELSE s.campaign = b.scope_id END
-          AND s.day >= CASE b.period
-                WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date
-                WHEN 'month' THEN date_trunc('month', now() AT TIME ZONE 'UTC')::date
-                ELSE '-infinity'::date END) AS spent_usd,
+       -- include: budget_spent
        (SELECT coalesce(sum(r.amount_usd), 0) FROM jobqueue.llm_reservations r
         WHERE r.scope = b.scope AND r.scope_id = b.scope_id
           AND r.expires_at > now()) AS reserved_usd
@@ -123,14 +116,7 @@ RETURNING period;
 -- name: budget_list
 -- Every budget (or one scope's) with its period's spend so far, for people.
 SELECT b.scope, b.scope_id, b.period, b.limit_usd,
-       (SELECT coalesce(sum(s.cost_usd), 0) FROM jobqueue.llm_spend s
-        WHERE CASE b.scope WHEN 'owner' THEN s.owner = b.scope_id
-                           WHEN 'batch' THEN s.batch_id::text = b.scope_id
-                           ELSE s.campaign = b.scope_id END
-          AND s.day >= CASE b.period
-                WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date
-                WHEN 'month' THEN date_trunc('month', now() AT TIME ZONE 'UTC')::date
-                ELSE '-infinity'::date END) AS spent_usd,
+       -- include: budget_spent
        b.created_at, b.updated_at
 FROM jobqueue.llm_budgets b
 WHERE (%(scope)s::text IS NULL OR b.scope = %(scope)s)
@@ -194,3 +180,16 @@ SELECT batch_id, sum(calls)::bigint AS calls, sum(fallback_calls)::bigint AS fal
        sum(cache_hits)::bigint AS cache_hits
 FROM jobqueue.llm_spend WHERE batch_id = ANY(%(ids)s::bigint[])
 GROUP BY batch_id;
+
+
+-- part: budget_spent
+-- What a budget `b` (llm_budgets) has spent in its current period, from the daily rollup
+-- (budget_headroom, budget_list): one definition of a budget's scope and period.
+       (SELECT coalesce(sum(s.cost_usd), 0) FROM jobqueue.llm_spend s
+        WHERE CASE b.scope WHEN 'owner' THEN s.owner = b.scope_id
+                           WHEN 'batch' THEN s.batch_id::text = b.scope_id
+                           ELSE s.campaign = b.scope_id END
+          AND s.day >= CASE b.period
+                WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date
+                WHEN 'month' THEN date_trunc('month', now() AT TIME ZONE 'UTC')::date
+                ELSE '-infinity'::date END) AS spent_usd,

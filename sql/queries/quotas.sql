@@ -59,15 +59,7 @@ ON CONFLICT (scope, name, owner) DO NOTHING;
 -- quota. Under READ COMMITTED a caller that waited re-reads the row the other committed.
 -- `greatest(0, ...)`: a transaction's now() is its start, which can be earlier than the
 -- updated_at another transaction wrote while this one waited; no time runs backwards.
-SELECT u.scope, u.name, u.owner, q.jobs, q.jobs_seconds, q.tokens, q.tokens_seconds,
-       CASE WHEN q.jobs IS NULL THEN NULL ELSE
-           least(q.jobs::float8, u.jobs_level + greatest(0, extract(epoch FROM now() - u.updated_at))
-                 * q.jobs / q.jobs_seconds) END AS jobs_now,
-       CASE WHEN q.tokens IS NULL THEN NULL ELSE
-           least(q.tokens::float8, u.tokens_level + greatest(0, extract(epoch FROM now() - u.updated_at))
-                 * q.tokens / q.tokens_seconds) END AS tokens_now
-FROM jobqueue.quota_usage u
-JOIN jobqueue.quotas q ON q.scope = u.scope AND q.name = u.name
+-- include: quota_levels_now
 WHERE (u.scope, u.name, u.owner) IN (
     SELECT * FROM unnest(%(scopes)s::text[], %(names)s::text[], %(owners)s::text[]))
 ORDER BY u.scope, u.name, u.owner
@@ -115,15 +107,7 @@ SET tokens_level = least(
 -- name: quota_usage_of
 -- An owner's standing on every quota it has used (levels refilled to now), for
 -- `jobqueue quotas usage` and GET /api/quotas.
-SELECT u.scope, u.name, u.owner, q.jobs, q.jobs_seconds, q.tokens, q.tokens_seconds,
-       CASE WHEN q.jobs IS NULL THEN NULL ELSE
-           least(q.jobs::float8, u.jobs_level + greatest(0, extract(epoch FROM now() - u.updated_at))
-                 * q.jobs / q.jobs_seconds) END AS jobs_now,
-       CASE WHEN q.tokens IS NULL THEN NULL ELSE
-           least(q.tokens::float8, u.tokens_level + greatest(0, extract(epoch FROM now() - u.updated_at))
-                 * q.tokens / q.tokens_seconds) END AS tokens_now
-FROM jobqueue.quota_usage u
-JOIN jobqueue.quotas q ON q.scope = u.scope AND q.name = u.name
+-- include: quota_levels_now
 WHERE u.owner = %(owner)s
 ORDER BY u.scope, u.name;
 
@@ -139,3 +123,17 @@ WHERE q.scope = u.scope AND q.name = u.name
   AND (q.tokens IS NULL OR u.tokens_level + extract(epoch FROM now() - u.updated_at)
                            * q.tokens / q.tokens_seconds >= q.tokens)
   AND pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance'));
+
+
+-- part: quota_levels_now
+-- An owner's buckets with their quotas and their levels refilled to now, capped at the
+-- quota's full budget (quota_usage_lock, quota_usage_of): one formula for the refill.
+SELECT u.scope, u.name, u.owner, q.jobs, q.jobs_seconds, q.tokens, q.tokens_seconds,
+       CASE WHEN q.jobs IS NULL THEN NULL ELSE
+           least(q.jobs::float8, u.jobs_level + greatest(0, extract(epoch FROM now() - u.updated_at))
+                 * q.jobs / q.jobs_seconds) END AS jobs_now,
+       CASE WHEN q.tokens IS NULL THEN NULL ELSE
+           least(q.tokens::float8, u.tokens_level + greatest(0, extract(epoch FROM now() - u.updated_at))
+                 * q.tokens / q.tokens_seconds) END AS tokens_now
+FROM jobqueue.quota_usage u
+JOIN jobqueue.quotas q ON q.scope = u.scope AND q.name = u.name
