@@ -30,14 +30,7 @@ WITH page AS MATERIALIZED (
     ORDER BY key NULLS LAST, j.id DESC
     LIMIT %(limit)s OFFSET %(offset)s
 )
-SELECT j.id, j.queue, j.kind, j.state, j.attempts, j.max_attempts, j.owner, j.batch_id,
-       j.created_at, j.finished_at, j.errors -> -1 ->> 'type' AS error_type,
-       left(j.errors -> -1 ->> 'message', 200) AS error_message,
-       left(j.payload::text, 200) AS preview,
-       j.priority, j.run_at, j.started_at,
-       left(jobqueue.prompt_preview(j.payload), 200) AS prompt,
-       jobqueue.queue_wait_seconds(j.state, j.run_at, j.started_at) AS wait_seconds,
-       jobqueue.run_seconds(j.state, j.started_at, j.finished_at) AS run_seconds
+-- include: job_list_row
 FROM page p
 JOIN jobqueue.all_jobs j ON j.id = p.id
 ORDER BY p.key NULLS LAST, p.id DESC;
@@ -73,3 +66,17 @@ SELECT count(*) AS count FROM (
           %(state)s::text, %(text)s::text)
     LIMIT %(cap)s
 ) AS m;
+
+
+-- part: job_list_row
+-- The columns of a row of the dashboard's job list (jobs_page here and in jobs.sql, unsorted):
+-- queue wait is run_at to start (to now while it waits), run time start to finish (to now
+-- while it runs).
+SELECT j.id, j.queue, j.kind, j.state, j.attempts, j.max_attempts, j.owner, j.batch_id,
+       j.created_at, j.finished_at, j.errors -> -1 ->> 'type' AS error_type,
+       left(j.errors -> -1 ->> 'message', 200) AS error_message,
+       left(j.payload::text, 200) AS preview,
+       j.priority, j.run_at, j.started_at,
+       left(jobqueue.prompt_preview(j.payload), 200) AS prompt,
+       jobqueue.queue_wait_seconds(j.state, j.run_at, j.started_at) AS wait_seconds,
+       jobqueue.run_seconds(j.state, j.started_at, j.finished_at) AS run_seconds

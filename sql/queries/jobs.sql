@@ -1000,16 +1000,8 @@ FROM (
 -- name: jobs_page
 -- One page of the job list, newest first, from both tables (jobqueue.all_jobs), inside the
 -- window found above. Run unprepared, so dashboard_match's `NULL IS NULL OR ...` folds away.
--- The same columns as jobs_page_sorted (sql/queries/job_list.sql): queue wait is run_at to
--- start (to now while it waits), run time start to finish (to now while it runs).
-SELECT j.id, j.queue, j.kind, j.state, j.attempts, j.max_attempts, j.owner, j.batch_id,
-       j.created_at, j.finished_at, j.errors -> -1 ->> 'type' AS error_type,
-       left(j.errors -> -1 ->> 'message', 200) AS error_message,
-       left(j.payload::text, 200) AS preview,
-       j.priority, j.run_at, j.started_at,
-       left(jobqueue.prompt_preview(j.payload), 200) AS prompt,
-       jobqueue.queue_wait_seconds(j.state, j.run_at, j.started_at) AS wait_seconds,
-       jobqueue.run_seconds(j.state, j.started_at, j.finished_at) AS run_seconds
+-- Its columns are job_list_row's (sql/queries/job_list.sql), as jobs_page_sorted's.
+-- include: job_list_row
 FROM jobqueue.all_jobs j
 WHERE j.id < %(before)s AND j.id >= %(floor)s
   AND jobqueue.dashboard_match(
