@@ -125,7 +125,7 @@ rounds AS MATERIALIZED (
 -- The same insert for batches where some rows carry an idempotency key. Ids are drawn first
 -- so a key can be claimed for its row before the row exists; a row whose key is already held
 -- (by an earlier job, or an earlier row of this batch) is not inserted and reports the holder.
--- `held_by` is NULL only when a concurrent transaction took the key after this statement's
+-- `id` is NULL only when a concurrent transaction took the key after this statement's
 -- snapshot; the caller then reads it again. Keys are unique per (owner, queue) (0015).
 -- `new_id` is the id drawn for the row: a batch row that was a duplicate keeps it as its
 -- place in the batch (jobqueue.batch_duplicates).
