@@ -30,6 +30,16 @@ from jobqueue.worker.link import Link
 log = structlog.get_logger("jobqueue.worker")
 
 
+def renew_after(config: WorkerConfig) -> float:
+    """How old a lease must be before a beat renews it. A lease set less than half a beat
+    ago is left as it is (the beat on LISTEN's connection comes right after the first
+    claims), and renewed at the next beat with lease - 1.5 beats left (15 s of 30 by
+    default); never less than half of what renewing at every beat would leave, so a
+    heartbeat configured close to the lease renews every time."""
+    beat, lease = config.heartbeat_seconds, config.lease_seconds
+    return max(0.0, min(beat / 2, (lease - beat) / 2))
+
+
 class Leases:
     def __init__(self, link: Link, worker_id: UUID, config: WorkerConfig,
                  executors: list[Executor],
@@ -58,12 +68,9 @@ class Leases:
         async with self.claim_lock:
             started = time.monotonic()
             known = [job_id for e in self.executors for job_id in e.in_flight]
-            # A lease set less than half a beat ago is left as it is (the beat on LISTEN's
-            # connection comes right after the first claims): renewed at the next beat, it
-            # still has lease - 1.5 beats left (15 s by default) when renewed.
             held, released = await self.link.run(lambda conn: store.renew_leases(
                 conn, self.worker_id, known, self.config.lease_seconds,
-                renew_after=self.config.heartbeat_seconds / 2))
+                renew_after=renew_after(self.config)))
         touched = await self.link.execute(q("touch_worker"), self.worker_row())
         if touched and touched[0][0] and self.on_control is not None:
             self.on_control(touched[0][0])
