@@ -152,9 +152,11 @@ class Client:
                 # enqueue); one statement is atomic: no BEGIN/COMMIT round trips.
                 return [job_id for job_id, _ in _insert(conn, rows)]
             with conn.transaction():
-                if not owned and not any(row[10] for row in rows):
-                    # The bulk path (enqueue_payloads of thousands): no quota, no key, so
-                    # straight to COPY, chunk by chunk, with no (id, created) pairs built.
+                if not owned and store.copyable(rows):
+                    # The bulk path (enqueue_payloads of thousands): no quota to charge and
+                    # nothing but COPY to do, so straight to it, chunk by chunk, with no
+                    # (id, created) pairs built and taken apart: through _insert_admitted
+                    # this measured 5-15% slower at 20,000 jobs.
                     ids: list[int] = []
                     for start in range(0, len(rows), CHUNK):
                         ids += store.copy_rows(conn, rows[start : start + CHUNK])

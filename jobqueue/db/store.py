@@ -250,11 +250,17 @@ _COPY_OPTIONAL = (("priority", 3, 0), ("run_at", 4, None),
                   ("owner", 7, None), ("batch_id", 8, None), ("metadata", 9, "{}"))
 
 
+def copyable(rows: list[tuple]) -> bool:
+    """Whether `rows` load with COPY (copy_rows): enough of them, and no idempotency key
+    (a key must be claimed before its row is written, which COPY cannot do)."""
+    return len(rows) >= COPY_FROM and not any(r[10] for r in rows)
+
+
 def insert_rows(conn: psycopg.Connection, rows: list[tuple]) -> list[tuple[int, bool]]:
     """Insert validated rows (JobSpec.validated_row) in the caller's transaction; returns
     (id, created) in order. `created` is False where an idempotency key matched an existing
     job, whose id is returned. Chunking is the caller's."""
-    if len(rows) >= COPY_FROM and not any(r[10] for r in rows):
+    if copyable(rows):
         return [(job_id, True) for job_id in copy_rows(conn, rows)]
     return [(job_id, created) for job_id, created, _ in insert_rows_placed(conn, rows)]
 
@@ -263,7 +269,7 @@ def insert_rows_placed(conn: psycopg.Connection,
                        rows: list[tuple]) -> list[tuple[int, bool, int]]:
     """insert_rows, also returning the id drawn for each row (its place in a batch: a row
     whose key matched an existing job keeps it, see record_batch_duplicates)."""
-    if len(rows) >= COPY_FROM and not any(r[10] for r in rows):
+    if copyable(rows):
         return [(job_id, True, job_id) for job_id in copy_rows(conn, rows)]
     if len(rows) == 1 and not rows[0][10]:
         row = _execute(conn, "insert_job", dict(zip(_COLUMNS[:10], rows[0], strict=False)))
