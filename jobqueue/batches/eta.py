@@ -69,9 +69,10 @@ class RateEstimator:
         if dt <= 0:
             return
         first_t, first_done = self._first
-        if t - first_t < self.window:
-            # Warming up: the average since the first poll, which also seeds the smoothing,
-            # so the switch at the end of the first window does not jump.
+        if t - first_t < self.window or self._rate is None:
+            # Warming up (or a second poll a whole window after the first): the average
+            # since the first poll, which also seeds the smoothing, so the switch at the end
+            # of the first window does not jump.
             self._rate = max(0, done - first_done) / (t - first_t)
         else:
             instant = max(0, done - done0) / dt

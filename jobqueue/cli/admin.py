@@ -32,8 +32,11 @@ def migrate() -> None:
     if applied and (applied["set"] or applied["removed"]):
         click.echo(f"quotas from {config.config_path()}: {len(applied['set'])} set"
                    + (f", removed {', '.join(applied['removed'])}" if applied["removed"] else ""))
-    if settings.HONCHO_PROCESS_NAME.get():
-        _hold_until_stopped(settings.HONCHO_PROCESS_NAME.get())
+    # Only the Procfile's release line (honcho names it "release.1"): a `migrate && gunicorn`
+    # line under honcho must go on to its next command.
+    process = settings.HONCHO_PROCESS_NAME.get() or ""
+    if process.partition(".")[0] == "release":
+        _hold_until_stopped(process)
 
 
 def _hold_until_stopped(name: str) -> None:

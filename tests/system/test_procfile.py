@@ -110,3 +110,13 @@ def test_honcho_start_runs_web_and_worker_until_stopped(db_url, client, tmp_path
     # honcho's own code (130 or 143); the shell of the README's command dies of a Ctrl-C
     # with the rest of the terminal's foreground group.
     assert proc.returncode in ((130, -signal.SIGINT) if stop == signal.SIGINT else (143,))
+
+
+def test_migrate_holds_only_as_honchos_release_process(db_url):
+    """Under honcho every process has HONCHO_PROCESS_NAME ("web.1"); only the release line
+    stays up after migrating. A `jobqueue migrate && gunicorn ...` line must go on."""
+    env = os.environ | {"DATABASE_URL": db_url, "HONCHO_PROCESS_NAME": "web.1"}
+    done = subprocess.run([sys.executable, "-m", "jobqueue", "migrate"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "schema is up to date" in done.stdout

@@ -48,6 +48,14 @@ class TestSmoothing:
             est.observe(t, done)
         assert est.rate() == 10 and est.eta(100) == 10
 
+    def test_a_second_poll_a_window_after_the_first_gives_the_average(self):
+        """`batch wait --interval 60` (or one slow poll): the second observation comes a whole
+        window after the first; it seeds the rate with the average (it used to add to None)."""
+        est = RateEstimator(window=60)
+        est.observe(0, 0)
+        est.observe(61, 61)
+        assert est.rate() == 1 and est.eta(30) == 30
+
     def test_follows_a_real_change_of_rate(self):
         """Twice the workers: within two windows the ETA reflects the new rate."""
         est, done = RateEstimator(window=20), 0
