@@ -17,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from jobqueue import settings
+from web.contract import BadRequest
 from web.resources import Resources
 from web.sessions import SharedSecretSessions
 
@@ -156,6 +157,10 @@ def create_app(config: dict | None = None) -> Flask:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
+
+    # A client error a view raises (web/contract.py), answered by the exception itself, so a
+    # Rejected keeps its list of problems; the same for every blueprint.
+    app.register_error_handler(BadRequest, lambda exc: exc.response())
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

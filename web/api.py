@@ -46,7 +46,6 @@ DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/mark
 NOT_FOUND = {404: "Not found (or not yours)"}
 
 
-bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 def _platform(name: str) -> platforms.Platform:

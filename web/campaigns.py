@@ -85,14 +85,13 @@ SAVE_ERRORS = {403: "Only an admin token may name another owner",
                422: "The campaign cannot be run as given (platforms, brands, schedule...)"}
 
 
-bp.register_error_handler(BadRequest, BadRequest.response)
-
-
 def _visible(conn, name: str) -> dict:
     """The campaign named `name` (or, failing a name, whose id it is), if the caller may
     see it; 404 otherwise."""
+    if not model.NAME.match(name):  # a NUL, '²' (isdigit, not int) never reach Postgres
+        raise BadRequest(f"campaign {name!r}: not found", status=404, code="not_found")
     found = store.get(conn, name)
-    if found is None and name.isdigit() and len(name) < 19:
+    if found is None and name.isascii() and name.isdigit() and len(name) < 19:
         found = store.get(conn, campaign_id=int(name))
     if found is None or not g.principal.can_see(found["owner"]):
         raise BadRequest(f"campaign {name}: not found", status=404, code="not_found")

@@ -36,7 +36,6 @@ class BudgetBody(BaseModel):
     usd: float = Field(ge=0, le=costs.MAX_BUDGET_USD)
 
 
-bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 @bp.errorhandler(InvalidJob)

@@ -51,6 +51,7 @@ from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from jobqueue.llm import costs
 from web import dashboard_charts, dashboard_jobs
 from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
+from web.contract import BadRequest
 from web.dashboard_support import (
     change,
     checked,
@@ -605,8 +606,12 @@ def schedule_action(name: str, action: str):
         found = read(schedule_store.get, name)
         if found is None:
             abort(404, description=f"schedule {name}: not found")
-        platforms = (configured_platforms() if found["target"]["type"] in ("batch", "campaign")
-                     else None)
+        try:
+            platforms = (configured_platforms()
+                         if found["target"]["type"] in ("batch", "campaign") else None)
+        except BadRequest as exc:  # the server's platform configuration does not load
+            flash(f"Schedule {name}: {exc.message}", "error")
+            return redirect(url_for(".schedule", name=name))
         run = change(tick.run_now, name, now, platforms)
         if run is None:
             abort(404, description=f"schedule {name}: not found")

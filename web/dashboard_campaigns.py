@@ -38,9 +38,9 @@ def _day(name: str) -> date | None:
 
 
 def campaign_page(name: str):
-    from jobqueue.campaigns import report, store
+    from jobqueue.campaigns import model, report, store
 
-    campaign = read(store.get, name)
+    campaign = read(store.get, name) if model.NAME.match(name) else None  # no NUL to Postgres
     if campaign is None:
         abort(404, description=f"campaign {name}: not found")
     try:

@@ -68,7 +68,6 @@ class NewScheduleBody(ScheduleBody):
     name: str = Field(max_length=100)
 
 
-bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 class Schedule(ResponseModel):

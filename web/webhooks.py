@@ -101,7 +101,6 @@ MODELS = {"WebhookCreate": WebhookCreate, "Webhook": Webhook, "WebhookCreated": 
           "Delivery": Delivery, "DeliveryQuery": DeliveryQuery}
 
 
-bp.register_error_handler(BadRequest, BadRequest.response)
 
 
 def _out(model: type[BaseModel], row: dict) -> dict:

@@ -159,6 +159,14 @@ class TestDashboard:
             or "cdn" not in page.text.lower()
         assert admin.get("/campaigns/nope").status_code == 404
         assert admin.get("/campaigns/crm?from=bad").status_code == 400
+        # Names no campaign can have: a NUL (Postgres refuses it), '²' (isdigit, not an int).
+        for name in ("%00", "a%00b", "%C2%B2"):
+            assert admin.get(f"/campaigns/{name}").status_code == 404, name
+
+    def test_names_no_campaign_can_have_are_404_in_the_api(self, alice):
+        for name in ("%00", "a%00b", "%C2%B2", "%C2%B2%C2%B2"):
+            r = alice.get(f"/api/campaigns/{name}")
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", name
 
 
 class TestScheduled:

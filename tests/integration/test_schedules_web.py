@@ -5,6 +5,7 @@ pages and forms (admin session, CSRF)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -86,6 +87,17 @@ class TestApi:
         assert run["batch_id"] and run["decision"] == "manual"
         bad = alice.post("/api/schedules", json=body | {"name": "p2", "batch": "nope\n\n"})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "batch_file"
+
+    def test_run_now_with_a_broken_platform_config_is_said_not_a_500(self, alice, admin,
+                                                                     config_file):
+        body = {"name": "prompts", "cron": "@daily", "platform": "sim", "format": "csv",
+                "batch": "brand\nacme\n", "template": "What is {brand}?"}
+        assert alice.post("/api/schedules", json=body).status_code == 201
+        Path(config_file).write_text("[platforms.sim\n")  # not TOML any more
+        r = admin.post("/schedules/prompts/run", {"back": "one"})
+        assert r.status_code == 200 and "no usable platform config" in r.text
+        r = alice.post("/api/schedules/prompts/run")
+        assert r.status_code == 422 and r.json()["error"]["field"] == "platform"
 
     @pytest.mark.parametrize("body, status, field", [
         ({"name": "x", "cron": "61 * * * *", "kind": "k"}, 422, "cron"),
