@@ -12,8 +12,9 @@ from psycopg.types.json import Jsonb
 
 from jobqueue.campaigns.model import CampaignSpec
 from jobqueue.db.queries import q
+from jobqueue.schedules.spec import CAMPAIGN_PREFIX
 
-SCHEDULE_PREFIX = "campaign:"
+SCHEDULE_PREFIX = CAMPAIGN_PREFIX  # schedules built from fields cannot take these names
 
 
 def schedule_name(campaign: str) -> str:

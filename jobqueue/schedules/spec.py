@@ -67,12 +67,21 @@ def check_name(name: Any) -> str:
     return name
 
 
+# The names of campaigns' own schedules (jobqueue/campaigns/store.py makes them, with a
+# campaign target): no schedule built from fields may take one, or it would be read, run and
+# replaced as some campaign's schedule, whoever owns it.
+CAMPAIGN_PREFIX = "campaign:"
+
+
 def build(name: str, fields: dict[str, Any], *, origin: str = "api",
           base_dir: str | None = None, platforms: dict | None = None) -> ScheduleSpec:
     """A ScheduleSpec from flat fields (see FIELDS). `batch_file` is read relative to
     `base_dir`; `batch` is the file's text itself (the HTTP API's form). `platforms`: the
     configured platforms (loaded from jobqueue.toml when a platform is named and None)."""
     check_name(name)
+    if name.startswith(CAMPAIGN_PREFIX):
+        raise InvalidSchedule(f"name: {CAMPAIGN_PREFIX!r} names are campaigns' own schedules "
+                              f"(give the campaign a schedule instead); got {name!r}")
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise InvalidSchedule(f"{unknown[0]}: unknown field (known: {', '.join(FIELDS)})")

@@ -99,6 +99,13 @@ class TestApi:
         r = alice.post("/api/schedules/prompts/run")
         assert r.status_code == 422 and r.json()["error"]["field"] == "platform"
 
+    def test_campaign_schedule_names_are_not_for_the_taking(self, alice):
+        """`campaign:NAME` is a campaign's own schedule: a user's schedule of that name would
+        be read, run and replaced as another owner's campaign schedule."""
+        r = alice.post("/api/schedules", json={"name": "campaign:crm", "cron": "@daily",
+                                               "kind": "k"})
+        assert r.status_code == 422 and r.json()["error"]["field"] == "name", r.text
+
     @pytest.mark.parametrize("body, status, field", [
         ({"name": "x", "cron": "61 * * * *", "kind": "k"}, 422, "cron"),
         ({"name": "x", "cron": "@daily", "kind": "k", "timezone": "Nowhere"}, 422, "timezone"),
