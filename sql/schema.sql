@@ -530,7 +530,7 @@ CREATE FUNCTION jobqueue.job_state(
 ) RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN lease_owner IS NOT NULL THEN 'running'
                 WHEN run_at <= now() THEN 'waiting'
-                WHEN progress ? 'paused' THEN 'waiting'
+                WHEN progress ->> 'paused' = 'over budget' THEN 'waiting'
                 WHEN attempts > 0 AND errors <> '[]'::jsonb THEN 'retrying'
                 ELSE 'scheduled' END
 $$;

@@ -457,8 +457,10 @@ WITH retried AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
         run_at = now() + make_interval(secs => f.delay),
-        lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
-                                     WHERE retry_order = 'last') THEN 1 ELSE 0 END,
+        -- include: retry_lane
+        -- a retry is not a pause over budget (0029): the marker of an earlier hand-back goes
+        progress = CASE WHEN j.progress ->> 'paused' = 'over budget' THEN j.progress - 'paused'
+                        ELSE j.progress END,
         errors = j.errors || jsonb_build_array(f.error::jsonb)
     FROM unnest(%(id)s::bigint[], %(execution)s::uuid[], %(delay)s::float8[], %(error)s::text[])
         AS f(id, execution, delay, error)
@@ -470,6 +472,12 @@ announced AS MATERIALIZED (
     HAVING count(*) > 0
 )
 SELECT r.id FROM retried r CROSS JOIN announced;
+
+
+-- part: retry_lane
+-- Where a retry goes in the claim order (0024), in retry_jobs' and rescue_retry's SET.
+        lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
+                                     WHERE retry_order = 'last') THEN 1 ELSE 0 END,
 
 
 -- name: outcomes_recorded
@@ -647,8 +655,7 @@ WITH leader AS MATERIALIZED (
 rescued AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
-        lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
-                                     WHERE retry_order = 'last') THEN 1 ELSE 0 END,
+        -- include: retry_lane
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
             'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',
@@ -912,7 +919,9 @@ hot AS (
            count(*) FILTER (WHERE state = 'scheduled') AS scheduled,
            count(*) FILTER (WHERE state = 'running') AS running,
            count(*) FILTER (WHERE state = 'blocked') AS blocked,
-           extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'waiting'))::float8
+           -- due waiting jobs only: one paused over budget waits with a run_at ahead (0025)
+           extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'waiting'
+                                                            AND run_at <= now()))::float8
                AS oldest_waiting_seconds
     FROM states GROUP BY queue
 ),

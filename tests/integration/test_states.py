@@ -285,3 +285,40 @@ def test_the_state_list_is_the_one_the_database_uses(sql):
                 "WHERE conrelid = 'jobqueue.finished'::regclass AND contype = 'c'")[0]["c"]
     assert hot == set(HOT_STATES) - {"blocked"}  # blocked jobs are rows of jobqueue.blocked
     assert set(re.findall(r"'(\w+)'", check)) == set(STATES) - set(HOT_STATES)
+
+
+class TestPausedMarker:
+    """Only the budget's marker ({"paused": "over budget"}, jobqueue/llm/spend.py) makes a job
+    that is not due read `waiting` (0029); a retry drops it; a queue whose waiting jobs are
+    all paused reports no negative age."""
+
+    def _row(self, sql, progress, attempts=0, errors="[]"):
+        return sql("INSERT INTO jobqueue.jobs (queue, kind, payload, run_at, attempts, errors, "
+                   "progress) VALUES ('p', 'k', '{}', now() + interval '30 seconds', "
+                   "%(attempts)s, %(errors)s::jsonb, %(progress)s::jsonb) RETURNING id",
+                   {"attempts": attempts, "errors": errors, "progress": progress})[0]["id"]
+
+    def test_only_the_budget_marker_reads_waiting(self, client, sql):
+        paused = self._row(sql, '{"paused": "over budget", "reason": "r"}')
+        own_word = self._row(sql, '"paused"', attempts=1, errors='[{"type": "E"}]')
+        own_key = self._row(sql, '{"paused": "by me"}')
+        assert client.get(paused).state == "waiting"
+        assert client.get(own_word).state == "retrying"
+        assert client.get(own_key).state == "scheduled"
+        status = {r["queue"]: r for r in sql(q("queue_status"))}["p"]
+        assert status["waiting"] == 1 and status["oldest_waiting_seconds"] is None
+        assert status["latency_seconds"] == 0
+
+    def test_a_retry_drops_the_marker(self, client, sql):
+        worker = "00000000-0000-0000-0000-000000000001"
+        self._row(sql, '{"paused": "over budget", "reason": "r", "mine": 1}')
+        sql("UPDATE jobqueue.jobs SET run_at = now()")
+        (claimed,) = sql(q("claim"), {"queue": "p", "limit": 1, "worker": worker,
+                                      "lease_seconds": 30})
+        retried = sql(q("retry_jobs"), {"id": [claimed["id"]],
+                                        "execution": [claimed["execution_id"]],
+                                        "delay": [60.0], "error": ['{"type": "E"}'],
+                                        "worker": worker})
+        assert retried == [{"id": claimed["id"]}]
+        job = client.get(claimed["id"])
+        assert job.state == "retrying" and job.progress == {"reason": "r", "mine": 1}
