@@ -171,7 +171,7 @@ class Worker:
         self.lent = LinkPool(links["finish"])
         # Everything on this loop borrows it through link.current: a platform's runtime, a
         # task's ctx.connection(), a maintenance hook (the Batch API pass).
-        link_module.current.set(self.lent)
+        lent_token = link_module.current.set(self.lent)
         claim_lock = asyncio.Lock()
         self.completer = Completer(links["finish"], self.id, cfg.queue, self._written)
         for queue in cfg.queues:
@@ -195,8 +195,6 @@ class Worker:
         background: list[asyncio.Task] = []
         completer: asyncio.Task | None = None
         try:
-            if self.on_start is not None:
-                await self.on_start()
             # The claim and finish connections open while the worker registers: the first
             # claim then goes out as soon as the worker row exists.
             try:
@@ -209,6 +207,10 @@ class Worker:
                     return
                 raise
             self._started = True
+            # After the connections are open (with the retries and --connect-timeout above):
+            # a platform's runtime borrows the finish connection as it starts.
+            if self.on_start is not None:
+                await self.on_start()
             self.log.info("worker_started", concurrency=cfg.concurrency, listen=cfg.listen,
                           pid=os.getpid(), tasks=sorted({name for e in self.executors
                                                           for name in e.tasks.names()}))
@@ -251,6 +253,9 @@ class Worker:
             if self.on_stop is not None:
                 with contextlib.suppress(Exception):
                     await self.on_stop()
+            # A Worker awaited inside a longer task (embedded, tests) must not leave its closed
+            # link to be reopened by whatever runs next in that context.
+            link_module.current.reset(lent_token)
             self.log.info("worker_stopped", claimed=self.claimed, finished=self.finished)
         if self._failure is not None:
             raise WorkerFailed(f"worker service failed: {type(self._failure).__name__}: "

@@ -657,3 +657,31 @@ class TestUntilIdle:
         tw.stop()
         states = [client.get(i).state for i in ids]
         assert states[0] == "succeeded" and states[1:] == ["waiting", "waiting"]
+
+
+class TestStartAndStop:
+    def test_on_start_runs_once_the_connections_are_open_and_the_link_is_reset(self, db_url):
+        """on_start (a platform's runtime borrowing the finish connection) runs after the
+        worker's connections opened with their retries and it registered; when the worker
+        stops, the task that awaited it no longer sees its lent link."""
+        from jobqueue import Worker, WorkerConfig
+        from jobqueue.worker import link
+
+        seen = {}
+
+        async def main():
+            worker = Worker(db_url, WorkerConfig(queue="nothing", poll_seconds=0.1,
+                                                 until_idle=True), tasks=registry())
+
+            async def on_start():
+                seen["registered"] = worker._started
+                async with link.current.get().connection() as conn:
+                    seen["answer"] = (await (await conn.execute("SELECT 1")).fetchone())[0]
+
+            worker.on_start = on_start
+            before = link.current.get()
+            await worker.run()
+            seen["after"] = link.current.get() is before
+
+        asyncio.run(main())
+        assert seen == {"registered": True, "answer": 1, "after": True}
