@@ -202,9 +202,9 @@ def run_claim_cost(args) -> None:
     this machine). Both statements run against this checkout's schema, so only the statement
     differs. With --queue-settings, this checkout's rounds run on a queue with those
     settings (e.g. fair), the baseline's on a plain queue."""
-    from jobqueue.db.queries import parse_queries
+    from jobqueue.db.queries import load
 
-    base_sql = parse_queries((args.baseline / "sql" / "queries" / "jobs.sql").read_text())
+    base_sql = load(args.baseline / "sql")  # parts may live in another file than jobs.sql
     changes = parse_settings(args.queue_settings)
     this = statement_for(changes)
     claims = {"this": q(this), "base": base_sql["claim"]}

@@ -75,9 +75,15 @@ def assemble(statements: dict[str, str], parts: dict[str, str]) -> dict[str, str
 def queries() -> dict[str, str]:
     """Every query of every `sql/queries/*.sql` file, by name (names are unique across files;
     a statement may include a part of another file)."""
+    return load(sql_dir())
+
+
+def load(folder: Path) -> dict[str, str]:
+    """The queries of the `queries/*.sql` files below `folder` (an `sql/` folder: this
+    installation's, or another checkout's for a benchmark), assembled."""
     statements: dict[str, str] = {}
     parts: dict[str, str] = {}
-    for path in sorted((sql_dir() / "queries").glob("*.sql")):
+    for path in sorted((folder / "queries").glob("*.sql")):
         for found, into in zip(parse_sections(path.read_text()), (statements, parts),
                                strict=True):
             for name, text in found.items():

@@ -78,3 +78,14 @@ class TestSharedSql:
 
     def test_no_statement_keeps_an_include_line(self):
         assert not [name for name, text in queries().items() if "-- include:" in text]
+
+
+def test_load_takes_parts_across_the_files_of_any_sql_folder(tmp_path):
+    """load(folder) is what queries() reads, and what a benchmark uses on another checkout's
+    sql/ folder: a statement of one file may include a part of another."""
+    from jobqueue.db.queries import load
+
+    (tmp_path / "queries").mkdir()
+    (tmp_path / "queries" / "a.sql").write_text("-- name: s\nSELECT\n-- include: p\n")
+    (tmp_path / "queries" / "b.sql").write_text("-- part: p\n1 AS one\n")
+    assert load(tmp_path) == {"s": "SELECT\n1 AS one"}
