@@ -29,9 +29,23 @@ def add_job_context(logger, method_name, event_dict):
     return event_dict
 
 
-# Log lines held back while a progress bar owns the terminal line (see `held_back`): None
-# when lines go straight out.
-_held: list[str] | None = None
+class _Held:
+    """Log lines held back while a progress bar owns the terminal line: the first `limit`,
+    and a count of the others (memory stays bounded however long the bar runs)."""
+
+    def __init__(self, limit: int):
+        self.lines: list[str] = []
+        self.limit, self.dropped = limit, 0
+
+    def add(self, text: str) -> None:
+        if len(self.lines) < self.limit:
+            self.lines.append(text)
+        else:
+            self.dropped += 1
+
+
+# See `held_back`: None when lines go straight out.
+_held: _Held | None = None
 _held_lock = threading.Lock()
 
 
@@ -47,7 +61,7 @@ class _Stderr:
         if _held is not None:
             with _held_lock:
                 if _held is not None:
-                    _held.append(text)
+                    _held.add(text)
                     return
         try:  # noqa: SIM105
             sys.stderr.write(text)
@@ -94,17 +108,17 @@ def held_back(limit: int = 10_000) -> Iterator[None]:
     never lands in the middle of the bar when both share a terminal or a pipe. At most `limit`
     lines are kept (the newest are dropped past it, and counted)."""
     global _held
-    lines: list[str] = []
+    held = _Held(limit)
     with _held_lock:
-        _held = lines
+        _held = held
     try:
         yield
     finally:
         with _held_lock:
             _held = None
         out = _Stderr()
-        for text in lines[:limit]:
+        for text in held.lines:
             out.write(text)
-        if len(lines) > limit:
-            out.write(f"({len(lines) - limit} more log lines dropped)\n")
+        if held.dropped:
+            out.write(f"({held.dropped} more log lines dropped)\n")
         out.flush()
