@@ -47,7 +47,8 @@ def chat_specs(campaign: dict, max_attempts: dict[str, int]):
 def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = "manual",
         platforms: dict | None = None) -> dict:
     """Submit one run of campaign `name` in the caller's transaction: {"batch_id", "jobs",
-    "extracts"}. InvalidCampaign when there is no such campaign or a platform is gone."""
+    "extracts", "extract_ids"}. InvalidCampaign when there is no such campaign or a platform
+    is gone."""
     from jobqueue.client import insert_batch, insert_specs
     from jobqueue.db import store as jobs_store
     from jobqueue.errors import InvalidSchedule
@@ -72,11 +73,11 @@ def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = 
                             depends_on=[job_id], owner=campaign["owner"],
                             metadata={"campaign": name})
                     for job_id in answers]
-        if extracts:
-            insert_specs(conn, extracts)
+        extract_ids = [job_id for job_id, _ in insert_specs(conn, extracts)] if extracts else []
     log.info("campaign_run", campaign=name, batch_id=submitted.batch_id, jobs=len(answers),
              fire_at=fire_at.isoformat(), decision=decision)
-    return {"batch_id": submitted.batch_id, "jobs": len(answers), "extracts": len(extracts)}
+    return {"batch_id": submitted.batch_id, "jobs": len(answers), "extracts": len(extracts),
+            "extract_ids": extract_ids}
 
 
 def run_now(conn: psycopg.Connection, name: str, now: datetime,

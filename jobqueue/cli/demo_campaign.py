@@ -34,6 +34,7 @@ def run(url: str, sim: FakeOpenAI, keys: dict[str, str]) -> None:
     print the report and the cost."""
     from jobqueue.campaigns import model, report, runs, store
     from jobqueue.cli.campaigns import format_report
+    from jobqueue.db import store as store_jobs
 
     sim.configure(brands=BRANDS)
     prices = PriceTable({m: p for m, p in MODELS.values()})
@@ -66,14 +67,11 @@ def run(url: str, sim: FakeOpenAI, keys: dict[str, str]) -> None:
                        f"{started['jobs']} answers (batch {started['batch_id']}), "
                        f"each analysed by a dependent campaign.extract job")
             campaign = store.get(conn, spec.name)
+            # Every extract job ends (an answer that died cancels its extract, which then
+            # adds no row to count): wait for those, not for a number of analysed answers.
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                done = conn.execute(
-                    "SELECT count(*) AS n FROM jobqueue.campaign_answers a JOIN "
-                    "jobqueue.finished f ON f.id = a.job_id WHERE f.batch_id = %s",
-                    (started["batch_id"],)).fetchone()["n"]
-                if done >= started["jobs"]:
-                    break
+            while (store_jobs.unfinished(conn, started["extract_ids"])
+                   and time.monotonic() < deadline):
                 time.sleep(0.2)
             data = report.build(conn, campaign)
             click.echo(format_report(data, store.spend(conn, spec.name)))

@@ -361,6 +361,11 @@ def _with_round(values: Callable) -> Callable:
 
 # -- one job ----------------------------------------------------------------------------------
 
+def unfinished(conn: psycopg.Connection, ids: Sequence[int]) -> int:
+    """How many of the jobs `ids` have not ended (in the hot or the blocked table)."""
+    return _execute(conn, "jobs_unfinished", {"ids": list(ids)}).fetchone()["n"]
+
+
 def get_job(conn: psycopg.Connection, job_id: int) -> dict | None:
     """A job from either table with its state (the fields of jobqueue.jobs.Job), or None."""
     return _execute(conn, "get_job", {"id": job_id}).fetchone()

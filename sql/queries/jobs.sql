@@ -163,6 +163,13 @@ SELECT job_id FROM jobqueue.idempotency_keys
 WHERE owner = %(owner)s AND queue = %(queue)s AND key = %(key)s;
 
 
+-- name: jobs_unfinished
+-- How many of these jobs have not ended yet (waiting, running, blocked...): `jobqueue demo`
+-- waits on its jobs with it.
+SELECT (SELECT count(*) FROM jobqueue.jobs WHERE id = ANY(%(ids)s::bigint[]))
+     + (SELECT count(*) FROM jobqueue.blocked WHERE id = ANY(%(ids)s::bigint[])) AS n;
+
+
 -- name: get_job
 -- One job from either table with its state (jobqueue.all_jobs: one snapshot sees it once).
 SELECT id, queue, kind, state, payload, priority, run_at, attempts, max_attempts,

@@ -12,6 +12,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from jobqueue.campaigns import extract, model, report, runs, store
+from jobqueue.db import store as jobs_store
 from jobqueue.llm import costs
 from jobqueue.llm.platforms import Platform
 from jobqueue.llm.prices import Price, PriceTable
@@ -130,6 +131,22 @@ class TestRun:
         assert {b["kind"] for b in blocked} == {"campaign.extract"}
         assert all(b["payload"]["campaign_id"] == found["id"] for b in blocked)
         assert [r["batch_id"] for r in store.runs(conn, "crm")] == [run["batch_id"]]
+
+    def test_a_runs_extracts_count_as_ended_once_cancelled(self, conn):
+        """What `jobqueue demo` waits on: the run's extract jobs. An answer that dies cancels
+        its extract (which then writes no answer row): unfinished counts it as ended."""
+        save(conn)
+        run = runs.run(conn, "crm", NOW, platforms=platforms_of())
+        ids = run["extract_ids"]
+        assert len(ids) == 8 and jobs_store.unfinished(conn, ids) == 8
+        answers = [r["id"] for r in conn.execute(
+            "SELECT id FROM jobqueue.jobs WHERE batch_id = %s", (run["batch_id"],))]
+        jobs_store.cancel(conn, jobs_store.JobFilter(ids=answers[:3]))
+        assert jobs_store.unfinished(conn, ids) == 5
+        jobs_store.cancel(conn, jobs_store.JobFilter(ids=answers[3:]))
+        assert jobs_store.unfinished(conn, ids) == 0
+        assert conn.execute("SELECT count(*) AS n FROM jobqueue.campaign_answers"
+                            ).fetchone()["n"] == 0  # what the demo used to wait for
 
     def test_a_run_whose_platform_is_gone_is_refused_naming_platforms(self, conn):
         save(conn)
