@@ -53,9 +53,6 @@ class CampaignSpec:
     schedule: dict[str, str] | None = None
     extract: dict[str, Any] = field(default_factory=dict)
 
-    def tracked(self) -> list[str]:
-        return [b["name"] for b in self.brands]
-
 
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not NAME.match(name):

@@ -93,7 +93,8 @@ def build(conn: psycopg.Connection, campaign: dict, start: date | None = None,
     prev_start, prev_end = start - timedelta(days=length), start - timedelta(days=1)
     params = {"campaign_id": campaign["id"], "from": start, "to": end}
     daily = cur.execute(q("campaign_report_daily"), params).fetchall()
-    previous = cur.execute(q("campaign_report_daily"), params | {
+    # The previous period's figures feed the change only: its sums per (platform, brand).
+    previous = cur.execute(q("campaign_report_totals"), params | {
         "from": prev_start, "to": prev_end}).fetchall()
     domains = cur.execute(q("campaign_report_domains"), params).fetchall()
 
