@@ -43,6 +43,7 @@ from flask import (
 from jobqueue import audit
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
+from jobqueue.batches.progress import like_pattern
 from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.db.store import JobFilter
@@ -85,7 +86,6 @@ ACTIONS = {
     "delete": tuple(s for s in STATES if s != "running"),
 }
 FILTERS = ("queue", "state", "kind", "batch", "owner", "q")
-_LIKE_SPECIAL = re.compile(r"[\\%_]")
 
 
 # -- sign-in, CSRF and helpers ---------------------------------------------------------------
@@ -308,7 +308,7 @@ def _filter(args: dict[str, str]) -> JobFilter:
     return JobFilter(
         queue=given.queue, kind=given.kind, owner=given.owner, batch_id=given.batch,
         state=given.state if given.state in STATES else None,
-        text="%" + _LIKE_SPECIAL.sub(r"\\\g<0>", text) + "%" if text else None,
+        text=like_pattern(text) if text else None,
     )
 
 
