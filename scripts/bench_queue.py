@@ -55,6 +55,11 @@ freshly created database; two more on request (io, real: below):
     (cluster chatter; mingle waits for other workers at start-up). Celery has no table of
     unfinished jobs: each job INCRs a counter in its Redis database, and the queue counts as
     empty when the counter reaches N.
+    Then a second run with warm workers (skip with --no-io-warm), as a deployed fleet has
+    them: the 2 workers are started, warmed up with zero-second jobs until both have run
+    one, and idle when the N jobs are enqueued in one call. Its rates run from that call
+    (the agent's wall time just before it) and from the first of these jobs' handler calls:
+    process start-up, and the skew between two processes' start (2-113 ms here), are out.
 (e) real, "a little real work": --real-jobs (200,000) jobs whose payload is {"i": n, "t":
     <enqueue time>, "s": <--real-payload-chars (100) chars>}; the async handler reads i, t
     and s and appends "<i> <t> <s>" to a per-process file with one os.write (the file opened
@@ -576,6 +581,79 @@ def io_phase(system, args, procs, url, env, out, tag, result) -> None:
     log(f"{tag} io: {run.drain_rate / run.ideal:.1%} of the ideal {run.ideal:,.0f} jobs/s "
         f"from spawn, {run.steady_rate / run.ideal:.1%} after the first job")
     result.phase_runs.append(run)
+    if args.io_warm:
+        warm = warm_io_drain(system, args, procs, url, env, out / "io-warm", tag)
+        warm.ideal = run.ideal
+        log(f"{tag} io, warm workers: {warm.drain_rate / warm.ideal:.1%} of the ideal from the "
+            f"enqueue call, {warm.steady_rate / warm.ideal:.1%} after the first job")
+        result.phase_runs.append(warm)
+
+
+WARM_LABEL = "warm: idle workers, timed from the enqueue call"
+
+
+def warm_io_drain(system, args, procs, url, env, out_dir: Path, tag: str) -> PhaseRun:
+    """The io phase again with workers that are already up and idle, as a deployed fleet's
+    are: spawn WORKERS workers, warm them up with rounds of 100 zero-second jobs until every
+    process has run one (they mark `warm-<pid>`, not `first-<pid>`) and the queue is empty,
+    then enqueue --io-jobs jobs in one call. "From spawn" becomes from the enqueue call (the
+    agent's wall time just before it), "after first job" is from the first of these jobs'
+    handler calls; process start-up is out of both, so the start skew between two spawned
+    processes (2-113 ms here: scripts/io_timeline.py) no longer counts."""
+    out_dir.mkdir()
+    env = env | {"BENCH_OUT_DIR": str(out_dir)}
+    n, poll = args.io_jobs, args.poll_ms / 1000.0
+    counter = RedisCounter(system.redis_url, n) if system.redis_url else None
+    with contextlib.ExitStack() as stack:
+        conn = None if counter else stack.enter_context(psycopg.connect(url, autocommit=True))
+
+        def finished() -> int:
+            if counter:
+                return counter.done()
+            return scalar(url, system.succeeded_sql.replace("{kind}", "bench_io"))
+
+        def pending() -> bool:
+            return (finished() < target) if counter else conn.execute(
+                system.pending_sql).fetchone()[0]
+
+        workers = [procs.spawn(system.io_worker, env, out_dir.parent /
+                               f"{out_dir.name}-worker-{i}.log", cwd=system.cwd)
+                   for i in range(WORKERS)]
+        try:
+            began = time.time()
+            target = finished()
+            while len(list(out_dir.glob("warm-*"))) < WORKERS:
+                if time.time() - began > 60:
+                    raise BenchError(f"{tag} io warm-up: only "
+                                     f"{len(list(out_dir.glob('warm-*')))} of {WORKERS} "
+                                     "processes ran a job in 60 s")
+                run_agent([*system.agent, "enqueue-io", "100", "-1"], system.cwd, env,
+                          args.timeout, f"{tag} io warm-up")
+                target += 100
+                while pending():
+                    time.sleep(poll)
+            target = finished() + n
+            before = (cpu_snapshot([w.pid for w in workers]),
+                      cpu_snapshot(backend_pids(conn)) if conn else {})
+            got = run_agent([*system.agent, "enqueue-io", str(n), repr(args.io_seconds)],
+                            system.cwd, env, args.timeout, f"{tag} enqueue io (warm)")
+            while pending():
+                if time.time() - got["at"] > args.timeout:
+                    raise BenchError(f"{tag} io (warm): unfinished after {args.timeout:.0f}s")
+                time.sleep(poll)
+            emptied = time.time()
+            after = (cpu_snapshot([w.pid for w in workers]),
+                     cpu_snapshot(backend_pids(conn)) if conn else {})
+        finally:
+            procs.stop(workers)
+        if finished() != target:
+            raise BenchError(f"{tag} io (warm): {finished() - target + n} jobs succeeded, "
+                             f"expected {n}")
+    first = min(float(p.read_text()) for p in out_dir.glob("first-*"))
+    return PhaseRun(phase="io", label=WARM_LABEL, jobs=n, drain_rate=n / (emptied - got["at"]),
+                    steady_rate=n / (emptied - first), start_seconds=first - got["at"],
+                    worker_cpu_us=cpu_delta(before[0], after[0]) / n * 1e6,
+                    db_cpu_us=cpu_delta(before[1], after[1]) / n * 1e6 if conn else None)
 
 
 IO_FLOOR = """
@@ -957,7 +1035,8 @@ def phase_tables(args, results: dict[str, list[Result]]) -> list[str]:
                          f"slots / {args.io_seconds:g} s). `{IO_FLOOR_ROW}`: no queue, "
                          f"{WORKERS} processes that run the same number of sleeps in rounds "
                          f"of {args.io_concurrency} (asyncio.gather): what asyncio's timers "
-                         "allow on this machine.")
+                         "allow on this machine. `warm` rows: the workers were up and "
+                         "idle before the enqueue, and \"from spawn\" is from the enqueue call.")
         if phase == "real":
             best = {}
             for (name, _), prs in rows.items():
@@ -1070,6 +1149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("io phase (I/O-bound jobs)")
     g.add_argument("--io-jobs", type=int, default=2000)
     g.add_argument("--io-seconds", type=float, default=0.1, help="each job's asyncio.sleep")
+    g.add_argument("--no-io-warm", dest="io_warm", action="store_false",
+                   help="skip the io phase's second run with warm (already idle) workers")
     g.add_argument("--no-jq-io-prefetch", dest="jq_io_prefetch", action="store_false",
                    help="io phase: run jobqueue without --prefetch (its default)")
     g.add_argument("--io-concurrency", type=int, default=50,

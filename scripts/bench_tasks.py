@@ -36,7 +36,6 @@ async def bench_noop(payload):
 
 @task("bench_io")
 async def bench_io(payload):
-    bench_record.drain_job()
     await bench_record.io_job(payload["sec"])
 
 
@@ -76,9 +75,9 @@ def main(argv: list[str]) -> dict:
             else:
                 payloads = [bench_record.real_payload(i, now, int(arg)) for i in range(n)]
                 kind = "bench_real"
-            started = time.perf_counter()
+            at, started = time.time(), time.perf_counter()
             ids = jq.enqueue_payloads(kind, payloads, queue=QUEUE)
-            return {"count": len(ids), "seconds": time.perf_counter() - started}
+            return {"count": len(ids), "seconds": time.perf_counter() - started, "at": at}
         if command == "latency":
             n, rate, workers = int(rest[0]), float(rest[1]), int(rest[2])
 

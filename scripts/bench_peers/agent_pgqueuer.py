@@ -41,7 +41,6 @@ async def create():
 
     @pgq.entrypoint("bench_io")
     async def bench_io(job: Job) -> None:
-        bench_record.drain_job()
         await bench_record.io_job(json.loads(job.payload)["sec"])
 
     @pgq.entrypoint("bench_real")
@@ -82,9 +81,9 @@ async def main(argv: list[str]) -> dict:
                 kind = "bench_real"
                 payloads = [json.dumps(bench_record.real_payload(i, now, int(arg))).encode()
                             for i in range(n)]
-            started = time.perf_counter()
+            at, started = time.time(), time.perf_counter()
             ids = await queries.enqueue([kind] * n, payloads, [0] * n)
-            return {"count": len(ids), "seconds": time.perf_counter() - started}
+            return {"count": len(ids), "seconds": time.perf_counter() - started, "at": at}
         if command == "latency":
             n, rate, workers = int(rest[0]), float(rest[1]), int(rest[2])
 

@@ -32,7 +32,6 @@ async def bench_noop():
 
 @app.task(name="bench_io", queue=QUEUE)
 async def bench_io(sec):
-    bench_record.drain_job()
     await bench_record.io_job(sec)
 
 
@@ -58,9 +57,9 @@ async def main(argv: list[str]) -> dict:
             return {"count": len(ids), "seconds": seconds}
         if command == "enqueue-io":
             n, sec = int(rest[0]), float(rest[1])
-            started = time.perf_counter()
+            at, started = time.time(), time.perf_counter()
             ids = await bench_io.batch_defer_async(*[{"sec": sec} for _ in range(n)])
-            return {"count": len(ids), "seconds": time.perf_counter() - started}
+            return {"count": len(ids), "seconds": time.perf_counter() - started, "at": at}
         if command == "latency":
             n, rate, workers = int(rest[0]), float(rest[1]), int(rest[2])
 

@@ -7,7 +7,8 @@ pgqueuer from the peers' venv), so each side measures exactly the same way:
 - latency: the handler's first line takes time.time(); the job's payload carries time.time()
   taken just before the enqueue call; the difference goes, one line per job, into
   `lat-<pid>.txt` ("<seq> <ms>"), seq < 0 for warm-up jobs;
-- io: the job awaits asyncio.sleep(seconds) (io_job), nothing else;
+- io: the job awaits asyncio.sleep(seconds) (io_job), nothing else (after the drain's
+  `first-<pid>`); a job of negative seconds is a warm-up, marking `warm-<pid>` only;
 - real: "a little real work": the handler takes `i`, `t` and `s` from its payload and appends
   one line "<i> <t> <s>" to `real-<pid>.txt` with one os.write (real_job; the file is opened
   once per process, O_APPEND).
@@ -49,8 +50,22 @@ def latency_job(now: float, enqueued_at: float, seq: int) -> None:
 
 
 async def io_job(seconds: float) -> None:
-    """The I/O-bound job: only waits (a stand-in for an HTTP call)."""
+    """The I/O-bound job: only waits (a stand-in for an HTTP call). A negative `seconds` is a
+    warm-up job (the io phase's warm run): it marks `warm-<pid>` instead of `first-<pid>`
+    and does not wait."""
+    if seconds < 0:
+        _mark("warm")
+        return
+    drain_job()
     await asyncio.sleep(seconds)
+
+
+def _mark(what: str) -> None:
+    if _OUT:
+        path = os.path.join(_OUT, f"{what}-{os.getpid()}")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write(f"{time.time()!r}\n")
 
 
 def real_job(i: int, t: float, s: str) -> None:
