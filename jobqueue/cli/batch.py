@@ -223,7 +223,7 @@ def _send_held(jq, held: list[tuple[int, str]], platforms: dict) -> int:
     sent = 0
     for pb_id, name in held:
         with jq.pool.connection() as conn:
-            sent += batchapi.submit(conn, pb_id, platforms[name])
+            sent += batchapi.submit(batchapi.on(conn), pb_id, platforms[name])
     return sent
 
 

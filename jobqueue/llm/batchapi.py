@@ -20,16 +20,20 @@ provider_batches.sql):
    ran go back to the realtime queue (`on_expiry = requeue`) or to the dead letters (`dead`).
    A job cancelled meanwhile ends cancelled. `batch wait` and `batch export` see ordinary jobs.
 
-All of it is synchronous (the CLI's world); the maintenance hook runs it in a thread with its
-own short-lived connection, after a cheap check on the leader's connection that work is due,
-and does not wait for it (maintenance shares the worker's claim and heartbeat connection).
+All of it is synchronous (the CLI's world); the maintenance hook runs it in a thread, after a
+cheap check on the leader's connection that work is due, and does not wait for it
+(maintenance shares the worker's claim and heartbeat connection). A pass uses the database in
+short blocks (`Borrow`: in a worker, each block's connection takes the finish link's place),
+never across a provider call: a row is held between blocks by its claim (next_poll_at moved
+forward by CLAIM_SECONDS, checked by every write), not by a transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -59,6 +63,11 @@ CLAIM_SECONDS = 300.0
 TERMINAL = frozenset({"completed", "expired", "cancelled", "failed"})
 POLICIES = ("requeue", "dead")
 ROWS_PER_PASS = 20  # provider batches one maintenance pass looks at, at most
+
+
+# A source of short database blocks: `with borrow() as conn:` (the CLI's one connection, or
+# the worker's finish link lent to the pass's thread block by block).
+Borrow = Callable[[], contextlib.AbstractContextManager[psycopg.Connection]]
 
 
 class BatchApiError(JobqueueError, ValueError):
@@ -141,40 +150,70 @@ def sdk(platform: Platform, key_env: str) -> tuple[openai.OpenAI, Redactor]:
     return client, Redactor([key.secret])
 
 
-def submit(conn: psycopg.Connection, pb_id: int, platform: Platform) -> bool:
+def on(conn: psycopg.Connection) -> Borrow:
+    """The blocks of a pass all on one connection the caller holds (the CLI's)."""
+    return lambda: contextlib.nullcontext(conn)
+
+
+def _locked(conn: psycopg.Connection, pb_id: int, status: str, claim: datetime):
+    """The row, locked for this transaction, if the caller's claim on it still holds."""
+    return conn.execute(q("pb_lock"), {"id": pb_id, "status": status, "claim": claim}).fetchone()
+
+
+def submit(borrow: Borrow, pb_id: int, platform: Platform,
+           claim: datetime | None = None) -> bool:
     """Upload a pending provider batch's file and create the batch. False if someone else is
     at it, it is no longer pending, or the provider failed (then a later pass tries again;
-    a provider that refuses the file sends its jobs the on_expiry way)."""
-    with conn.transaction():
-        row = conn.execute(q("pb_lock"), {"id": pb_id, "status": "pending"}).fetchone()
+    a provider that refuses the file sends its jobs the on_expiry way). `claim`: the pass's
+    hold on the row (pb_claim_due); None takes it here (the CLI's first submit, pb_take).
+    The database is used in short blocks around the calls, never during one."""
+    with borrow() as conn, conn.transaction():
+        if claim is None:
+            taken = conn.execute(q("pb_take"), {"id": pb_id, "status": "pending",
+                                                "hold_seconds": CLAIM_SECONDS}).fetchone()
+            if taken is None:
+                return False
+            claim = taken["claim"]
+        row = _locked(conn, pb_id, "pending", claim)
         if row is None:
             return False
-        client, redact = sdk(platform, row["key_env"])
         jobs = conn.execute(q("pb_leased_jobs"), {"lease": row["lease"]}).fetchall()
         if not jobs:  # every job was taken back meanwhile: nothing to send
             _imported(conn, row, "empty", None, None, (0, 0, 0), None)
             return False
-        data = b"".join(request_line(j["id"], j["payload"], platform) for j in jobs)
-        try:
-            file = client.files.create(
-                file=(f"jobqueue-batch-{row['batch_id']}-{pb_id}.jsonl", data,
-                      "application/jsonl"), purpose="batch")
-            created = client.batches.create(
-                input_file_id=file.id, endpoint=ENDPOINT, completion_window=COMPLETION_WINDOW,
-                metadata={"jobqueue_batch": str(row["batch_id"]),
-                          "jobqueue_provider_batch": str(pb_id)})
-        except (openai.BadRequestError, openai.NotFoundError,
-                openai.UnprocessableEntityError) as exc:
-            message = f"the provider refused the batch: {redact.text(str(exc))}"
-            log.warning("provider_batch_refused", provider_batch=pb_id, error=message)
-            _import(conn, row, jobs, {}, "refused", None, None, message)
-            return False
-        except openai.APIError as exc:
-            _retry_later(conn, row, platform, redact.text(str(exc)))
-            return False
-        conn.execute(q("pb_submitted"), {
-            "id": pb_id, "provider_batch_id": created.id, "input_file_id": file.id,
-            "provider_status": created.status, "delay": platform.batch_poll_seconds})
+    client, redact = sdk(platform, row["key_env"])
+    data = b"".join(request_line(j["id"], j["payload"], platform) for j in jobs)
+    try:
+        file = client.files.create(
+            file=(f"jobqueue-batch-{row['batch_id']}-{pb_id}.jsonl", data,
+                  "application/jsonl"), purpose="batch")
+        created = client.batches.create(
+            input_file_id=file.id, endpoint=ENDPOINT, completion_window=COMPLETION_WINDOW,
+            metadata={"jobqueue_batch": str(row["batch_id"]),
+                      "jobqueue_provider_batch": str(pb_id)})
+    except (openai.BadRequestError, openai.NotFoundError,
+            openai.UnprocessableEntityError) as exc:
+        message = f"the provider refused the batch: {redact.text(str(exc))}"
+        log.warning("provider_batch_refused", provider_batch=pb_id, error=message)
+        _import_if_held(borrow, row, claim, "pending", {}, "refused", None, None, message)
+        return False
+    except openai.APIError as exc:
+        with borrow() as conn, conn.transaction():
+            if _locked(conn, pb_id, "pending", claim) is not None:
+                _retry_later(conn, row, platform, redact.text(str(exc)))
+        return False
+    with borrow() as conn, conn.transaction():
+        held = _locked(conn, pb_id, "pending", claim) is not None
+        if held:
+            conn.execute(q("pb_submitted"), {
+                "id": pb_id, "provider_batch_id": created.id, "input_file_id": file.id,
+                "provider_status": created.status, "delay": platform.batch_poll_seconds})
+    if not held:  # the hold ran out during the upload and another pass took the row over
+        log.warning("provider_batch_claim_lost", provider_batch=pb_id,
+                    provider_batch_id=created.id)
+        with contextlib.suppress(openai.APIError):
+            client.batches.cancel(created.id)
+        return False
     log.info("provider_batch_submitted", provider_batch=pb_id, batch_id=row["batch_id"],
              platform=platform.name, requests=len(jobs), provider_batch_id=created.id)
     return True
@@ -193,39 +232,59 @@ def _retry_later(conn, row, platform: Platform, error: str) -> None:
 
 # -- 3. poll --------------------------------------------------------------------------------
 
-def advance(conn: psycopg.Connection, pb_id: int, platform: Platform) -> str | None:
+def advance(borrow: Borrow, claimed: dict, platform: Platform) -> str | None:
     """Submit a pending row, or poll a submitted one and import it once it has ended.
-    Returns the provider's status (None when there was nothing to do)."""
-    pending = conn.execute(q("pb_status"), {"id": pb_id}).fetchone()
-    if pending is None or pending["status"] == "imported":
+    `claimed`: the row as pb_claim_due returned it (id, status, claim). Returns the
+    provider's status (None when there was nothing to do)."""
+    pb_id, claim = claimed["id"], claimed["claim"]
+    if claimed["status"] == "pending":
+        return "submitted" if submit(borrow, pb_id, platform, claim) else None
+    if claimed["status"] != "submitted":
         return None
-    if pending["status"] == "pending":
-        return "submitted" if submit(conn, pb_id, platform) else None
-    with conn.transaction():
-        row = conn.execute(q("pb_lock"), {"id": pb_id, "status": "submitted"}).fetchone()
-        if row is None:
-            return None
-        client, redact = sdk(platform, row["key_env"])
-        try:
-            found = client.batches.retrieve(row["provider_batch_id"])
-            if found.status not in TERMINAL:
-                conn.execute(q("pb_polled"), {"id": pb_id, "provider_status": found.status,
-                                              "delay": _backoff(platform, row["polls"])})
-                return found.status
-            records = {}
-            for file_id in (found.output_file_id, found.error_file_id):
-                if file_id:
-                    records.update(_records(client.files.content(file_id).content))
-        except openai.APIError as exc:
-            _retry_later(conn, row, platform, redact.text(str(exc)))
-            return None
-        jobs = conn.execute(q("pb_leased_jobs"), {"lease": row["lease"]}).fetchall()
-        problem = None
-        if found.status == "failed" and found.errors and found.errors.data:
-            problem = "; ".join(redact.text(str(e.message)) for e in found.errors.data[:3])
-        _import(conn, row, jobs, records, found.status, found.output_file_id,
-                found.error_file_id, problem)
-        return found.status
+    with borrow() as conn:
+        row = _locked(conn, pb_id, "submitted", claim)  # autocommit: a fenced read
+    if row is None:
+        return None
+    client, redact = sdk(platform, row["key_env"])
+    try:
+        found = client.batches.retrieve(row["provider_batch_id"])
+        if found.status not in TERMINAL:
+            with borrow() as conn, conn.transaction():
+                if _locked(conn, pb_id, "submitted", claim) is not None:
+                    conn.execute(q("pb_polled"), {
+                        "id": pb_id, "provider_status": found.status,
+                        "delay": _backoff(platform, row["polls"])})
+            return found.status
+        records = {}
+        for file_id in (found.output_file_id, found.error_file_id):
+            if file_id:
+                records.update(_records(client.files.content(file_id).content))
+    except openai.APIError as exc:
+        with borrow() as conn, conn.transaction():
+            if _locked(conn, pb_id, "submitted", claim) is not None:
+                _retry_later(conn, row, platform, redact.text(str(exc)))
+        return None
+    problem = None
+    if found.status == "failed" and found.errors and found.errors.data:
+        problem = "; ".join(redact.text(str(e.message)) for e in found.errors.data[:3])
+    if not _import_if_held(borrow, row, claim, "submitted", records, found.status,
+                           found.output_file_id, found.error_file_id, problem):
+        return None
+    return found.status
+
+
+def _import_if_held(borrow: Borrow, row: dict, claim: datetime, status: str, records: dict,
+                    provider_status: str, output_file_id, error_file_id, problem) -> bool:
+    """Import the answers into the row's jobs (read again now: a job cancelled or taken back
+    during the calls is seen as it is), in one transaction, if the claim still holds."""
+    with borrow() as conn, conn.transaction():
+        held = _locked(conn, row["id"], status, claim)
+        if held is None:
+            return False
+        jobs = conn.execute(q("pb_leased_jobs"), {"lease": held["lease"]}).fetchall()
+        _import(conn, held, jobs, records, provider_status, output_file_id, error_file_id,
+                problem)
+    return True
 
 
 def _records(data: bytes) -> dict[str, dict]:
@@ -368,21 +427,27 @@ def usable_platforms() -> dict[str, Platform]:
     return usable
 
 
-def run_due(url: str | None = None, limit: int = ROWS_PER_PASS) -> int:
+def run_due(url: str | None = None, limit: int = ROWS_PER_PASS,
+            borrow: Borrow | None = None) -> int:
     """One pass: claim the due rows (under the maintenance leader's lock) and advance each.
-    Returns how many rows were advanced. Synchronous: the hook runs it in a thread."""
+    Returns how many rows were advanced. Synchronous: the hook runs it in a thread, with
+    `borrow` lending it the worker's finish link block by block (LinkPool.for_thread); without
+    one, the pass opens a connection of its own to `url`."""
     usable = usable_platforms()
     if not usable:
         return 0
-    with db.connect(url) as conn:
+    if borrow is None:
+        with db.connect(url) as conn:
+            return run_due(url, limit, on(conn))
+    with borrow() as conn:
         rows = conn.execute(q("pb_claim_due"), {"platforms": list(usable),
                                                 "hold_seconds": CLAIM_SECONDS,
                                                 "limit": limit}).fetchall()
-        for row in rows:
-            try:
-                advance(conn, row["id"], usable[row["platform"]])
-            except (psycopg.Error, BatchApiError, OSError) as exc:
-                log.warning("provider_batch_failed", provider_batch=row["id"], error=str(exc))
+    for row in rows:
+        try:
+            advance(borrow, row, usable[row["platform"]])
+        except (psycopg.Error, BatchApiError, OSError) as exc:
+            log.warning("provider_batch_failed", provider_batch=row["id"], error=str(exc))
     return len(rows)
 
 
@@ -410,13 +475,14 @@ async def maintenance_hook(conn: psycopg.AsyncConnection) -> int:
 
 
 async def _run_in_place(lent) -> None:
-    """The pass in a thread, its connection in place of the worker's finish link (closed
-    meanwhile, so the process stays within three connections; outcomes wait for the pass)."""
+    """The pass in a thread. Its database blocks each take the place of the worker's finish
+    link (closed for the block, so the process stays within three connections); between
+    them, while the provider uploads, answers or sends files, outcomes and the limiter's
+    statements use the link as usual."""
     if lent is None:
         await asyncio.to_thread(run_due)
         return
-    async with lent.vacated():
-        await asyncio.to_thread(run_due)
+    await asyncio.to_thread(run_due, None, ROWS_PER_PASS, lent.for_thread())
 
 
 def _log_failure(task: asyncio.Task) -> None:

@@ -10,7 +10,9 @@ with no clock. What goes wrong is injected through FakeOpenAI.configure():
   before it ended (default 0);
 - batch_error_every: every Nth request (1-based, in file order) answers a 500 in the error file;
 - batch_max_requests (default 50,000) and batch_max_file_bytes (default 200 MB): the provider's
-  limits; a larger file is refused at upload (400), more requests fail the batch at validation.
+  limits; a larger file is refused at upload (400), more requests fail the batch at validation;
+- batch_download_seconds: how long a file's content takes to send (a large output file over
+  a slow link; default 0); stats()["downloading"] counts the downloads under way.
 
 Answers are the simulator's usual deterministic ones; batch requests do not draw from the
 per-minute buckets (the provider gives batches their own pool) and are counted apart in
@@ -19,6 +21,7 @@ stats()["batches"].
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import threading
@@ -40,6 +43,7 @@ SETTINGS: dict[str, type] = {
     "batch_error_every": int,
     "batch_max_requests": int,
     "batch_max_file_bytes": int,
+    "batch_download_seconds": float,
 }
 
 
@@ -53,9 +57,10 @@ class BatchApi:
         self.batches: dict[str, dict[str, Any]] = {}
         self.settings: dict[str, Any] = {
             "batch_outcome": "completed", "batch_processed": 0, "batch_error_every": 0,
-            "batch_max_requests": MAX_REQUESTS, "batch_max_file_bytes": MAX_FILE_BYTES}
+            "batch_max_requests": MAX_REQUESTS, "batch_max_file_bytes": MAX_FILE_BYTES,
+            "batch_download_seconds": 0.0}
         self.counts = {"files": 0, "created": 0, "requests": 0, "ok": 0, "errors": 0,
-                       "expired": 0, "cancelled": 0}
+                       "expired": 0, "cancelled": 0, "downloading": 0}
 
     # -- configuration --------------------------------------------------------------------
 
@@ -69,6 +74,10 @@ class BatchApi:
             if kind is int and (isinstance(value, bool) or not isinstance(value, int)
                                 or value < 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+            if kind is float and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 <= value <= 3600):
+                raise ValueError(f"{name} must be a number of seconds from 0 to 3600, "
+                                 f"got {value!r}")
             if name == "batch_outcome" and value not in OUTCOMES:
                 raise ValueError(f"batch_outcome must be one of {', '.join(OUTCOMES)}")
             out[name] = value
@@ -148,6 +157,15 @@ class BatchApi:
         file = self.files.get(request.match_info["id"])
         if file is None:
             return self._error(404, "No such File object.", param="id")
+        delay = self.settings["batch_download_seconds"]
+        if delay:
+            with self._lock:
+                self.counts["downloading"] += 1
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                with self._lock:
+                    self.counts["downloading"] -= 1
         return web.Response(body=file["data"], content_type="application/octet-stream")
 
     async def _create(self, request: web.Request) -> web.Response:

@@ -92,12 +92,39 @@ class LinkPool:
     @contextlib.asynccontextmanager
     async def vacated(self):
         """Hold the link closed for the block, so that synchronous code (a thread: a
-        schedule's fire, a Batch API pass) may open one connection of its own in its place
+        schedule's fire, statements only) may open one connection of its own in its place
         and the process still holds no more than three. Outcomes wait meanwhile; the link
-        opens again on its next use."""
+        opens again on its next use. Code that also calls out (a Batch API pass) takes
+        `for_thread` blocks instead, around its statements only."""
         async with self.link.lock:
             await self.link.close()
             yield
+
+    def for_thread(self) -> Callable[[], contextlib.AbstractContextManager[psycopg.Connection]]:
+        """For synchronous code about to run in a thread (a Batch API pass), called on the
+        loop: a source of blocks, `with borrow() as conn:`, each of which holds the link
+        closed and a connection of the thread's own open in its place for that block only.
+        So the process stays within three connections, and outcomes and limiter statements
+        wait for a block's statements, not for the provider calls between blocks (unlike
+        `vacated`, which holds the link for the whole of its block)."""
+        loop = asyncio.get_running_loop()
+        link = self.link
+
+        async def take() -> None:
+            await link.lock.acquire()
+            await link.close()
+
+        @contextlib.contextmanager
+        def borrowed():
+            asyncio.run_coroutine_threadsafe(take(), loop).result()
+            try:
+                with db.connect(link.url,
+                                application_name=db.WORKER_APPLICATION_NAME) as conn:
+                    yield conn
+            finally:
+                loop.call_soon_threadsafe(link.lock.release)
+
+        return borrowed
 
     @contextlib.asynccontextmanager
     async def connection(self):

@@ -49,23 +49,32 @@ WHERE lease_owner = %(lease)s
 ORDER BY id;
 
 
--- name: pb_status
-SELECT status FROM jobqueue.provider_batches WHERE id = %(id)s;
+-- name: pb_take
+-- The CLI's first submit takes its row as a leader's pass does (pb_claim_due): only if no pass
+-- holds it, moving next_poll_at forward by hold_seconds. The new next_poll_at is the claim,
+-- the fencing token of every later step (pb_lock): the CLI's first submit and a leader's retry
+-- never both send a file.
+UPDATE jobqueue.provider_batches
+SET next_poll_at = now() + make_interval(secs => %(hold_seconds)s)
+WHERE id = %(id)s AND status = %(status)s AND next_poll_at <= now()
+RETURNING next_poll_at AS claim;
 
 
 -- name: pb_lock
--- One row to submit or import, if no one else is at it (SKIP LOCKED: the CLI's first submit
--- and a leader's retry never both send a file) and it still needs doing.
+-- One row to submit, poll or import, if it still needs doing and the caller's claim still
+-- holds (next_poll_at is what pb_take or pb_claim_due set: no other pass took the row over
+-- after the hold ran out). Locked for the short transaction that writes its outcome; a
+-- provider call never runs inside one (the worker's finish link waits for the transaction).
 SELECT * FROM jobqueue.provider_batches
-WHERE id = %(id)s AND status = %(status)s
-FOR UPDATE SKIP LOCKED;
+WHERE id = %(id)s AND status = %(status)s AND next_poll_at = %(claim)s
+FOR UPDATE;
 
 
 -- name: pb_claim_due
 -- Maintenance, under the leader's lock like the rest of it: the rows due a submit or a poll
 -- on platforms this process can call. Their next_poll_at moves forward by hold_seconds before
 -- any call is made, so another leader's pass does not poll them meanwhile; the call's outcome
--- then sets the real next poll.
+-- then sets the real next poll. The new next_poll_at is returned as the pass's claim (pb_lock).
 WITH leader AS MATERIALIZED (
     SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
 )
@@ -77,7 +86,7 @@ WHERE p.id IN (SELECT id FROM jobqueue.provider_batches
                ORDER BY next_poll_at
                LIMIT %(limit)s
                FOR UPDATE SKIP LOCKED)
-RETURNING p.id, p.batch_id, p.platform, p.status, p.polls;
+RETURNING p.id, p.batch_id, p.platform, p.status, p.polls, p.next_poll_at AS claim;
 
 
 -- name: pb_any_due

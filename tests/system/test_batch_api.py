@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import openai
 import pytest
@@ -207,3 +208,38 @@ def test_dry_run_counts_jobs_and_files_and_enqueues_nothing(db_url, sim, tmp_pat
     assert "  sim: 10 job(s), max_attempts 3, 3 Batch API file(s)" in out.stdout
     assert sql("SELECT count(*) AS n FROM jobqueue.batches")[0]["n"] == 0
     assert sim.stats()["batches"]["files"] == 0
+
+
+def test_a_slow_download_does_not_hold_up_the_workers_other_jobs(db_url, config, sim,
+                                                                  tmp_path):
+    """A pass's provider calls run outside its database blocks: while the leader downloads a
+    batch's output file (held 10 s by the simulator), the same worker's realtime jobs, whose
+    limiter statements and outcomes use the finish link the pass borrows, still finish.
+    Before, the pass held that link for the whole download."""
+    out = submit(db_url, config, prompts(tmp_path, 2))
+    assert out.returncode == 0, out.stderr
+    held = out.stdout.strip()
+    sim.configure(batch_download_seconds=10)
+    worker = jobqueue_cmd("worker", "--platform", "sim", "--maintenance-seconds", "0.1",
+                          url=db_url, env=config, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while sim.stats()["batches"]["downloading"] == 0:
+            assert worker.poll() is None and time.monotonic() < deadline, "no download began"
+            time.sleep(0.02)
+        realtime = run_cli("batch", "submit", str(prompts(tmp_path, 3, "now.jsonl")),
+                           "--platform", "sim", url=db_url, env=config)
+        assert realtime.returncode == 0, realtime.stderr
+        waited = run_cli("batch", "wait", realtime.stdout.strip(), "--interval", "0.05",
+                         "--timeout", "30", url=db_url, env=config)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+        assert "3 ok, 0 dead" in waited.stdout
+        assert sim.stats()["batches"]["downloading"] == 1  # the download is still under way
+        sim.configure(batch_download_seconds=0)
+        done = run_cli("batch", "wait", held, "--interval", "0.1", "--timeout", "40",
+                       url=db_url, env=config)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "2 ok, 0 dead" in done.stdout
+    finally:
+        worker.terminate()
+        worker.wait(30)
