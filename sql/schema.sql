@@ -43,9 +43,10 @@ CREATE TABLE jobqueue.jobs (
     fair_round       bigint,
     -- Some blocked job depends on this one (0015): its end runs the release step.
     has_children     boolean     NOT NULL DEFAULT false,
-    -- Where the claim takes it within its priority (0024): 0 a retry placed before new work
-    -- (its queue's retry_order 'first'), 1 everything else.
-    lane             smallint    NOT NULL DEFAULT 1 CONSTRAINT jobs_lane CHECK (lane IN (0, 1)),
+    -- Where the claim takes it within its priority (0024, 0030): 0 a due retry placed before
+    -- new work (its queue's retry_order 'first'), 1 everything else, 2 such a retry still
+    -- backing off (parked after the due work; maintenance moves it to 0 once due).
+    lane             smallint    NOT NULL DEFAULT 1 CONSTRAINT jobs_lane CHECK (lane IN (0, 1, 2)),
     CHECK ((lease_owner IS NULL) = (lease_expires_at IS NULL))
 );
 
@@ -57,6 +58,8 @@ CREATE INDEX jobs_claim_idx ON jobqueue.jobs (queue, priority, lane, run_at, id)
 CREATE INDEX jobs_lease_idx ON jobqueue.jobs (lease_owner, lease_expires_at)
     WHERE lease_owner IS NOT NULL;
 CREATE INDEX jobs_batch_idx ON jobqueue.jobs (batch_id) WHERE batch_id IS NOT NULL;
+-- Maintenance's question, which parked retries are due (0030).
+CREATE INDEX jobs_parked_idx ON jobqueue.jobs (run_at) WHERE lane = 2 AND lease_owner IS NULL;
 -- The claim of a fair queue: `ORDER BY priority, fair_round, id` (0012_fair_caps.sql). Only
 -- fair queues' waiting rows have a round, so other queues never enter it.
 CREATE INDEX jobs_fair_idx ON jobqueue.jobs (queue, priority, fair_round, id)

@@ -188,6 +188,13 @@ async def rescue_expired(conn: psycopg.AsyncConnection) -> tuple[int, int]:
     return dead, rescued
 
 
+async def promote_retries(conn: psycopg.AsyncConnection, limit: int = 10000) -> int:
+    """Move up to `limit` parked retries whose backoff has ended ahead of the new work of
+    their priority (lane 2 -> 0, 0030_parked_retries.sql). Leader-gated in SQL."""
+    cur = await conn.execute(q("promote_retries"), {"limit": limit})
+    return cur.rowcount
+
+
 async def prune_finished(conn: psycopg.AsyncConnection, retention_seconds: float,
                          limit: int) -> int:
     """Drop up to `limit` finished jobs older than the retention. Leader-gated in SQL."""

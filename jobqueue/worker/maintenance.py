@@ -1,10 +1,10 @@
 """Cluster maintenance, run by every worker and done by one at a time: rescue expired leases
-(dead-letter those out of attempts), prune old finished jobs, dead worker rows and full quota
-buckets (jobqueue/quotas.py), evaluate the alert rules and prune old webhook deliveries
-(jobqueue/webhooks/alerts.py), and run the prune hooks that extensions register (the LLM
-response cache registers its own). The dashboard's sessions are pruned by a hook registered
-here, so every worker of any queue runs it: the web app writes them, and a web process may
-have nothing but replicas to read from.
+(dead-letter those out of attempts), move retries whose backoff ended ahead of new work,
+prune old finished jobs, dead worker rows and full quota buckets (jobqueue/quotas.py),
+evaluate the alert rules and prune old webhook deliveries (jobqueue/webhooks/alerts.py), and
+run the prune hooks that extensions register (the LLM response cache registers its own). The
+dashboard's sessions are pruned by a hook registered here, so every worker of any queue runs
+it: the web app writes them, and a web process may have nothing but replicas to read from.
 
 Leadership is a transaction-level advisory lock that each maintenance statement takes itself
 (see sql/queries/jobs.sql, rescue_dead): no lock is held across a round trip, so a worker cut
@@ -69,6 +69,7 @@ class Maintenance:
     async def once(self, conn: psycopg.AsyncConnection) -> None:
         cfg = self.config
         dead, rescued = await store.rescue_expired(conn)
+        promoted = await store.promote_retries(conn)
         pruned = await store.prune_finished(conn, cfg.retention_seconds, 10000)
         await conn.execute(q("prune_workers"), {
             "stale_seconds": max(60.0, 10 * cfg.heartbeat_seconds)})
@@ -79,6 +80,7 @@ class Maintenance:
             hooks["quota_usage"] = cur.rowcount
         for name, hook in list(_prune_hooks.items()):
             hooks[name] = await hook(conn)
-        if dead or rescued or pruned or any(hooks.values()):
-            self.log.info("maintenance", rescued=rescued, dead_letters=dead, pruned=pruned,
+        if dead or rescued or promoted or pruned or any(hooks.values()):
+            self.log.info("maintenance", rescued=rescued, dead_letters=dead,
+                          retries_moved_up=promoted, pruned=pruned,
                           **{f"pruned_{k}": v for k, v in hooks.items() if v})

@@ -241,8 +241,9 @@ picked AS MATERIALIZED (
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
       AND (SELECT NOT (paused OR capped OR fair) FROM queue)
     -- lane (0024): a retry of a queue whose retry_order is 'first' has lane 0 and goes
-    -- before new work of its priority. The order is jobs_claim_idx's, so this stays one
-    -- ordered index scan (Index Cond: queue, run_at <= now()), stopping after `limit` rows.
+    -- before new work of its priority (while it backs off it is parked in lane 2, after the
+    -- due work: 0030). The order is jobs_claim_idx's, so this stays one ordered index scan
+    -- (Index Cond: queue, run_at <= now()), stopping after `limit` rows.
     ORDER BY priority, lane, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -457,9 +458,11 @@ SELECT m.id FROM moved m CROSS JOIN announced LEFT JOIN released ON true;
 -- the next attempt after the backoff the worker computed. Fenced like finish_jobs. The
 -- execution id stays on the row until the next claim: outcomes_recorded looks for it.
 -- `lane` places the retry in the claim order by its queue's retry_order (0024): before new
--- work of its priority (0, the default: no row in `queues`) or after it (1). The queues whose
--- retries go last are read once per statement, into a hash the rows look up (a hashed
--- SubPlan), not with a probe of `queues` per row.
+-- work of its priority (the default: no row in `queues`) or after it (1). Before means 0 if
+-- it is due at once, else 2, parked until maintenance moves it to 0 once due (0030: a row
+-- of lane 0 with a future run_at would stand in the claim's scan). The queues whose retries
+-- go last are read once per statement, into a hash the rows look up (a hashed SubPlan), not
+-- with a probe of `queues` per row.
 WITH retried AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
@@ -482,9 +485,11 @@ SELECT r.id FROM retried r CROSS JOIN announced;
 
 
 -- part: retry_lane
--- Where a retry goes in the claim order (0024), in retry_jobs' and rescue_retry's SET.
+-- Where a retry goes in the claim order (0024, 0030), in retry_jobs' and rescue_retry's SET;
+-- f.delay is its backoff in seconds.
         lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
-                                     WHERE retry_order = 'last') THEN 1 ELSE 0 END,
+                                     WHERE retry_order = 'last') THEN 1
+                    WHEN f.delay > 0 THEN 2 ELSE 0 END,
 
 
 -- name: outcomes_recorded
@@ -667,6 +672,7 @@ rescued AS (
             'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
             'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',
             'worker', j.lease_owner, 'execution_id', j.id || ':' || j.execution_id))
+    FROM (SELECT 0::float8 AS delay) AS f  -- runnable at once: no backoff
     WHERE j.id IN (SELECT id FROM jobqueue.jobs
                    WHERE lease_owner IS NOT NULL AND lease_expires_at < now()
                      AND attempts < max_attempts AND (SELECT ok FROM leader)
@@ -678,6 +684,22 @@ SELECT count(*) AS rescued,
        (SELECT count(pg_notify('jobqueue_insert', q)) FROM (SELECT DISTINCT queue AS q
                                                            FROM rescued) AS queues) AS notified
 FROM rescued;
+
+
+-- name: promote_retries
+-- Maintenance: parked retries (lane 2, 0030) whose backoff has ended move to lane 0, before
+-- the new work of their priority, as their queue's retry_order 'first' asks; a bounded slice
+-- per pass, oldest first. They were claimable meanwhile, after the due work.
+WITH leader AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
+)
+UPDATE jobqueue.jobs SET lane = 0
+WHERE id IN (SELECT id FROM jobqueue.jobs
+             WHERE lane = 2 AND lease_owner IS NULL AND run_at <= now()
+               AND (SELECT ok FROM leader)
+             ORDER BY run_at
+             LIMIT %(limit)s
+             FOR UPDATE SKIP LOCKED);
 
 
 -- name: prune_finished

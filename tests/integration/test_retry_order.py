@@ -44,8 +44,9 @@ def run_backlog(client, start_worker, retry_order: str | None) -> tuple[list, li
             queues.change(conn, "q", retry_order=retry_order)
     failing = client.enqueue("flaky", {}, queue="q", max_attempts=3)
     client.enqueue_payloads("work", [{"n": i} for i in range(BACKLOG)], queue="q")
+    # maintenance moves a retry ahead once its backoff is over (0030): often, in this test
     start_worker(reg, queue="q", concurrency=4, retry_base_seconds=0.01,
-                 retry_max_seconds=0.05)
+                 retry_max_seconds=0.05, maintenance_seconds=0.05)
     wait_until(lambda: client.get(failing).state == "dead"
                and len([s for s in started if s[0] == "B"]) == BACKLOG, timeout=60)
     return started, failing
@@ -169,3 +170,60 @@ class TestLaneLookup:
         reads = queue_reads(sql, "rescue_retry")
         assert [node["Actual Loops"] for node in reads] == [1], reads
         assert self.lanes(sql, ids) == {("late", 1), ("early", 0)}
+
+
+class TestParkedRetries:
+    """A retry backing off is parked (lane 2) after the due work, and moved ahead (lane 0) by
+    maintenance once due (0030): the claim's scan no longer steps over retries that are not
+    due yet, as it did when they waited in lane 0."""
+
+    def retried(self, client, sql, n: int, delay: float) -> list[int]:
+        """n jobs of queue q, claimed by one worker and failed with `delay` seconds of
+        backoff through the worker's own retry statement."""
+        ids = client.enqueue_payloads("k", [{}] * n, queue="q")
+        worker = uuid.uuid4()
+        sql("UPDATE jobqueue.jobs SET lease_owner = %(w)s, attempts = 1, "
+            "execution_id = gen_random_uuid(), lease_expires_at = now() + interval '1 minute' "
+            "WHERE id = ANY(%(ids)s)", {"w": worker, "ids": ids})
+        rows = sql("SELECT id, execution_id::text AS e FROM jobqueue.jobs "
+                   "WHERE id = ANY(%(ids)s) ORDER BY id", {"ids": ids})
+        sql(q("retry_jobs"), {"id": [r["id"] for r in rows], "execution": [r["e"] for r in rows],
+                              "delay": [delay] * n, "error": ['{"type": "E"}'] * n,
+                              "worker": worker})
+        return ids
+
+    def lanes(self, sql, ids: list[int]) -> dict[int, int]:
+        return {r["lane"]: r["n"] for r in sql(
+            "SELECT lane, count(*) AS n FROM jobqueue.jobs WHERE id = ANY(%(ids)s) "
+            "GROUP BY lane", {"ids": ids})}
+
+    def test_a_backed_off_retry_is_parked_and_moved_ahead_once_due(self, client, sql):
+        later = self.retried(client, sql, 3, 3600.0)
+        now = self.retried(client, sql, 2, 0.0)
+        assert self.lanes(sql, later) == {2: 3} and self.lanes(sql, now) == {0: 2}
+        sql("UPDATE jobqueue.jobs SET run_at = now() - interval '1 second' "
+            "WHERE id = %(id)s", {"id": later[0]})  # its backoff is over
+        moved = sql("EXPLAIN (ANALYZE, FORMAT JSON) " + q("promote_retries"), {"limit": 100})
+        assert moved[0]["QUERY PLAN"][0]["Plan"]["Plans"]  # ran
+        assert sql("SELECT id FROM jobqueue.jobs WHERE lane = 0 AND id = ANY(%(ids)s)",
+                   {"ids": later}) == [{"id": later[0]}]
+        assert self.lanes(sql, later) == {0: 1, 2: 2}
+
+    def test_the_claim_does_not_step_over_retries_still_backing_off(self, client, sql):
+        """10,000 retries backing off and 2,000 due jobs: the claim of 10 reads a handful
+        of claim-index pages (it read every backed-off retry's entry when they were lane 0)."""
+        self.retried(client, sql, 10_000, 3600.0)
+        client.enqueue_payloads("k", [{}] * 2000, queue="q")
+        sql("VACUUM ANALYZE jobqueue.jobs")  # the entries of the rows' earlier versions go
+        plan = sql("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + q("claim"), {
+            "queue": "q", "limit": 10, "worker": uuid.uuid4(), "lease_seconds": 30})
+        nodes, scans = [plan[0]["QUERY PLAN"][0]["Plan"]], []
+        while nodes:
+            node = nodes.pop()
+            nodes.extend(node.get("Plans", []))
+            if node.get("Index Name") == "jobs_claim_idx":
+                scans.append(node)
+        [scan] = scans
+        assert scan["Actual Rows"] == 10
+        pages = scan["Shared Hit Blocks"] + scan["Shared Read Blocks"]
+        assert pages < 20, pages  # ~10,000 entries stepped over are 30+ pages
