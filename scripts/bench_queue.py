@@ -430,6 +430,12 @@ def cpu_snapshot(pids: list[int]) -> dict[int, float]:
     return {pid: c for pid in pids if (c := cpu_seconds(pid)) is not None}
 
 
+def cpu_now(workers: list, conn) -> tuple[dict[int, float], dict[int, float]]:
+    """CPU so far of the worker processes, and of the database's backends (none for Redis)."""
+    return (cpu_snapshot([w.pid for w in workers]),
+            cpu_snapshot(backend_pids(conn)) if conn else {})
+
+
 def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU spent between two snapshots; a process that appeared in between counts whole, one
     that exited in between is lost (Postgres backends of the benchmark's own connections)."""
@@ -633,8 +639,7 @@ def warm_io_drain(system, args, procs, url, env, out_dir: Path, tag: str) -> Pha
                 while pending():
                     time.sleep(poll)
             target = finished() + n
-            before = (cpu_snapshot([w.pid for w in workers]),
-                      cpu_snapshot(backend_pids(conn)) if conn else {})
+            before = cpu_now(workers, conn)
             got = run_agent([*system.agent, "enqueue-io", str(n), repr(args.io_seconds)],
                             system.cwd, env, args.timeout, f"{tag} enqueue io (warm)")
             while pending():
@@ -642,8 +647,7 @@ def warm_io_drain(system, args, procs, url, env, out_dir: Path, tag: str) -> Pha
                     raise BenchError(f"{tag} io (warm): unfinished after {args.timeout:.0f}s")
                 time.sleep(poll)
             emptied = time.time()
-            after = (cpu_snapshot([w.pid for w in workers]),
-                     cpu_snapshot(backend_pids(conn)) if conn else {})
+            after = cpu_now(workers, conn)
         finally:
             procs.stop(workers)
         if finished() != target:
@@ -750,8 +754,7 @@ def timed_drain(system, args, procs, url, env, out_dir: Path, tag: str, phase: s
                        for i in range(WORKERS)]
             while pending():
                 if cpu_from is None and len(list(out_dir.glob("first-*"))) >= WORKERS:
-                    cpu_from = (cpu_snapshot([w.pid for w in workers]),
-                                cpu_snapshot(backend_pids(conn)) if conn else {})
+                    cpu_from = cpu_now(workers, conn)
                 for w in workers:
                     if w.poll() is not None:
                         raise BenchError(f"{tag} {phase} worker {w.pid} exited with "
@@ -764,8 +767,7 @@ def timed_drain(system, args, procs, url, env, out_dir: Path, tag: str, phase: s
                                      f"{args.timeout:.0f}s")
                 time.sleep(poll)
             emptied = time.time()
-            cpu_to = (cpu_snapshot([w.pid for w in workers]),
-                      cpu_snapshot(backend_pids(conn)) if conn else {})
+            cpu_to = cpu_now(workers, conn)
         finally:
             procs.stop(workers)
     firsts = [float(p.read_text()) for p in out_dir.glob("first-*")]
