@@ -9,7 +9,6 @@ all, and only the jobs the action reached are recorded."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
@@ -41,17 +40,6 @@ def noted(audit: Audit | None, action: str) -> dict:
     if audit is None:
         return {"action": None, "actor": None, "via": None, "detail": None}
     return {"action": action, "actor": audit.actor, "via": audit.via, "detail": audit.detail}
-
-
-def record(conn: psycopg.Connection, job_ids: Sequence[int], action: str, actor: str,
-           via: str, detail: str | None = None) -> None:
-    """Note that `actor` did `action` to each of `job_ids` (one statement however many)."""
-    if not job_ids:
-        return
-    if via not in VIA:
-        raise ValueError(f"via: one of {', '.join(VIA)}")
-    conn.execute(q("job_actions_record"), {"ids": list(job_ids), "action": action,
-                                           "actor": actor, "via": via, "detail": detail})
 
 
 def of_job(conn: psycopg.Connection, job_id: int, limit: int = TIMELINE_LIMIT) -> list[dict]:

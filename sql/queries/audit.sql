@@ -1,12 +1,6 @@
 -- Manual actions on jobs (jobqueue/audit.py; table jobqueue.job_actions, 0023).
 
 
--- name: job_actions_record
-INSERT INTO jobqueue.job_actions (job_id, action, actor, via, detail)
-SELECT id, %(action)s, %(actor)s, %(via)s, %(detail)s
-FROM unnest(%(ids)s::bigint[]) AS ids(id);
-
-
 -- part: job_actions_noted
 -- The record of a manual action, written by the statement that acts (cancel_jobs,
 -- revive_jobs, delete_jobs, job_run_now), so the action and its record commit together or
