@@ -393,8 +393,8 @@ def cancel_job(conn: psycopg.Connection, job_id: int, audit: Audit | None = None
 
 def cancel(conn: psycopg.Connection, where: JobFilter, audit: Audit | None = None) -> dict:
     """Cancel the matching hot and blocked jobs: {"cancelled": moved to finished now,
-    "requested": running ones whose workers were told to stop, "ids": both}. Jobs waiting
-    for the cancelled ones follow their on_parent_failure policy, in the same transaction."""
+    "requested": running ones whose workers were told to stop}. Jobs waiting for the
+    cancelled ones follow their on_parent_failure policy, in the same transaction."""
     with conn.transaction():
         done = _execute(conn, "cancel_jobs", where.params() | noted(audit, "cancel"),
                         prepare=_UNPREPARED).fetchone()

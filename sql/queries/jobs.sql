@@ -783,8 +783,7 @@ SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM unblocked_moved) AS 
                                     SELECT id FROM unblocked_moved) AS m
                               HAVING count(*) > 0) AS n) AS announced,
        ARRAY(SELECT (job).id FROM gone WHERE (job).has_children
-             UNION ALL SELECT id FROM unblocked WHERE has_children) AS parents,
-       ARRAY(SELECT id FROM acted) AS ids;
+             UNION ALL SELECT id FROM unblocked WHERE has_children) AS parents;
 
 
 -- name: revive_jobs
