@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from jobqueue import db, quotas, routing, workflows
+from jobqueue.audit import Audit
 from jobqueue.db import migrate, store
 from jobqueue.db.queries import q
 from jobqueue.db.store import COPY_FROM, JobFilter
@@ -257,16 +258,18 @@ class Client:
 
     # -- change -----------------------------------------------------------------------------
 
-    def cancel(self, job_id: int) -> str:
+    def cancel(self, job_id: int, audit: Audit | None = None) -> str:
         """Cancel a job. Returns 'cancelled' (it was not running: now finished as cancelled),
         'requested' (running: its worker stops it and records it cancelled), 'finished'
-        (too late) or 'not_found'."""
+        (too late) or 'not_found'. With `audit` (who asks, through which surface), a cancel
+        that reached the job is recorded in the same statement (jobqueue/audit.py)."""
         with self.pool.connection() as conn:
-            return store.cancel_job(conn, job_id)
+            return store.cancel_job(conn, job_id, audit)
 
-    def retry(self, job_id: int) -> bool:
-        """Run a dead or cancelled job again with a fresh attempt budget."""
-        return bool(self._revive(ids=[job_id], states=["dead", "cancelled"]))
+    def retry(self, job_id: int, audit: Audit | None = None) -> bool:
+        """Run a dead or cancelled job again with a fresh attempt budget. With `audit`, a
+        retry that happened is recorded in the same statement (jobqueue/audit.py)."""
+        return bool(self._revive(ids=[job_id], states=["dead", "cancelled"], audit=audit))
 
     def dead(self, queue: str | None = None, limit: int = 100) -> list[dict]:
         with self.pool.connection() as conn:
@@ -279,9 +282,9 @@ class Client:
         with self.pool.connection() as conn:
             return store.delete(conn, JobFilter(queue=queue, ids=ids, state="dead"))
 
-    def _revive(self, *, ids, states, queue=None) -> list[int]:
+    def _revive(self, *, ids, states, queue=None, audit=None) -> list[int]:
         with self.pool.connection() as conn:
-            return store.revive(conn, JobFilter(ids=ids, queue=queue), states)
+            return store.revive(conn, JobFilter(ids=ids, queue=queue), states, audit)
 
 
 def _spec(spec: JobSpec | dict, index: int) -> JobSpec:

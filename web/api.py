@@ -17,7 +17,6 @@ from datetime import datetime
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from pydantic import ValidationError
 
-from jobqueue import audit
 from jobqueue import queues as queue_settings
 from jobqueue.batches import export as batch_export
 from jobqueue.batches import files as batchfiles
@@ -30,7 +29,7 @@ from jobqueue.llm import payloads, platforms
 from jobqueue.tasks import Permanent
 from web import quotas as quota_web
 from web import schemas as s
-from web.auth import api_error, require
+from web.auth import acting, api_error, require
 from web.contract import BadRequest, Rejected, Reply, operation
 from web.llm_platforms import configured_platforms
 from web.openapi import document
@@ -141,10 +140,9 @@ def _waited(job_id: int, job, principal):
            errors=NOT_FOUND | {409: "The job has already finished"})
 def cancel_job(job_id: int):
     _visible_job(job_id, fresh=True)
-    outcome = resources().client.cancel(job_id)
+    outcome = resources().client.cancel(job_id, acting())
     if outcome == "finished":
         raise BadRequest(f"job {job_id}: already finished", status=409, code="conflict")
-    _audit(job_id, "cancel")
     return jsonify(id=job_id, outcome=outcome)
 
 
@@ -154,17 +152,10 @@ def cancel_job(job_id: int):
            errors=NOT_FOUND | {409: "The job is not dead or cancelled"})
 def retry_job(job_id: int):
     job = _visible_job(job_id, fresh=True)
-    if not resources().client.retry(job_id):
+    if not resources().client.retry(job_id, acting()):
         raise BadRequest(f"job {job_id}: is {job.state}; only dead or cancelled jobs retry",
                          status=409, code="conflict")
-    _audit(job_id, "retry")
     return jsonify(id=job_id, state="waiting")
-
-
-def _audit(job_id: int, action: str) -> None:
-    """Record a manual action on a job with the token's owner (the job's timeline shows it)."""
-    with resources().client.pool.connection() as conn:
-        audit.record(conn, [job_id], action, g.principal.owner, "api")
 
 
 @bp.get("/jobs/<int:job_id>/events")

@@ -15,7 +15,7 @@ cookie carries only that session's random secret (the row keeps its SHA-256), so
 token nor anything the database holds can be turned into a session. Each request checks the
 session and its token and charges the token like an API request; sign-out revokes the row,
 and owners list and revoke sessions at /api/sessions. Every form carries a CSRF token bound
-to the session.
+to the session. A manual action on jobs is recorded with who made it (`acting`).
 
 All of this writes, so all of it runs on the primary's pool (`resources().client`), never on
 the reader's: a request's reads can then come from a replica or a read-only connection, and
@@ -35,6 +35,7 @@ from datetime import timedelta
 
 from flask import abort, g, jsonify, request, session
 
+from jobqueue.audit import Audit
 from jobqueue.db.queries import q
 from jobqueue.tokens import hash_token
 
@@ -250,6 +251,14 @@ def session_principal() -> Principal | None:
             return None
         raise
     return principal if principal.admin or principal.read_only else None
+
+
+def acting(detail: str | None = None) -> Audit:
+    """The author of a manual action on jobs in this request, for its record (given to the
+    store function that acts, which writes it in the same statement: jobqueue/audit.py): the
+    signed-in token's owner, via the dashboard on its pages and via the API everywhere else."""
+    via = "dashboard" if request.blueprint == "dashboard" else "api"
+    return Audit(g.principal.owner, via, detail)
 
 
 def csrf_token() -> str:

@@ -51,7 +51,7 @@ from jobqueue.errors import InvalidQueueSettings, QueueBusy
 from jobqueue.jobs import FINISHED_STATES, HOT_STATES, STATES
 from jobqueue.llm import costs
 from web import dashboard_charts, dashboard_jobs
-from web.auth import Denied, check_csrf, csrf_token, session_principal, sign_in, sign_out
+from web.auth import Denied, acting, check_csrf, csrf_token, session_principal, sign_in, sign_out
 from web.contract import BadRequest
 from web.dashboard_support import (
     change,
@@ -59,7 +59,6 @@ from web.dashboard_support import (
     note_change,
     read,
     reader,
-    record_action,
     render,
     wrote_at,
 )
@@ -396,17 +395,16 @@ def bulk_action():
 
 
 def _run_action(action: str, where: JobFilter) -> str:
-    """Run a bulk action; returns what it did, in words."""
+    """Run a bulk action, recorded on each job it reached with who ran it (ticked or matched
+    by the filter); returns what it did, in words."""
     if action == "retry":
-        revived = change(store.revive, where, ACTIONS["retry"])
-        record_action(revived, "retry")
+        revived = change(store.revive, where, ACTIONS["retry"], acting())
         return f"Retried {len(revived)} job(s)."
     if action == "cancel":
-        done = change(store.cancel, where)
-        record_action(done["ids"], "cancel")  # ticked or matched by the filter: each job it reached
+        done = change(store.cancel, where, acting())
         return (f"Cancelled {done['cancelled']} job(s); asked the workers of "
                 f"{done['requested']} running job(s) to stop.")
-    return f"Deleted {change(store.delete, where)} job(s)."
+    return f"Deleted {change(store.delete, where, acting())} job(s)."
 
 
 @bp.get("/jobs/<int:job_id>")
@@ -462,22 +460,18 @@ ACTION_WORDS = {"retry": "retried", "cancel": "cancel asked", "delete": "deleted
 def job_action(job_id: int, action: str):
     client = resources().client
     if action == "retry":
-        if client.retry(job_id):
-            record_action([job_id], "retry")
+        if client.retry(job_id, acting()):
             flash(f"Job {job_id} queued again.")
         else:
             flash(f"Job {job_id} was not retried: only dead or cancelled jobs retry.", "error")
     elif action == "cancel":
-        outcome = client.cancel(job_id)
-        if outcome in ("cancelled", "requested"):
-            record_action([job_id], "cancel")
+        outcome = client.cancel(job_id, acting())
         flash({"cancelled": f"Job {job_id} cancelled.",
                "requested": f"Job {job_id} is running: its worker was asked to stop it.",
                "finished": f"Job {job_id} had already finished.",
                "not_found": f"Job {job_id} does not exist."}[outcome])
     else:
         flash(_run_action("delete", JobFilter(ids=[job_id])))
-        record_action([job_id], "delete")
         return redirect(url_for(".jobs"))
     note_change()
     return redirect(url_for(".job", job_id=job_id))
@@ -513,7 +507,7 @@ def dead_action(action: str):
     if action == "retry":
         flash(_run_action("retry", where))
     else:
-        flash(f"Purged {change(store.delete, where)} dead job(s).")
+        flash(f"Purged {change(store.delete, where, acting())} dead job(s).")
     return back
 
 

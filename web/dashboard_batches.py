@@ -17,7 +17,8 @@ from jobqueue.db import store
 from jobqueue.db.store import JobFilter
 from jobqueue.jobs import FINISHED_STATES, STATES
 from jobqueue.llm import costs
-from web.dashboard_support import attach_once, change, read, record_action, render
+from web.auth import acting
+from web.dashboard_support import attach_once, change, read, render
 
 MAX_SEARCH = 200          # characters of an answers search
 MAX_ID = 2**63 - 1
@@ -79,12 +80,12 @@ def batch_action(batch_id: int, action: str):
     if read(store.batch, batch_id) is None:
         abort(404, description=f"batch {batch_id}: not found")
     if action == "retry-dead":
-        revived = change(store.revive, JobFilter(batch_id=batch_id, state="dead"), ("dead",))
-        record_action(revived, "retry", f"batch {batch_id}: retry all dead")
+        revived = change(store.revive, JobFilter(batch_id=batch_id, state="dead"), ("dead",),
+                         acting(f"batch {batch_id}: retry all dead"))
         flash(f"Batch {batch_id}: retried {len(revived)} dead job(s).")
     else:
-        done = change(store.cancel, JobFilter(batch_id=batch_id))
-        record_action(done["ids"], "cancel", f"batch {batch_id}: cancel")
+        done = change(store.cancel, JobFilter(batch_id=batch_id),
+                      acting(f"batch {batch_id}: cancel"))
         flash(f"Batch {batch_id}: cancelled {done['cancelled']} job(s); asked the workers of "
               f"{done['requested']} running job(s) to stop.")
     return redirect(url_for(".batch", batch_id=batch_id))

@@ -15,7 +15,8 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 
 from jobqueue.db import store
 from jobqueue.db.queries import q
-from web.dashboard_support import attach_once, change, note_change, record_action
+from web.auth import acting
+from web.dashboard_support import attach_once, change, note_change
 
 
 @attach_once
@@ -29,8 +30,7 @@ def attach(bp: Blueprint) -> None:
 
 
 def job_run_now(job_id: int):
-    if change(store.run_now, job_id):
-        record_action([job_id], "run-now")
+    if change(store.run_now, job_id, acting()):
         flash(f"Job {job_id} is due now: the next free worker of its queue runs it.")
     else:
         flash(f"Job {job_id} was not made due: only a scheduled or retrying job waits for its "

@@ -1,8 +1,9 @@
 """What every dashboard page module uses (web/dashboard.py and the dashboard_*.py modules that
 join its blueprint): rendering a page or its `live` block, reading through the reader,
 changing on the primary (and noting the primary's WAL position in the session, so this
-session's next pages read what it changed), checking input (400 naming the field), recording
-a manual action with who made it, and attaching a module's routes to the blueprint once.
+session's next pages read what it changed), checking input (400 naming the field), and
+attaching a module's routes to the blueprint once. (A manual action on jobs is recorded by
+the store function that acts, given web.auth.acting().)
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from flask import Blueprint, Response, abort, g, render_template, request, session
+from flask import Blueprint, Response, abort, render_template, request, session
 from pydantic import ValidationError
 
-from jobqueue import audit
 from jobqueue.db.queries import q
 from web.contract import describe
 from web.replica import wal_position
@@ -95,10 +95,3 @@ def checked(model, data: dict):
     except ValidationError as exc:
         abort(400, description=describe(exc.errors(include_url=False)[0]))
 
-
-def record_action(job_ids, action: str, detail: str | None = None) -> None:
-    """Record a manual action on jobs with who did it (the signed-in token's owner)."""
-    if not job_ids:
-        return
-    with resources().client.pool.connection() as conn:
-        audit.record(conn, list(job_ids), action, g.principal.owner, "dashboard", detail)

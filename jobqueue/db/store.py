@@ -29,6 +29,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from jobqueue.audit import Audit, noted
 from jobqueue.db.connect import int_array, text_array
 from jobqueue.db.queries import q
 from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS
@@ -378,11 +379,11 @@ def get_job(conn: psycopg.Connection, job_id: int) -> dict | None:
     return _execute(conn, "get_job", {"id": job_id}).fetchone()
 
 
-def cancel_job(conn: psycopg.Connection, job_id: int) -> str:
+def cancel_job(conn: psycopg.Connection, job_id: int, audit: Audit | None = None) -> str:
     """Cancel one job: 'cancelled' (it was not running: now finished as cancelled),
     'requested' (running: its worker stops it and records it cancelled), 'finished' (too
-    late) or 'not_found'."""
-    done = cancel(conn, JobFilter(ids=[job_id]))
+    late) or 'not_found'. With `audit`, a cancel that reached the job is recorded (cancel)."""
+    done = cancel(conn, JobFilter(ids=[job_id]), audit)
     if done["cancelled"]:
         return "cancelled"
     if done["requested"]:
@@ -392,36 +393,47 @@ def cancel_job(conn: psycopg.Connection, job_id: int) -> str:
 
 # -- many jobs: change ------------------------------------------------------------------------
 
-def cancel(conn: psycopg.Connection, where: JobFilter) -> dict:
+# The functions below that take an `audit` (who acts, through which surface) record the
+# action on each job it reached in the statement that acts (sql/queries/audit.sql's
+# job_actions_noted): the action and its record commit together. Without one, nothing is
+# recorded (the Python Client's own calls).
+
+def cancel(conn: psycopg.Connection, where: JobFilter, audit: Audit | None = None) -> dict:
     """Cancel the matching hot and blocked jobs: {"cancelled": moved to finished now,
-    "requested": running ones whose workers were told to stop, "ids": both}. Jobs waiting
-    for the cancelled ones follow their on_parent_failure policy, in the same transaction."""
+    "requested": running ones whose workers were told to stop}. Jobs waiting for the
+    cancelled ones follow their on_parent_failure policy, in the same transaction."""
     with conn.transaction():
-        done = _execute(conn, "cancel_jobs", where.params(), prepare=_UNPREPARED).fetchone()
+        done = _execute(conn, "cancel_jobs", where.params() | noted(audit, "cancel"),
+                        prepare=_UNPREPARED).fetchone()
         release_children(conn, done.pop("parents"), "cancelled")
     return done
 
 
-def run_now(conn: psycopg.Connection, job_id: int) -> bool:
+def run_now(conn: psycopg.Connection, job_id: int, audit: Audit | None = None) -> bool:
     """Make a scheduled or retrying job due now (its workers are woken); False if it is not
-    one (running, finished, already due, or gone)."""
-    return _execute(conn, "job_run_now", {"id": job_id}).fetchone() is not None
+    one (running, finished, already due, or gone). Recorded as run-now."""
+    return _execute(conn, "job_run_now",
+                    {"id": job_id} | noted(audit, "run-now")).fetchone() is not None
 
 
 def revive(conn: psycopg.Connection, where: JobFilter,
-           states: Sequence[str] = ("dead", "cancelled")) -> list[int]:
+           states: Sequence[str] = ("dead", "cancelled"),
+           audit: Audit | None = None) -> list[int]:
     """Run the matching finished jobs in `states` again with a fresh attempt budget (their
-    error history kept); returns their ids."""
-    rows = _execute(conn, "revive_jobs", where.params() | {"states": list(states)},
+    error history kept); returns their ids. Recorded as retry."""
+    rows = _execute(conn, "revive_jobs",
+                    where.params() | {"states": list(states)} | noted(audit, "retry"),
                     prepare=_UNPREPARED).fetchall()
     return [r["id"] for r in rows]
 
 
-def delete(conn: psycopg.Connection, where: JobFilter) -> int:
+def delete(conn: psycopg.Connection, where: JobFilter, audit: Audit | None = None) -> int:
     """Delete the matching jobs, finished or not running, with their idempotency keys. Jobs
-    waiting for a deleted one are told it was cancelled (they follow their policy)."""
+    waiting for a deleted one are told it was cancelled (they follow their policy). Recorded
+    as delete."""
     with conn.transaction():
-        done = _execute(conn, "delete_jobs", where.params(), prepare=_UNPREPARED).fetchone()
+        done = _execute(conn, "delete_jobs", where.params() | noted(audit, "delete"),
+                        prepare=_UNPREPARED).fetchone()
         release_children(conn, done["parents"], "cancelled")
     return done["deleted"]
 

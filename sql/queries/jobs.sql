@@ -731,7 +731,8 @@ SELECT count(*) FROM doomed;
 -- flagged) or not matched at all: never moved from under its worker, never missed.
 -- Client.cancel (one id), the API, the CLI and the dashboard's bulk action all run this,
 -- then release_children for `parents` (jobs others wait for) in the same transaction (a
--- statement of its own: see store.cancel).
+-- statement of its own: see store.cancel). A manual cancel is recorded by this statement
+-- (job_actions_noted): cancelled or asked to stop, each job with who asked.
 WITH hot AS MATERIALIZED (
     SELECT j.id, j.lease_owner
     FROM jobqueue.jobs j
@@ -790,7 +791,13 @@ flagged AS (
     UPDATE jobqueue.jobs SET cancel_requested = true
     WHERE id IN (SELECT id FROM hot WHERE lease_owner IS NOT NULL)
     RETURNING id
-)
+),
+acted AS (
+    -- every job cancelled or asked to stop: the record of who did it (audit)
+    SELECT id FROM moved UNION ALL SELECT id FROM unblocked_moved
+    UNION ALL SELECT id FROM flagged
+),
+-- include: job_actions_noted
 SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM unblocked_moved) AS cancelled,
        (SELECT count(pg_notify('jobqueue_cancel', id::text)) FROM flagged) AS requested,
        (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
@@ -798,10 +805,7 @@ SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM unblocked_moved) AS 
                                     SELECT id FROM unblocked_moved) AS m
                               HAVING count(*) > 0) AS n) AS announced,
        ARRAY(SELECT (job).id FROM gone WHERE (job).has_children
-             UNION ALL SELECT id FROM unblocked WHERE has_children) AS parents,
-       -- every job cancelled or asked to stop, for the record of who did it (audit)
-       ARRAY(SELECT id FROM moved UNION ALL SELECT id FROM unblocked_moved
-             UNION ALL SELECT id FROM flagged) AS ids;
+             UNION ALL SELECT id FROM unblocked WHERE has_children) AS parents;
 
 
 -- name: revive_jobs
@@ -809,7 +813,8 @@ SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM unblocked_moved) AS 
 -- with a fresh attempt budget (attempts 0: `waiting`, not `retrying`) and their error
 -- history. The reverse move, written once: Client.retry / retry_dead, the API, the CLI and
 -- the dashboard. The insert trigger wakes the workers; one event for the id range instead of
--- one per job, so retrying 100,000 jobs sends one message.
+-- one per job, so retrying 100,000 jobs sends one message. A manual retry is recorded by
+-- this statement (job_actions_noted), for each job revived.
 WITH revived AS (
     DELETE FROM jobqueue.finished AS j
     WHERE j.state = ANY(%(states)s::text[])
@@ -839,7 +844,9 @@ inserted AS (
 announced AS MATERIALIZED (
     SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM inserted
     HAVING count(*) > 0
-)
+),
+acted AS (SELECT id FROM inserted),
+-- include: job_actions_noted
 SELECT i.id FROM inserted i LEFT JOIN announced ON true;
 
 
@@ -847,7 +854,8 @@ SELECT i.id FROM inserted i LEFT JOIN announced ON true;
 -- Delete the jobs matching a filter: finished ones, and hot ones that are not running (a
 -- running job belongs to its worker; cancel it first). Their idempotency keys go too, so a
 -- key can be used again. The finished_counts trigger keeps the counts right. `dead purge`
--- is this with state = 'dead'.
+-- is this with state = 'dead'. A manual delete is recorded by this statement
+-- (job_actions_noted), for each job deleted: the record outlives the job.
 WITH cold AS (
     DELETE FROM jobqueue.finished AS j
     WHERE jobqueue.dashboard_match(
@@ -886,20 +894,19 @@ held AS (
 unlinked AS (
     DELETE FROM jobqueue.job_dependencies WHERE child_id IN (SELECT id FROM held)
 ),
+acted AS (
+    SELECT id FROM cold UNION ALL SELECT id FROM hot UNION ALL SELECT id FROM held
+),
 keys AS (
-    DELETE FROM jobqueue.idempotency_keys
-    WHERE job_id IN (SELECT id FROM cold UNION ALL SELECT id FROM hot
-                     UNION ALL SELECT id FROM held)
-)
+    DELETE FROM jobqueue.idempotency_keys WHERE job_id IN (SELECT id FROM acted)
+),
+-- include: job_actions_noted
 -- Followers of these jobs (SSE, ?wait=) are told at once that something changed: they find
 -- the job gone. `parents`: deleted jobs others waited for; store.delete ends their waits as
 -- if they were cancelled (their children follow their policy).
-SELECT (SELECT count(*) FROM cold) + (SELECT count(*) FROM hot)
-           + (SELECT count(*) FROM held) AS deleted,
+SELECT (SELECT count(*) FROM acted) AS deleted,
        (SELECT count(*) FROM (SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id))
-                              FROM (SELECT id FROM cold UNION ALL SELECT id FROM hot
-                                    UNION ALL SELECT id FROM held) AS d
-                              HAVING count(*) > 0) AS n) AS announced,
+                              FROM acted HAVING count(*) > 0) AS n) AS announced,
        ARRAY(SELECT id FROM hot WHERE has_children
              UNION ALL SELECT id FROM held WHERE has_children) AS parents;
 
@@ -1178,10 +1185,13 @@ LIMIT 100000;
 -- name: job_run_now
 -- An operator runs a scheduled or retrying job now (the dashboard's "Run now"): due at once,
 -- its attempts and errors untouched, and the workers of its queue woken. Only a job waiting
--- for its time (run_at ahead, no lease): a running or finished job is left alone.
+-- for its time (run_at ahead, no lease): a running or finished job is left alone. Recorded
+-- with who asked by this statement (job_actions_noted), if the job was made due.
 WITH due AS (
     UPDATE jobqueue.jobs SET run_at = now()
     WHERE id = %(id)s AND lease_owner IS NULL AND run_at > now()
     RETURNING id, queue
-)
+),
+acted AS (SELECT id FROM due),
+-- include: job_actions_noted
 SELECT id, pg_notify('jobqueue_insert', queue) IS NOT NULL AS woken FROM due;

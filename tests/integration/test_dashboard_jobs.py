@@ -1,5 +1,5 @@
-"""The job list's columns, order and count, and the job timeline's record of manual actions,
-over real HTTP."""
+"""The job list's columns, order and count, and the job timeline's record of manual actions
+(written with the action, by the API and the dashboard alike), over real HTTP."""
 
 from __future__ import annotations
 
@@ -186,3 +186,147 @@ class TestTimeline:
         whats = [e["what"] for e in _timeline(Job(), actions)]
         assert whats == ["created", "attempt 1 failed", "attempt 2 failed", "retried by ops",
                          "attempt 1 started (run 2)"]
+
+
+def make_dead(sql, job_id: int) -> None:
+    sql("""WITH gone AS (DELETE FROM jobqueue.jobs j WHERE id = %s RETURNING j AS job)
+           INSERT INTO jobqueue.finished
+           SELECT (jobqueue.finished_row(job, 'dead', NULL, '[]')).* FROM gone""", (job_id,))
+
+
+def make_running(sql, job_id: int) -> None:
+    sql("UPDATE jobqueue.jobs SET lease_owner = gen_random_uuid(), "
+        "lease_expires_at = now() + interval '1 minute' WHERE id = %s", (job_id,))
+
+
+def actions(sql) -> list[tuple]:
+    rows = sql("SELECT job_id, action, actor, via, detail FROM jobqueue.job_actions "
+               "ORDER BY job_id, id")
+    return [(r["job_id"], r["action"], r["actor"], r["via"], r["detail"]) for r in rows]
+
+
+def jobs_as_they_are(sql) -> list[dict]:
+    return sql("SELECT id, state, run_at, cancel_requested FROM jobqueue.all_jobs ORDER BY id")
+
+
+@pytest.fixture
+def jobs(client, sql) -> dict:
+    """One job in each state a manual action starts from, and a batch with a dead job."""
+    found = {"waiting": client.enqueue("k", queue="q"), "running": client.enqueue("k", queue="q"),
+             "dead": client.enqueue("k", queue="q"),
+             "later": client.enqueue("k", queue="q", delay=3600)}
+    make_running(sql, found["running"])
+    make_dead(sql, found["dead"])
+    found["batch"], _ = client.submit_batch([JobSpec("k", {"i": i}) for i in range(2)],
+                                            queue="b")
+    found["batch_dead"], found["batch_waiting"] = [
+        r["id"] for r in sql("SELECT id FROM jobqueue.jobs WHERE batch_id = %s ORDER BY id",
+                             (found["batch"],))]
+    make_dead(sql, found["batch_dead"])
+    return found
+
+
+# Every manual action on jobs, through the API or the dashboard: the action it records, and
+# (surface, path, form) from the jobs above.
+ACTIONS = {
+    "api cancel": ("cancel", lambda j: ("api", f"/api/jobs/{j['waiting']}/cancel", None)),
+    "api cancel running": ("cancel",
+                           lambda j: ("api", f"/api/jobs/{j['running']}/cancel", None)),
+    "api retry": ("retry", lambda j: ("api", f"/api/jobs/{j['dead']}/retry", None)),
+    "job cancel": ("cancel", lambda j: ("dashboard", f"/jobs/{j['waiting']}/cancel", {})),
+    "job retry": ("retry", lambda j: ("dashboard", f"/jobs/{j['dead']}/retry", {})),
+    "job delete": ("delete", lambda j: ("dashboard", f"/jobs/{j['dead']}/delete", {})),
+    "job run now": ("run-now", lambda j: ("dashboard", f"/jobs/{j['later']}/run-now", {})),
+    "bulk cancel": ("cancel", lambda j: ("dashboard", "/jobs/bulk", [
+        ("action", "cancel"), ("ids", j["waiting"]), ("ids", j["running"])])),
+    "bulk retry": ("retry", lambda j: ("dashboard", "/jobs/bulk", [
+        ("action", "retry"), ("ids", j["dead"])])),
+    "bulk delete": ("delete", lambda j: ("dashboard", "/jobs/bulk", [
+        ("action", "delete"), ("ids", j["waiting"]), ("ids", j["dead"])])),
+    "dead retry": ("retry", lambda j: ("dashboard", "/dead/retry", {"all": "1"})),
+    "dead purge": ("delete", lambda j: ("dashboard", "/dead/purge", {"all": "1"})),
+    "batch cancel": ("cancel", lambda j: ("dashboard", f"/batches/{j['batch']}/cancel", {})),
+    "batch retry dead": ("retry",
+                         lambda j: ("dashboard", f"/batches/{j['batch']}/retry-dead", {})),
+}
+
+
+class TestRecordedWithTheAction:
+    """A manual action and its record in jobqueue.job_actions commit together: the record is
+    there exactly when the action took effect, on each job it reached."""
+
+    def act(self, server, make_token, owner: str, surface: str, path: str, form):
+        if surface == "api":
+            return Api(server.base, make_token(owner, ["admin"])).post(path)
+        d = Dashboard(server.base)
+        assert d.sign_in(make_token(owner, ["admin"])).status_code == 302
+        d.get("/jobs")
+        return d.post(path, form)
+
+    @pytest.mark.parametrize("name", ACTIONS)
+    def test_an_action_whose_record_fails_is_not_done(self, name, server, make_token, jobs,
+                                                      sql):
+        """The record's insert fails (a constraint refuses this actor): the action fails with
+        it, and no job changed."""
+        sql("ALTER TABLE jobqueue.job_actions "
+            "ADD CONSTRAINT refused_actor CHECK (actor <> 'refused')")
+        before = jobs_as_they_are(sql)
+        r = self.act(server, make_token, "refused", *ACTIONS[name][1](jobs))
+        assert r.status_code == 500, (r.status_code, r.text[:300])
+        assert jobs_as_they_are(sql) == before
+        assert actions(sql) == []
+
+    @pytest.mark.parametrize("name", ACTIONS)
+    def test_a_done_action_is_recorded_on_each_job_it_reached(self, name, server, make_token,
+                                                              jobs, sql):
+        action, request = ACTIONS[name]
+        surface, path, form = request(jobs)
+        before = {r["id"]: r for r in jobs_as_they_are(sql)}
+        r = self.act(server, make_token, "ops", surface, path, form)
+        assert r.status_code == 200, (r.status_code, r.text[:300])
+        after = {r["id"]: r for r in jobs_as_they_are(sql)}
+        reached = sorted(i for i in before if before[i] != after.get(i))
+        assert reached
+        # the detail: test_a_batch_action_is_recorded_with_the_batch
+        assert [r[:4] for r in actions(sql)] == [(i, action, "ops", surface) for i in reached]
+
+    def test_an_action_that_reached_no_job_is_not_recorded(self, admin, server, make_token,
+                                                           jobs, client, sql):
+        """Refused (409), not applicable, or nothing to do: nothing happened, nothing is
+        recorded."""
+        api = Api(server.base, make_token("robot", ["admin"]))
+        done = client.enqueue("k", queue="q")
+        make_dead(sql, done)
+        sql("UPDATE jobqueue.finished SET state = 'succeeded' WHERE id = %s", (done,))
+        assert api.post(f"/api/jobs/{done}/cancel").status_code == 409
+        assert api.post(f"/api/jobs/{jobs['waiting']}/retry").status_code == 409
+        assert "was not retried" in admin.post(f"/jobs/{jobs['waiting']}/retry").text
+        assert "had already finished" in admin.post(f"/jobs/{done}/cancel").text
+        assert "was not made due" in admin.post(f"/jobs/{jobs['waiting']}/run-now").text
+        # a running job belongs to its worker: the dashboard does not delete it
+        assert "Deleted 0 job(s)." in admin.post(f"/jobs/{jobs['running']}/delete").text
+        assert client.get(jobs["running"]).state == "running"
+        assert actions(sql) == []
+
+    def test_the_api_and_the_dashboard_write_the_same_record(self, admin, server, make_token,
+                                                             client, sql):
+        """One helper for both surfaces: the same row, but for who and through which."""
+        by_api, by_dashboard = client.enqueue("k", queue="q"), client.enqueue("k", queue="q")
+        api = Api(server.base, make_token("robot", ["admin"]))
+        assert api.post(f"/api/jobs/{by_api}/cancel").json()["outcome"] == "cancelled"
+        admin.post(f"/jobs/{by_dashboard}/cancel")
+        assert api.post(f"/api/jobs/{by_api}/retry").status_code == 200
+        admin.post(f"/jobs/{by_dashboard}/retry")
+        assert actions(sql) == [(by_api, "cancel", "robot", "api", None),
+                                (by_api, "retry", "robot", "api", None),
+                                (by_dashboard, "cancel", "ops", "dashboard", None),
+                                (by_dashboard, "retry", "ops", "dashboard", None)]
+
+    def test_a_batch_action_is_recorded_with_the_batch(self, admin, jobs, sql):
+        admin.post(f"/batches/{jobs['batch']}/retry-dead")
+        admin.post(f"/batches/{jobs['batch']}/cancel")
+        b = jobs["batch"]
+        assert actions(sql) == [
+            (jobs["batch_dead"], "retry", "ops", "dashboard", f"batch {b}: retry all dead"),
+            (jobs["batch_dead"], "cancel", "ops", "dashboard", f"batch {b}: cancel"),
+            (jobs["batch_waiting"], "cancel", "ops", "dashboard", f"batch {b}: cancel")]
