@@ -275,12 +275,14 @@ class Client:
         with self.pool.connection() as conn:
             return store.dead_jobs(conn, queue, limit)
 
-    def retry_dead(self, queue: str | None = None, ids: list[int] | None = None) -> list[int]:
-        return self._revive(ids=ids, states=["dead"], queue=queue)
+    def retry_dead(self, queue: str | None = None, ids: list[int] | None = None,
+                   audit: Audit | None = None) -> list[int]:
+        return self._revive(ids=ids, states=["dead"], queue=queue, audit=audit)
 
-    def purge_dead(self, queue: str | None = None, ids: list[int] | None = None) -> int:
+    def purge_dead(self, queue: str | None = None, ids: list[int] | None = None,
+                   audit: Audit | None = None) -> int:
         with self.pool.connection() as conn:
-            return store.delete(conn, JobFilter(queue=queue, ids=ids, state="dead"))
+            return store.delete(conn, JobFilter(queue=queue, ids=ids, state="dead"), audit)
 
     def _revive(self, *, ids, states, queue=None, audit=None) -> list[int]:
         with self.pool.connection() as conn:

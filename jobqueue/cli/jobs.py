@@ -3,11 +3,14 @@ one job, and the jobs that used every attempt."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 from datetime import datetime
 
 import click
 
+from jobqueue.audit import Audit
 from jobqueue.cli.common import (
     Column,
     UserError,
@@ -177,13 +180,23 @@ def _jobs_table(rows: list[dict]) -> str:
                         ("error_type", "LAST ERROR")])
 
 
+def _audit() -> Audit:
+    """A manual action from the CLI, recorded with the job's timeline as the operating
+    system's user name (the CLI has no token: whoever holds DATABASE_URL may act)."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        who = f"uid {os.getuid()}"
+    return Audit(who, "cli")
+
+
 @jobs.command("retry")
 @click.argument("job_id", type=int)
 def jobs_retry(job_id: int) -> None:
     """Run a dead or cancelled job again."""
     with open_client() as jq:
         job = _job_or_fail(jq, job_id)
-        if not jq.retry(job_id):
+        if not jq.retry(job_id, _audit()):
             raise UserError(f"job {job_id}: is {job.state}; only dead or cancelled jobs retry")
     click.echo(f"job {job_id}: queued again")
 
@@ -193,7 +206,7 @@ def jobs_retry(job_id: int) -> None:
 def jobs_cancel(job_id: int) -> None:
     """Cancel a waiting job, or ask a running job's worker to stop it."""
     with open_client() as jq:
-        outcome = jq.cancel(job_id)
+        outcome = jq.cancel(job_id, _audit())
     messages = {"cancelled": "cancelled", "requested": "running: cancellation requested",
                 "finished": "already finished; nothing to cancel"}
     if outcome == "not_found":
@@ -232,7 +245,7 @@ def _dead_table(rows: list[dict]) -> str:
 def dead_retry(queue, job_ids) -> None:
     """Retry dead jobs: the given ids, or every one (of --queue)."""
     with open_client() as jq:
-        ids = jq.retry_dead(queue, list(job_ids) or None)
+        ids = jq.retry_dead(queue, list(job_ids) or None, _audit())
     click.echo(f"{len(ids)} job(s) queued again")
 
 
@@ -245,6 +258,6 @@ def dead_purge(queue, yes, job_ids) -> None:
     if not job_ids and not yes:
         click.confirm(f"Delete every dead job{f' of {queue}' if queue else ''}?", abort=True)
     with open_client() as jq:
-        count = jq.purge_dead(queue, list(job_ids) or None)
+        count = jq.purge_dead(queue, list(job_ids) or None, _audit())
     click.echo(f"{count} dead job(s) deleted")
 

@@ -3,6 +3,7 @@ log lines, and the embedded database when DATABASE_URL is absent."""
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ class TestCommands:
         assert first.returncode == 0 and f"applied {count} migration(s)" in first.stdout
         assert second.returncode == 0 and "up to date" in second.stdout
 
-    def test_enqueue_show_cancel_retry(self, db_url):
+    def test_enqueue_show_cancel_retry(self, db_url, sql):
         out = run_cli("enqueue", "--kind", "echo", "--payload", '{"a": 1}', "--priority", "high",
                       url=db_url)
         assert out.returncode == 0, out.stderr
@@ -36,6 +37,10 @@ class TestCommands:
         assert again.returncode == 0 and "queued again" in again.stdout
         shown = run_cli("jobs", "show", job_id, "--json", url=db_url)
         assert json.loads(shown.stdout)["state"] == "waiting"
+        # each action is on the job's timeline, as the operating system's user, via the CLI
+        assert sql("SELECT action, actor, via FROM jobqueue.job_actions WHERE job_id = %s "
+                   "ORDER BY id", (int(job_id),)) == [
+            {"action": a, "actor": getpass.getuser(), "via": "cli"} for a in ("cancel", "retry")]
 
     def test_status_json_counts_per_queue(self, db_url):
         for queue in ("a", "a", "b"):
@@ -52,7 +57,7 @@ class TestCommands:
         shown = json.loads(run_cli("jobs", "show", out.stdout.strip(), "--json", url=db_url).stdout)
         assert shown["queue"] == "from-env"
 
-    def test_dead_letters_list_retry_purge(self, db_url, client):
+    def test_dead_letters_list_retry_purge(self, db_url, client, sql):
         ids = [int(run_cli("enqueue", "-k", "fail", "--max-attempts", "1", url=db_url).stdout)
                for _ in range(2)]
         worker = jobqueue_cmd("worker", url=db_url, stderr=subprocess.DEVNULL)
@@ -67,6 +72,9 @@ class TestCommands:
         assert "1 job(s) queued again" in run_cli("dead", "retry", str(ids[0]), url=db_url).stdout
         assert "1 dead job(s) deleted" in run_cli("dead", "purge", "--yes", url=db_url).stdout
         assert client.get(ids[1]) is None and client.get(ids[0]).state == "waiting"
+        assert sql("SELECT job_id, action, via FROM jobqueue.job_actions ORDER BY id") == [
+            {"job_id": ids[0], "action": "retry", "via": "cli"},
+            {"job_id": ids[1], "action": "delete", "via": "cli"}]
 
 
 class TestErrors:
