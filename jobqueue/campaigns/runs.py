@@ -7,11 +7,14 @@ caller's transaction: a schedule's fire (jobqueue/schedules/tick.py, target type
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 import psycopg
 import structlog
 
+from jobqueue.batches.files import BatchRow
+from jobqueue.batches.specs import Target, fanout
 from jobqueue.campaigns import store
 from jobqueue.campaigns.model import InvalidCampaign
 from jobqueue.jobs import JobSpec
@@ -25,23 +28,18 @@ def batch_name(campaign: str, fire_at: datetime) -> str:
     return f"campaign {campaign} @ {fire_at:%Y-%m-%d %H:%M}Z"
 
 
-def chat_specs(campaign: dict, max_attempts: dict[str, int]):
-    """The run's chat jobs, in prompt, platform, sample order."""
-    samples = campaign["samples"]
-    for index, prompt in enumerate(campaign["prompts"]):
-        for platform in campaign["platforms"]:
-            for sample in range(1, samples + 1):
-                payload = {"messages": prompt["messages"]}
-                for key in ("model", "max_tokens", "temperature"):
-                    if key in prompt:
-                        payload[key] = prompt[key]
-                if samples > 1:  # independent answers: numbered, never from the cache
-                    payload |= {"sample": sample, "cache": False}
-                yield JobSpec("chat", payload, queue=platform,
-                              max_attempts=max_attempts[platform],
-                              metadata=dict(prompt.get("metadata") or {}) | {
-                                  "campaign": campaign["name"], "prompt": index,
-                                  "sample": sample})
+def chat_specs(campaign: dict, targets: Sequence[Target]) -> Iterator[JobSpec]:
+    """The run's chat jobs, in prompt, platform, sample order: the batch fan-out of the
+    prompts, each job's metadata naming the campaign, the prompt's index and the sample."""
+    rows = [BatchRow(line=index + 1, messages=prompt["messages"], model=prompt.get("model"),
+                     max_tokens=prompt.get("max_tokens"),
+                     temperature=prompt.get("temperature"),
+                     metadata=dict(prompt.get("metadata") or {}) | {
+                         "campaign": campaign["name"], "prompt": index})
+            for index, prompt in enumerate(campaign["prompts"])]
+    for sample, spec in fanout(rows, targets, campaign["samples"]):
+        spec.metadata = spec.metadata | {"sample": sample}
+        yield spec
 
 
 def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = "manual",
@@ -58,13 +56,13 @@ def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = 
     if campaign is None:
         raise InvalidCampaign(f"campaign: no campaign {name!r}")
     try:
-        attempts = {p: platform_settings(p, platforms).max_attempts
-                    for p in campaign["platforms"]}
+        targets = [Target(p, platform_settings(p, platforms).max_attempts)
+                   for p in campaign["platforms"]]
     except InvalidSchedule as exc:
         raise InvalidCampaign(f"platforms: {str(exc).partition(': ')[2]}") from None
     with conn.transaction():
         submitted = insert_batch(
-            conn, chat_specs(campaign, attempts), queue=campaign["platforms"][0],
+            conn, chat_specs(campaign, targets), queue=campaign["platforms"][0],
             owner=campaign["owner"], name=batch_name(name, fire_at),
             metadata={"campaign": name, "campaign_id": campaign["id"],
                       "fire_at": fire_at.isoformat(), "decision": decision})
