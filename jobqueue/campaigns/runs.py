@@ -42,19 +42,17 @@ def chat_specs(campaign: dict, targets: Sequence[Target]) -> Iterator[JobSpec]:
         yield spec
 
 
-def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = "manual",
-        platforms: dict | None = None) -> dict:
-    """Submit one run of campaign `name` in the caller's transaction: {"batch_id", "jobs",
-    "extracts", "extract_ids"}. InvalidCampaign when there is no such campaign or a platform
-    is gone."""
+def run(conn: psycopg.Connection, campaign: dict, fire_at: datetime,
+        decision: str = "manual", platforms: dict | None = None) -> dict:
+    """Submit one run of `campaign` (a row of store.get, read once by the caller) in the
+    caller's transaction: {"batch_id", "jobs", "extracts", "extract_ids"}. InvalidCampaign
+    when a platform is gone."""
     from jobqueue.client import insert_batch, insert_specs
     from jobqueue.db import store as jobs_store
     from jobqueue.errors import InvalidSchedule
     from jobqueue.schedules.spec import platform_settings
 
-    campaign = store.get(conn, name)
-    if campaign is None:
-        raise InvalidCampaign(f"campaign: no campaign {name!r}")
+    name = campaign["name"]
     try:
         targets = [Target(p, platform_settings(p, platforms).max_attempts)
                    for p in campaign["platforms"]]
@@ -78,19 +76,18 @@ def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = 
             "extract_ids": extract_ids}
 
 
-def run_now(conn: psycopg.Connection, name: str, now: datetime,
+def run_now(conn: psycopg.Connection, campaign: dict, now: datetime,
             platforms: dict | None = None) -> dict:
-    """`campaigns run`: a scheduled campaign fires its schedule (a manual run row records
-    it); one without a schedule runs directly. {"batch_id", ...} or InvalidCampaign."""
+    """`campaigns run` of `campaign` (a row of store.get): a scheduled campaign fires its
+    schedule (a manual run row records it; the fire reads the campaign again, in its own
+    transaction); one without a schedule runs directly. {"batch_id", ...} or
+    InvalidCampaign."""
     from jobqueue.schedules import tick
 
-    campaign = store.get(conn, name)
-    if campaign is None:
-        raise InvalidCampaign(f"campaign: no campaign {name!r}")
     if campaign["cron"] is None:
         with conn.transaction():
-            return run(conn, name, now, "manual", platforms)
-    fired = tick.run_now(conn, store.schedule_name(name), now, platforms)
+            return run(conn, campaign, now, "manual", platforms)
+    fired = tick.run_now(conn, store.schedule_name(campaign["name"]), now, platforms)
     if fired is None or fired["decision"] == "failed":
         raise InvalidCampaign(f"campaign: the run failed ({(fired or {}).get('reason')})")
     return {"batch_id": fired["batch_id"], "run_id": fired["id"]}

@@ -112,7 +112,7 @@ class TestRun:
         """2 prompts x 2 platforms x 2 samples: 8 chat jobs in one batch named after the
         campaign, each naming the campaign; 8 blocked extract jobs, each on its answer."""
         found = save(conn)
-        run = runs.run(conn, "crm", NOW, platforms=platforms_of())
+        run = runs.run(conn, found, NOW, platforms=platforms_of())
         assert run["jobs"] == 8 and run["extracts"] == 8
         batch = conn.execute("SELECT name, metadata FROM jobqueue.batches WHERE id = %s",
                              (run["batch_id"],)).fetchone()
@@ -135,8 +135,7 @@ class TestRun:
     def test_a_runs_extracts_count_as_ended_once_cancelled(self, conn):
         """What `jobqueue demo` waits on: the run's extract jobs. An answer that dies cancels
         its extract (which then writes no answer row): unfinished counts it as ended."""
-        save(conn)
-        run = runs.run(conn, "crm", NOW, platforms=platforms_of())
+        run = runs.run(conn, save(conn), NOW, platforms=platforms_of())
         ids = run["extract_ids"]
         assert len(ids) == 8 and jobs_store.unfinished(conn, ids) == 8
         answers = [r["id"] for r in conn.execute(
@@ -149,9 +148,9 @@ class TestRun:
                             ).fetchone()["n"] == 0  # what the demo used to wait for
 
     def test_a_run_whose_platform_is_gone_is_refused_naming_platforms(self, conn):
-        save(conn)
+        found = save(conn)
         with pytest.raises(model.InvalidCampaign) as caught:
-            runs.run(conn, "crm", NOW, platforms={})
+            runs.run(conn, found, NOW, platforms={})
         assert caught.value.field == "platforms"
         assert conn.execute("SELECT count(*) AS n FROM jobqueue.batches").fetchone()["n"] == 0
 
@@ -246,12 +245,12 @@ class TestBudget:
         """Spend is charged to the campaign (llm_spend.campaign); at its budget the rest of
         its jobs wait paused over budget, attempts untouched; raising it resumes them."""
         sim.configure(brands=["Acme", "Globex"])
-        save(conn, platforms=["openai"], samples=1,
+        found = save(conn, platforms=["openai"], samples=1,
              prompts=[f"Which CRM is best for team {i}?" for i in range(30)])
         price = PriceTable({"sim-main": Price(input=1000.0, output=2000.0)})
         with psycopg.connect(db_url, autocommit=True) as c2:
             costs.set_budget(c2, "campaign", "crm", "total", 0.5)
-        run = runs.run(conn, "crm", NOW, platforms=platforms_of(sim))
+        run = runs.run(conn, found, NOW, platforms=platforms_of(sim))
         platform_worker(platform(sim, name="openai", max_tokens=60), prices=price,
                         concurrency=4)
 
@@ -287,9 +286,9 @@ class TestExtractJobs:
 
         monkeypatch.setenv("DATABASE_URL", db_url)
         sim.configure(brands=["Acme", "Globex", "Initech"], invalid_json_rate=garble)
-        save(conn, platforms=["openai"], samples=1, extract={"platform": "openai"},
+        found = save(conn, platforms=["openai"], samples=1, extract={"platform": "openai"},
              prompts=["Which CRM is best?", "Top CRM tools for startups?", "Say hi."])
-        run = runs.run(conn, "crm", NOW, platforms=platforms_of(sim))
+        run = runs.run(conn, found, NOW, platforms=platforms_of(sim))
         p = platform(sim, name="openai", max_tokens=300)
         platform_worker(p)
         tasks = Registry()
