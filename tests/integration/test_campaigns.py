@@ -17,7 +17,7 @@ from jobqueue.llm import costs
 from jobqueue.llm.platforms import Platform
 from jobqueue.llm.prices import Price, PriceTable
 from jobqueue.schedules import tick
-from tests.support.helpers import platform, wait_until
+from tests.support.helpers import platform, record_answer, wait_until
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -169,17 +169,11 @@ class TestRun:
         assert batch == {"name": "campaign crm @ 2026-03-11 06:00Z", "total": 8}
 
 
-def record(conn, campaign_id, job_id, platform, day, text):
-    brands = store.get(conn, campaign_id=campaign_id)["brands"]
-    return extract.record(conn, job_id, {"campaign_id": campaign_id, "platform": platform,
-                                         "day": day}, extract.analyse(text, brands))
-
-
 D1, D2, D3, D4 = (date(2026, 3, d) for d in (1, 2, 3, 4))
 
 
 class TestReport:
-    def test_figures_on_a_hand_computed_dataset(self, conn):
+    def test_figures_on_a_hand_computed_dataset(self, conn, db_url):
         """Period 3-4 March against 1-2 March, openai only (gemini has no answers).
         Current: 4 answers. A1 'Acme, then Globex' A2 'Globex then Acme' A3 'Globex' A4
         'nothing'. Acme: 2 mentions / 4 answers = 0.5 visibility, share of voice 2/(2+3) =
@@ -187,15 +181,18 @@ class TestReport:
         Previous: 2 answers, Acme in one (position 1): visibility 0.5, sov 1.0, change 0 and
         -0.6."""
         c = save(conn)
-        cid = c["id"]
-        assert record(conn, cid, 1, "openai", D1, "Acme is excellent.")
-        assert record(conn, cid, 2, "openai", D2, "No idea.")
-        assert record(conn, cid, 3, "openai", D3, "Try Acme CRM (great) or Globex (slow).")
-        assert record(conn, cid, 4, "openai", D3, "GLOBEX is best; acme is poor. "
-                                                  "https://www.g2.com/x https://acme.io/a")
-        assert record(conn, cid, 5, "openai", D4, "globex, https://g2.com/y")
-        assert record(conn, cid, 6, "openai", D4, "Nothing to say.")
-        assert not record(conn, cid, 6, "openai", D4, "Globex again")  # once per answer
+
+        def record(job_id, platform, day, text):
+            return record_answer(db_url, c, job_id, platform, day, text)
+
+        assert record(1, "openai", D1, "Acme is excellent.")
+        assert record(2, "openai", D2, "No idea.")
+        assert record(3, "openai", D3, "Try Acme CRM (great) or Globex (slow).")
+        assert record(4, "openai", D3, "GLOBEX is best; acme is poor. "
+                                       "https://www.g2.com/x https://acme.io/a")
+        assert record(5, "openai", D4, "globex, https://g2.com/y")
+        assert record(6, "openai", D4, "Nothing to say.")
+        assert not record(6, "openai", D4, "Globex again")  # once per answer
         r = report.build(conn, c, D3, D4)
         assert (r["from"], r["to"], r["previous"]) == ("2026-03-03", "2026-03-04", {
             "from": "2026-03-01", "to": "2026-03-02"})
