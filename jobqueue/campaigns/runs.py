@@ -16,7 +16,7 @@ import structlog
 from jobqueue.batches.files import BatchRow
 from jobqueue.batches.specs import Target, fanout
 from jobqueue.campaigns import store
-from jobqueue.campaigns.model import InvalidCampaign
+from jobqueue.campaigns.model import InvalidCampaign, settings_of
 from jobqueue.jobs import JobSpec
 
 log = structlog.get_logger("jobqueue.campaigns")
@@ -49,15 +49,11 @@ def run(conn: psycopg.Connection, campaign: dict, fire_at: datetime,
     when a platform is gone."""
     from jobqueue.client import insert_batch, insert_specs
     from jobqueue.db import store as jobs_store
-    from jobqueue.errors import InvalidSchedule
-    from jobqueue.schedules.spec import platform_settings
 
     name = campaign["name"]
-    try:
-        targets = [Target(p, platform_settings(p, platforms).max_attempts)
-                   for p in campaign["platforms"]]
-    except InvalidSchedule as exc:
-        raise InvalidCampaign(f"platforms: {str(exc).partition(': ')[2]}") from None
+    names = campaign["platforms"]
+    targets = [Target(n, p.max_attempts) for n, p in zip(names, settings_of(names, platforms),
+                                                          strict=True)]
     with conn.transaction():
         submitted = insert_batch(
             conn, chat_specs(campaign, targets), queue=campaign["platforms"][0],
