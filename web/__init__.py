@@ -17,7 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from jobqueue import settings
-from web.contract import BadRequest
+from web.contract import BadRequest, operation_of
 from web.resources import Resources
 from web.sessions import SharedSecretSessions
 
@@ -35,16 +35,19 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
     "Referrer-Policy": "same-origin",
 }
-# The body each route takes at most (a config key, plus room for multipart framing); every
-# other route takes JSON_MAX_BYTES (plus the byte that tells "over" from "at" the limit).
-# Werkzeug holds a chunked body (no Content-Length) to the same limit while reading it: 413,
-# as for a body that declares its length.
-BODY_LIMITS = {"api.upload_document": ("DOCUMENT_MAX_BYTES", 64 * 1024),
-               "api.create_batch": ("BATCH_MAX_BYTES", 64 * 1024),
-               "schedules.create_schedule": ("BATCH_MAX_BYTES", 1),
-               "schedules.put_schedule": ("BATCH_MAX_BYTES", 1),
-               "campaigns.create_campaign": ("BATCH_MAX_BYTES", 1),
-               "campaigns.put_campaign": ("BATCH_MAX_BYTES", 1)}
+MULTIPART_ROOM = 64 * 1024  # a multipart body's framing, over its route's limit
+
+
+def body_limit(app: Flask, endpoint: str | None) -> tuple[str, int]:
+    """The body a route takes at most: the config key its @operation names (`limit=`), plus
+    room for multipart framing on a route that takes a form, else the byte that tells "over"
+    from "at" the limit; JSON_MAX_BYTES on a route without @operation. Werkzeug holds a
+    chunked body (no Content-Length) to the same limit while reading it: 413, as for a body
+    that declares its length."""
+    op = operation_of(app, endpoint)
+    if op is None:
+        return "JSON_MAX_BYTES", 1
+    return op.limit, MULTIPART_ROOM if op.form is not None else 1
 
 
 SECRET_MISSING = (
@@ -147,7 +150,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     @app.before_request
     def _body_limit():
-        key, extra = BODY_LIMITS.get(request.endpoint, ("JSON_MAX_BYTES", 1))
+        key, extra = body_limit(app, request.endpoint)
         request.max_content_length = app.config[key] + extra
 
     @app.after_request

@@ -213,8 +213,8 @@ def _check_llm_payload(kind: str, queue: str, payload) -> None:
     if kind not in payloads.CHECKED_KINDS:
         return
     try:
-        found = platforms.load(current_app.config.get("JOBQUEUE_CONFIG"))
-    except platforms.ConfigError:
+        found = configured_platforms()
+    except BadRequest:
         return  # no platforms here: the job is for a queue of the user's own
     if queue in found:
         try:

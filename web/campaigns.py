@@ -167,7 +167,7 @@ def run_campaign(name: str):
     with resources().client.pool.connection() as conn:
         found = _visible(conn, name)
         try:
-            run = runs.run_now(conn, found["name"], datetime.now(UTC), configured_platforms())
+            run = runs.run_now(conn, found, datetime.now(UTC), configured_platforms())
         except model.InvalidCampaign as exc:
             raise BadRequest(str(exc), field=exc.field, status=422,
                              code="invalid_campaign") from None

@@ -62,7 +62,7 @@ from web.dashboard_support import (
     render,
     wrote_at,
 )
-from web.llm_platforms import configured_platforms
+from web.llm_platforms import fire_platforms
 from web.resources import resources
 from web.schemas import IdList, JobFilterArgs, QueueName
 
@@ -601,8 +601,7 @@ def schedule_action(name: str, action: str):
         if found is None:
             abort(404, description=f"schedule {name}: not found")
         try:
-            platforms = (configured_platforms()
-                         if found["target"]["type"] in ("batch", "campaign") else None)
+            platforms = fire_platforms(found)
         except BadRequest as exc:  # the server's platform configuration does not load
             flash(f"Schedule {name}: {exc.message}", "error")
             return redirect(url_for(".schedule", name=name))

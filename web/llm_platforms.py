@@ -17,3 +17,9 @@ def configured_platforms() -> dict[str, platforms.Platform]:
     except platforms.ConfigError as exc:
         raise BadRequest(f"platform: the server has no usable platform config ({exc})",
                          field="platform", status=422) from None
+
+
+def fire_platforms(schedule: dict) -> dict[str, platforms.Platform] | None:
+    """The platforms a run of `schedule` needs: the server's for a batch or a campaign (a
+    422 when they do not load), None for a job (whose target holds its queue already)."""
+    return configured_platforms() if schedule["target"]["type"] in ("batch", "campaign") else None

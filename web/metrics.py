@@ -12,8 +12,6 @@ deploy/prometheus-alerts.yaml uses these names (tests/system/test_deploy.py chec
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -26,6 +24,7 @@ from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.jobs import FINISHED_STATES
 from jobqueue.llm import costs
+from jobqueue.llm.ratelimit import key_state
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -182,8 +181,7 @@ class _Collector:
 
 def _headroom(r) -> float:
     """rate_state's row as a 0..1 share of its burst capacity (see rate_reserve)."""
-    if r["disabled_reason"] or (r["blocked_until"] is not None
-                                and r["blocked_until"] > datetime.now(UTC)):
+    if key_state(r) != "ok":
         return 0.0
     req_cap = max(2.0, r["rpm"] * r["burst_seconds"] / 60.0)
     tok_cap = max(1.0, r["tpm"] * r["burst_seconds"] / 60.0)

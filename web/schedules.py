@@ -20,7 +20,7 @@ from jobqueue.errors import InvalidSchedule
 from jobqueue.schedules import spec, store, tick
 from web.auth import require
 from web.contract import BadRequest, Reply, operation
-from web.llm_platforms import configured_platforms
+from web.llm_platforms import configured_platforms, fire_platforms
 from web.owned import Removed, as_json, check_not_others, taken, with_owner
 from web.resources import resources
 from web.schemas import ResponseModel, TextModel
@@ -204,9 +204,7 @@ def run_schedule(name: str):
     """Run now: one manual fire, outside the cron times."""
     with resources().client.pool.connection() as conn:
         found = _visible(conn, name)
-        platforms = (configured_platforms() if found["target"]["type"] in ("batch", "campaign")
-                     else None)
-        run = tick.run_now(conn, name, datetime.now(UTC), platforms)
+        run = tick.run_now(conn, name, datetime.now(UTC), fire_platforms(found))
     status = 422 if run["decision"] == "failed" else 201
     return jsonify(_public(run)), status
 

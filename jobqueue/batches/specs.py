@@ -41,7 +41,17 @@ class Target:
 
 def fanout_specs(rows: Iterable[BatchRow], targets: Sequence[Target],
                  samples: int = 1) -> Iterator[JobSpec]:
-    """One chat job per (row, platform, sample), in that order, each on its platform's queue.
+    """One chat job per (row, platform, sample), in that order, each on its platform's queue
+    (fanout's jobs without their sample numbers)."""
+    for _, spec in fanout(rows, targets, samples):
+        yield spec
+
+
+def fanout(rows: Iterable[BatchRow], targets: Sequence[Target],
+           samples: int = 1) -> Iterator[tuple[int, JobSpec]]:
+    """(sample, job): one chat job per (row, platform, sample), in that order, each on its
+    platform's queue; the sample (1..samples) for a caller that records it (a campaign's
+    metadata).
 
     A plain batch (one platform, one sample) is chat_spec unchanged. Otherwise a row's
     idempotency key becomes `KEY:PLATFORM:SAMPLE`, so the same row on another platform or as
@@ -70,7 +80,7 @@ def fanout_specs(rows: Iterable[BatchRow], targets: Sequence[Target],
                     if samples > 1:
                         spec.payload["sample"] = sample
                         spec.payload["cache"] = False
-                yield spec
+                yield sample, spec
 
 
 def parse_platforms(text: str | Sequence[str]) -> list[str]:

@@ -256,19 +256,9 @@ STEPS = ("campaign_mentions_insert", "campaign_citations_insert", "campaign_dail
          "campaign_domains_add")
 
 
-def record(conn, job_id: int, source: dict, analysis: Analysis) -> bool:
+async def record(conn, job_id: int, source: dict, analysis: Analysis) -> bool:
     """Store an answer's analysis and add it to the rollup, in one transaction; False (and
     nothing added) when the answer was analysed already."""
-    params = _params(job_id, source, analysis)
-    with conn.transaction():
-        if conn.execute(q("campaign_answer_insert"), params).fetchone() is None:
-            return False
-        for step in STEPS:
-            conn.execute(q(step), params)
-    return True
-
-
-async def _record_async(conn, job_id: int, source: dict, analysis: Analysis) -> bool:
     params = _params(job_id, source, analysis)
     async with conn.transaction():
         cur = await conn.execute(q("campaign_answer_insert"), params)
@@ -310,7 +300,7 @@ async def extract_task(payload, ctx):
     if analysis is None:
         analysis = analyse(text, source["brands"])
     async with ctx.connection() as conn:
-        added = await _record_async(conn, job_id, source, analysis)
+        added = await record(conn, job_id, source, analysis)
     return analysis.summary() | {"added": added}
 
 

@@ -99,9 +99,20 @@ def build(fields: dict[str, Any], *, base_dir: str | None = None,
     return spec
 
 
+def settings_of(names: list[str], platforms: dict | None = None) -> list:
+    """The configured platform (llm.platforms.Platform) of each name, in order: schedules'
+    platform_settings (jobqueue.toml's when `platforms` is None); InvalidCampaign naming
+    `platforms` when one is not configured (or the config does not load)."""
+    from jobqueue.schedules.spec import platform_settings
+
+    try:
+        return [platform_settings(name, platforms) for name in names]
+    except InvalidSchedule as exc:
+        raise InvalidCampaign(f"platforms: {str(exc).partition(': ')[2]}") from None
+
+
 def _platforms(given: dict, platforms: dict | None) -> list[str]:
     from jobqueue.batches.specs import parse_platforms
-    from jobqueue.schedules.spec import platform_settings
 
     value = given.get("platforms")
     if value is None:
@@ -112,11 +123,7 @@ def _platforms(given: dict, platforms: dict | None) -> list[str]:
         names = parse_platforms(value)
     except ValueError as exc:
         raise InvalidCampaign(f"platforms: {exc}") from None
-    for name in names:
-        try:
-            platform_settings(name, platforms)
-        except InvalidSchedule as exc:
-            raise InvalidCampaign(f"platforms: {str(exc).partition(': ')[2]}") from None
+    settings_of(names, platforms)
     return names
 
 

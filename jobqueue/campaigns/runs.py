@@ -7,13 +7,16 @@ caller's transaction: a schedule's fire (jobqueue/schedules/tick.py, target type
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 
 import psycopg
 import structlog
 
+from jobqueue.batches.files import BatchRow
+from jobqueue.batches.specs import Target, fanout
 from jobqueue.campaigns import store
-from jobqueue.campaigns.model import InvalidCampaign
+from jobqueue.campaigns.model import InvalidCampaign, settings_of
 from jobqueue.jobs import JobSpec
 
 log = structlog.get_logger("jobqueue.campaigns")
@@ -25,46 +28,35 @@ def batch_name(campaign: str, fire_at: datetime) -> str:
     return f"campaign {campaign} @ {fire_at:%Y-%m-%d %H:%M}Z"
 
 
-def chat_specs(campaign: dict, max_attempts: dict[str, int]):
-    """The run's chat jobs, in prompt, platform, sample order."""
-    samples = campaign["samples"]
-    for index, prompt in enumerate(campaign["prompts"]):
-        for platform in campaign["platforms"]:
-            for sample in range(1, samples + 1):
-                payload = {"messages": prompt["messages"]}
-                for key in ("model", "max_tokens", "temperature"):
-                    if key in prompt:
-                        payload[key] = prompt[key]
-                if samples > 1:  # independent answers: numbered, never from the cache
-                    payload |= {"sample": sample, "cache": False}
-                yield JobSpec("chat", payload, queue=platform,
-                              max_attempts=max_attempts[platform],
-                              metadata=dict(prompt.get("metadata") or {}) | {
-                                  "campaign": campaign["name"], "prompt": index,
-                                  "sample": sample})
+def chat_specs(campaign: dict, targets: Sequence[Target]) -> Iterator[JobSpec]:
+    """The run's chat jobs, in prompt, platform, sample order: the batch fan-out of the
+    prompts, each job's metadata naming the campaign, the prompt's index and the sample."""
+    rows = [BatchRow(line=index + 1, messages=prompt["messages"], model=prompt.get("model"),
+                     max_tokens=prompt.get("max_tokens"),
+                     temperature=prompt.get("temperature"),
+                     metadata=dict(prompt.get("metadata") or {}) | {
+                         "campaign": campaign["name"], "prompt": index})
+            for index, prompt in enumerate(campaign["prompts"])]
+    for sample, spec in fanout(rows, targets, campaign["samples"]):
+        spec.metadata = spec.metadata | {"sample": sample}
+        yield spec
 
 
-def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = "manual",
-        platforms: dict | None = None) -> dict:
-    """Submit one run of campaign `name` in the caller's transaction: {"batch_id", "jobs",
-    "extracts", "extract_ids"}. InvalidCampaign when there is no such campaign or a platform
-    is gone."""
+def run(conn: psycopg.Connection, campaign: dict, fire_at: datetime,
+        decision: str = "manual", platforms: dict | None = None) -> dict:
+    """Submit one run of `campaign` (a row of store.get, read once by the caller) in the
+    caller's transaction: {"batch_id", "jobs", "extracts", "extract_ids"}. InvalidCampaign
+    when a platform is gone."""
     from jobqueue.client import insert_batch, insert_specs
     from jobqueue.db import store as jobs_store
-    from jobqueue.errors import InvalidSchedule
-    from jobqueue.schedules.spec import platform_settings
 
-    campaign = store.get(conn, name)
-    if campaign is None:
-        raise InvalidCampaign(f"campaign: no campaign {name!r}")
-    try:
-        attempts = {p: platform_settings(p, platforms).max_attempts
-                    for p in campaign["platforms"]}
-    except InvalidSchedule as exc:
-        raise InvalidCampaign(f"platforms: {str(exc).partition(': ')[2]}") from None
+    name = campaign["name"]
+    names = campaign["platforms"]
+    targets = [Target(n, p.max_attempts) for n, p in zip(names, settings_of(names, platforms),
+                                                          strict=True)]
     with conn.transaction():
         submitted = insert_batch(
-            conn, chat_specs(campaign, attempts), queue=campaign["platforms"][0],
+            conn, chat_specs(campaign, targets), queue=campaign["platforms"][0],
             owner=campaign["owner"], name=batch_name(name, fire_at),
             metadata={"campaign": name, "campaign_id": campaign["id"],
                       "fire_at": fire_at.isoformat(), "decision": decision})
@@ -80,19 +72,18 @@ def run(conn: psycopg.Connection, name: str, fire_at: datetime, decision: str = 
             "extract_ids": extract_ids}
 
 
-def run_now(conn: psycopg.Connection, name: str, now: datetime,
+def run_now(conn: psycopg.Connection, campaign: dict, now: datetime,
             platforms: dict | None = None) -> dict:
-    """`campaigns run`: a scheduled campaign fires its schedule (a manual run row records
-    it); one without a schedule runs directly. {"batch_id", ...} or InvalidCampaign."""
+    """`campaigns run` of `campaign` (a row of store.get): a scheduled campaign fires its
+    schedule (a manual run row records it; the fire reads the campaign again, in its own
+    transaction); one without a schedule runs directly. {"batch_id", ...} or
+    InvalidCampaign."""
     from jobqueue.schedules import tick
 
-    campaign = store.get(conn, name)
-    if campaign is None:
-        raise InvalidCampaign(f"campaign: no campaign {name!r}")
     if campaign["cron"] is None:
         with conn.transaction():
-            return run(conn, name, now, "manual", platforms)
-    fired = tick.run_now(conn, store.schedule_name(name), now, platforms)
+            return run(conn, campaign, now, "manual", platforms)
+    fired = tick.run_now(conn, store.schedule_name(campaign["name"]), now, platforms)
     if fired is None or fired["decision"] == "failed":
         raise InvalidCampaign(f"campaign: the run failed ({(fired or {}).get('reason')})")
     return {"batch_id": fired["batch_id"], "run_id": fired["id"]}

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from jobqueue.campaigns.model import CampaignSpec
+from jobqueue.campaigns.model import CampaignSpec, InvalidCampaign
 from jobqueue.db.queries import q
 from jobqueue.schedules.spec import CAMPAIGN_PREFIX
 
@@ -55,6 +55,14 @@ def get(conn: psycopg.Connection, name: str | None = None,
         campaign_id: int | None = None) -> dict | None:
     """One campaign with its prompts and schedule (cron, timezone, paused, next_fire_at)."""
     return _execute(conn, "campaign_get", {"name": name, "id": campaign_id}).fetchone()
+
+
+def require(conn: psycopg.Connection, name: str) -> dict:
+    """The campaign `name` (as get gives it); InvalidCampaign naming `campaign` if none."""
+    found = get(conn, name)
+    if found is None:
+        raise InvalidCampaign(f"campaign: no campaign {name!r}")
+    return found
 
 
 def listing(conn: psycopg.Connection, owner: str | None = None,

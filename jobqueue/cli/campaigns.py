@@ -128,9 +128,9 @@ def campaigns_run(name) -> None:
     from jobqueue.campaigns import model, runs
 
     with connection() as conn:
-        _get(conn, name)
+        found = _get(conn, name)
         try:
-            run = runs.run_now(conn, name, datetime.now(UTC))
+            run = runs.run_now(conn, found, datetime.now(UTC))
         except model.InvalidCampaign as exc:
             raise UserError(str(exc)) from None
     click.echo(f"campaign {name}: batch {run['batch_id']} submitted", err=True)

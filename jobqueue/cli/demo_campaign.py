@@ -61,12 +61,12 @@ def run(url: str, sim: FakeOpenAI, keys: dict[str, str]) -> None:
                             "competitors": BRANDS[1:]}, platforms=platforms)
         with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
             store.save(conn, spec, datetime.now(UTC), replace=True)
-            started = runs.run(conn, spec.name, datetime.now(UTC), platforms=platforms)
+            campaign = store.get(conn, spec.name)
+            started = runs.run(conn, campaign, datetime.now(UTC), platforms=platforms)
             click.echo(f"campaign {spec.name}: {len(PROMPTS)} prompts x "
                        f"{len(platforms)} simulated platforms x 2 samples = "
                        f"{started['jobs']} answers (batch {started['batch_id']}), "
                        f"each analysed by a dependent campaign.extract job")
-            campaign = store.get(conn, spec.name)
             # Every extract job ends (an answer that died cancels its extract, which then
             # adds no row to count): wait for those, not for a number of analysed answers.
             deadline = time.monotonic() + 120

@@ -31,7 +31,8 @@ def keys() -> None:
 @click.option("--platform", default=None, help="Only this platform.")
 @click.option("--json", "as_json", is_flag=True)
 def keys_list(platform, as_json) -> None:
-    """Each key per platform and model: usable or why not, and its totals."""
+    """Each key per platform and model: ok, blocked (a 429's wait) or disabled (why), and its
+    totals."""
     with open_client() as jq:
         rows = jq.rate_limits(platform)
     print_rows(rows, as_json,
@@ -40,8 +41,10 @@ def keys_list(platform, as_json) -> None:
 
 
 def _keys_table(rows: list[dict]) -> str:
+    from jobqueue.llm.ratelimit import key_state
+
     for r in rows:
-        r["state"] = f"disabled: {r['disabled_reason']}" if r["disabled_reason"] else "usable"
+        r["state"] = key_state(r)
         r["idle_seconds"] = max(0.0, r.get("idle_seconds") or 0.0)
     return table(rows, [
         Column("platform", "PLATFORM", "text"), Column("model", "MODEL", "text"),

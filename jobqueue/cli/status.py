@@ -3,8 +3,6 @@ processes; the platform keys used in the last hour (`--all`: every key)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import click
 
 from jobqueue import db
@@ -27,15 +25,6 @@ def queue_state(row: dict) -> str:
     if row.get("rate_limited"):
         return "rate-limited"
     return "active"
-
-
-def key_state(row: dict) -> str:
-    if row["disabled_reason"]:
-        return f"disabled: {row['disabled_reason']}"
-    blocked = row["blocked_until"]
-    if blocked and blocked > datetime.now(blocked.tzinfo):
-        return "blocked"
-    return "ok"
 
 
 QUEUE_COLUMNS = [
@@ -88,6 +77,8 @@ def status(as_json: bool, show_all: bool) -> None:
 
 def render(where: str, rows, workers, limits, cache, connections, show_all: bool) -> str:
     """The text of `jobqueue status` (without colour when stdout is not a terminal)."""
+    from jobqueue.llm.ratelimit import key_state
+
     out = [f"database: {where}"]
     for r in rows:
         r["state"] = queue_state(r)

@@ -29,6 +29,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 
 import structlog
 from psycopg_pool import AsyncConnectionPool
@@ -65,6 +66,18 @@ def names_another_limit(message: str, model: str) -> bool:
         return False  # not a message about a rate limit: it teaches nothing
     named = _NAMED_MODEL.search(message)
     return named is None or named.group(1) != model
+
+
+def key_state(row: Mapping) -> str:
+    """A key's bucket (a row of `rate_state`) in one word: "disabled: REASON" (a 401/403,
+    out of quota, or an operator), "blocked" (a 429's retry-after has not passed) or "ok".
+    What `status`, `keys list` and the /metrics headroom say of it."""
+    if row["disabled_reason"]:
+        return f"disabled: {row['disabled_reason']}"
+    blocked = row["blocked_until"]
+    if blocked and blocked > datetime.now(blocked.tzinfo):
+        return "blocked"
+    return "ok"
 
 
 def estimate_tokens(messages: list[dict], max_tokens: int) -> int:

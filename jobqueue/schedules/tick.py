@@ -242,10 +242,12 @@ def _enqueue(conn: psycopg.Connection, row: dict, fire_at: datetime, decision: s
 
     target = row["target"]
     if target["type"] == "campaign":  # a campaign's run (jobqueue/campaigns/runs.py)
-        from jobqueue.campaigns.runs import run
+        from jobqueue.campaigns import runs
+        from jobqueue.campaigns import store as campaigns
 
-        return {"batch_id": run(conn, target["campaign"], fire_at, decision,
-                                platforms)["batch_id"]}
+        campaign = campaigns.require(conn, target["campaign"])
+        return {"batch_id": runs.run(conn, campaign, fire_at, decision,
+                                     platforms)["batch_id"]}
     if target["type"] == "job":
         job = spec.job_spec(target, row["name"], fire_at, row["owner"])
         (job_id, _), = insert_specs(conn, [job])

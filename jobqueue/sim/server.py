@@ -247,11 +247,7 @@ def _last_user(messages: list[Any]) -> str:
 
 def _answer(messages: list[Any], json_mode: bool, max_tokens: int | None) -> tuple[str, str]:
     """Deterministic reply content and finish_reason for a request."""
-    user = ""
-    for m in reversed(messages):
-        if isinstance(m, Mapping) and m.get("role") == "user":
-            user = _content_text(m.get("content"))
-            break
+    user = _last_user(messages)
     if not json_mode:
         snippet = " ".join(user.split()[:16])
         return _fit(f"Simulated reply to: {snippet}" if snippet else "Simulated reply.", max_tokens)

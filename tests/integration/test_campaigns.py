@@ -17,7 +17,7 @@ from jobqueue.llm import costs
 from jobqueue.llm.platforms import Platform
 from jobqueue.llm.prices import Price, PriceTable
 from jobqueue.schedules import tick
-from tests.support.helpers import platform, wait_until
+from tests.support.helpers import platform, record_answer, wait_until
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -112,7 +112,7 @@ class TestRun:
         """2 prompts x 2 platforms x 2 samples: 8 chat jobs in one batch named after the
         campaign, each naming the campaign; 8 blocked extract jobs, each on its answer."""
         found = save(conn)
-        run = runs.run(conn, "crm", NOW, platforms=platforms_of())
+        run = runs.run(conn, found, NOW, platforms=platforms_of())
         assert run["jobs"] == 8 and run["extracts"] == 8
         batch = conn.execute("SELECT name, metadata FROM jobqueue.batches WHERE id = %s",
                              (run["batch_id"],)).fetchone()
@@ -135,8 +135,7 @@ class TestRun:
     def test_a_runs_extracts_count_as_ended_once_cancelled(self, conn):
         """What `jobqueue demo` waits on: the run's extract jobs. An answer that dies cancels
         its extract (which then writes no answer row): unfinished counts it as ended."""
-        save(conn)
-        run = runs.run(conn, "crm", NOW, platforms=platforms_of())
+        run = runs.run(conn, save(conn), NOW, platforms=platforms_of())
         ids = run["extract_ids"]
         assert len(ids) == 8 and jobs_store.unfinished(conn, ids) == 8
         answers = [r["id"] for r in conn.execute(
@@ -149,9 +148,9 @@ class TestRun:
                             ).fetchone()["n"] == 0  # what the demo used to wait for
 
     def test_a_run_whose_platform_is_gone_is_refused_naming_platforms(self, conn):
-        save(conn)
+        found = save(conn)
         with pytest.raises(model.InvalidCampaign) as caught:
-            runs.run(conn, "crm", NOW, platforms={})
+            runs.run(conn, found, NOW, platforms={})
         assert caught.value.field == "platforms"
         assert conn.execute("SELECT count(*) AS n FROM jobqueue.batches").fetchone()["n"] == 0
 
@@ -170,17 +169,11 @@ class TestRun:
         assert batch == {"name": "campaign crm @ 2026-03-11 06:00Z", "total": 8}
 
 
-def record(conn, campaign_id, job_id, platform, day, text):
-    brands = store.get(conn, campaign_id=campaign_id)["brands"]
-    return extract.record(conn, job_id, {"campaign_id": campaign_id, "platform": platform,
-                                         "day": day}, extract.analyse(text, brands))
-
-
 D1, D2, D3, D4 = (date(2026, 3, d) for d in (1, 2, 3, 4))
 
 
 class TestReport:
-    def test_figures_on_a_hand_computed_dataset(self, conn):
+    def test_figures_on_a_hand_computed_dataset(self, conn, db_url):
         """Period 3-4 March against 1-2 March, openai only (gemini has no answers).
         Current: 4 answers. A1 'Acme, then Globex' A2 'Globex then Acme' A3 'Globex' A4
         'nothing'. Acme: 2 mentions / 4 answers = 0.5 visibility, share of voice 2/(2+3) =
@@ -188,15 +181,18 @@ class TestReport:
         Previous: 2 answers, Acme in one (position 1): visibility 0.5, sov 1.0, change 0 and
         -0.6."""
         c = save(conn)
-        cid = c["id"]
-        assert record(conn, cid, 1, "openai", D1, "Acme is excellent.")
-        assert record(conn, cid, 2, "openai", D2, "No idea.")
-        assert record(conn, cid, 3, "openai", D3, "Try Acme CRM (great) or Globex (slow).")
-        assert record(conn, cid, 4, "openai", D3, "GLOBEX is best; acme is poor. "
-                                                  "https://www.g2.com/x https://acme.io/a")
-        assert record(conn, cid, 5, "openai", D4, "globex, https://g2.com/y")
-        assert record(conn, cid, 6, "openai", D4, "Nothing to say.")
-        assert not record(conn, cid, 6, "openai", D4, "Globex again")  # once per answer
+
+        def record(job_id, platform, day, text):
+            return record_answer(db_url, c, job_id, platform, day, text)
+
+        assert record(1, "openai", D1, "Acme is excellent.")
+        assert record(2, "openai", D2, "No idea.")
+        assert record(3, "openai", D3, "Try Acme CRM (great) or Globex (slow).")
+        assert record(4, "openai", D3, "GLOBEX is best; acme is poor. "
+                                       "https://www.g2.com/x https://acme.io/a")
+        assert record(5, "openai", D4, "globex, https://g2.com/y")
+        assert record(6, "openai", D4, "Nothing to say.")
+        assert not record(6, "openai", D4, "Globex again")  # once per answer
         r = report.build(conn, c, D3, D4)
         assert (r["from"], r["to"], r["previous"]) == ("2026-03-03", "2026-03-04", {
             "from": "2026-03-01", "to": "2026-03-02"})
@@ -246,12 +242,12 @@ class TestBudget:
         """Spend is charged to the campaign (llm_spend.campaign); at its budget the rest of
         its jobs wait paused over budget, attempts untouched; raising it resumes them."""
         sim.configure(brands=["Acme", "Globex"])
-        save(conn, platforms=["openai"], samples=1,
+        found = save(conn, platforms=["openai"], samples=1,
              prompts=[f"Which CRM is best for team {i}?" for i in range(30)])
         price = PriceTable({"sim-main": Price(input=1000.0, output=2000.0)})
         with psycopg.connect(db_url, autocommit=True) as c2:
             costs.set_budget(c2, "campaign", "crm", "total", 0.5)
-        run = runs.run(conn, "crm", NOW, platforms=platforms_of(sim))
+        run = runs.run(conn, found, NOW, platforms=platforms_of(sim))
         platform_worker(platform(sim, name="openai", max_tokens=60), prices=price,
                         concurrency=4)
 
@@ -287,9 +283,9 @@ class TestExtractJobs:
 
         monkeypatch.setenv("DATABASE_URL", db_url)
         sim.configure(brands=["Acme", "Globex", "Initech"], invalid_json_rate=garble)
-        save(conn, platforms=["openai"], samples=1, extract={"platform": "openai"},
+        found = save(conn, platforms=["openai"], samples=1, extract={"platform": "openai"},
              prompts=["Which CRM is best?", "Top CRM tools for startups?", "Say hi."])
-        run = runs.run(conn, "crm", NOW, platforms=platforms_of(sim))
+        run = runs.run(conn, found, NOW, platforms=platforms_of(sim))
         p = platform(sim, name="openai", max_tokens=300)
         platform_worker(p)
         tasks = Registry()

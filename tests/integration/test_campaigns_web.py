@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from jobqueue.campaigns import extract, store
+from jobqueue.campaigns import store
+from tests.support.helpers import record_answer
 from tests.support.web import Api, Dashboard, Server
 
 
@@ -59,13 +60,11 @@ CRM = {"name": "crm", "platforms": ["openai", "gemini"], "samples": 1,
 def add_answers(db_url, campaign_id: int):
     """Three analysed answers on 2 March (two on openai, one on gemini)."""
     with psycopg.connect(db_url, autocommit=True, row_factory=dict_row) as conn:
-        brands = store.get(conn, campaign_id=campaign_id)["brands"]
-        for job_id, platform, text in ((1, "openai", "Acme is great, Globex too."),
-                                       (2, "openai", "Globex. https://g2.com/a"),
-                                       (3, "gemini", "Nothing.")):
-            extract.record(conn, job_id, {"campaign_id": campaign_id, "platform": platform,
-                                          "day": date(2026, 3, 2)},
-                           extract.analyse(text, brands))
+        campaign = store.get(conn, campaign_id=campaign_id)
+    for job_id, platform, text in ((1, "openai", "Acme is great, Globex too."),
+                                   (2, "openai", "Globex. https://g2.com/a"),
+                                   (3, "gemini", "Nothing.")):
+        record_answer(db_url, campaign, job_id, platform, date(2026, 3, 2), text)
 
 
 class TestApi:

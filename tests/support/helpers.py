@@ -1,10 +1,11 @@
 """Helpers the tests share: a worker in a background thread, waiting for conditions in another
 process's database, running the `jobqueue` command, per-test databases, simulator platforms,
-minimal PDFs (and decompression bombs)."""
+minimal PDFs (and decompression bombs), campaign answers recorded as the extract task does."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import os
 import subprocess
@@ -148,3 +149,19 @@ def minimal_pdf(text: str, padding: int = 0) -> bytes:
     out.write(b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n"
               % (len(objects) + 1, xref))
     return out.getvalue()
+
+
+def record_answer(url: str, campaign: dict, job_id: int, platform: str, day, text: str) -> bool:
+    """The analysis of answer `text` stored as the campaign.extract task stores it
+    (extract.record, on an async connection of its own); False when it was analysed already."""
+    from jobqueue.campaigns import extract
+
+    async def store() -> bool:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            return await extract.record(
+                conn, job_id, {"campaign_id": campaign["id"], "platform": platform, "day": day},
+                extract.analyse(text, campaign["brands"]))
+
+    # In a thread of its own: the caller may run an event loop (Playwright's sync API does).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, store()).result()

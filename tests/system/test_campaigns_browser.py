@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from jobqueue.campaigns import extract, model, store
+from jobqueue.campaigns import model, store
+from tests.support.helpers import record_answer
 from tests.support.web import Server
 from tests.system.test_dashboard_browser import (  # noqa: F401 (the fixtures)
     browser,
@@ -41,9 +42,7 @@ def test_the_report_page_draws_its_charts_under_the_csp(page, server, db_url,  #
         found = store.get(conn, "crm")
         for job_id, day, text in ((1, 1, "Acme, then Globex"), (2, 2, "Globex only"),
                                   (3, 3, "Acme is great")):
-            extract.record(conn, job_id, {"campaign_id": found["id"], "platform": "sim",
-                                          "day": date(2026, 3, day)},
-                           extract.analyse(text, found["brands"]))
+            record_answer(db_url, found, job_id, "sim", date(2026, 3, day), text)
     page.goto(f"{server.base}/campaigns/crm")
     page.fill("#token", make_token("ops", ["admin"]))
     page.click("button[type=submit]")
