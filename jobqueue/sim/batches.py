@@ -202,27 +202,32 @@ class BatchApi:
             batch["_settings"] = dict(self.settings)  # what was injected when it was made
         return web.json_response(_public_batch(batch))
 
-    async def _retrieve(self, request: web.Request) -> web.Response:
+    def _with_batch(self, request: web.Request, act) -> web.Response:
+        """`act(batch)` on the batch the path names, under the lock: 401 without a key the
+        simulator knows, 404 for a batch it does not."""
         if (denied := self._authorized(request)) is not None:
             return denied
         with self._lock:
             batch = self.batches.get(request.match_info["id"])
             if batch is None:
                 return self._error(404, "No such Batch object.", param="id")
+            return act(batch)
+
+    async def _retrieve(self, request: web.Request) -> web.Response:
+        def retrieve(batch: dict[str, Any]) -> web.Response:
             self._step(batch)
             return web.json_response(_public_batch(batch))
 
+        return self._with_batch(request, retrieve)
+
     async def _cancel(self, request: web.Request) -> web.Response:
-        if (denied := self._authorized(request)) is not None:
-            return denied
-        with self._lock:
-            batch = self.batches.get(request.match_info["id"])
-            if batch is None:
-                return self._error(404, "No such Batch object.", param="id")
-            if batch["status"] in ("completed", "failed", "expired", "cancelled"):
-                return self._error(409, f"Cannot cancel a batch that is {batch['status']}.")
-            batch["status"], batch["cancelling_at"] = "cancelling", int(time.time())
-            return web.json_response(_public_batch(batch))
+        return self._with_batch(request, self._cancelled)
+
+    def _cancelled(self, batch: dict[str, Any]) -> web.Response:
+        if batch["status"] in ("completed", "failed", "expired", "cancelled"):
+            return self._error(409, f"Cannot cancel a batch that is {batch['status']}.")
+        batch["status"], batch["cancelling_at"] = "cancelling", int(time.time())
+        return web.json_response(_public_batch(batch))
 
     # -- the batch's life -----------------------------------------------------------------
 
