@@ -16,7 +16,13 @@
 -- due, from lane 2, as before. A retry with no backoff (rescue, a delay of 0) goes to lane 0
 -- directly.
 ALTER TABLE jobqueue.jobs DROP CONSTRAINT jobs_lane;
-ALTER TABLE jobqueue.jobs ADD CONSTRAINT jobs_lane CHECK (lane IN (0, 1, 2));
+-- NOT VALID, then VALIDATE: the check of the rows already there takes no exclusive lock.
+ALTER TABLE jobqueue.jobs ADD CONSTRAINT jobs_lane CHECK (lane IN (0, 1, 2)) NOT VALID;
+ALTER TABLE jobqueue.jobs VALIDATE CONSTRAINT jobs_lane;
+
+-- Retries already backing off in lane 0 are parked too: otherwise they would slow every claim
+-- until each is claimed (during a provider outage, the whole backlog).
+UPDATE jobqueue.jobs SET lane = 2 WHERE lane = 0 AND run_at > now() AND lease_owner IS NULL;
 
 -- Maintenance's question, which parked retries are due: only parked rows are in it.
 CREATE INDEX jobs_parked_idx ON jobqueue.jobs (run_at) WHERE lane = 2 AND lease_owner IS NULL;

@@ -492,6 +492,18 @@ SELECT r.id FROM retried r CROSS JOIN announced;
                     WHEN f.delay > 0 THEN 2 ELSE 0 END,
 
 
+-- part: lane_not_due
+-- A row put off until later (run_at ahead) leaves lane 0, which holds only due rows (0030):
+-- a retry placed first is parked in lane 2 until maintenance brings it back.
+        lane = CASE WHEN lane = 0 THEN 2 ELSE lane END
+
+
+-- part: lane_due
+-- A row made due now takes its parked place ahead of new work at once (lane 2 -> 0, 0030),
+-- instead of waiting for maintenance.
+        lane = CASE WHEN lane = 2 THEN 0 ELSE lane END
+
+
 -- name: outcomes_recorded
 -- After a lost reply (the connection broke after the outcome statement was sent), which of
 -- these executions' outcomes did commit: finished by that execution, or released for a retry
@@ -530,7 +542,8 @@ FROM released;
 WITH released AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(j.attempts - 1, 0),
-        run_at = now() + make_interval(secs => b.delay), progress = b.progress::jsonb
+        run_at = now() + make_interval(secs => b.delay), progress = b.progress::jsonb,
+        -- include: lane_not_due
     FROM unnest(%(ids)s::bigint[], %(delays)s::float8[], %(progress)s::text[])
         AS b(id, delay, progress)
     WHERE j.id = b.id AND j.lease_owner = %(worker)s
@@ -547,7 +560,8 @@ FROM released;
 -- call.) Uses jobs_batch_idx for a batch; an owner's scope reads the owner's waiting jobs.
 WITH resumed AS (
     UPDATE jobqueue.jobs
-    SET run_at = now(), progress = NULL
+    SET run_at = now(), progress = NULL,
+        -- include: lane_due
     WHERE lease_owner IS NULL AND progress ->> 'paused' = 'over budget'
       AND ((%(scope)s = 'batch' AND batch_id = %(batch_id)s)
            OR (%(scope)s = 'owner' AND owner = %(scope_id)s)
@@ -1188,7 +1202,8 @@ LIMIT 100000;
 -- for its time (run_at ahead, no lease): a running or finished job is left alone. Recorded
 -- with who asked by this statement (job_actions_noted), if the job was made due.
 WITH due AS (
-    UPDATE jobqueue.jobs SET run_at = now()
+    UPDATE jobqueue.jobs SET run_at = now(),
+        -- include: lane_due
     WHERE id = %(id)s AND lease_owner IS NULL AND run_at > now()
     RETURNING id, queue
 ),
