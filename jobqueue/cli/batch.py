@@ -220,11 +220,9 @@ def _send_held(jq, held: list[tuple[int, str]], platforms: dict) -> int:
     pending for the maintenance leader. Returns how many were submitted."""
     from jobqueue.llm import batchapi
 
-    sent = 0
-    for pb_id, name in held:
-        with jq.pool.connection() as conn:
-            sent += batchapi.submit(batchapi.on(conn), pb_id, platforms[name])
-    return sent
+    # The pool lends a connection for each short block of a submit, none across the upload.
+    return sum(batchapi.submit(jq.pool.connection, pb_id, platforms[name])
+               for pb_id, name in held)
 
 
 def _targets(platform: str, samples: int):

@@ -65,8 +65,8 @@ POLICIES = ("requeue", "dead")
 ROWS_PER_PASS = 20  # provider batches one maintenance pass looks at, at most
 
 
-# A source of short database blocks: `with borrow() as conn:` (the CLI's one connection, or
-# the worker's finish link lent to the pass's thread block by block).
+# A source of short database blocks: `with borrow() as conn:` (the CLI's pool, a pass's own
+# connection, or the worker's finish link lent to the pass's thread block by block).
 Borrow = Callable[[], contextlib.AbstractContextManager[psycopg.Connection]]
 
 
@@ -151,7 +151,8 @@ def sdk(platform: Platform, key_env: str) -> tuple[openai.OpenAI, Redactor]:
 
 
 def on(conn: psycopg.Connection) -> Borrow:
-    """The blocks of a pass all on one connection the caller holds (the CLI's)."""
+    """The blocks of a pass all on one connection of the pass's own (run_due outside a
+    worker)."""
     return lambda: contextlib.nullcontext(conn)
 
 
@@ -168,13 +169,12 @@ def submit(borrow: Borrow, pb_id: int, platform: Platform,
     hold on the row (pb_claim_due); None takes it here (the CLI's first submit, pb_take).
     The database is used in short blocks around the calls, never during one."""
     with borrow() as conn, conn.transaction():
-        if claim is None:
-            taken = conn.execute(q("pb_take"), {"id": pb_id, "status": "pending",
-                                                "hold_seconds": CLAIM_SECONDS}).fetchone()
-            if taken is None:
-                return False
-            claim = taken["claim"]
-        row = _locked(conn, pb_id, "pending", claim)
+        if claim is None:  # taking the row locks and reads it
+            row = conn.execute(q("pb_take"), {"id": pb_id, "status": "pending",
+                                              "hold_seconds": CLAIM_SECONDS}).fetchone()
+            claim = row and row["claim"]
+        else:
+            row = _locked(conn, pb_id, "pending", claim)
         if row is None:
             return False
         jobs = conn.execute(q("pb_leased_jobs"), {"lease": row["lease"]}).fetchall()
@@ -234,16 +234,12 @@ def _retry_later(conn, row, platform: Platform, error: str) -> None:
 
 def advance(borrow: Borrow, claimed: dict, platform: Platform) -> str | None:
     """Submit a pending row, or poll a submitted one and import it once it has ended.
-    `claimed`: the row as pb_claim_due returned it (id, status, claim). Returns the
+    `claimed`: the row as pb_claim_due returned it (whole, and its claim). Returns the
     provider's status (None when there was nothing to do)."""
-    pb_id, claim = claimed["id"], claimed["claim"]
-    if claimed["status"] == "pending":
+    pb_id, claim, row = claimed["id"], claimed["claim"], claimed
+    if row["status"] == "pending":
         return "submitted" if submit(borrow, pb_id, platform, claim) else None
-    if claimed["status"] != "submitted":
-        return None
-    with borrow() as conn:
-        row = _locked(conn, pb_id, "submitted", claim)  # autocommit: a fenced read
-    if row is None:
+    if row["status"] != "submitted":
         return None
     client, redact = sdk(platform, row["key_env"])
     try:
@@ -427,18 +423,23 @@ def usable_platforms() -> dict[str, Platform]:
     return usable
 
 
-def run_due(url: str | None = None, limit: int = ROWS_PER_PASS,
-            borrow: Borrow | None = None) -> int:
+def run_due(url: str | None = None, limit: int = ROWS_PER_PASS, borrow: Borrow | None = None,
+            usable: dict[str, Platform] | None = None) -> int:
     """One pass: claim the due rows (under the maintenance leader's lock) and advance each.
     Returns how many rows were advanced. Synchronous: the hook runs it in a thread, with
     `borrow` lending it the worker's finish link block by block (LinkPool.for_thread); without
-    one, the pass opens a connection of its own to `url`."""
-    usable = usable_platforms()
+    one, the pass opens a connection of its own to `url`. `usable`: the platforms this process
+    can call, if the caller has them (usable_platforms)."""
+    usable = usable_platforms() if usable is None else usable
     if not usable:
         return 0
     if borrow is None:
         with db.connect(url) as conn:
-            return run_due(url, limit, on(conn))
+            return _advance_due(on(conn), limit, usable)
+    return _advance_due(borrow, limit, usable)
+
+
+def _advance_due(borrow: Borrow, limit: int, usable: dict[str, Platform]) -> int:
     with borrow() as conn:
         rows = conn.execute(q("pb_claim_due"), {"platforms": list(usable),
                                                 "hold_seconds": CLAIM_SECONDS,
@@ -469,20 +470,18 @@ async def maintenance_hook(conn: psycopg.AsyncConnection) -> int:
     due = await cur.fetchone()
     if not due or not due[0]:
         return 0
-    _pass = asyncio.get_running_loop().create_task(_run_in_place(link.current.get()))
+    _pass = asyncio.get_running_loop().create_task(_run_in_place(link.current.get(), usable))
     _pass.add_done_callback(_log_failure)
     return 1
 
 
-async def _run_in_place(lent) -> None:
+async def _run_in_place(lent, usable: dict[str, Platform]) -> None:
     """The pass in a thread. Its database blocks each take the place of the worker's finish
     link (closed for the block, so the process stays within three connections); between
     them, while the provider uploads, answers or sends files, outcomes and the limiter's
     statements use the link as usual."""
-    if lent is None:
-        await asyncio.to_thread(run_due)
-        return
-    await asyncio.to_thread(run_due, None, ROWS_PER_PASS, lent.for_thread())
+    borrow = None if lent is None else lent.for_thread()
+    await asyncio.to_thread(run_due, None, ROWS_PER_PASS, borrow, usable)
 
 
 def _log_failure(task: asyncio.Task) -> None:

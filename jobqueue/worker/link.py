@@ -112,7 +112,11 @@ class LinkPool:
 
         async def take() -> None:
             await link.lock.acquire()
-            await link.close()
+            try:
+                await link.close()
+            except BaseException:  # cancelled (the loop shutting down): never leave it held
+                link.lock.release()
+                raise
 
         @contextlib.contextmanager
         def borrowed():

@@ -57,7 +57,7 @@ ORDER BY id;
 UPDATE jobqueue.provider_batches
 SET next_poll_at = now() + make_interval(secs => %(hold_seconds)s)
 WHERE id = %(id)s AND status = %(status)s AND next_poll_at <= now()
-RETURNING next_poll_at AS claim;
+RETURNING *, next_poll_at AS claim;
 
 
 -- name: pb_lock
@@ -74,7 +74,8 @@ FOR UPDATE;
 -- Maintenance, under the leader's lock like the rest of it: the rows due a submit or a poll
 -- on platforms this process can call. Their next_poll_at moves forward by hold_seconds before
 -- any call is made, so another leader's pass does not poll them meanwhile; the call's outcome
--- then sets the real next poll. The new next_poll_at is returned as the pass's claim (pb_lock).
+-- then sets the real next poll. The rows come back whole, their new next_poll_at also as the
+-- pass's claim (pb_lock).
 WITH leader AS MATERIALIZED (
     SELECT pg_try_advisory_xact_lock(hashtext('jobqueue.maintenance')) AS ok
 )
@@ -86,7 +87,7 @@ WHERE p.id IN (SELECT id FROM jobqueue.provider_batches
                ORDER BY next_poll_at
                LIMIT %(limit)s
                FOR UPDATE SKIP LOCKED)
-RETURNING p.id, p.batch_id, p.platform, p.status, p.polls, p.next_poll_at AS claim;
+RETURNING p.*, p.next_poll_at AS claim;
 
 
 -- name: pb_any_due

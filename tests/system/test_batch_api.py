@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import openai
 import pytest
 
 from jobqueue.llm.batchapi import request_line
-from tests.support.helpers import KEYS, jobqueue_cmd, platform, run_cli
+from tests.support.helpers import KEYS, jobqueue_cmd, platform, run_cli, wait_until
 
 
 def write_config(tmp_path, sim, **batch) -> dict:
@@ -223,10 +222,11 @@ def test_a_slow_download_does_not_hold_up_the_workers_other_jobs(db_url, config,
     worker = jobqueue_cmd("worker", "--platform", "sim", "--maintenance-seconds", "0.1",
                           url=db_url, env=config, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while sim.stats()["batches"]["downloading"] == 0:
-            assert worker.poll() is None and time.monotonic() < deadline, "no download began"
-            time.sleep(0.02)
+        def downloading() -> bool:
+            assert worker.poll() is None, "the worker exited"
+            return sim.stats()["batches"]["downloading"] > 0
+
+        wait_until(downloading, timeout=30, message="the pass's download")
         realtime = run_cli("batch", "submit", str(prompts(tmp_path, 3, "now.jsonl")),
                            "--platform", "sim", url=db_url, env=config)
         assert realtime.returncode == 0, realtime.stderr
