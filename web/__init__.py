@@ -14,7 +14,7 @@ from __future__ import annotations
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import IntegerConverter, PathConverter, UnicodeConverter
 
 from jobqueue import settings
 from web.contract import BadRequest, operation_of
@@ -72,6 +72,21 @@ class IdConverter(IntegerConverter):
         super().__init__(map, *args, **kwargs)
 
 
+class TextConverter(UnicodeConverter):
+    """<name> in every route: no NUL, else no match (404). Postgres cannot take a NUL in text,
+    and one reached it from a schedule's name as a 500."""
+
+    def __init__(self, map, *args, **kwargs):
+        super().__init__(map, *args, **kwargs)
+        self.regex = self.regex.replace("[^/]", "[^/\\x00]")
+
+
+class TextPathConverter(PathConverter):
+    """<path:...>: as TextConverter, slashes allowed."""
+
+    regex = "[^/\\x00][^\\x00]*?"
+
+
 def _dashboard_pages() -> tuple:
     """The dashboard's batch page, charts and controls (issue 15): modules that add their
     routes to the dashboard's blueprint (`attach`)."""
@@ -82,7 +97,9 @@ def _dashboard_pages() -> tuple:
 
 def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__)
-    app.url_map.converters["int"] = IdConverter  # before any route is added
+    # before any route is added
+    app.url_map.converters.update(int=IdConverter, default=TextConverter, string=TextConverter,
+                                  path=TextPathConverter)
     app.config.from_mapping(
         DATABASE_URL=settings.DATABASE_URL.get(),
         LISTEN_DATABASE_URL=settings.JOBQUEUE_LISTEN_DATABASE_URL.get(),

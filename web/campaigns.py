@@ -88,11 +88,11 @@ SAVE_ERRORS = {403: "Only an admin token may name another owner",
 def _visible(conn, name: str) -> dict:
     """The campaign named `name` (or, failing a name, whose id it is), if the caller may
     see it; 404 otherwise."""
-    if not model.NAME.match(name):  # a NUL, '²' (isdigit, not int) never reach Postgres
-        raise BadRequest(f"campaign {name!r}: not found", status=404, code="not_found")
-    found = store.get(conn, name)
-    if found is None and name.isascii() and name.isdigit() and len(name) < 19:
-        found = store.get(conn, campaign_id=int(name))
+    found = None
+    if model.NAME.match(name):  # ASCII only: '²' (isdigit, but not an int) never reaches int()
+        found = store.get(conn, name)
+        if found is None and name.isdigit() and len(name) < 19:
+            found = store.get(conn, campaign_id=int(name))
     if found is None or not g.principal.can_see(found["owner"]):
         raise BadRequest(f"campaign {name}: not found", status=404, code="not_found")
     return found

@@ -40,7 +40,7 @@ def _day(name: str) -> date | None:
 def campaign_page(name: str):
     from jobqueue.campaigns import model, report, store
 
-    campaign = read(store.get, name) if model.NAME.match(name) else None  # no NUL to Postgres
+    campaign = read(store.get, name) if model.NAME.match(name) else None  # no such name
     if campaign is None:
         abort(404, description=f"campaign {name}: not found")
     try:

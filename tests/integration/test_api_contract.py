@@ -219,7 +219,7 @@ class TestEveryDocumentedStatusIsAnswered:
                 403: lambda: alice.post("/api/queues/q/pause")},
             ("/queues/{name}/resume", "post"): {
                 200: lambda: admin.post("/api/queues/q/resume"),
-                400: lambda: admin.post("/api/queues/%00/resume"),
+                400: lambda: admin.post("/api/queues/" + "q" * 201 + "/resume"),
                 403: lambda: alice.post("/api/queues/q/resume")},
             ("/sessions", "get"): {200: lambda: admin.get("/api/sessions")},
             ("/sessions/{session_id}", "delete"): {
@@ -229,7 +229,7 @@ class TestEveryDocumentedStatusIsAnswered:
             ("/openapi.json", "get"): {200: lambda: alice.get("/api/openapi.json")},
             ("/queues/{name}/settings", "get"): {
                 200: lambda: alice.get("/api/queues/q/settings"),
-                400: lambda: alice.get("/api/queues/%00/settings")},
+                400: lambda: alice.get("/api/queues/" + "q" * 201 + "/settings")},
             ("/queues/{name}/settings", "patch"): {
                 200: lambda: admin.patch("/api/queues/q/settings", json={"max_running": 3}),
                 400: lambda: admin.patch("/api/queues/q/settings", json={"max_running": 0}),
@@ -383,7 +383,7 @@ class TestEveryDocumentedStatusIsAnswered:
                 415: lambda: admin.put("/api/quotas/kind/x", data="x")},
             ("/quotas/{scope}/{name}", "delete"): {
                 200: lambda: admin.delete("/api/quotas/kind/x"),
-                400: lambda: admin.delete("/api/quotas/kind/%00"),
+                400: lambda: admin.delete("/api/quotas/kind/" + "k" * 300),
                 403: lambda: alice.delete("/api/quotas/kind/x"),
                 404: lambda: admin.delete("/api/quotas/kind/x")},
         }

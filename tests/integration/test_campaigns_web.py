@@ -168,6 +168,20 @@ class TestDashboard:
             assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", name
 
 
+    def test_a_nul_in_any_name_of_a_path_is_404_not_500(self, alice, admin):
+        """The router refuses a NUL in every <name> and <path:...> (web.TextConverter):
+        Postgres cannot take one, and a schedule's name carried it there as a 500."""
+        api = [("get", "/api/schedules/a%00b"), ("get", "/api/schedules/a%00b/runs"),
+               ("post", "/api/schedules/a%00b/run"), ("delete", "/api/schedules/a%00b"),
+               ("get", "/api/queues/a%00b/settings"), ("post", "/api/queues/a%00b/pause"),
+               ("delete", "/api/quotas/queue/a%00b"), ("get", "/api/campaigns/a%00b")]
+        for method, path in api:
+            r = getattr(alice, method)(path)
+            assert r.status_code == 404, (path, r.status_code)
+        for path in ("/schedules/a%00b", "/campaigns/a%00b"):
+            assert admin.get(path).status_code == 404, path
+
+
 class TestScheduled:
     def test_a_scheduled_campaign_runs_from_its_schedule_in_the_api_and_dashboard(
             self, alice, admin, sql):
