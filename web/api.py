@@ -45,8 +45,6 @@ DOCUMENT_TYPES = {".txt": "text/plain", ".text": "text/plain", ".md": "text/mark
 NOT_FOUND = {404: "Not found (or not yours)"}
 
 
-
-
 def _platform(name: str) -> platforms.Platform:
     found = configured_platforms()
     if name not in found:
@@ -295,7 +293,6 @@ def _fanout(platform: str | None, names, samples: int) -> list[batch_specs.Targe
 
 def _target(platform) -> batch_specs.Target:
     return batch_specs.Target(platform.name, platform.max_attempts)
-
 
 
 def _submit(targets: list[batch_specs.Target], samples: int, rows, name, source,

@@ -135,16 +135,14 @@ def operation(summary: str, *, replies: dict[int, Reply], errors: dict[int, str]
     def decorate(view):
         @functools.wraps(view)
         def checked(*args, **kwargs):
-            try:
-                if op.path is not None:
-                    kwargs = dict(_validate(op.path, kwargs)) | {
-                        k: v for k, v in kwargs.items() if k not in op.path.model_fields}
-                if op.query is not None:
-                    kwargs["query"] = _validate(op.query, request.args.to_dict())
-                if op.body is not None or op.form is not None:
-                    kwargs["body"] = _request_body(op)
-            except BadRequest as bad:
-                return bad.response()
+            # A BadRequest raised here is answered by the app's one handler (web/__init__.py).
+            if op.path is not None:
+                kwargs = dict(_validate(op.path, kwargs)) | {
+                    k: v for k, v in kwargs.items() if k not in op.path.model_fields}
+            if op.query is not None:
+                kwargs["query"] = _validate(op.query, request.args.to_dict())
+            if op.body is not None or op.form is not None:
+                kwargs["body"] = _request_body(op)
             return view(*args, **kwargs)
 
         checked.operation = op

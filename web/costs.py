@@ -36,8 +36,6 @@ class BudgetBody(BaseModel):
     usd: float = Field(ge=0, le=costs.MAX_BUDGET_USD)
 
 
-
-
 @bp.errorhandler(InvalidJob)
 def _invalid(exc: InvalidJob):
     field, _, _ = str(exc).partition(":")

@@ -68,8 +68,6 @@ class NewScheduleBody(ScheduleBody):
     name: str = Field(max_length=100)
 
 
-
-
 class Schedule(ResponseModel):
     name: str
     cron: str

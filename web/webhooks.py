@@ -101,8 +101,6 @@ MODELS = {"WebhookCreate": WebhookCreate, "Webhook": Webhook, "WebhookCreated": 
           "Delivery": Delivery, "DeliveryQuery": DeliveryQuery}
 
 
-
-
 def _out(model: type[BaseModel], row: dict) -> dict:
     return model.model_validate(row).model_dump(mode="json")
 
