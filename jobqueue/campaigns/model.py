@@ -16,6 +16,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from jobqueue.batches.specs import MAX_SAMPLES
 from jobqueue.errors import InvalidJob, InvalidSchedule, JobqueueError
 from jobqueue.jobs import check_text
 
@@ -28,7 +29,6 @@ MAX_PROMPTS = 10_000
 MAX_BRANDS = 100
 MAX_ALIASES = 20
 MAX_PROMPT_CHARS = 20_000
-MAX_SAMPLES = 100
 
 
 class InvalidCampaign(JobqueueError, ValueError):

@@ -14,11 +14,10 @@ from jobqueue.campaigns.model import CampaignSpec, InvalidCampaign
 from jobqueue.db.queries import q
 from jobqueue.schedules.spec import CAMPAIGN_PREFIX
 
-SCHEDULE_PREFIX = CAMPAIGN_PREFIX  # schedules built from fields cannot take these names
-
 
 def schedule_name(campaign: str) -> str:
-    return SCHEDULE_PREFIX + campaign
+    """A campaign's own schedule (sql/queries/campaigns.sql writes the same prefix)."""
+    return CAMPAIGN_PREFIX + campaign
 
 
 def _execute(conn: psycopg.Connection, name: str, params: dict) -> psycopg.Cursor:

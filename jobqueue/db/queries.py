@@ -44,12 +44,6 @@ def parse_sections(text: str) -> tuple[dict[str, str], dict[str, str]]:
     return found["name"], found["part"]
 
 
-def parse_queries(text: str) -> dict[str, str]:
-    """Split a file of `-- name: NAME` sections into {NAME: SQL}, its parts included."""
-    statements, parts = parse_sections(text)
-    return assemble(statements, parts)
-
-
 def assemble(statements: dict[str, str], parts: dict[str, str]) -> dict[str, str]:
     """The statements with each `-- include: NAME` line replaced by that part. A part that is
     missing, includes another, or that no statement includes is an error: a part is shared

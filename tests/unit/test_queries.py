@@ -7,7 +7,13 @@ import re
 
 import pytest
 
-from jobqueue.db.queries import parse_queries, queries
+from jobqueue.db.queries import assemble, parse_sections, queries
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """One text's statements with its own parts included (a file of sql/queries alone may
+    include another file's parts: queries.load assembles the whole folder)."""
+    return assemble(*parse_sections(text))
 
 FILE = """
 -- name: first
