@@ -40,32 +40,23 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchkit import fresh_database  # noqa: E402
+
 from jobqueue import JobSpec  # noqa: E402
 from jobqueue import queues as queue_settings  # noqa: E402
 from jobqueue.client import CHUNK, Client  # noqa: E402
-from jobqueue.db import migrate, store  # noqa: E402
+from jobqueue.db import store  # noqa: E402
 from jobqueue.db.queries import q  # noqa: E402
 from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS  # noqa: E402
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def fresh_database(admin_url: str, name: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(admin_url, dbname=name)
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate.migrate(conn)
-    return url
 
 
 def drop_database(admin_url: str, name: str) -> None:

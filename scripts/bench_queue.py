@@ -520,10 +520,6 @@ def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> R
 
     fresh_database(system, args, env, tag)
 
-    if system.name == "jobqueue" and args.jq_queue_settings:
-        apply_queue_settings(url, args.jq_queue_settings)
-        log(f"{tag} queue bench: {args.jq_queue_settings}")
-
     if "enqueue" in phases:
         got = run_agent([*system.agent, "enqueue", str(args.jobs)], system.cwd, env,
                         args.timeout, f"{tag} enqueue")
@@ -535,12 +531,10 @@ def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> R
         execute(url, "ANALYZE")
         if "drain" in phases:
             drain(system, args, procs, url, env, out, tag, result)
+        elif phases - {"enqueue"}:  # the enqueued jobs must not wait in a later phase's queue
+            fresh_database(system, args, env, tag)
 
     if "latency" in phases:
-        if "enqueue" in phases and "drain" not in phases:
-            fresh_database(system, args, env, tag)  # not a backlog for the latency workers
-            if system.name == "jobqueue" and args.jq_queue_settings:
-                apply_queue_settings(url, args.jq_queue_settings)
         latency(system, args, procs, url, env, out, tag, result)
     if "io" in phases:
         io_phase(system, args, procs, url, env, out, tag, result)
@@ -552,13 +546,16 @@ def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> R
 
 
 def fresh_database(system: System, args, env: dict, tag: str) -> None:
-    """The system's database created anew, with its schema."""
+    """The system's database created anew, with its schema (and --jq-queue-settings)."""
     dbname = db_name(system)
     log(f"{tag} fresh database {dbname}")
     recreate_db(args.database_url, dbname)
     for cmd in system.setup_cmds or [[*system.agent, "setup"]]:
         run_agent(cmd, system.cwd, env, 120, f"{tag} schema ({' '.join(cmd[1:])})",
                   expect_json=False)
+    if system.name == "jobqueue" and args.jq_queue_settings:
+        apply_queue_settings(db_url(args.database_url, dbname), args.jq_queue_settings)
+        log(f"{tag} queue bench: {args.jq_queue_settings}")
 
 
 def apply_queue_settings(url: str, text: str) -> None:
@@ -635,6 +632,16 @@ def warm_io_drain(system, args, procs, url, env, out_dir: Path, tag: str) -> Pha
         workers = [procs.spawn(system.io_worker, env, out_dir.parent /
                                f"{out_dir.name}-worker-{i}.log", cwd=system.cwd)
                    for i in range(WORKERS)]
+        def wait_empty(since: float, what: str) -> None:
+            while pending():
+                for w in workers:
+                    if w.poll() is not None:
+                        raise BenchError(f"{tag} {what}: worker {w.pid} exited with "
+                                         f"{w.returncode}:\n{tail(w.log_path)}")
+                if time.time() - since > args.timeout:
+                    raise BenchError(f"{tag} {what}: unfinished after {args.timeout:.0f}s")
+                time.sleep(poll)
+
         try:
             began = time.time()
             target = finished()
@@ -646,16 +653,12 @@ def warm_io_drain(system, args, procs, url, env, out_dir: Path, tag: str) -> Pha
                 run_agent([*system.agent, "enqueue-io", "100", "-1"], system.cwd, env,
                           args.timeout, f"{tag} io warm-up")
                 target += 100
-                while pending():
-                    time.sleep(poll)
+                wait_empty(began, "io warm-up")
             target = finished() + n
             before = cpu_now(workers, conn)
             got = run_agent([*system.agent, "enqueue-io", str(n), repr(args.io_seconds)],
                             system.cwd, env, args.timeout, f"{tag} enqueue io (warm)")
-            while pending():
-                if time.time() - got["at"] > args.timeout:
-                    raise BenchError(f"{tag} io (warm): unfinished after {args.timeout:.0f}s")
-                time.sleep(poll)
+            wait_empty(got["at"], "io (warm)")
             emptied = time.time()
             after = cpu_now(workers, conn)
         finally:

@@ -25,21 +25,13 @@ import uuid
 
 import psycopg
 import structlog
+from benchkit import fresh_database
 from psycopg import sql
 
 from jobqueue import Client
-from jobqueue.db import migrate
 from jobqueue.db.queries import q
 
-
-def fresh(server: str, name: str) -> str:
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = psycopg.conninfo.make_conninfo(server, dbname=name)
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate.migrate(conn)
-    return url
+DB = "bench_retry_lanes"
 
 
 def put_back(url: str, n: int) -> None:
@@ -95,7 +87,7 @@ def main() -> None:
     print("|--:|---|--:|--:|")
     for n in (int(x) for x in args.retries.split(",")):
         for layout in ("parked", "lane 0") if n else ("-",):
-            url = fresh(args.database_url, "bench_retry_lanes")
+            url = fresh_database(args.database_url, DB)
             put_back(url, n)
             with Client(url) as jq:
                 jq.enqueue_payloads("k", [{}] * args.due, queue="q")
@@ -105,6 +97,8 @@ def main() -> None:
                 conn.execute("VACUUM ANALYZE jobqueue.jobs")
             ms, pages = measure(url, args.claims, args.limit)
             print(f"| {n:,} | {layout} | {ms:.2f} | {pages} |", flush=True)
+    with psycopg.connect(args.database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DB)))
 
 
 if __name__ == "__main__":

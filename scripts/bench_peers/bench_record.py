@@ -32,10 +32,7 @@ def drain_job() -> None:
     global _first_seen
     if not _first_seen:
         _first_seen = True
-        now = time.time()
-        if _OUT:
-            with open(os.path.join(_OUT, f"first-{os.getpid()}"), "w") as f:
-                f.write(f"{now!r}\n")
+        _mark("first")
 
 
 def latency_job(now: float, enqueued_at: float, seq: int) -> None:
@@ -53,19 +50,24 @@ async def io_job(seconds: float) -> None:
     """The I/O-bound job: only waits (a stand-in for an HTTP call). A negative `seconds` is a
     warm-up job (the io phase's warm run): it marks `warm-<pid>` instead of `first-<pid>`
     and does not wait."""
+    global _warm_seen
     if seconds < 0:
-        _mark("warm")
+        if not _warm_seen:
+            _warm_seen = True
+            _mark("warm")
         return
     drain_job()
     await asyncio.sleep(seconds)
 
 
+_warm_seen = False
+
+
 def _mark(what: str) -> None:
+    """Write `<what>-<pid>` with the time now into $BENCH_OUT_DIR."""
     if _OUT:
-        path = os.path.join(_OUT, f"{what}-{os.getpid()}")
-        if not os.path.exists(path):
-            with open(path, "w") as f:
-                f.write(f"{time.time()!r}\n")
+        with open(os.path.join(_OUT, f"{what}-{os.getpid()}"), "w") as f:
+            f.write(f"{time.time()!r}\n")
 
 
 def real_job(i: int, t: float, s: str) -> None:
