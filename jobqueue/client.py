@@ -10,7 +10,7 @@ Thread-safe: one pool of connections, borrowed per call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -308,14 +308,16 @@ class Created(NamedTuple):
 
 class Submitted(tuple):
     """(batch id, jobs enqueued), as submit_batch always returned; also `refused` (jobs a
-    quota turned away, with partial), `quota` (the tightest quota's standing after the charge)
-    and `exceeded` (the QuotaExceeded behind `refused`, for its retry time)."""
+    quota turned away, with partial), `quota` (the tightest quota's standing after the charge),
+    `exceeded` (the QuotaExceeded behind `refused`, for its retry time) and `ids` (the jobs'
+    ids in the order of their specs)."""
 
     def __new__(cls, batch_id: int, total: int, refused: int = 0,
                 quota: quotas.Standing | None = None,
-                exceeded: quotas.QuotaExceeded | None = None):
+                exceeded: quotas.QuotaExceeded | None = None, ids: Sequence[int] = ()):
         self = super().__new__(cls, (batch_id, total))
         self.refused, self.quota, self.exceeded = refused, quota, exceeded
+        self.ids = list(ids)
         return self
 
     @property
@@ -401,7 +403,8 @@ def insert_batch(conn, specs: Iterable[JobSpec], *, queue: str, name: str | None
             "counts": {"duplicate": total}}}, event_id=f"batch.completed:{batch_id}")
     if on_progress:
         on_progress(total)
-    return Submitted(batch_id, total, refused, admission.standing, admission.exceeded)
+    return Submitted(batch_id, total, refused, admission.standing, admission.exceeded,
+                     inserter.ids)
 
 
 def insert_specs(conn, specs: list[JobSpec]) -> list[tuple[int, bool]]:

@@ -48,19 +48,17 @@ def run(conn: psycopg.Connection, campaign: dict, fire_at: datetime,
     caller's transaction: {"batch_id", "jobs", "extracts", "extract_ids"}. InvalidCampaign
     when a platform is gone."""
     from jobqueue.client import insert_batch, insert_specs
-    from jobqueue.db import store as jobs_store
 
     name = campaign["name"]
     names = campaign["platforms"]
-    targets = [Target(n, p.max_attempts) for n, p in zip(names, settings_of(names, platforms),
-                                                          strict=True)]
+    targets = [Target(p.name, p.max_attempts) for p in settings_of(names, platforms)]
     with conn.transaction():
         submitted = insert_batch(
             conn, chat_specs(campaign, targets), queue=campaign["platforms"][0],
             owner=campaign["owner"], name=batch_name(name, fire_at),
             metadata={"campaign": name, "campaign_id": campaign["id"],
                       "fire_at": fire_at.isoformat(), "decision": decision})
-        answers = jobs_store.batch_members(conn, submitted.batch_id)
+        answers = submitted.ids  # the chat jobs, as inserted (not read back)
         extracts = [JobSpec(EXTRACT_TASK, {"campaign_id": campaign["id"], "answer": job_id},
                             depends_on=[job_id], owner=campaign["owner"],
                             metadata={"campaign": name})
