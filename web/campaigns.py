@@ -109,12 +109,14 @@ def _save(name: str, body: CampaignBody, replace: bool):
     except model.InvalidCampaign as exc:
         raise BadRequest(str(exc), field=exc.field, status=422,
                          code="invalid_campaign") from None
-    with resources().client.pool.connection() as conn:
+    with resources().client.pool.connection() as conn, conn.transaction():
         check_not_others("campaign", name, store.get(conn, name))
-        outcome = store.save(conn, spec, datetime.now(UTC), replace=replace)
-        if outcome is None:
+        outcome = store.save(conn, spec, datetime.now(UTC), replace=replace,
+                             only_owner=g.principal.owner_filter())
+        if outcome is None:  # taken, or saved by another owner since the check
+            check_not_others("campaign", name, store.get(conn, name))
             raise taken("campaign", name)
-        row = store.get(conn, name)
+        row = store.get(conn, name)  # our row lock keeps it until the commit
     return jsonify(as_json(row)), 201 if outcome == "created" else 200
 
 

@@ -106,12 +106,14 @@ def _save(name: str, body: ScheduleBody, replace: bool):
     except InvalidSchedule as exc:
         field = str(exc).partition(":")[0]
         raise BadRequest(str(exc), field=field, status=422, code="invalid_schedule") from None
-    with resources().client.pool.connection() as conn:
+    with resources().client.pool.connection() as conn, conn.transaction():
         check_not_others("schedule", name, store.get(conn, name))
-        outcome = store.save(conn, definition, datetime.now(UTC), replace=replace)
-        if outcome == "kept":
+        outcome = store.save(conn, definition, datetime.now(UTC), replace=replace,
+                             only_owner=g.principal.owner_filter())
+        if outcome == "kept":  # taken, or saved by another owner since the check
+            check_not_others("schedule", name, store.get(conn, name))
             raise taken("schedule", name)
-        (row,) = store.listing(conn, name=name)
+        (row,) = store.listing(conn, name=name)  # our row lock keeps it until the commit
     return jsonify(_public(row)), 201 if outcome == "created" else 200
 
 

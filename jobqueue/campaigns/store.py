@@ -25,9 +25,10 @@ def _execute(conn: psycopg.Connection, name: str, params: dict) -> psycopg.Curso
 
 
 def save(conn: psycopg.Connection, spec: CampaignSpec, now: datetime, *,
-         replace: bool = False) -> str | None:
+         replace: bool = False, only_owner: str | None = None) -> str | None:
     """Store a campaign and its schedule (made, replaced or removed to match) in one
-    transaction: 'created', 'updated', or None (it exists and `replace` is false)."""
+    transaction: 'created', 'updated', or None (it exists and `replace` is false, or it is
+    not `only_owner`'s when one is given)."""
     from jobqueue.schedules import store as schedules
     from jobqueue.schedules.spec import ScheduleSpec
 
@@ -36,7 +37,8 @@ def save(conn: psycopg.Connection, spec: CampaignSpec, now: datetime, *,
             "name": spec.name, "owner": spec.owner, "prompts": Jsonb(spec.prompts),
             "prompt_source": spec.prompt_source, "platforms": spec.platforms,
             "samples": spec.samples, "brands": Jsonb(spec.brands),
-            "extract": Jsonb(spec.extract), "replace": replace}).fetchone()
+            "extract": Jsonb(spec.extract), "replace": replace,
+            "only_owner": only_owner}).fetchone()
         if row is None:
             return None
         if spec.schedule is not None:

@@ -25,17 +25,19 @@ def _execute(conn: psycopg.Connection, name: str, params: dict) -> psycopg.Curso
 
 
 def save(conn: psycopg.Connection, spec: ScheduleSpec, now: datetime, *,
-         replace: bool = False, only_if_changed: bool = False) -> str:
+         replace: bool = False, only_if_changed: bool = False,
+         only_owner: str | None = None) -> str:
     """Store a definition: 'created', 'updated', or 'kept' (it exists and `replace` is false,
-    or `only_if_changed` and nothing changed). A new or changed definition starts at its
-    first fire after `now`."""
+    or `only_if_changed` and nothing changed, or it is not `only_owner`'s when one is given).
+    A new or changed definition starts at its first fire after `now`."""
     row = _execute(conn, "schedule_upsert", {
         "name": spec.name, "cron": spec.cron, "timezone": spec.timezone,
         "target": Jsonb(spec.target), "batch_content": spec.batch_content,
         "misfire": spec.misfire, "max_lateness": spec.max_lateness, "paused": spec.paused,
         "owner": spec.owner, "origin": spec.origin,
         "next_fire_at": spec.parsed_cron().after(now),
-        "replace": replace, "only_if_changed": only_if_changed}).fetchone()
+        "replace": replace, "only_if_changed": only_if_changed,
+        "only_owner": only_owner}).fetchone()
     if row is None:
         return "kept"
     return "created" if row["created"] else "updated"

@@ -4,7 +4,10 @@
 
 
 -- name: campaign_upsert
--- Save a definition; `replace` false refuses to overwrite (no row back for an existing name).
+-- Save a definition; `replace` false refuses to overwrite (no row back for an existing name),
+-- and so does an existing row of an owner other than %(only_owner)s when one is given: the
+-- owner test is in the statement, so a row another owner saves after the caller's check is
+-- never taken over.
 INSERT INTO jobqueue.campaigns AS c
     (name, owner, prompts, prompt_source, platforms, samples, brands, extract)
 VALUES (%(name)s, %(owner)s, %(prompts)s, %(prompt_source)s, %(platforms)s, %(samples)s,
@@ -13,7 +16,7 @@ ON CONFLICT (name) DO UPDATE
 SET owner = excluded.owner, prompts = excluded.prompts, prompt_source = excluded.prompt_source,
     platforms = excluded.platforms, samples = excluded.samples, brands = excluded.brands,
     extract = excluded.extract, updated_at = now()
-WHERE %(replace)s
+WHERE %(replace)s AND (%(only_owner)s::text IS NULL OR c.owner = %(only_owner)s)
 RETURNING id, (xmax = 0) AS created;
 
 

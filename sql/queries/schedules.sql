@@ -7,7 +7,9 @@
 -- fire after now (%(next_fire_at)s): fires of an old definition are never caught up. When
 -- `only_if_changed` (start-up sync), an identical definition is left alone, so restarting a
 -- fleet keeps next_fire_at (and a paused schedule stays paused); `replace` false refuses to
--- overwrite (returns nothing for an existing name).
+-- overwrite (returns nothing for an existing name), and so does an existing row of an owner
+-- other than %(only_owner)s when one is given (the owner test is in the statement: a row
+-- another owner saves after the caller's check is never taken over).
 INSERT INTO jobqueue.schedules AS s
     (name, cron, timezone, target, batch_content, misfire, max_lateness_seconds, paused,
      owner, origin, next_fire_at)
@@ -19,6 +21,7 @@ SET cron = excluded.cron, timezone = excluded.timezone, target = excluded.target
     max_lateness_seconds = excluded.max_lateness_seconds, owner = excluded.owner,
     origin = excluded.origin, next_fire_at = excluded.next_fire_at, updated_at = now()
 WHERE %(replace)s
+  AND (%(only_owner)s::text IS NULL OR s.owner = %(only_owner)s)
   AND NOT (%(only_if_changed)s
            AND (s.cron, s.timezone, s.target, s.misfire, s.owner, s.origin)
                IS NOT DISTINCT FROM (excluded.cron, excluded.timezone, excluded.target,

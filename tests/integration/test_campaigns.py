@@ -49,6 +49,19 @@ def save(conn, **changes) -> dict:
 
 
 class TestModel:
+    def test_a_replace_limited_to_one_owner_leaves_another_owners_campaign_alone(self, conn):
+        """The owner test is in the upsert itself: bob's replace of a name alice saved (as
+        when alice's save lands between the API's check and bob's write) changes nothing."""
+        save(conn, owner="alice", schedule={"cron": "0 6 * * *"})
+        bobs = model.build(FIELDS | {"owner": "bob", "samples": 1}, platforms=platforms_of())
+        assert store.save(conn, bobs, NOW, replace=True, only_owner="bob") is None
+        kept = store.get(conn, "crm")
+        assert kept["owner"] == "alice" and kept["samples"] == 2 and kept["cron"] == "0 6 * * *"
+        assert store.save(conn, model.build(FIELDS | {"owner": "alice", "samples": 1},
+                                            platforms=platforms_of()),
+                          NOW, replace=True, only_owner="alice") == "updated"
+        assert store.get(conn, "crm")["samples"] == 1
+
     def test_a_campaign_is_saved_listed_and_removed_with_its_schedule(self, conn):
         """Saved with a cron, the campaign has a schedule `campaign:NAME` firing it;
         replaced without one, the schedule goes; removing it removes the rest."""

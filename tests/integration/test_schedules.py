@@ -101,6 +101,19 @@ class TestFires:
         assert store.get(conn, "d")["next_fire_at"] == at(2026, 1, 2)
 
 
+    def test_a_replace_limited_to_one_owner_leaves_another_owners_schedule_alone(self, conn):
+        """The owner test is in the upsert itself: bob's replace of a name alice saved (as
+        when alice's save lands between the API's check and bob's write) changes nothing."""
+        start = at(2026, 1, 1, 12)
+        add(conn, "m", start, cron="@daily", owner="alice")
+        bobs = spec.build("m", {"kind": "noop", "cron": "@hourly", "owner": "bob"})
+        assert store.save(conn, bobs, start, replace=True, only_owner="bob") == "kept"
+        (kept,) = store.listing(conn, name="m")
+        assert kept["owner"] == "alice" and kept["cron"] == "@daily"
+        alices = spec.build("m", {"kind": "noop", "cron": "@hourly", "owner": "alice"})
+        assert store.save(conn, alices, start, replace=True, only_owner="alice") == "updated"
+        assert store.listing(conn, name="m")[0]["cron"] == "@hourly"
+
     def test_a_schedule_that_cannot_be_decided_is_paused_and_others_go_on(self, conn, sql):
         """A stored expression that no longer parses (or a bug deciding it) fails that
         schedule alone: a failed run says why, it is paused, and the next one fires."""
