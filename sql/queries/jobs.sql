@@ -468,9 +468,7 @@ WITH retried AS (
     SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
         run_at = now() + make_interval(secs => f.delay),
         -- include: retry_lane
-        -- a retry is not a pause over budget (0029): the marker of an earlier hand-back goes
-        progress = CASE WHEN j.progress ->> 'paused' = 'over budget' THEN j.progress - 'paused'
-                        ELSE j.progress END,
+        -- include: progress_unpaused
         errors = j.errors || jsonb_build_array(f.error::jsonb)
     FROM unnest(%(id)s::bigint[], %(execution)s::uuid[], %(delay)s::float8[], %(error)s::text[])
         AS f(id, execution, delay, error)
@@ -490,6 +488,14 @@ SELECT r.id FROM retried r CROSS JOIN announced;
         lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
                                      WHERE retry_order = 'last') THEN 1
                     WHEN f.delay > 0 THEN 2 ELSE 0 END,
+
+
+-- part: progress_unpaused
+-- A job back in the queue for any reason but a pause over budget (a retry, a rescue, a
+-- shutdown's hand-back) no longer says it waits paused over budget (0029): the marker of an
+-- earlier pause goes, so batch_over_budget and the budget report do not count it.
+        progress = CASE WHEN j.progress ->> 'paused' = 'over budget' THEN j.progress - 'paused'
+                        ELSE j.progress END,
 
 
 -- part: lane_not_due
@@ -523,9 +529,11 @@ WHERE j.execution_id = mine.execution AND j.lease_owner IS NULL
 -- name: hand_back
 -- Shutdown: give running jobs back untouched. The attempt did not fail, so it is not counted.
 WITH released AS (
-    UPDATE jobqueue.jobs
+    UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0),
-        run_at = now()
+        run_at = now(),
+        -- include: progress_unpaused
+        -- include: lane_due
     WHERE id = ANY(%(ids)s) AND lease_owner = %(worker)s
     RETURNING id, queue
 )
@@ -682,6 +690,7 @@ rescued AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
         -- include: retry_lane
+        -- include: progress_unpaused
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
             'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',

@@ -322,3 +322,23 @@ class TestPausedMarker:
         assert retried == [{"id": claimed["id"]}]
         job = client.get(claimed["id"])
         assert job.state == "retrying" and job.progress == {"reason": "r", "mine": 1}
+
+    @pytest.mark.parametrize("back", ["rescue", "shutdown"])
+    def test_a_rescue_or_a_shutdowns_hand_back_drops_the_marker(self, client, sql, back):
+        """A paused job claimed again, then rescued after its worker vanished or handed back
+        at shutdown, waits for no budget: it is not counted as paused any more."""
+        worker = "00000000-0000-0000-0000-000000000002"
+        self._row(sql, '{"paused": "over budget", "reason": "r"}')
+        sql("UPDATE jobqueue.jobs SET run_at = now()")
+        (claimed,) = sql(q("claim"), {"queue": "p", "limit": 1, "worker": worker,
+                                      "lease_seconds": 30})
+        if back == "rescue":
+            sql("UPDATE jobqueue.jobs SET lease_expires_at = now() - interval '1 second'")
+            assert sql(q("rescue_retry"))[0]["rescued"] == 1
+        else:
+            assert sql(q("hand_back"), {"ids": [claimed["id"]],
+                                        "worker": worker})[0]["released"] == 1
+        job = client.get(claimed["id"])
+        assert job.progress == {"reason": "r"} and job.state != "running"
+        assert sql("SELECT count(*) AS n FROM jobqueue.jobs "
+                   "WHERE progress ->> 'paused' = 'over budget'")[0]["n"] == 0
