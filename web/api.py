@@ -483,9 +483,8 @@ def list_queues():
 @operation("Pause or resume a queue (admin)", path=s.QueueName,
            replies={200: Reply(s.QueuePaused, "{queue, paused}")})
 def queue(name: str, action: str):
-    client = resources().client
-    with client.pool.connection() as conn:
-        conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
+    with resources().client.pool.connection() as conn:
+        queue_settings.pause(conn, name, action == "pause")
     return jsonify(queue=name, paused=action == "pause")
 
 

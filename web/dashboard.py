@@ -250,9 +250,7 @@ def queues():
 @bp.post("/queues/<name>/<any(pause, resume):action>")
 def pause_queue(name: str, action: str):
     checked(QueueName, {"name": name})
-    with resources().client.pool.connection() as conn:
-        conn.execute(q("queue_pause"), {"name": name, "paused": action == "pause"})
-    note_change()
+    change(queue_settings.pause, name, action == "pause")
     flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
     return redirect(url_for(".overview"))
 
@@ -269,9 +267,7 @@ def set_queue_settings(name: str):
         }
         changes["fair"] = (request.form.get("fair") == "on"
                            or changes["max_running_per_owner"] is not None)
-        with resources().client.pool.connection() as conn:
-            row = queue_settings.change(conn, name, **changes)
-        note_change()
+        row = change(lambda conn: queue_settings.change(conn, name, **changes))
     except (InvalidQueueSettings, QueueBusy) as exc:
         flash(f"Queue {name}: {exc}", "error")
     else:

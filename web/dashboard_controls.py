@@ -15,8 +15,9 @@ from flask import Blueprint, abort, flash, redirect, request, url_for
 
 from jobqueue.db import store
 from jobqueue.db.queries import q
+from jobqueue.llm.ratelimit import set_key_disabled
 from web.auth import acting
-from web.dashboard_support import attach_once, change, note_change
+from web.dashboard_support import attach_once, change
 
 
 @attach_once
@@ -64,17 +65,12 @@ def worker_control(worker_id: str, control: str):
 def key_enable():
     """Use a disabled API key again (as `jobqueue keys enable`): running workers pick it up
     at their next reservation."""
-    from web.resources import resources
-
     platform = request.form.get("platform", "").strip()
     key_id = request.form.get("key_id", "").strip()
     for name, value in (("platform", platform), ("key_id", key_id)):
         if not value or len(value) > 200 or "\x00" in value:
             abort(400, description=f"{name}: required, at most 200 characters")
-    with resources().client.pool.connection() as conn:
-        rows = conn.execute(q("rate_key_set_disabled"), {
-            "name": key_id, "platform": platform, "reason": None}).fetchall()
-    note_change()
+    rows = change(set_key_disabled, key_id, platform, None)
     if not rows:
         abort(404, description=f"key {key_id}: no such key on platform {platform}")
     flash(f"Key {key_id} on {platform} enabled: workers use it from their next call.")

@@ -19,7 +19,6 @@ from jobqueue.cli.common import (
     state_colour,
     table,
 )
-from jobqueue.db.queries import q
 
 
 @click.group()
@@ -54,9 +53,10 @@ def _keys_table(rows: list[dict]) -> str:
 
 
 def _set(name: str, platform: str | None, reason: str | None) -> list[dict]:
+    from jobqueue.llm.ratelimit import set_key_disabled
+
     with connection() as conn:
-        rows = conn.execute(q("rate_key_set_disabled"), {
-            "name": name, "platform": platform, "reason": reason}).fetchall()
+        rows = set_key_disabled(conn, name, platform, reason)
     if not rows:
         raise UserError(f"key {name}: no such key" + (f" on platform {platform}" if platform
                                                       else "") + " (see `jobqueue keys list`)")

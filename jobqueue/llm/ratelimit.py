@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
@@ -78,6 +79,15 @@ def key_state(row: Mapping) -> str:
     if blocked and blocked > datetime.now(blocked.tzinfo):
         return "blocked"
     return "ok"
+
+
+def set_key_disabled(conn: psycopg.Connection, name: str, platform: str | None,
+                     reason: str | None) -> list[dict]:
+    """Disable (a reason) or enable (None) the key `name`, a key id or its variable's name,
+    on `platform` or every platform: `jobqueue keys enable|disable` and the dashboard's
+    button. Workers see it at their next reservation. Returns the keys changed."""
+    return conn.execute(q("rate_key_set_disabled"), {
+        "name": name, "platform": platform, "reason": reason}).fetchall()
 
 
 def estimate_tokens(messages: list[dict], max_tokens: int) -> int:
