@@ -190,7 +190,8 @@ def schedule_runs(name: str, query: RunsQuery):
 def pause_schedule(name: str, action: str):
     with resources().client.pool.connection() as conn:
         _visible(conn, name)
-        store.set_paused(conn, name, action == "pause", datetime.now(UTC))
+        store.set_paused(conn, name, action == "pause", datetime.now(UTC),
+                         owner=g.principal.owner_filter())
         row = _visible(conn, name)
     return jsonify(_public(row))
 
@@ -216,5 +217,5 @@ def run_schedule(name: str):
 def delete_schedule(name: str):
     with resources().client.pool.connection() as conn:
         _visible(conn, name)
-        store.remove(conn, name)
+        store.remove(conn, name, owner=g.principal.owner_filter())
     return jsonify(name=name, removed=True)
