@@ -538,6 +538,16 @@ CREATE FUNCTION jobqueue.job_state(
                 ELSE 'scheduled' END
 $$;
 
+-- What a job keeps of its progress when it goes back to the queue for any reason but a pause
+-- over budget (a retry, a rescue, a hand-back, a manual retry): the budget's marker
+-- ({"paused": "over budget", ...}, jobqueue/llm/spend.py) goes, a handler's own progress stays
+-- (0031). Inlined by the planner.
+CREATE FUNCTION jobqueue.unpaused(progress jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN progress ->> 'paused' = 'over budget' THEN progress - 'paused'
+                ELSE progress END
+$$;
+
 -- Every job, hot or finished, with its visible state: the one relation reads of "a job" or
 -- "jobs matching X" go through (get_job, the dashboard's list and counts, batch pages);
 -- blocked jobs (0015) are its third branch.

@@ -468,7 +468,7 @@ WITH retried AS (
     SET lease_owner = NULL, lease_expires_at = NULL, cancel_requested = false,
         run_at = now() + make_interval(secs => f.delay),
         -- include: retry_lane
-        -- include: progress_unpaused
+        progress = jobqueue.unpaused(j.progress),  -- not paused over budget any more (0031)
         errors = j.errors || jsonb_build_array(f.error::jsonb)
     FROM unnest(%(id)s::bigint[], %(execution)s::uuid[], %(delay)s::float8[], %(error)s::text[])
         AS f(id, execution, delay, error)
@@ -488,14 +488,6 @@ SELECT r.id FROM retried r CROSS JOIN announced;
         lane = CASE WHEN j.queue IN (SELECT name FROM jobqueue.queues
                                      WHERE retry_order = 'last') THEN 1
                     WHEN f.delay > 0 THEN 2 ELSE 0 END,
-
-
--- part: progress_unpaused
--- A job back in the queue for any reason but a pause over budget (a retry, a rescue, a
--- shutdown's hand-back) no longer says it waits paused over budget (0029): the marker of an
--- earlier pause goes, so batch_over_budget and the budget report do not count it.
-        progress = CASE WHEN j.progress ->> 'paused' = 'over budget' THEN j.progress - 'paused'
-                        ELSE j.progress END,
 
 
 -- part: lane_not_due
@@ -532,7 +524,7 @@ WITH released AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0),
         run_at = now(),
-        -- include: progress_unpaused
+        progress = jobqueue.unpaused(j.progress),  -- not paused over budget any more (0031)
         -- include: lane_due
     WHERE id = ANY(%(ids)s) AND lease_owner = %(worker)s
     RETURNING id, queue
@@ -623,7 +615,8 @@ renewed AS (
 released AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(j.attempts - 1, 0),
-        run_at = now()
+        run_at = now(), progress = jobqueue.unpaused(j.progress),  -- as hand_back
+        -- include: lane_due
     FROM mine WHERE j.id = mine.id AND NOT mine.known
     RETURNING j.id, j.queue
 )
@@ -690,7 +683,7 @@ rescued AS (
     UPDATE jobqueue.jobs j
     SET lease_owner = NULL, lease_expires_at = NULL, run_at = now(),
         -- include: retry_lane
-        -- include: progress_unpaused
+        progress = jobqueue.unpaused(j.progress),  -- not paused over budget any more (0031)
         errors = j.errors || jsonb_build_array(jsonb_build_object(
             'attempt', j.attempts, 'at', now(), 'type', 'LeaseExpired',
             'message', 'worker ' || j.lease_owner || ' stopped renewing its lease',
@@ -859,8 +852,8 @@ inserted AS (
         (id, queue, kind, payload, priority, run_at, attempts, max_attempts, timeout_seconds,
          errors, progress, owner, batch_id, idempotency_key, metadata, created_at, fair_round)
     SELECT id, queue, kind, payload, priority, now(), 0, max_attempts, timeout_seconds,
-           errors, progress, owner, batch_id, idempotency_key, metadata, created_at,
-           r.rounds[nth]
+           errors, jobqueue.unpaused(progress), owner, batch_id, idempotency_key, metadata,
+           created_at, r.rounds[nth]
     FROM kept, rounds r
     RETURNING id
 ),

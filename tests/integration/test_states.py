@@ -323,10 +323,11 @@ class TestPausedMarker:
         job = client.get(claimed["id"])
         assert job.state == "retrying" and job.progress == {"reason": "r", "mine": 1}
 
-    @pytest.mark.parametrize("back", ["rescue", "shutdown"])
-    def test_a_rescue_or_a_shutdowns_hand_back_drops_the_marker(self, client, sql, back):
-        """A paused job claimed again, then rescued after its worker vanished or handed back
-        at shutdown, waits for no budget: it is not counted as paused any more."""
+    @pytest.mark.parametrize("back", ["rescue", "shutdown", "lost reply"])
+    def test_a_rescue_or_a_hand_back_drops_the_marker(self, client, sql, back):
+        """A paused job claimed again, then rescued after its worker vanished, handed back
+        at shutdown, or handed back by the heartbeat because the claim's reply was lost,
+        waits for no budget: it is not counted as paused any more."""
         worker = "00000000-0000-0000-0000-000000000002"
         self._row(sql, '{"paused": "over budget", "reason": "r"}')
         sql("UPDATE jobqueue.jobs SET run_at = now()")
@@ -335,10 +336,26 @@ class TestPausedMarker:
         if back == "rescue":
             sql("UPDATE jobqueue.jobs SET lease_expires_at = now() - interval '1 second'")
             assert sql(q("rescue_retry"))[0]["rescued"] == 1
-        else:
+        elif back == "shutdown":
             assert sql(q("hand_back"), {"ids": [claimed["id"]],
                                         "worker": worker})[0]["released"] == 1
+        else:  # the worker never heard of this claim: renewal hands the row back
+            assert sql(q("renew_leases"), {"worker": worker, "known": [], "lease_seconds": 30,
+                                           "renew_after": 15}) == [
+                {"id": claimed["id"], "cancel_requested": False, "released": True}]
         job = client.get(claimed["id"])
         assert job.progress == {"reason": "r"} and job.state != "running"
+        assert sql("SELECT count(*) AS n FROM jobqueue.jobs "
+                   "WHERE progress ->> 'paused' = 'over budget'")[0]["n"] == 0
+
+    def test_a_manual_retry_of_a_cancelled_paused_job_drops_the_marker(self, client, sql):
+        """Cancelled while paused, the job keeps its progress in `finished`; retried by hand,
+        it comes back due now and not paused."""
+        job_id = self._row(sql, '{"paused": "over budget", "reason": "r"}')
+        assert client.cancel(job_id) == "cancelled"
+        assert client.get(job_id).progress == {"paused": "over budget", "reason": "r"}
+        assert client.retry(job_id)
+        job = client.get(job_id)
+        assert job.state == "waiting" and job.progress == {"reason": "r"}
         assert sql("SELECT count(*) AS n FROM jobqueue.jobs "
                    "WHERE progress ->> 'paused' = 'over budget'")[0]["n"] == 0
