@@ -483,8 +483,11 @@ def list_queues():
 @operation("Pause or resume a queue (admin)", path=s.QueueName,
            replies={200: Reply(s.QueuePaused, "{queue, paused}")})
 def queue(name: str, action: str):
-    with resources().client.pool.connection() as conn:
-        queue_settings.pause(conn, name, action == "pause")
+    try:
+        with resources().client.pool.connection() as conn:
+            queue_settings.pause(conn, name, action == "pause")
+    except InvalidQueueSettings as exc:  # a blank name
+        raise BadRequest(str(exc), field="queue") from None
     return jsonify(queue=name, paused=action == "pause")
 
 

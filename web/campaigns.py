@@ -204,5 +204,6 @@ def campaign_report(name: str, query: ReportQuery):
 def delete_campaign(name: str):
     with resources().client.pool.connection() as conn:
         found = _visible(conn, name)
-        store.remove(conn, found["name"])
+        if not store.remove(conn, found["name"], owner=g.principal.owner_filter()):
+            raise BadRequest(f"campaign {name}: not found", status=404, code="not_found")
     return jsonify(name=found["name"], removed=True)

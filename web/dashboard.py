@@ -250,8 +250,12 @@ def queues():
 @bp.post("/queues/<name>/<any(pause, resume):action>")
 def pause_queue(name: str, action: str):
     checked(QueueName, {"name": name})
-    change(queue_settings.pause, name, action == "pause")
-    flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
+    try:
+        change(queue_settings.pause, name, action == "pause")
+    except InvalidQueueSettings as exc:  # a blank name
+        flash(f"Queue {name!r}: {exc}", "error")
+    else:
+        flash(f"Queue {name} {'paused' if action == 'pause' else 'resumed'}.")
     return redirect(url_for(".overview"))
 
 

@@ -217,5 +217,6 @@ def run_schedule(name: str):
 def delete_schedule(name: str):
     with resources().client.pool.connection() as conn:
         _visible(conn, name)
-        store.remove(conn, name, owner=g.principal.owner_filter())
+        if not store.remove(conn, name, owner=g.principal.owner_filter()):
+            raise BadRequest(f"schedule {name}: not found", status=404, code="not_found")
     return jsonify(name=name, removed=True)

@@ -71,13 +71,17 @@ def listing(conn: psycopg.Connection, owner: str | None = None,
     return _execute(conn, "campaigns_list", {"owner": owner, "limit": limit}).fetchall()
 
 
-def remove(conn: psycopg.Connection, name: str) -> bool:
-    """Delete a campaign, its schedule and its analysed answers (its jobs and batches stay)."""
+def remove(conn: psycopg.Connection, name: str, owner: str | None = None) -> bool:
+    """Delete a campaign (`owner`'s, when given), its schedule and its analysed answers (its
+    jobs and batches stay); False if there is no such campaign. The campaign's row is locked
+    first, as save() locks it, so a save and a removal of the same campaign never deadlock."""
     from jobqueue.schedules import store as schedules
 
     with conn.transaction():
+        if _execute(conn, "campaign_remove", {"name": name, "owner": owner}).fetchone() is None:
+            return False
         schedules.remove(conn, schedule_name(name))
-        return _execute(conn, "campaign_remove", {"name": name}).fetchone() is not None
+        return True
 
 
 def runs(conn: psycopg.Connection, name: str, limit: int = 20) -> list[dict]:

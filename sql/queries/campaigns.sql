@@ -44,8 +44,11 @@ LIMIT %(limit)s;
 
 
 -- name: campaign_remove
--- The campaign and (by cascade) its analysed answers and rollup; its jobs and batches stay.
-DELETE FROM jobqueue.campaigns WHERE name = %(name)s RETURNING id;
+-- The campaign (of `owner`, when given) and (by cascade) its analysed answers and rollup;
+-- its jobs and batches stay.
+DELETE FROM jobqueue.campaigns
+WHERE name = %(name)s AND (%(owner)s::text IS NULL OR owner = %(owner)s)
+RETURNING id;
 
 
 -- name: campaign_runs

@@ -57,10 +57,15 @@ class TestModel:
         assert store.save(conn, bobs, NOW, replace=True, only_owner="bob") is None
         kept = store.get(conn, "crm")
         assert kept["owner"] == "alice" and kept["samples"] == 2 and kept["cron"] == "0 6 * * *"
-        assert store.save(conn, model.build(FIELDS | {"owner": "alice", "samples": 1},
+        assert store.save(conn, model.build(FIELDS | {"owner": "alice", "samples": 1,
+                                                      "schedule": {"cron": "0 6 * * *"}},
                                             platforms=platforms_of()),
                           NOW, replace=True, only_owner="alice") == "updated"
         assert store.get(conn, "crm")["samples"] == 1
+        assert not store.remove(conn, "crm", owner="bob")  # nor removed by another owner
+        assert store.get(conn, "crm")["cron"] == "0 6 * * *"
+        assert store.remove(conn, "crm", owner="alice") and store.get(conn, "crm") is None
+        assert conn.execute("SELECT count(*) AS n FROM jobqueue.schedules").fetchone()["n"] == 0
 
     def test_a_campaign_is_saved_listed_and_removed_with_its_schedule(self, conn):
         """Saved with a cron, the campaign has a schedule `campaign:NAME` firing it;

@@ -407,6 +407,9 @@ class TestActions:
         assert "Queue emails resumed." in flashes(r.text)
         assert sql("SELECT paused FROM jobqueue.queues") == [{"paused": False}]
         assert 'action="/queues/emails/pause"' in r.text
+        r = admin.post("/queues/%20/pause")  # a blank name is said, not a 500
+        assert r.status_code == 200 and "a name of 1 to" in " ".join(flashes(r.text))
+        assert sql("SELECT count(*) AS n FROM jobqueue.queues")[0]["n"] == 1
 
     def test_set_caps_and_fairness_on_the_queues_page(self, admin, client, sql):
         client.enqueue("k", queue="lessons", owner="u1")
