@@ -58,6 +58,19 @@ MAX_JSON_DEPTH = 100
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
+MAX_ID = 2**63 - 1  # bigint: the largest job or batch id
+
+
+def id_from_text(text: Any) -> int | None:
+    """A job or batch id written as text (a path, a budget's scope id): ASCII digits naming a
+    number from 1 to MAX_ID; None for anything else. ('²' passes str.isdigit but is no int;
+    nineteen 9s is past bigint; 4,300 digits are past what int() converts.)"""
+    if not (isinstance(text, str) and text.isascii() and text.isdigit() and len(text) <= 19):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
+
+
 def to_json(value: Any, field: str = "payload") -> str:
     """`value` as compact JSON, or InvalidJob naming `field` (and the place inside it) when it
     is not JSON or Postgres or a worker could not take it: NUL, a lone surrogate, NaN or an

@@ -68,7 +68,7 @@ class Profile:
 def parse_spec(value: str) -> Spec:
     """NAME or NAME:CONCURRENCY (a whole number of at least 1); ValueError says what is wrong."""
     name, sep, number = value.partition(":")
-    if (not name.strip() or "\x00" in name or (sep and not number.isdigit())
+    if (not name.strip() or "\x00" in name or (sep and not (number.isascii() and number.isdigit()))
             or (sep and int(number) < 1)):
         raise ValueError(f"{value!r}: expected NAME or NAME:CONCURRENCY (a whole number of "
                          "at least 1)")

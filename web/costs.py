@@ -13,6 +13,7 @@ from flask import Blueprint, g, jsonify
 from pydantic import BaseModel, ConfigDict, Field
 
 from jobqueue.errors import InvalidJob
+from jobqueue.jobs import id_from_text
 from jobqueue.llm import costs
 from web.auth import api_error, require
 from web.contract import BadRequest, Reply, operation
@@ -93,7 +94,8 @@ def remove_budget(scope: str, scope_id: str, period: str | None = None):
 
 
 def _batch_owner(scope_id: str) -> str | None:
-    found = resources().client.batch(int(scope_id)) if scope_id.isdigit() else None
+    batch_id = id_from_text(scope_id)
+    found = resources().client.batch(batch_id) if batch_id is not None else None
     if found is None:
         raise BadRequest(f"batch {scope_id}: not found", status=404, code="not_found")
     return found["owner"]
@@ -106,7 +108,8 @@ def _may_see(scope: str, scope_id: str) -> bool:
     if scope == "owner":
         return scope_id == p.owner
     if scope == "batch":
-        found = resources().client.batch(int(scope_id)) if scope_id.isdigit() else None
+        batch_id = id_from_text(scope_id)
+        found = resources().client.batch(batch_id) if batch_id is not None else None
         return found is not None and found["owner"] == p.owner
     return False
 

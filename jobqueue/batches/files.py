@@ -809,7 +809,7 @@ def _dependency_cells(header: list[str]):
         values = {name: cells[i].strip() or None for name, i in index.items()}
         depends_on = None
         if values.get("depends_on"):
-            depends_on = [int(t) if t.isdigit() else t
+            depends_on = [int(t) if t.isascii() and t.isdigit() else t
                           for t in re.split(r"[\s,]+", values["depends_on"]) if t]
         _check_dependencies(values.get("ref"), depends_on, values.get("on_parent_failure"),
                             errs)

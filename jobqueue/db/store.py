@@ -32,7 +32,7 @@ from psycopg.rows import dict_row
 from jobqueue.audit import Audit, noted
 from jobqueue.db.connect import int_array, text_array
 from jobqueue.db.queries import q
-from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS
+from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS, id_from_text
 
 
 @dataclass(slots=True)
@@ -544,7 +544,7 @@ def batch_over_budget(conn: psycopg.Connection, batch_id: int) -> int:
 def resume_over_budget(conn: psycopg.Connection, scope: str, scope_id: str) -> int:
     """Make the jobs paused over a budget of this scope due now (the budget was raised or
     removed); returns how many."""
-    batch_id = int(scope_id) if scope == "batch" and scope_id.isdigit() else None
+    batch_id = id_from_text(scope_id) if scope == "batch" else None
     return _execute(conn, "resume_over_budget", {"scope": scope, "scope_id": scope_id,
                                                  "batch_id": batch_id}).fetchone()["resumed"]
 

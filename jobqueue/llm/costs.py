@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from jobqueue.db import store
 from jobqueue.db.queries import q
 from jobqueue.errors import InvalidJob
+from jobqueue.jobs import MAX_ID, id_from_text
 
 SCOPES = ("owner", "batch", "campaign")
 PERIODS = ("day", "month", "total")
@@ -73,8 +74,9 @@ def check_budget(scope: str, scope_id: str, period: str, limit_usd) -> float:
         raise InvalidJob(f"scope: must be one of {', '.join(SCOPES)}, got {scope!r}")
     if not isinstance(scope_id, str) or not scope_id.strip() or len(scope_id) > 200:
         raise InvalidJob("id: must be a non-empty string of at most 200 characters")
-    if scope == "batch" and not scope_id.isdigit():
-        raise InvalidJob(f"id: a batch budget needs a batch id (a number), got {scope_id!r}")
+    if scope == "batch" and id_from_text(scope_id) is None:
+        raise InvalidJob(f"id: a batch budget needs a batch id (a number from 1 to {MAX_ID}), "
+                         f"got {scope_id!r}")
     if period not in PERIODS:
         raise InvalidJob(f"period: must be one of {', '.join(PERIODS)}, got {period!r}")
     if isinstance(limit_usd, bool) or not isinstance(limit_usd, int | float) or \

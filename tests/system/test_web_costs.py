@@ -100,6 +100,18 @@ def test_budgets_through_the_api(server, alice, admin, make_token, client, sim,
     assert admin.delete("/api/budgets/owner/alice").json() == {"removed": ["month"],
                                                                "resumed": 0}
     assert admin.delete("/api/budgets/owner/alice").status_code == 404
+    # Batch ids no batch can have ('²' passes str.isdigit; past bigint; past int()'s digits):
+    # a PUT is 400 naming the id, a DELETE 404 (an owner's: as someone else's batch), never
+    # 500; and nothing stored that would break the listing for everyone.
+    for odd in ("%C2%B2", "9223372036854775808", "9" * 5000, "0", "-1"):
+        for api in (admin, alice):
+            r = api.put(f"/api/budgets/batch/{odd}/day", json={"usd": 1})
+            assert r.status_code == 400 and r.json()["error"]["field"] == "id", (odd, r.text)
+        assert alice.delete(f"/api/budgets/batch/{odd}/day").status_code == 404
+        assert admin.delete(f"/api/budgets/batch/{odd}/day").status_code == 404
+    assert alice.get("/api/budgets").status_code == 200
+    r = admin.get("/api/quotas?owner=%00")
+    assert r.status_code == 400 and r.json()["error"]["field"] == "owner", r.text
 
 
 def test_dashboard_costs_page_and_batch_figures(server, alice, admin, make_token, client, sim,

@@ -7,7 +7,7 @@ import time
 import tracemalloc
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from jobqueue.batches.files import BatchFileError, BatchRow, Report, iter_rows, validate
@@ -490,6 +490,21 @@ class TestDependencies:
         rows = list(iter_rows(templated, template="CRM for {segment}?"))
         assert rows[1].depends_on == ["q1"] and rows[1].on_parent_failure == "run"
         assert rows[1].metadata == {}  # the template used the one other column
+
+    @settings(max_examples=100, deadline=None)
+    @given(cell=st.text(st.characters(blacklist_categories=("Cs",),
+                                      blacklist_characters="\x00\r\n\""), max_size=8))
+    @example(cell="\u00b2")
+    @example(cell="1 \u00b2 x")
+    def test_any_csv_depends_on_cell_is_rows_or_file_line_errors(self, tmp_path_factory, cell):
+        """A CSV depends_on cell of '²' (a digit to str.isdigit, no int) raised ValueError
+        out of the parser instead of a FILE:LINE error."""
+        path = write(tmp_path_factory.mktemp("c"), "c.csv",
+                     f'prompt,ref,depends_on\na,x,\nb,,"{cell}"\n')
+        report = validate(path)
+        assert all(line.startswith(f"{path}:") for line in report.errors), report.errors
+        if report.ok:
+            assert len(list(iter_rows(path))) == 2
 
     @settings(max_examples=200, deadline=None)
     @given(st.lists(st.fixed_dictionaries({"prompt": st.just("p")}, optional={
