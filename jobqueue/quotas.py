@@ -62,6 +62,12 @@ class Rate:
         return f"{self.amount}/{self.seconds:g}s"
 
 
+# A quota's period: at least a millisecond, at most a leap year. Beyond either, the `real`
+# columns that hold it overflow or round to 0 (and infinity made every enqueue divide by 0).
+MIN_PERIOD_SECONDS = 0.001
+MAX_PERIOD_SECONDS = 366 * 86400
+
+
 def parse_rate(text: Any, field: str = "rate") -> Rate:
     """"10/min", "5/s", "1000/hour", "100/day", "20/30s"; ValueError naming `field`."""
     match = _RATE.match(text) if isinstance(text, str) else None
@@ -69,9 +75,15 @@ def parse_rate(text: Any, field: str = "rate") -> Rate:
     if not match or unit is None:
         raise ValueError(f"{field}: must look like 10/min (N per s, min, hour, day or Ns), "
                          f"got {text!r}")
-    amount, seconds = int(match.group(1)), float(match.group(2) or 1) * unit
-    if amount < 1 or amount > 2**31 - 1 or seconds <= 0:
-        raise ValueError(f"{field}: needs a positive amount and period, got {text!r}")
+    digits = match.group(1)
+    amount = int(digits) if len(digits) <= 10 else 0  # int() refuses 4,300 digits and more
+    seconds = float(match.group(2) or 1) * unit
+    if amount < 1 or amount > 2**31 - 1:
+        raise ValueError(f"{field}: needs a positive amount (at most {2**31 - 1}), "
+                         f"got {text!r}")
+    if not MIN_PERIOD_SECONDS <= seconds <= MAX_PERIOD_SECONDS:  # also NaN, inf: a real column
+        raise ValueError(f"{field}: needs a period from {MIN_PERIOD_SECONDS:g}s to "
+                         f"{MAX_PERIOD_SECONDS // 86400:g} days, got {text!r}")
     return Rate(amount, seconds)
 
 

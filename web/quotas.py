@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, g, jsonify
 from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -111,14 +111,19 @@ class QuotaRemoved(ResponseModel):
     removed: Literal[True]
 
 
+class QuotasQuery(TextModel):
+    owner: Name | None = Field(None, description="admins only: whose standing (default: "
+                                                 "the caller's; others ignore it)")
+
+
 @bp.get("/quotas")
 @require("read")
-@operation("Every quota, and the caller's standing (admin: ?owner=)",
+@operation("Every quota, and the caller's standing (admin: ?owner=)", query=QuotasQuery,
            replies={200: Reply(QuotaList, "{quotas, owner, usage}")})
-def list_quotas():
+def list_quotas(query: QuotasQuery):
     """Every quota, and the caller's standing on those it used lately (an admin may ask for
     anyone's with ?owner=)."""
-    owner = request.args.get("owner") if g.principal.admin else None
+    owner = query.owner if g.principal.admin else None
     with resources().client.pool.connection() as conn:
         return jsonify(quotas=quotas.listed(conn), owner=owner or g.principal.owner,
                        usage=quotas.usage(conn, owner or g.principal.owner))

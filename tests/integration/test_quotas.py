@@ -282,6 +282,25 @@ class TestConfig:
         else:
             assert rate.amount >= 1 and rate.seconds > 0
 
+    @given(st.from_regex(r"\A\d{1,60}/(\d{1,60}(\.\d{1,60})?)?s\Z"))
+    def test_any_digits_give_a_rate_a_real_column_holds_or_a_value_error(self, text):
+        """Periods of 40 nines overflowed the `real` column (a 500), 400 nines became
+        infinity (every enqueue of the queue then divided by zero), 1e-51 s underflowed."""
+        try:
+            rate = quotas.parse_rate(text, "jobs")
+        except ValueError as exc:
+            assert str(exc).startswith("jobs:")
+        else:
+            assert 1 <= rate.amount <= 2**31 - 1
+            assert quotas.MIN_PERIOD_SECONDS <= rate.seconds <= quotas.MAX_PERIOD_SECONDS
+
+    @pytest.mark.parametrize("text", ["1/" + "9" * 40 + "s", "1/" + "9" * 400 + "s",
+                                      "1/0." + "0" * 50 + "1s", "1/0.0001s", "1/367day",
+                                      "9" * 5000 + "/min"])
+    def test_periods_and_amounts_past_the_columns_are_refused(self, text):
+        with pytest.raises(ValueError, match=r"^jobs: needs a"):
+            quotas.parse_rate(text, "jobs")
+
     @pytest.mark.parametrize("text, amount, seconds", [
         ("10/min", 10, 60), ("5/s", 5, 1), ("1000/hour", 1000, 3600), ("7/day", 7, 86400),
         ("20/30s", 20, 30), ("3 / minutes", 3, 60), ("2/1.5h", 2, 5400)])
