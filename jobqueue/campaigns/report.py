@@ -25,6 +25,7 @@ from jobqueue.db.queries import q
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3660
+EARLIEST, LATEST = date(1900, 1, 1), date(9000, 12, 31)  # the days a report may name
 TOP_DOMAINS = 10
 FIGURES = ("visibility", "share_of_voice", "avg_position", "sentiment")
 
@@ -32,7 +33,12 @@ FIGURES = ("visibility", "share_of_voice", "avg_position", "sentiment")
 def period(conn: psycopg.Connection, campaign_id: int, start: date | None,
            end: date | None) -> tuple[date, date]:
     """[from, to]: given, or DEFAULT_DAYS days ending at the last day with answers (today
-    when none). ValueError naming `from`/`to` when the range is backwards or too long."""
+    when none). ValueError naming `from`/`to` when the range is backwards or too long, or
+    a day lies outside EARLIEST..LATEST (the previous period and the default end are computed
+    from them: near date.min or date.max that arithmetic overflowed)."""
+    for field, day in (("from", start), ("to", end)):
+        if day is not None and not EARLIEST <= day <= LATEST:
+            raise ValueError(f"{field}: {day} is outside {EARLIEST} to {LATEST}")
     if end is None:
         if start is not None:
             end = start + timedelta(days=DEFAULT_DAYS - 1)

@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
 from jobqueue.campaigns import extract, model, report, runs, store
@@ -252,6 +254,20 @@ class TestReport:
         c = save(conn)
         with pytest.raises(ValueError, match=r"^from: "):
             report.build(conn, c, D4, D3)
+
+    @settings(max_examples=60, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(start=st.none() | st.dates(), end=st.none() | st.dates())
+    def test_any_days_give_a_report_or_a_value_error_naming_from_or_to(self, conn, start,
+                                                                       end):
+        """Days near date.min or date.max overflowed the period's arithmetic (a 500)."""
+        c = store.get(conn, "crm") or save(conn)
+        try:
+            built = report.build(conn, c, start, end)
+        except ValueError as exc:
+            assert str(exc).split(":")[0] in ("from", "to"), exc
+        else:
+            assert built["from"] <= built["to"]
 
 
 class TestBudget:

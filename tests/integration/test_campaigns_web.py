@@ -123,7 +123,9 @@ class TestApi:
 
     @pytest.mark.parametrize("query, field", [
         ("from=2026-13-01", "from"), ("to=yesterday", "to"),
-        ("from=2026-03-05&to=2026-03-01", "from"), ("format=xml", "format")])
+        ("from=2026-03-05&to=2026-03-01", "from"), ("format=xml", "format"),
+        ("from=9999-12-31", "from"), ("to=0001-01-01", "to"),
+        ("from=0001-01-01&to=0001-01-02", "from")])
     def test_bad_report_queries_are_400_naming_the_field(self, alice, query, field):
         assert alice.post("/api/campaigns", json=CRM).status_code == 201
         r = alice.get(f"/api/campaigns/crm/report?{query}")
@@ -158,6 +160,8 @@ class TestDashboard:
             or "cdn" not in page.text.lower()
         assert admin.get("/campaigns/nope").status_code == 404
         assert admin.get("/campaigns/crm?from=bad").status_code == 400
+        for query in ("from=9999-12-31", "to=0001-01-01", "from=0001-01-01&to=0001-01-02"):
+            assert admin.get(f"/campaigns/crm?{query}").status_code == 400, query
         # Names no campaign can have: a NUL (Postgres refuses it), '²' (isdigit, not an int).
         for name in ("%00", "a%00b", "%C2%B2"):
             assert admin.get(f"/campaigns/{name}").status_code == 404, name
