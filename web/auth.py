@@ -271,5 +271,6 @@ def check_csrf() -> None:
     """Every state-changing dashboard request must echo the session's CSRF token."""
     sent = request.form.get("csrf_token") or request.headers.get("X-CSRF-Token") or ""
     expected = session.get("csrf") or ""
-    if not expected or not hmac.compare_digest(sent, expected):
+    # bytes: compare_digest refuses str with non-ASCII characters (a TypeError, so a 500)
+    if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         abort(400, description="missing or wrong CSRF token; reload the page")

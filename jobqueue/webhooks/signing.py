@@ -48,4 +48,5 @@ def verify(secret: str, value: str, body: bytes, tolerance: float = TOLERANCE_SE
         return False
     if abs((time.time() if now is None else now) - t) > tolerance:
         return False
-    return hmac.compare_digest(parts.get(SCHEME, ""), signature(secret, t, body))
+    # bytes: compare_digest refuses str with non-ASCII characters (a TypeError)
+    return hmac.compare_digest(parts.get(SCHEME, "").encode(), signature(secret, t, body).encode())

@@ -335,6 +335,25 @@ class TestDashboard:
         r = dashboard.post(form, fields, allow_redirects=False)
         assert_no_5xx(r, (form, fields))
 
+    @PROPERTY
+    @given(token=st.text(st.characters(blacklist_categories=("Cs",)), max_size=40),
+           latin=st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=40),
+           where=st.sampled_from(["form", "header", "sign-in"]))
+    def test_any_wrong_csrf_token_is_a_400(self, server, dashboard, token, latin, where):
+        """hmac.compare_digest refuses str with non-ASCII characters: a token of "é" in the
+        form or the X-CSRF-Token header was a 500, even on the sign-in form."""
+        dashboard.get("/jobs")
+        if where == "form":
+            r = dashboard.post("/queues/q/pause", [("csrf_token", token)], csrf=False,
+                               allow_redirects=False)
+        elif where == "header":  # HTTP headers carry latin-1
+            r = dashboard.post("/queues/q/pause", [], csrf=False, allow_redirects=False,
+                               headers={"X-CSRF-Token": latin})
+        else:
+            r = Dashboard(server.base).post("/login", [("token", "x"), ("csrf_token", token)],
+                                            csrf=False, allow_redirects=False)
+        assert r.status_code == 400, (where, token, latin, r.status_code)
+
     @pytest.mark.parametrize("target", ["/\r\n/evil.example", "/jobs\r\nX-Evil: 1",
                                         "/%0d%0aSet-Cookie:x=1", "\n//evil.example"])
     def test_cr_lf_in_next_stays_on_this_site(self, server, make_token, target):

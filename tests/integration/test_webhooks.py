@@ -90,6 +90,8 @@ class TestDelivery:
         assert not signing.verify(sub["secret"], got.headers["Jobqueue-Signature"],
                                   got.body + b" ")
         assert not signing.verify("whsec_wrong", got.headers["Jobqueue-Signature"], got.body)
+        t = got.headers["Jobqueue-Signature"].split(",")[0]  # a non-ASCII signature: False,
+        assert not signing.verify(sub["secret"], f"{t},{signing.SCHEME}=é", got.body)  # no error
         event = json.loads(got.body)
         assert event["type"] == "job.succeeded"
         assert event["data"]["job"]["id"] == job_id
