@@ -373,7 +373,8 @@ class TestEveryDocumentedStatusIsAnswered:
                 200: lambda: alice.delete("/api/campaigns/c5"),
                 403: lambda: reader.delete("/api/campaigns/c5"),
                 404: lambda: alice.delete("/api/campaigns/c5")},
-            ("/quotas", "get"): {200: lambda: alice.get("/api/quotas")},
+            ("/quotas", "get"): {200: lambda: alice.get("/api/quotas"),
+                                 400: lambda: admin.get("/api/quotas?owner=%00")},
             ("/quotas/{scope}/{name}", "put"): {
                 200: lambda: admin.put("/api/quotas/kind/x", json={"jobs": "1/min"}),
                 400: lambda: admin.put("/api/quotas/kind/x", json={"jobs": "ten"}),
