@@ -99,6 +99,10 @@ def _load(parser: Callable[[dict[str, Any], str], T], path: str, absolute: str,
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
+    except RecursionError:  # arrays or tables nested deeper than the parser goes
+        raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from None
+    except (IsADirectoryError, PermissionError, OSError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return parser(data, path)
 
 

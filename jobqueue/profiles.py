@@ -164,6 +164,9 @@ def _imports(value: Any, at: str) -> tuple[str, ...]:
     return tuple(items)
 
 
+MAX_SECONDS = 10**9  # a worker's durations (lease, poll, grace...): NaN and infinity are none
+
+
 def _option(key: str, value: Any, at: str) -> Any:
     kind = type(WORKER_DEFAULTS[key])
     if kind is bool:
@@ -172,6 +175,7 @@ def _option(key: str, value: Any, at: str) -> Any:
     elif kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{at}: must be a whole number, got {value!r}")
-    elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{at}: must be a number, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 <= value <= MAX_SECONDS:  # NaN fails both comparisons
+        raise ConfigError(f"{at}: must be a number from 0 to {MAX_SECONDS:g}, got {value!r}")
     return value

@@ -298,6 +298,9 @@ def _scan_jsonl(f, on_progress: Progress | None,
         except ValueError as e:  # NaN, or an integer too long to convert
             yield (line, None, f"not valid JSON ({e})")
             continue
+        except RecursionError:  # deeper than the decoder goes
+            yield (line, None, "not valid JSON (nested too deeply)")
+            continue
         if type(obj) is not dict:
             yield (line, None, f'expected a JSON object like {{"prompt": "..."}}, got {_show(obj)}')
             continue
@@ -733,6 +736,8 @@ def _plain_row(header: list[str]):
                 errs.append(("messages", f"not valid JSON ({e.msg} at column {e.colno})"))
             except ValueError as e:
                 errs.append(("messages", f"not valid JSON ({e})"))
+            except RecursionError:
+                errs.append(("messages", "not valid JSON (nested too deeply)"))
             else:
                 _check_messages(messages, errs)
                 _check_strings(messages, "messages", errs)

@@ -18,7 +18,7 @@ from typing import Any
 
 from jobqueue.batches.specs import MAX_SAMPLES
 from jobqueue.errors import InvalidJob, InvalidSchedule, JobqueueError
-from jobqueue.jobs import check_text
+from jobqueue.jobs import check_text, to_json
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,89}$")
 FIELDS = ("name", "owner", "prompts", "prompt_file", "template", "format", "platforms",
@@ -77,7 +77,7 @@ def build(fields: dict[str, Any], *, base_dir: str | None = None,
     `platforms`: the configured platforms (jobqueue.toml's when None)."""
     if not isinstance(fields, dict):
         raise InvalidCampaign("campaign: must be a table/object of fields")
-    unknown = sorted(set(fields) - set(FIELDS))
+    unknown = sorted(map(str, set(fields) - set(FIELDS)))
     if unknown:
         raise InvalidCampaign(f"{unknown[0]}: unknown field (known: {', '.join(FIELDS)})")
     given = {k: v for k, v in fields.items() if v is not None}
@@ -141,7 +141,7 @@ def _brands(given: dict) -> list[dict[str, Any]]:
                 item = {"name": item}
             if not isinstance(item, dict):
                 raise InvalidCampaign(f"{where}: must be a name or {{name, aliases}}")
-            extra = sorted(set(item) - set(BRAND_FIELDS))
+            extra = sorted(map(str, set(item) - set(BRAND_FIELDS)))
             if extra:
                 raise InvalidCampaign(f"{where}.{extra[0]}: unknown field (known: name, "
                                       "aliases)")
@@ -182,13 +182,17 @@ def _prompts(given: dict, base_dir: str | None) -> tuple[list[dict], str | None]
             where = f"prompts[{i}]"
             metadata: Any = {}
             if isinstance(item, dict):
-                extra = sorted(set(item) - {"prompt", "metadata"})
+                extra = sorted(map(str, set(item) - {"prompt", "metadata"}))
                 if extra:
                     raise InvalidCampaign(f"{where}.{extra[0]}: unknown field (known: prompt, "
                                           "metadata)")
                 metadata = item.get("metadata", {})
                 if not isinstance(metadata, dict):
                     raise InvalidCampaign(f"{where}.metadata: must be a table/object")
+                try:  # dates, bytes, cycles (YAML anchors), NUL, NaN: stored as jsonb
+                    to_json(metadata, f"{where}.metadata")
+                except InvalidJob as exc:
+                    raise InvalidCampaign(str(exc)) from None
                 item, where = item.get("prompt"), f"{where}.prompt"
             text = _text(item, where, max_length=MAX_PROMPT_CHARS)
             rows.append({"messages": [{"role": "user", "content": text}],
@@ -237,7 +241,7 @@ def _schedule(value: Any) -> dict[str, str] | None:
         value = {"cron": value}
     if not isinstance(value, dict):
         raise InvalidCampaign('schedule: must be a cron expression or {cron, timezone, misfire}')
-    extra = sorted(set(value) - set(SCHEDULE_FIELDS))
+    extra = sorted(map(str, set(value) - set(SCHEDULE_FIELDS)))
     if extra:
         raise InvalidCampaign(f"schedule.{extra[0]}: unknown field (known: "
                               f"{', '.join(SCHEDULE_FIELDS)})")
@@ -262,7 +266,7 @@ def _extract(value: Any, platforms: dict | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidCampaign("extract: must be {platform = NAME} (an LLM analyses each "
                               "answer) or {} (string matching only)")
-    extra = sorted(set(value) - {"platform"})
+    extra = sorted(map(str, set(value) - {"platform"}))
     if extra:
         raise InvalidCampaign(f"extract.{extra[0]}: unknown field (known: platform)")
     if "platform" in value:
@@ -316,6 +320,8 @@ def _parse_toml(text: str) -> Any:
     except tomllib.TOMLDecodeError as exc:
         found = re.search(r"line (\d+)", str(exc))
         raise _Syntax(int(found[1]) if found else 1, f"not valid TOML ({exc})") from None
+    except RecursionError:
+        raise _Syntax(1, "not valid TOML (nested too deeply)") from None
 
 
 def _parse_yaml(text: str) -> Any:
@@ -330,6 +336,8 @@ def _parse_yaml(text: str) -> Any:
         mark = getattr(exc, "problem_mark", None)
         raise _Syntax(mark.line + 1 if mark else 1,
                       f"not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    except RecursionError:
+        raise _Syntax(1, "not valid YAML (nested too deeply)") from None
 
 
 def line_of(text: str, field_path: str, is_toml: bool) -> int:

@@ -86,6 +86,14 @@ def cli(ctx: click.Context, log_level: str, log_format: str | None) -> None:
                                         ctx.params | {"log_level": level, "log_format": fmt})
 
 def main() -> None:
+    # Bytes that are not UTF-8 reach Python as lone surrogates (surrogateescape), which no
+    # database text can hold: refuse them here, once, rather than as a traceback wherever an
+    # argument meets psycopg or a file name.
+    for i, arg in enumerate(sys.argv[1:], 1):
+        if any("\ud800" <= ch <= "\udfff" for ch in arg):
+            click.echo(f"Error: argument {i} ({arg.encode('utf-8', 'replace').decode()!r}) "
+                       "is not valid UTF-8", err=True)
+            sys.exit(2)
     try:
         cli.main(prog_name="jobqueue", standalone_mode=False)
     except click.exceptions.Abort:

@@ -15,11 +15,11 @@ def alerts() -> None:
 
 @alerts.command("set")
 @click.argument("queue")
-@click.option("--depth-over", type=click.IntRange(0), default=None,
+@click.option("--depth-over", type=click.IntRange(0, 2**53), default=None,
               help="Fire while more jobs than this wait to run.")
 @click.option("--latency-over", default=None,
               help="Fire while the oldest runnable job has waited longer (60s, 5m, 1h).")
-@click.option("--dead-over", type=click.IntRange(0), default=None,
+@click.option("--dead-over", type=click.IntRange(0, 2**53), default=None,
               help="Fire while the queue holds more dead jobs than this.")
 def alerts_set(queue, depth_over, latency_over, dead_over) -> None:
     """Set QUEUE's thresholds (those given; the others stay as they are)."""

@@ -9,9 +9,11 @@ import sys
 import click
 
 from jobqueue.cli.common import (
+    FiniteFloat,
     UserError,
     WorkFailed,
     duration,
+    json_option,
     load_platform,
     open_client,
     print_json,
@@ -247,8 +249,6 @@ def _fanout_metadata(targets, samples: int) -> dict | None:
 
 def _callback(kind, queue, payload):
     """The --on-complete job, checked before anything is read or enqueued."""
-    import json
-
     from jobqueue.jobs import JobSpec
 
     if kind is None:
@@ -256,10 +256,7 @@ def _callback(kind, queue, payload):
             raise UserError("--on-complete-queue/--on-complete-payload: give --on-complete "
                             "KIND too")
         return None
-    try:
-        data = json.loads(payload) if payload is not None else {}
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--on-complete-payload: not valid JSON ({exc})") from None
+    data = json_option(payload, "--on-complete-payload", {})
     if not isinstance(data, dict):
         raise UserError("--on-complete-payload: must be a JSON object")
     return JobSpec(kind, data, queue=queue)
@@ -308,8 +305,8 @@ def batch_show(batch_id: int) -> None:
 
 @batch.command("wait")
 @click.argument("batch_id", type=int)
-@click.option("--timeout", type=click.FloatRange(0), default=None, help="Give up after this.")
-@click.option("--interval", type=click.FloatRange(0.05), default=1.0)
+@click.option("--timeout", type=FiniteFloat(0, 10**9), default=None, help="Give up after this.")
+@click.option("--interval", type=FiniteFloat(0.05, 3600), default=1.0)
 def batch_wait(batch_id: int, timeout, interval) -> None:
     """Show progress until every job of the batch has finished; exit 1 if any is dead."""
     import time

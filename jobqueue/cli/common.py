@@ -29,6 +29,34 @@ class WorkFailed(click.ClickException):
     exit_code = 1
 
 
+def json_option(text: str | None, option: str, default: Any = None) -> Any:
+    """The JSON an option gives (`default` when it is absent); UserError naming the option
+    when it is not JSON or is nested too deeply for the decoder (a RecursionError)."""
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise UserError(f"{option}: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise UserError(f"{option}: not valid JSON ({exc})") from None
+
+
+class FiniteFloat(click.FloatRange):
+    """A float within [min, max] (max 10^9 unless given) that is a number: click's FloatRange
+    lets NaN through (it compares false with both bounds), and an unbounded one lets
+    infinity through (a lease of inf seconds overflowed Postgres's timestamps)."""
+
+    def __init__(self, min=None, max=10**9, **kwargs):
+        super().__init__(min, max, **kwargs)
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number:  # NaN
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
+
 def database_url() -> str:
     """The database URL; the embedded server is started (and migrated) when there is none."""
     from jobqueue.db import migrate

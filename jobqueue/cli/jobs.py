@@ -13,9 +13,11 @@ import click
 from jobqueue.audit import Audit
 from jobqueue.cli.common import (
     Column,
+    FiniteFloat,
     UserError,
     connection,
     duration,
+    json_option,
     load_platform,
     open_client,
     print_json,
@@ -36,9 +38,9 @@ from jobqueue.jobs import STATES, InvalidJob
 @click.option("--queue", "-q", default=None,
               help="Default: [tasks.KIND] queue in jobqueue.toml, else 'default'.")
 @click.option("--priority", default=None, help="Integer (lower runs first) or high|normal|low.")
-@click.option("--delay", type=click.FloatRange(0), default=None, help="Seconds before it runs.")
+@click.option("--delay", type=FiniteFloat(0), default=None, help="Seconds before it runs.")
 @click.option("--max-attempts", type=click.IntRange(1), default=None)
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--timeout", type=FiniteFloat(0, min_open=True), default=None)
 @click.option("--idempotency-key", default=None)
 @click.option("--owner", default=None)
 @click.option("--depends-on", "depends_on", type=click.IntRange(1), multiple=True,
@@ -49,11 +51,10 @@ def enqueue(kind, payload, platform, prompt, model, max_tokens, queue, priority,
             max_attempts, timeout, idempotency_key, owner, depends_on,
             on_parent_failure) -> None:
     """Enqueue one job and print its id."""
-    try:
-        data = json.loads(payload) if payload is not None else {}
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--payload: not valid JSON ({exc})") from None
+    data = json_option(payload, "--payload", {})
     if platform:
+        if not isinstance(data, dict):
+            raise UserError("--payload: must be a JSON object with --platform")
         if queue:
             raise UserError("give --platform or --queue, not both")
         settings = load_platform(platform)

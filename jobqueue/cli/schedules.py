@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 import click
 
 from jobqueue.cli.common import (
     Column,
+    FiniteFloat,
     UserError,
     connection,
+    json_option,
     print_json,
     print_rows,
     table,
@@ -39,10 +40,10 @@ def schedules() -> None:
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None)
 @click.option("--priority", default=None, help="Integer (lower runs first) or high|normal|low.")
 @click.option("--max-attempts", type=click.IntRange(1), default=None)
-@click.option("--timeout", type=click.FloatRange(0, min_open=True), default=None)
+@click.option("--timeout", type=FiniteFloat(0, min_open=True), default=None)
 @click.option("--misfire", type=click.Choice(["skip", "once", "all"]), default="once",
               help="Fires missed while no worker ran: skip, one catch-up, or each.")
-@click.option("--max-lateness", type=click.FloatRange(0, min_open=True), default=None,
+@click.option("--max-lateness", type=FiniteFloat(0, min_open=True), default=None,
               help="Seconds: a missed fire later than this is skipped.")
 @click.option("--owner", default=None)
 @click.option("--paused", is_flag=True, help="Save it paused.")
@@ -53,10 +54,9 @@ def schedules_add(name, cron_expr, timezone, kind, queue, payload, platform, pro
     """Save a schedule; print its next fires."""
     from jobqueue.schedules import spec, store
 
-    try:
-        data = json.loads(payload) if payload is not None else None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"--payload: not valid JSON ({exc})") from None
+    data = json_option(payload, "--payload")
+    if platform and data is not None and not isinstance(data, dict):
+        raise UserError("--payload: must be a JSON object with --platform")
     if prompt is not None:
         if not platform or batch_file:
             raise UserError("--prompt goes with --platform (and not with --batch-file)")

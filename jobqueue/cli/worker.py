@@ -17,6 +17,7 @@ from click.core import ParameterSource
 
 from jobqueue import settings, signals
 from jobqueue.cli.common import (
+    FiniteFloat,
     UserError,
     database_url,
     global_args,
@@ -80,30 +81,30 @@ def _with_profile(ctx: click.Context, name: str) -> dict:
               help="Worker processes to run and supervise.")
 @click.option("--import", "imports", multiple=True, metavar="MODULE",
               help="Module(s) defining tasks; repeatable.")
-@click.option("--lease-seconds", type=click.FloatRange(0.5), default=DEFAULTS["lease_seconds"],
+@click.option("--lease-seconds", type=FiniteFloat(0.5), default=DEFAULTS["lease_seconds"],
               help="A crashed worker's jobs come back after this long.")
-@click.option("--poll-seconds", type=click.FloatRange(0.01), default=DEFAULTS["poll_seconds"],
+@click.option("--poll-seconds", type=FiniteFloat(0.01), default=DEFAULTS["poll_seconds"],
               help="Look for work at least this often (LISTEN wakes sooner).")
 @click.option("--listen/--poll-only", default=DEFAULTS["listen"],
               help="--poll-only: no LISTEN (behind PgBouncer in transaction mode without "
                    "JOBQUEUE_LISTEN_DATABASE_URL).")
-@click.option("--grace-seconds", type=click.FloatRange(0), default=DEFAULTS["grace_seconds"],
+@click.option("--grace-seconds", type=FiniteFloat(0), default=DEFAULTS["grace_seconds"],
               help="On SIGTERM, how long in-flight jobs may finish before being handed back.")
 @click.option("--claim-batch", type=click.IntRange(1, 10000), default=DEFAULTS["claim_batch"])
-@click.option("--maintenance-seconds", type=click.FloatRange(0.1),
+@click.option("--maintenance-seconds", type=FiniteFloat(0.1),
               default=DEFAULTS["maintenance_seconds"])
-@click.option("--retention-seconds", type=click.FloatRange(0),
+@click.option("--retention-seconds", type=FiniteFloat(0),
               default=DEFAULTS["retention_seconds"],
               help="Finished jobs are pruned after this long.")
-@click.option("--retry-base-seconds", type=click.FloatRange(0),
+@click.option("--retry-base-seconds", type=FiniteFloat(0),
               default=DEFAULTS["retry_base_seconds"],
               help="A failed job's first retry waits about this long; it doubles per attempt.")
-@click.option("--retry-max-seconds", type=click.FloatRange(0),
+@click.option("--retry-max-seconds", type=FiniteFloat(0),
               default=DEFAULTS["retry_max_seconds"], help="The longest retry delay.")
 @click.option("--prefetch", type=click.IntRange(0, 10000), default=DEFAULTS["prefetch"],
               help="Jobs per queue claimed ahead of free slots, started as slots free "
                    "(for many short I/O-bound jobs; 0: off).")
-@click.option("--connect-timeout", type=click.FloatRange(0), default=DEFAULTS["connect_timeout"],
+@click.option("--connect-timeout", type=FiniteFloat(0), default=DEFAULTS["connect_timeout"],
               help="At start, how long to wait for the database before giving up (exit 1).")
 @click.option("--until-idle", is_flag=True, default=DEFAULTS["until_idle"],
               help="Drain and exit 0: stop once every queue found nothing runnable and no job "
@@ -156,6 +157,8 @@ def worker(ctx, profile, **params) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise UserError(f"--import {module}: {exc}") from None
+        except Exception as exc:  # a bad name (".x", ""), or the module failed as it ran
+            raise UserError(f"--import {module}: {type(exc).__name__}: {exc}") from None
     from jobqueue import routing
 
     routing.load()  # a bad [tasks] table is bad usage now, not N children failing later

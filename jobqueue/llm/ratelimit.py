@@ -99,7 +99,8 @@ def estimate_tokens(messages: list[dict], max_tokens: int) -> int:
         if isinstance(content, str):
             chars += len(content)
         elif isinstance(content, list):
-            chars += sum(len(part.get("text", "")) for part in content if isinstance(part, dict))
+            chars += sum(len(part["text"]) for part in content
+                         if isinstance(part, dict) and isinstance(part.get("text"), str))
     return math.ceil(chars / 4) + max_tokens
 
 

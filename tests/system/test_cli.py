@@ -93,6 +93,32 @@ class TestErrors:
             assert message in out.stderr, (args, out.stderr)
             assert "Traceback" not in out.stderr
 
+    def test_odd_input_a_helper_found_exits_2_with_one_line(self, db_url, tmp_path):
+        """Each of these printed a traceback (exit 1): a RecursionError out of the JSON or
+        TOML decoder, a TypeError from a payload that is no object, OverflowError and NaN
+        from numbers, a bad module name, bytes that are not UTF-8."""
+        deep = tmp_path / "jobqueue.toml"
+        deep.write_text("[tasks]\nx = " + "[" * 2000 + "]" * 2000 + "\n")
+        cases = [
+            (["enqueue", "-k", "k", "--payload", "[" * 3000], "--payload: nested too deeply"),
+            (["enqueue", "--platform", "p", "--prompt", "hi", "--payload", "[1]"],
+             "--payload: must be a JSON object"),
+            (["schedules", "add", "s", "--cron", "@daily", "--platform", "p", "--prompt", "hi",
+              "--payload", "5"], "--payload: must be a JSON object"),
+            (["alerts", "set", "q", "--depth-over", str(10**309)], "--depth-over"),
+            (["batch", "wait", "3", "--interval", "nan"], "--interval"),
+            (["worker", "--import", ""], "--import"),
+            (["worker", "--import", ".x"], "--import .x"),
+            (["worker", "--lease-seconds", "inf"], "--lease-seconds"),
+            (["jobs", "list", "-q", "\udcff"], "is not valid UTF-8"),
+        ]
+        for args, message in cases:
+            out = run_cli(*args, url=db_url)
+            assert out.returncode == 2, (args, out.stderr)
+            assert message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+        out = run_cli("enqueue", "-k", "k", url=db_url, env={"JOBQUEUE_CONFIG": str(deep)})
+        assert out.returncode == 2 and "nested too deeply" in out.stderr, out.stderr
+
     def test_an_unreachable_database_exits_1_without_a_traceback(self):
         out = run_cli("status", url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
         assert out.returncode == 1

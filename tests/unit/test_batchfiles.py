@@ -491,6 +491,14 @@ class TestDependencies:
         assert rows[1].depends_on == ["q1"] and rows[1].on_parent_failure == "run"
         assert rows[1].metadata == {}  # the template used the one other column
 
+    def test_nesting_deeper_than_the_decoder_is_a_file_line_error(self, tmp_path):
+        deep = "[" * 3000 + "]" * 3000
+        jsonl_path = write(tmp_path, "d.jsonl", '{"prompt": "a"}\n' + deep + "\n")
+        assert errors_of(jsonl_path) == [f"{jsonl_path}:2: not valid JSON (nested too deeply)"]
+        csv_path = write(tmp_path, "d.csv", f'messages\n"{deep}"\n')
+        assert errors_of(csv_path) == [
+            f"{csv_path}:2: messages: not valid JSON (nested too deeply)"]
+
     @settings(max_examples=100, deadline=None)
     @given(cell=st.text(st.characters(blacklist_categories=("Cs",),
                                       blacklist_characters="\x00\r\n\""), max_size=8))

@@ -5,6 +5,7 @@ FILE:LINE: field errors."""
 from __future__ import annotations
 
 import json
+import re
 import string
 
 import pytest
@@ -118,6 +119,25 @@ class TestCampaignFile:
         with pytest.raises(model.InvalidCampaign) as caught:
             model.load_file(path, platforms={"sim": object()})
         assert str(caught.value).startswith(f"{path}:4: samples: ")
+
+    @pytest.mark.parametrize("name, text, says", [
+        ("c.yaml", "name: crm\nplatforms: [sim]\nprompts: [a]\n1: x\nzz: y\n",
+         "1: unknown field"),  # keys of mixed types could not be sorted
+        ("c.yaml", "name: crm\nplatforms: [sim]\nbrands: [Acme]\nprompts:\n  - prompt: a\n"
+                   "    metadata:\n"
+                   "      day: 2026-03-01\n", "prompts[0].metadata"),  # a date is not JSON
+        ("c.yaml", "name: crm\nplatforms: [sim]\nbrands: [Acme]\nprompts:\n  - prompt: a\n"
+                   "    metadata: &m\n"
+                   "      x: *m\n", "prompts[0].metadata"),  # an anchor cycle
+        ("c.yaml", "name: " + "[" * 3000 + "\n", "not valid YAML"),
+        ("c.toml", "name = " + "[" * 3000 + "]" * 3000 + "\n", "not valid TOML"),
+    ])
+    def test_odd_files_are_one_error_naming_the_place(self, tmp_path, name, text, says):
+        """Each of these raised something other than InvalidCampaign (TypeError, ValueError,
+        RecursionError): a traceback from `jobqueue campaigns create`."""
+        path = self.write(tmp_path, name, text)
+        with pytest.raises(model.InvalidCampaign, match=re.escape(says)):
+            model.load_file(path, platforms={"sim": object()})
 
     def test_syntax_errors_name_the_line(self, tmp_path):
         path = self.write(tmp_path, "c.yaml", "name: crm\nplatforms: [sim\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from jobqueue.cli.keys import _keys_table
-from jobqueue.llm.ratelimit import key_state
+from jobqueue.llm.ratelimit import estimate_tokens, key_state
 
 
 def later() -> datetime:
@@ -60,3 +60,11 @@ class TestHeadroom:
         assert _headroom(full) == 0.5
         assert _headroom(full | {"blocked_until": later()}) == 0.0
         assert _headroom(full | {"disabled_reason": "401"}) == 0.0
+
+
+def test_token_estimate_counts_only_text_parts_that_are_text():
+    """A content part whose "text" is not a string made `batch submit --dry-run` raise."""
+    messages = [{"role": "user", "content": [{"type": "text", "text": "abcd" * 10},
+                                             {"type": "text", "text": 5},
+                                             {"type": "image_url"}, "stray"]}]
+    assert estimate_tokens(messages, 16) == 10 + 16
