@@ -9,6 +9,7 @@ import sys
 import click
 
 from jobqueue.cli.common import (
+    ID,
     FiniteFloat,
     UserError,
     WorkFailed,
@@ -287,7 +288,7 @@ def _batch_or_fail(jq, batch_id: int) -> dict:
 
 
 @batch.command("show")
-@click.argument("batch_id", type=int)
+@click.argument("batch_id", type=ID)
 def batch_show(batch_id: int) -> None:
     """A batch with its jobs counted by state and platform, its provider batches, and what
     its LLM calls cost (JSON): tokens, cost_usd, cache hits and what they saved, the fallback
@@ -304,7 +305,7 @@ def batch_show(batch_id: int) -> None:
 
 
 @batch.command("wait")
-@click.argument("batch_id", type=int)
+@click.argument("batch_id", type=ID)
 @click.option("--timeout", type=FiniteFloat(0, 10**9), default=None, help="Give up after this.")
 @click.option("--interval", type=FiniteFloat(0.05, 3600), default=1.0)
 def batch_wait(batch_id: int, timeout, interval) -> None:
@@ -368,7 +369,7 @@ def batch_wait(batch_id: int, timeout, interval) -> None:
 
 
 @batch.command("export")
-@click.argument("batch_id", type=int)
+@click.argument("batch_id", type=ID)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="File to write (.jsonl or .csv); default: JSONL on standard output.")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None)

@@ -19,6 +19,11 @@ from jobqueue import db, settings
 GLOBAL_ARGS = "jobqueue.global_args"
 
 
+# A job, batch, token, webhook or delivery id: a bigint, so a larger number is bad usage
+# (exit 2) rather than a database error (exit 1).
+ID = click.IntRange(max=2**63 - 1)
+
+
 class UserError(click.ClickException):
     """Bad usage or input: one line, exit code 2, no traceback."""
 

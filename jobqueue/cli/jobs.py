@@ -12,6 +12,7 @@ import click
 
 from jobqueue.audit import Audit
 from jobqueue.cli.common import (
+    ID,
     Column,
     FiniteFloat,
     UserError,
@@ -101,7 +102,7 @@ def _job_or_fail(jq, job_id: int):
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="The whole job as JSON.")
 def jobs_show(job_id: int, as_json: bool) -> None:
     """Print a job: state, attempts, times, payload, result, and every error with its
@@ -154,7 +155,7 @@ def describe_job(job) -> str:
 @click.option("--state", type=click.Choice(STATES), default=None, help="Only this state.")
 @click.option("--kind", "-k", default=None, help="Only this kind (task name).")
 @click.option("--owner", default=None, help="Only this owner's jobs.")
-@click.option("--batch", "batch_id", type=int, default=None, help="Only this batch's jobs.")
+@click.option("--batch", "batch_id", type=ID, default=None, help="Only this batch's jobs.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50)
 @click.option("--json", "as_json", is_flag=True)
 def jobs_list(queue, state, kind, owner, batch_id, limit, as_json) -> None:
@@ -192,7 +193,7 @@ def _audit() -> Audit:
 
 
 @jobs.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 def jobs_retry(job_id: int) -> None:
     """Run a dead or cancelled job again."""
     with open_client() as jq:
@@ -203,7 +204,7 @@ def jobs_retry(job_id: int) -> None:
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=ID)
 def jobs_cancel(job_id: int) -> None:
     """Cancel a waiting job, or ask a running job's worker to stop it."""
     with open_client() as jq:
@@ -222,7 +223,7 @@ def dead() -> None:
 
 @dead.command("list")
 @click.option("--queue", "-q", default=None)
-@click.option("--limit", type=click.IntRange(1), default=50)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50)
 @click.option("--json", "as_json", is_flag=True)
 def dead_list(queue, limit, as_json) -> None:
     """The newest dead jobs with their last error."""
@@ -242,7 +243,7 @@ def _dead_table(rows: list[dict]) -> str:
 
 @dead.command("retry")
 @click.option("--queue", "-q", default=None)
-@click.argument("job_ids", type=int, nargs=-1)
+@click.argument("job_ids", type=ID, nargs=-1)
 def dead_retry(queue, job_ids) -> None:
     """Retry dead jobs: the given ids, or every one (of --queue)."""
     with open_client() as jq:
@@ -253,7 +254,7 @@ def dead_retry(queue, job_ids) -> None:
 @dead.command("purge")
 @click.option("--queue", "-q", default=None)
 @click.option("--yes", is_flag=True, help="Do not ask.")
-@click.argument("job_ids", type=int, nargs=-1)
+@click.argument("job_ids", type=ID, nargs=-1)
 def dead_purge(queue, yes, job_ids) -> None:
     """Delete dead jobs for good: the given ids, or every one (of --queue)."""
     if not job_ids and not yes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, connection, lines, print_rows
+from jobqueue.cli.common import ID, UserError, connection, lines, print_rows
 
 
 @click.group()
@@ -16,7 +16,7 @@ def tokens() -> None:
 @click.option("--owner", required=True, help="Whose jobs the token creates and sees.")
 @click.option("--scopes", default="read,write",
               help="Comma-separated: read, write, admin, viewer (the dashboard, read-only).")
-@click.option("--rate-limit", type=click.IntRange(1), default=300,
+@click.option("--rate-limit", type=click.IntRange(1, 2**31 - 1), default=300,
               help="Read requests (GET, SSE, ?wait) per minute.")
 @click.option("--write-rate-limit", type=click.IntRange(1), default=None,
               help="Write requests per minute, a bucket of their own.  [default: --rate-limit]")
@@ -54,7 +54,7 @@ def tokens_list(as_json) -> None:
 
 
 @tokens.command("revoke")
-@click.argument("token_id", type=int)
+@click.argument("token_id", type=ID)
 def tokens_revoke(token_id: int) -> None:
     """Revoke token TOKEN_ID: requests with it are refused from now on."""
     from jobqueue import tokens as token_store

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from jobqueue.cli.common import UserError, connection, lines, print_rows
+from jobqueue.cli.common import ID, UserError, connection, lines, print_rows
 
 
 @click.group()
@@ -63,7 +63,7 @@ def webhooks_list(owner, as_json) -> None:
 
 
 @webhooks.command("remove")
-@click.argument("subscription_id", type=int)
+@click.argument("subscription_id", type=ID)
 def webhooks_remove(subscription_id) -> None:
     """Remove a subscription and its deliveries (queued ones are not sent)."""
     from jobqueue.webhooks import subscriptions
@@ -75,7 +75,7 @@ def webhooks_remove(subscription_id) -> None:
 
 
 @webhooks.command("deliveries")
-@click.argument("subscription_id", type=int, required=False)
+@click.argument("subscription_id", type=ID, required=False)
 @click.option("--state", type=click.Choice(["pending", "retrying", "succeeded", "dead"]))
 @click.option("--limit", type=click.IntRange(1, 1000), default=50)
 @click.option("--json", "as_json", is_flag=True)
@@ -92,7 +92,7 @@ def webhooks_deliveries(subscription_id, state, limit, as_json) -> None:
 
 
 @webhooks.command("redeliver")
-@click.argument("delivery_id", type=int)
+@click.argument("delivery_id", type=ID)
 def webhooks_redeliver(delivery_id) -> None:
     """Send a delivery again: same body, same event id, a fresh attempt budget."""
     from jobqueue.webhooks import subscriptions

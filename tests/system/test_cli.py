@@ -111,6 +111,13 @@ class TestErrors:
             (["worker", "--import", ".x"], "--import .x"),
             (["worker", "--lease-seconds", "inf"], "--lease-seconds"),
             (["jobs", "list", "-q", "\udcff"], "is not valid UTF-8"),
+            # ids past bigint: bad usage, not "Error: database" (exit 1)
+            (["jobs", "cancel", str(2**63)], "JOB_ID"),
+            (["dead", "retry", str(2**63)], "JOB_IDS"),
+            (["jobs", "list", "--batch", str(2**63)], "--batch"),
+            (["batch", "show", str(2**63)], "BATCH_ID"),
+            (["webhooks", "deliveries", str(2**63)], "SUBSCRIPTION_ID"),
+            (["tokens", "create", "--owner", "a", "--rate-limit", str(2**31)], "--rate-limit"),
         ]
         for args, message in cases:
             out = run_cli(*args, url=db_url)
