@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import re
 import sys
 
 import click
@@ -26,6 +27,7 @@ from jobqueue.cli.common import (
 )
 
 DEFAULTS = settings.WORKER_DEFAULTS
+MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")  # what --import may name
 
 
 def _queue_spec(value: str) -> tuple[str, int | None]:
@@ -153,12 +155,15 @@ def worker(ctx, profile, **params) -> None:
     # cannot be imported is bad usage (exit 2, one line), not N children failing in a loop.
     sys.path.insert(0, os.getcwd())
     for module in imports:
+        # A name Python refuses ("", ".x": ValueError, TypeError) or a module that cannot be
+        # imported (missing, or not valid Python) is bad usage. A module that raises as it
+        # runs is a crash of the user's code: its traceback says where (exit 1).
+        if not MODULE_NAME.fullmatch(module):
+            raise UserError(f"--import {module!r}: not a module name (such as myapp.tasks)")
         try:
             importlib.import_module(module)
-        except ImportError as exc:
+        except (ImportError, SyntaxError) as exc:
             raise UserError(f"--import {module}: {exc}") from None
-        except Exception as exc:  # a bad name (".x", ""), or the module failed as it ran
-            raise UserError(f"--import {module}: {type(exc).__name__}: {exc}") from None
     from jobqueue import routing
 
     routing.load()  # a bad [tasks] table is bad usage now, not N children failing later

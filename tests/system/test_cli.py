@@ -96,7 +96,9 @@ class TestErrors:
     def test_odd_input_a_helper_found_exits_2_with_one_line(self, db_url, tmp_path):
         """Each of these printed a traceback (exit 1): a RecursionError out of the JSON or
         TOML decoder, a TypeError from a payload that is no object, OverflowError and NaN
-        from numbers, a bad module name, bytes that are not UTF-8."""
+        from numbers, a bad module name or one that is not valid Python, bytes that are not
+        UTF-8."""
+        (tmp_path / "bad_syntax_tasks.py").write_text("def (:\n")
         deep = tmp_path / "jobqueue.toml"
         deep.write_text("[tasks]\nx = " + "[" * 2000 + "]" * 2000 + "\n")
         cases = [
@@ -107,8 +109,8 @@ class TestErrors:
               "--payload", "5"], "--payload: must be a JSON object"),
             (["alerts", "set", "q", "--depth-over", str(10**309)], "--depth-over"),
             (["batch", "wait", "3", "--interval", "nan"], "--interval"),
-            (["worker", "--import", ""], "--import"),
-            (["worker", "--import", ".x"], "--import .x"),
+            (["worker", "--import", ""], "not a module name"),
+            (["worker", "--import", ".x"], "not a module name"),
             (["worker", "--lease-seconds", "inf"], "--lease-seconds"),
             (["jobs", "list", "-q", "\udcff"], "is not valid UTF-8"),
             # ids past bigint: bad usage, not "Error: database" (exit 1)
@@ -125,6 +127,10 @@ class TestErrors:
             assert message in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
         out = run_cli("enqueue", "-k", "k", url=db_url, env={"JOBQUEUE_CONFIG": str(deep)})
         assert out.returncode == 2 and "nested too deeply" in out.stderr, out.stderr
+        out = run_cli("worker", "--import", "bad_syntax_tasks", url=db_url,
+                      env={"PYTHONPATH": str(tmp_path)})
+        assert out.returncode == 2 and "--import bad_syntax_tasks: invalid syntax" in out.stderr
+        assert "Traceback" not in out.stderr, out.stderr
 
     def test_an_unreachable_database_exits_1_without_a_traceback(self):
         out = run_cli("status", url="postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
