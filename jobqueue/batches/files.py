@@ -775,6 +775,9 @@ def _field_reader(index: dict[str, int]):
             else:
                 if max_tokens < 1:
                     errs.append(("max_tokens", f"must be a positive integer, got {text}"))
+                elif max_tokens > MAX_TOKENS_RANGE[1]:  # as the JSONL check: a 32-bit integer
+                    errs.append(("max_tokens",
+                                 f"must be at most {MAX_TOKENS_RANGE[1]}, got {max_tokens}"))
                 row.max_tokens = max_tokens
         if te is not None and (text := cells[te].strip()):
             try:

@@ -143,9 +143,11 @@ def _platform(name: str, table: Any, source: str) -> Platform:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{field_where}: must be a positive integer, got {value!r}")
             values[key] = value
-        elif key in _FLOAT_FIELDS:
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{field_where}: must be a positive number, got {value!r}")
+        elif key in _FLOAT_FIELDS:  # seconds: NaN fails the comparison, infinity the bound
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0 < value <= 10**9:
+                raise ConfigError(f"{field_where}: must be a positive number (at most 1e9), "
+                                  f"got {value!r}")
             values[key] = float(value)
         elif key in _STR_FIELDS:
             if not isinstance(value, str) or not value:

@@ -246,6 +246,8 @@ def test_iter_rows_yields_good_rows_then_raises_at_first_bad(tmp_path):
 @pytest.mark.parametrize(("text", "expected"), [
     ("prompt,max_tokens\nhi,-3\n", "2: max_tokens: must be a positive integer, got -3"),
     ("prompt,max_tokens\nhi,lots\n", '2: max_tokens: must be a positive integer, got "lots"'),
+    ("prompt,max_tokens\nhi,99999999999\n",
+     "2: max_tokens: must be at most 2147483647, got 99999999999"),
     ("prompt,temperature\nhi,3\n", '2: temperature: must be a number from 0 to 2, got "3"'),
     ("prompt,temperature\nhi,nan\n", '2: temperature: must be a number from 0 to 2, got "nan"'),
     ("prompt,priority\nhi,High\n",
