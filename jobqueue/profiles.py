@@ -30,7 +30,7 @@ from typing import Any
 
 from jobqueue import config
 from jobqueue.errors import ConfigError
-from jobqueue.settings import WORKER_DEFAULTS
+from jobqueue.settings import MAX_SECONDS, WORKER_DEFAULTS
 
 # The worker options a profile may set besides its own fields, by WorkerConfig field (the
 # `worker` command's option names with underscores; tests/unit/test_profiles.py keeps the two
@@ -162,9 +162,6 @@ def _imports(value: Any, at: str) -> tuple[str, ...]:
             raise ConfigError(f"{spot}: must be a module name such as \"myapp.tasks\", "
                               f"got {item!r}")
     return tuple(items)
-
-
-MAX_SECONDS = 10**9  # a worker's durations (lease, poll, grace...): NaN and infinity are none
 
 
 def _option(key: str, value: Any, at: str) -> Any:

@@ -30,6 +30,9 @@ VERSION = "0.1.0"
 
 DEFAULT_QUEUE = "default"
 DEFAULT_MAX_ATTEMPTS = 5  # a job's, unless its task or the enqueue says otherwise
+# The longest duration any setting may give (a lease, a poll, a platform's timeout, a CLI
+# option): ~31 years. NaN and infinity are none: Postgres's timestamps overflow on them.
+MAX_SECONDS = 10**9
 
 MB = 1024 * 1024
 

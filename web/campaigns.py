@@ -18,7 +18,7 @@ from jobqueue.campaigns import model, report, runs, store
 from web.auth import require
 from web.contract import BadRequest, Reply, operation
 from web.llm_platforms import configured_platforms
-from web.owned import Removed, as_json, check_not_others, taken, with_owner
+from web.owned import Removed, as_json, refused, with_owner
 from web.resources import resources
 from web.schemas import ResponseModel, TextModel
 
@@ -110,12 +110,10 @@ def _save(name: str, body: CampaignBody, replace: bool):
         raise BadRequest(str(exc), field=exc.field, status=422,
                          code="invalid_campaign") from None
     with resources().client.pool.connection() as conn, conn.transaction():
-        check_not_others("campaign", name, store.get(conn, name))
         outcome = store.save(conn, spec, datetime.now(UTC), replace=replace,
                              only_owner=g.principal.owner_filter())
-        if outcome is None:  # taken, or saved by another owner since the check
-            check_not_others("campaign", name, store.get(conn, name))
-            raise taken("campaign", name)
+        if outcome is None:  # taken (POST), or another owner's
+            raise refused("campaign", name, store.get(conn, name))
         row = store.get(conn, name)  # our row lock keeps it until the commit
     return jsonify(as_json(row)), 201 if outcome == "created" else 200
 

@@ -1,6 +1,7 @@
 """What the APIs of the named things an owner saves (web/schedules.py, web/campaigns.py)
 share, so both answer the same way: whose a saved one is (a non-admin's is theirs; naming
-another owner is 403), the 409 for a name another owner holds or that POST finds taken, the
+another owner is 403), the 409 of a save the store refused (a name another owner holds, or that
+POST finds taken), the
 answer to a removal, and rows as JSON (times in ISO 8601).
 """
 
@@ -30,15 +31,13 @@ def with_owner(fields: dict) -> dict:
     return fields
 
 
-def check_not_others(what: str, name: str, existing: dict | None) -> None:
-    """409 when the `what` named `name` is another owner's: the caller may neither see nor
-    replace it (an admin may)."""
+def refused(what: str, name: str, existing: dict | None) -> BadRequest:
+    """The 409 of a save the store refused (its upsert tests the owner itself, so a name
+    another owner saved a moment ago is never taken over): the `what` named `name` is another
+    owner's, which the caller may neither see nor replace; or a POST found it taken (PUT
+    replaces)."""
     if existing is not None and not g.principal.can_see(existing["owner"]):
-        raise BadRequest(f"{what} {name}: exists", field="name", status=409, code="conflict")
-
-
-def taken(what: str, name: str) -> BadRequest:
-    """The 409 of a POST whose name is taken (PUT replaces)."""
+        return BadRequest(f"{what} {name}: exists", field="name", status=409, code="conflict")
     return BadRequest(f"{what} {name}: exists (PUT /api/{what}s/{name} replaces it)",
                       field="name", status=409, code="conflict")
 

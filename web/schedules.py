@@ -21,7 +21,7 @@ from jobqueue.schedules import spec, store, tick
 from web.auth import require
 from web.contract import BadRequest, Reply, operation
 from web.llm_platforms import configured_platforms, fire_platforms
-from web.owned import Removed, as_json, check_not_others, taken, with_owner
+from web.owned import Removed, as_json, refused, with_owner
 from web.resources import resources
 from web.schemas import ResponseModel, TextModel
 
@@ -107,12 +107,10 @@ def _save(name: str, body: ScheduleBody, replace: bool):
         field = str(exc).partition(":")[0]
         raise BadRequest(str(exc), field=field, status=422, code="invalid_schedule") from None
     with resources().client.pool.connection() as conn, conn.transaction():
-        check_not_others("schedule", name, store.get(conn, name))
         outcome = store.save(conn, definition, datetime.now(UTC), replace=replace,
                              only_owner=g.principal.owner_filter())
-        if outcome == "kept":  # taken, or saved by another owner since the check
-            check_not_others("schedule", name, store.get(conn, name))
-            raise taken("schedule", name)
+        if outcome == "kept":  # taken (POST), or another owner's
+            raise refused("schedule", name, store.get(conn, name))
         (row,) = store.listing(conn, name=name)  # our row lock keeps it until the commit
     return jsonify(_public(row)), 201 if outcome == "created" else 200
 
@@ -121,10 +119,14 @@ def _public(row: dict) -> dict:
     return as_json(row) | {"next_fires": [t.isoformat() for t in row.get("next_fires", [])]}
 
 
+def _not_found(name: str) -> BadRequest:
+    return BadRequest(f"schedule {name}: not found", status=404, code="not_found")
+
+
 def _visible(conn, name: str) -> dict:
     rows = store.listing(conn, owner=g.principal.owner_filter(), name=name)
     if not rows:
-        raise BadRequest(f"schedule {name}: not found", status=404, code="not_found")
+        raise _not_found(name)
     return rows[0]
 
 
@@ -189,9 +191,9 @@ def schedule_runs(name: str, query: RunsQuery):
            errors=NOT_FOUND)
 def pause_schedule(name: str, action: str):
     with resources().client.pool.connection() as conn:
-        _visible(conn, name)
-        store.set_paused(conn, name, action == "pause", datetime.now(UTC),
-                         owner=g.principal.owner_filter())
+        if store.set_paused(conn, name, action == "pause", datetime.now(UTC),
+                            owner=g.principal.owner_filter()) is None:
+            raise _not_found(name)
         row = _visible(conn, name)
     return jsonify(_public(row))
 
@@ -216,7 +218,6 @@ def run_schedule(name: str):
            replies={200: Reply(Removed, "{name, removed}")}, errors=NOT_FOUND)
 def delete_schedule(name: str):
     with resources().client.pool.connection() as conn:
-        _visible(conn, name)
-        if not store.remove(conn, name, owner=g.principal.owner_filter()):
-            raise BadRequest(f"schedule {name}: not found", status=404, code="not_found")
+        if not store.remove(conn, name, owner=g.principal.owner_filter()):  # none of yours
+            raise _not_found(name)
     return jsonify(name=name, removed=True)

@@ -54,6 +54,12 @@ class CampaignSpec:
     extract: dict[str, Any] = field(default_factory=dict)
 
 
+def _unknown(given: dict, known) -> list[str]:
+    """The keys of `given` not in `known`, sorted as text (a YAML file may mix keys of
+    several types, which sorted() alone cannot order)."""
+    return sorted(map(str, set(given) - set(known)))
+
+
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise InvalidCampaign("name: 1-90 characters of letters, digits and _ . @ -, starting "
@@ -77,7 +83,7 @@ def build(fields: dict[str, Any], *, base_dir: str | None = None,
     `platforms`: the configured platforms (jobqueue.toml's when None)."""
     if not isinstance(fields, dict):
         raise InvalidCampaign("campaign: must be a table/object of fields")
-    unknown = sorted(map(str, set(fields) - set(FIELDS)))
+    unknown = _unknown(fields, FIELDS)
     if unknown:
         raise InvalidCampaign(f"{unknown[0]}: unknown field (known: {', '.join(FIELDS)})")
     given = {k: v for k, v in fields.items() if v is not None}
@@ -141,7 +147,7 @@ def _brands(given: dict) -> list[dict[str, Any]]:
                 item = {"name": item}
             if not isinstance(item, dict):
                 raise InvalidCampaign(f"{where}: must be a name or {{name, aliases}}")
-            extra = sorted(map(str, set(item) - set(BRAND_FIELDS)))
+            extra = _unknown(item, BRAND_FIELDS)
             if extra:
                 raise InvalidCampaign(f"{where}.{extra[0]}: unknown field (known: name, "
                                       "aliases)")
@@ -182,7 +188,7 @@ def _prompts(given: dict, base_dir: str | None) -> tuple[list[dict], str | None]
             where = f"prompts[{i}]"
             metadata: Any = {}
             if isinstance(item, dict):
-                extra = sorted(map(str, set(item) - {"prompt", "metadata"}))
+                extra = _unknown(item, {"prompt", "metadata"})
                 if extra:
                     raise InvalidCampaign(f"{where}.{extra[0]}: unknown field (known: prompt, "
                                           "metadata)")
@@ -241,7 +247,7 @@ def _schedule(value: Any) -> dict[str, str] | None:
         value = {"cron": value}
     if not isinstance(value, dict):
         raise InvalidCampaign('schedule: must be a cron expression or {cron, timezone, misfire}')
-    extra = sorted(map(str, set(value) - set(SCHEDULE_FIELDS)))
+    extra = _unknown(value, SCHEDULE_FIELDS)
     if extra:
         raise InvalidCampaign(f"schedule.{extra[0]}: unknown field (known: "
                               f"{', '.join(SCHEDULE_FIELDS)})")
@@ -266,7 +272,7 @@ def _extract(value: Any, platforms: dict | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidCampaign("extract: must be {platform = NAME} (an LLM analyses each "
                               "answer) or {} (string matching only)")
-    extra = sorted(map(str, set(value) - {"platform"}))
+    extra = _unknown(value, {"platform"})
     if extra:
         raise InvalidCampaign(f"extract.{extra[0]}: unknown field (known: platform)")
     if "platform" in value:

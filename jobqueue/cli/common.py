@@ -48,11 +48,12 @@ def json_option(text: str | None, option: str, default: Any = None) -> Any:
 
 
 class FiniteFloat(click.FloatRange):
-    """A float within [min, max] (max 10^9 unless given) that is a number: click's FloatRange
-    lets NaN through (it compares false with both bounds), and an unbounded one lets
-    infinity through (a lease of inf seconds overflowed Postgres's timestamps)."""
+    """A float within [min, max] (settings.MAX_SECONDS unless given) that is a number:
+    click's FloatRange lets NaN through (it compares false with both bounds), and an
+    unbounded one lets infinity through (a lease of inf seconds overflowed Postgres's
+    timestamps)."""
 
-    def __init__(self, min=None, max=10**9, **kwargs):
+    def __init__(self, min=None, max=settings.MAX_SECONDS, **kwargs):
         super().__init__(min, max, **kwargs)
 
     def convert(self, value, param, ctx):

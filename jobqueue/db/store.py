@@ -505,6 +505,12 @@ def finished_per_minute(conn: psycopg.Connection, since: datetime | None) -> lis
                     prepare=_UNPREPARED).fetchall()
 
 
+def batch_owners(conn: psycopg.Connection, batch_ids: list[int]) -> dict[int, str | None]:
+    """{batch id: its owner} of those of `batch_ids` that exist."""
+    return {r["id"]: r["owner"]
+            for r in _execute(conn, "batch_owners", {"ids": batch_ids}).fetchall()}
+
+
 def batch(conn: psycopg.Connection, batch_id: int) -> dict | None:
     """A batch with its jobs counted by state (the batches page's query, for one batch), and
     by platform and state under "platforms"."""

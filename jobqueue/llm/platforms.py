@@ -23,6 +23,7 @@ from typing import Any
 
 from jobqueue import config
 from jobqueue.errors import ConfigError as ConfigError
+from jobqueue.settings import MAX_SECONDS
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,9 @@ def _platform(name: str, table: Any, source: str) -> Platform:
             values[key] = value
         elif key in _FLOAT_FIELDS:  # seconds: NaN fails the comparison, infinity the bound
             if isinstance(value, bool) or not isinstance(value, int | float) \
-                    or not 0 < value <= 10**9:
-                raise ConfigError(f"{field_where}: must be a positive number (at most 1e9), "
-                                  f"got {value!r}")
+                    or not 0 < value <= MAX_SECONDS:
+                raise ConfigError(f"{field_where}: must be a positive number (at most "
+                                  f"{MAX_SECONDS:g}), got {value!r}")
             values[key] = float(value)
         elif key in _STR_FIELDS:
             if not isinstance(value, str) or not value:

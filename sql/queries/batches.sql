@@ -8,3 +8,9 @@ RETURNING id;
 
 -- name: batch_set_total
 UPDATE jobqueue.batches SET total = %(total)s WHERE id = %(id)s;
+
+
+-- name: batch_owners
+-- Whose batches these are (a budget's visibility and who may set it, web/costs.py): the
+-- batch rows alone, by primary key, not the batch page's counts and costs.
+SELECT id, owner FROM jobqueue.batches WHERE id = ANY(%(ids)s::bigint[]);

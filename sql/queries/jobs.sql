@@ -490,6 +490,15 @@ SELECT r.id FROM retried r CROSS JOIN announced;
                     WHEN f.delay > 0 THEN 2 ELSE 0 END,
 
 
+-- part: given_back_now
+-- The SET of a job given back untouched and due at once (hand_back at shutdown, renew_leases'
+-- rows a lost claim reply leased): its lease released, the attempt not counted, no longer
+-- paused over budget (0031), and a parked retry back in lane 0 (as lane_due, 0030).
+    SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(j.attempts - 1, 0),
+        run_at = now(), progress = jobqueue.unpaused(j.progress),
+        lane = CASE WHEN j.lane = 2 THEN 0 ELSE j.lane END
+
+
 -- part: lane_not_due
 -- A row put off until later (run_at ahead) leaves lane 0, which holds only due rows (0030):
 -- a retry placed first is parked in lane 2 until maintenance brings it back.
@@ -522,10 +531,7 @@ WHERE j.execution_id = mine.execution AND j.lease_owner IS NULL
 -- Shutdown: give running jobs back untouched. The attempt did not fail, so it is not counted.
 WITH released AS (
     UPDATE jobqueue.jobs j
-    SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0),
-        run_at = now(),
-        progress = jobqueue.unpaused(j.progress),  -- not paused over budget any more (0031)
-        -- include: lane_due
+    -- include: given_back_now
     WHERE id = ANY(%(ids)s) AND lease_owner = %(worker)s
     RETURNING id, queue
 )
@@ -614,9 +620,7 @@ renewed AS (
 ),
 released AS (
     UPDATE jobqueue.jobs j
-    SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(j.attempts - 1, 0),
-        run_at = now(), progress = jobqueue.unpaused(j.progress),  -- as hand_back
-        -- include: lane_due
+    -- include: given_back_now
     FROM mine WHERE j.id = mine.id AND NOT mine.known
     RETURNING j.id, j.queue
 )
