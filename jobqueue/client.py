@@ -51,8 +51,7 @@ class Client:
             self.url,
             min_size=min_size,
             max_size=max_size,
-            kwargs=db.connect_kwargs() | {"row_factory": dict_row}
-            | (db.read_only_kwargs(self.url) if read_only else {}),
+            kwargs=db.connect_kwargs(self.url, read_only=read_only) | {"row_factory": dict_row},
             open=True,
             name="jobqueue-client",
         )

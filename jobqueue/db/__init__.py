@@ -14,12 +14,11 @@ from jobqueue.db.connect import (
     describe,
     int_array,
     listen_url,
-    read_only_kwargs,
     redact,
     text_array,
 )
 
 __all__ = ["WORKER_APPLICATION_NAME", "behind_pgbouncer", "connect", "connect_async",
            "connect_kwargs", "database_url", "describe", "int_array", "listen_url",
-           "read_only_kwargs", "redact",
+           "redact",
            "text_array"]

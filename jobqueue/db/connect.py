@@ -2,8 +2,9 @@
 
 `DATABASE_URL` wins; without it the embedded server starts (see embedded.py). Set
 `JOBQUEUE_PGBOUNCER=1` behind PgBouncer in transaction mode: it turns off server-side prepared
-statements, which such a pooler cannot carry between clients, and session SETs. LISTEN needs a
-session: `JOBQUEUE_LISTEN_DATABASE_URL` names a direct connection for it (listen_url).
+statements, which such a pooler cannot carry between clients, session SETs and startup options
+(jobqueue's own: JIT off, read-only). LISTEN needs a session: `JOBQUEUE_LISTEN_DATABASE_URL`
+names a direct connection for it (listen_url).
 """
 
 from __future__ import annotations
@@ -77,39 +78,47 @@ KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3,
 WORKER_APPLICATION_NAME = "jobqueue-worker"
 
 
-def connect_kwargs() -> dict:
-    # prepare_threshold=0 prepares hot statements on first use; None disables preparing.
-    return {
-        "autocommit": True,
-        "prepare_threshold": None if behind_pgbouncer() else 0,
-        "application_name": "jobqueue",
-    } | KEEPALIVES
-
+# Postgres's JIT compiles a statement whose estimated cost passes jit_above_cost, at every
+# execution: tens to hundreds of ms of CPU to save microseconds. A queue's statements are short,
+# and those over a big backlog are estimated high (maintenance's alert check over 200,000 waiting
+# jobs: 14 M, so ~0.7 s of CPU every few seconds, a tenth of a drain's Postgres CPU in
+# scripts/profile_drain.py). jobqueue's sessions turn it off; a URL's own `options` come after,
+# so `?options=-c%20jit%3Don` turns it back on.
+JIT_OFF_OPTION = "-c jit=off"
 
 # Every transaction of a connection opened with this is read-only: a write fails with
 # "cannot execute ... in a read-only transaction" instead of happening.
 READ_ONLY_OPTION = "-c default_transaction_read_only=on"
 
 
-def read_only_kwargs(url: str) -> dict:
-    """Connection arguments that make every transaction read-only, added to any `options`
-    the URL already carries. Nothing behind PgBouncer, which refuses startup options it does
+def connect_kwargs(url: str | None = None, *, read_only: bool = False) -> dict:
+    """Arguments of every connection jobqueue opens. Given the `url`, also the session's
+    startup options (JIT off; every transaction read-only if `read_only`) added to any
+    `options` the URL carries; none behind PgBouncer, which refuses startup options it does
     not know (a replica refuses writes by itself)."""
-    if behind_pgbouncer():
-        return {}
+    # prepare_threshold=0 prepares hot statements on first use; None disables preparing.
+    kwargs = {
+        "autocommit": True,
+        "prepare_threshold": None if behind_pgbouncer() else 0,
+        "application_name": "jobqueue",
+    } | KEEPALIVES
+    if url is None or behind_pgbouncer():
+        return kwargs
     from psycopg.conninfo import conninfo_to_dict
 
     given = str(conninfo_to_dict(url).get("options") or "")
-    return {"options": f"{given} {READ_ONLY_OPTION}".strip()}
+    options = [JIT_OFF_OPTION, given, READ_ONLY_OPTION if read_only else ""]
+    return kwargs | {"options": " ".join(o for o in options if o)}
 
 
 def connect(url: str | None = None, **overrides) -> psycopg.Connection:
-    kwargs = connect_kwargs() | {"row_factory": dict_row} | overrides
-    return psycopg.connect(url or database_url(), **kwargs)
+    url = url or database_url()
+    kwargs = connect_kwargs(url) | {"row_factory": dict_row} | overrides
+    return psycopg.connect(url, **kwargs)
 
 
 async def connect_async(url: str, **overrides) -> psycopg.AsyncConnection:
-    kwargs = connect_kwargs() | overrides
+    kwargs = connect_kwargs(url) | overrides
     return await psycopg.AsyncConnection.connect(url, **kwargs)
 
 

@@ -132,7 +132,8 @@ class PlatformRuntime:
         else:
             self.pool = AsyncConnectionPool(
                 self.url, min_size=1, max_size=4, open=False,
-                kwargs=db.connect_kwargs() | {"application_name": db.WORKER_APPLICATION_NAME},
+                kwargs=db.connect_kwargs(self.url)
+                | {"application_name": db.WORKER_APPLICATION_NAME},
                 name="jobqueue-llm")
             self._own_pool = True
             await self.pool.open()
