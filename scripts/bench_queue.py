@@ -26,6 +26,7 @@ freshly created database; two more on request (io, real: below):
     "worker start s" is spawn -> first handler call (the earliest of both processes), and
     "after first job" = N / (queue empty - first handler call): the steady drain rate.
     ANALYZE runs after the enqueue for every system (as autovacuum would in production).
+    Every timed enqueue and drain starts right after a CHECKPOINT (see checkpoint()).
 (c) pickup latency: 2 idle worker processes; warm-up single enqueues until both processes
     have run a job (at least 20), then --latency-jobs single enqueues at --rate per second on a
     fixed schedule. Latency = handler's first-line time.time() - time.time() taken just before
@@ -367,6 +368,17 @@ def execute(url: str, statement: str) -> None:
         conn.execute(statement)
 
 
+def checkpoint(url: str, tag: str) -> None:
+    """Write the dirty pages and start a new checkpoint now, so the timed step that follows
+    neither pays for the previous ones' writes nor meets a checkpoint half way (after one,
+    every page's first change is written to the WAL whole): without it the same drain varied
+    by a fifth from run to run, depending on where the last checkpoint fell."""
+    try:
+        execute(url, "CHECKPOINT")
+    except psycopg.Error as exc:
+        log(f"{tag} CHECKPOINT not allowed ({str(exc).strip()}): going on without it")
+
+
 def scalar(url: str, query: str):
     with psycopg.connect(url, autocommit=True) as conn:
         return conn.execute(query).fetchone()[0]
@@ -521,6 +533,7 @@ def run_system(system: System, args, procs: Processes, tmp: Path, rep: int) -> R
     fresh_database(system, args, env, tag)
 
     if "enqueue" in phases:
+        checkpoint(url, tag)
         got = run_agent([*system.agent, "enqueue", str(args.jobs)], system.cwd, env,
                         args.timeout, f"{tag} enqueue")
         if got["count"] != args.jobs:
@@ -747,6 +760,7 @@ def timed_drain(system, args, procs, url, env, out_dir: Path, tag: str, phase: s
     out_dir.mkdir()
     env = env | {"BENCH_OUT_DIR": str(out_dir)}
     poll = args.poll_ms / 1000.0
+    checkpoint(url, tag)
     workers = []
     counter = RedisCounter(system.redis_url, n) if system.redis_url else None
     cpu_from: tuple[dict, dict] | None = None
@@ -811,10 +825,7 @@ def latency(system, args, procs, url, env, out, tag, result) -> None:
     lat_dir.mkdir()
     env = env | {"BENCH_OUT_DIR": str(lat_dir)}
     execute(url, "VACUUM ANALYZE")
-    try:  # the drain's dirty pages are written now, not during the measurement
-        execute(url, "CHECKPOINT")
-    except psycopg.Error as exc:
-        log(f"{tag} CHECKPOINT not allowed ({str(exc).strip()}): going on without it")
+    checkpoint(url, tag)  # the drain's dirty pages are written now, not during the measurement
     time.sleep(1.0)
     workers = [procs.spawn(system.latency_worker, env,
                            out / f"latency-worker-{i}.log", cwd=system.cwd)

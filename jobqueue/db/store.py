@@ -30,7 +30,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from jobqueue.audit import Audit, noted
-from jobqueue.db.connect import int_array, text_array
+from jobqueue.db.connect import int_array, text_array, tid_array, word_array
 from jobqueue.db.queries import q
 from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS, id_from_text
 
@@ -117,7 +117,7 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
     located = [o for o in finish if o.at is not None]
     if located:  # where the claim left them; those that moved since go by id below
         cur = await conn.execute(q("finish_jobs_at"), {
-            "at": text_array(o.at for o in located), **_finish_params(located, worker)})
+            "at": tid_array(o.at for o in located), **_finish_params(located, worker)})
         recorded.update(r[0] for r in await cur.fetchall())
     if by_id := [o for o in finish if o.job_id not in recorded]:
         # prepare=False here and for retries: a cached generic plan of these unnest joins on
@@ -129,7 +129,7 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
     if retry:
         cur = await conn.execute(q("retry_jobs"), prepare=False, params={
             "id": int_array(o.job_id for o in retry),
-            "execution": text_array(o.execution_id for o in retry),
+            "execution": word_array(o.execution_id for o in retry),
             "delay": [o.delay for o in retry],
             "error": text_array(o.error for o in retry), "worker": worker})
         recorded.update(r[0] for r in await cur.fetchall())
@@ -153,8 +153,8 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
 
 def _finish_params(finish: Sequence[Outcome], worker: UUID) -> dict:
     return {"id": int_array(o.job_id for o in finish),
-            "execution": text_array(o.execution_id for o in finish),
-            "state": text_array(o.state for o in finish),
+            "execution": word_array(o.execution_id for o in finish),
+            "state": word_array(o.state for o in finish),
             "result": text_array(o.result for o in finish),
             "error": text_array(o.error for o in finish), "worker": worker}
 

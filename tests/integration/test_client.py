@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jobqueue import InvalidJob, JobSpec, db
 from jobqueue.db.queries import q
@@ -242,6 +244,25 @@ class TestArrayLiterals:
         values = [1, -2, 2**62, 0]
         assert sql("SELECT %(v)s::bigint[] AS v", {"v": db.int_array(values)})[0]["v"] == values
         assert sql("SELECT %(v)s::bigint[] AS v", {"v": db.int_array([])})[0]["v"] == []
+
+    @settings(max_examples=50, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # read-only SELECTs
+    @given(st.lists(st.uuids()), st.lists(st.sampled_from(
+        ["succeeded", "dead", "cancelled"])))
+    def test_execution_ids_and_states_round_trip(self, sql, ids, states):
+        """db.word_array: uuids and state words, joined without quotes."""
+        row = sql("SELECT %(e)s::uuid[] AS e, %(s)s::text[] AS s",
+                  {"e": db.word_array(map(str, ids)), "s": db.word_array(states)})[0]
+        assert row == {"e": ids, "s": states}
+
+    @settings(max_examples=50, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])  # read-only SELECTs
+    @given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 2**16 - 1))))
+    def test_row_addresses_round_trip(self, sql, places):
+        """db.tid_array: ctids as the claim answers them ((page,item) text)."""
+        text = [f"({page},{item})" for page, item in places]
+        row = sql("SELECT %(t)s::tid[]::text[] AS t", {"t": db.tid_array(text)})[0]
+        assert row["t"] == text
 
 
 def test_the_package_exports_resolve_on_first_use():
