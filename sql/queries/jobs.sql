@@ -250,7 +250,13 @@ picked AS MATERIALIZED (
     -- due work: 0030). The order is jobs_claim_idx's, so this stays one ordered index scan
     -- (Index Cond: queue, run_at <= now()), stopping after `limit` rows.
     ORDER BY priority, lane, run_at, id
-    LIMIT %(limit)s
+    -- A sub-select, not the bare parameter: the planner then estimates the limit alike
+    -- whether it knows the value or not, so after five runs the prepared statement keeps
+    -- one generic plan (the same plan) instead of planning again at each claim. With the bare
+    -- parameter, a generic plan's guess of a tenth of the backlog made it look costlier, and
+    -- each claim of 500 rows over 200,000 waiting spent ~0.6 ms planning (planning time
+    -- 0.6 -> 0.04 ms).
+    LIMIT (SELECT %(limit)s::int)
     FOR UPDATE SKIP LOCKED
 ),
 -- include: claim_lease
@@ -272,7 +278,7 @@ picked AS MATERIALIZED (
       AND run_at <= now()
       AND (SELECT fair AND NOT (paused OR capped) FROM queue)
     ORDER BY priority, fair_round, id
-    LIMIT %(limit)s
+    LIMIT (SELECT %(limit)s::int)  -- see `claim`
     FOR UPDATE SKIP LOCKED
 ),
 -- include: claim_lease
@@ -337,7 +343,7 @@ plain AS MATERIALIZED (
     WHERE queue = %(queue)s AND lease_owner IS NULL AND run_at <= now()
       AND (SELECT NOT fair AND per_owner IS NULL AND n > 0 FROM allowed)
     ORDER BY priority, lane, run_at, id  -- as in `claim` (0024)
-    LIMIT %(limit)s
+    LIMIT (SELECT %(limit)s::int)  -- see `claim`
     FOR UPDATE SKIP LOCKED
 ),
 fair AS MATERIALIZED (
@@ -346,7 +352,7 @@ fair AS MATERIALIZED (
       AND run_at <= now()
       AND (SELECT fair AND per_owner IS NULL AND n > 0 FROM allowed)
     ORDER BY priority, fair_round, id
-    LIMIT %(limit)s
+    LIMIT (SELECT %(limit)s::int)  -- see `claim`
     FOR UPDATE SKIP LOCKED
 ),
 candidates AS MATERIALIZED (
