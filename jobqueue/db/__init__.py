@@ -16,10 +16,9 @@ from jobqueue.db.connect import (
     listen_url,
     redact,
     text_array,
-    tid_array,
     word_array,
 )
 
 __all__ = ["WORKER_APPLICATION_NAME", "behind_pgbouncer", "connect", "connect_async",
            "connect_kwargs", "database_url", "describe", "int_array", "listen_url",
-           "redact", "text_array", "tid_array", "word_array"]
+           "redact", "text_array", "word_array"]

@@ -139,10 +139,3 @@ def word_array(values) -> str:
     """A Postgres array literal of strings that need no quotes: uuids, words (a state). A
     join, a fifth of text_array's cost per element; the outcome batches send two such."""
     return "{" + ",".join(values) + "}"
-
-
-def tid_array(values) -> str:
-    """A Postgres array literal of row addresses, ctids as Postgres writes them: `(page,item)`
-    (quoted for their comma, nothing to escape)."""
-    values = list(values)
-    return '{"' + '","'.join(values) + '"}' if values else "{}"

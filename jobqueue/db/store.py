@@ -30,7 +30,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from jobqueue.audit import Audit, noted
-from jobqueue.db.connect import int_array, text_array, tid_array, word_array
+from jobqueue.db.connect import int_array, text_array, word_array
 from jobqueue.db.queries import q
 from jobqueue.jobs import DEFAULT_MAX_ATTEMPTS, id_from_text
 
@@ -49,7 +49,6 @@ class Outcome:
     error: str | None = None  # JSON text of the attempt's error object
     delay: float = 0.0
     progress: str | None = None  # JSON text: why a job handed back until later waits
-    at: str | None = None  # where the claim left the row (its ctid), if known
 
 
 # -- claim ------------------------------------------------------------------------------------
@@ -62,10 +61,9 @@ CLAIM_STATEMENTS = ("claim", "claim_fair", "claim_capped")
 
 class Claimed(list):
     """The rows a claim leased: (id, kind, payload text, attempt, max_attempts,
-    timeout_seconds, execution_id, ctid: where the row is, for finish_jobs_at). `statement`:
-    the claim statement the queue needs (pass it to the next claim). `held_back`: the queue's
-    caps (fleet-wide or per owner) left runnable work unclaimed, which no notification will
-    announce when places free up."""
+    timeout_seconds, execution_id). `statement`: the claim statement the queue needs (pass it
+    to the next claim). `held_back`: the queue's caps (fleet-wide or per owner) left runnable
+    work unclaimed, which no notification will announce when places free up."""
 
     statement: str = "claim"
     held_back: bool = False
@@ -114,17 +112,15 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
     back = [o.job_id for o in outcomes if o.action == "hand_back" and o.progress is None]
     later = [o for o in outcomes if o.action == "hand_back" and o.progress is not None]
     recorded: set[int] = set()
-    located = [o for o in finish if o.at is not None]
-    if located:  # where the claim left them; those that moved since go by id below
-        cur = await conn.execute(q("finish_jobs_at"), {
-            "at": tid_array(o.at for o in located), **_finish_params(located, worker)})
-        recorded.update(r[0] for r in await cur.fetchall())
-    if by_id := [o for o in finish if o.job_id not in recorded]:
-        # prepare=False here and for retries: a cached generic plan of these unnest joins on
-        # id degrades to a nested loop that rescans the arrays for every row (10x slower at
-        # 500 rows).
-        cur = await conn.execute(q("finish_jobs"), _finish_params(by_id, worker),
-                                 prepare=False)
+    # prepare=False: a cached generic plan of these unnest joins degrades to a nested loop
+    # that rescans the arrays for every row (10x slower at 500 rows).
+    if finish:
+        cur = await conn.execute(q("finish_jobs"), prepare=False, params={
+            "id": int_array(o.job_id for o in finish),
+            "execution": word_array(o.execution_id for o in finish),
+            "state": word_array(o.state for o in finish),
+            "result": text_array(o.result for o in finish),
+            "error": text_array(o.error for o in finish), "worker": worker})
         recorded.update(r[0] for r in await cur.fetchall())
     if retry:
         cur = await conn.execute(q("retry_jobs"), prepare=False, params={
@@ -149,14 +145,6 @@ async def record_outcomes(conn: psycopg.AsyncConnection, worker: UUID,
                 "execution": text_array(o.execution_id for o in missing)})
             recorded.update(r[0] for r in await cur.fetchall())
     return recorded
-
-
-def _finish_params(finish: Sequence[Outcome], worker: UUID) -> dict:
-    return {"id": int_array(o.job_id for o in finish),
-            "execution": word_array(o.execution_id for o in finish),
-            "state": word_array(o.state for o in finish),
-            "result": text_array(o.result for o in finish),
-            "error": text_array(o.error for o in finish), "worker": worker}
 
 
 async def set_progress(conn: psycopg.AsyncConnection, worker: UUID,

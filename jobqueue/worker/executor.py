@@ -64,7 +64,6 @@ class Running:
     kind: str
     execution_id: str
     claimed_at: float
-    at: str  # the row's ctid at the claim, for the outcome (see finish_jobs_at)
     ctx: JobContext | None = None  # made when the job starts, for handlers that take one
     task: asyncio.Task | None = None
     stop_reason: str | None = None  # "cancelled", "lease_lost" or "shutdown"
@@ -80,7 +79,7 @@ class Executor:
         self.worker_id, self.worker_name = worker_id, str(worker_id)
         self.queue, self.config, self.tasks = queue.name, config, tasks
         self.concurrency = queue.concurrency
-        self._record, self.report_progress = record, report_progress
+        self.record, self.report_progress = record, report_progress
         self.loop, self.debug = loop, debug
         self.log = log.bind(worker=self.worker_name, queue=queue.name)
         self.in_flight: dict[int, Running] = {}
@@ -92,20 +91,13 @@ class Executor:
         self.claimed = 0
         self._threads: ThreadPoolExecutor | None = None
 
-    def record(self, outcome: Outcome) -> None:
-        """Hand an outcome to the completer, with where the claim left its row."""
-        running = self.in_flight.get(outcome.job_id)
-        if running is not None and running.execution_id == outcome.execution_id:
-            outcome.at = running.at
-        self._record(outcome)
-
     # -- starting ---------------------------------------------------------------------------
 
     def start(self, row: tuple, now: float) -> None:
         """Start a claimed row: (id, kind, payload text, attempt, max_attempts, timeout,
-        execution id, ctid)."""
-        job_id, kind, payload, attempt, max_attempts, timeout, execution_id, at = row
-        running = Running(job_id, attempt, max_attempts, kind, execution_id, now, at)
+        execution id)."""
+        job_id, kind, payload, attempt, max_attempts, timeout, execution_id = row
+        running = Running(job_id, attempt, max_attempts, kind, execution_id, now)
         self.in_flight[job_id] = running
         self.claimed += 1
         if self.running < self.concurrency:

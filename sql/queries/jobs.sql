@@ -218,7 +218,7 @@ claimed AS (
     -- psycopg's Python-level jsonb loader per row (and a payload that cannot be decoded then
     -- fails its own job, not the claim).
     RETURNING j.id, j.kind, j.payload::text, j.attempts, j.max_attempts, j.timeout_seconds,
-              j.execution_id::text, j.ctid::text
+              j.execution_id::text
 ),
 announced AS MATERIALIZED (
     SELECT pg_notify('jobqueue_events', min(id) || '-' || max(id)) FROM claimed
@@ -262,7 +262,7 @@ picked AS MATERIALIZED (
 -- include: claim_lease
 UNION ALL
 SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim_fair' END,
-       NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL
 FROM queue WHERE capped OR fair;
 
 
@@ -284,7 +284,7 @@ picked AS MATERIALIZED (
 -- include: claim_lease
 UNION ALL
 SELECT NULL, CASE WHEN capped THEN 'claim_capped' ELSE 'claim' END,
-       NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL
 FROM queue WHERE capped OR NOT fair;
 
 
@@ -394,7 +394,7 @@ UNION ALL
 -- runnable rows wait than this claim took (counted through the claim index, at most one past
 -- them; in this statement's snapshot the rows it took still look runnable). CASE, so none of
 -- it is evaluated for a queue that is not capped.
-SELECT NULL, 'held_back', NULL, NULL, NULL, NULL, NULL, NULL FROM allowed
+SELECT NULL, 'held_back', NULL, NULL, NULL, NULL, NULL FROM allowed
 WHERE CASE WHEN capped AND (n < %(limit)s
                             OR (SELECT count(*) FROM chosen) < (SELECT count(*) FROM candidates))
            THEN (SELECT count(*) FROM (
@@ -404,8 +404,7 @@ WHERE CASE WHEN capped AND (n < %(limit)s
                 > (SELECT count(*) FROM picked)
            ELSE false END
 UNION ALL
-SELECT NULL, CASE WHEN fair THEN 'claim_fair' ELSE 'claim' END, NULL, NULL, NULL, NULL, NULL,
-       NULL
+SELECT NULL, CASE WHEN fair THEN 'claim_fair' ELSE 'claim' END, NULL, NULL, NULL, NULL, NULL
 FROM allowed WHERE NOT capped AND NOT paused;
 
 
@@ -414,44 +413,10 @@ FROM allowed WHERE NOT capped AND NOT paused;
 SELECT min(run_at) FROM jobqueue.jobs WHERE queue = %(queue)s AND lease_owner IS NULL;
 
 
--- name: finish_jobs_at
+-- name: finish_jobs
 -- Move jobs a worker finished (succeeded, dead or cancelled) to `finished`. The fencing token
 -- (lease_owner, execution_id) must still be the worker's: a worker whose lease expired and
 -- whose job was taken over moves nothing, and learns so from the ids missing in RETURNING.
--- Each row is found where the claim left it (`at`, the ctid the claim answered): a TID scan
--- per row, with a plan that stays right when cached, so the statement is prepared. Found by
--- id, the rows cost a scan of the worker's leases and a hash join planned anew at every
--- batch (a cached plan of that join degrades to rescanning the arrays per row): 12.3 -> x.x
--- us/job for the backend that writes outcomes (scripts/profile_drain.py --handler real).
--- A row updated since its claim (lease renewed, progress, cancellation asked) has moved;
--- it is not found here, and db/store.py sends it again through finish_jobs. A ctid reused
--- by another row fails the id and execution test.
-WITH done AS (
-    DELETE FROM jobqueue.jobs j
-    USING unnest(%(at)s::tid[], %(id)s::bigint[], %(execution)s::uuid[], %(state)s::text[],
-                 %(result)s::text[], %(error)s::text[])
-          AS d(at, id, execution, state, result, error)
-    -- IS NOT DISTINCT FROM (for a worker id, which is never NULL: `=`) is no index condition,
-    -- so the plan cannot start from the worker's leases (jobs_lease_idx), which the
-    -- statistics may take for one row, and rescan the arrays for each of them.
-    WHERE j.ctid = d.at AND j.id = d.id AND j.execution_id = d.execution
-      AND j.lease_owner IS NOT DISTINCT FROM %(worker)s::uuid
--- include: finish_move
-
-
--- name: finish_jobs
--- finish_jobs_at for rows found by id: those that moved since their claim, and outcomes
--- whose row's place is not known (the Batch API's, a test's).
-WITH done AS (
-    DELETE FROM jobqueue.jobs j
-    USING unnest(%(id)s::bigint[], %(execution)s::uuid[], %(state)s::text[], %(result)s::text[],
-                 %(error)s::text[]) AS d(id, execution, state, result, error)
-    WHERE j.id = d.id AND j.execution_id = d.execution AND j.lease_owner = %(worker)s
--- include: finish_move
-
-
--- part: finish_move
--- The rest of finish_jobs_at and finish_jobs, after the rows to end are chosen: the move.
 -- The one move that does not call jobqueue.finished_row (0007_job_state.sql), on purpose: it
 -- is the hot path (~1,000 rows per statement), and the whole-row value `RETURNING j` builds
 -- for finished_row, taken apart again column by column, cost 1 us per job: in
@@ -460,6 +425,11 @@ WITH done AS (
 -- So the columns are written out here and must stay exactly what finished_row writes:
 -- tests/integration/test_states.py checks that a job finished here equals finished_row of the
 -- same job, column for column, and that every column of `finished` is written.
+WITH done AS (
+    DELETE FROM jobqueue.jobs j
+    USING unnest(%(id)s::bigint[], %(execution)s::uuid[], %(state)s::text[], %(result)s::text[],
+                 %(error)s::text[]) AS d(id, execution, state, result, error)
+    WHERE j.id = d.id AND j.execution_id = d.execution AND j.lease_owner = %(worker)s
     RETURNING j.id, j.queue, j.kind, j.payload, j.priority, j.run_at, j.attempts,
               j.max_attempts, j.timeout_seconds, d.state, d.result, j.errors, d.error,
               j.progress, j.owner, j.batch_id, j.idempotency_key, j.metadata, j.created_at,

@@ -255,15 +255,6 @@ class TestArrayLiterals:
                   {"e": db.word_array(map(str, ids)), "s": db.word_array(states)})[0]
         assert row == {"e": ids, "s": states}
 
-    @settings(max_examples=50, deadline=None,
-              suppress_health_check=[HealthCheck.function_scoped_fixture])  # read-only SELECTs
-    @given(st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(1, 2**16 - 1))))
-    def test_row_addresses_round_trip(self, sql, places):
-        """db.tid_array: ctids as the claim answers them ((page,item) text)."""
-        text = [f"({page},{item})" for page, item in places]
-        row = sql("SELECT %(t)s::tid[]::text[] AS t", {"t": db.tid_array(text)})[0]
-        assert row["t"] == text
-
 
 def test_the_package_exports_resolve_on_first_use():
     """jobqueue's public names load lazily (a worker skips the client's pool); each of them

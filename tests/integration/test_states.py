@@ -13,14 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import uuid
 from collections import Counter
 
-import psycopg
 import pytest
 
 from jobqueue import JobSpec, Permanent, Retry
-from jobqueue.db import store
 from jobqueue.db.queries import q, sql_dir
 from jobqueue.jobs import HOT_STATES, STATES
 from jobqueue.tasks import Registry
@@ -83,14 +80,6 @@ def seven(client, start_worker, sql) -> dict:
             blocked: (IDLE, "blocked")}
     assert sorted(state for _, state in jobs.values()) == sorted(STATES)
     return {"batch": batch_id, "jobs": jobs}
-
-
-def _finish(rows: list[dict], worker, at: bool = False) -> dict:
-    """finish_jobs(_at)'s parameters ending these claimed rows as succeeded."""
-    return {"id": [r["id"] for r in rows], "execution": [r["execution_id"] for r in rows],
-            "state": ["succeeded"] * len(rows), "result": ["null"] * len(rows),
-            "error": [None] * len(rows), "worker": worker} | (
-        {"at": [r["ctid"] for r in rows]} if at else {})
 
 
 def expected_counts(jobs: dict) -> dict[str, dict[str, int]]:
@@ -259,73 +248,6 @@ class TestTheMoveToFinished:
             "SELECT column_name FROM information_schema.columns "
             "WHERE table_schema = 'jobqueue' AND table_name = 'finished'")}
         assert columns - written == {"finished_at"}  # the table's default: now()
-
-    def test_finish_jobs_at_finds_each_row_where_its_claim_left_it(self, client, sql):
-        worker = "00000000-0000-0000-0000-0000000000a1"
-        ids = [client.enqueue("k", {"n": n}, queue="q") for n in range(3)]
-        claimed = sql(q("claim"), {"queue": "q", "limit": 3, "worker": worker,
-                                   "lease_seconds": 30})
-        assert all(r["ctid"] for r in claimed)
-        moved = sql(q("finish_jobs_at"), _finish(claimed, worker, at=True))
-        assert sorted(r["id"] for r in moved) == ids
-        assert {client.get(i).state for i in ids} == {"succeeded"}
-
-    def test_finish_jobs_at_moves_nothing_that_is_not_exactly_the_claimed_row(self, client, sql):
-        """A row updated since its claim has another ctid; a ctid pointing at another job's
-        row fails the id test; another worker's outcome fails the fence. Each moves nothing."""
-        worker = "00000000-0000-0000-0000-0000000000a2"
-        a, b, c = (client.enqueue("k", queue="q") for _ in range(3))
-        rows = {r["id"]: r for r in sql(q("claim"), {"queue": "q", "limit": 3,
-                                                        "worker": worker, "lease_seconds": 30})}
-        sql(q("set_progress"), {"id": a, "execution": rows[a]["execution_id"],
-                                "progress": '{"step": 1}', "worker": worker})
-        swapped = dict(rows[b], ctid=rows[c]["ctid"])  # b's outcome, c's place
-        assert sql(q("finish_jobs_at"), _finish([rows[a], swapped], worker, at=True)) == []
-        other = "00000000-0000-0000-0000-0000000000a3"
-        assert sql(q("finish_jobs_at"), _finish([rows[c]], other, at=True)) == []
-        assert {client.get(i).state for i in (a, b, c)} == {"running"}
-
-    def test_record_outcomes_ends_rows_that_moved_since_their_claim_by_id(self, client, sql):
-        worker = uuid.UUID("00000000-0000-0000-0000-0000000000a4")
-        a, b, c = (client.enqueue("k", queue="q") for _ in range(3))
-        rows = {r["id"]: r for r in sql(q("claim"), {"queue": "q", "limit": 3,
-                                                        "worker": worker, "lease_seconds": 30})}
-        sql(q("set_progress"), {"id": a, "execution": rows[a]["execution_id"],
-                                "progress": '{"step": 1}', "worker": worker})
-        outcomes = [store.Outcome(i, rows[i]["execution_id"], "finish", "succeeded",
-                                  result=str(i), at=rows[i]["ctid"]) for i in (a, b)]
-        outcomes[1].at = rows[c]["ctid"]  # a stale place: another job's row
-        outcomes.append(store.Outcome(c, rows[c]["execution_id"], "finish", "dead",
-                                      error='{"e": 1}', at=rows[c]["ctid"]))
-
-        async def record():
-            async with await psycopg.AsyncConnection.connect(sql.url,
-                                                             autocommit=True) as conn:
-                return await store.record_outcomes(conn, worker, outcomes)
-
-        assert asyncio.run(record()) == {a, b, c}
-        assert [client.get(i).state for i in (a, b, c)] == ["succeeded", "succeeded", "dead"]
-        assert client.get(b).result == b and client.get(a).progress == {"step": 1}
-
-    def test_a_worker_sends_its_outcomes_with_their_places(self, start_worker, client,
-                                                           monkeypatch):
-        """The hot path is taken: every outcome a worker writes carries its row's place."""
-        sent: list[store.Outcome] = []
-        real = store.record_outcomes
-
-        async def spy(conn, worker, outcomes, resent=False):
-            sent.extend(outcomes)
-            return await real(conn, worker, outcomes, resent)
-
-        monkeypatch.setattr(store, "record_outcomes", spy)
-        tasks = Registry()
-        tasks.register("k", lambda payload: None)
-        ids = client.enqueue_payloads("k", [{}] * 20, queue="placed")
-        tw = start_worker(tasks, queue="placed", concurrency=4)
-        wait_until(lambda: all(client.get(i).state == "succeeded" for i in ids))
-        tw.stop()
-        assert sorted(o.job_id for o in sent) == sorted(ids)
-        assert all(o.at for o in sent)
 
     def test_cancel_and_rescue_carry_the_execution_id(self, client, sql):
         """Every move carries execution_id (0006): a job cancelled while waiting for its
