@@ -371,8 +371,8 @@ def execute(url: str, statement: str) -> None:
 def checkpoint(url: str, tag: str) -> None:
     """Write the dirty pages and start a new checkpoint now, so the timed step that follows
     neither pays for the previous ones' writes nor meets a checkpoint half way (after one,
-    every page's first change is written to the WAL whole): without it the same drain varied
-    by a fifth from run to run, depending on where the last checkpoint fell."""
+    every page's first change is written to the WAL whole). Drains here vary by up to a fifth
+    from run to run; a checkpoint falling inside one was a cause that can be removed."""
     try:
         execute(url, "CHECKPOINT")
     except psycopg.Error as exc:
