@@ -101,7 +101,7 @@ def _load(parser: Callable[[dict[str, Any], str], T], path: str, absolute: str,
         raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
     except RecursionError:  # arrays or tables nested deeper than the parser goes
         raise ConfigError(f"{path}: not valid TOML (nested too deeply)") from None
-    except (IsADirectoryError, PermissionError, OSError) as exc:
+    except OSError as exc:  # a directory, no permission... (FileNotFoundError is above)
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     return parser(data, path)
 
