@@ -146,3 +146,10 @@ class TestDecorator:
             "task send_email is routed to queue 'emails', not 'default'"]
         assert routing.unrouted_here(["send_email"], "emails", self.routes) == []
         assert routing.unrouted_here(["send_email"], ["default", "emails"], self.routes) == []
+
+
+def test_a_config_path_that_cannot_be_read_is_a_config_error(tmp_path):
+    """A directory (or a file without permission) where jobqueue.toml should be: one line
+    naming the path, not an OSError's traceback."""
+    with pytest.raises(ConfigError, match=r"cannot be read"):
+        config.load(lambda data, source: data, tmp_path)
